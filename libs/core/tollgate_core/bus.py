@@ -1,0 +1,119 @@
+"""faststream on Kafka with the platform's delivery rules.
+
+* ``create_broker``: idempotent producers with ``acks=all``; the broker-wide ack policy is ``ACK`` (commit
+  after the handler returned), never faststream's at-most-once default ``ACK_FIRST``.
+* ``subscribe``: every subscriber states its group, ack policy and concurrency in a ``Delivery``; the handler
+  gets bounded retries, then the message goes to the service's DLQ with headers naming the source topic,
+  partition, offset and error — and only then is its offset committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from tollgate_core.kafka import dead_letter
+from tollgate_core.settings import ServiceSettings
+from tollgate_core.topics import Topics
+
+log = logging.getLogger(__name__)
+
+AT_MOST_ONCE = frozenset({AckPolicy.ACK_FIRST})
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a subscriber consumes: stated explicitly for every subscriber in the platform."""
+
+    group_id: str
+    ack_policy: AckPolicy = AckPolicy.ACK
+    max_workers: int = 1
+    retries: int = 3
+    retry_backoff_s: float = 0.2
+
+    def __post_init__(self) -> None:
+        if self.ack_policy in AT_MOST_ONCE:
+            raise ValueError(
+                f"subscriber group {self.group_id!r}: {self.ack_policy} commits before the work is done and "
+                "loses messages on a crash; use AckPolicy.ACK (commit after the handler) or MANUAL"
+            )
+        if self.retries < 0:
+            raise ValueError("retries cannot be negative")
+
+
+def create_broker(settings: ServiceSettings, service: str, **kwargs: Any) -> KafkaBroker:
+    return KafkaBroker(
+        settings.kafka_bootstrap,
+        client_id=settings.client_id(service),
+        acks="all",
+        enable_idempotence=True,
+        ack_policy=AckPolicy.ACK,
+        allow_auto_create_topics=False,
+        **kwargs,
+    )
+
+
+Handler = Callable[[bytes], Awaitable[None]]
+
+
+def subscribe(
+    broker: KafkaBroker,
+    topic: str,
+    *,
+    service: str,
+    topics: Topics,
+    delivery: Delivery,
+    description: str = "",
+) -> Callable[[Handler], Any]:
+    """Register ``handler(body: bytes)`` on ``topic`` with explicit delivery, bounded retries and a DLQ."""
+    dlq_topic = topics.dlq(service)
+
+    def decorator(handler: Handler) -> Any:
+        async def with_retries_and_dlq(body: bytes, message: KafkaMessage) -> None:
+            attempt = 0
+            while True:
+                try:
+                    await handler(body)
+                    return
+                except Exception as exc:  # every failure is retried, then dead-lettered; none is dropped
+                    attempt += 1
+                    if attempt <= delivery.retries:
+                        log.warning("%s: %s failed (attempt %d): %s", service, topic, attempt, exc)
+                        await asyncio.sleep(delivery.retry_backoff_s * 2 ** (attempt - 1))
+                        continue
+                    record = message.raw_message
+                    out = dead_letter(record, dlq_topic, service, exc)  # type: ignore[arg-type]
+                    await broker.publish(out.value, out.topic, key=out.key, headers=dict(out.headers))
+                    log.error("%s: %s offset %s sent to %s: %s", service, topic, record.offset, dlq_topic, exc)  # type: ignore[union-attr]
+                    return
+
+        with_retries_and_dlq.__name__ = handler.__name__
+        with_retries_and_dlq.__doc__ = handler.__doc__
+        return broker.subscriber(
+            topic,
+            group_id=delivery.group_id,
+            ack_policy=delivery.ack_policy,
+            max_workers=delivery.max_workers,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            description=description or handler.__doc__,
+        )(with_retries_and_dlq)
+
+    return decorator
+
+
+def subscriber_policies(broker: KafkaBroker) -> list[tuple[str, AckPolicy, bool]]:
+    """(topics, resolved ack policy, auto-commit) of every subscriber — what the delivery test inspects."""
+    found = []
+    for sub in broker.subscribers:
+        config = sub._configuration if hasattr(sub, "_configuration") else sub.config  # type: ignore[attr-defined]
+        names = ",".join(str(t) for t in getattr(config, "topics", ()) or getattr(sub, "topics", ()))
+        found.append((names, config.ack_policy, bool(config.connection_args.get("enable_auto_commit"))))
+    return found

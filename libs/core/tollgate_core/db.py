@@ -1,0 +1,86 @@
+"""PostgreSQL: an asyncpg pool whose service migrations are applied on start.
+
+Each service keeps numbered SQL files (``001_init.sql`` ...) in its own ``migrations`` folder. They are applied
+once, in order, under an advisory lock so several replicas starting together do not race.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+_LEDGER = """
+CREATE TABLE IF NOT EXISTS tollgate_migrations (
+    service     text        NOT NULL,
+    version     integer     NOT NULL,
+    name        text        NOT NULL,
+    checksum    text        NOT NULL,
+    applied_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (service, version)
+)
+"""
+
+
+def _migration_files(directory: Path) -> list[tuple[int, Path]]:
+    found = []
+    for path in sorted(directory.glob("*.sql")):
+        head = path.name.split("_", 1)[0]
+        if not head.isdigit():
+            raise ValueError(f"migration {path.name} must start with a number, e.g. 001_init.sql")
+        found.append((int(head), path))
+    versions = [v for v, _ in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"two migrations share a number in {directory}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection, service: str, directory: Path) -> list[str]:
+    """Apply the service's pending migrations; refuse if an applied file was edited afterwards."""
+    lock_key = int.from_bytes(hashlib.sha256(f"tollgate-migrate-{service}".encode()).digest()[:8], "big", signed=True)
+    applied_now: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", lock_key)
+    try:
+        await conn.execute(_LEDGER)
+        rows = await conn.fetch("SELECT version, checksum FROM tollgate_migrations WHERE service = $1", service)
+        applied = {r["version"]: r["checksum"] for r in rows}
+        for version, path in _migration_files(directory):
+            sql = path.read_text(encoding="utf-8")
+            checksum = hashlib.sha256(sql.encode()).hexdigest()
+            if version in applied:
+                if applied[version] != checksum:
+                    raise RuntimeError(f"migration {path.name} of {service} changed after it was applied")
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO tollgate_migrations (service, version, name, checksum) VALUES ($1, $2, $3, $4)",
+                    service,
+                    version,
+                    path.name,
+                    checksum,
+                )
+            applied_now.append(path.name)
+            log.info("%s: applied migration %s", service, path.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
+    return applied_now
+
+
+async def create_pool(
+    dsn: str, service: str, migrations: Path | None = None, *, min_size: int = 1, max_size: int = 10
+) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+    if migrations is not None:
+        async with pool.acquire() as conn:
+            await migrate(conn, service, migrations)
+    return pool
+
+
+async def ping(pool: asyncpg.Pool) -> None:
+    async with pool.acquire(timeout=2) as conn:
+        await conn.fetchval("SELECT 1")

@@ -1,0 +1,59 @@
+"""The HTTP surface every service shares: ``/healthz``, ``/readyz``, ``/metrics`` (and FastAPI's OpenAPI)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+ReadinessCheck = Callable[[], Awaitable[None]]
+
+
+def ops_router(registry: CollectorRegistry, checks: Mapping[str, ReadinessCheck]) -> APIRouter:
+    router = APIRouter(tags=["operations"])
+
+    @router.get("/healthz", summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get(
+        "/readyz",
+        summary="Every dependency (Kafka, PostgreSQL, ...) is reachable",
+        responses={503: {"description": "A dependency is not reachable"}},
+    )
+    async def readyz() -> JSONResponse:
+        results: dict[str, str] = {}
+        ready = True
+        for name, check in checks.items():
+            try:
+                await asyncio.wait_for(check(), timeout=3)
+                results[name] = "ok"
+            except Exception as exc:  # any failure means not ready; the reason is reported
+                ready = False
+                results[name] = f"error: {type(exc).__name__}: {exc}"[:300]
+        body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": results}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return router
+
+
+def create_http_app(
+    *,
+    title: str,
+    version: str,
+    description: str,
+    registry: CollectorRegistry,
+    checks: Mapping[str, ReadinessCheck],
+    lifespan: Any = None,
+) -> FastAPI:
+    app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
+    app.include_router(ops_router(registry, checks))
+    return app

@@ -1,0 +1,266 @@
+"""Kafka clients with the platform's delivery rules, and the exactly-once stream stage.
+
+* Producers: ``acks=all`` with idempotence on (``producer_config``).
+* ``TransactionalStage``: consume a batch, transform it, then produce every output record *and* the consumed
+  offsets in one Kafka transaction. A crash at any point either commits both or neither, so a restarted stage
+  neither loses an input nor publishes an output twice (to ``read_committed`` readers). Poison messages are
+  outputs too: the handler turns them into DLQ records, committed in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError, ProducerFenced
+from aiokafka.partitioner import murmur2
+from aiokafka.structs import ConsumerRecord
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+# Header names on dead-letter records.
+DLQ_SOURCE_TOPIC = "tollgate-dlq-source-topic"
+DLQ_SOURCE_PARTITION = "tollgate-dlq-source-partition"
+DLQ_SOURCE_OFFSET = "tollgate-dlq-source-offset"
+DLQ_ERROR_TYPE = "tollgate-dlq-error-type"
+DLQ_ERROR = "tollgate-dlq-error"
+DLQ_SERVICE = "tollgate-dlq-service"
+DLQ_FAILED_AT = "tollgate-dlq-failed-at"
+
+
+def producer_config(bootstrap: str, client_id: str, **overrides: Any) -> dict[str, Any]:
+    """The platform's producer settings: every write acknowledged by all in-sync replicas, idempotent."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "client_id": client_id,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "compression_type": None,
+    }
+    config.update(overrides)
+    return config
+
+
+@dataclass(slots=True)
+class OutRecord:
+    topic: str
+    value: bytes
+    key: bytes | None = None
+    headers: Headers = field(default_factory=list)
+
+
+def dead_letter(
+    record: ConsumerRecord[bytes, bytes], dlq_topic: str, service: str, error: BaseException | str
+) -> OutRecord:
+    """The original message, unchanged, bound for the DLQ with headers that say where it came from and why."""
+    kind = type(error).__name__ if isinstance(error, BaseException) else "Rejected"
+    reason = str(error)[:2000] or kind
+    headers = list(record.headers or ())
+    headers += [
+        (DLQ_SOURCE_TOPIC, record.topic.encode()),
+        (DLQ_SOURCE_PARTITION, str(record.partition).encode()),
+        (DLQ_SOURCE_OFFSET, str(record.offset).encode()),
+        (DLQ_ERROR_TYPE, kind.encode()),
+        (DLQ_ERROR, reason.encode("utf-8", "replace")),
+        (DLQ_SERVICE, service.encode()),
+        (DLQ_FAILED_AT, str(int(time.time() * 1000)).encode()),
+    ]
+    return OutRecord(dlq_topic, record.value or b"", record.key, headers)
+
+
+class PartitionedWriter:
+    """Appends records straight into per-partition batches (cheaper than one future per ``send``).
+
+    Partitions are chosen with Kafka's default murmur2 key hash, so keys land where any other client
+    would put them and one entity's events stay in order.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self._producer = producer
+        self._partitions: dict[str, list[int]] = {}
+
+    async def _partitions_for(self, topic: str) -> list[int]:
+        parts = self._partitions.get(topic)
+        if parts is None:
+            await self._producer.client._wait_on_metadata(topic)
+            parts = sorted(self._producer.client.cluster.partitions_for_topic(topic) or ())
+            if not parts:
+                raise KafkaError(f"topic {topic} has no partitions")
+            self._partitions[topic] = parts
+        return parts
+
+    async def write(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]]:
+        builders: dict[tuple[str, int], Any] = {}
+        futures: list[asyncio.Future[Any]] = []
+        now_ms = int(time.time() * 1000)
+        for rec in records:
+            parts = await self._partitions_for(rec.topic)
+            if rec.key is None:
+                partition = parts[random.randrange(len(parts))]
+            else:
+                partition = parts[(murmur2(rec.key) & 0x7FFFFFFF) % len(parts)]
+            slot = (rec.topic, partition)
+            builder = builders.get(slot)
+            if builder is None:
+                builder = builders[slot] = self._producer.create_batch()
+            if builder.append(key=rec.key, value=rec.value, timestamp=now_ms, headers=rec.headers) is None:
+                futures.append(await self._producer.send_batch(builder, rec.topic, partition=partition))
+                builder = builders[slot] = self._producer.create_batch()
+                if builder.append(key=rec.key, value=rec.value, timestamp=now_ms, headers=rec.headers) is None:
+                    raise KafkaError(f"record of {len(rec.value)} bytes does not fit in a batch")
+        for (topic, partition), builder in builders.items():
+            if builder.record_count():
+                futures.append(await self._producer.send_batch(builder, topic, partition=partition))
+        return futures
+
+
+StageHandler = Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[Sequence[OutRecord]]]
+
+
+@dataclass
+class StageStats:
+    consumed: int = 0
+    produced: int = 0
+    batches: int = 0
+    aborted: int = 0
+    last_batch_at: float = 0.0
+
+
+class _RevokeGuard(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Makes a rebalance wait for the batch in flight, so offsets are never committed for a lost partition."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self._lock:
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
+class TransactionalStage:
+    """consume → transform → produce + commit offsets, atomically, in batches.
+
+    Delivery: exactly-once into downstream ``read_committed`` consumers. ``transactional_id`` must be stable
+    per replica (``<service>-<instance_id>``) so a restarted replica fences its predecessor's open transaction.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        bootstrap: str,
+        source_topics: Sequence[str],
+        group_id: str,
+        transactional_id: str,
+        handler: StageHandler,
+        client_id: str,
+        max_records: int = 5000,
+        fetch_max_wait_ms: int = 50,
+        retry_backoff_s: float = 0.5,
+        max_backoff_s: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.stats = StageStats()
+        self._handler = handler
+        self._source_topics = list(source_topics)
+        self._group_id = group_id
+        self._max_records = max_records
+        self._retry_backoff_s = retry_backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,  # offsets are committed inside the output transaction only
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+        )
+        self._producer = AIOKafkaProducer(
+            **producer_config(bootstrap, client_id, transactional_id=transactional_id, transaction_timeout_ms=30000)
+        )
+        self._writer = PartitionedWriter(self._producer)
+        self.healthy = False
+
+    async def start(self) -> None:
+        await self._producer.start()
+        await self._consumer.start()
+        self._consumer.subscribe(self._source_topics, listener=_RevokeGuard(self._lock))
+        self.healthy = True
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        async with self._lock:
+            self.healthy = False
+            await self._consumer.stop()
+            await self._producer.stop()
+
+    async def run(self) -> None:
+        """Process until ``stop()``; infrastructure errors back off and retry from the committed offsets."""
+        backoff = self._retry_backoff_s
+        while not self._stopping.is_set():
+            try:
+                batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
+            except KafkaError as exc:
+                log.warning("%s: fetch failed: %s", self.name, exc)
+                await self._sleep(backoff)
+                continue
+            if not batch:
+                continue
+            try:
+                await self._process(batch)
+                backoff = self._retry_backoff_s
+            except ProducerFenced:
+                log.error("%s: fenced by a newer replica with the same transactional id; stopping", self.name)
+                self.healthy = False
+                raise
+            except Exception:
+                self.stats.aborted += 1
+                log.exception("%s: batch failed, rewinding to the committed offsets", self.name)
+                await self._rewind()
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff_s)
+
+    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
+        async with self._lock:
+            records = [rec for recs in batch.values() for rec in recs]
+            outputs = await self._handler(records)
+            offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items()}
+            async with self._producer.transaction():
+                await self._writer.write(outputs)
+                await self._producer.send_offsets_to_transaction(offsets, self._group_id)
+            self.stats.consumed += len(records)
+            self.stats.produced += len(outputs)
+            self.stats.batches += 1
+            self.stats.last_batch_at = time.time()
+
+    async def _rewind(self) -> None:
+        for tp in self._consumer.assignment():
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass

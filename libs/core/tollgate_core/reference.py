@@ -1,0 +1,66 @@
+"""Training reference profile: what the data and the predictions looked like when a model was trained.
+
+The trainer computes it, the registry stores it with the version, the validator uses it for statistical
+expectations on incoming records, and the monitor compares live windows against it for drift.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# Quantile probabilities kept for every numeric field: enough for robust range checks and plots.
+QUANTILE_PROBS: tuple[float, ...] = (0.0, 0.001, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 0.999, 1.0)
+# Number of equal-frequency bins used for PSI / Jensen-Shannon on numeric fields.
+DEFAULT_BINS = 10
+
+
+class NumericSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["numeric"] = "numeric"
+    count: int = Field(ge=0, description="Non-null values seen.")
+    null_fraction: float = Field(ge=0, le=1)
+    mean: float
+    std: float
+    min: float
+    max: float
+    quantiles: dict[str, float] = Field(description="Quantile probability (as text, e.g. '0.99') to value.")
+    bin_edges: list[float] = Field(
+        description="Inner edges of equal-frequency bins (len = bins - 1); outer bins are open-ended."
+    )
+    bin_fractions: list[float] = Field(description="Share of non-null values per bin (len = bins).")
+
+
+class CategorySummary(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["category"] = "category"
+    count: int = Field(ge=0)
+    null_fraction: float = Field(ge=0, le=1)
+    frequencies: dict[str, float] = Field(description="Category (booleans as 'true'/'false') to share.")
+
+
+FieldSummary = Annotated[NumericSummary | CategorySummary, Field(discriminator="kind")]
+
+
+class ReferenceProfile(BaseModel):
+    """Per-feature distributions, the prediction distribution and per-segment metrics of one training run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contract: str = Field(description="Dataset contract schema id, e.g. credit-default.v1.")
+    row_count: int = Field(ge=0)
+    features: dict[str, FieldSummary]
+    prediction: NumericSummary = Field(
+        description="Distribution of the model's score (positive-class probability, or the regression output)."
+    )
+    label: FieldSummary | None = None
+    segment_field: str | None = None
+    segment_metrics: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Segment value to metric name to value, on the holdout."
+    )
+    fairness_gap: dict[str, float] = Field(
+        default_factory=dict, description="Metric name to (max - min) across segments."
+    )

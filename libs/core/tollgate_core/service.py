@@ -1,0 +1,54 @@
+"""Running a service process: its HTTP server and its Kafka loops in one event loop, stopped together."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import uvicorn
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+async def run_service(
+    app: Any,
+    *,
+    host: str,
+    port: int,
+    loops: list[Callable[[], Coroutine[Any, Any, None]]],
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Serve ``app`` and run each background loop; when the server stops (SIGINT/SIGTERM) or a loop dies,
+    stop everything. A loop that fails takes the process down (non-zero exit) rather than limping on."""
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    tasks = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
+    serving = asyncio.create_task(server.serve(), name="http")
+    failure: BaseException | None = None
+    try:
+        done, _ = await asyncio.wait([serving, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            if task is not serving and not task.cancelled() and task.exception() is not None:
+                failure = task.exception()
+                log.error("background loop %s failed: %r", task.get_name(), failure)
+    finally:
+        server.should_exit = True
+        if on_stop is not None:
+            await on_stop()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await serving
+    if failure is not None:
+        raise SystemExit(1)

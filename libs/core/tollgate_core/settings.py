@@ -1,0 +1,50 @@
+"""Settings shared by every service; each service subclasses ``ServiceSettings`` with its own env prefix.
+
+``TOLLGATE_KAFKA_BOOTSTRAP`` and ``TOLLGATE_DATABASE_URL`` are platform-wide and read without a service prefix;
+everything else is read as ``TOLLGATE_<SERVICE>_<FIELD>``.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_KAFKA_BOOTSTRAP = "localhost:9092"
+DEFAULT_DATABASE_URL = "postgresql://tollgate:tollgate@127.0.0.1:5432/tollgate"
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every tollgate service has. Subclasses set ``model_config`` with ``env_prefix``."""
+
+    model_config = SettingsConfigDict(env_prefix="TOLLGATE_", extra="ignore")
+
+    kafka_bootstrap: str = Field(
+        DEFAULT_KAFKA_BOOTSTRAP,
+        validation_alias=AliasChoices("TOLLGATE_KAFKA_BOOTSTRAP", "kafka_bootstrap"),
+        description="Kafka bootstrap servers, comma separated.",
+    )
+    database_url: str = Field(
+        DEFAULT_DATABASE_URL,
+        validation_alias=AliasChoices("TOLLGATE_DATABASE_URL", "database_url"),
+        description="PostgreSQL DSN.",
+    )
+    topic_namespace: str = Field(
+        "tollgate",
+        validation_alias=AliasChoices("TOLLGATE_TOPIC_NAMESPACE", "topic_namespace"),
+        description="First segment of every topic name; tests use their own to stay isolated.",
+    )
+    instance_id: str = Field(
+        "0",
+        description=(
+            "Stable identity of this replica (0, 1, ...). It names the Kafka transactional id, so a restarted "
+            "replica fences its own unfinished transaction at once instead of waiting for it to time out."
+        ),
+    )
+    http_host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    log_level: str = Field("INFO", description="Python logging level.")
+    otel_console: bool = Field(False, description="Print finished spans to stdout (debugging).")
+
+    def client_id(self, service: str) -> str:
+        return f"tollgate-{service}-{self.instance_id}@{socket.gethostname()}"

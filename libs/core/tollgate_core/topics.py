@@ -1,0 +1,186 @@
+"""The topic catalog: ``schemas/topics/<name>.yaml`` files say, per topic, its owner, producers, consumers,
+partitions, configs, versions and compatibility mode. Services take topic names from here, never from literals.
+
+``python -m tollgate_core.topics apply`` creates every topic version (and the DLQ topics) on the broker with
+the declared partitions and configs; topics are never auto-created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+from collections.abc import Iterable
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from tollgate_core.paths import schemas_dir
+
+SERVICES = ("ingest", "validator", "trainer", "registry", "scorer", "monitor", "audit-log")
+
+
+class Compatibility(StrEnum):
+    """How the schema of one published topic version may evolve (checked against every earlier revision)."""
+
+    BACKWARD_TRANSITIVE = "BACKWARD_TRANSITIVE"  # new readers read all old data
+    FORWARD_TRANSITIVE = "FORWARD_TRANSITIVE"  # old readers read all new data
+    FULL_TRANSITIVE = "FULL_TRANSITIVE"  # both
+    NONE = "NONE"
+
+
+class TopicVersion(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = Field(ge=1)
+    status: str = Field(pattern="^(draft|published|deprecated)$")
+    model: str | None = Field(
+        None, description="module:Class of the pydantic model that is the source of the JSON Schema."
+    )
+    format: str = Field("json", pattern="^(json|opaque)$")
+
+
+class TopicSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Topic name without namespace and version, e.g. events.raw.")
+    description: str
+    owner: str
+    producers: list[str]
+    consumers: list[str]
+    key: str = Field(description="What the message key is, so order holds where it matters.")
+    partitions: int = Field(ge=1)
+    configs: dict[str, str] = Field(default_factory=dict)
+    compatibility: Compatibility
+    versions: list[TopicVersion] = Field(min_length=1)
+
+    def full_name(self, version: int | None = None, namespace: str = "tollgate") -> str:
+        return f"{namespace}.{self.name}.v{version or self.current.version}"
+
+    @property
+    def current(self) -> TopicVersion:
+        live = [v for v in self.versions if v.status != "deprecated"]
+        return max(live or self.versions, key=lambda v: v.version)
+
+    def model_class(self, version: int | None = None) -> type[BaseModel] | None:
+        spec = next(v for v in self.versions if v.version == (version or self.current.version))
+        if spec.model is None:
+            return None
+        module, _, attr = spec.model.partition(":")
+        cls = getattr(importlib.import_module(module), attr)
+        assert isinstance(cls, type) and issubclass(cls, BaseModel)
+        return cls
+
+
+def _dlq_spec(service: str) -> TopicSpec:
+    return TopicSpec(
+        name=f"dlq.{service}",
+        description=f"Messages the {service} service could not process, unchanged, with headers naming the "
+        "source topic, partition, offset, error type and error.",
+        owner=service,
+        producers=[service],
+        consumers=["operators", "audit-log"],
+        key="the original message key",
+        partitions=1,
+        configs={"retention.ms": str(30 * 24 * 3600 * 1000)},
+        compatibility=Compatibility.NONE,
+        versions=[TopicVersion(version=1, status="published", format="opaque")],
+    )
+
+
+@cache
+def catalog(directory: Path | None = None) -> dict[str, TopicSpec]:
+    root = directory or schemas_dir() / "topics"
+    specs: dict[str, TopicSpec] = {}
+    for path in sorted(root.glob("*.yaml")):
+        spec = TopicSpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+        if path.stem != spec.name:
+            raise ValueError(f"{path}: file name must be the topic name {spec.name!r}")
+        specs[spec.name] = spec
+    for service in SERVICES:
+        dlq = _dlq_spec(service)
+        specs.setdefault(dlq.name, dlq)
+    return specs
+
+
+class Topics:
+    """Resolves catalog names to full topic names under one namespace: ``Topics(ns).events_raw`` etc."""
+
+    def __init__(self, namespace: str = "tollgate") -> None:
+        self.namespace = namespace
+        self._catalog = catalog()
+
+    def name(self, topic: str, version: int | None = None) -> str:
+        try:
+            spec = self._catalog[topic]
+        except KeyError:
+            raise KeyError(f"topic {topic!r} is not in the catalog (schemas/topics)") from None
+        return spec.full_name(version, self.namespace)
+
+    def dlq(self, service: str) -> str:
+        return self.name(f"dlq.{service}")
+
+    def all_names(self) -> Iterable[tuple[str, TopicSpec]]:
+        for spec in self._catalog.values():
+            for version in spec.versions:
+                if version.status != "deprecated":
+                    yield spec.full_name(version.version, self.namespace), spec
+
+    def __getattr__(self, attr: str) -> str:
+        # events_raw -> events.raw
+        if attr.startswith("_"):
+            raise AttributeError(attr)
+        return self.name(attr.replace("_", "."))
+
+
+async def ensure_topics(
+    bootstrap: str, namespace: str = "tollgate", partitions_override: int | None = None
+) -> list[str]:
+    """Create every catalog topic that does not exist yet; returns the names created."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        wanted: list[Any] = []
+        for full, spec in Topics(namespace).all_names():
+            if full not in existing:
+                wanted.append(
+                    NewTopic(
+                        full,
+                        num_partitions=partitions_override or spec.partitions,
+                        replication_factor=1,
+                        topic_configs=dict(spec.configs),
+                    )
+                )
+        if wanted:
+            await admin.create_topics(wanted)
+        return [t.name for t in wanted]
+    finally:
+        await admin.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m tollgate_core.topics")
+    sub = parser.add_subparsers(dest="command", required=True)
+    apply = sub.add_parser("apply", help="create missing topics with the catalog's partitions and configs")
+    apply.add_argument("--bootstrap", default=os.environ.get("TOLLGATE_KAFKA_BOOTSTRAP", "localhost:9092"))
+    apply.add_argument("--namespace", default=os.environ.get("TOLLGATE_TOPIC_NAMESPACE", "tollgate"))
+    sub.add_parser("list", help="print the catalog")
+    args = parser.parse_args()
+    if args.command == "apply":
+        created = asyncio.run(ensure_topics(args.bootstrap, args.namespace))
+        print(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))
+    else:
+        for full, spec in Topics().all_names():
+            print(f"{full:45} partitions={spec.partitions:<3} owner={spec.owner}")
+
+
+if __name__ == "__main__":
+    main()

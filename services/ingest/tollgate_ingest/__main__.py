@@ -1,0 +1,27 @@
+"""``python -m tollgate_ingest``: run the ingest service."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tollgate_core.service import configure_logging, run_service
+from tollgate_ingest.app import Ingest, IngestSettings
+
+
+async def main() -> None:
+    settings = IngestSettings()
+    configure_logging(settings.log_level)
+    ingest = Ingest(settings)
+    await ingest.start()
+    assert ingest.stage is not None
+    await run_service(
+        ingest.http_app(),
+        host=settings.http_host,
+        port=settings.http_port,
+        loops=[ingest.stage.run, ingest.prune_claims],
+        on_stop=ingest.stop,
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,142 @@
+"""Wires ingest together: settings → PostgreSQL claims, Kafka stage, HTTP gateway. Nothing runs at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from tollgate_core.contracts import ContractRegistry
+from tollgate_core.db import create_pool, ping
+from tollgate_core.http import create_http_app
+from tollgate_core.kafka import TransactionalStage, producer_config
+from tollgate_core.settings import ServiceSettings
+from tollgate_core.telemetry import setup_tracing
+from tollgate_core.topics import Topics
+from tollgate_ingest.claims import PostgresClaimStore
+from tollgate_ingest.core import Normaliser
+from tollgate_ingest.gateway import gateway_router
+from tollgate_ingest.stage import SERVICE, IngestMetrics, IngestStage
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class IngestSettings(ServiceSettings):
+    """Settings of the ingest service (environment prefix ``TOLLGATE_INGEST_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TOLLGATE_INGEST_", extra="ignore")
+
+    http_port: int = Field(8081, description="Port of the HTTP gateway.")
+    max_body_bytes: int = Field(16 * 1024 * 1024, description="Largest accepted HTTP body (413 above).")
+    max_events_per_request: int = Field(50_000, description="Most events in one HTTP request (413 above).")
+    batch_max_records: int = Field(5000, description="Most raw messages processed in one transaction.")
+    dedup_window_hours: int = Field(24 * 7, description="How long an event id stays claimed (raw retention).")
+    trace_sample_ratio: float = Field(0.01, description="Share of new traces recorded as spans.")
+    contracts_dir: str | None = Field(None, description="Dataset contracts folder (default schemas/datasets).")
+
+
+class Ingest:
+    """One ingest process: the stage consuming ``events.raw`` and the HTTP gateway writing to it."""
+
+    def __init__(self, settings: IngestSettings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_namespace)
+        self.contracts = ContractRegistry.from_directory(settings.contracts_dir)
+        self.normaliser = Normaliser(self.contracts)
+        self.registry = CollectorRegistry()
+        self.metrics = IngestMetrics(self.registry)
+        self.tracer = setup_tracing(SERVICE, sample_ratio=settings.trace_sample_ratio,
+                                    console=settings.otel_console).get_tracer("tollgate.ingest")
+        self.pool: Any = None
+        self.stage: TransactionalStage | None = None
+        self.producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS)
+        self.producer = AIOKafkaProducer(**producer_config(s.kafka_bootstrap, s.client_id(SERVICE) + "-gateway"))
+        await self.producer.start()
+        handler = IngestStage(
+            self.normaliser,
+            PostgresClaimStore(self.pool),
+            output_topic=self.topics.events_ingested,
+            dlq_topic=self.topics.dlq(SERVICE),
+            metrics=self.metrics,
+            tracer=self.tracer,
+        )
+        self.stage = TransactionalStage(
+            name=SERVICE,
+            bootstrap=s.kafka_bootstrap,
+            source_topics=[self.topics.events_raw],
+            group_id=f"{s.topic_namespace}.{SERVICE}",
+            transactional_id=f"{s.topic_namespace}.{SERVICE}-{s.instance_id}",
+            client_id=s.client_id(SERVICE),
+            handler=handler,
+            max_records=s.batch_max_records,
+        )
+        await self.stage.start()
+
+    async def stop(self) -> None:
+        if self.stage is not None:
+            await self.stage.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        if self.pool is not None:
+            await self.pool.close()
+
+    async def publish_raw(self, events: Sequence[tuple[bytes | None, bytes]]) -> None:
+        assert self.producer is not None
+        futures = [await self.producer.send(self.topics.events_raw, value, key=key) for key, value in events]
+        await asyncio.gather(*futures)
+
+    async def prune_claims(self) -> None:
+        store = PostgresClaimStore(self.pool)
+        while True:
+            await asyncio.sleep(600)
+            removed = await store.prune(timedelta(hours=self.settings.dedup_window_hours))
+            log.info("pruned %d expired event-id claims", removed)
+
+    async def _kafka_ready(self) -> None:
+        assert self.producer is not None
+        await self.producer.client.fetch_all_metadata()
+        if self.stage is None or not self.stage.healthy:
+            raise RuntimeError("stream stage not running")
+
+    async def _db_ready(self) -> None:
+        await ping(self.pool)
+
+    def http_app(self) -> FastAPI:
+        @contextlib.asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            yield
+
+        app = create_http_app(
+            title="tollgate ingest",
+            version="1.0.0",
+            description="HTTP gateway for producers that do not speak Kafka; writes to events.raw.",
+            registry=self.registry,
+            checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
+            lifespan=lifespan,
+        )
+        app.include_router(
+            gateway_router(
+                contracts=self.contracts,
+                normaliser=self.normaliser,
+                publish=self.publish_raw,
+                max_body_bytes=self.settings.max_body_bytes,
+                max_events=self.settings.max_events_per_request,
+                on_accepted=lambda source, n: self.metrics.http_events.labels(source).inc(n),
+            )
+        )
+        return app

@@ -1,0 +1,211 @@
+"""HTTP gateway for producers that do not speak Kafka: JSON batches and JSONL/CSV uploads → ``events.raw``.
+
+A request is accepted whole or not at all: every event is checked first, and the response is 202 only after
+Kafka acknowledged every event (``acks=all``). Errors name the event index or file line and the reason.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from tollgate_core.contracts import ContractRegistry, DatasetContract, FieldType
+from tollgate_core.events import now_iso
+from tollgate_ingest.core import Malformed, Normaliser
+
+# Deterministic ids for uploaded rows without an event_id: uploading the same file twice dedups.
+UPLOAD_NAMESPACE = uuid.UUID("6f1d2c55-8d3e-4c1e-9b7a-2f4e8a0c9d11")
+
+Publish = Callable[[Sequence[tuple[bytes | None, bytes]]], Awaitable[None]]
+
+
+class Accepted(BaseModel):
+    accepted: int = Field(description="Events written to the raw topic.")
+    event_ids: list[str]
+
+
+class EventBatch(BaseModel):
+    events: list[dict[str, Any]] = Field(description="Envelopes: event_id, event_type, schema, occurred_at, "
+                                         "producer, payload. event_id/occurred_at/producer may be left out.")
+
+
+def _error(status: int, message: str, problems: list[dict[str, Any]] | None = None) -> HTTPException:
+    detail: dict[str, Any] = {"error": message}
+    if problems:
+        detail["problems"] = problems[:100]
+        if len(problems) > 100:
+            detail["more_problems"] = len(problems) - 100
+    return HTTPException(status, detail)
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """Read the body, refusing with 413 before buffering more than ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _error(413, f"body of {declared} bytes is over the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _error(413, f"body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _convert(contract: DatasetContract, name: str, text: str) -> Any:
+    spec = contract.fields_by_name.get(name)
+    if text == "":
+        return None
+    if spec is None or spec.type in (FieldType.CATEGORY, FieldType.STRING):
+        return text
+    if spec.type is FieldType.NUMBER:
+        return float(text)
+    if spec.type is FieldType.INTEGER:
+        return int(text)
+    lowered = text.strip().lower()
+    if lowered in ("true", "yes", "1", "y", "t"):
+        return True
+    if lowered in ("false", "no", "0", "n", "f"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean")
+
+
+def gateway_router(
+    *,
+    contracts: ContractRegistry,
+    normaliser: Normaliser,
+    publish: Publish,
+    max_body_bytes: int,
+    max_events: int,
+    on_accepted: Callable[[str, int], None] = lambda source, n: None,
+) -> APIRouter:
+    router = APIRouter(prefix="/v1/events", tags=["events"])
+
+    def complete(doc: dict[str, Any], producer: str | None) -> dict[str, Any]:
+        doc.setdefault("event_id", str(uuid.uuid4()))
+        doc.setdefault("event_type", "observation")
+        doc.setdefault("occurred_at", now_iso())
+        if producer is not None:
+            doc.setdefault("producer", producer)
+        return doc
+
+    async def check_and_publish(docs: list[dict[str, Any]], where: str, source: str) -> Accepted:
+        if not docs:
+            raise _error(422, "no events in the request")
+        if len(docs) > max_events:
+            raise _error(413, f"{len(docs)} events is over the limit of {max_events} per request")
+        problems = []
+        ready: list[tuple[bytes | None, bytes]] = []
+        stamp = now_iso()
+        for index, doc in enumerate(docs):
+            try:
+                event = normaliser.normalise_document(doc, None, stamp)
+            except Malformed as exc:
+                problems.append({where: index + (1 if where == "line" else 0), "error": str(exc)})
+                continue
+            ready.append((event.key, orjson.dumps(doc)))
+        if problems:
+            raise _error(422, f"{len(problems)} of {len(docs)} events are invalid; none was accepted", problems)
+        try:
+            await publish(ready)
+        except Exception as exc:  # Kafka unreachable or refused: nothing acknowledged, the client retries
+            raise _error(503, f"events could not be written to Kafka: {type(exc).__name__}: {exc}") from exc
+        on_accepted(source, len(ready))
+        return Accepted(accepted=len(ready), event_ids=[str(d["event_id"]) for d in docs])
+
+    @router.post(
+        "",
+        status_code=202,
+        response_model=Accepted,
+        summary="Send a batch of events (JSON)",
+        responses={413: {"description": "Body or batch too large"}, 422: {"description": "Invalid events"},
+                   503: {"description": "Kafka unavailable"}},
+    )
+    async def post_events(request: Request) -> Accepted:
+        body = await read_limited(request, max_body_bytes)
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise _error(400, f"body is not JSON: {exc}") from None
+        if isinstance(parsed, dict) and isinstance(parsed.get("events"), list):
+            items = parsed["events"]
+        elif isinstance(parsed, list):
+            items = parsed
+        else:
+            raise _error(422, 'body must be {"events": [...]} or a JSON array of events')
+        bad = [i for i, item in enumerate(items) if not isinstance(item, dict)]
+        if bad:
+            raise _error(422, "every event must be a JSON object", [{"index": i, "error": "not an object"} for i in bad])
+        producer = request.headers.get("x-tollgate-producer")
+        return await check_and_publish([complete(dict(d), producer) for d in items], "index", "json")
+
+    @router.post(
+        "/upload",
+        status_code=202,
+        response_model=Accepted,
+        summary="Upload a JSONL or CSV file of records for one dataset contract",
+        responses={413: {"description": "File too large"}, 422: {"description": "Invalid rows"},
+                   503: {"description": "Kafka unavailable"}},
+    )
+    async def upload(
+        request: Request,
+        schema: str = Query(description="Dataset contract of the rows, e.g. credit-default.v1"),
+        producer: str = Query(description="Who produced the rows"),
+        format: str | None = Query(None, pattern="^(jsonl|csv)$", description="Defaults from Content-Type"),
+        event_type: str = Query("observation"),
+    ) -> Accepted:
+        contract = contracts.get(schema)
+        if contract is None:
+            raise _error(422, f"unknown schema {schema!r}: no dataset contract has that name and version")
+        kind = format or ("csv" if "csv" in request.headers.get("content-type", "") else "jsonl")
+        body = await read_limited(request, max_body_bytes)
+        try:
+            text = body.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise _error(400, f"file is not UTF-8: {exc}") from None
+        rows: list[dict[str, Any]] = []
+        problems: list[dict[str, Any]] = []
+        if kind == "csv":
+            reader = csv.DictReader(io.StringIO(text))
+            for line, row in enumerate(reader, start=2):
+                try:
+                    rows.append({k: _convert(contract, k, v or "") for k, v in row.items() if k is not None})
+                except ValueError as exc:
+                    problems.append({"line": line, "error": f"cannot convert: {exc}"})
+        else:
+            for line, raw in enumerate(text.splitlines(), start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    item = orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    problems.append({"line": line, "error": f"not JSON: {exc}"})
+                    continue
+                if not isinstance(item, dict):
+                    problems.append({"line": line, "error": "not a JSON object"})
+                    continue
+                rows.append(item)
+        if problems:
+            raise _error(422, f"{len(problems)} rows could not be read; none was accepted", problems)
+        docs = []
+        for row in rows:
+            if "payload" in row:  # a full envelope per line
+                docs.append(complete(row, producer))
+                continue
+            event_id = row.pop("event_id", None) or uuid.uuid5(UPLOAD_NAMESPACE, schema + orjson.dumps(
+                row, option=orjson.OPT_SORT_KEYS).decode())
+            occurred = row.pop("occurred_at", None) or (
+                row.get(contract.event_time) if contract.event_time else None) or now_iso()
+            docs.append({"event_id": str(event_id), "event_type": event_type, "schema": schema,
+                         "occurred_at": occurred, "producer": producer, "payload": row})
+        return await check_and_publish(docs, "line", kind)
+
+    return router

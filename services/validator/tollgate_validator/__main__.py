@@ -1,0 +1,22 @@
+"""``python -m tollgate_validator``: run the validator service."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tollgate_core.service import configure_logging, run_service
+from tollgate_validator.app import Validator, ValidatorSettings
+
+
+async def main() -> None:
+    settings = ValidatorSettings()
+    configure_logging(settings.log_level)
+    validator = Validator(settings)
+    await validator.start()
+    assert validator.stage is not None
+    await run_service(validator.http_app(), host=settings.http_host, port=settings.http_port,
+                      loops=[validator.stage.run], on_stop=validator.stop)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
