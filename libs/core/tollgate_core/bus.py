@@ -113,7 +113,7 @@ def subscriber_policies(broker: KafkaBroker) -> list[tuple[str, AckPolicy, bool]
     """(topics, resolved ack policy, auto-commit) of every subscriber — what the delivery test inspects."""
     found = []
     for sub in broker.subscribers:
-        config = sub._configuration if hasattr(sub, "_configuration") else sub.config  # type: ignore[attr-defined]
-        names = ",".join(str(t) for t in getattr(config, "topics", ()) or getattr(sub, "topics", ()))
-        found.append((names, config.ack_policy, bool(config.connection_args.get("enable_auto_commit"))))
+        names = ",".join(sub.topic_names)  # type: ignore[attr-defined]
+        auto_commit = bool(sub._connection_args.get("enable_auto_commit"))  # type: ignore[attr-defined]
+        found.append((names, sub.ack_policy, auto_commit))  # type: ignore[attr-defined]
     return found

@@ -264,3 +264,32 @@ class TransactionalStage:
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
         except TimeoutError:
             pass
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """What a transactional stage reads and writes: used to run it and to document it (AsyncAPI)."""
+
+    service: str
+    group_id: str
+    sources: tuple[str, ...]
+    outputs: tuple[tuple[str, str], ...]  # (topic, what goes there)
+    description: str
+
+
+def declare_stage(broker: Any, spec: StageSpec) -> None:
+    """Describe a stage's channels on a faststream broker for the AsyncAPI document.
+
+    The stage itself runs on ``TransactionalStage``; its offsets are committed inside the output transaction,
+    which is what ``AckPolicy.MANUAL`` (no commit by faststream) states here.
+    """
+    from faststream import AckPolicy
+
+    async def stage(body: bytes) -> None:  # documentation only: the broker holding it is never started
+        raise NotImplementedError
+
+    stage.__doc__ = spec.description
+    broker.subscriber(*spec.sources, group_id=spec.group_id, ack_policy=AckPolicy.MANUAL,
+                      isolation_level="read_committed", description=spec.description)(stage)
+    for topic, what in spec.outputs:
+        broker.publisher(topic, description=what)

@@ -26,6 +26,7 @@ from tollgate_core.topics import Topics
 from tollgate_ingest.claims import PostgresClaimStore
 from tollgate_ingest.core import Normaliser
 from tollgate_ingest.gateway import gateway_router
+from tollgate_ingest.asyncapi import stage_spec
 from tollgate_ingest.stage import SERVICE, IngestMetrics, IngestStage
 
 log = logging.getLogger(__name__)
@@ -75,11 +76,12 @@ class Ingest:
             metrics=self.metrics,
             tracer=self.tracer,
         )
+        spec = stage_spec(s)
         self.stage = TransactionalStage(
             name=SERVICE,
             bootstrap=s.kafka_bootstrap,
-            source_topics=[self.topics.events_raw],
-            group_id=f"{s.topic_namespace}.{SERVICE}",
+            source_topics=list(spec.sources),
+            group_id=spec.group_id,
             transactional_id=f"{s.topic_namespace}.{SERVICE}-{s.instance_id}",
             client_id=s.client_id(SERVICE),
             handler=handler,

@@ -22,6 +22,7 @@ from tollgate_core.reference import ReferenceProfile
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
+from tollgate_validator.asyncapi import stage_spec
 from tollgate_validator.stage import SERVICE, References, ValidatorMetrics, ValidatorStage
 
 log = logging.getLogger(__name__)
@@ -86,11 +87,12 @@ class Validator:
         async with self.pool.acquire() as conn:
             for row in await conn.fetch("SELECT contract, reference FROM validator_references"):
                 self.references.set(row["contract"], ReferenceProfile.model_validate_json(row["reference"]))
+        spec = stage_spec(s)
         self.stage = TransactionalStage(
             name=SERVICE,
             bootstrap=s.kafka_bootstrap,
-            source_topics=[self.topics.events_ingested],
-            group_id=f"{s.topic_namespace}.{SERVICE}",
+            source_topics=list(spec.sources),
+            group_id=spec.group_id,
             transactional_id=f"{s.topic_namespace}.{SERVICE}-{s.instance_id}",
             client_id=s.client_id(SERVICE),
             handler=ValidatorStage(

@@ -1,0 +1,1 @@
+"""Trainer service: builds, evaluates, exports and checks models from a dataset contract."""

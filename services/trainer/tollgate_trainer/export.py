@@ -1,0 +1,175 @@
+"""Export a fitted pipeline to ONNX bytes plus the signature a server needs to call it.
+
+Serving never unpickles anything: the ONNX bytes are the model. The signature (inputs with their columns,
+outputs, class order, contract) is both returned and embedded in the model's metadata under
+``tollgate.signature``, so an artifact describes itself.
+
+Opsets: ``{"": 21, "ai.onnx.ml": 3}``. skl2onnx 1.20 is tested up to opset 22 and onnxruntime 1.31 runs
+both; 21 leaves room for an older runtime on the serving side. The conversion itself is deterministic:
+the same fitted pipeline gives byte-identical ONNX.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto
+from pydantic import BaseModel, ConfigDict, Field
+from skl2onnx import convert_sklearn, update_registered_converter
+from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
+from sklearn.pipeline import Pipeline
+
+from tollgate_core.contracts import DatasetContract
+from tollgate_trainer.features import CATEGORY_INPUT, NUMERIC_INPUT, FeatureLayout, LabelEncoding
+from tollgate_trainer.pipeline import Float32Cast, NumericImputer, task_of
+
+TARGET_OPSET: dict[str, int] = {"": 21, "ai.onnx.ml": 3}
+SIGNATURE_METADATA_KEY = "tollgate.signature"
+# skl2onnx names a regressor's output "variable"; the platform calls it "prediction".
+_RENAMED_OUTPUTS = {"variable": "prediction"}
+
+
+class TensorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    dtype: str = Field(description="ONNX element type in lower case: double, float, string, int64.")
+    shape: list[int | None] = Field(description="None for a dynamic dimension (the batch).")
+    columns: list[str] = Field(default_factory=list, description="Contract field per column (inputs only).")
+
+
+class ModelSignature(BaseModel):
+    """How to call an exported model: what to feed under which name, and what comes back."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    contract: str = Field(description="Dataset contract schema id, e.g. credit-default.v1.")
+    contract_digest: str
+    task: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    classes: list[str | bool | int] | None = Field(
+        None, description="Label value of each probability column / label index (classification)."
+    )
+    positive_index: int | None = Field(None, description="Probability column of the positive class.")
+    opset: dict[str, int]
+
+
+class ExportedModel(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    onnx: bytes
+    signature: ModelSignature
+
+
+def export_onnx(
+    pipeline: Pipeline, contract: DatasetContract, labels: LabelEncoding | None = None
+) -> ExportedModel:
+    """Convert ``pipeline`` (fitted by :func:`tollgate_trainer.pipeline.build_pipeline`) to ONNX."""
+    _register_converters()
+    layout = FeatureLayout.from_contract(contract)
+    initial_types: list[tuple[str, Any]] = []
+    if layout.numeric:
+        initial_types.append((NUMERIC_INPUT, DoubleTensorType([None, len(layout.numeric)])))
+    if layout.category:
+        initial_types.append((CATEGORY_INPUT, StringTensorType([None, len(layout.category)])))
+    task = task_of(contract)
+    options = {id(pipeline.steps[-1][1]): {"zipmap": False}} if task == "classification" else None
+    model = convert_sklearn(pipeline, initial_types=initial_types, options=options, target_opset=TARGET_OPSET)
+    _rename_outputs(model.graph, _RENAMED_OUTPUTS)
+
+    columns = {NUMERIC_INPUT: list(layout.numeric), CATEGORY_INPUT: list(layout.category)}
+    signature = ModelSignature(
+        contract=contract.schema_id,
+        contract_digest=contract.digest,
+        task=task,
+        inputs=[_tensor_spec(v, columns.get(v.name, [])) for v in model.graph.input],
+        outputs=[_tensor_spec(v, []) for v in model.graph.output],
+        classes=list(labels.classes) if labels is not None else None,
+        positive_index=labels.positive_index if labels is not None else None,
+        opset=dict(TARGET_OPSET),
+    )
+    entry = model.metadata_props.add()
+    entry.key = SIGNATURE_METADATA_KEY
+    entry.value = json.dumps(signature.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    onnx.checker.check_model(model)
+    return ExportedModel(onnx=model.SerializeToString(), signature=signature)
+
+
+def onnx_session(onnx_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
+    """A CPU session; one thread by default so that timings and results do not depend on the machine."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def _tensor_spec(value: onnx.ValueInfoProto, columns: list[str]) -> TensorSpec:
+    tensor = value.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+    dtype = TensorProto.DataType.Name(tensor.elem_type).lower()
+    return TensorSpec(name=value.name, dtype=dtype, shape=dims, columns=columns)
+
+
+def _rename_outputs(graph: onnx.GraphProto, renames: dict[str, str]) -> None:
+    for output in graph.output:
+        if output.name in renames:
+            old, new = output.name, renames[output.name]
+            output.name = new
+            for node in graph.node:
+                node.output[:] = [new if o == old else o for o in node.output]
+                node.input[:] = [new if i == old else i for i in node.input]
+
+
+# ------------------------------------------------------------------------------ converters for our steps
+
+
+@cache
+def _register_converters() -> None:
+    """Teach skl2onnx our two small steps; done on first export, never at import time."""
+    update_registered_converter(NumericImputer, "TollgateNumericImputer", _same_shape, _convert_numeric_imputer)
+    update_registered_converter(Float32Cast, "TollgateFloat32Cast", _float_shape, _convert_float32_cast)
+
+
+def _same_shape(operator: Any) -> None:
+    source = operator.inputs[0].type
+    operator.outputs[0].type = source.__class__([source.shape[0], source.shape[1]])
+
+
+def _float_shape(operator: Any) -> None:
+    source = operator.inputs[0].type
+    operator.outputs[0].type = FloatTensorType([source.shape[0], source.shape[1]])
+
+
+def _convert_numeric_imputer(scope: Any, operator: Any, container: Any) -> None:
+    imputer: NumericImputer = operator.raw_operator
+    (source,) = operator.inputs
+    double = isinstance(source.type, DoubleTensorType)
+    statistics = np.asarray(imputer.statistics_, dtype=np.float64 if double else np.float32)
+    fill = scope.get_unique_variable_name("fill")
+    container.add_initializer(
+        fill, TensorProto.DOUBLE if double else TensorProto.FLOAT, [1, statistics.size], statistics.tolist()
+    )
+    missing = scope.get_unique_variable_name("missing")
+    container.add_node("IsNaN", [source.full_name], [missing], name=scope.get_unique_operator_name("IsNaN"))
+    container.add_node(
+        "Where",
+        [missing, fill, source.full_name],
+        [operator.outputs[0].full_name],
+        name=scope.get_unique_operator_name("Where"),
+    )
+
+
+def _convert_float32_cast(scope: Any, operator: Any, container: Any) -> None:
+    container.add_node(
+        "Cast",
+        [operator.inputs[0].full_name],
+        [operator.outputs[0].full_name],
+        to=TensorProto.FLOAT,
+        name=scope.get_unique_operator_name("Cast"),
+    )

@@ -1,0 +1,150 @@
+"""Shared fixtures. Integration and e2e tests need the real Kafka and PostgreSQL that ``make test`` starts
+(``infra/stack.sh infra-up``); each test run gets its own topic namespace and database, so runs never see
+each other's data."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tollgate_core.settings import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP
+from tollgate_core.topics import ensure_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOTSTRAP = os.environ.get("TOLLGATE_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
+ADMIN_DSN = os.environ.get("TOLLGATE_DATABASE_URL", DEFAULT_DATABASE_URL)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.fspath)
+        if f"{os.sep}integration{os.sep}" in path:
+            item.add_marker(pytest.mark.integration)
+        elif f"{os.sep}e2e{os.sep}" in path:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def bootstrap() -> str:
+    return BOOTSTRAP
+
+
+def _dsn_with_database(dsn: str, database: str) -> str:
+    base, _, _ = dsn.rpartition("/")
+    return f"{base}/{database}"
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    """A fresh database for this test run, dropped afterwards."""
+    name = f"tollgate_test_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    yield _dsn_with_database(ADMIN_DSN, name)
+    conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def namespace(bootstrap: str) -> str:
+    """A topic namespace of its own for one test, with every catalog topic created (3 partitions each)."""
+    ns = f"t{uuid.uuid4().hex[:8]}"
+    await ensure_topics(bootstrap, ns, partitions_override=3)
+    return ns
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServiceProcess:
+    """A service run as its own OS process (``python -m tollgate_<name>``), as in production."""
+
+    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+        self.module = module
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServiceProcess:
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module], env={**os.environ, **self.env}, stdout=log, stderr=log
+            )
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+
+async def wait_http_ok(url: str, timeout: float = 60, proc: ServiceProcess | None = None) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            if proc is not None and proc.proc is not None and proc.proc.poll() is not None:
+                raise AssertionError(f"{proc.module} exited early:\n{proc.log()}")
+            try:
+                if (await client.get(url, timeout=2)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"{url} not ready after {timeout}s" + (f":\n{proc.log()}" if proc else ""))
+
+
+@pytest.fixture
+def services(tmp_path: Path, namespace: str, database_url: str, bootstrap: str) -> Iterator[Any]:
+    started: list[ServiceProcess] = []
+
+    def launch(name: str, **extra: str) -> ServiceProcess:
+        prefix = f"TOLLGATE_{name.upper().replace('-', '_')}_"
+        env = {
+            "TOLLGATE_KAFKA_BOOTSTRAP": bootstrap,
+            "TOLLGATE_DATABASE_URL": database_url,
+            "TOLLGATE_TOPIC_NAMESPACE": namespace,
+            f"{prefix}HTTP_PORT": str(free_port()),
+            **{f"{prefix}{k.upper()}": v for k, v in extra.items()},
+        }
+        proc = ServiceProcess(f"tollgate_{name.replace('-', '_')}", env, tmp_path / f"{name}.log").start()
+        proc.port = int(env[f"{prefix}HTTP_PORT"])  # type: ignore[attr-defined]
+        started.append(proc)
+        return proc
+
+    yield launch
+    for proc in started:
+        proc.stop()

@@ -1,0 +1,64 @@
+"""Plain aiokafka helpers for tests: what any Kafka client would do, nothing from tollgate."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+
+def raw_event(payload: dict[str, Any], *, schema: str = "credit-default.v1", event_id: str | None = None) -> bytes:
+    return orjson.dumps({
+        "event_id": event_id or str(uuid.uuid4()),
+        "event_type": "observation",
+        "schema": schema,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "producer": "test-producer",
+        "payload": payload,
+    })
+
+
+def good_record(i: int) -> dict[str, Any]:
+    return {"customer_id": f"C{i:06d}", "student": "Yes" if i % 3 == 0 else "No", "balance": float(i % 2500),
+            "income": 20000.0 + i, "default": i % 7 == 0, "customer_email": f"c{i}@example.com"}
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def collect(
+    bootstrap: str, topic: str, *, expect: int, timeout: float = 60, settle: float = 2.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Read ``topic`` from the start (read_committed) until ``expect`` records arrived, then keep reading for
+    ``settle`` seconds so that any extra (duplicate) record would be seen too."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, isolation_level="read_committed")
+    await consumer.start()
+    got: list[ConsumerRecord[bytes, bytes]] = []
+    try:
+        deadline = time.monotonic() + timeout
+        settle_until: float | None = None
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=250)
+            for records in batch.values():
+                got.extend(records)
+            if len(got) >= expect and settle_until is None:
+                settle_until = time.monotonic() + settle
+            if settle_until is not None and time.monotonic() >= settle_until:
+                break
+    finally:
+        await consumer.stop()
+    return got

@@ -1,0 +1,76 @@
+"""Delivery rules: no subscriber in the platform may commit before its work is done."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+import pytest
+from faststream import AckPolicy
+
+from tollgate_core.bus import Delivery, subscriber_policies
+from tollgate_core.settings import ServiceSettings
+from tollgate_core.topics import SERVICES
+
+
+def test_at_most_once_is_refused() -> None:
+    with pytest.raises(ValueError, match="loses messages"):
+        Delivery(group_id="g", ack_policy=AckPolicy.ACK_FIRST)
+
+
+def _service_brokers() -> list[tuple[str, object]]:
+    found = []
+    for service in SERVICES:
+        package = f"tollgate_{service.replace('-', '_')}"
+        try:
+            module = importlib.import_module(f"{package}.asyncapi")
+        except ModuleNotFoundError:
+            continue
+        found.append((service, module.build_broker(ServiceSettings())))
+    return found
+
+
+def test_every_subscriber_in_the_repo_commits_after_its_work() -> None:
+    brokers = _service_brokers()
+    assert brokers, "no service declares its brokers"
+    checked = 0
+    for service, broker in brokers:
+        for topics, policy, auto_commit in subscriber_policies(broker):  # type: ignore[arg-type]
+            assert policy is not AckPolicy.ACK_FIRST, f"{service} {topics} resolves to ACK_FIRST"
+            assert not auto_commit, f"{service} {topics} auto-commits"
+            checked += 1
+    assert checked >= 1
+
+
+def test_no_consumer_in_the_source_enables_auto_commit() -> None:
+    import tollgate_core
+
+    roots = [tollgate_core.__path__[0]]
+    for service in SERVICES:
+        try:
+            roots.append(importlib.import_module(f"tollgate_{service.replace('-', '_')}").__path__[0])
+        except ModuleNotFoundError:
+            continue
+    offenders = []
+    for root in roots:
+        for info in pkgutil.walk_packages([root]):
+            path = Path(root, *info.name.split(".")).with_suffix(".py")
+            if not path.exists():
+                continue
+            text = path.read_text(encoding="utf-8")
+            if "enable_auto_commit=True" in text.replace(" ", "") or "ACK_FIRST)" in text:
+                offenders.append(str(path))
+    assert offenders == []
+
+
+def test_the_inspection_catches_faststreams_default() -> None:
+    from faststream.kafka import KafkaBroker
+
+    broker = KafkaBroker("localhost:9092")
+
+    @broker.subscriber("some.topic", group_id="g")
+    async def handler(body: bytes) -> None: ...
+
+    [(topics, policy, auto_commit)] = subscriber_policies(broker)
+    assert (topics, policy, auto_commit) == ("some.topic", AckPolicy.ACK_FIRST, True)
