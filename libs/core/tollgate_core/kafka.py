@@ -10,8 +10,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
+import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +21,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import ConsumerRecord
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,34 @@ def dead_letter(
     return OutRecord(dlq_topic, record.value or b"", record.key, headers)
 
 
+def _murmur2(data: bytes) -> int:
+    """Kafka's default key hash (murmur2, seed 0x9747B28C), as the Java client computes it."""
+    m = 0x5BD1E995
+    length = len(data)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    end = length & ~3
+    for (k,) in struct.iter_unpack("<I", data[:end]):
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    tail = length & 3
+    if tail == 3:
+        h ^= data[end + 2] << 16
+    if tail >= 2:
+        h ^= data[end + 1] << 8
+    if tail >= 1:
+        h ^= data[end]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return h
+
+
+murmur2 = functools.lru_cache(maxsize=1 << 17)(_murmur2)  # entity keys recur: hash each once
+
+
 class PartitionedWriter:
     """Appends records straight into per-partition batches (cheaper than one future per ``send``).
 
@@ -103,8 +132,9 @@ class PartitionedWriter:
         builders: dict[tuple[str, int], Any] = {}
         futures: list[asyncio.Future[Any]] = []
         now_ms = int(time.time() * 1000)
+        known = self._partitions
         for rec in records:
-            parts = await self._partitions_for(rec.topic)
+            parts = known.get(rec.topic) or await self._partitions_for(rec.topic)
             if rec.key is None:
                 partition = parts[random.randrange(len(parts))]
             else:
@@ -137,17 +167,20 @@ class StageStats:
 
 
 class _RevokeGuard(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Makes a rebalance wait for the batch in flight, so offsets are never committed for a lost partition."""
+    """On a rebalance: let the transaction in flight finish and throw away work not yet committed, so offsets
+    are never committed for a partition this replica no longer owns."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
-        self._lock = lock
+    def __init__(self, stage: TransactionalStage) -> None:
+        self._stage = stage
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        async with self._lock:
-            pass
+        await self._stage._settle(discard_next=True)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None
+
+
+Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
 class TransactionalStage:
@@ -155,6 +188,10 @@ class TransactionalStage:
 
     Delivery: exactly-once into downstream ``read_committed`` consumers. ``transactional_id`` must be stable
     per replica (``<service>-<instance_id>``) so a restarted replica fences its predecessor's open transaction.
+
+    Throughput: the handler for batch *k+1* (parsing, database work) runs while the transaction of batch *k*
+    commits. If that commit fails, batch *k+1*'s outputs are discarded with it and the consumer rewinds to the
+    committed offsets; handlers must therefore tolerate seeing a batch again (ingest's claims do).
     """
 
     def __init__(
@@ -180,8 +217,9 @@ class TransactionalStage:
         self._max_records = max_records
         self._retry_backoff_s = retry_backoff_s
         self._max_backoff_s = max_backoff_s
-        self._lock = asyncio.Lock()
         self._stopping = asyncio.Event()
+        self._in_flight: asyncio.Task[None] | None = None
+        self._discard_next = False
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group_id,
@@ -202,30 +240,50 @@ class TransactionalStage:
     async def start(self) -> None:
         await self._producer.start()
         await self._consumer.start()
-        self._consumer.subscribe(self._source_topics, listener=_RevokeGuard(self._lock))
+        self._consumer.subscribe(self._source_topics, listener=_RevokeGuard(self))
         self.healthy = True
 
     async def stop(self) -> None:
         self._stopping.set()
-        async with self._lock:
-            self.healthy = False
-            await self._consumer.stop()
-            await self._producer.stop()
+        try:
+            await self._settle(discard_next=True)
+        except Exception:  # the failed transaction was aborted; its inputs are redelivered after restart
+            log.warning("%s: last transaction failed during shutdown", self.name)
+        self.healthy = False
+        await self._consumer.stop()
+        await self._producer.stop()
+
+    async def _settle(self, discard_next: bool) -> None:
+        """Wait for the transaction in flight; optionally drop the batch being prepared meanwhile."""
+        if discard_next:
+            self._discard_next = True
+        task, self._in_flight = self._in_flight, None
+        if task is not None:
+            await task
 
     async def run(self) -> None:
         """Process until ``stop()``; infrastructure errors back off and retry from the committed offsets."""
         backoff = self._retry_backoff_s
         while not self._stopping.is_set():
             try:
-                batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_records)
+                batch = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
             except KafkaError as exc:
                 log.warning("%s: fetch failed: %s", self.name, exc)
                 await self._sleep(backoff)
                 continue
-            if not batch:
-                continue
             try:
-                await self._process(batch)
+                if not batch:
+                    await self._settle(discard_next=False)
+                    continue
+                self._discard_next = False
+                records = [rec for recs in batch.values() for rec in recs]
+                outputs = await self._handler(records)
+                await self._settle(discard_next=False)  # batch k must be committed before k+1 starts its own
+                if self._discard_next or self._stopping.is_set():
+                    await self._rewind()
+                    continue
+                offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items()}
+                self._in_flight = asyncio.create_task(self._commit(records, outputs, offsets))
                 backoff = self._retry_backoff_s
             except ProducerFenced:
                 log.error("%s: fenced by a newer replica with the same transactional id; stopping", self.name)
@@ -234,22 +292,22 @@ class TransactionalStage:
             except Exception:
                 self.stats.aborted += 1
                 log.exception("%s: batch failed, rewinding to the committed offsets", self.name)
+                self._in_flight = None
                 await self._rewind()
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff_s)
 
-    async def _process(self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        async with self._lock:
-            records = [rec for recs in batch.values() for rec in recs]
-            outputs = await self._handler(records)
-            offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items()}
-            async with self._producer.transaction():
-                await self._writer.write(outputs)
-                await self._producer.send_offsets_to_transaction(offsets, self._group_id)
-            self.stats.consumed += len(records)
-            self.stats.produced += len(outputs)
-            self.stats.batches += 1
-            self.stats.last_batch_at = time.time()
+    async def _commit(
+        self, records: list[ConsumerRecord[bytes, bytes]], outputs: Sequence[OutRecord],
+        offsets: dict[TopicPartition, int],
+    ) -> None:
+        async with self._producer.transaction():
+            await self._writer.write(outputs)
+            await self._producer.send_offsets_to_transaction(offsets, self._group_id)
+        self.stats.consumed += len(records)
+        self.stats.produced += len(outputs)
+        self.stats.batches += 1
+        self.stats.last_batch_at = time.time()
 
     async def _rewind(self) -> None:
         for tp in self._consumer.assignment():

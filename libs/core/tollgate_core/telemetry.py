@@ -91,6 +91,18 @@ def consumer_span(
         yield span, traceparent_of(span)
 
 
+def forward_traceparent(
+    tracer: trace.Tracer, name: str, headers: Headers | None, attributes: dict[str, str | int] | None = None
+) -> bytes | None:
+    """The ``traceparent`` an output of this message carries: the incoming one when unsampled (no span work on
+    the hot path), else that of a span recorded for this hop."""
+    incoming = header_value(headers, TRACEPARENT)
+    if not is_sampled(incoming):
+        return incoming
+    with consumer_span(tracer, name, headers, attributes) as (_, traceparent):
+        return traceparent
+
+
 def new_trace_headers(tracer: trace.Tracer, name: str) -> tuple[Span, bytes]:
     """Start a producer span that begins a new trace (e.g. an event entering over HTTP); caller ends it."""
     span = tracer.start_span(name, kind=trace.SpanKind.PRODUCER)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Protocol
 
 import asyncpg
 
-Claim = tuple[uuid.UUID, int, int]  # event_id, partition, offset
+Claim = tuple[str, int, int]  # event_id (canonical UUID text), partition, offset
 
 
 class ClaimStore(Protocol):
@@ -18,21 +17,17 @@ class ClaimStore(Protocol):
         ...
 
 
-_CLAIM_SQL = """
-WITH input AS (
-    SELECT * FROM unnest($2::uuid[], $3::integer[], $4::bigint[]) AS t(event_id, partition, "offset")
-), inserted AS (
-    INSERT INTO ingest_event_claims (event_id, topic, partition, "offset")
-    SELECT event_id, $1, partition, "offset" FROM input
-    ON CONFLICT (event_id) DO NOTHING
-    RETURNING event_id, partition, "offset"
-)
-SELECT event_id, partition, "offset" FROM inserted
-UNION ALL
-SELECT c.event_id, c.partition, c."offset"
-FROM ingest_event_claims c
-JOIN input i ON c.event_id = i.event_id AND c.partition = i.partition AND c."offset" = i."offset"
-WHERE c.topic = $1
+_INSERT_SQL = """
+INSERT INTO ingest_event_claims (event_id, topic, partition, "offset")
+SELECT event_id, $1, partition, "offset"
+FROM unnest($2::uuid[], $3::integer[], $4::bigint[]) AS t(event_id, partition, "offset")
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id, partition, "offset"
+"""
+# Only for the (rare) ids that were claimed before: is the earlier claim this very message's?
+_REPLAY_SQL = """
+SELECT event_id, partition, "offset" FROM ingest_event_claims
+WHERE topic = $1 AND event_id = ANY($2::uuid[])
 """
 
 
@@ -45,8 +40,13 @@ class PostgresClaimStore:
             return set()
         ids, partitions, offsets = zip(*claims, strict=True)
         async with self._pool.acquire() as conn:
-            rows = await conn.fetch(_CLAIM_SQL, topic, list(ids), list(partitions), list(offsets))
-        return {(r[0], r[1], r[2]) for r in rows}
+            rows = await conn.fetch(_INSERT_SQL, topic, list(ids), list(partitions), list(offsets))
+            won = {(str(r[0]), r[1], r[2]) for r in rows}
+            if len(won) < len(claims):
+                others = [c for c in claims if c not in won]
+                earlier = await conn.fetch(_REPLAY_SQL, topic, [c[0] for c in others])
+                won |= {(str(r[0]), r[1], r[2]) for r in earlier} & set(others)
+        return won
 
     async def prune(self, older_than: timedelta) -> int:
         async with self._pool.acquire() as conn:
@@ -60,7 +60,7 @@ class MemoryClaimStore:
     """In-memory twin for unit tests."""
 
     def __init__(self) -> None:
-        self.owners: dict[uuid.UUID, tuple[str, int, int]] = {}
+        self.owners: dict[str, tuple[str, int, int]] = {}
 
     async def claim(self, topic: str, claims: Sequence[Claim]) -> set[Claim]:
         won: set[Claim] = set()

@@ -22,6 +22,8 @@ __all__ = ["Ingested", "Malformed", "Normaliser", "now_iso"]
 
 REQUIRED = ("event_id", "event_type", "schema", "occurred_at", "producer", "payload")
 ALLOWED = frozenset((*REQUIRED, "ingested_at"))
+_REQUIRED_SET = frozenset(REQUIRED)
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 _SCHEMA_ID = re.compile(r"^[a-z][a-z0-9.-]*\.v[1-9][0-9]*$")
 MAX_TEXT = 128
 
@@ -32,7 +34,7 @@ class Malformed(ValueError):
 
 @dataclass(slots=True)
 class Ingested:
-    event_id: uuid.UUID
+    event_id: str  # canonical lower-case hyphenated UUID
     key: bytes | None
     document: dict[str, Any]
 
@@ -54,6 +56,8 @@ def _timestamp(value: Any, field: str) -> str:
             moment = datetime.fromisoformat(value)
         except ValueError:
             raise Malformed(f"{field} {value[:64]!r} is not an ISO 8601 timestamp") from None
+        if value[-1:] == "Z" and moment.tzinfo is not None:
+            return value  # already UTC in the canonical form
         if moment.tzinfo is None:
             raise Malformed(f"{field} {value[:64]!r} has no UTC offset; it would be ambiguous")
     else:
@@ -90,28 +94,29 @@ class Normaliser:
         return self.normalise_document(doc, key, ingested_at)
 
     def normalise_document(self, doc: dict[str, Any], key: bytes | None, ingested_at: str) -> Ingested:
-        missing = [f for f in REQUIRED if f not in doc]
-        if missing:
+        fields = doc.keys()
+        if not fields >= _REQUIRED_SET:
+            missing = [f for f in REQUIRED if f not in doc]
             raise Malformed(f"missing envelope field(s): {', '.join(missing)}")
-        unknown = sorted(set(doc) - ALLOWED)
-        if unknown:
-            raise Malformed(f"unknown envelope field(s): {', '.join(unknown[:10])}")
-        try:
-            event_id = uuid.UUID(str(doc["event_id"]))
-        except ValueError:
-            raise Malformed(f"event_id {str(doc['event_id'])[:64]!r} is not a UUID") from None
-        schema_id = _text(doc, "schema")
-        if not _SCHEMA_ID.match(schema_id):
-            raise Malformed(f"schema {schema_id!r} must look like <name>.v<N>")
-        entity_field = self._entity_field.get(schema_id)
+        if not fields <= ALLOWED:
+            raise Malformed(f"unknown envelope field(s): {', '.join(sorted(set(fields) - ALLOWED)[:10])}")
+        raw_id = doc["event_id"]
+        if not isinstance(raw_id, str) or not _UUID.match(raw_id):
+            raise Malformed(f"event_id {str(raw_id)[:64]!r} is not a UUID")
+        event_id = raw_id.lower() if len(raw_id) == 36 else str(uuid.UUID(raw_id))
+        schema_id = doc["schema"]
+        entity_field = self._entity_field.get(schema_id) if isinstance(schema_id, str) else None
         if entity_field is None:
+            schema_id = _text(doc, "schema")
+            if not _SCHEMA_ID.match(schema_id):
+                raise Malformed(f"schema {schema_id!r} must look like <name>.v<N>")
             raise Malformed(f"unknown schema {schema_id!r}: no dataset contract has that name and version")
         payload = doc["payload"]
         if not isinstance(payload, dict):
             raise Malformed("payload must be a JSON object")
         entity = payload.get(entity_field)
         out = {
-            "event_id": str(event_id),
+            "event_id": event_id,
             "event_type": _text(doc, "event_type"),
             "schema": schema_id,
             "occurred_at": _timestamp(doc["occurred_at"], "occurred_at"),

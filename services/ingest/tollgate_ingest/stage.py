@@ -10,7 +10,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter
 
 from tollgate_core.kafka import OutRecord, dead_letter
-from tollgate_core.telemetry import TRACEPARENT, consumer_span
+from tollgate_core.telemetry import TRACEPARENT, forward_traceparent
 from tollgate_ingest.claims import Claim, ClaimStore
 from tollgate_core.events import now_iso
 from tollgate_ingest.core import Ingested, Malformed, Normaliser
@@ -66,11 +66,10 @@ class IngestStage:
                 if claim not in owned:
                     continue
                 fresh_count += 1
-                with consumer_span(
-                    self._tracer, "ingest event", rec.headers, {"tollgate.event_id": str(event.event_id)}
-                ) as (_, traceparent):
-                    headers = [(TRACEPARENT, traceparent)] if traceparent else []
-                    outputs.append(OutRecord(self._output, event.encode(), event.key, headers))
+                traceparent = forward_traceparent(self._tracer, "ingest event", rec.headers,
+                                                  {"tollgate.event_id": event.event_id})
+                headers = [(TRACEPARENT, traceparent)] if traceparent else []
+                outputs.append(OutRecord(self._output, event.encode(), event.key, headers))
         self._metrics.events.labels("ingested").inc(fresh_count)
         self._metrics.events.labels("duplicate").inc(len(records) - dead - fresh_count)
         self._metrics.events.labels("dead_lettered").inc(dead)

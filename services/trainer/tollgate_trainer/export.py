@@ -12,6 +12,7 @@ the same fitted pipeline gives byte-identical ONNX.
 from __future__ import annotations
 
 import json
+import warnings
 from functools import cache
 from typing import Any
 
@@ -80,7 +81,16 @@ def export_onnx(
         initial_types.append((CATEGORY_INPUT, StringTensorType([None, len(layout.category)])))
     task = task_of(contract)
     options = {id(pipeline.steps[-1][1]): {"zipmap": False}} if task == "classification" else None
-    model = convert_sklearn(pipeline, initial_types=initial_types, options=options, target_opset=TARGET_OPSET)
+    with warnings.catch_warnings():
+        # skl2onnx writes Python booleans into integer attributes of tree ensembles (the leaves'
+        # "missing value goes left" flag); protobuf 6.33 accepts them with this DeprecationWarning, and
+        # protobuf 7.34+ rejects them, which is why protobuf is pinned below 7 (see the design's "Models").
+        warnings.filterwarnings(
+            "ignore", message=r".*Expected an int, got a boolean", category=DeprecationWarning
+        )
+        model = convert_sklearn(
+            pipeline, initial_types=initial_types, options=options, target_opset=TARGET_OPSET
+        )
     _rename_outputs(model.graph, _RENAMED_OUTPUTS)
 
     columns = {NUMERIC_INPUT: list(layout.numeric), CATEGORY_INPUT: list(layout.category)}
@@ -133,7 +143,22 @@ def _rename_outputs(graph: onnx.GraphProto, renames: dict[str, str]) -> None:
 def _register_converters() -> None:
     """Teach skl2onnx our two small steps; done on first export, never at import time."""
     update_registered_converter(NumericImputer, "TollgateNumericImputer", _same_shape, _convert_numeric_imputer)
-    update_registered_converter(Float32Cast, "TollgateFloat32Cast", _float_shape, _convert_float32_cast)
+    update_registered_converter(
+        Float32Cast, "TollgateFloat32Cast", _float_shape, _convert_float32_cast, parser=_parse_float32_cast
+    )
+
+
+def _parse_float32_cast(scope: Any, model: Float32Cast, inputs: list[Any], custom_parsers: Any = None) -> Any:
+    """Declare the cast's output as float at parse time.
+
+    skl2onnx types a ColumnTransformer's concatenation from its first block while parsing, before any
+    shape calculator runs; left to the default parser, the cast would be typed like its (double) input and
+    a tree model would be converted for double, which onnxruntime cannot run for HistGradientBoosting.
+    """
+    operator = scope.declare_local_operator("TollgateFloat32Cast", model)
+    operator.inputs = inputs
+    operator.outputs.append(scope.declare_local_variable("float32", FloatTensorType()))
+    return operator.outputs
 
 
 def _same_shape(operator: Any) -> None:

@@ -15,7 +15,7 @@ from tollgate_core.contracts import ContractRegistry
 from tollgate_core.events import now_iso
 from tollgate_core.kafka import OutRecord, dead_letter
 from tollgate_core.reference import ReferenceProfile
-from tollgate_core.telemetry import TRACEPARENT, consumer_span
+from tollgate_core.telemetry import TRACEPARENT, forward_traceparent
 from tollgate_validator.rules import CompiledContract, Expectations
 
 SERVICE = "validator"
@@ -101,10 +101,10 @@ class ValidatorStage:
                 outcomes[(schema_id, "valid")] += 1
                 for f in flags:
                     flagged[(schema_id, f["field"], f["check"])] += 1
-            with consumer_span(self._tracer, "validate event", rec.headers, {"tollgate.schema": schema_id}) as (
-                _, traceparent):
-                headers = [(TRACEPARENT, traceparent)] if traceparent else []
-                outputs.append(OutRecord(topic, orjson.dumps(doc), rec.key, headers))
+            traceparent = forward_traceparent(self._tracer, "validate event", rec.headers,
+                                              {"tollgate.schema": schema_id})
+            headers = [(TRACEPARENT, traceparent)] if traceparent else []
+            outputs.append(OutRecord(topic, orjson.dumps(doc), rec.key, headers))
         for (contract, outcome), n in outcomes.items():
             self._metrics.events.labels(contract, outcome).inc(n)
         for labels, n in broken.items():

@@ -1,0 +1,101 @@
+# tollgate: set up, run and test the platform. Everything works on a fresh Debian machine as root:
+# missing system packages are installed (apt-get), Kafka jars come through Maven, Python through uv.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+
+PY := .venv/bin/python
+STACK := bash infra/stack.sh
+SYNC_STAMP := .venv/.synced
+PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+TEST_DIRS := tests/unit tests/integration tests/e2e
+PYTEST_ARGS ?=
+
+export DEBIAN_FRONTEND := noninteractive
+# Services started by `make up` (infra/stack.sh reads STACK_SERVICES).
+ifdef SERVICES
+export STACK_SERVICES := $(SERVICES)
+endif
+
+.PHONY: help venv deps up down status infra-up infra-down topics test test-unit demo bench lint generate clean
+
+help:
+	@echo "make demo       set up everything, start the local stack, run the closed-loop scenario"
+	@echo "make test       set up everything, start Kafka + PostgreSQL, run the whole test suite"
+	@echo "make test-unit  unit tests only (no infrastructure)"
+	@echo "make up | down | status   the local stack (Kafka, PostgreSQL, services) in the background"
+	@echo "make infra-up | infra-down  Kafka and PostgreSQL only"
+	@echo "make bench      benchmarks (results under .local/bench/)"
+	@echo "make lint       ruff check + format check"
+	@echo "make generate   regenerate schema files"
+	@echo "make deps       Python env + system packages + Kafka jars"
+	@echo "make clean      stop everything and delete .local/ state"
+
+# The Python environment, re-synced only when uv.lock or a pyproject.toml changed.
+venv: $(SYNC_STAMP)
+
+$(SYNC_STAMP): uv.lock $(PYPROJECTS)
+	$(STACK) venv
+	@touch $@
+
+deps: venv
+	$(STACK) deps
+
+infra-up: deps
+	$(STACK) infra-up
+
+infra-down:
+	$(STACK) infra-down
+
+topics: infra-up
+	@if [ -f libs/core/tollgate_core/topics.py ]; then \
+	  $(PY) -m tollgate_core.topics apply; \
+	else \
+	  echo "make: topics: libs/core/tollgate_core/topics.py does not exist yet, skipped"; \
+	fi
+
+up: deps
+	$(STACK) up
+
+down:
+	$(STACK) down
+
+status:
+	@$(STACK) status
+
+test: topics
+	.venv/bin/pytest $(TEST_DIRS) $(PYTEST_ARGS)
+
+test-unit: venv
+	.venv/bin/pytest tests/unit $(PYTEST_ARGS)
+
+demo: up
+	@if [ -f libs/core/tollgate_core/demo.py ] || [ -f libs/core/tollgate_core/demo/__main__.py ]; then \
+	  $(PY) -m tollgate_core.demo; \
+	else \
+	  echo "make: demo: tollgate_core.demo does not exist yet, nothing to run"; \
+	fi
+
+bench: topics
+	@mkdir -p .local/bench
+	@if [ -f tests/bench/run.py ]; then \
+	  $(PY) tests/bench/run.py; \
+	else \
+	  echo "make: bench: tests/bench/run.py does not exist yet, nothing to run"; \
+	fi
+
+lint: venv
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+generate: venv
+	@if [ -f libs/core/tollgate_core/schemagen.py ] || [ -f libs/core/tollgate_core/schemagen/__main__.py ]; then \
+	  $(PY) -m tollgate_core.schemagen write; \
+	else \
+	  echo "make: generate: tollgate_core.schemagen does not exist yet, skipped"; \
+	fi
+
+clean:
+	$(STACK) down
+	rm -rf .local

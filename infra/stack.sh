@@ -1,0 +1,881 @@
+#!/usr/bin/env bash
+# Local infrastructure for tollgate: a single-node Apache Kafka (KRaft) and PostgreSQL on loopback,
+# plus the platform's services as background processes. State lives in .local/ (git-ignored):
+#   .local/kafka/   broker config, cluster id, data     .local/pgdata/  PostgreSQL data (owned by postgres)
+#   .local/logs/    one log per process                 .local/run/     pid files, PostgreSQL socket
+#
+# Usage: infra/stack.sh <command>
+#   deps            check/install java, maven, postgresql, curl; resolve the Kafka jars
+#   venv            install uv if missing, then `uv sync --frozen --all-packages`
+#   kafka-up | kafka-down | pg-up | pg-down | infra-up | infra-down
+#   topics          create the platform's topics (when tollgate_core.topics exists)
+#   services-up | services-down
+#   up              infra, topics, services            down   services, then infra
+#   status | wait-kafka | wait-pg
+#
+# TOLLGATE_KAFKA_BOOTSTRAP / TOLLGATE_DATABASE_URL set: that Kafka / PostgreSQL is used and nothing local
+# is started or stopped for it (the wait-* commands wait for the configured one).
+# Knobs: STACK_KAFKA_PORT (9092), STACK_KAFKA_CONTROLLER_PORT (9093), STACK_PG_PORT (5432),
+# STACK_SERVICES, STACK_STATE_DIR (.local), STACK_READY_TIMEOUT (60 s), STACK_STOP_TIMEOUT (30 s),
+# STACK_KAFKA_HEAP ("-Xms256m -Xmx1g").
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=${STACK_STATE_DIR:-$ROOT/.local}
+LOGS=$STATE/logs
+RUN=$STATE/run
+CACHE=$ROOT/infra/.cache
+PY=$ROOT/.venv/bin/python
+UV_VERSION=0.13.8
+
+KAFKA_PORT=${STACK_KAFKA_PORT:-9092}
+KAFKA_CONTROLLER_PORT=${STACK_KAFKA_CONTROLLER_PORT:-9093}
+KAFKA_HEAP=${STACK_KAFKA_HEAP:--Xms256m -Xmx1g}
+KAFKA_POM=$ROOT/infra/kafka/pom.xml
+KAFKA_HOME=$STATE/kafka
+KAFKA_PROPS=$KAFKA_HOME/server.properties
+
+PG_PORT=${STACK_PG_PORT:-5432}
+PG_DATA=$STATE/pgdata
+PG_SOCK=$RUN/pg
+PG_ROLE=tollgate
+PG_PASSWORD=tollgate
+PG_DB=tollgate
+
+SERVICES=${STACK_SERVICES:-ingest validator trainer registry scorer monitor audit-log}
+READY_TIMEOUT=${STACK_READY_TIMEOUT:-60}
+STOP_TIMEOUT=${STACK_STOP_TIMEOUT:-30}
+
+LOCAL_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+LOCAL_DATABASE_URL=postgresql://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+say() { printf 'stack: %s\n' "$*"; }
+warn() { printf 'stack: %s\n' "$*" >&2; }
+die() {
+  printf 'stack: error: %s\n' "$*" >&2
+  exit 1
+}
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+# True while the process exists and is not a zombie.
+alive() {
+  local pid=$1 state
+  [ -n "$pid" ] && [ -r "/proc/$pid/stat" ] || return 1
+  state=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+cmdline() { tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true; }
+
+# running_pid NAME MARKER: pid from .local/run/NAME.pid if that process is alive and its command line
+# contains MARKER; a stale pid file (process gone or pid reused) is removed.
+running_pid() {
+  local name=$1 marker=$2 file="$RUN/$1.pid" pid
+  [ -f "$file" ] || return 1
+  if pid_of "$name" "$marker"; then return 0; fi
+  pid=$(tr -dc '0-9' <"$file")
+  warn "$name: removing stale pid file (process ${pid:-?} is gone)"
+  rm -f "$file"
+  return 1
+}
+
+# pid_of NAME MARKER: like running_pid, without touching the pid file.
+pid_of() {
+  local file="$RUN/$1.pid" pid
+  [ -f "$file" ] || return 1
+  pid=$(tr -dc '0-9' <"$file")
+  if alive "$pid" && [[ "$(cmdline "$pid")" == *"$2"* ]]; then
+    echo "$pid"
+    return 0
+  fi
+  return 1
+}
+
+port_open() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
+
+# Who listens on a TCP port: "pid=N (command)" when ss can tell, "unknown process" otherwise.
+port_holder() {
+  local port=$1 pid=""
+  if command -v ss >/dev/null 2>&1; then
+    pid=$(ss -Hltnp "sport = :$port" 2>/dev/null | grep -o 'pid=[0-9]*' | head -n1 | cut -d= -f2 || true)
+  fi
+  if [ -n "$pid" ]; then
+    local cmd
+    cmd=$(cmdline "$pid")
+    if [ "${#cmd}" -gt 160 ]; then cmd="${cmd:0:60} ... ${cmd: -90}"; fi
+    echo "pid=$pid ($cmd)"
+  else
+    echo "an unknown process"
+  fi
+}
+
+require_free_port() {
+  local port=$1 what=$2 hint=$3
+  if port_open 127.0.0.1 "$port"; then
+    die "port $port (needed by $what) is already held by $(port_holder "$port"), which this stack did not start. $hint"
+  fi
+}
+
+# stop_pid NAME PID: SIGTERM, wait up to STOP_TIMEOUT seconds, then SIGKILL.
+stop_pid() {
+  local name=$1 pid=$2 waited=0
+  kill -TERM "$pid" 2>/dev/null || true
+  while alive "$pid"; do
+    if [ "$waited" -ge $((STOP_TIMEOUT * 10)) ]; then
+      warn "$name (pid $pid) ignored SIGTERM for ${STOP_TIMEOUT}s: sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      sleep 0.5
+      break
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  rm -f "$RUN/$name.pid"
+  say "$name stopped"
+}
+
+# Keep the previous run's log as NAME.log.1.
+rotate_log() {
+  local file="$LOGS/$1.log"
+  if [ -s "$file" ]; then mv -f "$file" "$file.1"; fi
+  : >"$file"
+}
+
+log_tail() {
+  local file=$1
+  [ -f "$file" ] || return 0
+  warn "last lines of $file:"
+  tail -n 25 "$file" | sed 's/^/    /' >&2
+}
+
+now() { date +%s.%N; }
+elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+state_dirs() { mkdir -p "$LOGS" "$RUN" "$KAFKA_HOME"; }
+
+# ---------------------------------------------------------------------------------------------- deps
+
+apt_install() {
+  local pkgs=("$@") rc=0 policy=/usr/sbin/policy-rc.d added_policy=""
+  command -v apt-get >/dev/null 2>&1 || die "missing: ${pkgs[*]} (no apt-get here: install them with the system's package manager)"
+  is_root || die "missing: ${pkgs[*]}; install them with: sudo apt-get install -y ${pkgs[*]}"
+  say "installing ${pkgs[*]} (apt-get)"
+  # Package scripts must not start Debian's own PostgreSQL cluster on 5432: this stack runs its own.
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    added_policy=1
+  fi
+  {
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${pkgs[@]}"
+  } </dev/null || rc=$?
+  if [ -n "$added_policy" ]; then rm -f "$policy"; fi
+  [ "$rc" = 0 ] || die "apt-get install ${pkgs[*]} failed (exit $rc)"
+}
+
+# Directory with initdb/pg_ctl/postgres: the newest /usr/lib/postgresql/<major>/bin, or from PATH.
+pg_bindir() {
+  local dir
+  if [ -n "${STACK_PG_BINDIR:-}" ]; then
+    echo "$STACK_PG_BINDIR"
+    return 0
+  fi
+  dir=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n1 || true)
+  if [ -n "$dir" ] && [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ]; then
+    echo "$dir"
+    return 0
+  fi
+  if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+    dirname "$(command -v initdb)"
+    return 0
+  fi
+  return 1
+}
+
+# A client binary (psql, pg_isready): from the server's bindir, else PATH.
+pg_client() {
+  local bindir
+  bindir=$(pg_bindir 2>/dev/null || true)
+  if [ -n "$bindir" ] && [ -x "$bindir/$1" ]; then
+    echo "$bindir/$1"
+  elif command -v "$1" >/dev/null 2>&1; then
+    command -v "$1"
+  else
+    return 1
+  fi
+}
+
+java_major() {
+  java -version 2>&1 | sed -n 's/.*version "\([0-9]*\)[."].*/\1/p' | head -n1
+}
+
+kafka_version() {
+  sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM" | head -n1
+}
+
+kafka_lib() { echo "$CACHE/kafka-$(kafka_version)/lib"; }
+
+# Copy the broker's runtime class path from Maven into infra/.cache/kafka-<version>/lib, once per pom content.
+resolve_kafka() {
+  local version lib marker want tmp mvnlog
+  version=$(kafka_version)
+  [ -n "$version" ] || die "cannot read <kafka.version> from $KAFKA_POM"
+  lib="$CACHE/kafka-$version/lib"
+  marker="$CACHE/kafka-$version/.complete"
+  want=$(sha256sum <"$KAFKA_POM" | cut -d' ' -f1)
+  if [ -f "$marker" ] && [ "$(cat "$marker")" = "$want" ] && compgen -G "$lib/kafka_2.13-$version.jar" >/dev/null; then
+    return 0
+  fi
+  command -v mvn >/dev/null 2>&1 || die "maven (mvn) is missing: run 'infra/stack.sh deps'"
+  say "resolving Apache Kafka $version jars with Maven into ${lib#"$ROOT"/}"
+  tmp="$CACHE/kafka-$version/lib.partial"
+  rm -rf "$tmp"
+  mkdir -p "$tmp"
+  mvnlog="$CACHE/kafka-$version/maven.log"
+  if ! mvn -B -ntp -Dstyle.color=never -f "$KAFKA_POM" dependency:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$tmp" </dev/null >"$mvnlog" 2>&1; then
+    rm -rf "$tmp"
+    grep -E 'ERROR|BUILD' "$mvnlog" | head -n 20 | sed 's/^/    /' >&2 || true
+    die "Maven could not resolve the Kafka jars (is Maven Central reachable?); full output in $mvnlog"
+  fi
+  compgen -G "$tmp/kafka_2.13-$version.jar" >/dev/null || die "Maven finished but kafka_2.13-$version.jar is missing"
+  rm -rf "$lib"
+  mv "$tmp" "$lib"
+  echo "$want" >"$marker"
+  say "Kafka $version: $(find "$lib" -name '*.jar' | wc -l) jars ready"
+}
+
+cmd_deps() {
+  local need=() bindir
+  if [ -z "${TOLLGATE_KAFKA_BOOTSTRAP:-}" ]; then
+    if ! command -v java >/dev/null 2>&1; then need+=(openjdk-17-jre-headless); fi
+    if ! command -v mvn >/dev/null 2>&1; then need+=(maven); fi
+  fi
+  if [ -z "${TOLLGATE_DATABASE_URL:-}" ]; then
+    if ! pg_bindir >/dev/null 2>&1; then need+=(postgresql); fi
+  elif ! pg_client psql >/dev/null 2>&1; then
+    need+=(postgresql-client)
+  fi
+  if ! command -v curl >/dev/null 2>&1; then need+=(curl); fi
+  if [ "${#need[@]}" -gt 0 ]; then apt_install "${need[@]}"; fi
+
+  if [ -z "${TOLLGATE_KAFKA_BOOTSTRAP:-}" ]; then
+    local major
+    major=$(java_major)
+    if [ -z "$major" ] || [ "$major" -lt 17 ]; then die "Kafka $(kafka_version) needs Java 17 or newer; found: $(java -version 2>&1 | head -n1)"; fi
+    resolve_kafka
+  fi
+  if [ -z "${TOLLGATE_DATABASE_URL:-}" ]; then
+    bindir=$(pg_bindir) || die "PostgreSQL server binaries not found even after installing; install the 'postgresql' package"
+    if is_root && ! id postgres >/dev/null 2>&1; then
+      die "the 'postgres' system user is missing (the server refuses to run as root); reinstall the 'postgresql' package"
+    fi
+  fi
+  local javav mvnv
+  javav=$(java_major 2>/dev/null || true)
+  mvnv=$(mvn -v 2>/dev/null | sed -n '1{s/\x1b\[[0-9;]*m//g;s/^Apache Maven \([^ ]*\).*/\1/;p}' || true)
+  say "deps ok: java ${javav:-not needed}, maven ${mvnv:-not needed}, postgres ${bindir:-external (TOLLGATE_DATABASE_URL)}"
+}
+
+# ---------------------------------------------------------------------------------------------- python env
+
+cmd_venv() {
+  local uv=()
+  if command -v uv >/dev/null 2>&1; then
+    uv=(uv)
+  elif command -v python3 >/dev/null 2>&1 && python3 -m uv --version >/dev/null 2>&1; then
+    uv=(python3 -m uv)
+  else
+    if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+      apt_install python3 python3-pip
+    fi
+    say "installing uv==$UV_VERSION with pip"
+    local pip_args=(--quiet --disable-pip-version-check)
+    # Debian marks its python3 as externally managed (PEP 668); uv is a standalone binary, so this is safe.
+    if python3 -c 'import os, sys, sysconfig; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+      pip_args+=(--break-system-packages)
+    fi
+    if is_root; then pip_args+=(--root-user-action=ignore); fi
+    python3 -m pip install "${pip_args[@]}" "uv==$UV_VERSION" </dev/null || die "could not install uv==$UV_VERSION with pip"
+    uv=(python3 -m uv)
+  fi
+  cd "$ROOT"
+  "${uv[@]}" sync --frozen --all-packages </dev/null
+}
+
+# ---------------------------------------------------------------------------------------------- kafka
+
+KAFKA_PROBE='
+import asyncio, logging, sys, warnings
+warnings.simplefilter("ignore")
+logging.disable(logging.CRITICAL)
+from aiokafka.admin import AIOKafkaAdminClient
+
+async def probe(bootstrap):
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        await admin.start()
+        await admin.list_topics()
+    finally:
+        try:
+            await admin.close()
+        except Exception:
+            pass
+
+asyncio.run(asyncio.wait_for(probe(sys.argv[1]), 10))
+'
+
+kafka_bootstrap() { echo "${TOLLGATE_KAFKA_BOOTSTRAP:-$LOCAL_BOOTSTRAP}"; }
+
+# A real metadata round trip (aiokafka admin client) when the venv has aiokafka; otherwise the port only.
+kafka_metadata_ok() {
+  local bootstrap=$1 err=$2
+  if [ -x "$PY" ] && "$PY" -c 'import aiokafka' 2>/dev/null; then
+    timeout 15 "$PY" -c "$KAFKA_PROBE" "$bootstrap" </dev/null >"$err" 2>&1
+  else
+    [ -z "${TOLLGATE_KAFKA_BOOTSTRAP:-}" ] && grep -q 'Kafka Server started' "$LOGS/kafka.log" 2>/dev/null
+  fi
+}
+
+# wait_kafka [PID]: until the first bootstrap address accepts connections and a metadata request succeeds.
+wait_kafka() {
+  local pid=${1:-} bootstrap first host port start deadline err
+  bootstrap=$(kafka_bootstrap)
+  first=${bootstrap%%,*}
+  host=${first%:*}
+  port=${first##*:}
+  start=$(now)
+  deadline=$((SECONDS + READY_TIMEOUT))
+  err=$(mktemp)
+  if [ ! -x "$PY" ]; then warn "no .venv yet: Kafka readiness is checked without a metadata request"; fi
+  while :; do
+    if [ -n "$pid" ] && ! alive "$pid"; then
+      log_tail "$LOGS/kafka.log"
+      rm -f "$err" "$RUN/kafka.pid"
+      die "the Kafka broker exited during start-up; see $LOGS/kafka.log"
+    fi
+    if port_open "$host" "$port" && kafka_metadata_ok "$bootstrap" "$err"; then
+      rm -f "$err"
+      say "kafka ready at $bootstrap ($(elapsed "$start")s)"
+      return 0
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      if [ -s "$err" ]; then
+        warn "last metadata probe error:"
+        tail -n 5 "$err" | sed 's/^/    /' >&2
+      fi
+      rm -f "$err"
+      if [ -n "${TOLLGATE_KAFKA_BOOTSTRAP:-}" ]; then
+        die "Kafka at $bootstrap (TOLLGATE_KAFKA_BOOTSTRAP) did not answer a metadata request within ${READY_TIMEOUT}s"
+      fi
+      log_tail "$LOGS/kafka.log"
+      die "Kafka at $bootstrap did not answer a metadata request within ${READY_TIMEOUT}s; see $LOGS/kafka.log"
+    fi
+    sleep 0.5
+  done
+}
+
+render_kafka_props() {
+  sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
+    -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+    -e "s|@DATA_DIR@|$KAFKA_HOME/data|g" \
+    "$ROOT/infra/kafka/server.properties.template" >"$KAFKA_PROPS.tmp"
+  mv -f "$KAFKA_PROPS.tmp" "$KAFKA_PROPS"
+}
+
+cmd_kafka_up() {
+  local pid lib cluster_id start
+  if [ -n "${TOLLGATE_KAFKA_BOOTSTRAP:-}" ]; then
+    say "TOLLGATE_KAFKA_BOOTSTRAP=$TOLLGATE_KAFKA_BOOTSTRAP is set: no local broker is started"
+    wait_kafka
+    return 0
+  fi
+  state_dirs
+  if pid=$(running_pid kafka "$KAFKA_PROPS"); then
+    say "kafka already running (pid $pid)"
+    wait_kafka "$pid"
+    return 0
+  fi
+  start=$(now)
+  require_free_port "$KAFKA_PORT" "Kafka" "Stop it, or use it by setting TOLLGATE_KAFKA_BOOTSTRAP, or pick another STACK_KAFKA_PORT."
+  require_free_port "$KAFKA_CONTROLLER_PORT" "the Kafka controller" "Stop it, or pick another STACK_KAFKA_CONTROLLER_PORT."
+  command -v java >/dev/null 2>&1 || die "java is missing: run 'infra/stack.sh deps' (or 'make deps')"
+  resolve_kafka
+  lib=$(kafka_lib)
+  render_kafka_props
+  if [ ! -f "$KAFKA_HOME/data/meta.properties" ]; then
+    if [ ! -s "$KAFKA_HOME/cluster.id" ]; then
+      java -cp "$lib/*" kafka.tools.StorageTool random-uuid </dev/null 2>/dev/null | tail -n1 >"$KAFKA_HOME/cluster.id"
+    fi
+    cluster_id=$(cat "$KAFKA_HOME/cluster.id")
+    [ -n "$cluster_id" ] || die "kafka.tools.StorageTool random-uuid produced no cluster id"
+    say "formatting KRaft storage (cluster $cluster_id)"
+    java -Dlog4j2.configurationFile="$ROOT/infra/kafka/log4j2.yaml" -cp "$lib/*" kafka.tools.StorageTool format \
+      -t "$cluster_id" -c "$KAFKA_PROPS" --ignore-formatted </dev/null >"$LOGS/kafka-format.log" 2>&1 ||
+      {
+        log_tail "$LOGS/kafka-format.log"
+        die "formatting KRaft storage failed; see $LOGS/kafka-format.log"
+      }
+  fi
+  rotate_log kafka
+  # shellcheck disable=SC2086  # KAFKA_HEAP is a list of JVM options
+  setsid java $KAFKA_HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dlog4j2.configurationFile="$ROOT/infra/kafka/log4j2.yaml" \
+    -cp "$lib/*" kafka.Kafka "$KAFKA_PROPS" </dev/null >>"$LOGS/kafka.log" 2>&1 9>&- &
+  pid=$!
+  echo "$pid" >"$RUN/kafka.pid"
+  say "kafka $(kafka_version) starting (pid $pid, log ${LOGS#"$ROOT"/}/kafka.log)"
+  wait_kafka "$pid"
+  say "kafka up in $(elapsed "$start")s"
+}
+
+cmd_kafka_down() {
+  local pid
+  if [ -n "${TOLLGATE_KAFKA_BOOTSTRAP:-}" ]; then
+    say "TOLLGATE_KAFKA_BOOTSTRAP is set: the configured broker is not managed here, nothing to stop"
+    return 0
+  fi
+  if pid=$(running_pid kafka "$KAFKA_PROPS"); then
+    say "stopping kafka (pid $pid)"
+    stop_pid kafka "$pid"
+  else
+    say "kafka is not running"
+  fi
+}
+
+# ---------------------------------------------------------------------------------------------- postgres
+
+PG_BIN=""
+pg_bin() {
+  if [ -z "$PG_BIN" ]; then
+    PG_BIN=$(pg_bindir) || die "PostgreSQL server binaries not found: run 'infra/stack.sh deps' (it installs the Debian 'postgresql' package), or install it with: apt-get install -y postgresql"
+  fi
+  echo "$PG_BIN"
+}
+
+# Run as the postgres system user when we are root (the server refuses to run as root).
+as_pg() {
+  if is_root; then
+    (cd / && runuser -u postgres -- "$@" 9>&-)
+  else
+    (cd / && "$@" 9>&-)
+  fi
+}
+
+pg_owner() { if is_root; then echo postgres; else id -un; fi; }
+
+# The postmaster's pid when our data directory's server is running.
+pg_running_pid() {
+  local pid
+  [ -f "$PG_DATA/postmaster.pid" ] || return 1
+  pid=$(head -n1 "$PG_DATA/postmaster.pid" | tr -dc '0-9')
+  if alive "$pid" && [[ "$(cmdline "$pid")" == *"$PG_DATA"* ]]; then
+    echo "$pid"
+    return 0
+  fi
+  return 1
+}
+
+pg_conf() {
+  cat >"$PG_DATA/tollgate.conf" <<EOF
+# Written by infra/stack.sh on every start; edits here are lost.
+listen_addresses = '127.0.0.1'
+port = $PG_PORT
+unix_socket_directories = '$PG_SOCK'
+max_connections = 200
+# A local development and test cluster: a process crash loses nothing, only an OS crash could.
+fsync = off
+full_page_writes = off
+logging_collector = off
+log_timezone = 'UTC'
+timezone = 'UTC'
+EOF
+  cat >"$PG_DATA/pg_hba.conf" <<'EOF'
+# Written by infra/stack.sh on every start; edits here are lost.
+# TYPE  DATABASE  USER  ADDRESS       METHOD
+local   all       all                 trust
+host    all       all   127.0.0.1/32  scram-sha-256
+EOF
+  if ! grep -q "^include_if_exists = 'tollgate.conf'" "$PG_DATA/postgresql.conf"; then
+    printf "\ninclude_if_exists = 'tollgate.conf'\n" >>"$PG_DATA/postgresql.conf"
+  fi
+  chown "$(pg_owner)": "$PG_DATA/tollgate.conf" "$PG_DATA/pg_hba.conf"
+  chmod 600 "$PG_DATA/tollgate.conf" "$PG_DATA/pg_hba.conf"
+}
+
+pg_ensure_role() {
+  local psql
+  psql=$(pg_client psql)
+  "$psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d postgres <<EOF >/dev/null
+DO \$\$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_ROLE') THEN
+    CREATE ROLE $PG_ROLE LOGIN;
+  END IF;
+END
+\$\$;
+ALTER ROLE $PG_ROLE WITH LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+SELECT 'CREATE DATABASE $PG_DB OWNER $PG_ROLE' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')\gexec
+EOF
+}
+
+# wait_pg [PID]: pg_isready until it accepts connections, then a real query.
+wait_pg() {
+  local pid=${1:-} start deadline isready psql url target
+  start=$(now)
+  deadline=$((SECONDS + READY_TIMEOUT))
+  isready=$(pg_client pg_isready) || die "pg_isready not found: install the 'postgresql-client' package"
+  psql=$(pg_client psql) || die "psql not found: install the 'postgresql-client' package"
+  if [ -n "${TOLLGATE_DATABASE_URL:-}" ]; then
+    url=$TOLLGATE_DATABASE_URL
+    target="TOLLGATE_DATABASE_URL"
+  else
+    url=$LOCAL_DATABASE_URL
+    target="127.0.0.1:$PG_PORT"
+  fi
+  until "$isready" -q -d "$url" -t 2 </dev/null; do
+    if [ -n "$pid" ] && ! alive "$pid"; then
+      log_tail "$LOGS/postgres.log"
+      die "PostgreSQL exited during start-up; see $LOGS/postgres.log"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      if [ -n "${TOLLGATE_DATABASE_URL:-}" ]; then
+        die "PostgreSQL at $target is not accepting connections after ${READY_TIMEOUT}s"
+      fi
+      log_tail "$LOGS/postgres.log"
+      die "PostgreSQL at $target is not accepting connections after ${READY_TIMEOUT}s; see $LOGS/postgres.log"
+    fi
+    sleep 0.3
+  done
+  if [ -z "${TOLLGATE_DATABASE_URL:-}" ]; then pg_ensure_role; fi
+  "$psql" -X -q -A -t -d "$url" -c 'SELECT 1' </dev/null >/dev/null ||
+    die "PostgreSQL at $target accepts connections but 'SELECT 1' failed (credentials? database exists?)"
+  say "postgres ready at $target ($(elapsed "$start")s)"
+}
+
+cmd_pg_up() {
+  local bin pid start owner stale="" lock attempt
+  if [ -n "${TOLLGATE_DATABASE_URL:-}" ]; then
+    say "TOLLGATE_DATABASE_URL is set: no local PostgreSQL is started"
+    wait_pg
+    return 0
+  fi
+  state_dirs
+  bin=$(pg_bin)
+  if pid=$(pg_running_pid); then
+    echo "$pid" >"$RUN/postgres.pid"
+    say "postgres already running (pid $pid)"
+    wait_pg "$pid"
+    return 0
+  fi
+  start=$(now)
+  require_free_port "$PG_PORT" "PostgreSQL" \
+    "If it is Debian's default cluster, stop it with 'pg_ctlcluster <version> main stop'; or use it via TOLLGATE_DATABASE_URL; or pick another STACK_PG_PORT."
+  owner=$(pg_owner)
+  if is_root && ! id postgres >/dev/null 2>&1; then
+    die "the 'postgres' system user is missing (the server refuses to run as root); install the 'postgresql' package"
+  fi
+  [ "$(printf '%s/.s.PGSQL.%s' "$PG_SOCK" "$PG_PORT" | wc -c)" -lt 100 ] ||
+    die "the socket path $PG_SOCK is too long for a unix socket; set STACK_STATE_DIR to a shorter path"
+  mkdir -p "$PG_DATA" "$PG_SOCK"
+  chown "$owner": "$PG_DATA" "$PG_SOCK"
+  chmod 700 "$PG_DATA"
+  chmod 755 "$PG_SOCK"
+  if ! as_pg test -w "$PG_DATA"; then
+    die "user '$owner' cannot reach $PG_DATA: a parent directory is not traversable (o+x) for it; move the checkout or set STACK_STATE_DIR"
+  fi
+  if [ -f "$PG_DATA/postmaster.pid" ]; then
+    say "postgres: removing stale postmaster.pid (server is gone)"
+    rm -f "$PG_DATA/postmaster.pid"
+    stale=1
+  fi
+  # A killed server leaves its socket lock behind; the server itself refuses to start while the pid in it
+  # still exists, which includes a zombie nobody has reaped yet.
+  for lock in "$PG_SOCK"/.s.PGSQL.*.lock; do
+    [ -e "$lock" ] || continue
+    if ! alive "$(head -n1 "$lock" | tr -dc '0-9')"; then
+      say "postgres: removing stale socket lock ${lock##*/}"
+      rm -f "$lock" "${lock%.lock}"
+      stale=1
+    fi
+  done
+  rm -f "$RUN/postgres.pid"
+  if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+    say "initialising PostgreSQL data directory ${PG_DATA#"$ROOT"/}"
+    as_pg "$bin/initdb" -D "$PG_DATA" -U postgres -E UTF8 --locale=C.UTF-8 \
+      --auth-local=trust --auth-host=scram-sha-256 </dev/null >"$LOGS/postgres-initdb.log" 2>&1 ||
+      {
+        log_tail "$LOGS/postgres-initdb.log"
+        die "initdb failed; see $LOGS/postgres-initdb.log"
+      }
+  fi
+  pg_conf
+  rotate_log postgres
+  chown "$owner": "$LOGS/postgres.log"
+  # After a crash the old server's backends may hold its shared memory for a moment: retry briefly.
+  for attempt in 1 2 3 4 5; do
+    if as_pg "$bin/pg_ctl" -D "$PG_DATA" -l "$LOGS/postgres.log" -w -t "$READY_TIMEOUT" start </dev/null >/dev/null; then
+      break
+    fi
+    if [ -z "$stale" ] || [ "$attempt" = 5 ]; then
+      log_tail "$LOGS/postgres.log"
+      die "PostgreSQL did not start; see $LOGS/postgres.log"
+    fi
+    warn "postgres: start after a crash failed (attempt $attempt), retrying"
+    rm -f "$PG_DATA/postmaster.pid"
+    sleep 2
+  done
+  pid=$(pg_running_pid) || die "pg_ctl reported success but no server is running; see $LOGS/postgres.log"
+  echo "$pid" >"$RUN/postgres.pid"
+  say "postgres $("$bin/postgres" -V | awk '{print $3}') starting (pid $pid, log ${LOGS#"$ROOT"/}/postgres.log)"
+  wait_pg "$pid"
+  say "postgres up in $(elapsed "$start")s"
+}
+
+cmd_pg_down() {
+  local bin pid
+  if [ -n "${TOLLGATE_DATABASE_URL:-}" ]; then
+    say "TOLLGATE_DATABASE_URL is set: the configured database is not managed here, nothing to stop"
+    return 0
+  fi
+  if ! pid=$(pg_running_pid); then
+    rm -f "$RUN/postgres.pid"
+    say "postgres is not running"
+    return 0
+  fi
+  bin=$(pg_bin)
+  say "stopping postgres (pid $pid)"
+  if ! as_pg "$bin/pg_ctl" -D "$PG_DATA" -m fast -w -t "$STOP_TIMEOUT" stop </dev/null >/dev/null; then
+    warn "fast shutdown did not finish in ${STOP_TIMEOUT}s: immediate shutdown"
+    as_pg "$bin/pg_ctl" -D "$PG_DATA" -m immediate -w -t 10 stop </dev/null >/dev/null || true
+    if alive "$pid"; then kill -KILL "$pid" 2>/dev/null || true; fi
+  fi
+  rm -f "$RUN/postgres.pid"
+  say "postgres stopped"
+}
+
+# ---------------------------------------------------------------------------------------------- services
+
+svc_module() { echo "tollgate_${1//-/_}"; }
+
+svc_port() {
+  case $1 in
+    scorer) echo 8080 ;;
+    ingest) echo 8081 ;;
+    registry) echo 8082 ;;
+    monitor) echo 8083 ;;
+    audit-log) echo 8084 ;;
+    *) echo "" ;;
+  esac
+}
+
+wait_http() {
+  local svc=$1 pid=$2 port=$3 start deadline
+  start=$(now)
+  deadline=$((SECONDS + READY_TIMEOUT))
+  until curl -fsS -o /dev/null -m 2 "http://127.0.0.1:$port/healthz" 2>/dev/null; do
+    if ! alive "$pid"; then
+      rm -f "$RUN/$svc.pid"
+      log_tail "$LOGS/$svc.log"
+      die "$svc exited during start-up; see $LOGS/$svc.log"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      log_tail "$LOGS/$svc.log"
+      die "$svc: http://127.0.0.1:$port/healthz did not answer 200 within ${READY_TIMEOUT}s; see $LOGS/$svc.log"
+    fi
+    sleep 0.3
+  done
+  say "$svc healthy on :$port ($(elapsed "$start")s)"
+}
+
+cmd_topics() {
+  if [ ! -f "$ROOT/libs/core/tollgate_core/topics.py" ]; then
+    say "topics: libs/core/tollgate_core/topics.py does not exist yet, skipped"
+    return 0
+  fi
+  [ -x "$PY" ] || die "no .venv: run 'make venv' first"
+  (cd "$ROOT" && TOLLGATE_KAFKA_BOOTSTRAP=$(kafka_bootstrap) "$PY" -m tollgate_core.topics apply </dev/null)
+}
+
+cmd_services_up() {
+  local svc mod pid port started=()
+  [ -x "$PY" ] || die "no .venv: run 'make venv' first"
+  state_dirs
+  for svc in $SERVICES; do
+    mod=$(svc_module "$svc")
+    if [ ! -f "$ROOT/services/$svc/$mod/__main__.py" ]; then
+      say "$svc: skipped (services/$svc/$mod/__main__.py does not exist yet)"
+      continue
+    fi
+    if pid=$(running_pid "$svc" "-m $mod"); then
+      say "$svc already running (pid $pid)"
+      continue
+    fi
+    port=$(svc_port "$svc")
+    if [ -n "$port" ]; then
+      require_free_port "$port" "$svc" "Stop it, then run services-up again."
+    fi
+    rotate_log "$svc"
+    # shellcheck disable=SC2030,SC2031  # the service's environment, set in its own subshell
+    (
+      cd "$ROOT"
+      export TOLLGATE_KAFKA_BOOTSTRAP="${TOLLGATE_KAFKA_BOOTSTRAP:-$LOCAL_BOOTSTRAP}"
+      export TOLLGATE_DATABASE_URL="${TOLLGATE_DATABASE_URL:-$LOCAL_DATABASE_URL}"
+      export PYTHONUNBUFFERED=1
+      exec setsid "$PY" -m "$mod" </dev/null >>"$LOGS/$svc.log" 2>&1 9>&-
+    ) &
+    pid=$!
+    echo "$pid" >"$RUN/$svc.pid"
+    say "$svc starting (pid $pid, log ${LOGS#"$ROOT"/}/$svc.log)"
+    started+=("$svc:$pid")
+  done
+  for entry in "${started[@]}"; do
+    svc=${entry%%:*}
+    pid=${entry##*:}
+    port=$(svc_port "$svc")
+    if [ -n "$port" ]; then
+      wait_http "$svc" "$pid" "$port"
+    else
+      sleep 0.5
+      alive "$pid" || {
+        log_tail "$LOGS/$svc.log"
+        die "$svc exited during start-up; see $LOGS/$svc.log"
+      }
+    fi
+  done
+}
+
+cmd_services_down() {
+  local svc file name pid order=() stopped=0
+  for svc in $SERVICES; do order=("$svc" "${order[@]}"); done
+  # Also stop anything started earlier under a list that has since changed.
+  for file in "$RUN"/*.pid; do
+    [ -e "$file" ] || continue
+    name=$(basename "$file" .pid)
+    case " kafka postgres ${order[*]} " in *" $name "*) ;; *) order+=("$name") ;; esac
+  done
+  for svc in "${order[@]}"; do
+    if pid=$(running_pid "$svc" "-m $(svc_module "$svc")" 2>/dev/null); then
+      say "stopping $svc (pid $pid)"
+      stop_pid "$svc" "$pid"
+      stopped=$((stopped + 1))
+    fi
+  done
+  if [ "$stopped" = 0 ]; then say "no services running"; fi
+}
+
+# ---------------------------------------------------------------------------------------------- status
+
+cmd_status() {
+  local pid svc port mod
+  if [ -n "${TOLLGATE_KAFKA_BOOTSTRAP:-}" ]; then
+    local first=${TOLLGATE_KAFKA_BOOTSTRAP%%,*}
+    if port_open "${first%:*}" "${first##*:}"; then
+      echo "kafka      external  $TOLLGATE_KAFKA_BOOTSTRAP (reachable)"
+    else
+      echo "kafka      external  $TOLLGATE_KAFKA_BOOTSTRAP (NOT reachable)"
+    fi
+  elif pid=$(pid_of kafka "$KAFKA_PROPS"); then
+    if port_open 127.0.0.1 "$KAFKA_PORT"; then
+      echo "kafka      running   pid $pid, $LOCAL_BOOTSTRAP"
+    else
+      echo "kafka      starting  pid $pid, $LOCAL_BOOTSTRAP not listening yet"
+    fi
+  elif [ -f "$RUN/kafka.pid" ]; then
+    echo "kafka      stopped   (stale pid file: the broker died; 'up' cleans it up)"
+  else
+    echo "kafka      stopped"
+  fi
+  if [ -n "${TOLLGATE_DATABASE_URL:-}" ]; then
+    echo "postgres   external  (TOLLGATE_DATABASE_URL)"
+  elif pid=$(pg_running_pid); then
+    if port_open 127.0.0.1 "$PG_PORT"; then
+      echo "postgres   running   pid $pid, $LOCAL_DATABASE_URL"
+    else
+      echo "postgres   starting  pid $pid"
+    fi
+  else
+    echo "postgres   stopped"
+  fi
+  for svc in $SERVICES; do
+    mod=$(svc_module "$svc")
+    port=$(svc_port "$svc")
+    if [ ! -f "$ROOT/services/$svc/$mod/__main__.py" ]; then
+      printf '%-10s %s\n' "$svc" "absent    (no services/$svc/$mod/__main__.py)"
+    elif pid=$(pid_of "$svc" "-m $mod"); then
+      printf '%-10s running   pid %s%s\n' "$svc" "$pid" "${port:+, http://127.0.0.1:$port}"
+    else
+      printf '%-10s stopped\n' "$svc"
+    fi
+  done
+}
+
+# ---------------------------------------------------------------------------------------------- main
+
+usage() {
+  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
+}
+
+# One stack.sh at a time changes the stack (several `make test` may start together). File descriptor 9
+# holds the lock; the processes started here must not inherit it (they close it with 9>&-).
+lock_stack() {
+  mkdir -p "$RUN"
+  exec 9>"$RUN/stack.lock"
+  if ! flock -n 9; then
+    say "another infra/stack.sh is changing the stack: waiting for it"
+    flock -w 600 9 || die "another infra/stack.sh held $RUN/stack.lock for 600 s"
+  fi
+}
+
+main() {
+  local cmd=${1:-}
+  case $cmd in
+    deps | kafka-up | kafka-down | pg-up | pg-down | infra-up | infra-down | topics | services-up | services-down | up | down)
+      lock_stack
+      ;;
+  esac
+  case $cmd in
+    deps) cmd_deps ;;
+    venv) cmd_venv ;;
+    kafka-up) cmd_kafka_up ;;
+    kafka-down) cmd_kafka_down ;;
+    pg-up) cmd_pg_up ;;
+    pg-down) cmd_pg_down ;;
+    infra-up)
+      cmd_pg_up
+      cmd_kafka_up
+      ;;
+    infra-down)
+      cmd_kafka_down
+      cmd_pg_down
+      ;;
+    topics) cmd_topics ;;
+    services-up) cmd_services_up ;;
+    services-down) cmd_services_down ;;
+    up)
+      cmd_pg_up
+      cmd_kafka_up
+      cmd_topics
+      cmd_services_up
+      ;;
+    down)
+      cmd_services_down
+      cmd_kafka_down
+      cmd_pg_down
+      ;;
+    status) cmd_status ;;
+    wait-kafka) wait_kafka ;;
+    wait-pg) wait_pg ;;
+    -h | --help | help) usage ;;
+    *)
+      usage >&2
+      exit 2
+      ;;
+  esac
+}
+
+main "$@"
