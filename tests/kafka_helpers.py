@@ -29,11 +29,14 @@ def good_record(i: int) -> dict[str, Any]:
             "income": 20000.0 + i, "default": i % 7 == 0, "customer_email": f"c{i}@example.com"}
 
 
-async def produce(bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+async def produce(
+    bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
     await producer.start()
     try:
-        futures = [await producer.send(topic, value, key=key) for key, value in messages]
+        futures = [await producer.send(topic, value, key=key, headers=headers) for key, value in messages]
         await asyncio.gather(*futures)
     finally:
         await producer.stop()

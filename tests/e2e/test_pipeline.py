@@ -47,18 +47,28 @@ async def test_valid_rejected_duplicates_and_poison(services: Any, namespace: st
               raw_event(good_record(1), schema="credit-default.v9"), b""]
     messages += [(None, p) for p in poison]
     await produce(bootstrap, f"{namespace}.events.raw.v1", messages)
+    # One event enters with a sampled W3C trace context: the same trace must follow it to validated.
+    trace_id = uuid.uuid4().hex
+    traced_id = str(uuid.uuid4())
+    await produce(bootstrap, f"{namespace}.events.raw.v1", [(b"T1", raw_event(good_record(1), event_id=traced_id))],
+                  headers=[("traceparent", f"00-{trace_id}-{'ab' * 8}-01".encode())])
+    valid_ids.append(traced_id)
 
     validated, rejected, dead = await asyncio.gather(
-        collect(bootstrap, f"{namespace}.events.validated.v1", expect=N_VALID),
+        collect(bootstrap, f"{namespace}.events.validated.v1", expect=N_VALID + 1),
         collect(bootstrap, f"{namespace}.events.rejected.v1", expect=M_INVALID),
         collect(bootstrap, f"{namespace}.dlq.ingest.v1", expect=len(poison)),
     )
     seen = [orjson.loads(r.value)["event_id"] for r in validated]
-    assert len(seen) == N_VALID, f"expected {N_VALID} validated, got {len(seen)}"
+    assert len(seen) == N_VALID + 1, f"expected {N_VALID + 1} validated, got {len(seen)}"
+    [traced] = [r for r in validated if orjson.loads(r.value)["event_id"] == traced_id]
+    traceparent = dict(traced.headers)["traceparent"].decode()
+    assert traceparent.split("-")[1] == trace_id  # same trace ...
+    assert traceparent.split("-")[2] != "ab" * 8  # ... continued by the services' own spans
     assert sorted(seen) == sorted(valid_ids)
     for rec in validated:
         doc = orjson.loads(rec.value)
-        assert rec.key == doc["payload"]["customer_id"].encode()
+        assert rec.key == doc["payload"]["customer_id"].encode() or doc["event_id"] == traced_id
         assert doc["entity_id"] == doc["payload"]["customer_id"]
         assert doc["ingested_at"] and doc["validated_at"]
 

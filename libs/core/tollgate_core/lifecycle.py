@@ -1,0 +1,163 @@
+"""Payloads of the model-lifecycle topics: ``models.candidates``, ``models.lifecycle``, ``training.requests``.
+
+The trainer publishes a candidate (artifact digest, metrics, parity, reference statistics, lineage); the
+registry publishes every state change of a version on ``models.lifecycle`` (the scorer follows it, the audit
+trail records it); anyone may ask for training on ``training.requests``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from tollgate_core.events import Envelope
+from tollgate_core.reference import ReferenceProfile
+
+
+class Stage(StrEnum):
+    CANDIDATE = "candidate"
+    STAGING = "staging"
+    PRODUCTION = "production"
+    ARCHIVED = "archived"
+    REJECTED = "rejected"
+
+
+class OffsetRange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    topic: str
+    partition: int = Field(ge=0)
+    first_offset: int = Field(ge=0)
+    last_offset: int = Field(ge=0, description="Inclusive.")
+
+
+class Lineage(BaseModel):
+    """Everything needed to retrain the same model: data, code, parameters, libraries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    contract: str = Field(description="Dataset contract schema id, e.g. credit-default.v1.")
+    contract_digest: str = Field(description="sha256 of the contract as loaded.")
+    offsets: list[OffsetRange] = Field(description="Exact training data: offset ranges per partition.")
+    row_count: int = Field(ge=0)
+    data_hash: str = Field(description="sha256 over the canonical serialisation of the training rows.")
+    holdout: dict[str, Any] = Field(default_factory=dict, description="How the out-of-time holdout was cut.")
+    family: str
+    hyperparameters: dict[str, Any]
+    seed: int
+    code_version: str = Field(description="Version of the trainer code (git commit or package version).")
+    libraries: dict[str, str] = Field(description="Library name to version.")
+    trigger: str = Field(description="What started the training run: count, schedule, request.")
+    training_request_id: str | None = None
+
+
+class Parity(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    passed: bool
+    max_abs_diff: float
+    label_agreement: float = Field(ge=0, le=1)
+    rows_checked: int = Field(ge=0)
+    tolerance: float
+    required_label_agreement: float
+    reason: str | None = None
+
+
+class Artifact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    location: str = Field(description="Where the artifact store keeps the bytes (URI).")
+    size_bytes: int = Field(ge=0)
+    format: Literal["onnx"] = "onnx"
+    inputs: list[dict[str, Any]] = Field(description="ONNX input signature: name, type, shape per input.")
+    outputs: list[dict[str, Any]] = Field(description="ONNX output signature.")
+
+
+class CandidatePayload(BaseModel):
+    """A trained model version offered for promotion (or, when parity failed, reported as not offered)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="Model name, e.g. credit-default-risk.")
+    version: str = Field(description="Version id assigned by the trainer (monotonic per model).")
+    run_id: str
+    task: Literal["classification", "regression"]
+    artifact: Artifact
+    metrics: dict[str, float] = Field(description="Holdout metrics (out-of-time).")
+    parity: Parity
+    offered: bool = Field(description="False when the parity gate failed: published for the record only.")
+    reference: ReferenceProfile
+    lineage: Lineage
+    timings_s: dict[str, float] = Field(default_factory=dict)
+    trained_at: AwareDatetime
+
+
+class Transition(StrEnum):
+    REGISTERED = "registered"
+    STAGED = "staged"
+    PROMOTED = "promoted"
+    APPROVED = "approved"
+    ROLLED_BACK = "rolled_back"
+    ARCHIVED = "archived"
+    REJECTED = "rejected"
+    REFUSED = "refused"  # artifact integrity failure
+    CANARY_WEIGHT = "canary_weight"
+
+
+class GateResult(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    gate: str
+    passed: bool
+    detail: str
+    observed: float | None = None
+    threshold: float | None = None
+
+
+class LifecyclePayload(BaseModel):
+    """One state change of one model version."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    version: str
+    transition: Transition
+    from_stage: Stage | None
+    to_stage: Stage
+    reason: str
+    actor: str = Field(description="Who or what made the change: registry, an operator's name, the canary.")
+    artifact: Artifact
+    contract: str
+    task: Literal["classification", "regression"]
+    gates: list[GateResult] = Field(default_factory=list)
+    canary_weight: float | None = Field(None, ge=0, le=1, description="Share of traffic for staging versions.")
+    shadow: bool = False
+    production_version: str | None = Field(None, description="The production version after this change.")
+    staging_version: str | None = None
+
+
+class TrainingRequestPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    contract: str
+    reason: str
+    requested_by: str
+    family: str | None = None
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    alert_id: str | None = None
+
+
+class CandidateEvent(Envelope[CandidatePayload]):
+    """``models.candidates.v1``."""
+
+
+class LifecycleEvent(Envelope[LifecyclePayload]):
+    """``models.lifecycle.v1``."""
+
+
+class TrainingRequestEvent(Envelope[TrainingRequestPayload]):
+    """``training.requests.v1``."""
