@@ -65,6 +65,8 @@ status:
 	@$(STACK) status
 
 test: topics
+	$(PY) -m tollgate_core.schemagen check
+	$(PY) -m tollgate_core.compat
 	.venv/bin/pytest $(TEST_DIRS) $(PYTEST_ARGS)
 
 test-unit: venv

@@ -64,7 +64,9 @@ class TopicSpec(BaseModel):
 
     @property
     def current(self) -> TopicVersion:
-        live = [v for v in self.versions if v.status != "deprecated"]
+        """The version producers write: the newest published one (a draft only while none is published)."""
+        published = [v for v in self.versions if v.status == "published"]
+        live = published or [v for v in self.versions if v.status != "deprecated"]
         return max(live or self.versions, key=lambda v: v.version)
 
     def model_class(self, version: int | None = None) -> type[BaseModel] | None:

@@ -1,0 +1,100 @@
+"""The model catalog: ``schemas/models/<model>.yaml`` says, per model, which dataset contract it learns,
+how it is trained, and which gates a new version must pass before it serves. Trainer and registry both read
+it; a new model is a new file, not new code.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tollgate_core.paths import schemas_dir
+
+
+class Bound(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min: float | None = None
+    max: float | None = None
+
+
+class TrainingPolicy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    family: str = Field("logistic_regression", description="logistic_regression | random_forest | "
+                        "hist_gradient_boosting")
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 42
+    min_rows: int = Field(500, description="Labeled rows needed before the first training run.")
+    retrain_after_new_rows: int = Field(2000, description="Train again once this many new labeled rows arrived.")
+    schedule_seconds: int = Field(0, description="Train at least this often (0 = no schedule).")
+    debounce_seconds: float = Field(5.0, description="Triggers within this window start one training run.")
+    holdout_fraction: float = Field(0.2, gt=0, lt=1, description="Newest share of rows kept for evaluation.")
+    max_rows: int = Field(200_000, description="Train on at most the newest this many rows.")
+    parity_tolerance: float = Field(1e-5, description="Max |p_onnx - p_sklearn| allowed.")
+    parity_label_agreement: float = Field(1.0, description="Share of identical labels required.")
+
+
+class Gates(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metrics: dict[str, Bound] = Field(default_factory=dict, description="Absolute thresholds on holdout metrics.")
+    regression_tolerance: dict[str, float] = Field(
+        default_factory=dict,
+        description="Per metric: worst allowed drop against the current production version (sudden drop).",
+    )
+    best_of_last: int = Field(5, ge=1, description="K for the slow-degradation gate.")
+    degradation_tolerance: dict[str, float] = Field(
+        default_factory=dict, description="Per metric: worst allowed drop against the best of the last K versions."
+    )
+    fairness_metric: str | None = Field(None, description="Metric compared across segments.")
+    fairness_max_gap: float | None = Field(None, ge=0)
+    require_parity: bool = True
+
+
+class Rollout(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["canary", "approval"] = Field(
+        "canary", description="canary: production after a healthy canary period; approval: a person decides."
+    )
+    canary_weight: float = Field(0.1, ge=0, le=1, description="Share of traffic the staging version gets.")
+    canary_seconds: float = Field(60.0, ge=0, description="Canary period before automatic promotion.")
+    shadow: bool = Field(False, description="Score staging in shadow (logged, never returned) instead of canary.")
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(pattern=r"^[a-z][a-z0-9-]*[a-z0-9]$")
+    description: str = ""
+    contract: str = Field(description="Dataset contract schema id, e.g. credit-default.v1.")
+    training: TrainingPolicy = Field(default_factory=TrainingPolicy)
+    gates: Gates = Field(default_factory=Gates)
+    rollout: Rollout = Field(default_factory=Rollout)
+
+    @model_validator(mode="after")
+    def _fairness(self) -> ModelSpec:
+        if (self.gates.fairness_metric is None) != (self.gates.fairness_max_gap is None):
+            raise ValueError(f"{self.model}: fairness_metric and fairness_max_gap go together")
+        return self
+
+
+def load_model_spec(path: Path) -> ModelSpec:
+    return ModelSpec.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+@cache
+def model_catalog(directory: Path | None = None) -> dict[str, ModelSpec]:
+    root = directory or schemas_dir() / "models"
+    specs = {}
+    for path in sorted(root.glob("*.yaml")):
+        spec = load_model_spec(path)
+        if path.stem != spec.model:
+            raise ValueError(f"{path}: file name must be the model name {spec.model!r}")
+        specs[spec.model] = spec
+    return specs
