@@ -351,3 +351,88 @@ def declare_stage(broker: Any, spec: StageSpec) -> None:
                       isolation_level="read_committed", description=spec.description)(stage)
     for topic, what in spec.outputs:
         broker.publisher(topic, description=what)
+
+
+SinkHandler = Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
+
+
+class BatchSink:
+    """consume → write durably → commit offsets, in batches (at-least-once into an idempotent sink).
+
+    For consumers whose output is a database, not Kafka: the handler must be idempotent by ``event_id``
+    (e.g. ``INSERT ... ON CONFLICT DO NOTHING``), because a crash after the write and before the commit
+    redelivers the batch. Offsets are committed only after the handler returned.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        bootstrap: str,
+        topics: Sequence[str],
+        group_id: str,
+        client_id: str,
+        handler: SinkHandler,
+        max_records: int = 2000,
+        retry_backoff_s: float = 0.5,
+        max_backoff_s: float = 10.0,
+    ) -> None:
+        self.name = name
+        self.stats = StageStats()
+        self._handler = handler
+        self._topics = list(topics)
+        self._max_records = max_records
+        self._retry_backoff_s = retry_backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._stopping = asyncio.Event()
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            fetch_max_wait_ms=100,
+        )
+        self.healthy = False
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._consumer.subscribe(self._topics)
+        self.healthy = True
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        self.healthy = False
+        await self._consumer.stop()
+
+    async def run(self) -> None:
+        backoff = self._retry_backoff_s
+        while not self._stopping.is_set():
+            try:
+                batch = await self._consumer.getmany(timeout_ms=300, max_records=self._max_records)
+                if not batch:
+                    continue
+                records = [rec for recs in batch.values() for rec in recs]
+                await self._handler(records)
+                await self._consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
+                self.stats.consumed += len(records)
+                self.stats.batches += 1
+                self.stats.last_batch_at = time.time()
+                backoff = self._retry_backoff_s
+            except Exception:
+                if self._stopping.is_set():
+                    return
+                self.stats.aborted += 1
+                log.exception("%s: batch failed, rewinding to the committed offsets", self.name)
+                for tp in self._consumer.assignment():
+                    committed = await self._consumer.committed(tp)
+                    if committed is None:
+                        await self._consumer.seek_to_beginning(tp)
+                    else:
+                        self._consumer.seek(tp, committed)
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
+                except TimeoutError:
+                    pass
+                backoff = min(backoff * 2, self._max_backoff_s)

@@ -68,7 +68,7 @@ class Parity(BaseModel):
 class Artifact(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the ONNX bytes (hex); the store key.")
     location: str = Field(description="Where the artifact store keeps the bytes (URI).")
     size_bytes: int = Field(ge=0)
     format: Literal["onnx"] = "onnx"

@@ -7,6 +7,7 @@ everything else is read as ``TOLLGATE_<SERVICE>_<FIELD>``.
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,9 +43,30 @@ class ServiceSettings(BaseSettings):
             "replica fences its own unfinished transaction at once instead of waiting for it to time out."
         ),
     )
+    artifact_dir: str | None = Field(
+        None,
+        validation_alias=AliasChoices("TOLLGATE_ARTIFACT_DIR", "artifact_dir"),
+        description="Folder of the content-addressed model store (default <repo>/.local/artifacts); trainer, "
+        "registry and scorer must share it.",
+    )
+    models_dir: str | None = Field(
+        None,
+        validation_alias=AliasChoices("TOLLGATE_MODELS_DIR", "models_dir"),
+        description="Model catalog folder (default schemas/models).",
+    )
     http_host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
     log_level: str = Field("INFO", description="Python logging level.")
     otel_console: bool = Field(False, description="Print finished spans to stdout (debugging).")
+
+    def artifact_path(self) -> Path:
+        if self.artifact_dir:
+            return Path(self.artifact_dir)
+        from tollgate_core.paths import repo_root
+
+        return repo_root() / ".local" / "artifacts"
+
+    def models_path(self) -> Path | None:
+        return Path(self.models_dir) if self.models_dir else None
 
     def client_id(self, service: str) -> str:
         return f"tollgate-{service}-{self.instance_id}@{socket.gethostname()}"
