@@ -131,7 +131,8 @@ async def wait_http_ok(url: str, timeout: float = 60, proc: ServiceProcess | Non
 def services(tmp_path: Path, namespace: str, database_url: str, bootstrap: str) -> Iterator[Any]:
     started: list[ServiceProcess] = []
 
-    def launch(name: str, **extra: str) -> ServiceProcess:
+    def launch(name: str, env_extra: dict[str, str] | None = None, **extra: str) -> ServiceProcess:
+        """Start ``tollgate_<name>``; ``extra`` are its own settings (prefix added), ``env_extra`` raw env vars."""
         prefix = f"TOLLGATE_{name.upper().replace('-', '_')}_"
         env = {
             "TOLLGATE_KAFKA_BOOTSTRAP": bootstrap,
@@ -139,6 +140,7 @@ def services(tmp_path: Path, namespace: str, database_url: str, bootstrap: str) 
             "TOLLGATE_TOPIC_NAMESPACE": namespace,
             f"{prefix}HTTP_PORT": str(free_port()),
             **{f"{prefix}{k.upper()}": v for k, v in extra.items()},
+            **(env_extra or {}),
         }
         proc = ServiceProcess(f"tollgate_{name.replace('-', '_')}", env, tmp_path / f"{name}.log").start()
         proc.port = int(env[f"{prefix}HTTP_PORT"])  # type: ignore[attr-defined]

@@ -76,7 +76,8 @@ def subscribe(
     dlq_topic = topics.dlq(service)
 
     def decorator(handler: Handler) -> Any:
-        async def with_retries_and_dlq(body: bytes, message: KafkaMessage) -> None:
+        async def with_retries_and_dlq(message: KafkaMessage) -> None:
+            body: bytes = message.body  # raw bytes: each handler parses its own payload model
             attempt = 0
             while True:
                 try:
@@ -90,7 +91,8 @@ def subscribe(
                         continue
                     record = message.raw_message
                     out = dead_letter(record, dlq_topic, service, exc)  # type: ignore[arg-type]
-                    await broker.publish(out.value, out.topic, key=out.key, headers=dict(out.headers))
+                    headers = {k: v.decode("utf-8", "replace") for k, v in out.headers}
+                    await broker.publish(out.value, out.topic, key=out.key, headers=headers)
                     log.error("%s: %s offset %s sent to %s: %s", service, topic, record.offset, dlq_topic, exc)  # type: ignore[union-attr]
                     return
 

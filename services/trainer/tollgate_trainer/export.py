@@ -89,7 +89,12 @@ def export_onnx(
             "ignore", message=r".*Expected an int, got a boolean", category=DeprecationWarning
         )
         model = convert_sklearn(
-            pipeline, initial_types=initial_types, options=options, target_opset=TARGET_OPSET
+            pipeline,
+            initial_types=initial_types,
+            options=options,
+            target_opset=TARGET_OPSET,
+            # skl2onnx names the graph with a random UUID unless told; a fixed name keeps bytes reproducible.
+            name=contract.schema_id,
         )
     _rename_outputs(model.graph, _RENAMED_OUTPUTS)
 
@@ -142,7 +147,9 @@ def _rename_outputs(graph: onnx.GraphProto, renames: dict[str, str]) -> None:
 @cache
 def _register_converters() -> None:
     """Teach skl2onnx our two small steps; done on first export, never at import time."""
-    update_registered_converter(NumericImputer, "TollgateNumericImputer", _same_shape, _convert_numeric_imputer)
+    update_registered_converter(
+        NumericImputer, "TollgateNumericImputer", _same_shape, _convert_numeric_imputer
+    )
     update_registered_converter(
         Float32Cast, "TollgateFloat32Cast", _float_shape, _convert_float32_cast, parser=_parse_float32_cast
     )

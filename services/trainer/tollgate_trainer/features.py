@@ -49,7 +49,9 @@ class FeatureLayout:
         numeric = tuple(f.name for f in contract.features if f.type is not FieldType.CATEGORY)
         boolean = frozenset(f.name for f in contract.features if f.type is FieldType.BOOLEAN)
         cats = [f for f in contract.features if f.type is FieldType.CATEGORY]
-        return cls(numeric, boolean, tuple(f.name for f in cats), tuple(tuple(f.categories or ()) for f in cats))
+        return cls(
+            numeric, boolean, tuple(f.name for f in cats), tuple(tuple(f.categories or ()) for f in cats)
+        )
 
     @property
     def columns(self) -> list[str]:
@@ -79,7 +81,7 @@ class FeatureLayout:
 
 
 def _as_float(column: pd.Series) -> np.ndarray:
-    return pd.to_numeric(column, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+    return np.asarray(pd.to_numeric(column, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan))
 
 
 def _as_bool_float(column: pd.Series) -> np.ndarray:
@@ -95,10 +97,7 @@ def _as_bool_float(column: pd.Series) -> np.ndarray:
 def _as_category(column: pd.Series) -> np.ndarray:
     values = column.to_numpy(dtype=object)
     return np.array(
-        [
-            MISSING_CATEGORY if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)
-            for v in values
-        ],
+        [MISSING_CATEGORY if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values],
         dtype=object,
     )
 
@@ -150,7 +149,9 @@ class LabelEncoding:
         try:
             return np.array([index[_key(v)] for v in values], dtype=np.int64)
         except KeyError as exc:
-            raise TrainingDataError(f"label value {exc.args[0]!r} is not one of {list(self.classes)}") from None
+            raise TrainingDataError(
+                f"label value {exc.args[0]!r} is not one of {list(self.classes)}"
+            ) from None
 
 
 def _key(value: Any) -> str:

@@ -96,7 +96,7 @@ DEFAULT_HYPERPARAMETERS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
-class NumericImputer(SimpleImputer):
+class NumericImputer(SimpleImputer):  # type: ignore[misc]  # scikit-learn ships no type stubs
     """SimpleImputer for the numeric block, exported as ``Where(IsNaN(x), statistics, x)``.
 
     onnxruntime's ``Imputer`` kernel is float-only, so the stock conversion cannot run in double; this
@@ -104,7 +104,7 @@ class NumericImputer(SimpleImputer):
     """
 
 
-class Float32Cast(TransformerMixin, BaseEstimator):
+class Float32Cast(TransformerMixin, BaseEstimator):  # type: ignore[misc]  # scikit-learn ships no type stubs
     """Rounds values to float32, as the ONNX graph of a tree model does first.
 
     With it, scikit-learn's trees see exactly the values the ONNX trees see, so parity holds on every row,

@@ -1,0 +1,22 @@
+"""``python -m tollgate_trainer``: run the trainer service."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tollgate_core.service import configure_logging, run_service
+from tollgate_trainer.app import Trainer, TrainerSettings
+
+
+async def main() -> None:
+    settings = TrainerSettings()
+    configure_logging(settings.log_level)
+    trainer = Trainer(settings)
+    await trainer.start()
+    assert trainer.sink is not None and trainer.scheduler is not None
+    await run_service(trainer.http_app(), host=settings.http_host, port=settings.http_port,
+                      loops=[trainer.sink.run, trainer.scheduler.loop, trainer.relay], on_stop=trainer.stop)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

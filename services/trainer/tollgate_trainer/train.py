@@ -1,0 +1,281 @@
+"""One training run, from contract and rows to a checked ONNX artifact and everything the registry records.
+
+``train_model`` is the trainer's whole domain: transports (Kafka, HTTP) and storage wrap it. It never raises
+on a parity failure: the result says so, and the registry's gates decide what happens to the candidate.
+
+The model that is exported is the one fitted on the training split and measured on the holdout, so the
+reported metrics describe exactly the artifact that ships.
+
+Reproducibility: the same rows, contract and config give byte-identical ONNX and identical predictions.
+The seed fixes every estimator's ``random_state`` and the parity check's sampling; boosting does not stop
+early by default, so no validation split depends on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+import orjson
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+from threadpoolctl import threadpool_limits
+
+from tollgate_core.artifacts import sha256_digest
+from tollgate_core.contracts import DatasetContract, FieldType
+from tollgate_core.reference import ReferenceProfile
+from tollgate_trainer.evaluate import (
+    DEFAULT_HOLDOUT_FRACTION,
+    evaluate,
+    out_of_time_split,
+    segment_keys,
+)
+from tollgate_trainer.export import ModelSignature, export_onnx
+from tollgate_trainer.features import FeatureLayout, LabelEncoding, Records, TrainingDataError, raw_frame
+from tollgate_trainer.parity import (
+    DEFAULT_BOUNDARY_PAIRS,
+    DEFAULT_MIN_LABEL_AGREEMENT,
+    DEFAULT_TOLERANCE,
+    ParityResult,
+    check_parity,
+)
+from tollgate_trainer.pipeline import ModelFamily, build_pipeline, hyperparameters_for, task_of
+from tollgate_trainer.reference import build_reference_profile
+
+# Distributions whose versions change what a run produces; recorded with every model.
+RECORDED_LIBRARIES = (
+    "scikit-learn",
+    "skl2onnx",
+    "onnx",
+    "onnxruntime",
+    "numpy",
+    "protobuf",
+    "pandas",
+    "scipy",
+)
+MIN_ROWS = 10
+
+
+class TrainingConfig(BaseModel):
+    """How to train: model family, hyperparameter overrides, seed, and the evaluation and parity settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: ModelFamily = "hist_gradient_boosting"
+    hyperparameters: dict[str, Any] = Field(default_factory=dict, description="Overrides of the defaults.")
+    seed: int = 0
+    holdout_fraction: float = Field(DEFAULT_HOLDOUT_FRACTION, gt=0, lt=1)
+    parity_tolerance: float = Field(DEFAULT_TOLERANCE, ge=0)
+    min_label_agreement: float = Field(DEFAULT_MIN_LABEL_AGREEMENT, ge=0, le=1)
+    boundary_pairs: int = Field(DEFAULT_BOUNDARY_PAIRS, ge=0)
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for fitting and scoring; None lets the libraries use every core."
+    )
+
+
+@dataclass(frozen=True)
+class TrainingResult:
+    """Everything one run produced; ``onnx`` is the artifact, the rest is its record."""
+
+    contract: str
+    contract_digest: str
+    family: str
+    task: str
+    onnx: bytes
+    digest: str
+    signature: ModelSignature
+    metrics: dict[str, float]
+    segment_metrics: dict[str, dict[str, float]]
+    fairness_gap: dict[str, float]
+    parity: ParityResult
+    reference: ReferenceProfile
+    hyperparameters: dict[str, Any]
+    seed: int
+    library_versions: dict[str, str]
+    row_count: int
+    train_rows: int
+    holdout_rows: int
+    unlabelled_rows: int
+    data_hash: str
+    split_ordered_by: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def train_model(
+    contract: DatasetContract, data: Records | pd.DataFrame, config: TrainingConfig | None = None
+) -> TrainingResult:
+    """Fit, evaluate out of time, export to ONNX, check parity and profile one model of ``contract``."""
+    config = config or TrainingConfig()
+    task = task_of(contract)
+    layout = FeatureLayout.from_contract(contract)
+    timer = _Timer()
+
+    with timer("prepare"):
+        raw = raw_frame(contract, data)
+        labelled = raw[contract.label.name].notna().to_numpy()
+        unlabelled = int((~labelled).sum())
+        raw = raw[labelled].reset_index(drop=True)
+        if len(raw) < MIN_ROWS:
+            raise TrainingDataError(f"{len(raw)} labelled rows; at least {MIN_ROWS} are needed")
+        data_hash = data_content_hash(contract, raw)
+        split = out_of_time_split(raw, contract, config.holdout_fraction)
+        label_values = raw[contract.label.name].tolist()
+        encoding: LabelEncoding | None = None
+        if task == "classification":
+            encoding = LabelEncoding.fit(contract.label, label_values, contract.label.positive_class)
+            y = encoding.encode(label_values)
+            missing = sorted(set(range(len(encoding.classes))) - set(y[split.train].tolist()))
+            if missing:
+                names = ", ".join(repr(encoding.classes[i]) for i in missing)
+                raise TrainingDataError(f"the training split has no row of class {names}")
+        else:
+            y = pd.to_numeric(pd.Series(label_values)).to_numpy(dtype=np.float64)
+        features = layout.model_frame(raw)
+        x_train, x_holdout = features.iloc[split.train], features.iloc[split.holdout]
+        y_train, y_holdout = y[split.train], y[split.holdout]
+
+    overrides = dict(config.hyperparameters)
+    if config.family == "random_forest" and config.threads is not None:
+        overrides.setdefault("n_jobs", config.threads)
+    params = hyperparameters_for(config.family, task, overrides, config.seed)
+    limits = threadpool_limits(limits=config.threads) if config.threads is not None else nullcontext()
+    with limits:
+        with timer("fit"):
+            pipeline = build_pipeline(contract, config.family, overrides, config.seed)
+            pipeline.fit(x_train, y_train)
+
+        with timer("evaluate"):
+            if task == "classification":
+                assert encoding is not None
+                output = pipeline.predict_proba(x_holdout)
+                positive = encoding.positive_index
+                scores = output[:, positive] if positive is not None else output.max(axis=1)
+            else:
+                output = pipeline.predict(x_holdout)
+                positive = None
+                scores = output
+            segments = None
+            if contract.segment is not None and contract.segment in raw.columns:
+                segments = segment_keys(raw[contract.segment].iloc[split.holdout])
+            evaluation = evaluate(y_holdout, output, task, positive, segments)
+
+        with timer("convert"):
+            exported = export_onnx(pipeline, contract, encoding)
+            digest = sha256_digest(exported.onnx)
+
+        with timer("parity"):
+            label_scale = float(np.std(y_train)) if task == "regression" else 1.0
+            parity = check_parity(
+                pipeline,
+                exported.onnx,
+                layout,
+                x_holdout,
+                task,
+                tolerance=config.parity_tolerance,
+                min_label_agreement=config.min_label_agreement,
+                boundary_pairs=config.boundary_pairs,
+                label_scale=label_scale,
+                seed=config.seed,
+            )
+
+    with timer("reference"):
+        reference = build_reference_profile(contract, raw.iloc[split.train], scores, evaluation)
+
+    return TrainingResult(
+        contract=contract.schema_id,
+        contract_digest=contract.digest,
+        family=config.family,
+        task=task,
+        onnx=exported.onnx,
+        digest=digest,
+        signature=exported.signature,
+        metrics=evaluation.metrics,
+        segment_metrics=evaluation.segment_metrics,
+        fairness_gap=evaluation.fairness_gap,
+        parity=parity,
+        reference=reference,
+        hyperparameters=params,
+        seed=config.seed,
+        library_versions=library_versions(),
+        row_count=len(raw),
+        train_rows=len(split.train),
+        holdout_rows=len(split.holdout),
+        unlabelled_rows=unlabelled,
+        data_hash=data_hash,
+        split_ordered_by=split.ordered_by,
+        timings={**timer.seconds, "total": sum(timer.seconds.values())},
+    )
+
+
+def library_versions() -> dict[str, str]:
+    return {name: version(name) for name in RECORDED_LIBRARIES}
+
+
+def data_content_hash(contract: DatasetContract, raw: pd.DataFrame) -> str:
+    """sha256 over a canonical JSON form of the rows: contract field order, values typed by the contract.
+
+    Records and a data frame holding the same rows hash the same (an integer read back as 3.0 is 3, a NaN is
+    null), and so do two runs on the same data; row order counts, because it decides the holdout.
+    """
+    specs = {f.name: f for f in contract.all_fields}
+    names = [name for name in (f.name for f in contract.all_fields) if name in raw.columns]
+    columns = [[_canonical(specs[name].type, v) for v in raw[name].to_numpy(dtype=object)] for name in names]
+    rows = list(zip(*columns, strict=True))
+    body = orjson.dumps({"contract": contract.schema_id, "columns": names, "rows": rows})
+    return hashlib.sha256(body).hexdigest()
+
+
+def _canonical(kind: FieldType, value: Any) -> Any:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    if kind is FieldType.BOOLEAN:
+        return bool(value)
+    if kind is FieldType.INTEGER:
+        number = float(value)
+        return int(number) if number.is_integer() else number
+    if kind is FieldType.NUMBER:
+        return float(value)
+    return str(value)
+
+
+class _Timer:
+    """Wall-clock seconds per named phase."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
+
+
+def result_summary(result: TrainingResult) -> Mapping[str, Any]:
+    """A JSON-ready view of a result without the artifact bytes (for logs, events and benchmarks)."""
+    return {
+        "contract": result.contract,
+        "family": result.family,
+        "task": result.task,
+        "digest": result.digest,
+        "onnx_bytes": len(result.onnx),
+        "metrics": result.metrics,
+        "fairness_gap": result.fairness_gap,
+        "parity": result.parity.model_dump(mode="json"),
+        "hyperparameters": result.hyperparameters,
+        "seed": result.seed,
+        "library_versions": result.library_versions,
+        "row_count": result.row_count,
+        "train_rows": result.train_rows,
+        "holdout_rows": result.holdout_rows,
+        "data_hash": result.data_hash,
+        "timings": result.timings,
+    }
