@@ -13,24 +13,36 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 
-def raw_event(payload: dict[str, Any], *, schema: str = "credit-default.v1", event_id: str | None = None) -> bytes:
-    return orjson.dumps({
-        "event_id": event_id or str(uuid.uuid4()),
-        "event_type": "observation",
-        "schema": schema,
-        "occurred_at": datetime.now(UTC).isoformat(),
-        "producer": "test-producer",
-        "payload": payload,
-    })
+def raw_event(
+    payload: dict[str, Any], *, schema: str = "credit-default.v1", event_id: str | None = None
+) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": event_id or str(uuid.uuid4()),
+            "event_type": "observation",
+            "schema": schema,
+            "occurred_at": datetime.now(UTC).isoformat(),
+            "producer": "test-producer",
+            "payload": payload,
+        }
+    )
 
 
 def good_record(i: int) -> dict[str, Any]:
-    return {"customer_id": f"C{i:06d}", "student": "Yes" if i % 3 == 0 else "No", "balance": float(i % 2500),
-            "income": 20000.0 + i, "default": i % 7 == 0, "customer_email": f"c{i}@example.com"}
+    return {
+        "customer_id": f"C{i:06d}",
+        "student": "Yes" if i % 3 == 0 else "No",
+        "balance": float(i % 2500),
+        "income": 20000.0 + i,
+        "default": i % 7 == 0,
+        "customer_email": f"c{i}@example.com",
+    }
 
 
 async def produce(
-    bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]],
+    bootstrap: str,
+    topic: str,
+    messages: list[tuple[bytes | None, bytes]],
     headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
@@ -47,8 +59,13 @@ async def collect(
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read ``topic`` from the start (read_committed) until ``expect`` records arrived, then keep reading for
     ``settle`` seconds so that any extra (duplicate) record would be seen too."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False, isolation_level="read_committed")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
     await consumer.start()
     got: list[ConsumerRecord[bytes, bytes]] = []
     try:

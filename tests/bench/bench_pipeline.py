@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,8 +47,13 @@ DSN = os.environ.get("TOLLGATE_DATABASE_URL", DEFAULT_DATABASE_URL)
 
 
 async def preload(topic: str, n: int) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=True,
-                                linger_ms=20, max_batch_size=512 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=BOOTSTRAP,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+    )
     await producer.start()
     try:
         pending = []
@@ -64,9 +69,15 @@ async def preload(topic: str, n: int) -> None:
 
 async def raw_loop(source: str, sink: str, n: int) -> float:
     """The peer: the plainest correct at-least-once relay with aiokafka."""
-    consumer = AIOKafkaConsumer(source, bootstrap_servers=BOOTSTRAP, group_id=f"bench-raw-{uuid.uuid4().hex}",
-                                enable_auto_commit=False, auto_offset_reset="earliest",
-                                max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024)
+    consumer = AIOKafkaConsumer(
+        source,
+        bootstrap_servers=BOOTSTRAP,
+        group_id=f"bench-raw-{uuid.uuid4().hex}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
     producer = AIOKafkaProducer(**producer_config(BOOTSTRAP, "bench-raw"))
     await consumer.start()
     await producer.start()
@@ -94,8 +105,16 @@ async def raw_loop(source: str, sink: str, n: int) -> float:
 
 async def run_stage(name: str, source: str, handler: Any, n: int) -> float:
     group = f"bench-{name}-{uuid.uuid4().hex}"
-    stage = TransactionalStage(name=name, bootstrap=BOOTSTRAP, source_topics=[source], group_id=group,
-                               transactional_id=group, client_id=group, handler=handler, max_records=5000)
+    stage = TransactionalStage(
+        name=name,
+        bootstrap=BOOTSTRAP,
+        source_topics=[source],
+        group_id=group,
+        transactional_id=group,
+        client_id=group,
+        handler=handler,
+        max_records=5000,
+    )
     await stage.start()
     task = asyncio.create_task(stage.run())
     try:
@@ -133,15 +152,31 @@ async def main() -> None:
             results["raw_loop"].append(await raw_loop(raw, f"{ns}.scoring.results.v1", args.events))
             async with pool.acquire() as conn:
                 await conn.execute("TRUNCATE ingest_event_claims")
-            ingest = IngestStage(Normaliser(contracts), PostgresClaimStore(pool), output_topic=ingested,
-                                 dlq_topic=f"{ns}.dlq.ingest.v1", metrics=IngestMetrics(CollectorRegistry()))
+            ingest = IngestStage(
+                Normaliser(contracts),
+                PostgresClaimStore(pool),
+                output_topic=ingested,
+                dlq_topic=f"{ns}.dlq.ingest.v1",
+                metrics=IngestMetrics(CollectorRegistry()),
+            )
             results["ingest"].append(await run_stage("ingest", raw, ingest, args.events))
-            validator = ValidatorStage(contracts, References(), validated_topic=f"{ns}.events.validated.v1",
-                                       rejected_topic=f"{ns}.events.rejected.v1", dlq_topic=f"{ns}.dlq.validator.v1",
-                                       metrics=ValidatorMetrics(CollectorRegistry()))
-            results["validator"].append(await run_stage("validator", ingested, validator, args.events * (rep + 1)
-                                                        if False else args.events))
-            print(f"  run {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in results.items()), flush=True)
+            validator = ValidatorStage(
+                contracts,
+                References(),
+                validated_topic=f"{ns}.events.validated.v1",
+                rejected_topic=f"{ns}.events.rejected.v1",
+                dlq_topic=f"{ns}.dlq.validator.v1",
+                metrics=ValidatorMetrics(CollectorRegistry()),
+            )
+            results["validator"].append(
+                await run_stage(
+                    "validator", ingested, validator, args.events * (rep + 1) if False else args.events
+                )
+            )
+            print(
+                f"  run {rep + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in results.items()),
+                flush=True,
+            )
     finally:
         await pool.close()
 

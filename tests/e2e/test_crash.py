@@ -17,8 +17,13 @@ TOTAL = 40_000
 
 
 async def _count_committed(bootstrap: str, topic: str) -> int:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, isolation_level="read_committed",
-                                enable_auto_commit=False, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
         partitions = consumer.assignment() or set()
@@ -36,8 +41,11 @@ async def test_validator_sigkill_loses_nothing_and_duplicates_nothing(
     services: Any, namespace: str, bootstrap: str
 ) -> None:
     ids = [str(uuid.uuid4()) for _ in range(TOTAL)]
-    await produce(bootstrap, f"{namespace}.events.raw.v1",
-                  [(f"C{i:06d}".encode(), raw_event(good_record(i), event_id=e)) for i, e in enumerate(ids)])
+    await produce(
+        bootstrap,
+        f"{namespace}.events.raw.v1",
+        [(f"C{i:06d}".encode(), raw_event(good_record(i), event_id=e)) for i, e in enumerate(ids)],
+    )
     ingest = services("ingest")
     await wait_http_ok(f"http://127.0.0.1:{ingest.port}/readyz", proc=ingest)
     validator = services("validator", batch_max_records="500")
@@ -51,7 +59,9 @@ async def test_validator_sigkill_loses_nothing_and_duplicates_nothing(
     assert validator.proc is not None and validator.proc.returncode == -9
 
     validator.start()
-    validated = await collect(bootstrap, f"{namespace}.events.validated.v1", expect=TOTAL, timeout=180, settle=3)
+    validated = await collect(
+        bootstrap, f"{namespace}.events.validated.v1", expect=TOTAL, timeout=180, settle=3
+    )
     seen = [orjson.loads(r.value)["event_id"] for r in validated]
     assert len(seen) == len(set(seen)), f"{len(seen) - len(set(seen))} events validated twice"
     assert set(seen) == set(ids), f"{len(set(ids) - set(seen))} events lost"

@@ -30,28 +30,39 @@ async def test_valid_rejected_duplicates_and_poison(services: Any, namespace: st
     for j in range(M_INVALID):
         rec = good_record(10_000 + j)
         if j % 4 == 0:
-            rec["student"] = "Sometimes"          # not an allowed category
+            rec["student"] = "Sometimes"  # not an allowed category
         elif j % 4 == 1:
-            rec["balance"] = -5.0                 # below minimum
+            rec["balance"] = -5.0  # below minimum
         elif j % 4 == 2:
-            rec["balance"] = "lots"               # wrong type
+            rec["balance"] = "lots"  # wrong type
         else:
-            del rec["student"]                    # required field missing
-            rec["income"] = 2_000_000.0           # and above maximum
+            del rec["student"]  # required field missing
+            rec["income"] = 2_000_000.0  # and above maximum
         eid = str(uuid.uuid4())
         invalid_ids.append(eid)
         messages.append((None, raw_event(rec, event_id=eid)))
     # Duplicates: the same event ids sent again (a producer retrying), with different occurred_at.
-    messages += [(f"C{i:06d}".encode(), raw_event(good_record(i), event_id=valid_ids[i])) for i in range(DUPLICATES)]
-    poison = [b"this is not json", b"[1, 2, 3]", orjson.dumps({"hello": "world"}),
-              raw_event(good_record(1), schema="credit-default.v9"), b""]
+    messages += [
+        (f"C{i:06d}".encode(), raw_event(good_record(i), event_id=valid_ids[i])) for i in range(DUPLICATES)
+    ]
+    poison = [
+        b"this is not json",
+        b"[1, 2, 3]",
+        orjson.dumps({"hello": "world"}),
+        raw_event(good_record(1), schema="credit-default.v9"),
+        b"",
+    ]
     messages += [(None, p) for p in poison]
     await produce(bootstrap, f"{namespace}.events.raw.v1", messages)
     # One event enters with a sampled W3C trace context: the same trace must follow it to validated.
     trace_id = uuid.uuid4().hex
     traced_id = str(uuid.uuid4())
-    await produce(bootstrap, f"{namespace}.events.raw.v1", [(b"T1", raw_event(good_record(1), event_id=traced_id))],
-                  headers=[("traceparent", f"00-{trace_id}-{'ab' * 8}-01".encode())])
+    await produce(
+        bootstrap,
+        f"{namespace}.events.raw.v1",
+        [(b"T1", raw_event(good_record(1), event_id=traced_id))],
+        headers=[("traceparent", f"00-{trace_id}-{'ab' * 8}-01".encode())],
+    )
     valid_ids.append(traced_id)
 
     validated, rejected, dead = await asyncio.gather(
@@ -79,8 +90,13 @@ async def test_valid_rejected_duplicates_and_poison(services: Any, namespace: st
         for v in doc["violations"]:
             assert v["field"] and v["rule"] and v["message"]
     rules = {(v["field"], v["rule"]) for r in rejected for v in orjson.loads(r.value)["violations"]}
-    assert {("student", "category"), ("balance", "minimum"), ("balance", "type"), ("student", "required"),
-            ("income", "maximum")} <= rules
+    assert {
+        ("student", "category"),
+        ("balance", "minimum"),
+        ("balance", "type"),
+        ("student", "required"),
+        ("income", "maximum"),
+    } <= rules
 
     assert len(dead) == len(poison)
     assert sorted(r.value or b"" for r in dead) == sorted(poison)

@@ -23,28 +23,45 @@ MODEL = "credit-default-risk"
 
 def validated(record: dict[str, Any], i: int) -> tuple[bytes, bytes]:
     now = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=i)
-    doc = {"event_id": str(uuid.uuid4()), "event_type": "observation", "schema": "credit-default.v1",
-           "occurred_at": now.isoformat(), "producer": "test", "payload": record,
-           "ingested_at": now.isoformat(), "validated_at": now.isoformat(), "entity_id": record["customer_id"],
-           "labeled": record.get("default") is not None, "quality_flags": []}
+    doc = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "observation",
+        "schema": "credit-default.v1",
+        "occurred_at": now.isoformat(),
+        "producer": "test",
+        "payload": record,
+        "ingested_at": now.isoformat(),
+        "validated_at": now.isoformat(),
+        "entity_id": record["customer_id"],
+        "labeled": record.get("default") is not None,
+        "quality_flags": [],
+    }
     return record["customer_id"].encode(), orjson.dumps(doc)
 
 
 def write_catalog(directory: Path, **training: Any) -> Path:
     spec = yaml.safe_load((Path(__file__).parents[2] / "schemas/models" / f"{MODEL}.yaml").read_text())
-    spec["training"].update({"min_rows": 2000, "retrain_after_new_rows": 100_000, "debounce_seconds": 1.0,
-                             **training})
+    spec["training"].update(
+        {"min_rows": 2000, "retrain_after_new_rows": 100_000, "debounce_seconds": 1.0, **training}
+    )
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{MODEL}.yaml").write_text(yaml.safe_dump(spec))
     return directory
 
 
-async def test_count_trigger_and_debounced_requests(services: Any, namespace: str, bootstrap: str,
-                                                    tmp_path: Path) -> None:
+async def test_count_trigger_and_debounced_requests(
+    services: Any, namespace: str, bootstrap: str, tmp_path: Path
+) -> None:
     records = load_islp_default()[:3000]
     artifacts = tmp_path / "artifacts"
-    trainer = services("trainer", poll_seconds="0.2", env_extra={
-        "TOLLGATE_MODELS_DIR": str(write_catalog(tmp_path / "models")), "TOLLGATE_ARTIFACT_DIR": str(artifacts)})
+    trainer = services(
+        "trainer",
+        poll_seconds="0.2",
+        env_extra={
+            "TOLLGATE_MODELS_DIR": str(write_catalog(tmp_path / "models")),
+            "TOLLGATE_ARTIFACT_DIR": str(artifacts),
+        },
+    )
     base = f"http://127.0.0.1:{trainer.port}"
     await wait_http_ok(f"{base}/readyz", proc=trainer)
 
@@ -68,9 +85,13 @@ async def test_count_trigger_and_debounced_requests(services: Any, namespace: st
     # A burst of three requests within the debounce window trains once.
     async with httpx.AsyncClient(base_url=base) as client:
         for i in range(3):
-            r = await client.post(f"/v1/models/{MODEL}/train", json={"reason": f"burst {i}", "requested_by": "ops"})
+            r = await client.post(
+                f"/v1/models/{MODEL}/train", json={"reason": f"burst {i}", "requested_by": "ops"}
+            )
             assert r.status_code == 202, r.text
-        assert (await client.post("/v1/models/nope/train", json={"reason": "x", "requested_by": "y"})).status_code == 404
+        assert (
+            await client.post("/v1/models/nope/train", json={"reason": "x", "requested_by": "y"})
+        ).status_code == 404
     got = await collect(bootstrap, f"{namespace}.models.candidates.v1", expect=2, timeout=120, settle=4)
     assert len(got) == 2
     second = CandidateEvent.model_validate_json(got[1].value).payload

@@ -17,44 +17,85 @@ async def test_json_jsonl_and_csv_reach_the_raw_topic(services: Any, namespace: 
     base = f"http://127.0.0.1:{ingest.port}"
     await wait_http_ok(f"{base}/readyz", proc=ingest)
     async with httpx.AsyncClient(base_url=base) as client:
-        ok = await client.post("/v1/events", headers={"x-tollgate-producer": "crm"}, json={"events": [
-            {"schema": "credit-default.v1", "payload": {"customer_id": "A1", "student": "No", "balance": 5.0}},
-            {"schema": "credit-default.v1", "payload": {"customer_id": "A2", "student": "Yes", "balance": 9.0}},
-        ]})
+        ok = await client.post(
+            "/v1/events",
+            headers={"x-tollgate-producer": "crm"},
+            json={
+                "events": [
+                    {
+                        "schema": "credit-default.v1",
+                        "payload": {"customer_id": "A1", "student": "No", "balance": 5.0},
+                    },
+                    {
+                        "schema": "credit-default.v1",
+                        "payload": {"customer_id": "A2", "student": "Yes", "balance": 9.0},
+                    },
+                ]
+            },
+        )
         assert ok.status_code == 202, ok.text
         assert ok.json()["accepted"] == 2
 
         csv_body = "customer_id,student,balance,income,default\nB1,No,10.5,100,false\nB2,Yes,1,,true\n"
-        up = await client.post("/v1/events/upload", params={"schema": "credit-default.v1", "producer": "batch"},
-                               content=csv_body, headers={"content-type": "text/csv"})
+        up = await client.post(
+            "/v1/events/upload",
+            params={"schema": "credit-default.v1", "producer": "batch"},
+            content=csv_body,
+            headers={"content-type": "text/csv"},
+        )
         assert up.status_code == 202, up.text
-        again = await client.post("/v1/events/upload", params={"schema": "credit-default.v1", "producer": "batch"},
-                                  content=csv_body, headers={"content-type": "text/csv"})
+        again = await client.post(
+            "/v1/events/upload",
+            params={"schema": "credit-default.v1", "producer": "batch"},
+            content=csv_body,
+            headers={"content-type": "text/csv"},
+        )
         assert again.json()["event_ids"] == up.json()["event_ids"]  # deterministic ids: re-upload dedups
 
         jsonl = b'{"customer_id": "J1", "student": "No", "balance": 3}\n\n{"customer_id": "J2", "student": "No", "balance": 4}\n'
-        up2 = await client.post("/v1/events/upload", params={"schema": "credit-default.v1", "producer": "batch",
-                                                             "format": "jsonl"}, content=jsonl)
+        up2 = await client.post(
+            "/v1/events/upload",
+            params={"schema": "credit-default.v1", "producer": "batch", "format": "jsonl"},
+            content=jsonl,
+        )
         assert up2.status_code == 202 and up2.json()["accepted"] == 2
 
         # Precise errors, nothing written.
         too_big = await client.post("/v1/events", content=b"x" * 20001)
         assert too_big.status_code == 413 and "over the limit of 20000 bytes" in too_big.text
-        too_many = await client.post("/v1/events", json={"events": [
-            {"schema": "credit-default.v1", "producer": "p", "payload": {}}] * 51})
+        too_many = await client.post(
+            "/v1/events",
+            json={"events": [{"schema": "credit-default.v1", "producer": "p", "payload": {}}] * 51},
+        )
         assert too_many.status_code == 413 and "51 events is over the limit of 50" in too_many.text
         not_json = await client.post("/v1/events", content=b"{oops")
         assert not_json.status_code == 400 and "not JSON" in not_json.text
-        mixed = await client.post("/v1/events", json={"events": [
-            {"schema": "credit-default.v1", "producer": "p", "payload": {"customer_id": "X"}},
-            {"schema": "credit-default.v7", "producer": "p", "payload": {}}]})
+        mixed = await client.post(
+            "/v1/events",
+            json={
+                "events": [
+                    {"schema": "credit-default.v1", "producer": "p", "payload": {"customer_id": "X"}},
+                    {"schema": "credit-default.v7", "producer": "p", "payload": {}},
+                ]
+            },
+        )
         assert mixed.status_code == 422
         assert mixed.json()["detail"]["problems"] == [
-            {"index": 1, "error": "unknown schema 'credit-default.v7': no dataset contract has that name and version"}]
-        bad_csv = await client.post("/v1/events/upload", params={"schema": "credit-default.v1", "producer": "p"},
-                                    content="customer_id,balance\nC1,lots\n", headers={"content-type": "text/csv"})
+            {
+                "index": 1,
+                "error": "unknown schema 'credit-default.v7': no dataset contract has that name and version",
+            }
+        ]
+        bad_csv = await client.post(
+            "/v1/events/upload",
+            params={"schema": "credit-default.v1", "producer": "p"},
+            content="customer_id,balance\nC1,lots\n",
+            headers={"content-type": "text/csv"},
+        )
         assert bad_csv.status_code == 422 and bad_csv.json()["detail"]["problems"][0]["line"] == 2
-        unknown = await client.post("/v1/events/upload", params={"schema": "nope.v1", "producer": "p"}, content="a\n1\n")
+        unknown = await client.post(
+            "/v1/events/upload", params={"schema": "nope.v1", "producer": "p"}, content="a\n1\n"
+        )
         assert unknown.status_code == 422
 
         spec = (await client.get("/openapi.json")).json()
@@ -67,4 +108,10 @@ async def test_json_jsonl_and_csv_reach_the_raw_topic(services: Any, namespace: 
     assert sorted(ids) == ["A1", "A2", "B1", "B1", "B2", "B2", "J1", "J2"]
     ingested = await collect(bootstrap, f"{namespace}.events.ingested.v1", expect=6, timeout=30)
     assert sorted(orjson.loads(r.value)["payload"]["customer_id"] for r in ingested) == [
-        "A1", "A2", "B1", "B2", "J1", "J2"]
+        "A1",
+        "A2",
+        "B1",
+        "B2",
+        "J1",
+        "J2",
+    ]

@@ -34,8 +34,13 @@ async def test_idempotent_produce_and_group_consume(bootstrap: str) -> None:
         await producer.stop()
 
     group = f"g-{uuid.uuid4().hex[:6]}"
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     seen: list[bytes] = []
     try:

@@ -22,8 +22,18 @@ from tollgate_trainer.store import StoredRow, TrainerRepository
 
 def rows(records: list[dict[str, object]], start: int, topic: str) -> list[StoredRow]:
     base = datetime(2026, 1, 1, tzinfo=UTC)
-    return [StoredRow(str(uuid.uuid4()), "credit-default.v1", topic, i % 3, start + i,
-                      base + timedelta(minutes=start + i), orjson.dumps(r)) for i, r in enumerate(records)]
+    return [
+        StoredRow(
+            str(uuid.uuid4()),
+            "credit-default.v1",
+            topic,
+            i % 3,
+            start + i,
+            base + timedelta(minutes=start + i),
+            orjson.dumps(r),
+        )
+        for i, r in enumerate(records)
+    ]
 
 
 async def test_retrain_from_lineage_gives_the_same_model(database_url: str, tmp_path: Path) -> None:
@@ -35,8 +45,9 @@ async def test_retrain_from_lineage_gives_the_same_model(database_url: str, tmp_
         await repo.add_rows(rows(data[:3000], 0, topic))
         spec = model_catalog()["credit-default-risk"]
         spec = spec.model_copy(update={"contract": "credit-default.v1"})
-        runner = TrainingRunner(repo, DirectoryArtifactStore(tmp_path), ContractRegistry.from_directory(),
-                                "candidates", "test")
+        runner = TrainingRunner(
+            repo, DirectoryArtifactStore(tmp_path), ContractRegistry.from_directory(), "candidates", "test"
+        )
         outcome = await runner.run(spec, "count", [])
         assert outcome.status == "offered" and outcome.candidate is not None
         lineage = outcome.candidate.payload.lineage
@@ -48,6 +59,7 @@ async def test_retrain_from_lineage_gives_the_same_model(database_url: str, tmp_
         assert again.digest == outcome.result.digest  # byte-identical ONNX
 
         probe = data[5000:5200]
+
         def scores(onnx: bytes) -> np.ndarray:
             session = ort.InferenceSession(onnx, providers=["CPUExecutionProvider"])
             feeds = {}
@@ -59,6 +71,7 @@ async def test_retrain_from_lineage_gives_the_same_model(database_url: str, tmp_
                     dtype = np.float64 if spec_in.dtype == "double" else np.float32
                     feeds[spec_in.name] = np.array([[float(r[c]) for c in cols] for r in probe], dtype=dtype)
             return np.asarray(session.run(None, feeds)[1])
+
         np.testing.assert_array_equal(scores(outcome.result.onnx), scores(again.onnx))
     finally:
         await pool.close()

@@ -29,7 +29,9 @@ class FeatureDrift(BaseModel):
     test: str = Field(description="psi | jensen_shannon | wasserstein | chi_square ...")
     effect: float = Field(description="Effect size the decision is made on.")
     threshold: float
-    p_value: float | None = Field(None, description="Reported for information; never the decision on its own.")
+    p_value: float | None = Field(
+        None, description="Reported for information; never the decision on its own."
+    )
     drifted: bool
 
 
@@ -44,7 +46,9 @@ class AlertPayload(BaseModel):
     state: AlertState
     severity: str = Field(pattern="^(info|warning|critical)$")
     summary: str
-    windows: int = Field(ge=1, description="Consecutive windows the condition held (or was absent, to clear).")
+    windows: int = Field(
+        ge=1, description="Consecutive windows the condition held (or was absent, to clear)."
+    )
     window_start: AwareDatetime
     window_end: AwareDatetime
     features: list[FeatureDrift] = Field(default_factory=list)

@@ -93,7 +93,9 @@ def subscribe(
                     out = dead_letter(record, dlq_topic, service, exc)  # type: ignore[arg-type]
                     headers = {k: v.decode("utf-8", "replace") for k, v in out.headers}
                     await broker.publish(out.value, out.topic, key=out.key, headers=headers)
-                    log.error("%s: %s offset %s sent to %s: %s", service, topic, record.offset, dlq_topic, exc)  # type: ignore[union-attr]
+                    log.error(
+                        "%s: %s offset %s sent to %s: %s", service, topic, record.offset, dlq_topic, exc
+                    )  # type: ignore[union-attr]
                     return
 
         with_retries_and_dlq.__name__ = handler.__name__

@@ -41,12 +41,16 @@ def _migration_files(directory: Path) -> list[tuple[int, Path]]:
 
 async def migrate(conn: asyncpg.Connection, service: str, directory: Path) -> list[str]:
     """Apply the service's pending migrations; refuse if an applied file was edited afterwards."""
-    lock_key = int.from_bytes(hashlib.sha256(f"tollgate-migrate-{service}".encode()).digest()[:8], "big", signed=True)
+    lock_key = int.from_bytes(
+        hashlib.sha256(f"tollgate-migrate-{service}".encode()).digest()[:8], "big", signed=True
+    )
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", lock_key)
     try:
         await conn.execute(_LEDGER)
-        rows = await conn.fetch("SELECT version, checksum FROM tollgate_migrations WHERE service = $1", service)
+        rows = await conn.fetch(
+            "SELECT version, checksum FROM tollgate_migrations WHERE service = $1", service
+        )
         applied = {r["version"]: r["checksum"] for r in rows}
         for version, path in _migration_files(directory):
             sql = path.read_text(encoding="utf-8")

@@ -146,7 +146,10 @@ class PartitionedWriter:
             if builder.append(key=rec.key, value=rec.value, timestamp=now_ms, headers=rec.headers) is None:
                 futures.append(await self._producer.send_batch(builder, rec.topic, partition=partition))
                 builder = builders[slot] = self._producer.create_batch()
-                if builder.append(key=rec.key, value=rec.value, timestamp=now_ms, headers=rec.headers) is None:
+                if (
+                    builder.append(key=rec.key, value=rec.value, timestamp=now_ms, headers=rec.headers)
+                    is None
+                ):
                     raise KafkaError(f"record of {len(rec.value)} bytes does not fit in a batch")
         for (topic, partition), builder in builders.items():
             if builder.record_count():
@@ -232,7 +235,9 @@ class TransactionalStage:
             fetch_max_bytes=32 * 1024 * 1024,
         )
         self._producer = AIOKafkaProducer(
-            **producer_config(bootstrap, client_id, transactional_id=transactional_id, transaction_timeout_ms=30000)
+            **producer_config(
+                bootstrap, client_id, transactional_id=transactional_id, transaction_timeout_ms=30000
+            )
         )
         self._writer = PartitionedWriter(self._producer)
         self.healthy = False
@@ -298,7 +303,9 @@ class TransactionalStage:
                 backoff = min(backoff * 2, self._max_backoff_s)
 
     async def _commit(
-        self, records: list[ConsumerRecord[bytes, bytes]], outputs: Sequence[OutRecord],
+        self,
+        records: list[ConsumerRecord[bytes, bytes]],
+        outputs: Sequence[OutRecord],
         offsets: dict[TopicPartition, int],
     ) -> None:
         async with self._producer.transaction():
@@ -347,8 +354,13 @@ def declare_stage(broker: Any, spec: StageSpec) -> None:
         raise NotImplementedError
 
     stage.__doc__ = spec.description
-    broker.subscriber(*spec.sources, group_id=spec.group_id, ack_policy=AckPolicy.MANUAL,
-                      isolation_level="read_committed", description=spec.description)(stage)
+    broker.subscriber(
+        *spec.sources,
+        group_id=spec.group_id,
+        ack_policy=AckPolicy.MANUAL,
+        isolation_level="read_committed",
+        description=spec.description,
+    )(stage)
     for topic, what in spec.outputs:
         broker.publisher(topic, description=what)
 

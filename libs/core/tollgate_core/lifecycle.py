@@ -68,7 +68,9 @@ class Parity(BaseModel):
 class Artifact(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the ONNX bytes (hex); the store key.")
+    digest: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="sha256 of the ONNX bytes (hex); the store key."
+    )
     location: str = Field(description="Where the artifact store keeps the bytes (URI).")
     size_bytes: int = Field(ge=0)
     format: Literal["onnx"] = "onnx"
@@ -133,7 +135,9 @@ class LifecyclePayload(BaseModel):
     contract: str
     task: Literal["classification", "regression"]
     gates: list[GateResult] = Field(default_factory=list)
-    canary_weight: float | None = Field(None, ge=0, le=1, description="Share of traffic for staging versions.")
+    canary_weight: float | None = Field(
+        None, ge=0, le=1, description="Share of traffic for staging versions."
+    )
     shadow: bool = False
     production_version: str | None = Field(None, description="The production version after this change.")
     staging_version: str | None = None

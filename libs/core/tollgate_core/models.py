@@ -25,12 +25,15 @@ class Bound(BaseModel):
 class TrainingPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    family: str = Field("logistic_regression", description="logistic_regression | random_forest | "
-                        "hist_gradient_boosting")
+    family: str = Field(
+        "logistic_regression", description="logistic_regression | random_forest | hist_gradient_boosting"
+    )
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     seed: int = 42
     min_rows: int = Field(500, description="Labeled rows needed before the first training run.")
-    retrain_after_new_rows: int = Field(2000, description="Train again once this many new labeled rows arrived.")
+    retrain_after_new_rows: int = Field(
+        2000, description="Train again once this many new labeled rows arrived."
+    )
     schedule_seconds: int = Field(0, description="Train at least this often (0 = no schedule).")
     debounce_seconds: float = Field(5.0, description="Triggers within this window start one training run.")
     holdout_fraction: float = Field(0.2, gt=0, lt=1, description="Newest share of rows kept for evaluation.")
@@ -42,14 +45,17 @@ class TrainingPolicy(BaseModel):
 class Gates(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    metrics: dict[str, Bound] = Field(default_factory=dict, description="Absolute thresholds on holdout metrics.")
+    metrics: dict[str, Bound] = Field(
+        default_factory=dict, description="Absolute thresholds on holdout metrics."
+    )
     regression_tolerance: dict[str, float] = Field(
         default_factory=dict,
         description="Per metric: worst allowed drop against the current production version (sudden drop).",
     )
     best_of_last: int = Field(5, ge=1, description="K for the slow-degradation gate.")
     degradation_tolerance: dict[str, float] = Field(
-        default_factory=dict, description="Per metric: worst allowed drop against the best of the last K versions."
+        default_factory=dict,
+        description="Per metric: worst allowed drop against the best of the last K versions.",
     )
     fairness_metric: str | None = Field(None, description="Metric compared across segments.")
     fairness_max_gap: float | None = Field(None, ge=0)
@@ -64,7 +70,9 @@ class Rollout(BaseModel):
     )
     canary_weight: float = Field(0.1, ge=0, le=1, description="Share of traffic the staging version gets.")
     canary_seconds: float = Field(60.0, ge=0, description="Canary period before automatic promotion.")
-    shadow: bool = Field(False, description="Score staging in shadow (logged, never returned) instead of canary.")
+    shadow: bool = Field(
+        False, description="Score staging in shadow (logged, never returned) instead of canary."
+    )
 
 
 class ModelSpec(BaseModel):

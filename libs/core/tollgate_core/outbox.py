@@ -46,14 +46,21 @@ class Outbox:
         self._wake = asyncio.Event()
 
     async def add(
-        self, conn: asyncpg.Connection, topic: str, value: bytes, key: bytes | None = None,
+        self,
+        conn: asyncpg.Connection,
+        topic: str,
+        value: bytes,
+        key: bytes | None = None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> None:
         """Record an event inside the caller's transaction (``conn`` must be in it)."""
         encoded = orjson.dumps([[k, v.decode("latin-1")] for k, v in headers or []]).decode()
         await conn.execute(
             f"INSERT INTO {self._table} (topic, key, value, headers) VALUES ($1, $2, $3, $4::jsonb)",
-            topic, key, value, encoded,
+            topic,
+            key,
+            value,
+            encoded,
         )
 
     def notify(self) -> None:
@@ -72,7 +79,9 @@ class Outbox:
             futures = []
             for row in rows:
                 headers = [(k, v.encode("latin-1")) for k, v in orjson.loads(row["headers"])]
-                futures.append(await producer.send(row["topic"], row["value"], key=row["key"], headers=headers))
+                futures.append(
+                    await producer.send(row["topic"], row["value"], key=row["key"], headers=headers)
+                )
             await asyncio.gather(*futures)
             await conn.execute(
                 f"UPDATE {self._table} SET published_at = now() WHERE seq = ANY($1::bigint[])",

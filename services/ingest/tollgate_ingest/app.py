@@ -23,10 +23,10 @@ from tollgate_core.kafka import TransactionalStage, producer_config
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
+from tollgate_ingest.asyncapi import stage_spec
 from tollgate_ingest.claims import PostgresClaimStore
 from tollgate_ingest.core import Normaliser
 from tollgate_ingest.gateway import gateway_router
-from tollgate_ingest.asyncapi import stage_spec
 from tollgate_ingest.stage import SERVICE, IngestMetrics, IngestStage
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,9 @@ class IngestSettings(ServiceSettings):
     batch_max_records: int = Field(5000, description="Most raw messages processed in one transaction.")
     dedup_window_hours: int = Field(24 * 7, description="How long an event id stays claimed (raw retention).")
     trace_sample_ratio: float = Field(0.01, description="Share of new traces recorded as spans.")
-    contracts_dir: str | None = Field(None, description="Dataset contracts folder (default schemas/datasets).")
+    contracts_dir: str | None = Field(
+        None, description="Dataset contracts folder (default schemas/datasets)."
+    )
 
 
 class Ingest:
@@ -57,8 +59,9 @@ class Ingest:
         self.normaliser = Normaliser(self.contracts)
         self.registry = CollectorRegistry()
         self.metrics = IngestMetrics(self.registry)
-        self.tracer = setup_tracing(SERVICE, sample_ratio=settings.trace_sample_ratio,
-                                    console=settings.otel_console).get_tracer("tollgate.ingest")
+        self.tracer = setup_tracing(
+            SERVICE, sample_ratio=settings.trace_sample_ratio, console=settings.otel_console
+        ).get_tracer("tollgate.ingest")
         self.pool: Any = None
         self.stage: TransactionalStage | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -66,7 +69,9 @@ class Ingest:
     async def start(self) -> None:
         s = self.settings
         self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS)
-        self.producer = AIOKafkaProducer(**producer_config(s.kafka_bootstrap, s.client_id(SERVICE) + "-gateway"))
+        self.producer = AIOKafkaProducer(
+            **producer_config(s.kafka_bootstrap, s.client_id(SERVICE) + "-gateway")
+        )
         await self.producer.start()
         handler = IngestStage(
             self.normaliser,

@@ -19,7 +19,10 @@ def stage_spec(settings: ServiceSettings) -> StageSpec:
         group_id=f"{settings.topic_namespace}.{SERVICE}",
         sources=(topics.events_raw,),
         outputs=(
-            (topics.events_ingested, "Accepted events: envelope checked, timestamps in UTC, first of their id."),
+            (
+                topics.events_ingested,
+                "Accepted events: envelope checked, timestamps in UTC, first of their id.",
+            ),
             (topics.dlq(SERVICE), "Messages that are not events (not JSON, no envelope, unknown schema)."),
         ),
         description="Normalise raw events, drop duplicate event ids, dead-letter malformed messages; "
@@ -30,6 +33,8 @@ def stage_spec(settings: ServiceSettings) -> StageSpec:
 def build_broker(settings: ServiceSettings) -> KafkaBroker:
     broker = create_broker(settings, SERVICE)
     declare_stage(broker, stage_spec(settings))
-    broker.publisher(Topics(settings.topic_namespace).events_raw,
-                     description="HTTP gateway: events posted to /v1/events, acknowledged by all replicas.")
+    broker.publisher(
+        Topics(settings.topic_namespace).events_raw,
+        description="HTTP gateway: events posted to /v1/events, acknowledged by all replicas.",
+    )
     return broker

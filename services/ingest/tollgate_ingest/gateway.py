@@ -32,8 +32,10 @@ class Accepted(BaseModel):
 
 
 class EventBatch(BaseModel):
-    events: list[dict[str, Any]] = Field(description="Envelopes: event_id, event_type, schema, occurred_at, "
-                                         "producer, payload. event_id/occurred_at/producer may be left out.")
+    events: list[dict[str, Any]] = Field(
+        description="Envelopes: event_id, event_type, schema, occurred_at, "
+        "producer, payload. event_id/occurred_at/producer may be left out."
+    )
 
 
 def _error(status: int, message: str, problems: list[dict[str, Any]] | None = None) -> HTTPException:
@@ -113,7 +115,9 @@ def gateway_router(
                 continue
             ready.append((event.key, orjson.dumps(doc)))
         if problems:
-            raise _error(422, f"{len(problems)} of {len(docs)} events are invalid; none was accepted", problems)
+            raise _error(
+                422, f"{len(problems)} of {len(docs)} events are invalid; none was accepted", problems
+            )
         try:
             await publish(ready)
         except Exception as exc:  # Kafka unreachable or refused: nothing acknowledged, the client retries
@@ -126,8 +130,11 @@ def gateway_router(
         status_code=202,
         response_model=Accepted,
         summary="Send a batch of events (JSON)",
-        responses={413: {"description": "Body or batch too large"}, 422: {"description": "Invalid events"},
-                   503: {"description": "Kafka unavailable"}},
+        responses={
+            413: {"description": "Body or batch too large"},
+            422: {"description": "Invalid events"},
+            503: {"description": "Kafka unavailable"},
+        },
     )
     async def post_events(request: Request) -> Accepted:
         body = await read_limited(request, max_body_bytes)
@@ -143,7 +150,11 @@ def gateway_router(
             raise _error(422, 'body must be {"events": [...]} or a JSON array of events')
         bad = [i for i, item in enumerate(items) if not isinstance(item, dict)]
         if bad:
-            raise _error(422, "every event must be a JSON object", [{"index": i, "error": "not an object"} for i in bad])
+            raise _error(
+                422,
+                "every event must be a JSON object",
+                [{"index": i, "error": "not an object"} for i in bad],
+            )
         producer = request.headers.get("x-tollgate-producer")
         return await check_and_publish([complete(dict(d), producer) for d in items], "index", "json")
 
@@ -152,8 +163,11 @@ def gateway_router(
         status_code=202,
         response_model=Accepted,
         summary="Upload a JSONL or CSV file of records for one dataset contract",
-        responses={413: {"description": "File too large"}, 422: {"description": "Invalid rows"},
-                   503: {"description": "Kafka unavailable"}},
+        responses={
+            413: {"description": "File too large"},
+            422: {"description": "Invalid rows"},
+            503: {"description": "Kafka unavailable"},
+        },
     )
     async def upload(
         request: Request,
@@ -200,12 +214,24 @@ def gateway_router(
             if "payload" in row:  # a full envelope per line
                 docs.append(complete(row, producer))
                 continue
-            event_id = row.pop("event_id", None) or uuid.uuid5(UPLOAD_NAMESPACE, schema + orjson.dumps(
-                row, option=orjson.OPT_SORT_KEYS).decode())
-            occurred = row.pop("occurred_at", None) or (
-                row.get(contract.event_time) if contract.event_time else None) or now_iso()
-            docs.append({"event_id": str(event_id), "event_type": event_type, "schema": schema,
-                         "occurred_at": occurred, "producer": producer, "payload": row})
+            event_id = row.pop("event_id", None) or uuid.uuid5(
+                UPLOAD_NAMESPACE, schema + orjson.dumps(row, option=orjson.OPT_SORT_KEYS).decode()
+            )
+            occurred = (
+                row.pop("occurred_at", None)
+                or (row.get(contract.event_time) if contract.event_time else None)
+                or now_iso()
+            )
+            docs.append(
+                {
+                    "event_id": str(event_id),
+                    "event_type": event_type,
+                    "schema": schema,
+                    "occurred_at": occurred,
+                    "producer": producer,
+                    "payload": row,
+                }
+            )
         return await check_and_publish(docs, "line", kind)
 
     return router

@@ -9,10 +9,10 @@ from aiokafka.structs import ConsumerRecord
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter
 
+from tollgate_core.events import now_iso
 from tollgate_core.kafka import OutRecord, dead_letter
 from tollgate_core.telemetry import TRACEPARENT, forward_traceparent
 from tollgate_ingest.claims import Claim, ClaimStore
-from tollgate_core.events import now_iso
 from tollgate_ingest.core import Ingested, Malformed, Normaliser
 
 SERVICE = "ingest"
@@ -24,7 +24,10 @@ class IngestMetrics:
             "tollgate_ingest_events", "Raw events by outcome", ["outcome"], registry=registry
         )
         self.http_events = Counter(
-            "tollgate_ingest_http_events", "Events accepted over the HTTP gateway", ["source"], registry=registry
+            "tollgate_ingest_http_events",
+            "Events accepted over the HTTP gateway",
+            ["source"],
+            registry=registry,
         )
 
 
@@ -66,8 +69,9 @@ class IngestStage:
                 if claim not in owned:
                     continue
                 fresh_count += 1
-                traceparent = forward_traceparent(self._tracer, "ingest event", rec.headers,
-                                                  {"tollgate.event_id": event.event_id})
+                traceparent = forward_traceparent(
+                    self._tracer, "ingest event", rec.headers, {"tollgate.event_id": event.event_id}
+                )
                 headers = [(TRACEPARENT, traceparent)] if traceparent else []
                 outputs.append(OutRecord(self._output, event.encode(), event.key, headers))
         self._metrics.events.labels("ingested").inc(fresh_count)

@@ -14,8 +14,13 @@ async def main() -> None:
     trainer = Trainer(settings)
     await trainer.start()
     assert trainer.sink is not None and trainer.scheduler is not None
-    await run_service(trainer.http_app(), host=settings.http_host, port=settings.http_port,
-                      loops=[trainer.sink.run, trainer.scheduler.loop, trainer.relay], on_stop=trainer.stop)
+    await run_service(
+        trainer.http_app(),
+        host=settings.http_host,
+        port=settings.http_port,
+        loops=[trainer.sink.run, trainer.scheduler.loop, trainer.relay],
+        on_stop=trainer.stop,
+    )
 
 
 if __name__ == "__main__":

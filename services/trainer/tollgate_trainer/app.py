@@ -44,13 +44,21 @@ class TrainerSettings(ServiceSettings):
     http_port: int = Field(8086, description="Port of the operations API (runs, training requests, metrics).")
     poll_seconds: float = Field(1.0, description="How often the scheduler checks the triggers.")
     code_version: str | None = Field(None, description="Recorded in lineage; default: the git commit.")
-    contracts_dir: str | None = Field(None, description="Dataset contracts folder (default schemas/datasets).")
+    contracts_dir: str | None = Field(
+        None, description="Dataset contracts folder (default schemas/datasets)."
+    )
 
 
 def _code_version() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+            check=True,
+        )
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         from importlib.metadata import version
@@ -70,9 +78,12 @@ class Trainer:
         self.contracts = ContractRegistry.from_directory(settings.contracts_dir)
         self.specs = model_catalog(settings.models_path())
         self.registry = CollectorRegistry()
-        self.rows = Counter("tollgate_trainer_rows", "Labeled rows stored", ["contract"], registry=self.registry)
-        self.runs = Counter("tollgate_trainer_runs", "Training runs by outcome", ["model", "status"],
-                            registry=self.registry)
+        self.rows = Counter(
+            "tollgate_trainer_rows", "Labeled rows stored", ["contract"], registry=self.registry
+        )
+        self.runs = Counter(
+            "tollgate_trainer_runs", "Training runs by outcome", ["model", "status"], registry=self.registry
+        )
         self.broker = None
         self.pool: Any = None
         self.repo: TrainerRepository | None = None
@@ -87,8 +98,17 @@ class Trainer:
             doc = orjson.loads(rec.value or b"{}")
             if not doc.get("labeled") or doc.get("schema") not in self.known_contracts:
                 continue
-            rows.append(StoredRow(doc["event_id"], doc["schema"], rec.topic, rec.partition, rec.offset,
-                                  datetime.fromisoformat(doc["occurred_at"]), orjson.dumps(doc["payload"])))
+            rows.append(
+                StoredRow(
+                    doc["event_id"],
+                    doc["schema"],
+                    rec.topic,
+                    rec.partition,
+                    rec.offset,
+                    datetime.fromisoformat(doc["occurred_at"]),
+                    orjson.dumps(doc["payload"]),
+                )
+            )
         assert self.repo is not None
         added = await self.repo.add_rows(rows)
         for contract in {r.contract for r in rows}:
@@ -101,8 +121,9 @@ class Trainer:
         if event.payload.model not in self.specs:
             raise ValueError(f"training request for unknown model {event.payload.model!r}")
         assert self.repo is not None and self.scheduler is not None
-        await self.repo.add_request(str(event.event_id), event.payload.model, event.payload.reason,
-                                    event.payload.requested_by)
+        await self.repo.add_request(
+            str(event.event_id), event.payload.model, event.payload.reason, event.payload.requested_by
+        )
         self.scheduler.poke()
 
     async def start(self) -> None:
@@ -111,18 +132,29 @@ class Trainer:
         s = self.settings
         self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=4)
         self.repo = TrainerRepository(self.pool)
-        runner = TrainingRunner(self.repo, DirectoryArtifactStore(s.artifact_path()), self.contracts,
-                                self.topics.models_candidates, s.code_version or _code_version())
+        runner = TrainingRunner(
+            self.repo,
+            DirectoryArtifactStore(s.artifact_path()),
+            self.contracts,
+            self.topics.models_candidates,
+            s.code_version or _code_version(),
+        )
         self.scheduler = Scheduler(self.repo, runner, self.specs, poll_s=s.poll_seconds)
         self.producer = AIOKafkaProducer(**producer_config(s.kafka_bootstrap, s.client_id(SERVICE)))
         await self.producer.start()
-        self.sink = BatchSink(name=f"{SERVICE}-store", bootstrap=s.kafka_bootstrap,
-                              topics=[self.topics.events_validated], group_id=f"{s.topic_namespace}.{SERVICE}",
-                              client_id=s.client_id(SERVICE), handler=self.store_rows)
+        self.sink = BatchSink(
+            name=f"{SERVICE}-store",
+            bootstrap=s.kafka_bootstrap,
+            topics=[self.topics.events_validated],
+            group_id=f"{s.topic_namespace}.{SERVICE}",
+            client_id=s.client_id(SERVICE),
+            handler=self.store_rows,
+        )
         await self.sink.start()
         self.broker = create_broker(s, SERVICE)
-        declare_request_subscriber(self.broker, self.topics, f"{s.topic_namespace}.{SERVICE}.requests",
-                                   self.on_request)
+        declare_request_subscriber(
+            self.broker, self.topics, f"{s.topic_namespace}.{SERVICE}.requests", self.on_request
+        )
         await self.broker.start()
 
     async def stop(self) -> None:
@@ -149,26 +181,39 @@ class Trainer:
         await ping(self.pool)
 
     def http_app(self) -> FastAPI:
-        app = create_http_app(title="tollgate trainer", version="1.0.0",
-                              description="Continuous training to ONNX; operations API.",
-                              registry=self.registry, checks={"kafka": self._kafka_ready, "postgres": self._db_ready})
+        app = create_http_app(
+            title="tollgate trainer",
+            version="1.0.0",
+            description="Continuous training to ONNX; operations API.",
+            registry=self.registry,
+            checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
+        )
 
         @app.get("/v1/runs", tags=["training"], summary="Recent training runs")
         async def runs(model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
             assert self.repo is not None
             return await self.repo.runs(model, min(max(limit, 1), 500))
 
-        @app.post("/v1/models/{model}/train", tags=["training"], status_code=202,
-                  summary="Ask for a training run (published on training.requests, debounced)")
+        @app.post(
+            "/v1/models/{model}/train",
+            tags=["training"],
+            status_code=202,
+            summary="Ask for a training run (published on training.requests, debounced)",
+        )
         async def train(model: str, body: TrainRequest) -> dict[str, str]:
             spec = self.specs.get(model)
             if spec is None:
                 raise HTTPException(404, f"unknown model {model!r}; known: {', '.join(sorted(self.specs))}")
             event = TrainingRequestEvent(
-                event_id=uuid.uuid4(), event_type="training_requested", schema="training.requests.v1",
-                occurred_at=utcnow(), producer="trainer-api",
-                payload=TrainingRequestPayload(model=model, contract=spec.contract, reason=body.reason,
-                                               requested_by=body.requested_by))
+                event_id=uuid.uuid4(),
+                event_type="training_requested",
+                schema="training.requests.v1",
+                occurred_at=utcnow(),
+                producer="trainer-api",
+                payload=TrainingRequestPayload(
+                    model=model, contract=spec.contract, reason=body.reason, requested_by=body.requested_by
+                ),
+            )
             assert self.producer is not None
             await self.producer.send_and_wait(self.topics.training_requests, dumps(event), key=model.encode())
             return {"event_id": str(event.event_id), "status": "requested"}

@@ -17,8 +17,13 @@ SERVICE = "trainer"
 def declare_request_subscriber(
     broker: KafkaBroker, topics: Topics, group: str, on_request: Callable[[bytes], Awaitable[None]]
 ) -> None:
-    @subscribe(broker, topics.training_requests, service=SERVICE, topics=topics,
-               delivery=Delivery(group_id=group, max_workers=1))
+    @subscribe(
+        broker,
+        topics.training_requests,
+        service=SERVICE,
+        topics=topics,
+        delivery=Delivery(group_id=group, max_workers=1),
+    )
     async def training_request(body: bytes) -> None:
         """Record a training request (operator or monitor alert); the next debounced run consumes it."""
         await on_request(body)
@@ -31,16 +36,26 @@ def build_broker(settings: ServiceSettings) -> KafkaBroker:
     topics = Topics(settings.topic_namespace)
     broker = create_broker(settings, SERVICE)
 
-    @broker.subscriber(topics.events_validated, group_id=f"{settings.topic_namespace}.{SERVICE}",
-                       ack_policy=__import__("faststream").AckPolicy.MANUAL, isolation_level="read_committed",
-                       description="Labeled records into the training store (PostgreSQL, idempotent by event_id); "
-                       "offsets committed after the rows are stored.")
+    @broker.subscriber(
+        topics.events_validated,
+        group_id=f"{settings.topic_namespace}.{SERVICE}",
+        ack_policy=__import__("faststream").AckPolicy.MANUAL,
+        isolation_level="read_committed",
+        description="Labeled records into the training store (PostgreSQL, idempotent by event_id); "
+        "offsets committed after the rows are stored.",
+    )
     async def training_store(body: bytes) -> None:  # documentation only: the store runs on BatchSink
         raise NotImplementedError
 
     declare_request_subscriber(broker, topics, f"{settings.topic_namespace}.{SERVICE}.requests", ignore)
-    broker.publisher(topics.models_candidates, schema=CandidateEvent,
-                     description="Trained, converted, parity-checked versions with metrics, reference and lineage.")
-    broker.publisher(topics.training_requests, schema=TrainingRequestEvent,
-                     description="Training requests posted to the trainer's HTTP API by operators.")
+    broker.publisher(
+        topics.models_candidates,
+        schema=CandidateEvent,
+        description="Trained, converted, parity-checked versions with metrics, reference and lineage.",
+    )
+    broker.publisher(
+        topics.training_requests,
+        schema=TrainingRequestEvent,
+        description="Training requests posted to the trainer's HTTP API by operators.",
+    )
     return broker

@@ -46,49 +46,101 @@ class RunOutcome:
 
 def training_config(spec: ModelSpec) -> TrainingConfig:
     t = spec.training
-    return TrainingConfig(family=t.family, hyperparameters=t.hyperparameters, seed=t.seed,  # type: ignore[arg-type]
-                          holdout_fraction=t.holdout_fraction, parity_tolerance=t.parity_tolerance,
-                          min_label_agreement=t.parity_label_agreement, threads=1)
+    return TrainingConfig(
+        family=t.family,
+        hyperparameters=t.hyperparameters,
+        seed=t.seed,  # type: ignore[arg-type]
+        holdout_fraction=t.holdout_fraction,
+        parity_tolerance=t.parity_tolerance,
+        min_label_agreement=t.parity_label_agreement,
+        threads=1,
+    )
 
 
 def candidate_event(
-    spec: ModelSpec, version: int, run_id: str, result: TrainingResult, store: ArtifactStore,
-    offsets: list[OffsetRange], trigger: str, code_version: str, request_id: str | None,
+    spec: ModelSpec,
+    version: int,
+    run_id: str,
+    result: TrainingResult,
+    store: ArtifactStore,
+    offsets: list[OffsetRange],
+    trigger: str,
+    code_version: str,
+    request_id: str | None,
 ) -> CandidateEvent:
     signature = result.signature
     parity = result.parity
     lineage = Lineage(
-        contract=result.contract, contract_digest=result.contract_digest, offsets=offsets,
-        row_count=result.row_count, data_hash=result.data_hash,
-        holdout={"fraction": spec.training.holdout_fraction, "ordered_by": result.split_ordered_by,
-                 "train_rows": result.train_rows, "holdout_rows": result.holdout_rows},
-        family=result.family, hyperparameters=result.hyperparameters, seed=result.seed,
-        code_version=code_version, libraries=result.library_versions, trigger=trigger,
+        contract=result.contract,
+        contract_digest=result.contract_digest,
+        offsets=offsets,
+        row_count=result.row_count,
+        data_hash=result.data_hash,
+        holdout={
+            "fraction": spec.training.holdout_fraction,
+            "ordered_by": result.split_ordered_by,
+            "train_rows": result.train_rows,
+            "holdout_rows": result.holdout_rows,
+        },
+        family=result.family,
+        hyperparameters=result.hyperparameters,
+        seed=result.seed,
+        code_version=code_version,
+        libraries=result.library_versions,
+        trigger=trigger,
         training_request_id=request_id,
     )
     payload = CandidatePayload(
-        model=spec.model, version=str(version), run_id=run_id, task=result.task,  # type: ignore[arg-type]
-        artifact=Artifact(digest=result.digest, location=store.location(result.digest), size_bytes=len(result.onnx),
-                          inputs=[i.model_dump() for i in signature.inputs],
-                          outputs=[o.model_dump() for o in signature.outputs]),
+        model=spec.model,
+        version=str(version),
+        run_id=run_id,
+        task=result.task,  # type: ignore[arg-type]
+        artifact=Artifact(
+            digest=result.digest,
+            location=store.location(result.digest),
+            size_bytes=len(result.onnx),
+            inputs=[i.model_dump() for i in signature.inputs],
+            outputs=[o.model_dump() for o in signature.outputs],
+        ),
         metrics=result.metrics,
-        parity=Parity(passed=parity.passed, max_abs_diff=parity.max_abs_diff,
-                      label_agreement=parity.label_agreement if parity.label_agreement is not None else 1.0,
-                      rows_checked=parity.rows_checked, tolerance=parity.tolerance,
-                      required_label_agreement=parity.min_label_agreement,
-                      reason=None if parity.passed else getattr(parity, "reason", None) or
-                      f"max |onnx - sklearn| {parity.max_abs_diff:.3g} or label agreement "
-                      f"{parity.label_agreement} outside tolerance"),
-        offered=parity.passed, reference=result.reference, lineage=lineage,
-        timings_s=result.timings, trained_at=utcnow(),
+        parity=Parity(
+            passed=parity.passed,
+            max_abs_diff=parity.max_abs_diff,
+            label_agreement=parity.label_agreement if parity.label_agreement is not None else 1.0,
+            rows_checked=parity.rows_checked,
+            tolerance=parity.tolerance,
+            required_label_agreement=parity.min_label_agreement,
+            reason=None
+            if parity.passed
+            else getattr(parity, "reason", None)
+            or f"max |onnx - sklearn| {parity.max_abs_diff:.3g} or label agreement "
+            f"{parity.label_agreement} outside tolerance",
+        ),
+        offered=parity.passed,
+        reference=result.reference,
+        lineage=lineage,
+        timings_s=result.timings,
+        trained_at=utcnow(),
     )
-    return CandidateEvent(event_id=uuid.uuid4(), event_type="candidate", schema="models.candidates.v1",
-                          occurred_at=utcnow(), producer="trainer", payload=payload)
+    return CandidateEvent(
+        event_id=uuid.uuid4(),
+        event_type="candidate",
+        schema="models.candidates.v1",
+        occurred_at=utcnow(),
+        producer="trainer",
+        payload=payload,
+    )
 
 
 class TrainingRunner:
-    def __init__(self, repo: TrainerRepository, store: ArtifactStore, contracts: ContractRegistry,
-                 candidates_topic: str, code_version: str) -> None:
+    def __init__(
+        self,
+        repo: TrainerRepository,
+        store: ArtifactStore,
+        contracts: ContractRegistry,
+        candidates_topic: str,
+        code_version: str,
+    ) -> None:
         self.repo = repo
         self.store = store
         self.contracts = contracts
@@ -106,27 +158,55 @@ class TrainingRunner:
             run_id, version = await self.repo.start_run(spec.model, trigger, data.last_seq)
             return await self._train(spec, contract, data, run_id, version, trigger, request_ids)
 
-    async def _train(self, spec: ModelSpec, contract: Any, data: TrainingData, run_id: uuid.UUID, version: int,
-                     trigger: str, request_ids: list[str]) -> RunOutcome:
+    async def _train(
+        self,
+        spec: ModelSpec,
+        contract: Any,
+        data: TrainingData,
+        run_id: uuid.UUID,
+        version: int,
+        trigger: str,
+        request_ids: list[str],
+    ) -> RunOutcome:
         try:
             result = await asyncio.to_thread(train_model, contract, data.records, training_config(spec))
         except (TrainingDataError, ValueError) as exc:
-            await self.repo.finish_run(run_id, status="failed", row_count=len(data.records), error=str(exc),
-                                       request_ids=request_ids)
+            await self.repo.finish_run(
+                run_id, status="failed", row_count=len(data.records), error=str(exc), request_ids=request_ids
+            )
             log.warning("%s v%d: training failed: %s", spec.model, version, exc)
             return RunOutcome(spec.model, "failed", version, str(run_id), error=str(exc))
         self.store.put(result.onnx)
-        event = candidate_event(spec, version, str(run_id), result, self.store, data.offsets, trigger,
-                                self.code_version, request_ids[0] if request_ids else None)
+        event = candidate_event(
+            spec,
+            version,
+            str(run_id),
+            result,
+            self.store,
+            data.offsets,
+            trigger,
+            self.code_version,
+            request_ids[0] if request_ids else None,
+        )
         status = "offered" if event.payload.offered else "not_offered"
         await self.repo.finish_run(
-            run_id, status=status, row_count=result.row_count, metrics=result.metrics,
-            lineage=event.payload.lineage.model_dump(mode="json"), request_ids=request_ids,
+            run_id,
+            status=status,
+            row_count=result.row_count,
+            metrics=result.metrics,
+            lineage=event.payload.lineage.model_dump(mode="json"),
+            request_ids=request_ids,
             candidate=(self.candidates_topic, spec.model.encode(), dumps(event)),
             candidate_event_id=str(event.event_id),
         )
-        log.info("%s v%d: %s (%s rows, %s)", spec.model, version, status, result.row_count,
-                 {k: round(v, 4) for k, v in result.metrics.items()})
+        log.info(
+            "%s v%d: %s (%s rows, %s)",
+            spec.model,
+            version,
+            status,
+            result.row_count,
+            {k: round(v, 4) for k, v in result.metrics.items()},
+        )
         return RunOutcome(spec.model, status, version, str(run_id), result, event)
 
     async def retrain(self, spec: ModelSpec, lineage: Lineage) -> TrainingResult:
@@ -135,10 +215,14 @@ class TrainingRunner:
         if contract is None:
             raise LookupError(f"unknown contract {lineage.contract}")
         data = await self.repo.load_lineage(lineage.contract, lineage.offsets)
-        config = training_config(spec).model_copy(update={
-            "family": lineage.family, "hyperparameters": lineage.hyperparameters, "seed": lineage.seed,
-            "holdout_fraction": float(lineage.holdout.get("fraction", spec.training.holdout_fraction)),
-        })
+        config = training_config(spec).model_copy(
+            update={
+                "family": lineage.family,
+                "hyperparameters": lineage.hyperparameters,
+                "seed": lineage.seed,
+                "holdout_fraction": float(lineage.holdout.get("fraction", spec.training.holdout_fraction)),
+            }
+        )
         return await asyncio.to_thread(train_model, contract, data.records, config)
 
 
@@ -151,8 +235,13 @@ class _Window:
 class Scheduler:
     """Watches every model of the catalog and starts debounced runs."""
 
-    def __init__(self, repo: TrainerRepository, runner: TrainingRunner, specs: dict[str, ModelSpec],
-                 poll_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        repo: TrainerRepository,
+        runner: TrainingRunner,
+        specs: dict[str, ModelSpec],
+        poll_s: float = 1.0,
+    ) -> None:
         self.repo = repo
         self.runner = runner
         self.specs = specs
@@ -171,7 +260,9 @@ class Scheduler:
         last_seq = int(last["last_seq"]) if last is not None else 0
         fresh = await self.repo.rows_since(spec.contract, last_seq)
         policy = spec.training
-        if (last is None and fresh >= policy.min_rows) or (last is not None and fresh >= policy.retrain_after_new_rows):
+        if (last is None and fresh >= policy.min_rows) or (
+            last is not None and fresh >= policy.retrain_after_new_rows
+        ):
             triggers.add("count")
         if policy.schedule_seconds and last is not None and fresh > 0:
             finished = last["finished_at"] or last["started_at"]

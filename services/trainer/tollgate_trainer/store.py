@@ -42,8 +42,10 @@ def offset_ranges(positions: Sequence[tuple[str, int, int]]) -> list[OffsetRange
         span = spans.setdefault((topic, partition), [offset, offset])
         span[0] = min(span[0], offset)
         span[1] = max(span[1], offset)
-    return [OffsetRange(topic=t, partition=p, first_offset=lo, last_offset=hi)
-            for (t, p), (lo, hi) in sorted(spans.items())]
+    return [
+        OffsetRange(topic=t, partition=p, first_offset=lo, last_offset=hi)
+        for (t, p), (lo, hi) in sorted(spans.items())
+    ]
 
 
 class TrainerRepository:
@@ -61,8 +63,12 @@ class TrainerRepository:
                    SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::integer[], $5::bigint[],
                                         $6::timestamptz[], $7::jsonb[])
                    ON CONFLICT (event_id) DO NOTHING RETURNING 1""",
-                [r.event_id for r in rows], [r.contract for r in rows], [r.topic for r in rows],
-                [r.partition for r in rows], [r.offset for r in rows], [r.occurred_at for r in rows],
+                [r.event_id for r in rows],
+                [r.contract for r in rows],
+                [r.topic for r in rows],
+                [r.partition for r in rows],
+                [r.offset for r in rows],
+                [r.occurred_at for r in rows],
                 [r.payload.decode() for r in rows],
             )
         return len(result)
@@ -71,14 +77,20 @@ class TrainerRepository:
         async with self.pool.acquire() as conn:
             status = await conn.execute(
                 """INSERT INTO trainer_requests (event_id, model, reason, requested_by) VALUES ($1, $2, $3, $4)
-                   ON CONFLICT (event_id) DO NOTHING""", event_id, model, reason, requested_by)
+                   ON CONFLICT (event_id) DO NOTHING""",
+                event_id,
+                model,
+                reason,
+                requested_by,
+            )
         return status.endswith(" 1")
 
     async def pending_requests(self, model: str) -> list[str]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT event_id FROM trainer_requests WHERE model = $1 AND run_id IS NULL ORDER BY received_at",
-                model)
+                model,
+            )
         return [str(r[0]) for r in rows]
 
     async def newest_seq(self, contract: str) -> int:
@@ -89,14 +101,16 @@ class TrainerRepository:
     async def rows_since(self, contract: str, seq: int) -> int:
         async with self.pool.acquire() as conn:
             value = await conn.fetchval(
-                "SELECT count(*) FROM trainer_rows WHERE contract = $1 AND seq > $2", contract, seq)
+                "SELECT count(*) FROM trainer_rows WHERE contract = $1 AND seq > $2", contract, seq
+            )
         return int(value)
 
     async def last_run(self, model: str) -> asyncpg.Record | None:
         async with self.pool.acquire() as conn:
             row: asyncpg.Record | None = await conn.fetchrow(
                 "SELECT * FROM trainer_runs WHERE model = $1 AND status <> 'failed' ORDER BY version DESC LIMIT 1",
-                model)
+                model,
+            )
         return row
 
     async def load_newest(self, contract: str, max_rows: int, up_to_seq: int) -> TrainingData:
@@ -107,7 +121,10 @@ class TrainerRepository:
                        SELECT seq, topic, partition, "offset", occurred_at, payload FROM trainer_rows
                        WHERE contract = $1 AND seq <= $2 ORDER BY seq DESC LIMIT $3) newest
                    ORDER BY occurred_at, topic, partition, "offset" """,
-                contract, up_to_seq, max_rows)
+                contract,
+                up_to_seq,
+                max_rows,
+            )
         return self._data(rows)
 
     async def load_lineage(self, contract: str, offsets: Sequence[OffsetRange]) -> TrainingData:
@@ -120,8 +137,12 @@ class TrainerRepository:
                      ON r.topic = s.topic AND r.partition = s.partition AND r."offset" BETWEEN s.lo AND s.hi
                    WHERE r.contract = $1
                    ORDER BY r.occurred_at, r.topic, r.partition, r."offset" """,
-                contract, [o.topic for o in offsets], [o.partition for o in offsets],
-                [o.first_offset for o in offsets], [o.last_offset for o in offsets])
+                contract,
+                [o.topic for o in offsets],
+                [o.partition for o in offsets],
+                [o.first_offset for o in offsets],
+                [o.last_offset for o in offsets],
+            )
         return self._data(rows)
 
     @staticmethod
@@ -137,28 +158,54 @@ class TrainerRepository:
         run_id = uuid.uuid4()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('trainer-version:' || $1))", model)
-            version = int(await conn.fetchval(
-                "SELECT coalesce(max(version), 0) + 1 FROM trainer_runs WHERE model = $1", model))
+            version = int(
+                await conn.fetchval(
+                    "SELECT coalesce(max(version), 0) + 1 FROM trainer_runs WHERE model = $1", model
+                )
+            )
             await conn.execute(
                 "INSERT INTO trainer_runs (run_id, model, version, trigger, status, last_seq) "
-                "VALUES ($1, $2, $3, $4, 'running', $5)", run_id, model, version, trigger, last_seq)
+                "VALUES ($1, $2, $3, $4, 'running', $5)",
+                run_id,
+                model,
+                version,
+                trigger,
+                last_seq,
+            )
         return run_id, version
 
     async def finish_run(
-        self, run_id: uuid.UUID, *, status: str, row_count: int | None = None, metrics: dict[str, float] | None = None,
-        lineage: dict[str, Any] | None = None, error: str | None = None, candidate: tuple[str, bytes, bytes] | None = None,
-        request_ids: Sequence[str] = (), candidate_event_id: str | None = None,
+        self,
+        run_id: uuid.UUID,
+        *,
+        status: str,
+        row_count: int | None = None,
+        metrics: dict[str, float] | None = None,
+        lineage: dict[str, Any] | None = None,
+        error: str | None = None,
+        candidate: tuple[str, bytes, bytes] | None = None,
+        request_ids: Sequence[str] = (),
+        candidate_event_id: str | None = None,
     ) -> None:
         """Record the outcome; the candidate event goes into the outbox in the same transaction."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """UPDATE trainer_runs SET status = $2, finished_at = now(), row_count = $3, metrics = $4::jsonb,
                        lineage = $5::jsonb, error = $6, candidate_event_id = $7 WHERE run_id = $1""",
-                run_id, status, row_count, orjson.dumps(metrics).decode() if metrics is not None else None,
-                orjson.dumps(lineage).decode() if lineage is not None else None, error, candidate_event_id)
+                run_id,
+                status,
+                row_count,
+                orjson.dumps(metrics).decode() if metrics is not None else None,
+                orjson.dumps(lineage).decode() if lineage is not None else None,
+                error,
+                candidate_event_id,
+            )
             if request_ids:
-                await conn.execute("UPDATE trainer_requests SET run_id = $1 WHERE event_id = ANY($2::uuid[])",
-                                   run_id, list(request_ids))
+                await conn.execute(
+                    "UPDATE trainer_requests SET run_id = $1 WHERE event_id = ANY($2::uuid[])",
+                    run_id,
+                    list(request_ids),
+                )
             if candidate is not None:
                 topic, key, value = candidate
                 await self.outbox.add(conn, topic, value, key=key)
@@ -169,6 +216,14 @@ class TrainerRepository:
             rows = await conn.fetch(
                 "SELECT run_id, model, version, trigger, status, started_at, finished_at, row_count, metrics, error "
                 "FROM trainer_runs WHERE $1::text IS NULL OR model = $1 ORDER BY started_at DESC LIMIT $2",
-                model, limit)
-        return [{**dict(r), "run_id": str(r["run_id"]),
-                 "metrics": orjson.loads(r["metrics"]) if r["metrics"] else None} for r in rows]
+                model,
+                limit,
+            )
+        return [
+            {
+                **dict(r),
+                "run_id": str(r["run_id"]),
+                "metrics": orjson.loads(r["metrics"]) if r["metrics"] else None,
+            }
+            for r in rows
+        ]

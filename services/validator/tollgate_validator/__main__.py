@@ -14,8 +14,13 @@ async def main() -> None:
     validator = Validator(settings)
     await validator.start()
     assert validator.stage is not None
-    await run_service(validator.http_app(), host=settings.http_host, port=settings.http_port,
-                      loops=[validator.stage.run], on_stop=validator.stop)
+    await run_service(
+        validator.http_app(),
+        host=settings.http_host,
+        port=settings.http_port,
+        loops=[validator.stage.run],
+        on_stop=validator.stop,
+    )
 
 
 if __name__ == "__main__":

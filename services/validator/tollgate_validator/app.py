@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from faststream.kafka import KafkaBroker
 from fastapi import FastAPI
+from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
@@ -38,14 +38,19 @@ class ValidatorSettings(ServiceSettings):
     batch_max_records: int = Field(5000, description="Most events validated in one transaction.")
     iqr_factor: float = Field(3.0, description="How many IQRs beyond the 0.1%/99.9% training quantiles flag.")
     trace_sample_ratio: float = Field(0.01, description="Share of new traces recorded as spans.")
-    contracts_dir: str | None = Field(None, description="Dataset contracts folder (default schemas/datasets).")
+    contracts_dir: str | None = Field(
+        None, description="Dataset contracts folder (default schemas/datasets)."
+    )
 
 
-def declare_reference_subscriber(
-    broker: KafkaBroker, topics: Topics, group: str, on_reference: Any
-) -> None:
-    @subscribe(broker, topics.models_candidates, service=SERVICE, topics=topics,
-               delivery=Delivery(group_id=group, max_workers=1))
+def declare_reference_subscriber(broker: KafkaBroker, topics: Topics, group: str, on_reference: Any) -> None:
+    @subscribe(
+        broker,
+        topics.models_candidates,
+        service=SERVICE,
+        topics=topics,
+        delivery=Delivery(group_id=group, max_workers=1),
+    )
     async def training_reference(body: bytes) -> None:
         """Keep the newest training reference per dataset contract for statistical expectations."""
         await on_reference(orjson.loads(body))
@@ -59,11 +64,13 @@ class Validator:
         self.references = References(settings.iqr_factor)
         self.registry = CollectorRegistry()
         self.metrics = ValidatorMetrics(self.registry)
-        self.tracer = setup_tracing(SERVICE, sample_ratio=settings.trace_sample_ratio,
-                                    console=settings.otel_console).get_tracer("tollgate.validator")
+        self.tracer = setup_tracing(
+            SERVICE, sample_ratio=settings.trace_sample_ratio, console=settings.otel_console
+        ).get_tracer("tollgate.validator")
         self.broker = create_broker(settings, SERVICE)
-        declare_reference_subscriber(self.broker, self.topics, f"{settings.topic_namespace}.{SERVICE}.references",
-                                     self.on_candidate)
+        declare_reference_subscriber(
+            self.broker, self.topics, f"{settings.topic_namespace}.{SERVICE}.references", self.on_candidate
+        )
         self.pool: Any = None
         self.stage: TransactionalStage | None = None
 
@@ -77,8 +84,11 @@ class Validator:
                    VALUES ($1, $2, $3, $4::jsonb, $5)
                    ON CONFLICT (contract) DO UPDATE SET model = EXCLUDED.model, version = EXCLUDED.version,
                        reference = EXCLUDED.reference, source_event = EXCLUDED.source_event, updated_at = now()""",
-                reference.contract, str(payload["model"]), str(payload["version"]),
-                reference.model_dump_json(), event["event_id"],
+                reference.contract,
+                str(payload["model"]),
+                str(payload["version"]),
+                reference.model_dump_json(),
+                event["event_id"],
             )
 
     async def start(self) -> None:
@@ -96,11 +106,13 @@ class Validator:
             transactional_id=f"{s.topic_namespace}.{SERVICE}-{s.instance_id}",
             client_id=s.client_id(SERVICE),
             handler=ValidatorStage(
-                self.contracts, self.references,
+                self.contracts,
+                self.references,
                 validated_topic=self.topics.events_validated,
                 rejected_topic=self.topics.events_rejected,
                 dlq_topic=self.topics.dlq(SERVICE),
-                metrics=self.metrics, tracer=self.tracer,
+                metrics=self.metrics,
+                tracer=self.tracer,
             ),
             max_records=s.batch_max_records,
         )
@@ -135,8 +147,12 @@ class Validator:
         @app.get("/v1/contracts", tags=["contracts"], summary="Dataset contracts this validator enforces")
         async def contracts() -> list[dict[str, Any]]:
             return [
-                {"schema": c.schema_id, "digest": c.digest, "features": c.feature_names,
-                 "reference": c.schema_id in self.references.by_contract}
+                {
+                    "schema": c.schema_id,
+                    "digest": c.digest,
+                    "features": c.feature_names,
+                    "reference": c.schema_id in self.references.by_contract,
+                }
                 for c in self.contracts
             ]
 

@@ -35,6 +35,7 @@ def build_broker(settings: ServiceSettings) -> KafkaBroker:
 
     broker = create_broker(settings, SERVICE)
     declare_stage(broker, stage_spec(settings))
-    declare_reference_subscriber(broker, Topics(settings.topic_namespace),
-                                 f"{settings.topic_namespace}.{SERVICE}.references", ignore)
+    declare_reference_subscriber(
+        broker, Topics(settings.topic_namespace), f"{settings.topic_namespace}.{SERVICE}.references", ignore
+    )
     return broker

@@ -35,7 +35,11 @@ def _compile_field(spec: FieldSpec) -> Check:
 
     def check(value: Any) -> Violation | None:
         if value is None:
-            return None if nullable else bad("nullable", f"{name} is null but the contract requires a value", None)
+            return (
+                None
+                if nullable
+                else bad("nullable", f"{name} is null but the contract requires a value", None)
+            )
         if kind is FieldType.NUMBER:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 return bad("type", f"{name} must be a number, got {_type_name(value)}", value)
@@ -89,12 +93,20 @@ class CompiledContract:
                 if problem is not None:
                     found.append(problem)
             elif not (name == self.label_field and self._label_nullable) and not self._optional(name):
-                found.append({"field": name, "rule": "required", "message": f"{name} is missing", "value": None})
+                found.append(
+                    {"field": name, "rule": "required", "message": f"{name} is missing", "value": None}
+                )
         if len(payload) > len(self._known) or any(k not in self._known for k in payload):
             for key in payload:
                 if key not in self._known:
-                    found.append({"field": key, "rule": "unknown_field",
-                                  "message": f"{key} is not a field of {self.contract.schema_id}", "value": None})
+                    found.append(
+                        {
+                            "field": key,
+                            "rule": "unknown_field",
+                            "message": f"{key} is not a field of {self.contract.schema_id}",
+                            "value": None,
+                        }
+                    )
         return found
 
     def _optional(self, name: str) -> bool:
@@ -130,14 +142,26 @@ class Expectations:
         for name, lo, hi in self._numeric:
             value = payload.get(name)
             if isinstance(value, int | float) and not isinstance(value, bool) and not lo <= value <= hi:
-                found.append({"field": name, "check": "outside_training_range", "value": value,
-                              "expected": f"[{lo:.6g}, {hi:.6g}]"})
+                found.append(
+                    {
+                        "field": name,
+                        "check": "outside_training_range",
+                        "value": value,
+                        "expected": f"[{lo:.6g}, {hi:.6g}]",
+                    }
+                )
         for name, seen in self._categories:
             value = payload.get(name)
             if value is None:
                 continue
             shown = ("true" if value else "false") if isinstance(value, bool) else value
             if isinstance(shown, str) and shown not in seen:
-                found.append({"field": name, "check": "unseen_category", "value": value,
-                              "expected": ", ".join(sorted(seen))[:200]})
+                found.append(
+                    {
+                        "field": name,
+                        "check": "unseen_category",
+                        "value": value,
+                        "expected": ", ".join(sorted(seen))[:200],
+                    }
+                )
         return found

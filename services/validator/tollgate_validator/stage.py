@@ -23,12 +23,24 @@ SERVICE = "validator"
 
 class ValidatorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.events = Counter("tollgate_validator_events", "Events by contract and outcome",
-                              ["contract", "outcome"], registry=registry)
-        self.violations = Counter("tollgate_validator_violations", "Failed contract rules",
-                                  ["contract", "field", "rule"], registry=registry)
-        self.flags = Counter("tollgate_validator_quality_flags", "Values unusual against the training reference",
-                             ["contract", "field", "check"], registry=registry)
+        self.events = Counter(
+            "tollgate_validator_events",
+            "Events by contract and outcome",
+            ["contract", "outcome"],
+            registry=registry,
+        )
+        self.violations = Counter(
+            "tollgate_validator_violations",
+            "Failed contract rules",
+            ["contract", "field", "rule"],
+            registry=registry,
+        )
+        self.flags = Counter(
+            "tollgate_validator_quality_flags",
+            "Values unusual against the training reference",
+            ["contract", "field", "check"],
+            registry=registry,
+        )
         self.dead = Counter("tollgate_validator_dead_lettered", "Messages sent to the DLQ", registry=registry)
 
 
@@ -81,8 +93,18 @@ class ValidatorStage:
                 outputs.append(dead_letter(rec, self._dlq, SERVICE, f"not an ingested event: {reason}"))
                 dead += 1
                 continue
-            problems = compiled.violations(payload) if isinstance(payload, dict) else [
-                {"field": "payload", "rule": "type", "message": "payload must be an object", "value": None}]
+            problems = (
+                compiled.violations(payload)
+                if isinstance(payload, dict)
+                else [
+                    {
+                        "field": "payload",
+                        "rule": "type",
+                        "message": "payload must be an object",
+                        "value": None,
+                    }
+                ]
+            )
             if problems:
                 doc["rejected_at"] = stamp
                 doc["violations"] = problems
@@ -101,8 +123,9 @@ class ValidatorStage:
                 outcomes[(schema_id, "valid")] += 1
                 for f in flags:
                     flagged[(schema_id, f["field"], f["check"])] += 1
-            traceparent = forward_traceparent(self._tracer, "validate event", rec.headers,
-                                              {"tollgate.schema": schema_id})
+            traceparent = forward_traceparent(
+                self._tracer, "validate event", rec.headers, {"tollgate.schema": schema_id}
+            )
             headers = [(TRACEPARENT, traceparent)] if traceparent else []
             outputs.append(OutRecord(topic, orjson.dumps(doc), rec.key, headers))
         for (contract, outcome), n in outcomes.items():

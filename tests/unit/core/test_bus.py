@@ -18,8 +18,13 @@ async def test_handler_gets_raw_bytes_and_failures_reach_the_dlq_after_retries()
     seen: list[bytes] = []
     attempts = {"poison": 0}
 
-    @subscribe(broker, "unit.in", service="trainer", topics=topics,
-               delivery=Delivery(group_id="g", retries=2, retry_backoff_s=0.0))
+    @subscribe(
+        broker,
+        "unit.in",
+        service="trainer",
+        topics=topics,
+        delivery=Delivery(group_id="g", retries=2, retry_backoff_s=0.0),
+    )
     async def handler(body: bytes) -> None:
         if body == b'{"poison": true}':
             attempts["poison"] += 1
@@ -31,6 +36,7 @@ async def test_handler_gets_raw_bytes_and_failures_reach_the_dlq_after_retries()
     @broker.subscriber(topics.dlq("trainer"), group_id="dlq-reader")
     async def dlq(message: KafkaMessage) -> None:
         dead.append((message.body, dict(message.headers)))
+
     async with TestKafkaBroker(broker) as br:
         await br.publish(b'{"ok": 1}', "unit.in")
         await br.publish(b'{"poison": true}', "unit.in")

@@ -17,8 +17,11 @@ def normaliser() -> Normaliser:
 
 def envelope(**overrides: object) -> dict[str, object]:
     doc: dict[str, object] = {
-        "event_id": str(uuid.uuid4()), "event_type": "observation", "schema": "credit-default.v1",
-        "occurred_at": "2026-03-01T10:00:00+02:00", "producer": "core-banking",
+        "event_id": str(uuid.uuid4()),
+        "event_type": "observation",
+        "schema": "credit-default.v1",
+        "occurred_at": "2026-03-01T10:00:00+02:00",
+        "producer": "core-banking",
         "payload": {"customer_id": "C7", "student": "No", "balance": 1.0, "income": 2.0, "default": None},
     }
     doc.update(overrides)

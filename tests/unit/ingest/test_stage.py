@@ -6,11 +6,11 @@ import orjson
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
+from tests.kafka_helpers import good_record, raw_event
 from tollgate_core.contracts import ContractRegistry
 from tollgate_ingest.claims import MemoryClaimStore
 from tollgate_ingest.core import Normaliser
 from tollgate_ingest.stage import IngestMetrics, IngestStage
-from tests.kafka_helpers import good_record, raw_event
 
 
 def record(value: bytes, offset: int, partition: int = 0) -> ConsumerRecord[bytes, bytes]:
@@ -18,16 +18,24 @@ def record(value: bytes, offset: int, partition: int = 0) -> ConsumerRecord[byte
 
 
 def make_stage(claims: MemoryClaimStore) -> IngestStage:
-    return IngestStage(Normaliser(ContractRegistry.from_directory()), claims, output_topic="ingested",
-                       dlq_topic="dlq", metrics=IngestMetrics(CollectorRegistry()))
+    return IngestStage(
+        Normaliser(ContractRegistry.from_directory()),
+        claims,
+        output_topic="ingested",
+        dlq_topic="dlq",
+        metrics=IngestMetrics(CollectorRegistry()),
+    )
 
 
 async def test_duplicates_dropped_poison_dead_lettered_replay_kept() -> None:
     claims = MemoryClaimStore()
     stage = make_stage(claims)
     eid = str(uuid.uuid4())
-    batch = [record(raw_event(good_record(1), event_id=eid), 0), record(b"garbage", 1),
-             record(raw_event(good_record(1), event_id=eid), 2)]
+    batch = [
+        record(raw_event(good_record(1), event_id=eid), 0),
+        record(b"garbage", 1),
+        record(raw_event(good_record(1), event_id=eid), 2),
+    ]
     out = await stage(batch)
     assert [o.topic for o in out] == ["dlq", "ingested"]
     assert orjson.loads(out[1].value)["event_id"] == eid

@@ -84,8 +84,8 @@ def test_topic_schema_names_its_topic_version() -> None:
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     assert "schema" in schema["properties"] and "schema_" not in schema["properties"], "aliases on the wire"
     assert schema["additionalProperties"] is False
-    # drafts without a model and opaque dead-letter topics get no schema
-    assert not any(path.startswith(("topics/dlq.", "topics/models.lifecycle/")) for path in generated.files)
+    # opaque dead-letter topics get no schema
+    assert not any(path.startswith("topics/dlq.") for path in generated.files)
     assert schemagen.CONTRACT_SCHEMA_PATH in generated.files
 
 
@@ -130,10 +130,10 @@ def test_check_reports_invalid_and_missing_examples(tree: Path) -> None:
 
 
 def test_check_reports_examples_of_a_version_without_schema(tree: Path) -> None:
-    (tree / "topics/models.lifecycle/v1.examples").mkdir(parents=True)
+    (tree / "topics/events.raw/v7.examples").mkdir(parents=True)
     problems = schemagen.check(tree, services=()).problems
     assert any(
-        "models.lifecycle/v1.examples: examples of a topic version that has no generated schema" in p
+        "events.raw/v7.examples: examples of a topic version that has no generated schema" in p
         for p in problems
     )
 

@@ -57,16 +57,30 @@ def test_every_failure_is_listed(compiled: CompiledContract) -> None:
 
 
 def test_expectations_flag_far_outside_training() -> None:
-    numeric = NumericSummary(count=100, null_fraction=0, mean=50, std=10, min=0, max=100,
-                             quantiles={"0.001": 1, "0.25": 40, "0.75": 60, "0.999": 99},
-                             bin_edges=[50], bin_fractions=[0.5, 0.5])
-    ref = ReferenceProfile(contract="credit-default.v1", row_count=100,
-                           features={"balance": numeric,
-                                     "student": CategorySummary(count=100, null_fraction=0,
-                                                                frequencies={"No": 1.0})},
-                           prediction=numeric)
+    numeric = NumericSummary(
+        count=100,
+        null_fraction=0,
+        mean=50,
+        std=10,
+        min=0,
+        max=100,
+        quantiles={"0.001": 1, "0.25": 40, "0.75": 60, "0.999": 99},
+        bin_edges=[50],
+        bin_fractions=[0.5, 0.5],
+    )
+    ref = ReferenceProfile(
+        contract="credit-default.v1",
+        row_count=100,
+        features={
+            "balance": numeric,
+            "student": CategorySummary(count=100, null_fraction=0, frequencies={"No": 1.0}),
+        },
+        prediction=numeric,
+    )
     exp = Expectations(ref, iqr_factor=3)
     assert exp.flags({"balance": 150, "student": "No"}) == []  # within 99 + 3*20
     flags = exp.flags({"balance": 160, "student": "Yes"})
-    assert {(f["field"], f["check"]) for f in flags} == {("balance", "outside_training_range"),
-                                                         ("student", "unseen_category")}
+    assert {(f["field"], f["check"]) for f in flags} == {
+        ("balance", "outside_training_range"),
+        ("student", "unseen_category"),
+    }
