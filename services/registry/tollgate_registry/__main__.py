@@ -1,0 +1,26 @@
+"""``python -m tollgate_registry``: run the registry service."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tollgate_core.service import configure_logging, run_service
+from tollgate_registry.app import Registry, RegistrySettings
+
+
+async def main() -> None:
+    settings = RegistrySettings()
+    configure_logging(settings.log_level)
+    registry = Registry(settings)
+    await registry.start()
+    await run_service(
+        registry.http_app(),
+        host=settings.http_host,
+        port=settings.http_port,
+        loops=[registry.relay_lifecycle_events, registry.end_canary_periods],
+        on_stop=registry.stop,
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,164 @@
+"""Wires the registry: settings → PostgreSQL repository and outbox, artifact store, model catalog, the
+candidate subscriber, the outbox relay, the canary loop and the HTTP API. Nothing runs at import."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from tollgate_core.artifacts import DirectoryArtifactStore
+from tollgate_core.bus import create_broker
+from tollgate_core.db import create_pool, ping
+from tollgate_core.http import create_http_app
+from tollgate_core.kafka import producer_config
+from tollgate_core.lifecycle import CandidateEvent
+from tollgate_core.models import model_catalog
+from tollgate_core.outbox import Outbox
+from tollgate_core.settings import ServiceSettings
+from tollgate_core.topics import Topics, catalog
+from tollgate_registry.api import install
+from tollgate_registry.asyncapi import SERVICE, declare_candidate_subscriber
+from tollgate_registry.core import ModelRegistry
+from tollgate_registry.postgres import OUTBOX_TABLE, PostgresRepository
+from tollgate_registry.state import Change
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class RegistrySettings(ServiceSettings):
+    """Settings of the registry (environment prefix ``TOLLGATE_REGISTRY_``; the artifact store and the model
+    catalog are shared settings: ``TOLLGATE_ARTIFACT_DIR``, ``TOLLGATE_MODELS_DIR``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TOLLGATE_REGISTRY_", extra="ignore")
+
+    http_port: int = Field(8082, description="Port of the registry API.")
+    canary_poll_seconds: float = Field(
+        1.0, gt=0, description="How often ended canary periods are looked for."
+    )
+    outbox_poll_seconds: float = Field(
+        0.5, gt=0, description="Outbox relay poll interval (it is also woken after every commit)."
+    )
+    db_pool_size: int = Field(5, ge=2, description="Most PostgreSQL connections.")
+
+
+def lifecycle_schema_id() -> str:
+    """``models.lifecycle.v<N>``: the schema id lifecycle events carry, from the topic catalog."""
+    spec = catalog()["models.lifecycle"]
+    return f"{spec.name}.v{spec.current.version}"
+
+
+class RegistryMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.candidates = Counter(
+            "tollgate_registry_candidates", "Candidate events by outcome", ["outcome"], registry=registry
+        )
+        self.transitions = Counter(
+            "tollgate_registry_transitions",
+            "Version state changes",
+            ["model", "transition"],
+            registry=registry,
+        )
+
+
+class Registry:
+    """One registry process."""
+
+    def __init__(self, settings: RegistrySettings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_namespace)
+        self.catalog = model_catalog(settings.models_path())
+        self.store = DirectoryArtifactStore(settings.artifact_path())
+        self.registry = CollectorRegistry()
+        self.metrics = RegistryMetrics(self.registry)
+        self.broker = create_broker(settings, SERVICE)
+        declare_candidate_subscriber(self.broker, settings, self.on_candidate)
+        self.pool: Any = None
+        self.outbox: Outbox | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.core: ModelRegistry | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        s = self.settings
+        self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=s.db_pool_size)
+        self.outbox = Outbox(self.pool, OUTBOX_TABLE)
+        self.core = ModelRegistry(
+            PostgresRepository(self.pool, self.outbox, self.topics.models_lifecycle),
+            self.catalog,
+            self.store,
+            lifecycle_schema=lifecycle_schema_id(),
+            on_change=self._count,
+        )
+        self.producer = AIOKafkaProducer(
+            **producer_config(s.kafka_bootstrap, s.client_id(SERVICE) + "-outbox")
+        )
+        await self.producer.start()
+        await self.broker.start()
+        log.info("registry: %d model(s) in the catalog, artifacts in %s", len(self.catalog), self.store.root)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self.broker.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        if self.pool is not None:
+            await self.pool.close()
+
+    def _count(self, model: str, change: Change) -> None:
+        self.metrics.transitions.labels(model, change.transition.value).inc()
+
+    async def on_candidate(self, body: bytes) -> None:
+        assert self.core is not None, "start() first"
+        event = CandidateEvent.model_validate_json(body)
+        outcome = await self.core.on_candidate(event)
+        self.metrics.candidates.labels(outcome.value).inc()
+
+    async def relay_lifecycle_events(self) -> None:
+        assert self.outbox is not None and self.producer is not None
+        await self.outbox.relay(self.producer, poll_s=self.settings.outbox_poll_seconds)
+
+    async def end_canary_periods(self) -> None:
+        """Promote staging versions whose canary period ended; errors are logged and retried next tick."""
+        assert self.core is not None
+        while not self._stopping.is_set():
+            try:
+                await self.core.promote_due_canaries()
+            except Exception:  # a database hiccup must not stop the loop; the same versions are due next tick
+                if self._stopping.is_set():
+                    return
+                log.exception("canary promotion failed; retrying")
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.canary_poll_seconds)
+            except TimeoutError:
+                pass
+
+    async def _kafka_ready(self) -> None:
+        assert self.producer is not None
+        await self.producer.client.fetch_all_metadata()
+        if not await self.broker.ping(timeout=2):
+            raise RuntimeError("broker not reachable")
+
+    async def _db_ready(self) -> None:
+        await ping(self.pool)
+
+    def http_app(self) -> FastAPI:
+        assert self.core is not None, "start() first"
+        app = create_http_app(
+            title="tollgate registry",
+            version="1.0.0",
+            description="Model versions, promotion gates, approvals and rollbacks; every change is published "
+            "on models.lifecycle.",
+            registry=self.registry,
+            checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
+        )
+        install(app, self.core)
+        return app

@@ -1,0 +1,283 @@
+"""``tollgate``: the platform's command line. The registry's commands talk to its HTTP API
+(``TOLLGATE_REGISTRY_URL``, default http://127.0.0.1:8082) and print rich tables.
+
+Other parts of the platform add their commands to the same :data:`app`: a command group is a
+``typer.Typer()`` added with ``app.add_typer(group, name="audit")``; :func:`request` and :func:`fail` are
+shared so every command reports HTTP errors the same way (the server's message, exit status 1; exit status
+2 when the service cannot be reached).
+"""
+
+from __future__ import annotations
+
+import getpass
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+DEFAULT_REGISTRY_URL = "http://127.0.0.1:8082"
+
+app = typer.Typer(
+    name="tollgate",
+    help="tollgate: models, versions, promotions, approvals and rollbacks.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+RegistryUrl = Annotated[
+    str, typer.Option("--registry-url", envvar="TOLLGATE_REGISTRY_URL", help="Base URL of the registry API.")
+]
+Model = Annotated[str, typer.Argument(help="Model name, e.g. credit-default-risk.")]
+Version = Annotated[str, typer.Argument(help="Model version.")]
+Reason = Annotated[str, typer.Option("--reason", help="Why: recorded with the change and published.")]
+By = Annotated[str | None, typer.Option("--by", help="Who makes the change (default: the current user).")]
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def request(method: str, base_url: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call a tollgate HTTP API; a non-2xx answer ends the command with the server's message."""
+    try:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            response = client.request(method, path, json=body)
+    except httpx.HTTPError as exc:
+        fail(f"cannot reach {base_url}: {exc}", code=2)
+    if response.is_success:
+        return response.json()
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    if isinstance(detail, list):  # FastAPI validation errors
+        detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail)
+    fail(f"{response.status_code} {response.reason_phrase}: {detail}")
+
+
+def _who(by: str | None) -> str:
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "operator"
+
+
+def _time(value: str | None) -> str:
+    return "" if not value else value.replace("T", " ")[:19]
+
+
+def _num(value: Any) -> str:
+    return "" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _stage(stage: str | None) -> str:
+    colours = {
+        "production": "bold green",
+        "staging": "yellow",
+        "rejected": "red",
+        "archived": "dim",
+        "candidate": "cyan",
+    }
+    return "" if not stage else f"[{colours.get(stage, 'white')}]{stage}[/]"
+
+
+def _print_action(result: dict[str, Any]) -> None:
+    table = Table(title=f"{result['model']}: changes")
+    for column in ("version", "transition", "from → to", "actor", "reason"):
+        table.add_column(column)
+    for c in result["changes"]:
+        table.add_row(
+            c["version"],
+            c["transition"],
+            f"{c['from_stage'] or 'new'} → {_stage(c['to_stage'])}",
+            c["actor"],
+            c["reason"],
+        )
+    console.print(table)
+    console.print(
+        f"production: [bold]{result['production_version'] or '-'}[/]   "
+        f"staging: [bold]{result['staging_version'] or '-'}[/]"
+    )
+
+
+@app.command("models")
+def list_models(registry_url: RegistryUrl = DEFAULT_REGISTRY_URL) -> None:
+    """List models with their production and staging versions."""
+    table = Table(title="models")
+    for column in ("model", "production", "staging", "versions", "rollout", "contract"):
+        table.add_column(column)
+    for m in request("GET", registry_url, "/v1/models"):
+        rollout = m["rollout"] or {}
+        mode = rollout.get("mode", "")
+        if mode == "canary":
+            mode += " (shadow)" if rollout.get("shadow") else f" {rollout.get('canary_weight', 0):.0%}"
+        table.add_row(
+            m["model"],
+            m["production_version"] or "-",
+            m["staging_version"] or "-",
+            str(m["versions"]),
+            mode,
+            m["contract"] or "(not in catalog)",
+        )
+    console.print(table)
+
+
+@app.command("versions")
+def list_versions(model: Model, registry_url: RegistryUrl = DEFAULT_REGISTRY_URL) -> None:
+    """List a model's versions, oldest first."""
+    versions = request("GET", registry_url, f"/v1/models/{model}/versions")
+    metric_names = sorted({k for v in versions for k in v["metrics"]} - {"count"})[:6]
+    table = Table(title=f"{model}: versions")
+    for column in ("version", "stage", "gates", "registered", *metric_names):
+        table.add_column(column, justify="right" if column in metric_names else "left")
+    for v in versions:
+        table.add_row(
+            v["version"],
+            _stage(v["stage"]),
+            "[green]pass[/]" if v["gates_passed"] else "[red]fail[/]",
+            _time(v["registered_at"]),
+            *(_num(v["metrics"].get(m)) for m in metric_names),
+        )
+    console.print(table)
+
+
+@app.command("show")
+def show_version(model: Model, version: Version, registry_url: RegistryUrl = DEFAULT_REGISTRY_URL) -> None:
+    """Show a version: stage, gates, metrics, lineage and every transition."""
+    v = request("GET", registry_url, f"/v1/models/{model}/versions/{version}")
+    lineage = v["lineage"]
+    console.print(
+        f"[bold]{model} {version}[/]  {_stage(v['stage'])}  task={v['task']}  contract={v['contract']}"
+    )
+    console.print(f"artifact sha256:{v['artifact']['digest']} ({v['artifact']['size_bytes']} bytes)")
+    console.print(
+        f"run {v['run_id']}, trained {_time(v['trained_at'])}, family {lineage['family']}, "
+        f"{lineage['row_count']} rows, data {lineage['data_hash'][:16]}, code {lineage['code_version']}"
+    )
+    if v.get("approval"):
+        a = v["approval"]
+        console.print(f"approved by [bold]{a['by']}[/] at {_time(a['at'])}: {a['reason']}")
+
+    gates = Table(title="gates")
+    for column in ("gate", "result", "observed", "threshold", "detail"):
+        gates.add_column(column)
+    for g in v["gates"]:
+        gates.add_row(
+            g["gate"],
+            "[green]pass[/]" if g["passed"] else "[red]FAIL[/]",
+            _num(g.get("observed")),
+            _num(g.get("threshold")),
+            g["detail"],
+        )
+    console.print(gates)
+
+    metrics = Table(title="holdout metrics")
+    metrics.add_column("metric")
+    metrics.add_column("value", justify="right")
+    for name, value in sorted(v["metrics"].items()):
+        metrics.add_row(name, _num(value))
+    console.print(metrics)
+
+    history = Table(title="transitions")
+    for column in ("at", "transition", "from → to", "actor", "reason"):
+        history.add_column(column)
+    for t in v["transitions"]:
+        history.add_row(
+            _time(t["at"]),
+            t["transition"],
+            f"{t['from_stage'] or 'new'} → {_stage(t['to_stage'])}",
+            t["actor"],
+            t["reason"],
+        )
+    console.print(history)
+
+
+@app.command("serving")
+def serving(model: Model, registry_url: RegistryUrl = DEFAULT_REGISTRY_URL) -> None:
+    """Show what serves now: the production version and the staging version with its traffic share."""
+    s = request("GET", registry_url, f"/v1/models/{model}/production")
+    production, staging = s["production"], s["staging"]
+    console.print(f"production: [bold]{production['version'] if production else '-'}[/]")
+    if staging:
+        share = "shadow" if s["shadow"] else f"{s['canary_weight']:.0%} of traffic"
+        until = f", promoted at {_time(s['canary_until'])}" if s["canary_until"] else ", awaiting approval"
+        console.print(f"staging:    [bold]{staging['version']}[/] ({share}{until})")
+    else:
+        console.print("staging:    -")
+
+
+@app.command("promote")
+def promote(
+    model: Model,
+    version: Version,
+    to: Annotated[str, typer.Option("--to", help="staging or production.")],
+    reason: Reason,
+    by: By = None,
+    registry_url: RegistryUrl = DEFAULT_REGISTRY_URL,
+) -> None:
+    """Promote a version to staging or production."""
+    if to not in ("staging", "production"):
+        fail(f"--to must be staging or production, not {to!r}")
+    _print_action(
+        request(
+            "POST",
+            registry_url,
+            f"/v1/models/{model}/versions/{version}/promote",
+            {"to": to, "reason": reason, "by": _who(by)},
+        )
+    )
+
+
+@app.command("approve")
+def approve(
+    model: Model,
+    version: Version,
+    by: Annotated[str, typer.Option("--by", help="Who approves (recorded).")],
+    reason: Reason,
+    registry_url: RegistryUrl = DEFAULT_REGISTRY_URL,
+) -> None:
+    """Approve a staging version into production."""
+    _print_action(
+        request(
+            "POST",
+            registry_url,
+            f"/v1/models/{model}/versions/{version}/approve",
+            {"by": by, "reason": reason},
+        )
+    )
+
+
+@app.command("reject")
+def reject(
+    model: Model,
+    version: Version,
+    reason: Reason,
+    by: By = None,
+    registry_url: RegistryUrl = DEFAULT_REGISTRY_URL,
+) -> None:
+    """Reject a candidate or staging version."""
+    _print_action(
+        request(
+            "POST",
+            registry_url,
+            f"/v1/models/{model}/versions/{version}/reject",
+            {"reason": reason, "by": _who(by)},
+        )
+    )
+
+
+@app.command("rollback")
+def rollback(
+    model: Model, reason: Reason, by: By = None, registry_url: RegistryUrl = DEFAULT_REGISTRY_URL
+) -> None:
+    """Return production to the previous production version."""
+    _print_action(
+        request("POST", registry_url, f"/v1/models/{model}/rollback", {"reason": reason, "by": _who(by)})
+    )

@@ -1,0 +1,94 @@
+"""The ``tollgate`` CLI against the registry API (in-process app, in-memory repository)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from typer.testing import CliRunner
+
+from tests.unit.registry.candidates import MODEL, candidate, candidate_event
+from tests.unit.registry.test_api import build_app
+from tollgate_registry import cli
+
+
+class SyncASGITransport(httpx.BaseTransport):
+    """Runs the ASGI app on one event loop for the CLI's synchronous httpx client."""
+
+    def __init__(self, app: FastAPI, loop: asyncio.AbstractEventLoop) -> None:
+        self.inner = httpx.ASGITransport(app=app)
+        self.loop = loop
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        async def forward() -> httpx.Response:
+            sent = httpx.Request(request.method, request.url, headers=request.headers, content=request.read())
+            response = await self.inner.handle_async_request(sent)
+            return httpx.Response(
+                response.status_code, headers=response.headers, content=await response.aread()
+            )
+
+        return self.loop.run_until_complete(forward())
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
+    app, core, store = build_app()
+    loop = asyncio.new_event_loop()
+    real_client = httpx.Client
+
+    async def seed() -> None:
+        await core.on_candidate(candidate_event(candidate("1", store=store)))
+        await core.on_candidate(candidate_event(candidate("2", roc_auc=0.87, store=store)))
+        await core.on_candidate(candidate_event(candidate("3", roc_auc=0.70, store=store)))
+
+    loop.run_until_complete(seed())
+
+    def client(base_url: str, timeout: float) -> Any:
+        assert base_url == "http://registry.test:8082" and timeout > 0
+        return real_client(base_url=base_url, transport=SyncASGITransport(app, loop))
+
+    monkeypatch.setattr(cli.httpx, "Client", client)
+    monkeypatch.setenv("TOLLGATE_REGISTRY_URL", "http://registry.test:8082")
+    monkeypatch.setenv("COLUMNS", "200")
+    yield CliRunner()
+    loop.close()
+
+
+def test_reading_commands(runner: CliRunner) -> None:
+    models = runner.invoke(cli.app, ["models"])
+    assert models.exit_code == 0, models.output
+    assert MODEL in models.output and "canary 20%" in models.output
+    versions = runner.invoke(cli.app, ["versions", MODEL])
+    assert versions.exit_code == 0 and "production" in versions.output and "rejected" in versions.output
+    shown = runner.invoke(cli.app, ["show", MODEL, "3"])
+    assert shown.exit_code == 0, shown.output
+    assert "regression:roc_auc" in shown.output and "FAIL" in shown.output
+    serving = runner.invoke(cli.app, ["serving", MODEL])
+    assert "production: 1" in serving.output and "staging:    2 (20% of traffic" in serving.output
+
+
+def test_changing_commands_and_errors(runner: CliRunner) -> None:
+    promoted = runner.invoke(
+        cli.app, ["promote", MODEL, "2", "--to", "production", "--reason", "good canary", "--by", "hana"]
+    )
+    assert promoted.exit_code == 0, promoted.output
+    assert "promoted" in promoted.output and "hana" in promoted.output and "production: 2" in promoted.output
+    rolled = runner.invoke(cli.app, ["rollback", MODEL, "--reason", "alerts"])
+    assert rolled.exit_code == 0 and "rolled_back" in rolled.output and "production: 1" in rolled.output
+    refused = runner.invoke(cli.app, ["reject", MODEL, "1", "--reason", "x"])
+    assert refused.exit_code == 1
+    assert "409 Conflict: version 1 cannot go from production to rejected" in refused.output
+    unknown = runner.invoke(cli.app, ["approve", "nope", "1", "--by", "ida", "--reason", "x"])
+    assert unknown.exit_code == 1 and "404 Not Found: unknown model 'nope'" in unknown.output
+    bad = runner.invoke(cli.app, ["promote", MODEL, "1", "--to", "moon", "--reason", "x"])
+    assert bad.exit_code == 1 and "--to must be staging or production" in bad.output
+
+
+def test_unreachable_registry_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(cli.app, ["models", "--registry-url", "http://127.0.0.1:9"])
+    assert result.exit_code == 2 and "cannot reach http://127.0.0.1:9" in result.output
