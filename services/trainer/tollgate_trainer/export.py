@@ -11,6 +11,7 @@ the same fitted pipeline gives byte-identical ONNX.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from functools import cache
@@ -23,6 +24,7 @@ from onnx import TensorProto
 from pydantic import BaseModel, ConfigDict, Field
 from skl2onnx import convert_sklearn, update_registered_converter
 from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 
 from tollgate_core.contracts import DatasetContract
@@ -80,6 +82,7 @@ def export_onnx(
     if layout.category:
         initial_types.append((CATEGORY_INPUT, StringTensorType([None, len(layout.category)])))
     task = task_of(contract)
+    pipeline = _with_float32_thresholds(pipeline)
     options = {id(pipeline.steps[-1][1]): {"zipmap": False}} if task == "classification" else None
     with warnings.catch_warnings():
         # skl2onnx writes Python booleans into integer attributes of tree ensembles (the leaves'
@@ -97,6 +100,7 @@ def export_onnx(
             name=contract.schema_id,
         )
     _rename_outputs(model.graph, _RENAMED_OUTPUTS)
+    _sort_opset_imports(model)
 
     columns = {NUMERIC_INPUT: list(layout.numeric), CATEGORY_INPUT: list(layout.category)}
     signature = ModelSignature(
@@ -131,6 +135,14 @@ def _tensor_spec(value: onnx.ValueInfoProto, columns: list[str]) -> TensorSpec:
     return TensorSpec(name=value.name, dtype=dtype, shape=dims, columns=columns)
 
 
+def _sort_opset_imports(model: onnx.ModelProto) -> None:
+    """Order the opset imports by domain: skl2onnx collects them in a set, so their order (and with it the
+    model's bytes and digest) would otherwise depend on the process's string hash seed."""
+    imports = sorted((entry.domain, entry.version) for entry in model.opset_import)
+    del model.opset_import[:]
+    model.opset_import.extend(onnx.helper.make_opsetid(domain, version) for domain, version in imports)
+
+
 def _rename_outputs(graph: onnx.GraphProto, renames: dict[str, str]) -> None:
     for output in graph.output:
         if output.name in renames:
@@ -139,6 +151,34 @@ def _rename_outputs(graph: onnx.GraphProto, renames: dict[str, str]) -> None:
             for node in graph.node:
                 node.output[:] = [new if o == old else o for o in node.output]
                 node.input[:] = [new if i == old else i for i in node.input]
+
+
+def _with_float32_thresholds(pipeline: Pipeline) -> Pipeline:
+    """The pipeline to convert, with a HistGradientBoosting model's split thresholds made float32-exact.
+
+    skl2onnx adjusts the thresholds of scikit-learn's own trees so that a float32 input takes the same branch
+    in ONNX as in scikit-learn, but it rounds HistGradientBoosting thresholds to the nearest float32. When a
+    threshold t rounds up, a float32 value equal to the rounded t goes left in ONNX and right in
+    scikit-learn; the parity gate's boundary rows find exactly such values. The model only ever sees float32
+    values (its first step is :class:`~tollgate_trainer.pipeline.Float32Cast`), and for a float32 x,
+    ``x <= t`` holds iff ``x <= w`` with w the largest float32 not above t. So a copy of the model with every
+    threshold replaced by that w is the same function, and it converts exactly. The fitted pipeline itself
+    is left untouched.
+    """
+    model = pipeline.steps[-1][1]
+    if not isinstance(model, HistGradientBoostingClassifier | HistGradientBoostingRegressor):
+        return pipeline
+    model = copy.deepcopy(model)
+    for predictors in model._predictors:
+        for predictor in predictors:
+            nodes = predictor.nodes
+            split = nodes["is_leaf"] == 0
+            threshold = nodes["num_threshold"][split]
+            down = threshold.astype(np.float32)
+            above = down.astype(np.float64) > threshold
+            down[above] = np.nextafter(down[above], np.float32(-np.inf))
+            nodes["num_threshold"][split] = down.astype(np.float64)
+    return Pipeline([*pipeline.steps[:-1], (pipeline.steps[-1][0], model)])
 
 
 # ------------------------------------------------------------------------------ converters for our steps

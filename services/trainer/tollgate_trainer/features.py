@@ -65,7 +65,7 @@ class FeatureLayout:
             raise TrainingDataError(f"the data has no column for feature(s) {', '.join(missing)}")
         out: dict[str, Any] = {}
         for name in self.numeric:
-            out[name] = _as_bool_float(raw[name]) if name in self.boolean else _as_float(raw[name])
+            out[name] = boolean_values(raw[name]) if name in self.boolean else numeric_values(raw[name])
         for name in self.category:
             out[name] = _as_category(raw[name])
         return pd.DataFrame(out, index=raw.index, columns=self.columns)
@@ -80,11 +80,13 @@ class FeatureLayout:
         return feeds
 
 
-def _as_float(column: pd.Series) -> np.ndarray:
+def numeric_values(column: pd.Series) -> np.ndarray:
+    """A number or integer column as float64, null as NaN."""
     return np.asarray(pd.to_numeric(column, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan))
 
 
-def _as_bool_float(column: pd.Series) -> np.ndarray:
+def boolean_values(column: pd.Series) -> np.ndarray:
+    """A boolean column as 1.0 / 0.0, null as NaN."""
     values = column.to_numpy(dtype=object)
     out = np.full(len(values), np.nan)
     for i, value in enumerate(values):

@@ -11,16 +11,19 @@ Outputs: classifiers give ``label`` (``tensor(int64)``, ``[N]``, the class index
 (``[N, C]``, one column per class in the order of the signature's ``classes``; float for tree models,
 double for linear ones); regressors give ``prediction`` (``[N, 1]``). No ZipMap: plain tensors only.
 
-Why two blocks and not one input per feature: measured with onnxruntime 1.31 on one core, 20 features
-(synthetic-risk), the two-block form scores one row in about 25 us against about 40 us for 20 inputs, and
-1000 rows in the same time (the model dominates there); it is also two arrays for the server to build
-instead of one per feature. ``tests/bench/bench_training.py --signatures`` repeats the measurement.
+Why two blocks and not one input per feature: measured with onnxruntime 1.31 on one thread, synthetic-risk
+(20 features), the same fitted models score one row in about 30 us with two inputs against 45-60 us with
+20 inputs (1.5-2x for all three families), and 1.8x faster when building the arrays from a record is
+included; at 1000 rows the model dominates and the two forms are within 5%. Two arrays are also simpler
+for a server to build than twenty.
+``tests/bench/bench_training.py --signatures`` repeats the measurement.
 
 Why double for the numeric block: JSON numbers are doubles, and linear models stay in double end to end,
 so their probabilities match scikit-learn's to about 1e-16. Tree models start with a cast to float32,
 inside the scikit-learn pipeline as well as in the ONNX graph: scikit-learn's own trees compare float32
-values (HistGradientBoosting compares whatever it is given), and skl2onnx adjusts float thresholds so that
-the same float32 value takes the same branch. Both sides then walk identical paths, and the only
+values (HistGradientBoosting compares whatever it is given), and the float thresholds in the graph are
+chosen so that the same float32 value takes the same branch (skl2onnx does it for forests,
+:mod:`tollgate_trainer.export` for boosting). Both sides then walk identical paths, and the only
 difference left is float32 summation of leaf values (about 1e-7).
 
 Families: ``logistic_regression`` (LogisticRegression; its regression variant is Ridge, the linear model
