@@ -42,7 +42,9 @@ PG_ROLE=tollgate
 PG_PASSWORD=tollgate
 PG_DB=tollgate
 
-SERVICES=${STACK_SERVICES:-ingest validator trainer registry scorer monitor audit-log}
+SERVICES_FILE=$ROOT/infra/services.env
+svc_table() { sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$SERVICES_FILE"; }
+SERVICES=${STACK_SERVICES:-$(svc_table | awk '{print $1}' | xargs)}
 READY_TIMEOUT=${STACK_READY_TIMEOUT:-60}
 STOP_TIMEOUT=${STACK_STOP_TIMEOUT:-30}
 
@@ -665,16 +667,7 @@ cmd_pg_down() {
 
 svc_module() { echo "tollgate_${1//-/_}"; }
 
-svc_port() {
-  case $1 in
-    scorer) echo 8080 ;;
-    ingest) echo 8081 ;;
-    registry) echo 8082 ;;
-    monitor) echo 8083 ;;
-    audit-log) echo 8084 ;;
-    *) echo "" ;;
-  esac
-}
+svc_port() { svc_table | awk -v s="$1" '$1 == s { print $2 }'; }
 
 wait_http() {
   local svc=$1 pid=$2 port=$3 start deadline
@@ -729,6 +722,10 @@ cmd_services_up() {
       export TOLLGATE_KAFKA_BOOTSTRAP="${TOLLGATE_KAFKA_BOOTSTRAP:-$LOCAL_BOOTSTRAP}"
       export TOLLGATE_DATABASE_URL="${TOLLGATE_DATABASE_URL:-$LOCAL_DATABASE_URL}"
       export PYTHONUNBUFFERED=1
+      if [ -n "$port" ]; then
+        svcenv=${svc//-/_}
+        export "TOLLGATE_${svcenv^^}_HTTP_PORT=$port"
+      fi
       exec setsid "$PY" -m "$mod" </dev/null >>"$LOGS/$svc.log" 2>&1 9>&-
     ) &
     pid=$!
