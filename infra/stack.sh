@@ -524,6 +524,15 @@ BEGIN
 END
 \$\$;
 ALTER ROLE $PG_ROLE WITH LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
+-- The audit-log writes as a role that may only INSERT and SELECT (grants are given by its migrations).
+DO \$\$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tollgate_audit_writer') THEN
+    CREATE ROLE tollgate_audit_writer LOGIN;
+  END IF;
+END
+\$\$;
+ALTER ROLE tollgate_audit_writer WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS PASSWORD '${TOLLGATE_AUDIT_LOG_WRITER_PASSWORD:-tollgate-audit-writer}';
 SELECT 'CREATE DATABASE $PG_DB OWNER $PG_ROLE' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')\gexec
 EOF
 }

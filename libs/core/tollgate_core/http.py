@@ -10,7 +10,9 @@ from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-ReadinessCheck = Callable[[], Awaitable[None]]
+# A check raises when its dependency is not usable; it may return a short text to report instead of "ok"
+# (e.g. a degraded but working state).
+ReadinessCheck = Callable[[], Awaitable[object]]
 
 
 def ops_router(registry: CollectorRegistry, checks: Mapping[str, ReadinessCheck]) -> APIRouter:
@@ -30,8 +32,8 @@ def ops_router(registry: CollectorRegistry, checks: Mapping[str, ReadinessCheck]
         ready = True
         for name, check in checks.items():
             try:
-                await asyncio.wait_for(check(), timeout=3)
-                results[name] = "ok"
+                detail = await asyncio.wait_for(check(), timeout=3)
+                results[name] = detail if isinstance(detail, str) else "ok"
             except Exception as exc:  # any failure means not ready; the reason is reported
                 ready = False
                 results[name] = f"error: {type(exc).__name__}: {exc}"[:300]

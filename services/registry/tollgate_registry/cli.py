@@ -281,3 +281,15 @@ def rollback(
     _print_action(
         request("POST", registry_url, f"/v1/models/{model}/rollback", {"reason": reason, "by": _who(by)})
     )
+
+
+def _mount_optional_groups() -> None:
+    """Command groups of other services' packages, when those are installed alongside."""
+    try:
+        from tollgate_audit_log.cli import audit_app
+    except ImportError:
+        return
+    app.add_typer(audit_app, name="audit")
+
+
+_mount_optional_groups()

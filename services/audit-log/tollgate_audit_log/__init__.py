@@ -1,0 +1,1 @@
+"""tollgate audit-log: the append-only, hash-chained, signed audit trail of the platform."""

@@ -1,0 +1,601 @@
+"""The compliance HTTP API (FastAPI, OpenAPI at ``/openapi.json``): translate requests, call the core.
+
+Every route needs an API key (``X-API-Key: tgk_...`` or ``Authorization: Bearer tgk_...``): 401 without a
+valid one, 403 when the key's role may not do that (see :mod:`tollgate_audit_log.access`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal, Protocol
+
+import asyncpg
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.responses import StreamingResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from tollgate_audit_log import queries
+from tollgate_audit_log.access import ALLOWED, Action, redact_item, redact_lineage
+from tollgate_audit_log.lineage import lineage as build_lineage
+from tollgate_audit_log.merkle import inclusion_proof
+from tollgate_audit_log.sink import StreamWorker
+from tollgate_audit_log.verify import verify_database
+from tollgate_core.apikeys import KeyVerifier, Principal
+from tollgate_core.contracts import ContractRegistry
+
+
+class AuditBackend(Protocol):
+    """What the routes need from the running service."""
+
+    pool: asyncpg.Pool
+    keys: KeyVerifier
+    contracts: ContractRegistry | None
+    workers: dict[str, StreamWorker]
+    page_max: int
+    verify_lock: asyncio.Lock
+
+    def trusted_keys(self) -> dict[str, Ed25519PublicKey]: ...
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+class Source(BaseModel):
+    topic: str
+    partition: int
+    offset: int
+
+
+class AuditItem(BaseModel):
+    """One row of the audit trail."""
+
+    stream: str = Field(
+        description="Chain the row belongs to (lifecycle, candidates, requests, inference, alerts, rejected)."
+    )
+    seq: int = Field(description="Position in its chain, from 1, without gaps.")
+    event_id: str
+    event_type: str
+    occurred_at: datetime
+    recorded_at: datetime
+    source: Source
+    request_id: str | None
+    entity_id: str | None
+    model: str | None
+    version: str | None
+    trace_id: str | None
+    row_hash: str = Field(description="sha256(prev_hash || content_hash), hex.")
+    event: dict[str, Any] = Field(
+        description="The envelope as recorded (PII protected; inference inputs and outputs removed for operators)."
+    )
+
+
+class EventPage(BaseModel):
+    items: list[AuditItem]
+    next: str | None = Field(description="Cursor for the next page (pass as `after`); null on the last page.")
+
+
+class StreamState(BaseModel):
+    stream: str
+    topic: str
+    state: str = Field(
+        description="active (this replica writes it), standby (another one does), starting, stopped."
+    )
+    head_seq: int | None
+    checkpointed_seq: int | None
+    damaged: str | None = None
+
+
+class StreamProblem(BaseModel):
+    stream: str
+    seq: int
+    kind: str
+    detail: str
+
+
+class StreamVerification(BaseModel):
+    stream: str
+    ok: bool
+    rows: int
+    head_seq: int
+    checkpoints: int
+    checkpoints_verified: int
+    first_bad_seq: int | None
+    problem: str | None
+    detail: str | None
+
+
+class VerifyReport(BaseModel):
+    ok: bool
+    rows: int
+    streams: list[StreamVerification]
+    elapsed_s: float
+    keys: str = Field(description="Which public keys checkpoint signatures were checked against.")
+    first_bad: StreamProblem | None
+    summary: str
+
+
+class CheckpointOut(BaseModel):
+    id: int
+    stream: str
+    first_seq: int
+    last_seq: int
+    merkle_root: str
+    head_hash: str
+    created_at: datetime
+    key_id: str
+    signature: str = Field(description="Ed25519 signature (hex) over the canonical checkpoint statement.")
+    public_key: str | None = Field(description="Raw Ed25519 public key (hex) recorded for key_id.")
+
+
+class InclusionProof(BaseModel):
+    event_id: str
+    stream: str
+    seq: int
+    row_hash: str
+    leaf_index: int
+    tree_size: int
+    path: list[str] = Field(description="RFC 6962 audit path, leaf to root, hex.")
+    checkpoint: CheckpointOut
+
+
+class AuditRef(BaseModel):
+    """Where a fact sits in the trail: enough to fetch it, prove it and verify it."""
+
+    stream: str
+    seq: int
+    event_id: str
+    row_hash: str
+
+
+class TransitionOut(BaseModel):
+    transition: str | None
+    from_stage: str | None
+    to_stage: str | None
+    actor: str | None = Field(description="Who made the change (a person, the registry, the canary).")
+    reason: str | None
+    occurred_at: datetime
+    audit: AuditRef
+
+
+class ApprovalOut(BaseModel):
+    approved_by: str | None
+    reason: str | None
+    approved_at: datetime
+    audit: AuditRef
+
+
+class AlertOut(BaseModel):
+    alert_id: str
+    version: str | None
+    kind: str | None
+    severity: str | None
+    summary: str | None
+    raised_at: datetime
+    window_start: str | None
+    window_end: str | None
+    audit: AuditRef
+
+
+class TrainingDataOut(BaseModel):
+    contract: str | None
+    contract_digest: str | None
+    offsets: list[dict[str, Any]] | None = Field(
+        description="Exact training data: topic, partition, offset range."
+    )
+    row_count: int | None
+    data_hash: str | None
+    holdout: dict[str, Any] | None
+
+
+class TrainingRunOut(BaseModel):
+    run_id: str | None
+    trained_at: str | None
+    metrics: dict[str, float] | None
+    parity: dict[str, Any] | None
+    offered: bool | None
+    artifact: dict[str, Any]
+    data: TrainingDataOut
+    family: str | None
+    hyperparameters: dict[str, Any] | None
+    seed: int | None
+    code_version: str | None
+    libraries: dict[str, str] | None
+    trigger: str | None
+    training_request: dict[str, Any] | None = Field(description="The request that started the run, if any.")
+    audit: AuditRef
+
+
+class ModelVersionOut(BaseModel):
+    model: str | None
+    version: str | None
+    stage_at_inference: str | None
+    transitions: list[TransitionOut] = Field(description="Every transition up to the inference.")
+    gates: list[dict[str, Any]] = Field(description="The gates last evaluated before the inference.")
+    approvals: list[ApprovalOut]
+    later_transitions: int
+    training: TrainingRunOut | None
+    active_alerts: list[AlertOut] = Field(
+        description="Alerts raised and not cleared for the model at the inference time."
+    )
+
+
+class InferenceOut(BaseModel):
+    event_id: str
+    occurred_at: datetime
+    model: str | None
+    version: str | None
+    route: str | None
+    channel: str | None
+    contract: str | None
+    entity_id: str | None
+    inputs: dict[str, Any] | str | None = Field(
+        description="As logged (PII protected); removed for operators."
+    )
+    outputs: dict[str, Any] | str | None = Field(description="Removed for operators.")
+    latency_ms: float | None
+    trace_id: str | None
+    pii_protection: dict[str, str] | None = Field(description="Contract field to hash/mask/drop, as applied.")
+    audit: AuditRef
+    model_version: ModelVersionOut
+
+
+class LineageOut(BaseModel):
+    request_id: str
+    inferences: list[InferenceOut] = Field(description="The answer and, when one ran, the shadow inference.")
+
+
+# ---------------------------------------------------------------------------------------------- auth
+
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key (tgk_...).")
+_bearer = HTTPBearer(auto_error=False, description="The API key as a bearer token.")
+
+
+def require(action: Action) -> Callable[..., Awaitable[Principal]]:
+    allowed = ALLOWED[action]
+
+    async def principal(
+        request: Request,
+        api_key: Annotated[str | None, Depends(_api_key)],
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    ) -> Principal:
+        presented = api_key or (bearer.credentials if bearer is not None else None)
+        if not presented:
+            raise HTTPException(
+                401,
+                "an API key is required (X-API-Key or Authorization: Bearer)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        backend: AuditBackend = request.app.state.audit
+        who = backend.keys.verify(presented)
+        if who is None:
+            raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        if who.role not in allowed:
+            raise HTTPException(
+                403, f"role {who.role} may not {action.value}; allowed: {', '.join(sorted(allowed))}"
+            )
+        return who
+
+    return principal
+
+
+# ---------------------------------------------------------------------------------------------- routes
+
+Stream = Annotated[str | None, Query(description="Only this stream.")]
+Since = Annotated[datetime | None, Query(description="occurred_at ≥ since (ISO 8601 with offset).")]
+Until = Annotated[datetime | None, Query(description="occurred_at < until.")]
+
+
+def event_filter(
+    request_id: Annotated[
+        str | None, Query(description="Inference request id (or a training request's event id).")
+    ] = None,
+    entity_id: Annotated[
+        str | None, Query(description="Entity id (as logged: hashed when the contract says so).")
+    ] = None,
+    model: Annotated[str | None, Query()] = None,
+    version: Annotated[str | None, Query(description="Model version (with model).")] = None,
+    event_type: Annotated[str | None, Query()] = None,
+    stream: Stream = None,
+    since: Since = None,
+    until: Until = None,
+) -> queries.EventFilter:
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise HTTPException(422, f"{name} needs a UTC offset, e.g. 2026-01-31T12:00:00Z")
+    return queries.EventFilter(
+        request_id=request_id,
+        entity_id=entity_id,
+        model=model,
+        version=version,
+        event_type=event_type,
+        stream=stream,
+        since=since,
+        until=until,
+    )
+
+
+Filter = Annotated[queries.EventFilter, Depends(event_filter)]
+_CSV_COLUMNS = (
+    "stream",
+    "seq",
+    "event_id",
+    "event_type",
+    "occurred_at",
+    "recorded_at",
+    "topic",
+    "partition",
+    "offset",
+    "request_id",
+    "entity_id",
+    "model",
+    "version",
+    "trace_id",
+    "row_hash",
+    "event",
+)
+
+
+def _csv_line(item: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    src = item["source"]
+    csv.writer(buf).writerow(
+        [
+            item["stream"],
+            item["seq"],
+            item["event_id"],
+            item["event_type"],
+            item["occurred_at"].isoformat(),
+            item["recorded_at"].isoformat(),
+            src["topic"],
+            src["partition"],
+            src["offset"],
+            item["request_id"] or "",
+            item["entity_id"] or "",
+            item["model"] or "",
+            item["version"] or "",
+            item["trace_id"] or "",
+            item["row_hash"],
+            orjson.dumps(item["event"]).decode(),
+        ]
+    )
+    return buf.getvalue()
+
+
+def _checkpoint_out(row: asyncpg.Record) -> CheckpointOut:
+    return CheckpointOut(
+        id=row["id"],
+        stream=row["stream"],
+        first_seq=row["first_seq"],
+        last_seq=row["last_seq"],
+        merkle_root=bytes(row["merkle_root"]).hex(),
+        head_hash=bytes(row["head_hash"]).hex(),
+        created_at=row["created_at"],
+        key_id=row["key_id"],
+        signature=bytes(row["signature"]).hex(),
+        public_key=bytes(row["public_key"]).hex() if row["public_key"] is not None else None,
+    )
+
+
+_CHECKPOINT_SQL = (
+    """SELECT c.*, k.public_key FROM audit_checkpoints c LEFT JOIN audit_signing_keys k USING (key_id)"""
+)
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+    def backend(request: Request) -> AuditBackend:
+        return request.app.state.audit  # type: ignore[no-any-return]
+
+    @router.get("/events", response_model=EventPage, summary="Query the audit trail (keyset pagination)")
+    async def list_events(
+        request: Request,
+        flt: Filter,
+        who: Annotated[Principal, Depends(require(Action.QUERY))],
+        after: Annotated[str | None, Query(description="Cursor from the previous page's `next`.")] = None,
+        limit: Annotated[int, Query(ge=1, description="Page size (at most the service's page_max).")] = 100,
+    ) -> dict[str, Any]:
+        b = backend(request)
+        try:
+            key = queries.PageKey.decode(after) if after else None
+        except queries.BadCursor as exc:
+            raise HTTPException(422, str(exc)) from None
+        async with b.pool.acquire() as conn:
+            items, nxt = await queries.page(conn, flt, key, min(limit, b.page_max))
+        return {"items": [redact_item(i, who.role) for i in items], "next": nxt}
+
+    @router.get(
+        "/events/{event_id}",
+        response_model=AuditItem,
+        summary="One audit row by event id",
+        responses={404: {"description": "Not recorded"}},
+    )
+    async def get_event(
+        request: Request,
+        event_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{32,36}$")],
+        who: Annotated[Principal, Depends(require(Action.QUERY))],
+    ) -> dict[str, Any]:
+        async with backend(request).pool.acquire() as conn:
+            item = await queries.get_event(conn, event_id)
+        if item is None:
+            raise HTTPException(404, f"event {event_id} is not in the audit trail")
+        return redact_item(item, who.role)
+
+    @router.get(
+        "/export",
+        summary="Export a query as JSON Lines or CSV (streamed)",
+        responses={200: {"content": {"application/x-ndjson": {}, "text/csv": {}}}},
+    )
+    async def export(
+        request: Request,
+        flt: Filter,
+        who: Annotated[Principal, Depends(require(Action.EXPORT))],
+        format: Annotated[Literal["jsonl", "csv"], Query(description="jsonl or csv")] = "jsonl",
+    ) -> StreamingResponse:
+        b = backend(request)
+
+        async def lines() -> AsyncIterator[bytes]:
+            async with b.pool.acquire() as conn:
+                if format == "csv":
+                    yield (",".join(_CSV_COLUMNS) + "\r\n").encode()
+                async for item in queries.stream_items(conn, flt):
+                    item = redact_item(item, who.role)
+                    if format == "csv":
+                        yield _csv_line(item).encode()
+                    else:
+                        yield orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE)
+
+        media = "text/csv" if format == "csv" else "application/x-ndjson"
+        name = f"audit-export.{format}"
+        return StreamingResponse(
+            lines(), media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+        )
+
+    @router.get(
+        "/lineage/{request_id}",
+        response_model=LineageOut,
+        summary="Lineage of one inference: inputs, output, version, training run, "
+        "data offsets, gates, approvals, active alerts",
+        responses={404: {"description": "No inference with this request id"}},
+    )
+    async def lineage(
+        request: Request, request_id: str, who: Annotated[Principal, Depends(require(Action.QUERY))]
+    ) -> dict[str, Any]:
+        b = backend(request)
+        async with b.pool.acquire() as conn:
+            view = await build_lineage(conn, request_id, b.contracts)
+        if view is None:
+            raise HTTPException(404, f"no inference with request id {request_id} in the audit trail")
+        return redact_lineage(view, who.role)
+
+    @router.get("/streams", response_model=list[StreamState], summary="The chains and who writes them")
+    async def streams(
+        request: Request, who: Annotated[Principal, Depends(require(Action.QUERY))]
+    ) -> list[StreamState]:
+        b = backend(request)
+        out = []
+        async with b.pool.acquire() as conn:
+            for name, worker in b.workers.items():
+                head = await conn.fetchval("SELECT max(seq) FROM audit_events WHERE stream = $1", name)
+                sealed = await conn.fetchval(
+                    "SELECT max(last_seq) FROM audit_checkpoints WHERE stream = $1", name
+                )
+                out.append(
+                    StreamState(
+                        stream=name,
+                        topic=worker.topic,
+                        state=worker.state,
+                        head_seq=head,
+                        checkpointed_seq=sealed,
+                        damaged=worker.damaged,
+                    )
+                )
+        return out
+
+    @router.get(
+        "/verify",
+        response_model=VerifyReport,
+        summary="Verify every chain and checkpoint: OK with the row count, or the first bad seq and why",
+    )
+    async def verify(
+        request: Request, who: Annotated[Principal, Depends(require(Action.VERIFY))], stream: Stream = None
+    ) -> dict[str, Any]:
+        b = backend(request)
+        async with b.verify_lock, b.pool.acquire() as conn:  # one verification at a time: it is CPU-bound
+            report = await verify_database(
+                conn, streams=[stream] if stream else None, trusted=b.trusted_keys(), offload=True
+            )
+        report.keys = "service"
+        return {**report.to_dict(), "summary": report.summary()}
+
+    @router.get(
+        "/checkpoints", response_model=list[CheckpointOut], summary="Signed checkpoints, newest first"
+    )
+    async def checkpoints(
+        request: Request,
+        who: Annotated[Principal, Depends(require(Action.CHECKPOINTS))],
+        stream: Stream = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[CheckpointOut]:
+        async with backend(request).pool.acquire() as conn:
+            if stream:
+                rows = await conn.fetch(
+                    f"{_CHECKPOINT_SQL} WHERE stream = $1 ORDER BY id DESC LIMIT $2", stream, limit
+                )
+            else:
+                rows = await conn.fetch(f"{_CHECKPOINT_SQL} ORDER BY id DESC LIMIT $1", limit)
+        return [_checkpoint_out(r) for r in rows]
+
+    @router.post(
+        "/checkpoints",
+        response_model=list[CheckpointOut],
+        summary="Seal new rows now (streams this replica writes)",
+    )
+    async def seal(
+        request: Request, who: Annotated[Principal, Depends(require(Action.CHECKPOINTS))]
+    ) -> list[CheckpointOut]:
+        b = backend(request)
+        ids = []
+        for worker in b.workers.values():
+            ids += [cp.id for cp in await worker.checkpoint()]
+        if not ids:
+            return []
+        async with b.pool.acquire() as conn:
+            rows = await conn.fetch(f"{_CHECKPOINT_SQL} WHERE id = ANY($1::bigint[]) ORDER BY id", ids)
+        return [_checkpoint_out(r) for r in rows]
+
+    @router.get(
+        "/events/{event_id}/proof",
+        response_model=InclusionProof,
+        summary="Merkle inclusion proof of one row in its signed checkpoint",
+        responses={404: {"description": "Not recorded, or not sealed by a checkpoint yet"}},
+    )
+    async def proof(
+        request: Request,
+        event_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{32,36}$")],
+        who: Annotated[Principal, Depends(require(Action.CHECKPOINTS))],
+    ) -> InclusionProof:
+        async with backend(request).pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT stream, seq, row_hash FROM audit_events WHERE event_id = $1::uuid", event_id
+            )
+            if row is None:
+                raise HTTPException(404, f"event {event_id} is not in the audit trail")
+            cp = await conn.fetchrow(
+                f"{_CHECKPOINT_SQL} WHERE stream = $1 AND first_seq <= $2 AND last_seq >= $2",
+                row["stream"],
+                row["seq"],
+            )
+            if cp is None:
+                raise HTTPException(
+                    404, f"event {event_id} (seq {row['seq']}) is not sealed by a checkpoint yet"
+                )
+            leaves = [
+                bytes(r["row_hash"])
+                for r in await conn.fetch(
+                    "SELECT row_hash FROM audit_events WHERE stream = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq",
+                    row["stream"],
+                    cp["first_seq"],
+                    cp["last_seq"],
+                )
+            ]
+        index = row["seq"] - cp["first_seq"]
+        return InclusionProof(
+            event_id=event_id,
+            stream=row["stream"],
+            seq=row["seq"],
+            row_hash=bytes(row["row_hash"]).hex(),
+            leaf_index=index,
+            tree_size=len(leaves),
+            path=[h.hex() for h in inclusion_proof(leaves, index)],
+            checkpoint=_checkpoint_out(cp),
+        )
+
+    return router

@@ -1,0 +1,205 @@
+"""``tollgate audit ...``: verify the trail offline, straight from PostgreSQL; manage API keys; set up the
+restricted database role.
+
+Mounted on the platform's ``tollgate`` command as ``app.add_typer(audit_app, name="audit")``; it also runs
+on its own as ``python -m tollgate_audit_log.cli``.
+
+``verify`` needs no running service: it reads the chains with a read-only snapshot and checks every row,
+link and checkpoint itself. Give it the checkpoint signer's public key (``--public-key``, out of band): the
+keys recorded in the database are only as trustworthy as the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import asyncpg
+import orjson
+import typer
+
+import tollgate_core.apikeys as apikeys
+from tollgate_audit_log import roles
+from tollgate_audit_log.settings import DEVELOPMENT_WRITER_PASSWORD, WRITER_ROLE
+from tollgate_audit_log.signing import key_id, load_public_key
+from tollgate_audit_log.verify import verify_database
+from tollgate_core.settings import DEFAULT_DATABASE_URL
+
+audit_app = typer.Typer(
+    name="audit",
+    help="The audit trail: verify it, API keys, database role.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+keys_app = typer.Typer(
+    help="API keys (stored hashed) for the audit API and the other services.", no_args_is_help=True
+)
+audit_app.add_typer(keys_app, name="keys")
+
+Dsn = Annotated[
+    str, typer.Option("--dsn", envvar="TOLLGATE_DATABASE_URL", help="PostgreSQL DSN of the audit database.")
+]
+
+
+def _dsn(value: str | None) -> str:
+    return value or os.environ.get("TOLLGATE_DATABASE_URL") or DEFAULT_DATABASE_URL
+
+
+@audit_app.command("verify")
+def verify(
+    dsn: Dsn = DEFAULT_DATABASE_URL,
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--public-key",
+            help="Ed25519 public key (PEM) that "
+            "signed the checkpoints; repeat for rotated keys. Without it, the keys recorded in the "
+            "database are used.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    stream: Annotated[
+        list[str] | None, typer.Option("--stream", help="Only these streams (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes that hash in parallel, each over a checkpoint-aligned range of one snapshot "
+            "(worth it with spare cores and streams of 10^5+ rows).",
+        ),
+    ] = 1,
+) -> None:
+    """Verify every row's content hash, every link and every signed checkpoint. Exit 0 when intact, 1 with
+    the first bad seq otherwise."""
+    trusted = None
+    if public_key:
+        trusted = {}
+        for path in public_key:
+            key = load_public_key(path)
+            trusted[key_id(key)] = key
+
+    def progress(name: str, rows: int) -> None:
+        if not as_json and sys.stderr.isatty():
+            typer.echo(f"\r{name}: {rows} rows", err=True, nl=False)
+
+    async def run() -> int:
+        conn = await asyncpg.connect(_dsn(dsn))
+        try:
+            report = await verify_database(
+                conn,
+                streams=stream or None,
+                trusted=trusted,
+                progress=progress,
+                workers=workers,
+                dsn=_dsn(dsn),
+            )
+        finally:
+            await conn.close()
+        if sys.stderr.isatty() and not as_json:
+            typer.echo("\r", err=True, nl=False)
+        if as_json:
+            typer.echo(
+                orjson.dumps(
+                    {**report.to_dict(), "summary": report.summary()}, option=orjson.OPT_INDENT_2
+                ).decode()
+            )
+        else:
+            for s in report.streams:
+                state = "ok" if s.ok else f"BROKEN at seq {s.first_bad_seq}: {s.problem}: {s.detail}"
+                typer.echo(
+                    f"  {s.stream:12} {s.rows:>10} rows  {s.checkpoints_verified}/{s.checkpoints} checkpoints  {state}"
+                )
+            if report.keys == "database":
+                typer.echo(
+                    "  note: signatures checked against keys recorded in the database; pass --public-key "
+                    "for an independent check",
+                    err=True,
+                )
+            typer.echo(report.summary())
+        return 0 if report.ok else 1
+
+    raise typer.Exit(asyncio.run(run()))
+
+
+@keys_app.command("create")
+def create_key(
+    role: Annotated[str, typer.Option("--role", help=f"One of: {', '.join(apikeys.ROLES)}.")],
+    name: Annotated[
+        str | None, typer.Option("--name", help="Unique name of the key (default: <role>-<random>).")
+    ] = None,
+    dsn: Dsn = DEFAULT_DATABASE_URL,
+) -> None:
+    """Create an API key and print it; it is shown only this once (only its sha256 is stored)."""
+    if role not in apikeys.ROLES:
+        typer.echo(f"error: unknown role {role!r}; roles are {', '.join(apikeys.ROLES)}", err=True)
+        raise typer.Exit(2)
+    label = name or f"{role}-{os.urandom(4).hex()}"
+
+    async def run() -> str:
+        pool = await asyncpg.create_pool(_dsn(dsn), min_size=1, max_size=1)
+        try:
+            key: str = await apikeys.create_key(pool, label, role)
+            return key
+        finally:
+            await pool.close()
+
+    try:
+        key = asyncio.run(run())
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(key)
+    typer.echo(f"created key {label!r} with role {role} (shown once; store it now)", err=True)
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    name: Annotated[str, typer.Argument(help="Name of the key.")], dsn: Dsn = DEFAULT_DATABASE_URL
+) -> None:
+    """Revoke a key (services stop accepting it within their refresh interval)."""
+
+    async def run() -> bool:
+        pool = await asyncpg.create_pool(_dsn(dsn), min_size=1, max_size=1)
+        try:
+            revoked: bool = await apikeys.revoke_key(pool, name)
+            return revoked
+        finally:
+            await pool.close()
+
+    if not asyncio.run(run()):
+        typer.echo(f"error: no active key named {name!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {name!r}")
+
+
+@audit_app.command("db-setup")
+def db_setup(
+    dsn: Annotated[str, typer.Option("--dsn", help="DSN of a role with CREATEROLE (e.g. the superuser).")],
+    role: Annotated[str, typer.Option("--role")] = WRITER_ROLE,
+    password: Annotated[
+        str, typer.Option("--password", envvar="TOLLGATE_AUDIT_LOG_WRITER_PASSWORD")
+    ] = DEVELOPMENT_WRITER_PASSWORD,
+) -> None:
+    """Create (or reset) the restricted writer role. Run once per cluster as a role with CREATEROLE; the
+    service grants it INSERT and SELECT on the audit tables when it starts."""
+
+    async def run() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(roles.setup_sql(role, password))
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    typer.echo(f"role {role} ready (LOGIN, no other attributes)")
+
+
+if __name__ == "__main__":
+    audit_app()

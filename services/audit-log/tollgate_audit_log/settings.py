@@ -1,0 +1,98 @@
+"""Settings of the audit-log service (environment prefix ``TOLLGATE_AUDIT_LOG_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from tollgate_core.settings import ServiceSettings
+
+DEVELOPMENT_WRITER_PASSWORD = "tollgate-audit-writer"
+WRITER_ROLE = "tollgate_audit_writer"
+
+
+class AuditLogSettings(ServiceSettings):
+    """Settings of the audit-log service (environment prefix ``TOLLGATE_AUDIT_LOG_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TOLLGATE_AUDIT_LOG_", extra="ignore")
+
+    http_port: int = Field(8084, description="Port of the compliance query API.")
+    writer_role: str = Field(
+        WRITER_ROLE,
+        description="Restricted PostgreSQL role the service writes and reads with at run time (INSERT and "
+        "SELECT only). Migrations and grants run as the owner role of TOLLGATE_DATABASE_URL.",
+    )
+    writer_password: SecretStr = Field(
+        SecretStr(DEVELOPMENT_WRITER_PASSWORD), description="Password of the writer role."
+    )
+    require_writer_role: bool = Field(
+        False,
+        description="Refuse to start when the writer role cannot log in (always on in production); otherwise "
+        "the service writes as the owner and /readyz reports the trail as protected by triggers only.",
+    )
+    signing_key_path: str | None = Field(
+        None,
+        description="Ed25519 private key (PEM) that signs checkpoints; default <repo>/.local/audit/ed25519.pem, "
+        "generated on first start outside production.",
+    )
+    trusted_public_keys: list[str] = Field(
+        default_factory=list,
+        description="PEM public keys (paths) of earlier signing keys whose checkpoints /v1/audit/verify must "
+        "still accept after a key rotation; the current key is always trusted. Keys found only in the "
+        "database are never trusted by the service.",
+    )
+    checkpoint_rows: int = Field(
+        10_000, ge=1, description="Sign a checkpoint once a stream has this many new rows."
+    )
+    checkpoint_interval_s: float = Field(
+        30.0, gt=0, description="... or when this much time passed since the last one and there are new rows."
+    )
+    checkpoint_max_rows: int = Field(
+        100_000, ge=1, description="Rows one checkpoint covers at most (a backlog is sealed in several)."
+    )
+    batch_max_records: int = Field(5000, ge=1, description="Records consumed and appended per batch.")
+    audit_validated: bool = Field(
+        False,
+        description="Also record events.validated (every accepted data record). Off by default: volume, and "
+        "the candidates' lineage already pins the exact training data by offsets.",
+    )
+    api_key_refresh_s: float = Field(
+        30.0, gt=0, description="How often API keys are reloaded (revocation delay)."
+    )
+    page_max: int = Field(1000, ge=1, description="Largest page a query may ask for.")
+
+    @model_validator(mode="after")
+    def _production_needs_its_own_secrets(self) -> AuditLogSettings:
+        if self.environment == "production":
+            if self.writer_password.get_secret_value() == DEVELOPMENT_WRITER_PASSWORD:
+                raise ValueError("TOLLGATE_AUDIT_LOG_WRITER_PASSWORD must be set in production")
+            if not self.signing_key_path:
+                raise ValueError("TOLLGATE_AUDIT_LOG_SIGNING_KEY_PATH must be set in production")
+            self.require_writer_role = True
+        return self
+
+    def signing_key_file(self) -> Path:
+        if self.signing_key_path:
+            return Path(self.signing_key_path)
+        from tollgate_core.paths import repo_root
+
+        return repo_root() / ".local" / "audit" / "ed25519.pem"
+
+    def writer_dsn(self) -> str:
+        """TOLLGATE_DATABASE_URL with the writer role's credentials."""
+        return with_credentials(self.database_url, self.writer_role, self.writer_password.get_secret_value())
+
+
+def with_credentials(dsn: str, user: str, password: str) -> str:
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{host}" + (
+        f":{parts.port}" if parts.port else ""
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -1,0 +1,248 @@
+"""One stream's pipeline: take the stream's lock, then consume its topic into the chain.
+
+Scale-out. Each stream is one chain with one writer, so a stream is the unit of parallelism: every replica
+runs a worker per stream, each worker first waits for its stream's advisory lock, and only the holder
+joins the stream's consumer group (``<ns>.audit-log.<stream>``) and consumes. With two replicas, each
+stream has an active writer on one and a standby on the other; the standby takes over within moments of
+the active one's database session ending (crash, stop, network), resuming from the committed offsets and
+the chain head in the table. Several replicas therefore spread *streams*, not partitions of one stream:
+a stream's throughput is one writer's (COPY keeps that well above the scorer's rate).
+
+Delivery: consume → append (one transaction) → commit offsets; a crash in between redelivers the batch and
+the append skips event ids already recorded. Messages that can never be recorded go to ``dlq.audit-log``
+with the source topic, partition, offset and reason, before the offsets are committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from tollgate_audit_log.batch import record_batch
+from tollgate_audit_log.chain import ChainDamaged, ChainMoved, ChainWriter, Checkpoint, LockLost
+from tollgate_audit_log.signing import Signer
+from tollgate_audit_log.streams import EntryBuilder
+from tollgate_core.kafka import DLQ_ERROR, BatchSink, OutRecord, dead_letter
+
+log = logging.getLogger(__name__)
+SERVICE = "audit-log"
+
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.rows = Counter(
+            "tollgate_audit_rows", "Rows appended to the audit trail", ["stream"], registry=registry
+        )
+        self.duplicates = Counter(
+            "tollgate_audit_duplicates", "Redelivered events skipped", ["stream"], registry=registry
+        )
+        self.dead_letters = Counter(
+            "tollgate_audit_dead_letters", "Messages sent to the DLQ", ["stream"], registry=registry
+        )
+        self.head = Gauge(
+            "tollgate_audit_head_seq", "Last seq of each chain written here", ["stream"], registry=registry
+        )
+        self.checkpoints = Counter(
+            "tollgate_audit_checkpoints", "Signed checkpoints", ["stream"], registry=registry
+        )
+        self.batch_s = Histogram(
+            "tollgate_audit_batch_seconds",
+            "Time to record one consumed batch (parse, hash, insert)",
+            ["stream"],
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+
+
+class StreamWorker:
+    def __init__(
+        self,
+        *,
+        builder: EntryBuilder,
+        topic: str,
+        group_id: str,
+        dlq_topic: str,
+        bootstrap: str,
+        client_id: str,
+        connect: Connect,
+        signer: Signer,
+        producer: AIOKafkaProducer,
+        metrics: Metrics,
+        batch_max_records: int = 5000,
+        checkpoint_rows: int = 10_000,
+        checkpoint_max_rows: int = 100_000,
+    ) -> None:
+        self.stream = builder.spec.name
+        self.builder = builder
+        self.topic = topic
+        self.group_id = group_id
+        self.dlq_topic = dlq_topic
+        self._bootstrap = bootstrap
+        self._client_id = client_id
+        self._connect = connect
+        self._signer = signer
+        self._producer = producer
+        self._metrics = metrics
+        self._batch_max_records = batch_max_records
+        self.checkpoint_rows = checkpoint_rows
+        self.checkpoint_max_rows = checkpoint_max_rows
+        self.writer: ChainWriter | None = None
+        self.sink: BatchSink | None = None
+        self.checkpointed_seq = 0
+        self.last_checkpoint_at = time.monotonic()
+        self.damaged: str | None = None
+        self.state = "starting"
+        self._lost = asyncio.Event()
+        self._stopping = False
+
+    async def run(self) -> None:
+        """Forever: take the lock (standby while another replica holds it), consume until the lock is lost."""
+        backoff = 0.5
+        while not self._stopping:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await self._connect()
+                writer = ChainWriter(conn, self.stream)
+                self.state = "standby"
+                await writer.acquire()
+                self.checkpointed_seq = await writer.last_checkpointed()
+                self.writer = writer
+                self._metrics.head.labels(self.stream).set(writer.head_seq)
+                self.state = "active"
+                log.info("stream %s: writer active at seq %d", self.stream, writer.head_seq)
+                await self._consume()
+                backoff = 0.5
+            except asyncio.CancelledError:
+                raise
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+                log.warning(
+                    "stream %s: %s: %s; retrying in %.1f s", self.stream, type(exc).__name__, exc, backoff
+                )
+            finally:
+                self.state = "stopped" if self.state == "active" else self.state
+                self.writer = None
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await conn.close()
+            if self._stopping:
+                break
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+        self.state = "stopped"
+
+    async def stop(self) -> None:
+        """Leave the consumer group cleanly (a standby elsewhere takes over at once) and stop the loop."""
+        self._stopping = True
+        self._lost.set()
+        if self.sink is not None:
+            await self.sink.stop()
+
+    async def _consume(self) -> None:
+        self._lost.clear()
+        if self._stopping:
+            return
+        sink = BatchSink(
+            name=f"{SERVICE}-{self.stream}",
+            bootstrap=self._bootstrap,
+            topics=[self.topic],
+            group_id=self.group_id,
+            client_id=self._client_id,
+            handler=self.handle,
+            max_records=self._batch_max_records,
+        )
+        await sink.start()
+        self.sink = sink
+        running = asyncio.create_task(sink.run(), name=f"audit-sink-{self.stream}")
+        lost = asyncio.create_task(self._lost.wait(), name=f"audit-lock-{self.stream}")
+        try:
+            await asyncio.wait({running, lost}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await sink.stop()
+            lost.cancel()
+            for task in (running, lost):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            self.sink = None
+        if not self._stopping:
+            log.warning("stream %s: writer lock lost; waiting to take it again", self.stream)
+
+    async def handle(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Append one consumed batch; called by BatchSink, which commits the offsets after it returns."""
+        writer = self.writer
+        if writer is None:
+            self._lost.set()
+            raise LockLost(f"stream {self.stream}: no writer")
+        started = time.perf_counter()
+        try:
+            outcome = await record_batch(writer, self.builder, records)
+        except (LockLost, ChainMoved):
+            self._lost.set()
+            raise
+        self._metrics.batch_s.labels(self.stream).observe(time.perf_counter() - started)
+        if outcome.rejected:
+            await self._dead_letter(
+                [dead_letter(rec, self.dlq_topic, SERVICE, why) for rec, why in outcome.rejected]
+            )
+        self._metrics.rows.labels(self.stream).inc(outcome.inserted)
+        self._metrics.duplicates.labels(self.stream).inc(outcome.duplicates)
+        self._metrics.head.labels(self.stream).set(writer.head_seq)
+        if writer.head_seq - self.checkpointed_seq >= self.checkpoint_rows:
+            await self.checkpoint()
+
+    async def _dead_letter(self, dead: list[OutRecord]) -> None:
+        futures = [await self._producer.send(d.topic, d.value, key=d.key, headers=d.headers) for d in dead]
+        await asyncio.gather(*futures)
+        self._metrics.dead_letters.labels(self.stream).inc(len(dead))
+        for d in dead:
+            reason = next((v.decode(errors="replace") for k, v in d.headers if k == DLQ_ERROR), "")
+            log.error("stream %s: message sent to %s: %s", self.stream, d.topic, reason)
+
+    async def checkpoint(self) -> list[Checkpoint]:
+        """Seal everything written since the last checkpoint (in pieces of at most checkpoint_max_rows)."""
+        writer = self.writer
+        made: list[Checkpoint] = []
+        if writer is None:
+            return made
+        try:
+            while writer.head_seq > self.checkpointed_seq:
+                cp = await writer.checkpoint(self._signer, max_rows=self.checkpoint_max_rows)
+                if cp is None:
+                    break
+                made.append(cp)
+                self.checkpointed_seq = cp.statement.last_seq
+                self._metrics.checkpoints.labels(self.stream).inc()
+                log.info(
+                    "stream %s: checkpoint %d seals seq %d..%d",
+                    self.stream,
+                    cp.id,
+                    cp.statement.first_seq,
+                    cp.statement.last_seq,
+                )
+        except ChainDamaged as exc:
+            self.damaged = str(exc)
+            log.error("%s", exc)
+        except LockLost:
+            self._lost.set()
+            raise
+        self.last_checkpoint_at = time.monotonic()
+        return made
+
+    def checkpoint_due(self, interval_s: float) -> bool:
+        writer = self.writer
+        if writer is None or not writer.locked or writer.head_seq <= self.checkpointed_seq:
+            return False
+        return (
+            writer.head_seq - self.checkpointed_seq >= self.checkpoint_rows
+            or time.monotonic() - self.last_checkpoint_at >= interval_s
+        )

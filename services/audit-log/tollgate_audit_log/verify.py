@@ -1,0 +1,606 @@
+"""Verification of the audit trail: every row's content hash, every link, every checkpoint.
+
+:class:`ChainChecker` is the pure part: fed rows in seq order (as :data:`VERIFY_SQL` selects them), it
+recomputes each content hash and link and stops at the first row that does not hold, naming why:
+
+* ``content_changed`` — the row's fields no longer hash to its stored content hash (a flipped byte);
+* ``misplaced`` — the row is intact (its own hashes agree) but it links to another predecessor: rows were
+  swapped or moved;
+* ``link_broken`` — the row's ``prev_hash`` is not the row hash of the row before it;
+* ``row_hash_mismatch`` — the stored row hash is not ``sha256(prev_hash || content_hash)``;
+* ``missing`` — a seq is absent (a deleted row; the first missing seq is reported);
+* ``truncated`` — a signed checkpoint covers rows beyond the end of the chain (rows deleted at the end);
+* ``checkpoint_mismatch`` — rows hash consistently but not to the Merkle root or head a checkpoint signed:
+  the chain was re-hashed after signing (reported at the first seq of that checkpoint);
+* ``checkpoint_signature`` / ``checkpoint_gap`` — a checkpoint's signature is invalid or one is missing.
+
+:func:`verify_database` streams each chain out of PostgreSQL with a server-side cursor inside one
+read-only snapshot, so a verifier running beside the writer sees a consistent prefix.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from tollgate_audit_log.canonical import HASH_FORMAT, genesis_hash
+from tollgate_audit_log.merkle import merkle_root
+from tollgate_audit_log.queries import Conn
+from tollgate_audit_log.signing import Statement, public_key_from_raw, verify_statement
+
+# Columns in the order ChainChecker.feed unpacks them; timestamps as exact microseconds.
+VERIFY_SQL = """
+SELECT seq, event_id::text, topic, kafka_partition, kafka_offset, event_type,
+       (extract(epoch FROM occurred_at) * 1000000)::bigint,
+       (extract(epoch FROM recorded_at) * 1000000)::bigint,
+       request_id, entity_id, model, version, trace_id, envelope, content_hash, prev_hash, row_hash
+FROM audit_events WHERE stream = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    stream: str
+    seq: int
+    kind: str
+    detail: str
+
+
+@dataclass(slots=True)
+class CheckpointRecord:
+    id: int
+    statement: Statement
+    signature: bytes
+
+
+@dataclass
+class StreamReport:
+    stream: str
+    ok: bool = True
+    rows: int = 0
+    head_seq: int = 0
+    checkpoints_verified: int = 0
+    checkpoints: int = 0
+    first_bad_seq: int | None = None
+    problem: str | None = None
+    detail: str | None = None
+
+
+@dataclass
+class Report:
+    ok: bool
+    rows: int
+    streams: list[StreamReport]
+    elapsed_s: float
+    keys: str  # where the public keys came from: "given" or "database"
+    first_bad: Problem | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["elapsed_s"] = round(self.elapsed_s, 3)
+        return out
+
+    def summary(self) -> str:
+        if self.ok:
+            checkpoints = sum(s.checkpoints_verified for s in self.streams)
+            return (
+                f"OK: {self.rows} rows in {len(self.streams)} streams, {checkpoints} signed checkpoints "
+                f"verified ({self.elapsed_s:.2f} s)"
+            )
+        assert self.first_bad is not None
+        p = self.first_bad
+        return f"BROKEN: stream {p.stream}, first bad seq {p.seq}: {p.kind}: {p.detail}"
+
+
+class ChainChecker:
+    """Checks one stream's rows in seq order; stops at the first problem."""
+
+    def __init__(
+        self,
+        stream: str,
+        checkpoints: Sequence[CheckpointRecord] = (),
+        trusted: dict[str, Ed25519PublicKey] | None = None,
+        *,
+        first_seq: int = 1,
+        prev_hash: bytes | None = None,
+        check_statements: bool = True,
+    ) -> None:
+        """``first_seq``/``prev_hash`` start the check mid-chain (one range of a parallel verification, whose
+        checkpoint statements were checked once by the caller: ``check_statements=False``)."""
+        self.stream = stream
+        self.first_seq = first_seq
+        self.expected = first_seq
+        self.prev = prev_hash if prev_hash is not None else genesis_hash(stream)
+        self.done = False
+        self.problem: Problem | None = None
+        self.checkpoints = sorted(checkpoints, key=lambda c: c.statement.first_seq)
+        self.checkpoints_verified = 0
+        self._pending = list(self.checkpoints)
+        self._leaves: list[bytes] = []
+        self._trusted = trusted or {}
+        if check_statements:
+            self._check_checkpoint_statements()
+
+    def _fail(self, seq: int, kind: str, detail: str) -> None:
+        if self.problem is None or seq < self.problem.seq:
+            self.problem = Problem(self.stream, seq, kind, detail)
+
+    def _check_checkpoint_statements(self) -> None:
+        """Signatures and contiguity; a bad checkpoint marks the first seq it covers."""
+        expected_first = 1
+        for cp in self.checkpoints:
+            st = cp.statement
+            key = self._trusted.get(st.key_id)
+            if key is None:
+                self._fail(
+                    st.first_seq,
+                    "checkpoint_signature",
+                    f"checkpoint {cp.id} is signed by unknown key {st.key_id}",
+                )
+            elif not verify_statement(key, st, cp.signature):
+                self._fail(
+                    st.first_seq,
+                    "checkpoint_signature",
+                    f"checkpoint {cp.id} (seq {st.first_seq}..{st.last_seq}) has an invalid signature",
+                )
+            if st.first_seq != expected_first:
+                self._fail(
+                    min(st.first_seq, expected_first),
+                    "checkpoint_gap",
+                    f"checkpoint {cp.id} starts at seq {st.first_seq}, expected {expected_first} (a checkpoint is missing)",
+                )
+            expected_first = st.last_seq + 1
+
+    @property
+    def rows(self) -> int:
+        """Rows verified so far: every seq before the next expected one."""
+        return self.expected - self.first_seq
+
+    def feed(self, rows: Sequence[Any]) -> bool:
+        """Check a chunk of rows (VERIFY_SQL order). Returns False once a problem is found (stop reading).
+
+        The hot loop of verification: flat, locals only; the same hashing as ``canonical.chain_records``.
+        """
+        if self.done:
+            return False
+        stream, sha, dumps = self.stream, hashlib.sha256, orjson.dumps
+        expected, prev, leaves, pending = self.expected, self.prev, self._leaves, self._pending
+        limit = self.problem.seq if self.problem is not None else None
+        cp_first, cp_last = (
+            (pending[0].statement.first_seq, pending[0].statement.last_seq) if pending else (0, -1)
+        )
+        for r in rows:
+            seq = r[0]
+            if seq != expected:
+                if seq > expected:
+                    self._fail(expected, "missing", f"seq {expected}..{seq - 1} missing (rows deleted)")
+                else:
+                    self._fail(seq, "duplicate", f"seq {seq} appears twice")
+                break
+            if limit is not None and seq >= limit:
+                break
+            h = sha(dumps((HASH_FORMAT, stream, *r[:13])))
+            h.update(b"\n")
+            h.update(r[13].encode())
+            content = h.digest()
+            stored, prev_hash, row_hash = r[14], r[15], r[16]
+            if prev_hash != prev or content != stored:
+                self._classify(seq, content, bytes(stored), bytes(prev_hash), bytes(row_hash), prev)
+                break
+            if sha(prev + content).digest() != row_hash:
+                self._fail(
+                    seq, "row_hash_mismatch", "the stored row hash is not sha256(prev_hash || content_hash)"
+                )
+                break
+            prev = bytes(row_hash)
+            expected += 1
+            if pending and seq >= cp_first:
+                leaves.append(prev)
+                if seq == cp_last:
+                    if not self._close_checkpoint(pending.pop(0)):
+                        break
+                    leaves = self._leaves
+                    cp_first, cp_last = (
+                        (pending[0].statement.first_seq, pending[0].statement.last_seq)
+                        if pending
+                        else (0, -1)
+                    )
+        else:
+            self.expected, self.prev = expected, prev
+            return True
+        self.expected, self.prev, self.done = expected, prev, True
+        return False
+
+    def _close_checkpoint(self, cp: CheckpointRecord) -> bool:
+        st = cp.statement
+        leaves, self._leaves = self._leaves, []
+        if merkle_root(leaves) != st.merkle_root or leaves[-1] != st.head_hash:
+            self._fail(
+                st.first_seq,
+                "checkpoint_mismatch",
+                f"rows {st.first_seq}..{st.last_seq} hash consistently but not to the root signed by checkpoint {cp.id}: "
+                "the chain was re-hashed after it was signed (the change is within this range)",
+            )
+            return False
+        self.checkpoints_verified += 1
+        return True
+
+    def _classify(
+        self, seq: int, content: bytes, stored: bytes, prev_hash: bytes, row_hash: bytes, prev: bytes
+    ) -> None:
+        self_consistent = hashlib.sha256(prev_hash + stored).digest() == row_hash
+        if prev_hash != prev:
+            if self_consistent and content != stored:
+                self._fail(
+                    seq,
+                    "misplaced",
+                    "an intact row from another position of the chain (rows swapped or moved)",
+                )
+            else:
+                self._fail(seq, "link_broken", f"prev_hash is not the row hash of seq {seq - 1}")
+        else:
+            self._fail(seq, "content_changed", "the row's fields do not hash to its stored content hash")
+
+    def finish(self, end: int | None = None) -> None:
+        """After the last row. ``end``: the last seq this checker was given to check (a range of a parallel
+        verification) — rows missing before it are a gap. Without it, the end of the chain: checkpoints
+        beyond the end mean rows were removed from the end."""
+        if self.problem is not None and self.problem.seq <= self.expected:
+            return
+        if end is not None:
+            if self.expected <= end:
+                self._fail(self.expected, "missing", f"seq {self.expected}..{end} missing (rows deleted)")
+            return
+        last = self.expected - 1
+        for cp in self._pending:
+            if cp.statement.last_seq > last:
+                self._fail(
+                    last + 1,
+                    "truncated",
+                    f"checkpoint {cp.id} covers seq {cp.statement.first_seq}..{cp.statement.last_seq} but the chain ends at {last}",
+                )
+                return
+
+
+async def list_streams(conn: Conn) -> list[str]:
+    """Streams with rows or checkpoints (a loose index scan over the primary key: no full table scan)."""
+    rows = await conn.fetch(
+        """WITH RECURSIVE s(stream) AS (
+               SELECT min(stream) FROM audit_events
+               UNION ALL
+               SELECT (SELECT min(stream) FROM audit_events WHERE stream > s.stream) FROM s WHERE s.stream IS NOT NULL)
+           SELECT stream FROM s WHERE stream IS NOT NULL
+           UNION SELECT DISTINCT stream FROM audit_checkpoints"""
+    )
+    return sorted(r["stream"] for r in rows)
+
+
+async def load_checkpoints(conn: Conn, stream: str) -> list[CheckpointRecord]:
+    rows = await conn.fetch(
+        "SELECT id, stream, first_seq, last_seq, merkle_root, head_hash, created_at, key_id, signature "
+        "FROM audit_checkpoints WHERE stream = $1 ORDER BY first_seq",
+        stream,
+    )
+    return [
+        CheckpointRecord(
+            r["id"],
+            Statement(
+                r["stream"],
+                r["first_seq"],
+                r["last_seq"],
+                bytes(r["merkle_root"]),
+                bytes(r["head_hash"]),
+                r["created_at"],
+                r["key_id"],
+            ),
+            bytes(r["signature"]),
+        )
+        for r in rows
+    ]
+
+
+async def database_keys(conn: Conn) -> dict[str, Ed25519PublicKey]:
+    rows = await conn.fetch("SELECT key_id, public_key FROM audit_signing_keys")
+    return {r["key_id"]: public_key_from_raw(bytes(r["public_key"])) for r in rows}
+
+
+async def _locate(conn: Conn, problem: Problem, prev_hash: bytes | None) -> Problem:
+    """For a misplaced row, say where it belongs (the row whose hash it links to)."""
+    if problem.kind != "misplaced" or prev_hash is None:
+        return problem
+    after = await conn.fetchval(
+        "SELECT seq FROM audit_events WHERE stream = $1 AND row_hash = $2 LIMIT 1", problem.stream, prev_hash
+    )
+    if after is None:
+        return problem
+    return Problem(
+        problem.stream, problem.seq, problem.kind, f"{problem.detail}; it belongs at seq {after + 1}"
+    )
+
+
+END_OF_CHAIN = 2**63 - 1
+
+
+async def _check_rows(
+    conn: Conn,
+    checker: ChainChecker,
+    last: int | None,
+    *,
+    fetch_size: int,
+    offload: bool = False,
+    progress: Callable[[str, int], None] | None = None,
+) -> bytes | None:
+    """Feed the checker seqs ``checker.first_seq..last`` (to the end when None) through a server-side
+    cursor; returns the failing row's prev_hash (to locate a misplaced row), if any."""
+    cursor = await conn.cursor(
+        VERIFY_SQL, checker.stream, checker.first_seq, END_OF_CHAIN if last is None else last
+    )
+    failing: bytes | None = None
+    while chunk := await cursor.fetch(fetch_size):
+        ok = await asyncio.to_thread(checker.feed, chunk) if offload else checker.feed(chunk)
+        if not ok:
+            row = next((r for r in chunk if r[0] == checker.expected), None)
+            failing = bytes(row[15]) if row is not None else None
+            break
+        if progress is not None:
+            progress(checker.stream, checker.rows)
+    checker.finish(last)
+    return failing
+
+
+async def _report(
+    conn: Conn,
+    stream: str,
+    rows: int,
+    checkpoints: int,
+    verified: int,
+    problem: Problem | None,
+    failing_prev: bytes | None,
+) -> StreamReport:
+    report = StreamReport(
+        stream, rows=rows, head_seq=rows, checkpoints=checkpoints, checkpoints_verified=verified
+    )
+    if problem is not None:
+        problem = await _locate(conn, problem, failing_prev)
+        report.ok, report.first_bad_seq, report.problem, report.detail = (
+            False,
+            problem.seq,
+            problem.kind,
+            problem.detail,
+        )
+    return report
+
+
+async def verify_stream(
+    conn: Conn,
+    stream: str,
+    trusted: dict[str, Ed25519PublicKey],
+    *,
+    fetch_size: int = 20000,
+    progress: Callable[[str, int], None] | None = None,
+    offload: bool = False,
+) -> StreamReport:
+    """Verify one stream inside the caller's transaction (a read-only snapshot). ``offload`` hashes in a
+    worker thread so a service's event loop keeps serving meanwhile."""
+    checker = ChainChecker(stream, await load_checkpoints(conn, stream), trusted)
+    failing = await _check_rows(
+        conn, checker, None, fetch_size=fetch_size, offload=offload, progress=progress
+    )
+    return await _report(
+        conn,
+        stream,
+        checker.rows,
+        len(checker.checkpoints),
+        checker.checkpoints_verified,
+        checker.problem,
+        failing,
+    )
+
+
+# ---------------------------------------------------------------------------------------------- in parallel
+
+MIN_ROWS_PER_WORKER = 100_000
+
+
+@dataclass(frozen=True)
+class RangeJob:
+    """One contiguous seq range of one stream, verified by a worker process in the exported snapshot."""
+
+    dsn: str
+    snapshot: str
+    stream: str
+    first: int
+    last: int | None  # None: to the end of the chain
+    prev_hash: bytes
+    checkpoints: tuple[CheckpointRecord, ...]
+    fetch_size: int
+
+
+@dataclass(frozen=True)
+class RangeResult:
+    rows: int
+    checkpoints_verified: int
+    problem: Problem | None
+    failing_prev: bytes | None
+
+
+def split_ranges(
+    head: int, checkpoints: Sequence[CheckpointRecord], parts: int
+) -> list[tuple[int, int | None]]:
+    """Cut ``1..head`` into about equal ranges without splitting a checkpoint (its root needs all its rows);
+    the last range is open-ended so rows removed at the end are still caught by the checkpoints."""
+    sealed_ends = sorted(cp.statement.last_seq for cp in checkpoints if cp.statement.last_seq < head)
+    last_sealed = sealed_ends[-1] if sealed_ends else 0
+    cuts: list[int] = []
+    for k in range(1, parts):
+        target = head * k // parts
+        cut = target if target >= last_sealed else min(sealed_ends, key=lambda end: abs(end - target))
+        if cut > (cuts[-1] if cuts else 0) and cut < head:
+            cuts.append(cut)
+    starts = [1, *(c + 1 for c in cuts)]
+    return [(start, end) for start, end in zip(starts, [*cuts, None], strict=True)]
+
+
+def _verify_range_process(job: RangeJob) -> RangeResult:
+    return asyncio.run(_verify_range(job))
+
+
+async def _verify_range(job: RangeJob) -> RangeResult:
+    conn = await asyncpg.connect(job.dsn)
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.execute(f"SET TRANSACTION SNAPSHOT '{job.snapshot}'")
+            checker = ChainChecker(
+                job.stream,
+                job.checkpoints,
+                first_seq=job.first,
+                prev_hash=job.prev_hash,
+                check_statements=False,
+            )
+            failing = await _check_rows(conn, checker, job.last, fetch_size=job.fetch_size)
+            return RangeResult(checker.rows, checker.checkpoints_verified, checker.problem, failing)
+    finally:
+        await conn.close()
+
+
+class WorkerPool:
+    """Processes for parallel verification: started on first use, shared by every stream of one run."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._executor: ProcessPoolExecutor | None = None
+
+    def executor(self) -> ProcessPoolExecutor:
+        if self._executor is None:
+            # spawn, not fork: the parent holds an event loop and open connections a child must not inherit
+            self._executor = ProcessPoolExecutor(self.size, mp_context=multiprocessing.get_context("spawn"))
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown()
+
+
+async def verify_stream_parallel(
+    conn: Conn,
+    dsn: str,
+    snapshot: str,
+    stream: str,
+    trusted: dict[str, Ed25519PublicKey],
+    *,
+    pool: WorkerPool,
+    fetch_size: int = 20000,
+    min_rows_per_worker: int = MIN_ROWS_PER_WORKER,
+) -> StreamReport:
+    """Verify one stream with ``workers`` processes, each over a seq range, all in the caller's snapshot
+    (exported with ``pg_export_snapshot()``): Python's hashing is the bottleneck, and it is per process."""
+    checkpoints = await load_checkpoints(conn, stream)
+    head = int(
+        await conn.fetchval("SELECT coalesce(max(seq), 0) FROM audit_events WHERE stream = $1", stream)
+    )
+    parts = min(pool.size, max(1, head // min_rows_per_worker))
+    ranges = split_ranges(head, checkpoints, parts)
+    if len(ranges) == 1:
+        return await verify_stream(conn, stream, trusted, fetch_size=fetch_size)
+    statements = ChainChecker(stream, checkpoints, trusted)  # signatures and contiguity, once
+    jobs = []
+    for first, last in ranges:
+        prev = (
+            genesis_hash(stream)
+            if first == 1
+            else await conn.fetchval(
+                "SELECT row_hash FROM audit_events WHERE stream = $1 AND seq = $2", stream, first - 1
+            )
+        )
+        mine = tuple(
+            cp
+            for cp in statements.checkpoints
+            if cp.statement.first_seq >= first and (last is None or cp.statement.last_seq <= last)
+        )
+        jobs.append(RangeJob(dsn, snapshot, stream, first, last, bytes(prev or bytes(32)), mine, fetch_size))
+    loop = asyncio.get_running_loop()
+    executor = pool.executor()
+    results = await asyncio.gather(
+        *(loop.run_in_executor(executor, _verify_range_process, job) for job in jobs)
+    )
+    problems = [(r.problem, r.failing_prev) for r in results if r.problem is not None]
+    if statements.problem is not None:
+        problems.append((statements.problem, None))
+    first_bad = min(problems, key=lambda p: p[0].seq) if problems else None
+    rows = first_bad[0].seq - 1 if first_bad else sum(r.rows for r in results)
+    return await _report(
+        conn,
+        stream,
+        rows,
+        len(checkpoints),
+        sum(r.checkpoints_verified for r in results),
+        first_bad[0] if first_bad else None,
+        first_bad[1] if first_bad else None,
+    )
+
+
+async def verify_database(
+    conn: Conn,
+    *,
+    streams: Sequence[str] | None = None,
+    trusted: dict[str, Ed25519PublicKey] | None = None,
+    fetch_size: int = 20000,
+    progress: Callable[[str, int], None] | None = None,
+    offload: bool = False,
+    workers: int = 1,
+    dsn: str | None = None,
+    min_rows_per_worker: int = MIN_ROWS_PER_WORKER,
+) -> Report:
+    """Verify every stream (or the ones named). ``trusted`` maps key ids to public keys given out of band;
+    without it the keys recorded in the database are used, and the report says so. With ``workers`` > 1
+    and the ``dsn`` to reach the database again, large streams are verified by several processes."""
+    started = time.perf_counter()
+    reports: list[StreamReport] = []
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        keys = trusted if trusted is not None else await database_keys(conn)
+        snapshot = await conn.fetchval("SELECT pg_export_snapshot()") if workers > 1 and dsn else None
+        pool = WorkerPool(workers)
+        try:
+            for stream in streams if streams is not None else await list_streams(conn):
+                if snapshot is not None and dsn is not None:
+                    report = await verify_stream_parallel(
+                        conn,
+                        dsn,
+                        snapshot,
+                        stream,
+                        keys,
+                        pool=pool,
+                        fetch_size=fetch_size,
+                        min_rows_per_worker=min_rows_per_worker,
+                    )
+                else:
+                    report = await verify_stream(
+                        conn, stream, keys, fetch_size=fetch_size, progress=progress, offload=offload
+                    )
+                reports.append(report)
+        finally:
+            pool.close()
+    bad = [r for r in reports if not r.ok]
+    first_bad = None
+    if bad:
+        worst = bad[0]
+        assert worst.first_bad_seq is not None and worst.problem is not None
+        first_bad = Problem(worst.stream, worst.first_bad_seq, worst.problem, worst.detail or "")
+    return Report(
+        ok=not bad,
+        rows=sum(r.rows for r in reports),
+        streams=reports,
+        elapsed_s=time.perf_counter() - started,
+        keys="given" if trusted is not None else "database",
+        first_bad=first_bad,
+    )

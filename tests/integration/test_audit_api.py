@@ -1,0 +1,319 @@
+"""The compliance API on the real PostgreSQL: every role and endpoint pair, what an operator may not see,
+keyset pagination, filters, exports, the lineage of one inference, verification and inclusion proofs."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+
+from tests.audit_support import MODEL, ensure_writer_role, fill, fresh_database, lineage_scenario
+from tollgate_audit_log.app import AuditLog
+from tollgate_audit_log.chain import ChainWriter
+from tollgate_audit_log.merkle import verify_inclusion
+from tollgate_audit_log.settings import AuditLogSettings
+from tollgate_audit_log.streams import STREAMS, EntryBuilder
+from tollgate_core import apikeys
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+REQUEST = "req-lineage-42"
+BULK = 230  # extra inference rows, for pagination
+
+
+@pytest.fixture(scope="module")
+async def database_url() -> AsyncIterator[str]:
+    """This module's own database (it counts and verifies whole tables)."""
+    async with fresh_database("api") as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="module")
+async def audit(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[dict[str, Any]]:
+    await ensure_writer_role()
+    key_file = Path(tmp_path_factory.mktemp("audit-key")) / "ed25519.pem"
+    settings = AuditLogSettings(database_url=database_url, signing_key_path=str(key_file))
+    service = AuditLog(settings)
+    await service.start_storage()
+    assert key_file.exists() and key_file.with_suffix(".pub").exists()
+    assert service.signer is not None
+    specs = {s.topic: s for s in STREAMS}
+    writers: dict[str, ChainWriter] = {}
+    ids: dict[str, list[str]] = {}
+    try:
+        for offset, (topic, doc) in enumerate(lineage_scenario(T0, REQUEST)):
+            spec = specs[topic]
+            if spec.name not in writers:
+                writers[spec.name] = ChainWriter(await service._connect(), spec.name)
+                await writers[spec.name].acquire()
+            builder = EntryBuilder(spec, service.contracts, settings.pii_key.get_secret_value().encode())
+            entry = builder.build(orjson.dumps(doc), f"tollgate.{topic}.v1", 0, offset)
+            assert await writers[spec.name].append([entry]) == 1
+            ids.setdefault(spec.name, []).append(entry.event_id)
+        await fill(writers["inference"].conn, "inference", BULK)  # continues the chain after the scenario
+        assert await writers["lifecycle"].checkpoint(service.signer, max_rows=1000) is not None
+    finally:
+        for writer in writers.values():
+            await writer.conn.close()
+
+    owner = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    keys = {
+        role: await apikeys.create_key(owner, f"{role}-{uuid.uuid4().hex[:6]}", role)
+        for role in apikeys.ROLES
+    }
+    revoked_name = f"revoked-{uuid.uuid4().hex[:6]}"
+    revoked = await apikeys.create_key(owner, revoked_name, "auditor")
+    assert await apikeys.revoke_key(owner, revoked_name)
+    await owner.close()
+    await service.keys.refresh()
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=service.http_app()), base_url="http://audit")
+    yield {"client": client, "keys": keys, "revoked": revoked, "ids": ids, "service": service}
+    await client.aclose()
+    await service.stop()
+
+
+def headers(audit: dict[str, Any], role: str) -> dict[str, str]:
+    return {"X-API-Key": audit["keys"][role]}
+
+
+async def get(audit: dict[str, Any], role: str, path: str, **params: Any) -> httpx.Response:
+    return await audit["client"].get(path, params=params, headers=headers(audit, role))
+
+
+# ---------------------------------------------------------------------------------------------- roles
+
+ENDPOINTS = {
+    "events": ("GET", "/v1/audit/events"),
+    "event": ("GET", "/v1/audit/events/{event_id}"),
+    "export_jsonl": ("GET", "/v1/audit/export?format=jsonl"),
+    "export_csv": ("GET", "/v1/audit/export?format=csv"),
+    "lineage": ("GET", f"/v1/audit/lineage/{REQUEST}"),
+    "streams": ("GET", "/v1/audit/streams"),
+    "verify": ("GET", "/v1/audit/verify"),
+    "checkpoints": ("GET", "/v1/audit/checkpoints"),
+    "seal": ("POST", "/v1/audit/checkpoints"),
+    "proof": ("GET", "/v1/audit/events/{lifecycle_id}/proof"),
+}
+# Written out, not derived from the service's own table, so a change to either shows up here.
+READER = {
+    "events": 200,
+    "event": 200,
+    "export_jsonl": 200,
+    "export_csv": 200,
+    "lineage": 200,
+    "streams": 200,
+    "verify": 403,
+    "checkpoints": 403,
+    "seal": 403,
+    "proof": 403,
+}
+EXPECTED = {
+    "compliance-reader": READER,
+    "auditor": dict.fromkeys(ENDPOINTS, 200),
+    "operator": dict.fromkeys(ENDPOINTS, 200),
+    "scorer-client": dict.fromkeys(ENDPOINTS, 403),
+    "no key": dict.fromkeys(ENDPOINTS, 401),
+    "unknown key": dict.fromkeys(ENDPOINTS, 401),
+    "revoked key": dict.fromkeys(ENDPOINTS, 401),
+}
+MATRIX = [(role, endpoint, status) for role, row in EXPECTED.items() for endpoint, status in row.items()]
+
+
+@pytest.mark.parametrize(("role", "endpoint", "status"), MATRIX, ids=[f"{r}-{e}" for r, e, _ in MATRIX])
+async def test_role_endpoint_matrix(audit: dict[str, Any], role: str, endpoint: str, status: int) -> None:
+    method, path = ENDPOINTS[endpoint]
+    path = path.format(event_id=audit["ids"]["inference"][0], lifecycle_id=audit["ids"]["lifecycle"][0])
+    if role == "no key":
+        auth: dict[str, str] = {}
+    elif role == "unknown key":
+        auth = {"X-API-Key": "tgk_" + "x" * 43}
+    elif role == "revoked key":
+        auth = {"X-API-Key": audit["revoked"]}
+    else:
+        auth = (
+            {"Authorization": f"Bearer {audit['keys'][role]}"} if role == "auditor" else headers(audit, role)
+        )
+    response = await audit["client"].request(method, path, headers=auth)
+    assert response.status_code == status, response.text
+    if status == 401:
+        assert response.headers["www-authenticate"] == "Bearer"
+
+
+async def test_openapi_documents_every_route_and_the_key_schemes(audit: dict[str, Any]) -> None:
+    spec = (await audit["client"].get("/openapi.json")).json()
+    for _, path in ENDPOINTS.values():
+        template = path.split("?")[0].replace(REQUEST, "{request_id}").replace("{lifecycle_id}", "{event_id}")
+        assert template in spec["paths"], template
+    assert {"APIKeyHeader", "HTTPBearer"} <= set(spec["components"]["securitySchemes"])
+
+
+# ---------------------------------------------------------------------------------------------- what roles see
+
+
+async def test_operator_never_sees_inference_inputs_or_outputs(audit: dict[str, Any]) -> None:
+    for role, hidden in (("operator", True), ("compliance-reader", False)):
+        page = (await get(audit, role, "/v1/audit/events", request_id=REQUEST)).json()
+        payloads = [i["event"]["payload"] for i in page["items"]]
+        assert len(payloads) == 2
+        assert all(("balance" not in str(p["inputs"])) == hidden for p in payloads)
+        assert all(p["model"] == MODEL for p in payloads)  # the rest stays visible
+        one = (await get(audit, role, f"/v1/audit/events/{page['items'][0]['event_id']}")).json()
+        assert ("1200.5" in str(one["event"])) != hidden
+        lineage = (await get(audit, role, f"/v1/audit/lineage/{REQUEST}")).json()
+        assert ("1200.5" in str(lineage)) != hidden
+        export = (await get(audit, role, "/v1/audit/export", format="jsonl", request_id=REQUEST)).text
+        assert ("1200.5" in export) != hidden
+        rejected = (await get(audit, role, "/v1/audit/events", stream="rejected")).json()["items"][0]
+        assert ("customer_id" in str(rejected["event"]["payload"])) != hidden
+
+
+async def test_rejected_records_are_stored_with_pii_protected(audit: dict[str, Any]) -> None:
+    item = (await get(audit, "auditor", "/v1/audit/events", stream="rejected")).json()["items"][0]
+    assert "jane@example.com" not in orjson.dumps(item).decode()
+    assert len(item["event"]["payload"]["customer_email"]) == 64
+
+
+# ---------------------------------------------------------------------------------------------- queries
+
+
+async def test_keyset_pagination_walks_every_row_once_in_order(audit: dict[str, Any]) -> None:
+    seen: list[tuple[str, str, int]] = []
+    after = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"stream": "inference", "limit": 17}
+        if after:
+            params["after"] = after
+        page = (await get(audit, "compliance-reader", "/v1/audit/events", **params)).json()
+        seen += [(i["occurred_at"], i["stream"], i["seq"]) for i in page["items"]]
+        pages += 1
+        after = page["next"]
+        if after is None:
+            break
+    assert len(seen) == BULK + 2 == len(set(seen))
+    assert seen == sorted(seen, key=lambda k: (datetime.fromisoformat(k[0]), k[1], k[2]))
+    assert pages == -(-(BULK + 2) // 17)
+    bad = await get(audit, "compliance-reader", "/v1/audit/events", after="garbage")
+    assert bad.status_code == 422
+
+
+async def test_filters(audit: dict[str, Any]) -> None:
+    async def count(**params: Any) -> int:
+        response = await get(audit, "compliance-reader", "/v1/audit/events", limit=1000, **params)
+        assert response.status_code == 200, response.text
+        return len(response.json()["items"])
+
+    assert await count(request_id=REQUEST) == 2
+    assert await count(entity_id="C-000042") == 2
+    assert await count(entity_id="e7") == 1
+    assert await count(model=MODEL, version="7", stream="lifecycle") == 5
+    assert await count(model=MODEL, version="7") == 5 + 1 + 1  # lifecycle, candidate, the answer
+    assert await count(event_type="approved") == 1
+    assert (
+        await count(
+            stream="alerts",
+            since=(T0 + timedelta(minutes=5)).isoformat(),
+            until=(T0 + timedelta(minutes=12)).isoformat(),
+        )
+        == 2
+    )
+    naive = await get(audit, "compliance-reader", "/v1/audit/events", since="2026-01-01T00:00:00")
+    assert naive.status_code == 422
+
+
+async def test_exports_match_the_query(audit: dict[str, Any]) -> None:
+    query = {"model": MODEL, "version": "7"}
+    items = (await get(audit, "auditor", "/v1/audit/events", limit=1000, **query)).json()["items"]
+    jsonl = await get(audit, "auditor", "/v1/audit/export", format="jsonl", **query)
+    assert jsonl.headers["content-type"].startswith("application/x-ndjson")
+    lines = [orjson.loads(line) for line in jsonl.text.splitlines()]
+    assert [(x["stream"], x["seq"]) for x in lines] == [(x["stream"], x["seq"]) for x in items]
+    assert lines[0]["event"] == items[0]["event"] and lines[0]["row_hash"] == items[0]["row_hash"]
+    csv_response = await get(audit, "auditor", "/v1/audit/export", format="csv", **query)
+    assert csv_response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(csv_response.text)))
+    assert [(r["stream"], int(r["seq"])) for r in rows] == [(x["stream"], x["seq"]) for x in items]
+    assert orjson.loads(rows[0]["event"]) == items[0]["event"]
+
+
+# ---------------------------------------------------------------------------------------------- lineage
+
+
+async def test_lineage_of_one_inference(audit: dict[str, Any]) -> None:
+    view = (await get(audit, "compliance-reader", f"/v1/audit/lineage/{REQUEST}")).json()
+    answer, shadow = view["inferences"]
+    assert (answer["route"], answer["version"], shadow["route"], shadow["version"]) == (
+        "champion",
+        "7",
+        "shadow",
+        "8",
+    )
+    assert answer["inputs"]["balance"] == 1200.5 and answer["outputs"]["score"] == 0.08
+    assert answer["pii_protection"] == {"customer_email": "hash"}
+    mv = answer["model_version"]
+    assert mv["stage_at_inference"] == "production"
+    assert [t["transition"] for t in mv["transitions"]] == ["registered", "staged", "approved", "promoted"]
+    assert mv["later_transitions"] == 1  # archived after the inference
+    assert [g["gate"] for g in mv["gates"]] == ["min:roc_auc", "parity"] and all(
+        g["passed"] for g in mv["gates"]
+    )
+    assert [(a["approved_by"], a["reason"]) for a in mv["approvals"]] == [
+        ("alice", "reviewed the canary report")
+    ]
+    training = mv["training"]
+    assert training["run_id"] == "run-7" and training["parity"]["passed"] is True
+    assert training["data"]["offsets"][0] == {
+        "topic": "tollgate.events.validated.v1",
+        "partition": 0,
+        "first_offset": 0,
+        "last_offset": 666,
+    }
+    assert training["training_request"]["requested_by"] == "monitor"
+    assert training["audit"]["stream"] == "candidates"
+    assert [a["alert_id"] for a in mv["active_alerts"]] == ["alert-active"]
+    assert shadow["model_version"]["training"] is None and shadow["model_version"]["approvals"] == []
+    missing = await get(audit, "compliance-reader", "/v1/audit/lineage/no-such-request")
+    assert missing.status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------- integrity
+
+
+async def test_verify_and_inclusion_proof(audit: dict[str, Any]) -> None:
+    report = (await get(audit, "auditor", "/v1/audit/verify")).json()
+    assert report["ok"] and report["rows"] == 14 + BULK, report
+    assert report["summary"].startswith(f"OK: {14 + BULK} rows")
+    lifecycle = next(s for s in report["streams"] if s["stream"] == "lifecycle")
+    assert lifecycle["checkpoints_verified"] == 1
+    event_id = audit["ids"]["lifecycle"][2]
+    proof = (await get(audit, "auditor", f"/v1/audit/events/{event_id}/proof")).json()
+    assert proof["seq"] == 3 and proof["tree_size"] == 5
+    assert verify_inclusion(
+        bytes.fromhex(proof["row_hash"]),
+        proof["leaf_index"],
+        proof["tree_size"],
+        [bytes.fromhex(h) for h in proof["path"]],
+        bytes.fromhex(proof["checkpoint"]["merkle_root"]),
+    )
+    unsealed = await get(audit, "auditor", f"/v1/audit/events/{audit['ids']['alerts'][0]}/proof")
+    assert unsealed.status_code == 404
+    checkpoints = (await get(audit, "auditor", "/v1/audit/checkpoints")).json()
+    assert (
+        checkpoints[0]["key_id"] == audit["service"].signer.key_id and len(checkpoints[0]["signature"]) == 128
+    )
+
+
+async def test_readiness_reports_how_the_trail_is_protected(audit: dict[str, Any]) -> None:
+    body = (await audit["client"].get("/readyz")).json()
+    assert body["checks"]["append_only"].startswith(
+        ("ok: role tollgate_audit_writer", "degraded: triggers only")
+    )
+    assert body["checks"]["postgres"] == "ok"

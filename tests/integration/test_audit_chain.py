@@ -1,0 +1,134 @@
+"""The chain writer on the real PostgreSQL: redelivery adds no row and leaves no gap, one writer per
+stream, a writer that lost its lock or whose chain moved stops, refused rows are isolated."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from typing import Any, NamedTuple
+
+import asyncpg
+import orjson
+import pytest
+
+from tests.audit_support import fresh_database, inference_entry
+from tollgate_audit_log.app import prepare_database
+from tollgate_audit_log.chain import ChainMoved, ChainWriter, LockLost
+from tollgate_audit_log.settings import AuditLogSettings
+from tollgate_audit_log.verify import verify_database
+
+
+@pytest.fixture(scope="module")
+async def database_url() -> AsyncIterator[str]:
+    """This module's own database (it counts and verifies whole tables)."""
+    async with fresh_database("chain") as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="module")
+async def dsn(database_url: str) -> str:
+    await prepare_database(AuditLogSettings(database_url=database_url))
+    return database_url
+
+
+@pytest.fixture
+async def conns(dsn: str) -> AsyncIterator[list[asyncpg.Connection]]:
+    opened = [await asyncpg.connect(dsn) for _ in range(2)]
+    yield opened
+    for conn in opened:
+        await conn.close()
+
+
+async def verified(conn: asyncpg.Connection, stream: str) -> int:
+    report = await verify_database(conn, streams=[stream], trusted={})
+    assert report.ok, report.summary()
+    return report.rows
+
+
+@pytest.mark.parametrize("mode", ["copy", "executemany"])
+async def test_redelivery_adds_no_row_and_leaves_no_gap(conns: list[asyncpg.Connection], mode: str) -> None:
+    stream = f"redelivery-{mode}"
+    writer = ChainWriter(conns[0], stream, insert_mode=mode)  # type: ignore[arg-type]
+    await writer.acquire()
+    batch_a = [inference_entry(i) for i in range(10)]
+    batch_b = [inference_entry(i) for i in range(10, 15)]
+    assert await writer.append(batch_a) == 10
+    assert await writer.append(batch_a[5:] + batch_b + batch_b[:2]) == 5  # redelivered, new, repeated
+    assert await writer.append(batch_a) == 0
+    assert writer.head_seq == 15
+    seqs = [
+        r["seq"]
+        for r in await conns[1].fetch("SELECT seq FROM audit_events WHERE stream = $1 ORDER BY seq", stream)
+    ]
+    assert seqs == list(range(1, 16))
+    assert await verified(conns[1], stream) == 15
+
+
+async def test_one_writer_per_stream(conns: list[asyncpg.Connection], dsn: str) -> None:
+    first = ChainWriter(conns[0], "single-writer")
+    await first.acquire()
+    await first.append([inference_entry(i) for i in range(3)])
+    second = ChainWriter(conns[1], "single-writer")
+    assert not await second.acquire(wait=False)  # standby while the first holds the stream
+    assert await ChainWriter(conns[1], "another-stream").acquire(wait=False)  # other streams are free
+    await conns[0].close()  # the first writer's session ends: its lock goes with it
+    assert await second.acquire(wait=False)
+    assert second.head_seq == 3 and second.head_hash == first.head_hash
+    with pytest.raises(LockLost):
+        await first.append([inference_entry(99)])
+    conns[0] = await asyncpg.connect(dsn)
+
+
+async def test_writer_stops_when_the_chain_moved_under_it(conns: list[asyncpg.Connection]) -> None:
+    holder = ChainWriter(conns[0], "moved")
+    await holder.acquire()
+    await holder.append([inference_entry(1)])
+    rogue = ChainWriter(conns[1], "moved")  # a writer that ignores the lock (a bug, a second deployment)
+    await rogue.load_head()
+    rogue.locked = True
+    await rogue.append([inference_entry(2)])
+    with pytest.raises(ChainMoved):
+        await holder.append([inference_entry(3)])
+    assert await verified(conns[1], "moved") == 2
+
+
+async def test_rows_postgres_refuses_are_isolated(conns: list[asyncpg.Connection]) -> None:
+    writer = ChainWriter(conns[0], "isolating")
+    await writer.acquire()
+    bad = dataclasses.replace(inference_entry(1), entity_id="nul\x00byte")
+    inserted, refused = await writer.append_isolating([inference_entry(0), bad, inference_entry(2)])
+    assert inserted == 2 and [entry.event_id for entry, _ in refused] == [bad.event_id]
+    assert isinstance(refused[0][1], asyncpg.DataError)
+    assert await verified(conns[1], "isolating") == 2
+
+
+async def test_a_consumed_batch_is_recorded_in_parts_with_its_poison_set_aside(
+    conns: list[asyncpg.Connection],
+) -> None:
+    from tests.audit_support import envelope
+    from tollgate_audit_log.batch import PART, record_batch
+    from tollgate_audit_log.streams import STREAMS, EntryBuilder
+
+    class Msg(NamedTuple):
+        value: bytes
+        topic: str
+        partition: int
+        offset: int
+        headers: Any = None
+
+    spec = next(s for s in STREAMS if s.name == "lifecycle")
+    docs = [
+        envelope("promoted", "models.lifecycle.v1", {"model": "m", "version": str(i)})
+        for i in range(PART + 500)
+    ]
+    messages = [Msg(orjson.dumps(d), "t", 0, i) for i, d in enumerate(docs)]
+    messages[700] = Msg(b"{broken", "t", 0, 700)
+    messages[1200] = Msg(orjson.dumps(docs[1200])[:-1] + b',"note":"nul\\u0000"}', "t", 0, 1200)
+    writer = ChainWriter(conns[0], "lifecycle")
+    await writer.acquire()
+    outcome = await record_batch(writer, EntryBuilder(spec), messages)
+    assert outcome.inserted == PART + 498 and outcome.duplicates == 0
+    assert sorted(m.offset for m, _ in outcome.rejected) == [700, 1200]
+    again = await record_batch(writer, EntryBuilder(spec), messages)  # the whole batch redelivered
+    assert (again.inserted, again.duplicates) == (0, PART + 498)
+    assert await verified(conns[1], "lifecycle") == PART + 498

@@ -1,0 +1,117 @@
+"""``tollgate audit``: offline verification straight from PostgreSQL (no service running) and API keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from tests.audit_support import fill, fresh_database
+from tollgate_audit_log.app import prepare_database
+from tollgate_audit_log.settings import AuditLogSettings
+from tollgate_audit_log.signing import Signer, public_pem
+from tollgate_core.apikeys import key_hash
+
+
+@pytest.fixture(scope="module")
+async def database_url() -> AsyncIterator[str]:
+    """This module's own database (it counts and verifies whole tables)."""
+    async with fresh_database("cli") as dsn:
+        yield dsn
+
+
+async def cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tollgate_audit_log.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture(scope="module")
+async def signed(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Signer, Path]:
+    await prepare_database(AuditLogSettings(database_url=database_url))
+    signer = Signer(Ed25519PrivateKey.generate())
+    pub = tmp_path_factory.mktemp("cli") / "audit.pub"
+    pub.write_text(public_pem(signer.public_key))
+    return signer, pub
+
+
+async def make_stream(dsn: str, stream: str, signer: Signer, rows: int = 600) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        writer = await fill(conn, stream, rows)
+        await writer.register_key(signer)
+        while await writer.checkpoint(signer, max_rows=250) is not None:
+            pass
+    finally:
+        await conn.close()
+
+
+async def test_verify_offline_ok_then_broken(database_url: str, signed: tuple[Signer, Path]) -> None:
+    signer, pub = signed
+    await make_stream(database_url, "cli-ok", signer)
+    code, out, _ = await cli("verify", "--dsn", database_url, "--public-key", str(pub), "--stream", "cli-ok")
+    assert code == 0, out
+    assert "OK: 600 rows in 1 streams, 3 signed checkpoints verified" in out
+
+    code, out, _ = await cli(
+        "verify", "--dsn", database_url, "--public-key", str(pub), "--stream", "cli-ok", "--json"
+    )
+    report = json.loads(out)
+    assert code == 0 and report["ok"] and report["rows"] == 600 and report["keys"] == "given"
+
+    code, _, err = await cli("verify", "--dsn", database_url, "--stream", "cli-ok")
+    assert code == 0 and "keys recorded in the database" in err
+
+    await make_stream(database_url, "cli-broken", signer)
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("ALTER TABLE audit_events DISABLE TRIGGER USER")
+            await conn.execute("DELETE FROM audit_events WHERE stream = 'cli-broken' AND seq = 321")
+            await conn.execute("ALTER TABLE audit_events ENABLE TRIGGER USER")
+    finally:
+        await conn.close()
+    code, out, _ = await cli(
+        "verify",
+        "--dsn",
+        database_url,
+        "--public-key",
+        str(pub),
+        "--stream",
+        "cli-ok",
+        "--stream",
+        "cli-broken",
+    )
+    assert code == 1
+    assert "BROKEN: stream cli-broken, first bad seq 321: missing" in out
+
+
+async def test_keys_create_stores_only_the_hash(database_url: str) -> None:
+    code, out, err = await cli(
+        "keys", "create", "--role", "compliance-reader", "--name", "cli-reader", "--dsn", database_url
+    )
+    assert code == 0, err
+    key = out.strip()
+    assert key.startswith("tgk_") and "shown once" in err
+    conn = await asyncpg.connect(database_url)
+    try:
+        row = await conn.fetchrow("SELECT role, key_hash FROM api_keys WHERE name = 'cli-reader'")
+    finally:
+        await conn.close()
+    assert row["role"] == "compliance-reader" and row["key_hash"] == key_hash(key)
+    code, _, err = await cli("keys", "create", "--role", "admin", "--dsn", database_url)
+    assert code == 2 and "unknown role" in err

@@ -1,0 +1,45 @@
+"""The Merkle root is RFC 6962's, and inclusion proofs check out (and fail when anything changes)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from tollgate_audit_log.merkle import EMPTY_ROOT, inclusion_proof, leaf_hash, merkle_root, verify_inclusion
+
+
+def rfc6962(leaves: list[bytes]) -> bytes:
+    """The specification's recursive definition, as the reference."""
+    if not leaves:
+        return EMPTY_ROOT
+    if len(leaves) == 1:
+        return leaf_hash(leaves[0])
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + rfc6962(leaves[:k]) + rfc6962(leaves[k:])).digest()
+
+
+LEAVES = [hashlib.sha256(str(i).encode()).digest() for i in range(40)]
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31, 33, 40])
+def test_root_matches_the_recursive_definition(n: int) -> None:
+    assert merkle_root(LEAVES[:n]) == rfc6962(LEAVES[:n])
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13, 40])
+def test_every_leaf_has_a_valid_inclusion_proof(n: int) -> None:
+    root = merkle_root(LEAVES[:n])
+    for i in range(n):
+        proof = inclusion_proof(LEAVES[:n], i)
+        assert verify_inclusion(LEAVES[i], i, n, proof, root)
+        assert not verify_inclusion(bytes(32), i, n, proof, root)
+        if proof:
+            assert not verify_inclusion(LEAVES[i], i, n, [bytes(32), *proof[1:]], root)
+
+
+def test_leaves_and_nodes_cannot_be_confused() -> None:
+    a, b = LEAVES[0], LEAVES[1]
+    inner = hashlib.sha256(b"\x01" + leaf_hash(a) + leaf_hash(b)).digest()
+    assert merkle_root([a, b]) == inner
+    assert merkle_root([inner]) != inner
