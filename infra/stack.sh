@@ -265,6 +265,7 @@ cmd_deps() {
   if ! command -v curl >/dev/null 2>&1; then need+=(curl); fi
   # The monitor's dashboard is tested in headless Chromium; the scorer's benchmark drives load with wrk.
   if ! command -v chromium >/dev/null 2>&1; then need+=(chromium); fi
+  if [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then need+=(fonts-dejavu-core); fi
   if ! command -v wrk >/dev/null 2>&1; then need+=(wrk); fi
   if [ "${#need[@]}" -gt 0 ]; then apt_install "${need[@]}"; fi
 

@@ -1,0 +1,466 @@
+"""Wires the monitor: inference-log windows and the label join on batch sinks, candidates and lifecycle
+subscribers, the staleness check, the outbox relay, and the dashboard with its JSON API. Nothing runs at
+import."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry, Counter
+
+from tollgate_core.alerts import AlertEvent, AlertKind, AlertPayload, AlertState
+from tollgate_core.bus import create_broker
+from tollgate_core.contracts import ContractRegistry, DatasetContract, FieldType
+from tollgate_core.db import create_pool, ping
+from tollgate_core.events import utcnow
+from tollgate_core.kafka import BatchSink, OutRecord, dead_letter, producer_config
+from tollgate_core.lifecycle import CandidateEvent, LifecycleEvent
+from tollgate_core.pii import PiiRedactor
+from tollgate_core.reference import ReferenceProfile
+from tollgate_core.topics import Topics, catalog
+from tollgate_monitor.alerts import alert_id, event_id, severity, wants_retraining
+from tollgate_monitor.asyncapi import SERVICE, declare_version_subscribers, group
+from tollgate_monitor.drift import Layout, category_key
+from tollgate_monitor.evaluate import Labeled, Thresholds, alert_event, judge, observe, training_request
+from tollgate_monitor.processor import LogEntry, PartitionState, ingest, parse_entry
+from tollgate_monitor.settings import MonitorSettings
+from tollgate_monitor.store import LabelRow, MonitorStore, PredictionRow, Retrain, VersionInfo
+from tollgate_monitor.windows import Series
+
+log = logging.getLogger(__name__)
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def schema_id(topic: str) -> str:
+    spec = catalog()[topic]
+    return f"{spec.name}.v{spec.current.version}"
+
+
+class ReferenceMissing(RuntimeError):
+    """Inference records of a version whose reference profile has not arrived yet: retry the batch."""
+
+
+def positive_key(contract: DatasetContract) -> str | None:
+    """The label value counted as the positive class of a binary classifier (None: not binary)."""
+    label = contract.label
+    if label.task != "classification":
+        return None
+    if label.positive_class is not None:
+        return category_key(label.positive_class)
+    if label.type is FieldType.BOOLEAN:
+        return "true"
+    if label.type is FieldType.CATEGORY and label.categories and len(label.categories) == 2:
+        return str(label.categories[1])
+    if label.type in (FieldType.INTEGER, FieldType.NUMBER):
+        return "1"
+    return None
+
+
+class MonitorMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "tollgate_monitor_records", "Inference records by outcome", ["outcome"], registry=registry
+        )
+        self.windows = Counter("tollgate_monitor_windows", "Windows judged", ["model"], registry=registry)
+        self.alerts = Counter(
+            "tollgate_monitor_alerts", "Alert events", ["model", "kind", "state"], registry=registry
+        )
+        self.labels = Counter("tollgate_monitor_labels", "Labels by outcome", ["outcome"], registry=registry)
+        self.retrains = Counter(
+            "tollgate_monitor_training_requests", "Training requests queued", ["model"], registry=registry
+        )
+
+
+class Monitor:
+    """One monitor replica."""
+
+    def __init__(self, settings: MonitorSettings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_namespace)
+        self.thresholds = Thresholds.from_settings(settings)
+        self.contracts = ContractRegistry.from_directory(settings.contracts_dir)
+        self.redactors = {
+            c.schema_id: PiiRedactor(c, settings.pii_key.get_secret_value().encode()) for c in self.contracts
+        }
+        self.registry = CollectorRegistry()
+        self.metrics = MonitorMetrics(self.registry)
+        self.alert_schema = schema_id("monitor.alerts")
+        self.request_schema = schema_id("training.requests")
+        self.layouts: dict[Series, Layout] = {}
+        self.versions: dict[Series, VersionInfo] = {}
+        self.partitions: dict[tuple[str, int], PartitionState] = {}
+        self._missing_since: dict[Series, float] = {}
+        self.pool: Any = None
+        self.store: MonitorStore | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.windows_sink: BatchSink | None = None
+        self.labels_sink: BatchSink | None = None
+        self.broker: KafkaBroker | None = None
+
+    # --------------------------------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        s = self.settings
+        self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=5)
+        self.store = MonitorStore(self.pool)
+        self.producer = AIOKafkaProducer(**producer_config(s.kafka_bootstrap, s.client_id(SERVICE)))
+        await self.producer.start()
+        self.windows_sink = BatchSink(
+            name=f"{SERVICE}-windows",
+            bootstrap=s.kafka_bootstrap,
+            topics=[self.topics.inference_log],
+            group_id=group(s, "windows"),
+            client_id=s.client_id(SERVICE),
+            handler=self.on_inference,
+            max_records=s.max_batch_records,
+        )
+        self.labels_sink = BatchSink(
+            name=f"{SERVICE}-labels",
+            bootstrap=s.kafka_bootstrap,
+            topics=[self.topics.events_validated],
+            group_id=group(s, "labels"),
+            client_id=s.client_id(SERVICE),
+            handler=self.on_labels,
+        )
+        self.broker = create_broker(s, SERVICE)
+        declare_version_subscribers(self.broker, s, self.on_candidate, self.on_lifecycle)
+        await self.broker.start()
+        await self.windows_sink.start()
+        await self.labels_sink.start()
+
+    async def stop(self) -> None:
+        if self.broker is not None:
+            await self.broker.stop()
+        for sink in (self.windows_sink, self.labels_sink):
+            if sink is not None:
+                await sink.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        if self.pool is not None:
+            await self.pool.close()
+
+    def loops(self) -> list[Any]:
+        assert self.windows_sink is not None and self.labels_sink is not None
+        return [self.windows_sink.run, self.labels_sink.run, self.relay, self.watch_staleness]
+
+    async def relay(self) -> None:
+        assert self.store is not None and self.producer is not None
+        await self.store.outbox.relay(self.producer)
+
+    # ---------------------------------------------------------------------------------------- versions
+
+    async def on_candidate(self, body: bytes) -> None:
+        event = CandidateEvent.model_validate_json(body)
+        assert self.store is not None
+        await self.store.upsert_candidate(event.payload)
+        self._forget((event.payload.model, event.payload.version))
+
+    async def on_lifecycle(self, body: bytes) -> None:
+        event = LifecycleEvent.model_validate_json(body)
+        assert self.store is not None
+        await self.store.upsert_lifecycle(event.payload, event.occurred_at)
+        self.versions.pop((event.payload.model, event.payload.version), None)
+
+    def _forget(self, series: Series) -> None:
+        self.layouts.pop(series, None)
+        self.versions.pop(series, None)
+
+    async def layout_for(self, series: Series) -> Layout | None:
+        layout = self.layouts.get(series)
+        if layout is not None:
+            return layout
+        assert self.store is not None
+        info = await self.store.version(*series)
+        if info is None or info.reference is None:
+            return None
+        layout = self.layouts[series] = Layout.from_reference(ReferenceProfile.model_validate(info.reference))
+        self.versions[series] = info
+        self._missing_since.pop(series, None)
+        return layout
+
+    async def version_info(self, series: Series) -> VersionInfo | None:
+        info = self.versions.get(series)
+        if info is None:
+            assert self.store is not None
+            info = await self.store.version(*series)
+            if info is not None:
+                self.versions[series] = info
+        return info
+
+    # ------------------------------------------------------------------------------------ inference log
+
+    async def _state(self, topic: str, partition: int) -> PartitionState:
+        key = (topic, partition)
+        state = self.partitions.get(key)
+        if state is None:
+            assert self.store is not None
+            doc = await self.store.load_partition(topic, partition)
+            s = self.settings
+            if doc is None:
+                state = PartitionState(topic, partition, s.window_seconds, s.window_buckets)
+            else:
+                for item in doc.get("series", []):
+                    await self.layout_for((item["model"], item["version"]))
+                state = PartitionState.from_json(
+                    topic, partition, doc, self.layouts.get, s.window_seconds, s.window_buckets
+                )
+            self.partitions[key] = state
+        return state
+
+    async def on_inference(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        by_partition: dict[tuple[str, int], list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
+        for rec in records:
+            by_partition[(rec.topic, rec.partition)].append(rec)
+        for (topic, partition), recs in by_partition.items():
+            try:
+                await self._process(await self._state(topic, partition), recs)
+            except Exception:
+                # The in-memory state may hold part of this batch: reload it from the checkpoint next time.
+                self.partitions.pop((topic, partition), None)
+                raise
+
+    async def _process(self, state: PartitionState, recs: list[ConsumerRecord[bytes, bytes]]) -> None:
+        assert self.store is not None and self.producer is not None
+        s = self.settings
+        expected = state.last_offset
+        entries: list[LogEntry] = []
+        dead: list[OutRecord] = []
+        for rec in recs:
+            if rec.offset <= expected:
+                self.metrics.records.labels("redelivered").inc()
+                continue
+            try:
+                entries.append(parse_entry(rec.offset, rec.value))
+            except Exception as exc:  # unreadable record: dead-lettered, never blocks the partition
+                dead.append(dead_letter(rec, self.topics.dlq(SERVICE), SERVICE, exc))
+        if recs[-1].offset <= expected:
+            return
+
+        unknown: set[Series] = set()
+        now = time.monotonic()
+        for series in {(e.model, e.version) for e in entries}:
+            if await self.layout_for(series) is None:
+                since = self._missing_since.setdefault(series, now)
+                if now - since < s.reference_wait_seconds:
+                    raise ReferenceMissing(f"no reference profile yet for {series[0]} v{series[1]}; retrying")
+                unknown.add(series)
+        for out in dead:
+            await self.producer.send_and_wait(out.topic, out.value, key=out.key, headers=out.headers)
+
+        result = ingest(state, entries, self.layouts.get, frozenset(unknown))
+        state.last_offset = max(state.last_offset, recs[-1].offset)
+        self.metrics.records.labels("counted").inc(result.accepted)
+        self.metrics.records.labels("late").inc(result.late)
+        self.metrics.records.labels("unreferenced").inc(
+            sum(1 for e in entries if (e.model, e.version) in unknown)
+        )
+        self.metrics.records.labels("dead_lettered").inc(len(dead))
+
+        reports: list[dict[str, Any]] = []
+        alerts: list[AlertEvent] = []
+        retrains: list[Retrain] = []
+        due = list(state.book.due(state.watermark, s.allowed_lateness_seconds))
+        stages = await self.store.stages() if due else {}
+        for window in due:
+            series = (window.model, window.version)
+            info = await self.version_info(series)
+            labeled = await self._labeled(window.model, window.version, window.start, window.end, info)
+            report = judge(self.layouts[series], window, self.thresholds, labeled)
+            stage = stages.get(series, "unknown")
+            for change in observe(report, state.series_states(series), self.thresholds):
+                event = alert_event(change, report, stage, SERVICE, self.alert_schema, utcnow())
+                alerts.append(event)
+                self.metrics.alerts.labels(window.model, change.kind.value, change.state.value).inc()
+                if wants_retraining(change.kind, change.state, stage) and info is not None and info.contract:
+                    retrains.append(
+                        Retrain(
+                            training_request(event, info.contract, self.request_schema, SERVICE, utcnow()),
+                            s.retrain_cooldown_seconds,
+                        )
+                    )
+            reports.append(report.to_json())
+            self.metrics.windows.labels(window.model).inc()
+
+        predictions = [
+            PredictionRow(
+                e.request_id,
+                e.model,
+                e.version,
+                e.contract,
+                e.entity_id,
+                None if e.score != e.score else e.score,
+                e.predicted,
+                datetime.fromtimestamp(e.at, tz=UTC),
+            )
+            for e in entries
+            if (e.model, e.version) not in unknown and e.offset > expected
+        ]
+        queued = await self.store.commit_batch(
+            topic=state.topic,
+            partition=state.partition,
+            expected_offset=expected,
+            state=state.to_json(),
+            predictions=predictions,
+            windows=reports,
+            alerts=alerts,
+            alerts_topic=self.topics.monitor_alerts,
+            retrains=retrains,
+            requests_topic=self.topics.training_requests,
+        )
+        for retrain in retrains[:queued]:
+            self.metrics.retrains.labels(retrain.event.payload.model).inc()
+
+    async def _labeled(
+        self, model: str, version: str, start: float, end: float, info: VersionInfo | None
+    ) -> Labeled | None:
+        """Predictions of the version whose labels arrived within the window (binary or regression)."""
+        if info is None or info.task is None:
+            return None
+        assert self.store is not None
+        scores, truth, _, _ = await self.store.labeled(model, version, start, end)
+        return Labeled(info.task, scores, truth, info.metrics)
+
+    # ------------------------------------------------------------------------------------------- labels
+
+    async def on_labels(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        rows: list[LabelRow] = []
+        for rec in records:
+            try:
+                doc = orjson.loads(rec.value or b"null")
+                if not doc.get("labeled"):
+                    continue
+                contract = self.contracts.get(doc["schema"])
+                if contract is None:
+                    continue
+                value = doc["payload"].get(contract.label.name)
+                if value is None:
+                    continue
+                rows.append(self._label_row(contract, doc, value))
+            except (ValueError, KeyError, TypeError) as exc:  # not a validated event: nothing to join
+                self.metrics.labels.labels("unreadable").inc()
+                log.warning(
+                    "monitor: unreadable labeled record at %s[%d]@%d: %s",
+                    rec.topic,
+                    rec.partition,
+                    rec.offset,
+                    exc,
+                )
+        assert self.store is not None
+        joined = await self.store.join_labels(rows)
+        self.metrics.labels.labels("received").inc(len(rows))
+        self.metrics.labels.labels("joined").inc(joined)
+
+    def _label_row(self, contract: DatasetContract, doc: dict[str, Any], value: Any) -> LabelRow:
+        label = category_key(value)
+        positive = positive_key(contract)
+        truth: float | None
+        if contract.label.task == "regression":
+            truth = float(value)
+        else:
+            truth = None if positive is None else float(label == positive)
+        entity = self.redactors[contract.schema_id].value(contract.entity_id.name, doc.get("entity_id"))
+        request_id = doc["payload"].get("request_id")
+        return LabelRow(
+            contract.schema_id,
+            None if entity is None else str(entity),
+            None if request_id is None else str(request_id),
+            label,
+            truth,
+            datetime.fromisoformat(doc["occurred_at"]),
+        )
+
+    # ---------------------------------------------------------------------------------------- staleness
+
+    async def watch_staleness(self) -> None:
+        while True:
+            try:
+                await self.check_staleness()
+                assert self.store is not None
+                await self.store.expire_predictions(self.settings.label_join_ttl_seconds)
+            except Exception:  # retried at the next poll; the monitor keeps serving
+                log.exception("monitor: staleness check failed")
+            await asyncio.sleep(self.settings.staleness_poll_seconds)
+
+    async def check_staleness(self, now: datetime | None = None) -> list[AlertEvent]:
+        """Raise or clear the staleness alert of every production version (model age, time since a label)."""
+        assert self.store is not None
+        now = now or utcnow()
+        s = self.settings
+        changed = []
+        for row in await self.store.production_versions():
+            trained = row["trained_at"]
+            since = row["last_label"] or row["stage_changed_at"] or trained
+            age = (now - trained).total_seconds() if trained else 0.0
+            gap = (now - since).total_seconds() if since else 0.0
+            bad = age > s.max_model_age_seconds or gap > s.max_label_gap_seconds
+            state, current = await self.store.alert_state(
+                row["model"], row["version"], AlertKind.STALENESS.value
+            )
+            if bad == (state == AlertState.RAISED.value):
+                continue
+            new_state = AlertState.RAISED if bad else AlertState.CLEARED
+            aid = (
+                alert_id(row["model"], row["version"], AlertKind.STALENESS.value, now.timestamp())
+                if bad
+                else current
+            )
+            assert aid is not None
+            reasons = []
+            if age > s.max_model_age_seconds:
+                reasons.append(
+                    f"trained {age / 86400:.1f} days ago (limit {s.max_model_age_seconds / 86400:.1f})"
+                )
+            if gap > s.max_label_gap_seconds:
+                reasons.append(
+                    f"no label for {gap / 3600:.1f} h (limit {s.max_label_gap_seconds / 3600:.1f} h)"
+                )
+            summary = (
+                "stale: " + "; ".join(reasons) if bad else "fresh again: recent labels and a young model"
+            )
+            event = AlertEvent(
+                event_id=event_id(aid, new_state),
+                event_type=f"alert_{new_state.value}",
+                schema=self.alert_schema,
+                occurred_at=now,
+                producer=SERVICE,
+                payload=AlertPayload(
+                    alert_id=aid,
+                    model=row["model"],
+                    version=row["version"],
+                    stage="production",
+                    kind=AlertKind.STALENESS,
+                    state=new_state,
+                    severity=severity(AlertKind.STALENESS, "production"),
+                    summary=summary,
+                    windows=1,
+                    window_start=since or now,
+                    window_end=now,
+                    metrics={"age_seconds": age, "seconds_since_label": gap},
+                ),
+            )
+            if await self.store.set_alert(event, self.topics.monitor_alerts, expected_state=state):
+                changed.append(event)
+                self.metrics.alerts.labels(row["model"], AlertKind.STALENESS.value, new_state.value).inc()
+        return changed
+
+    # ---------------------------------------------------------------------------------------- readiness
+
+    async def kafka_ready(self) -> None:
+        for sink in (self.windows_sink, self.labels_sink):
+            if sink is None or not sink.healthy:
+                raise RuntimeError("a consumer is not running")
+        assert self.producer is not None
+        await self.producer.client.fetch_all_metadata()
+
+    async def db_ready(self) -> None:
+        await ping(self.pool)

@@ -1,0 +1,92 @@
+"""Live model performance from predictions joined with their late labels, against the holdout metrics.
+
+Metrics are computed from the joined (score, truth) pairs of a window: ROC AUC (exact, from ranks), accuracy
+(score >= 0.5 for the positive class) and log loss for binary classifiers; MAE and RMSE for regressors. A
+metric breaches when it is worse than the candidate's out-of-time holdout value by more than a tolerance:
+an absolute drop for ROC AUC and accuracy, a relative rise for the losses (their scale depends on the data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata
+
+HIGHER_IS_BETTER = ("roc_auc", "accuracy", "r2")
+LOWER_IS_BETTER = ("log_loss", "mae", "rmse")
+CLIP = 1e-15
+
+
+def classification_metrics(scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Binary metrics of positive-class probabilities ``scores`` against 0/1 ``truth``."""
+    n = len(scores)
+    if n == 0:
+        return {"count": 0.0}
+    p = np.clip(scores, CLIP, 1 - CLIP)
+    out = {
+        "count": float(n),
+        "accuracy": float(np.mean((scores >= 0.5) == (truth >= 0.5))),
+        "log_loss": float(-np.mean(truth * np.log(p) + (1 - truth) * np.log(1 - p))),
+        "positive_rate": float(np.mean(truth)),
+    }
+    positives = int(truth.sum())
+    negatives = n - positives
+    if positives and negatives:
+        ranks = rankdata(scores)
+        out["roc_auc"] = float(
+            (ranks[truth >= 0.5].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+        )
+    return out
+
+
+def regression_metrics(predictions: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    if len(predictions) == 0:
+        return {"count": 0.0}
+    error = predictions - truth
+    return {
+        "count": float(len(error)),
+        "mae": float(np.mean(np.abs(error))),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+    }
+
+
+def live_metrics(task: str, scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    ok = ~(np.isnan(scores) | np.isnan(truth))
+    if task == "regression":
+        return regression_metrics(scores[ok], truth[ok])
+    return classification_metrics(scores[ok], truth[ok])
+
+
+def limits(holdout: Mapping[str, float], tolerance: float, relative_tolerance: float) -> dict[str, float]:
+    """Per holdout metric, the live value beyond which it breaches."""
+    out = {m: holdout[m] - tolerance for m in HIGHER_IS_BETTER if m in holdout}
+    out.update({m: holdout[m] * (1 + relative_tolerance) for m in LOWER_IS_BETTER if m in holdout})
+    return out
+
+
+@dataclass(frozen=True)
+class Breach:
+    metric: str
+    live: float
+    holdout: float
+    limit: float
+
+
+def breaches(
+    live: Mapping[str, float], holdout: Mapping[str, float], tolerance: float, relative_tolerance: float
+) -> list[Breach]:
+    """Metrics worse than the holdout by more than the tolerance (only metrics present on both sides)."""
+    found = []
+    for metric in HIGHER_IS_BETTER:
+        if metric in live and metric in holdout:
+            limit = holdout[metric] - tolerance
+            if live[metric] < limit:
+                found.append(Breach(metric, live[metric], holdout[metric], limit))
+    for metric in LOWER_IS_BETTER:
+        if metric in live and metric in holdout:
+            limit = holdout[metric] * (1 + relative_tolerance)
+            if live[metric] > limit:
+                found.append(Breach(metric, live[metric], holdout[metric], limit))
+    return found

@@ -1,0 +1,149 @@
+"""The monitor as a real process against Kafka and PostgreSQL.
+
+A production version with a real reference profile; inference-log events in one-minute event-time windows
+with drift injected from window 6; late labels joined by entity id; a SIGKILL mid-stream followed by a
+replay of the whole partition (the consumer group's offsets reset to 0). Expected: every window counted
+exactly once, the data-drift alert raised on the third drifted window, and one debounced training request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from tests.conftest import wait_http_ok
+from tests.e2e.monitor_feed import Stream, publish_versions, wait_for
+from tests.kafka_helpers import collect, produce
+from tollgate_core.alerts import AlertEvent
+from tollgate_core.lifecycle import TrainingRequestEvent
+
+WINDOWS = 12
+ROWS = 400
+DRIFT_FROM = 6
+MONITOR_SETTINGS = {
+    "window_seconds": "60",
+    "allowed_lateness_seconds": "0",
+    "min_window_rows": "300",
+    "min_labels": "200",
+    "raise_after": "3",
+    "clear_after": "3",
+    "retrain_cooldown_seconds": "3600",
+    "reference_wait_seconds": "30",
+}
+
+
+async def reset_group(bootstrap: str, group: str, topic: str, timeout: float = 60) -> None:
+    """Commit offset 0 for every partition of ``topic`` in ``group`` (once the killed member has expired):
+    Kafka redelivers everything, as after losing committed offsets."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the retries below are expected, not errors
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        await producer.start()
+        try:
+            parts = [TopicPartition(topic, p) for p in sorted(await producer.partitions_for(topic))]
+        finally:
+            await producer.stop()
+        consumer.assign(parts)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                await consumer.commit({tp: 0 for tp in parts})
+                return
+            except KafkaError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1.0)
+    finally:
+        await consumer.stop()
+        logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+async def test_drift_alert_retraining_and_restart_without_double_counting(
+    services: Any, namespace: str, bootstrap: str
+) -> None:
+    stream = Stream.recent(WINDOWS, ROWS, DRIFT_FROM, {"credit_utilization": 1.0})
+    log_topic = f"{namespace}.inference.log.v1"
+    await publish_versions(bootstrap, namespace, stream.model)
+    monitor = services("monitor", **MONITOR_SETTINGS)
+    base = f"http://127.0.0.1:{monitor.port}"
+    await wait_http_ok(f"{base}/readyz", proc=monitor)
+
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        # Phase 1: windows 0-3; 0-2 are judged (3 stays open), then window 1's labels arrive in window 3.
+        for window in range(4):
+            await produce(bootstrap, log_topic, stream.log_events(window))
+        await wait_for(client, f"/v1/models/{stream.model}/drift", lambda b: len(b["windows"]) == 3)
+        await produce(
+            bootstrap, f"{namespace}.events.validated.v1", stream.label_events(1, arrive_in_window=3)
+        )
+        await wait_for(
+            client, f"/v1/models/{stream.model}/performance", lambda b: b["labels"]["1"]["labeled"] == ROWS
+        )
+
+    # SIGKILL, then make Kafka redeliver the whole partition: the checkpoint must make the replay a no-op.
+    monitor.kill()
+    await reset_group(bootstrap, f"{namespace}.monitor.windows", log_topic)
+    monitor = services("monitor", **MONITOR_SETTINGS)
+    base = f"http://127.0.0.1:{monitor.port}"
+    await wait_http_ok(f"{base}/readyz", proc=monitor)
+
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        for window in range(4, WINDOWS):
+            await produce(bootstrap, log_topic, stream.log_events(window))
+        await produce(bootstrap, log_topic, stream.log_events(WINDOWS, count=1))  # closes the last window
+        body = await wait_for(
+            client, f"/v1/models/{stream.model}/drift", lambda b: len(b["windows"]) == WINDOWS
+        )
+        windows = body["windows"]
+        assert [w["rows"] for w in windows] == [ROWS] * WINDOWS, "a window was counted twice or partly"
+        assert [w["end"] for w in windows] == [stream.window_end(i) for i in range(WINDOWS)]
+        drifted = [sorted(f["feature"] for f in w["features"] if f["drifted"]) for w in windows]
+        assert drifted == [[]] * DRIFT_FROM + [["credit_utilization"]] * (WINDOWS - DRIFT_FROM)
+
+        perf = (await client.get(f"/v1/models/{stream.model}/performance")).json()
+        window3 = perf["windows"][3]["performance"]
+        assert window3["labels"] == ROWS  # window 1's labels, joined by entity id, arrived during window 3
+        assert abs(window3["metrics"]["roc_auc"] - window3["holdout"]["roc_auc"]) < 0.1
+
+        models = (await client.get("/v1/models")).json()
+        assert [v["stage"] for v in models[0]["versions"]] == ["production"]
+        assert {a["kind"] for a in models[0]["active_alerts"]} >= {"data_drift"}
+
+    alerts = [
+        AlertEvent.model_validate_json(r.value)
+        for r in await collect(bootstrap, f"{namespace}.monitor.alerts.v1", expect=1, timeout=30, settle=3)
+    ]
+    drift_alerts = [a.payload for a in alerts if a.payload.kind.value == "data_drift"]
+    assert len(drift_alerts) == 1, [a.payload.summary for a in alerts]
+    raised = drift_alerts[0]
+    assert (raised.state.value, raised.stage, raised.severity, raised.windows) == (
+        "raised",
+        "production",
+        "critical",
+        3,
+    )
+    # Caught on the third drifted window: windows 6, 7 and 8 drifted, the alert carries window 8.
+    assert raised.window_end.timestamp() == stream.window_end(DRIFT_FROM + 2)
+    assert [f.feature for f in raised.features] == ["credit_utilization"] and raised.features[0].effect >= 0.2
+    assert len({a.event_id for a in alerts}) == len(alerts)  # no duplicate after the replay
+
+    requests = [
+        TrainingRequestEvent.model_validate_json(r.value)
+        for r in await collect(bootstrap, f"{namespace}.training.requests.v1", expect=1, timeout=30, settle=3)
+    ]
+    assert len(requests) == 1, "training requests are debounced per model"
+    request = requests[0].payload
+    assert (request.model, request.contract, request.requested_by) == (
+        stream.model,
+        "synthetic-risk.v1",
+        "monitor",
+    )
+    assert request.alert_id in {a.payload.alert_id for a in alerts}
