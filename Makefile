@@ -72,6 +72,10 @@ test: topics
 test-unit: venv
 	.venv/bin/pytest tests/unit $(PYTEST_ARGS)
 
+# The demo watches drift windows of 10 s (the default is 60 s) and lets the monitor ask for retraining
+# again after a minute (default: an hour), so the closed loop shows within minutes, run after run.
+demo: export TOLLGATE_MONITOR_WINDOW_SECONDS ?= 10
+demo: export TOLLGATE_MONITOR_RETRAIN_COOLDOWN_SECONDS ?= 60
 demo: up
 	@if [ -f libs/core/tollgate_core/demo.py ] || [ -f libs/core/tollgate_core/demo/__main__.py ]; then \
 	  $(PY) -m tollgate_core.demo; \

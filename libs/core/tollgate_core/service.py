@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -30,6 +32,7 @@ async def run_service(
     stop everything. A loop that fails takes the process down (non-zero exit) rather than limping on."""
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
     server = uvicorn.Server(config)
+    _exit_on_signals(server)
     tasks = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
     serving = asyncio.create_task(server.serve(), name="http")
     failure: BaseException | None = None
@@ -52,3 +55,21 @@ async def run_service(
             await serving
     if failure is not None:
         raise SystemExit(1)
+
+
+def _exit_on_signals(server: uvicorn.Server) -> None:
+    """Make SIGTERM/SIGINT stop the service through ``on_stop``.
+
+    uvicorn catches these signals while it serves, then restores the handlers it found and raises the
+    caught signal again. With Python's default handlers still in place, that re-raise ends the process (or
+    raises KeyboardInterrupt) before ``on_stop`` runs, so nothing is flushed or closed. Handlers that only
+    ask the server to exit are installed first; the re-raised signal then lands on them.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def request_exit(signum: int, frame: Any) -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, request_exit)

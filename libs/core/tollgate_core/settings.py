@@ -9,11 +9,13 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_KAFKA_BOOTSTRAP = "localhost:9092"
 DEFAULT_DATABASE_URL = "postgresql://tollgate:tollgate@127.0.0.1:5432/tollgate"
+# The key personal data is hashed with outside production. It is public, so production must set its own.
+DEVELOPMENT_PII_KEY = "tollgate-development-pii-key"
 
 
 class ServiceSettings(BaseSettings):
@@ -54,9 +56,26 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("TOLLGATE_MODELS_DIR", "models_dir"),
         description="Model catalog folder (default schemas/models).",
     )
+    environment: str = Field(
+        "development",
+        validation_alias=AliasChoices("TOLLGATE_ENV", "environment"),
+        description="development, test or production; production refuses the built-in development secrets.",
+    )
+    pii_key: SecretStr = Field(
+        SecretStr(DEVELOPMENT_PII_KEY),
+        validation_alias=AliasChoices("TOLLGATE_PII_KEY", "pii_key"),
+        description="HMAC-SHA256 key for hashing personal data before it reaches a log; one key platform-wide, "
+        "so hashed values join across services.",
+    )
     http_host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
     log_level: str = Field("INFO", description="Python logging level.")
     otel_console: bool = Field(False, description="Print finished spans to stdout (debugging).")
+
+    @model_validator(mode="after")
+    def _no_development_secrets_in_production(self) -> ServiceSettings:
+        if self.environment == "production" and self.pii_key.get_secret_value() == DEVELOPMENT_PII_KEY:
+            raise ValueError("TOLLGATE_PII_KEY must be set in production: the development key is public")
+        return self
 
     def artifact_path(self) -> Path:
         if self.artifact_dir:

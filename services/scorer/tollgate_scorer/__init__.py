@@ -1,0 +1,1 @@
+"""tollgate scorer: serves ONNX model versions that the registry promotes."""

@@ -1,0 +1,39 @@
+"""``python -m tollgate_scorer``: run the scorer service (settings from ``TOLLGATE_SCORER_*``).
+
+The event loop is uvloop's (installed with ``uvicorn[standard]``): ``uvicorn.run`` would pick it, but the
+scorer runs uvicorn inside its own loop. Measured with wrk (8 connections, one row per request): about 5 %
+less CPU per request than on asyncio's default loop.
+"""
+
+from __future__ import annotations
+
+import gc
+
+import uvloop
+
+from tollgate_core.service import configure_logging, run_service
+from tollgate_scorer.app import ScorerService
+from tollgate_scorer.settings import ScorerSettings
+
+
+async def main() -> None:
+    settings = ScorerSettings()
+    configure_logging(settings.log_level)
+    service = ScorerService(settings)
+    await service.start()
+    # Everything built so far (modules, contracts, loaded models) lives as long as the process: freezing it
+    # keeps the collector from walking it again, and a larger first generation means fewer collections
+    # while requests allocate. Measured on the Kafka path: about 20 % less CPU per event.
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+    await run_service(
+        service.http_app(),
+        host=settings.http_host,
+        port=settings.http_port,
+        loops=service.loops(),
+        on_stop=service.stop,
+    )
+
+
+if __name__ == "__main__":
+    uvloop.run(main())

@@ -1,0 +1,228 @@
+"""Wires the scorer: lifecycle follower → model manager → route table; scoring core; inference log;
+HTTP (hot routes in front of the FastAPI operations app); Kafka scoring stage. Nothing runs at import."""
+
+from __future__ import annotations
+
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from tollgate_core.apikeys import KeyVerifier, ensure_schema
+from tollgate_core.artifacts import DirectoryArtifactStore
+from tollgate_core.contracts import ContractRegistry
+from tollgate_core.db import ping
+from tollgate_core.http import create_http_app
+from tollgate_core.kafka import TransactionalStage
+from tollgate_core.telemetry import setup_tracing
+from tollgate_core.topics import Topics, catalog
+from tollgate_scorer.asyncapi import SERVICE, stage_spec
+from tollgate_scorer.auth import Authenticator
+from tollgate_scorer.core import Scorer, ScoringStats
+from tollgate_scorer.follower import LifecycleFollower
+from tollgate_scorer.http import ScoringApp
+from tollgate_scorer.inference_log import InferenceEventEncoder, InferenceLog, KafkaLogSink
+from tollgate_scorer.manager import ModelManager
+from tollgate_scorer.metrics import ScorerCollector
+from tollgate_scorer.openapi import add_scoring_routes
+from tollgate_scorer.routing import ModelTable
+from tollgate_scorer.settings import ScorerSettings
+from tollgate_scorer.spool import Spool
+from tollgate_scorer.stage import ScoringStage
+
+log = logging.getLogger(__name__)
+
+
+def _version() -> str:
+    try:
+        return version("tollgate-scorer")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+class ScorerService:
+    """One scorer process."""
+
+    def __init__(self, settings: ScorerSettings) -> None:
+        self.settings = settings
+        self.topics = Topics(settings.topic_namespace)
+        self.contracts = ContractRegistry.from_directory(settings.contracts_dir)
+        self.table = ModelTable()
+        self.stats = ScoringStats()
+        self.manager = ModelManager(
+            self.table,
+            DirectoryArtifactStore(settings.artifact_path()),
+            self.contracts,
+            settings.session_config(),
+            settings.pii_key.get_secret_value().encode(),
+            warmup_rounds=settings.warmup_rounds,
+        )
+        self.inference_log: InferenceLog | None = None
+        if settings.inference_log:
+            self.inference_log = InferenceLog(
+                sink=KafkaLogSink(
+                    settings.log_bootstrap or settings.kafka_bootstrap,
+                    self.topics.inference_log,
+                    settings.client_id(SERVICE) + "-log",
+                    settings.log_send_timeout_s,
+                ),
+                encoder=InferenceEventEncoder(
+                    self._schema("inference.log"), f"{SERVICE}-{settings.instance_id}"
+                ),
+                spool=Spool(settings.spool_path(), settings.log_spool_max_bytes),
+                policy=settings.log_spool_policy,
+                batch_size=settings.log_batch_size,
+                linger_s=settings.log_linger_ms / 1000.0,
+                retry_s=settings.log_retry_s,
+                max_queue=settings.log_max_queue,
+            )
+        self.scorer = Scorer(self.table, self.inference_log, self.stats)
+        self.tracer = setup_tracing(
+            SERVICE, sample_ratio=settings.trace_sample_ratio, console=settings.otel_console
+        ).get_tracer("tollgate.scorer")
+        self.follower: LifecycleFollower | None = None
+        self.stage: TransactionalStage | None = None
+        self.pool: Any = None
+        self.verifier: KeyVerifier | None = None
+        self.registry = CollectorRegistry()
+        self.registry.register(
+            ScorerCollector(
+                self.stats,
+                self.table,
+                self.manager,
+                self.inference_log,
+                lambda: self.follower,
+                lambda: self.stage.stats if self.stage is not None else None,
+            )
+        )
+
+    def _schema(self, topic: str) -> str:
+        return f"{topic}.v{catalog()[topic].current.version}"
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.auth_required:
+            self.pool = await asyncpg.create_pool(s.database_url, min_size=1, max_size=2)
+            await ensure_schema(self.pool)
+            self.verifier = KeyVerifier.from_pool(
+                self.pool, refresh_s=s.api_key_refresh_s, cache_size=s.api_key_cache_size
+            )
+            await self.verifier.refresh()
+        self.follower = LifecycleFollower(
+            bootstrap=s.kafka_bootstrap,
+            topic=self.topics.models_lifecycle,
+            client_id=s.client_id(SERVICE) + "-lifecycle",
+            apply=self.manager.apply,
+        )
+        await self.follower.start()  # serve the right versions from the first request on
+        if s.kafka_scoring:
+            spec = stage_spec(s)
+            self.stage = TransactionalStage(
+                name=SERVICE,
+                bootstrap=s.kafka_bootstrap,
+                source_topics=list(spec.sources),
+                group_id=spec.group_id,
+                transactional_id=f"{s.topic_namespace}.{SERVICE}-{s.instance_id}",
+                client_id=s.client_id(SERVICE),
+                handler=ScoringStage(
+                    self.scorer,
+                    results_topic=self.topics.scoring_results,
+                    dlq_topic=self.topics.dlq(SERVICE),
+                    request_schema=self._schema("scoring.requests"),
+                    result_schema=self._schema("scoring.results"),
+                    producer=f"{SERVICE}-{s.instance_id}",
+                    tracer=self.tracer,
+                ),
+                max_records=s.batch_max_records,
+            )
+            await self.stage.start()
+
+    def loops(self) -> list[Any]:
+        """Background loops for ``run_service``; each runs until the process stops."""
+        loops: list[Any] = []
+        if self.follower is not None:
+            loops.append(self.follower.run)
+        if self.inference_log is not None:
+            loops.append(self.inference_log.run)
+        if self.stage is not None:
+            loops.append(self.stage.run)
+        if self.verifier is not None:
+            loops.append(self.verifier.run)
+        return loops
+
+    async def stop(self) -> None:
+        if self.stage is not None:
+            await self.stage.stop()
+        if self.follower is not None:
+            await self.follower.stop()
+        if self.inference_log is not None:
+            await self.inference_log.close()
+        if self.pool is not None:
+            await self.pool.close()
+
+    # ---- readiness
+
+    def not_ready(self) -> str | None:
+        """Why the scorer cannot serve yet (None when it can)."""
+        if self.follower is None or not self.follower.caught_up:
+            return "catching up on the model lifecycle"
+        missing = [route.name for route in self.table if route.production is None and route.staging is None]
+        if missing:
+            return f"no loadable version of {', '.join(sorted(missing))}"
+        return None
+
+    async def _lifecycle_ready(self) -> None:
+        problem = self.not_ready()
+        if problem is not None:
+            raise RuntimeError(problem)
+
+    async def _kafka_ready(self) -> None:
+        if self.stage is not None and not self.stage.healthy:
+            raise RuntimeError("Kafka scoring stage not running")
+
+    async def _log_ready(self) -> None:
+        log_ = self.inference_log
+        if log_ is not None and not log_.accepting:
+            raise RuntimeError("inference log spool full: scoring is refused until Kafka is back")
+
+    async def _db_ready(self) -> None:
+        await ping(self.pool)
+
+    def http_app(self) -> Any:
+        checks = {
+            "lifecycle": self._lifecycle_ready,
+            "kafka": self._kafka_ready,
+            "inference_log": self._log_ready,
+        }
+        if self.pool is not None:
+            checks["postgres"] = self._db_ready
+        ops: FastAPI = create_http_app(
+            title="tollgate scorer",
+            version=_version(),
+            description="Scores ONNX model versions promoted by the registry over HTTP, the Open Inference "
+            "Protocol and Kafka, with canary and shadow routing and a complete inference log.",
+            registry=self.registry,
+            checks=checks,
+        )
+        base_openapi = ops.openapi
+
+        def openapi() -> dict[str, Any]:
+            if ops.openapi_schema is None:
+                add_scoring_routes(base_openapi())
+            assert ops.openapi_schema is not None
+            return ops.openapi_schema
+
+        ops.openapi = openapi  # type: ignore[method-assign]
+        return ScoringApp(
+            self.scorer,
+            ops,
+            authenticator=Authenticator(self.verifier) if self.verifier is not None else None,
+            max_body_bytes=self.settings.max_body_bytes,
+            max_instances=self.settings.max_instances,
+            ready=self.not_ready,
+            model_errors=self.manager.errors.get,
+            server_version=_version(),
+        )

@@ -1,0 +1,383 @@
+"""Scoring, whatever the transport: route, validate, run, log. HTTP, OIP and Kafka only translate.
+
+One call scores the instances of one request against one model. The route is read once at the start and
+used throughout, so a version swap in the middle of a request cannot mix versions inside it. Every
+instance is validated before anything runs, so a request is answered completely or refused with every
+broken rule; a shadow run can never change or fail the answer.
+
+Each answered instance is one inference-log entry (a tuple appended to a queue); a shadow run adds one more
+per instance, with the same request id and route ``shadow``.
+
+Concurrent single-row requests are not micro-batched: one onnxruntime call for a row costs 15-40 us of the
+roughly 130 us of CPU a request takes end to end (most of it the HTTP server and the kernel's TCP), so
+merging calls could save a few percent at best, while every request would pay an event-loop hop and wait
+for its batch to form.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tollgate_core.scoring import Route
+from tollgate_scorer.ids import RequestIds, derived_event_id
+from tollgate_scorer.inference_log import InferenceLog
+from tollgate_scorer.instances import Feeds, InvalidInstances, Violation
+from tollgate_scorer.model import Predictions, ServingModel
+from tollgate_scorer.routing import ModelRoute, ModelTable
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 1000.0)
+
+
+class ScoringFailure(Exception):
+    """A request that cannot be answered; ``status`` is the HTTP status it maps to."""
+
+    def __init__(self, status: int, code: str, message: str, violations: Sequence[Violation] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.violations = list(violations)
+
+
+@dataclass(slots=True)
+class Part:
+    """The rows of a request that one version answered, and its outputs for them."""
+
+    model: ServingModel
+    route: str
+    rows: list[int] | None  # None: all rows of the request, in order
+    outputs: Predictions
+    feeds: Feeds  # the input arrays, reused by a shadow version with the same input layout
+
+
+@dataclass(slots=True)
+class Scored:
+    request_ids: list[str]
+    parts: list[Part]
+    latency_ms: float
+
+
+@dataclass
+class ScoringStats:
+    """Counters read by the metrics collector at scrape time; updating one is a dict increment."""
+
+    inferences: defaultdict[tuple[str, str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    invalid: defaultdict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    failures: defaultdict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    shadow_failures: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # (model, channel) -> [count, sum of ms, count per bucket ..., +Inf]
+    latency: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+
+    def observe(self, model: str, channel: str, latency_ms: float) -> None:
+        cell = self.latency.get((model, channel))
+        if cell is None:
+            cell = self.latency[(model, channel)] = [0.0] * (len(LATENCY_BUCKETS_MS) + 3)
+        cell[0] += 1
+        cell[1] += latency_ms
+        cell[2 + bisect.bisect_left(LATENCY_BUCKETS_MS, latency_ms)] += 1
+
+
+class Scorer:
+    def __init__(self, table: ModelTable, inference_log: InferenceLog | None, stats: ScoringStats) -> None:
+        self.table = table
+        self.log = inference_log
+        self.stats = stats
+        self.new_request_id = RequestIds()
+
+    def route(self, name: str) -> ModelRoute:
+        route = self.table.get(name)
+        if route is None:
+            raise ScoringFailure(404, "unknown_model", f"no model named {name!r} is served here")
+        return route
+
+    def check_accepting(self, name: str) -> None:
+        if self.log is not None and not self.log.accepting:
+            self.log.refused += 1
+            self.stats.failures[(name, "unavailable")] += 1
+            raise ScoringFailure(
+                503,
+                "unavailable",
+                "the inference log cannot keep more events (Kafka unreachable and the local spool full); "
+                "scoring resumes when Kafka is back",
+            )
+
+    def score(
+        self,
+        name: str,
+        instances: Sequence[Any],
+        channel: str,
+        *,
+        traceparent: bytes | None = None,
+        version: str | None = None,
+        one_route: bool = False,
+    ) -> Scored:
+        """Score a request's instances; raises :class:`ScoringFailure` (nothing is logged then).
+
+        ``version`` pins an explicit version (route ``direct``, no shadow); ``one_route`` routes the whole
+        request by its first instance, for protocols that report one version per response.
+        """
+        start = time.perf_counter()
+        route = self.route(name)
+        self.check_accepting(name)
+        if not instances:
+            raise ScoringFailure(400, "invalid_request", "the request has no instances")
+        request_ids = [self.new_request_id() for _ in instances]
+        plan = self._plan(route, instances, request_ids, version, one_route)
+        parts = self._run(name, channel, plan, instances)
+        shadow = route.shadow_model if version is None else None
+        shadow_outputs = self._shadow(shadow, instances, parts) if shadow is not None else None
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        self.stats.observe(name, channel, latency_ms)
+        if self.log is not None:
+            self._log(parts, instances, request_ids, channel, latency_ms, traceparent, shadow, shadow_outputs)
+        return Scored(request_ids, parts, latency_ms)
+
+    def score_each(
+        self,
+        name: str,
+        instances: Sequence[Any],
+        request_ids: Sequence[str],
+        traceparents: Sequence[bytes | None],
+        channel: str,
+    ) -> tuple[Scored | None, dict[int, ScoringFailure]]:
+        """Score requests that stand alone (Kafka): an invalid one fails by itself, not the batch.
+
+        Log events get event ids derived from the request id and route, so scoring a redelivered request
+        again produces the same events, which consumers deduplicate.
+        """
+        failures: dict[int, ScoringFailure] = {}
+        try:
+            route = self.route(name)
+        except ScoringFailure as failure:
+            return None, dict.fromkeys(range(len(instances)), failure)
+        start = time.perf_counter()
+        plan = self._plan(route, instances, request_ids, None, False)
+        kept = list(range(len(instances)))
+        while True:
+            try:
+                parts = self._run(name, channel, plan, instances)
+                break
+            except ScoringFailure as failure:
+                if failure.code != "invalid_instance":
+                    raise
+                bad = {v["instance"] for v in failure.violations}
+                for index in bad:
+                    mine = [v for v in failure.violations if v["instance"] == index]
+                    failures[index] = ScoringFailure(422, "invalid_instance", _summary(mine), mine)
+                kept = [i for i in kept if i not in bad]
+                if not kept:
+                    return None, failures
+                plan = [
+                    (m, r, [i for i in (rows if rows is not None else range(len(instances))) if i not in bad])
+                    for m, r, rows in plan
+                ]
+                plan = [(m, r, rows) for m, r, rows in plan if rows]
+        shadow = route.shadow_model
+        shadow_outputs: Predictions | tuple[list[int], Predictions] | None = None
+        if shadow is not None:
+            subset = [instances[i] for i in kept]
+            if len(kept) == len(instances):
+                shadow_outputs = self._shadow(shadow, instances, parts)
+            else:
+                outputs = self._shadow(shadow, subset, [])
+                shadow_outputs = (kept, outputs) if outputs is not None else None
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        self.stats.observe(name, channel, latency_ms)
+        if self.log is not None:
+            self._log(
+                parts,
+                instances,
+                request_ids,
+                channel,
+                latency_ms,
+                traceparents,
+                shadow,
+                shadow_outputs,
+                derive_ids=True,
+            )
+        return Scored(list(request_ids), parts, latency_ms), failures
+
+    # ---- steps
+
+    def _plan(
+        self,
+        route: ModelRoute,
+        instances: Sequence[Any],
+        request_ids: Sequence[str],
+        version: str | None,
+        one_route: bool,
+    ) -> list[tuple[ServingModel, str, list[int] | None]]:
+        if version is not None:
+            model = route.version(version)
+            if model is None:
+                served = ", ".join(m.version for m in route.models()) or "none"
+                raise ScoringFailure(
+                    404,
+                    "unknown_model",
+                    f"version {version!r} of {route.name} is not served (served: {served})",
+                )
+            return [(model, Route.DIRECT, None)]
+        some = route.production or route.staging
+        if some is None:
+            raise ScoringFailure(503, "no_version", f"no version of {route.name} is in production yet")
+        field_name = some.reader.entity_field
+        if len(instances) == 1 or one_route or not route.canary_buckets:
+            picked = route.pick(_entity(instances[0], field_name) or request_ids[0])
+            if picked is None:
+                raise ScoringFailure(503, "no_version", f"no version of {route.name} is in production yet")
+            return [(picked[0], picked[1], None)]
+        sides: dict[str, tuple[ServingModel, list[int]]] = {}
+        for index, instance in enumerate(instances):
+            picked = route.pick(_entity(instance, field_name) or request_ids[index])
+            assert picked is not None  # a live canary implies a staging version
+            model, why = picked
+            side = sides.get(why)
+            if side is None:
+                side = sides[why] = (model, [])
+            side[1].append(index)
+        if len(sides) == 1:
+            ((only, (model, _)),) = sides.items()
+            return [(model, only, None)]
+        return [(model, why, rows) for why, (model, rows) in sides.items()]
+
+    def _run(
+        self,
+        name: str,
+        channel: str,
+        plan: list[tuple[ServingModel, str, list[int] | None]],
+        instances: Sequence[Any],
+    ) -> list[Part]:
+        ready: list[tuple[ServingModel, str, list[int] | None, Feeds]] = []
+        violations: list[Violation] = []
+        for model, why, rows in plan:
+            subset = instances if rows is None else [instances[i] for i in rows]
+            try:
+                ready.append((model, why, rows, model.reader.read(subset, rows)))
+            except InvalidInstances as invalid:
+                violations.extend(invalid.violations)
+        if violations:
+            self.stats.invalid[(name, channel)] += 1
+            violations.sort(key=lambda v: v["instance"])
+            raise ScoringFailure(422, "invalid_instance", _summary(violations), violations)
+        parts = []
+        for model, why, rows, feeds in ready:
+            try:
+                outputs = model.run(feeds)
+            except Exception as exc:  # onnxruntime's own error types; the request fails, the process lives
+                self.stats.failures[(name, "model_error")] += 1
+                log.exception("%s %s failed to run", model.name, model.version)
+                raise ScoringFailure(
+                    500, "model_error", f"{model.name} {model.version} failed: {exc}"
+                ) from exc
+            parts.append(Part(model, why, rows, outputs, feeds))
+        return parts
+
+    def _shadow(
+        self, shadow: ServingModel, instances: Sequence[Any], parts: list[Part]
+    ) -> Predictions | None:
+        """Shadow outputs for all instances, or None when the shadow version cannot score them."""
+        try:
+            if (
+                len(parts) == 1
+                and parts[0].rows is None
+                and parts[0].model.reader.layout == shadow.reader.layout
+            ):
+                feeds = parts[0].feeds
+            else:
+                feeds = shadow.reader.read(instances)
+            return shadow.run(feeds)
+        except Exception as exc:  # a shadow must never affect the answer
+            self.stats.shadow_failures[shadow.name] += 1
+            log.warning("shadow %s %s could not score: %s", shadow.name, shadow.version, exc)
+            return None
+
+    def _log(
+        self,
+        parts: list[Part],
+        instances: Sequence[Any],
+        request_ids: Sequence[str],
+        channel: str,
+        latency_ms: float,
+        traceparent: bytes | Sequence[bytes | None] | None,
+        shadow: ServingModel | None,
+        shadow_outputs: Any,
+        derive_ids: bool = False,
+    ) -> None:
+        assert self.log is not None
+        append, now = self.log.append, time.time()
+        per_row_trace = not (traceparent is None or isinstance(traceparent, bytes))
+        counts = self.stats.inferences
+        for part in parts:
+            model, why, out = part.model, part.route, part.outputs
+            rows = part.rows if part.rows is not None else range(len(instances))
+            scores, probabilities = out.scores, out.probabilities
+            for position, index in enumerate(rows):
+                request_id = request_ids[index]
+                tp = traceparent[index] if per_row_trace else traceparent  # type: ignore[index]
+                append(
+                    (
+                        now,
+                        request_id,
+                        model,
+                        why,
+                        channel,
+                        instances[index],
+                        out.predictions[position],
+                        scores[position] if scores is not None else None,
+                        probabilities[position] if probabilities is not None else None,
+                        latency_ms,
+                        tp,
+                        derived_event_id(request_id, why) if derive_ids else None,
+                    )
+                )
+            counts[(model.name, model.version, why, channel)] += len(out.predictions)
+        if shadow is None or shadow_outputs is None:
+            return
+        if isinstance(shadow_outputs, tuple):
+            rows, out = shadow_outputs
+        else:
+            rows, out = range(len(instances)), shadow_outputs
+        scores, probabilities = out.scores, out.probabilities
+        for position, index in enumerate(rows):
+            request_id = request_ids[index]
+            tp = traceparent[index] if per_row_trace else traceparent  # type: ignore[index]
+            append(
+                (
+                    now,
+                    request_id,
+                    shadow,
+                    Route.SHADOW,
+                    channel,
+                    instances[index],
+                    out.predictions[position],
+                    scores[position] if scores is not None else None,
+                    probabilities[position] if probabilities is not None else None,
+                    latency_ms,
+                    tp,
+                    derived_event_id(request_id, Route.SHADOW) if derive_ids else None,
+                )
+            )
+        counts[(shadow.name, shadow.version, Route.SHADOW, channel)] += len(out.predictions)
+
+
+def _entity(instance: Any, field_name: str) -> str | None:
+    if type(instance) is dict:
+        value = instance.get(field_name)
+        if type(value) is str:
+            return value
+    return None
+
+
+def _summary(violations: Sequence[Violation]) -> str:
+    first = violations[0]
+    where = f"instance {first['instance']}: " if first.get("instance") is not None else ""
+    more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+    return f"{where}{first['message']}{more}"

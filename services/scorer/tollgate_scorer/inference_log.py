@@ -1,0 +1,460 @@
+"""The inference log: one ``inference.log`` event per inference, produced off the request path, never lost
+without a count.
+
+The request path appends one small tuple per inference to an in-memory queue (no JSON, no hashing, no
+I/O). A background task takes the queue in batches, builds the events (PII hashed/masked/dropped per the
+contract, a fresh ``event_id``), and hands them to an idempotent ``acks=all`` producer.
+
+When Kafka cannot take a batch (unreachable, timing out), the batch goes to the on-disk :class:`Spool`, and
+so does everything after it until the spool has been replayed: records reach Kafka in the order the
+inferences happened. Replay is retried every ``retry_s``. When the spool is full the configured policy
+applies:
+
+* ``refuse``: scoring answers 503 until there is room again (``accepting`` is false); events already
+  accepted are held in memory meanwhile and spooled or sent first when room frees up.
+* ``drop``: the events that do not fit are discarded and counted in ``dropped``.
+
+Memory is bounded the same way: past ``max_queue`` events waiting in memory (Kafka slower than scoring)
+the sender spills them to the spool, and past four times that the request path stops adding (``refuse``:
+503; ``drop``: counted drops).
+
+Accounting (all on ``/metrics``): ``logged`` inferences = ``acked`` + ``dropped`` + the backlog (queue,
+held, spool), where ``acked`` includes ``replayed``; ``produced`` counts records handed to the producer,
+``failed`` those whose send failed (they went to the spool, so they are not lost); ``refused`` counts
+requests turned away. A record whose send timed out may still have reached the broker; its replay is then
+a duplicate with the same ``event_id``, which the platform's idempotent consumers drop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from tollgate_core.kafka import OutRecord, PartitionedWriter, producer_config
+from tollgate_core.telemetry import TRACEPARENT
+from tollgate_scorer.ids import random_uuids
+from tollgate_scorer.spool import Spool, SpoolRecord
+
+log = logging.getLogger(__name__)
+
+SpoolPolicy = Literal["refuse", "drop"]
+
+# One inference, as the request path records it (a plain tuple: building it costs next to nothing):
+# (unix time, request id, ServingModel, route, channel, instance dict, prediction, score,
+#  probabilities list or None, latency in ms, traceparent bytes or None, event id or None)
+LogEntry = tuple[Any, ...]
+
+
+class LogSink(Protocol):
+    """Where serialised events go: Kafka in production, a fake in unit tests."""
+
+    async def start(self) -> None: ...
+
+    async def send(self, records: Sequence[SpoolRecord]) -> None:
+        """Deliver all records or raise."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+_NO_HEADERS: list[tuple[str, bytes]] = []  # shared by records without a trace: read, never modified
+
+
+class KafkaLogSink:
+    """The idempotent ``acks=all`` producer, writing straight into per-partition batches."""
+
+    def __init__(self, bootstrap: str, topic: str, client_id: str, timeout_s: float) -> None:
+        self._bootstrap, self._topic, self._client_id, self._timeout_s = (
+            bootstrap,
+            topic,
+            client_id,
+            timeout_s,
+        )
+        self._producer: AIOKafkaProducer | None = None
+        self._writer: PartitionedWriter | None = None
+
+    async def start(self) -> None:
+        timeout_ms = int(self._timeout_s * 1000)
+        producer = AIOKafkaProducer(
+            **producer_config(
+                self._bootstrap,
+                self._client_id,
+                linger_ms=2,
+                request_timeout_ms=timeout_ms,
+                metadata_max_age_ms=60_000,
+                max_batch_size=512 * 1024,
+            )
+        )
+        try:
+            await asyncio.wait_for(producer.start(), self._timeout_s)
+        except BaseException:
+            await _stop_quietly(producer, self._timeout_s)
+            raise
+        self._producer, self._writer = producer, PartitionedWriter(producer)
+
+    async def send(self, records: Sequence[SpoolRecord]) -> None:
+        assert self._writer is not None, "start() first"
+        topic = self._topic
+        none = _NO_HEADERS
+        out = [
+            OutRecord(topic, value, key, [(TRACEPARENT, tp)] if tp else none) for key, value, tp in records
+        ]
+
+        async def deliver() -> None:
+            assert self._writer is not None
+            futures = await self._writer.write(out)
+            await asyncio.gather(*futures)
+
+        await asyncio.wait_for(deliver(), self._timeout_s)
+
+    async def stop(self) -> None:
+        producer, self._producer, self._writer = self._producer, None, None
+        if producer is not None:
+            await _stop_quietly(producer, self._timeout_s)
+
+
+async def _stop_quietly(producer: AIOKafkaProducer, timeout_s: float) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), timeout_s)
+    except (KafkaError, TimeoutError, OSError) as exc:
+        log.warning("inference log: producer did not stop cleanly: %s", exc)
+
+
+class InferenceEventEncoder:
+    """Turns log entries into ``inference.log`` envelopes (JSON) keyed by model name.
+
+    It runs off the request path but on the same CPU, so it is kept lean (about 4 us per event; a plain
+    ``orjson.dumps`` of the whole envelope took about 6): the parts that are the same for every event of a
+    (version, route, channel) are serialised once per batch and spliced around the variable part, event ids
+    come from one ``os.urandom`` call per batch, timestamps are formatted from a per-second prefix, and
+    hashed PII values are remembered (see :class:`~tollgate_core.pii.PiiRedactor`).
+    """
+
+    def __init__(self, schema: str, producer: str) -> None:
+        self.schema = schema
+        self.producer = producer
+        self._second = -1
+        self._prefix = ""
+        dumps = orjson.dumps
+        self._head = (
+            b'{"event_type":"inference","schema":'
+            + dumps(schema)
+            + b',"producer":'
+            + dumps(producer)
+            + b',"event_id":"'
+        )
+
+    def __call__(self, entries: Sequence[LogEntry]) -> list[SpoolRecord]:
+        out: list[SpoolRecord] = []
+        append, dumps, join = out.append, orjson.dumps, b"".join
+        head = self._head
+        fresh_ids = iter(random_uuids(len(entries)))
+        constants: dict[Any, tuple[Any, ...]] = {}
+        for (
+            ts,
+            request_id,
+            model,
+            route,
+            channel,
+            instance,
+            prediction,
+            score,
+            probs,
+            latency,
+            tp,
+            event_id,
+        ) in entries:
+            fixed = constants.get((model, route, channel))
+            if fixed is None:
+                # '","payload":{"model":...,"contract":"...",' : the payload's constant fields, left open.
+                payload_head = dumps(
+                    {
+                        "model": model.name,
+                        "version": model.version,
+                        "route": route,
+                        "channel": channel,
+                        "contract": model.contract_id,
+                    }
+                )
+                fixed = constants[(model, route, channel)] = (
+                    model.name.encode(),
+                    b'","payload":' + payload_head[:-1] + b",",
+                    model.reader.entity_field,
+                    model.class_keys,
+                    model.redactor,
+                )
+            key, payload_head, entity_field, class_keys, redactor = fixed
+            entity = instance.get(entity_field)
+            outputs: dict[str, Any] = {"prediction": prediction}
+            if score is not None:
+                outputs["score"] = score
+            if probs is not None:
+                outputs["probabilities"] = dict(zip(class_keys, probs, strict=True))
+            variable = dumps(
+                {
+                    "request_id": request_id,
+                    "entity_id": redactor.value(entity_field, entity) if entity is not None else None,
+                    "inputs": redactor.redact(instance),
+                    "outputs": outputs,
+                    "latency_ms": latency,
+                    "trace_id": tp[3:35].decode() if tp is not None and len(tp) >= 35 else None,
+                }
+            )
+            value = join(
+                (
+                    head,
+                    (event_id or next(fresh_ids)).encode(),
+                    b'","occurred_at":"',
+                    self._iso(ts).encode(),
+                    payload_head,
+                    variable[1:],
+                    b"}",
+                )
+            )
+            append((key, value, tp))
+        return out
+
+    def _iso(self, ts: float) -> str:
+        second = int(ts)
+        if second != self._second:
+            self._second = second
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        return f"{self._prefix}{int((ts - second) * 1_000_000):06d}Z"
+
+
+class InferenceLog:
+    def __init__(
+        self,
+        *,
+        sink: LogSink,
+        encoder: InferenceEventEncoder,
+        spool: Spool,
+        policy: SpoolPolicy = "refuse",
+        batch_size: int = 2000,
+        linger_s: float = 0.005,
+        retry_s: float = 1.0,
+        max_queue: int = 50_000,
+    ) -> None:
+        self._sink = sink
+        self._encode = encoder
+        self.spool = spool
+        self.policy = policy
+        self._batch_size = batch_size
+        self._linger_s = linger_s
+        self._retry_s = retry_s
+        self._max_queue = max_queue
+        # Past this many queued events the request path stops adding (refuse: 503, drop: counted drops);
+        # between max_queue and it, the sender spills to the spool.
+        self._memory_limit = 4 * max_queue
+        self._queue: deque[LogEntry] = deque()
+        self._held: deque[SpoolRecord] = deque()  # records the full spool refused (policy refuse)
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._sink_started = False
+        self._retry_at = 0.0
+        self._stopping = False
+        self.closed = False
+        # Counters (monotonic) and state, exported on /metrics.
+        self.logged = 0
+        self.produced = 0
+        self.acked = 0
+        self.failed = 0
+        self.spooled = 0
+        self.replayed = 0
+        self.dropped = 0
+        self.refused = 0
+        self.kafka_up = False
+
+    # ---- request path
+
+    @property
+    def accepting(self) -> bool:
+        """False while events cannot be kept (spool full, or far more queued in memory than the sender can
+        take) under the ``refuse`` policy: scoring must answer 503."""
+        return not self._held and (self.policy == "drop" or len(self._queue) < self._memory_limit)
+
+    def append(self, entry: LogEntry) -> None:
+        self.logged += 1
+        if self.closed:  # an inference finishing during shutdown: straight to disk
+            self.spooled += self.spool.append(self._encode([entry]), beyond_bound=True)
+            return
+        queue = self._queue
+        if len(queue) >= self._memory_limit and self.policy == "drop":
+            self.dropped += 1  # overload: the sender is far behind and memory is bounded
+            return
+        queue.append(entry)
+        if len(queue) >= self._batch_size:
+            self._wake.set()
+
+    def extend(self, entries: Sequence[LogEntry]) -> None:
+        for entry in entries:
+            self.append(entry)
+
+    @property
+    def backlog(self) -> int:
+        return len(self._queue) + len(self._held) + self.spool.records
+
+    # ---- background
+
+    async def run(self) -> None:
+        """Deliver forever; returns only once ``close`` has started."""
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self._linger_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            if self._stopping:
+                return
+            async with self._lock:
+                await self._pump()
+
+    async def close(self) -> None:
+        """Deliver or spool everything queued; after this, late entries are spooled synchronously."""
+        log.info(
+            "inference log: closing, %d queued, %d held, %d spooled",
+            len(self._queue),
+            len(self._held),
+            self.spool.records,
+        )
+        self._stopping = True
+        self._wake.set()
+        async with self._lock:
+            self._retry_at = 0.0
+            await self._pump()
+            self._spill_queue()
+            self.closed = True
+            if self._held:
+                # Answered requests' events: better past the bound than lost (the bound is exceeded by at
+                # most what was accepted before refusing began).
+                held = list(self._held)
+                self._held.clear()
+                self.spool.append(held, beyond_bound=True)
+                self.spooled += len(held)
+                log.warning(
+                    "inference log: spool full at shutdown; %d held events written beyond its bound",
+                    len(held),
+                )
+            await self._stop_sink()
+        # The spool stays open: an inference finishing during shutdown is written to it synchronously.
+
+    async def _pump(self) -> None:
+        """Oldest first: spool, then held records, then the queue."""
+        if (self._held or not self.spool.empty) and not await self._drain_backlog():
+            self._spill_queue()
+            return
+        while self._queue:
+            records = self._encode(self._take())
+            if len(self._queue) > self._max_queue:
+                self._spill_queue()  # Kafka is slower than scoring: keep memory bounded, the spool takes it
+            if not await self._send(records):
+                self._store(records)
+                self._spill_queue()
+                return
+
+    def _take(self) -> list[LogEntry]:
+        queue, n = self._queue, min(self._batch_size, len(self._queue))
+        return [queue.popleft() for _ in range(n)]
+
+    async def _drain_backlog(self) -> bool:
+        """Replay the spool (then held records) into Kafka; False when Kafka is still unreachable."""
+        while True:
+            self._move_held_to_spool()
+            if self.spool.empty and not self._held:
+                return True
+            if time.monotonic() < self._retry_at:
+                return False
+            if not self.spool.empty:
+                records, cursor = self.spool.peek(self._batch_size)
+                if not await self._send(records):
+                    return False
+                self.spool.commit(cursor)
+                self.replayed += len(records)
+            else:  # held records that never fitted: the spool is empty now, so they go next
+                held = [self._held.popleft() for _ in range(min(self._batch_size, len(self._held)))]
+                if not await self._send(held):
+                    self._held.extendleft(reversed(held))
+                    return False
+                self.replayed += len(held)
+            if len(self._queue) > self._max_queue:
+                self._spill_queue()  # newest events go behind the backlog, keeping memory bounded
+
+    def _move_held_to_spool(self) -> None:
+        while self._held:
+            chunk = [self._held[i] for i in range(min(self._batch_size, len(self._held)))]
+            moved = self.spool.append(chunk)
+            for _ in range(moved):
+                self._held.popleft()
+            self.spooled += moved
+            if moved < len(chunk):
+                return
+
+    def _spill_queue(self) -> None:
+        while self._queue:
+            self._store(self._encode(self._take()))
+
+    def _store(self, records: list[SpoolRecord]) -> None:
+        """Spool records behind everything older; apply the policy to what does not fit."""
+        stored = 0 if self._held else self.spool.append(records)
+        self.spooled += stored
+        rest = records[stored:]
+        if not rest:
+            return
+        if self.policy == "drop":
+            self.dropped += len(rest)
+            log.warning(
+                "inference log: spool full (%d bytes), %d events dropped (dropped so far: %d)",
+                self.spool.max_bytes,
+                len(rest),
+                self.dropped,
+            )
+        else:
+            self._held.extend(rest)
+
+    async def _send(self, records: list[SpoolRecord]) -> bool:
+        if not await self._ensure_sink():
+            return False
+        self.produced += len(records)
+        try:
+            await self._sink.send(records)
+        except (KafkaError, TimeoutError, OSError) as exc:
+            self.failed += len(records)
+            self.kafka_up = False
+            self._retry_at = time.monotonic() + self._retry_s
+            log.warning(
+                "inference log: %d events not delivered, spooling until Kafka is back: %r", len(records), exc
+            )
+            await self._stop_sink()
+            return False
+        self.acked += len(records)
+        return True
+
+    async def _ensure_sink(self) -> bool:
+        if self._sink_started:
+            return True
+        if time.monotonic() < self._retry_at:
+            return False
+        try:
+            await self._sink.start()
+        except (KafkaError, TimeoutError, OSError) as exc:
+            self.kafka_up = False
+            self._retry_at = time.monotonic() + self._retry_s
+            log.warning("inference log: Kafka unreachable (%r); spooling, retry in %.1fs", exc, self._retry_s)
+            return False
+        self._sink_started = True
+        self.kafka_up = True
+        return True
+
+    async def _stop_sink(self) -> None:
+        if self._sink_started:
+            self._sink_started = False
+            await self._sink.stop()

@@ -1,0 +1,345 @@
+"""Request instances → model input arrays, checked against the dataset contract on the way.
+
+One :class:`InstanceReader` is compiled per served model from its contract and its ONNX signature: a flat
+tuple of per-column converters in the exact order of the model's ``numeric`` (float64) and ``category``
+(string) input blocks. Reading an instance is then one pass over those tuples that both validates and
+converts; there is no second pass to build the arrays. A single-row request writes into arrays allocated
+once per model (the common case on the hot path); a batch fills two flat lists that numpy converts in one
+call each.
+
+The rules are the validator's (``tollgate_validator.rules``) seen from the scorer's side: features only.
+A missing or null nullable feature becomes NaN / ``""``, which the model imputes. The entity id and the
+contract's attributes may be sent along (the entity id routes canaries, attributes are logged with PII
+protected); they are type-checked but never required. The label is refused, as is any unknown field, with
+a message naming the field, the rule and the value.
+
+Safety of the shared single-row arrays: they are filled and consumed by ``session.run`` with no ``await``
+in between, and sessions run on the event loop's thread, so two requests never see each other's values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tollgate_core.contracts import DatasetContract, FieldSpec, FieldType
+from tollgate_scorer.signature import CATEGORY_INPUT, NUMERIC_INPUT, Signature
+
+MAX_VIOLATIONS = 100
+NAN = float("nan")
+MISSING_CATEGORY = ""
+
+Violation = dict[str, Any]
+Feeds = dict[str, np.ndarray]
+
+
+class InvalidInstances(ValueError):
+    """Instances that break the contract; ``violations`` lists every broken rule (up to a cap)."""
+
+    def __init__(self, violations: list[Violation]) -> None:
+        first = violations[0]
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        where = f"instance {first['instance']}: " if first.get("instance") is not None else ""
+        super().__init__(f"{where}{first['message']}{more}")
+        self.violations = violations
+
+
+class _Bad(Exception):
+    def __init__(self, rule: str, message: str, value: Any) -> None:
+        self.rule, self.message, self.value = rule, message, value
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    names: dict[type, str] = {dict: "object", list: "array", str: "string"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _range_check(spec: FieldSpec) -> Callable[[float, Any], None]:
+    name, lo, hi = spec.name, spec.minimum, spec.maximum
+
+    def check(number: float, shown: Any) -> None:
+        if lo is not None and number < lo:
+            raise _Bad("minimum", f"{name} {shown} is below the minimum {lo:g}", shown)
+        if hi is not None and number > hi:
+            raise _Bad("maximum", f"{name} {shown} is above the maximum {hi:g}", shown)
+
+    return check
+
+
+def numeric_converter(spec: FieldSpec) -> Callable[[Any], float]:
+    """A function that returns the model's float64 value for a (non-null) JSON value, or raises ``_Bad``."""
+    name = spec.name
+    in_range = _range_check(spec)
+    bounded = spec.minimum is not None or spec.maximum is not None
+    if spec.type is FieldType.BOOLEAN:
+
+        def boolean(value: Any) -> float:
+            if value is True:
+                return 1.0
+            if value is False:
+                return 0.0
+            raise _Bad("type", f"{name} must be true or false, got {_type_name(value)}", value)
+
+        return boolean
+    if spec.type is FieldType.INTEGER:
+
+        def integer(value: Any) -> float:
+            kind = type(value)
+            if kind is int:
+                number = float(value)
+            elif kind is float and value.is_integer():
+                number = value
+            else:
+                raise _Bad("type", f"{name} must be an integer, got {_type_name(value)} {value!r}", value)
+            if bounded:
+                in_range(number, value)
+            return number
+
+        return integer
+
+    def number(value: Any) -> float:
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):
+                raise _Bad("type", f"{name} must be a finite number", str(value))
+            number = value
+        elif kind is int:
+            number = float(value)
+        else:
+            raise _Bad("type", f"{name} must be a number, got {_type_name(value)}", value)
+        if bounded:
+            in_range(number, value)
+        return float(number)
+
+    return number
+
+
+def value_checker(spec: FieldSpec) -> Callable[[Any], None]:
+    """Type check of a field that is not a model input (entity id, attributes): raises ``_Bad``."""
+    name = spec.name
+    if spec.type in (FieldType.NUMBER, FieldType.INTEGER, FieldType.BOOLEAN):
+        convert = numeric_converter(spec)
+
+        def numeric(value: Any) -> None:
+            convert(value)
+
+        return numeric
+    if spec.type is FieldType.CATEGORY:
+        allowed = frozenset(spec.categories or ())
+        shown = ", ".join(spec.categories or ())
+
+        def category(value: Any) -> None:
+            if type(value) is not str:
+                raise _Bad("type", f"{name} must be a category (string), got {_type_name(value)}", value)
+            if value not in allowed:
+                raise _Bad("category", f"{name} {value!r} is not one of: {shown}", value)
+
+        return category
+
+    def string(value: Any) -> None:
+        if type(value) is not str:
+            raise _Bad("type", f"{name} must be a string, got {_type_name(value)}", value)
+
+    return string
+
+
+class InstanceReader:
+    """Validates instances against one contract and builds one model's input arrays from them."""
+
+    def __init__(self, contract: DatasetContract, signature: Signature) -> None:
+        self.contract = contract
+        self.entity_field = contract.entity_id.name
+        self.label_field = contract.label.name
+        fields = contract.fields_by_name
+        numeric_spec = signature.input(NUMERIC_INPUT)
+        category_spec = signature.input(CATEGORY_INPUT)
+        numeric = list(numeric_spec.columns) if numeric_spec is not None else []
+        category = list(category_spec.columns) if category_spec is not None else []
+        features = set(contract.feature_names)
+        for column in numeric + category:
+            if column not in features:
+                raise ValueError(
+                    f"the model reads {column!r}, which is not a feature of {contract.schema_id}"
+                )
+        for column in numeric:
+            if fields[column].type is FieldType.CATEGORY:
+                raise ValueError(f"the model reads category {column!r} as a number")
+        for column in category:
+            if fields[column].type is not FieldType.CATEGORY:
+                raise ValueError(
+                    f"the model reads {column!r} as a category, the contract types it {fields[column].type}"
+                )
+        self.layout: tuple[tuple[str, ...], tuple[str, ...]] = (tuple(numeric), tuple(category))
+        self._numeric = tuple((n, numeric_converter(fields[n]), fields[n].nullable) for n in numeric)
+        self._category = tuple(
+            (
+                n,
+                frozenset(fields[n].categories or ()),
+                fields[n].nullable,
+                ", ".join(fields[n].categories or ()),
+            )
+            for n in category
+        )
+        used = set(numeric) | set(category)
+        self._extra = tuple(
+            (f.name, value_checker(f))
+            for f in (contract.entity_id, *contract.features, *contract.attributes)
+            if f.name not in used
+        )
+        self._known = frozenset(f.name for f in contract.all_fields if f.name != self.label_field)
+        self._k, self._m = len(numeric), len(category)
+        self._num1 = np.empty((1, self._k), dtype=np.float64)
+        self._cat1 = np.empty((1, self._m), dtype=object)
+
+    def read(self, instances: Sequence[Any], indices: Sequence[int] | None = None) -> Feeds:
+        """Input arrays for ``instances``; raises :class:`InvalidInstances` listing every broken rule.
+
+        ``indices`` are the instances' positions in the request, for error messages (default 0..n-1).
+        """
+        num: list[float] = []
+        cat: list[str] = []
+        violations: list[Violation] = []
+        append_num, append_cat = num.append, cat.append
+        known = self._known
+        for position, instance in enumerate(instances):
+            if type(instance) is not dict:
+                index = indices[position] if indices is not None else position
+                violations.append(
+                    _violation(
+                        index,
+                        "instance",
+                        "type",
+                        f"an instance is an object, got {_type_name(instance)}",
+                        None,
+                    )
+                )
+                continue
+            get = instance.get
+            for name, convert, nullable in self._numeric:
+                value = get(name)
+                if value is None:
+                    append_num(NAN)
+                    if not nullable:
+                        violations.append(self._missing(instance, name, indices, position))
+                    continue
+                try:
+                    append_num(convert(value))
+                except _Bad as bad:
+                    append_num(NAN)
+                    violations.append(_from_bad(bad, name, indices, position))
+            for name, allowed, nullable, shown in self._category:
+                value = get(name)
+                if value is None:
+                    append_cat(MISSING_CATEGORY)
+                    if not nullable:
+                        violations.append(self._missing(instance, name, indices, position))
+                elif type(value) is str and value in allowed:
+                    append_cat(value)
+                else:
+                    append_cat(MISSING_CATEGORY)
+                    if type(value) is not str:
+                        problem = _Bad(
+                            "type", f"{name} must be a category (string), got {_type_name(value)}", value
+                        )
+                    else:
+                        problem = _Bad("category", f"{name} {value!r} is not one of: {shown}", value)
+                    violations.append(_from_bad(problem, name, indices, position))
+            for name, check in self._extra:
+                value = get(name)
+                if value is not None:
+                    try:
+                        check(value)
+                    except _Bad as bad:
+                        violations.append(_from_bad(bad, name, indices, position))
+            if not instance.keys() <= known:
+                violations.extend(self._unknown(instance, indices, position))
+            if len(violations) >= MAX_VIOLATIONS:
+                break
+        if violations:
+            raise InvalidInstances(violations[:MAX_VIOLATIONS])
+        return self._arrays(num, cat, len(instances))
+
+    def _arrays(self, num: list[float], cat: list[str], n: int) -> Feeds:
+        feeds: Feeds = {}
+        if n == 1:
+            if self._k:
+                self._num1[0] = num
+                feeds[NUMERIC_INPUT] = self._num1
+            if self._m:
+                self._cat1[0] = cat
+                feeds[CATEGORY_INPUT] = self._cat1
+            return feeds
+        if self._k:
+            feeds[NUMERIC_INPUT] = np.array(num, dtype=np.float64).reshape(n, self._k)
+        if self._m:
+            feeds[CATEGORY_INPUT] = np.array(cat, dtype=object).reshape(n, self._m)
+        return feeds
+
+    def _missing(
+        self, instance: Mapping[str, Any], name: str, indices: Sequence[int] | None, position: int
+    ) -> Violation:
+        index = indices[position] if indices is not None else position
+        if name in instance:
+            return _violation(
+                index, name, "nullable", f"{name} is null but the contract requires a value", None
+            )
+        return _violation(index, name, "required", f"{name} is missing", None)
+
+    def _unknown(
+        self, instance: Mapping[str, Any], indices: Sequence[int] | None, position: int
+    ) -> list[Violation]:
+        index = indices[position] if indices is not None else position
+        found = []
+        for key in instance:
+            if key == self.label_field:
+                found.append(
+                    _violation(
+                        index,
+                        key,
+                        "label_field",
+                        f"{key} is the label of {self.contract.schema_id}; a scoring request "
+                        "does not carry it",
+                        None,
+                    )
+                )
+            elif key not in self._known:
+                found.append(
+                    _violation(
+                        index,
+                        key,
+                        "unknown_field",
+                        f"{key} is not a field of {self.contract.schema_id}",
+                        None,
+                    )
+                )
+        return found
+
+
+def _violation(index: int, field: str, rule: str, message: str, value: Any) -> Violation:
+    return {"field": field, "rule": rule, "message": message, "value": value, "instance": index}
+
+
+def _from_bad(bad: _Bad, name: str, indices: Sequence[int] | None, position: int) -> Violation:
+    index = indices[position] if indices is not None else position
+    return _violation(index, name, bad.rule, bad.message, bad.value)
+
+
+def example_instance(contract: DatasetContract) -> dict[str, Any]:
+    """A valid instance made from the contract alone (mid-range numbers, first categories): for warm-up."""
+    instance: dict[str, Any] = {}
+    for spec in contract.features:
+        if spec.type is FieldType.CATEGORY:
+            instance[spec.name] = (spec.categories or ("",))[0]
+        elif spec.type is FieldType.BOOLEAN:
+            instance[spec.name] = False
+        else:
+            lo = spec.minimum if spec.minimum is not None else 0.0
+            hi = spec.maximum if spec.maximum is not None else lo + 1.0
+            middle = (lo + hi) / 2
+            instance[spec.name] = int(middle) if spec.type is FieldType.INTEGER else float(middle)
+    return instance

@@ -1,0 +1,188 @@
+"""One served model version: its onnxruntime session, signature, contract and compiled input reader.
+
+A :class:`ServingModel` is immutable and built completely (loaded, checked, warmed up) before anything can
+route to it; swapping versions replaces references to these objects, never their insides, so a request
+that picked a model finishes on it.
+
+Session options, measured with ``python -m tollgate_scorer.tune`` (onnxruntime 1.31.1; credit-default
+logistic regression, synthetic-risk logistic regression and a 100-tree random forest; one row and 1,000 rows
+per call; rounds interleaved, best round kept) on this project's 2-core machines, which are shared, so only
+differences that repeated across runs count:
+
+* ``intra_op_num_threads=1``: never slower on one row (15-17 us credit-default, 35-40 us synthetic-risk);
+  the default pool (a thread per core) made 1,000-row runs up to 1.5-3x slower in some runs, its threads
+  competing with the event loop and the broker on two cores. The scorer is one event-loop thread;
+  parallelism comes from running more processes.
+* graph optimisation ``ORT_ENABLE_ALL``: within noise of BASIC; DISABLE_ALL 5-10 % slower on 1,000 rows of
+  the 20-feature models.
+* ``enable_cpu_mem_arena=False``: one row 1-9 us faster in most runs (e.g. 36.5 vs 45.7 us for the forest,
+  16.4 vs 25.8 us credit-default), no consistent difference on 1,000 rows, and less memory per loaded
+  version.
+* ``ORT_SEQUENTIAL`` execution: these graphs are chains; a parallel executor only adds scheduling.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import onnxruntime as ort
+
+from tollgate_core.contracts import ContractRegistry, DatasetContract
+from tollgate_core.pii import PiiRedactor
+from tollgate_scorer.instances import Feeds, InstanceReader, example_instance
+from tollgate_scorer.signature import Signature, read_signature
+
+GraphOptimization = Literal["disable", "basic", "extended", "all"]
+_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    intra_op_threads: int = 1
+    graph_optimization: GraphOptimization = "all"
+    cpu_mem_arena: bool = False
+    sequential: bool = True
+
+    def options(self) -> ort.SessionOptions:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.intra_op_threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = _LEVELS[self.graph_optimization]
+        options.enable_cpu_mem_arena = self.cpu_mem_arena
+        options.execution_mode = (
+            ort.ExecutionMode.ORT_SEQUENTIAL if self.sequential else ort.ExecutionMode.ORT_PARALLEL
+        )
+        return options
+
+
+class ModelLoadError(Exception):
+    """A version cannot be served: missing or corrupt artifact, not ONNX, or not matching its contract."""
+
+
+@dataclass(slots=True)
+class Predictions:
+    """Outputs of one ``run`` as Python values, one entry per row."""
+
+    predictions: list[Any]
+    scores: list[float] | None
+    probabilities: list[list[float]] | None
+
+
+def class_key(value: bool | int | str) -> str:
+    """A class label as the text it has in JSON (``true``, ``3``, ``Yes``): the key of ``probabilities``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+@dataclass(frozen=True, eq=False)
+class ServingModel:
+    name: str
+    version: str
+    digest: str
+    contract: DatasetContract
+    signature: Signature
+    session: ort.InferenceSession
+    reader: InstanceReader
+    redactor: PiiRedactor
+    loaded_at: float = field(default_factory=time.time)
+    # Derived from the signature in __post_init__.
+    task: str = field(init=False)
+    classes: tuple[bool | int | str, ...] = field(init=False)
+    class_keys: tuple[str, ...] = field(init=False)
+    positive_index: int | None = field(init=False)
+    output_names: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        classes = tuple(self.signature.classes or ())
+        set_ = object.__setattr__
+        set_(self, "task", self.signature.task)
+        set_(self, "classes", classes)
+        set_(self, "class_keys", tuple(class_key(c) for c in classes))
+        set_(self, "positive_index", self.signature.positive_index)
+        names = ["label", "probabilities"] if self.signature.task == "classification" else ["prediction"]
+        set_(self, "output_names", names)
+
+    @property
+    def contract_id(self) -> str:
+        return self.contract.schema_id
+
+    def run(self, feeds: Feeds) -> Predictions:
+        outputs = self.session.run(self.output_names, feeds)
+        if self.task != "classification":
+            return Predictions(outputs[0].ravel().tolist(), None, None)
+        labels: list[int] = outputs[0].tolist()
+        probabilities: list[list[float]] = outputs[1].tolist()
+        classes = self.classes
+        predictions = [classes[i] for i in labels]
+        positive = self.positive_index
+        if positive is not None:
+            scores = [row[positive] for row in probabilities]
+        else:
+            scores = [row[i] for row, i in zip(probabilities, labels, strict=True)]
+        return Predictions(predictions, scores, probabilities)
+
+
+def load_serving_model(
+    name: str,
+    version: str,
+    digest: str,
+    data: bytes,
+    *,
+    contracts: ContractRegistry,
+    expected_contract: str | None,
+    config: SessionConfig,
+    pii_key: bytes,
+    warmup_rounds: int = 20,
+) -> ServingModel:
+    """Build, check and warm up a version from its (already digest-verified) ONNX bytes."""
+    try:
+        session = ort.InferenceSession(data, config.options(), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types for unparsable graphs
+        raise ModelLoadError(f"{name} {version}: not a loadable ONNX model: {exc}") from exc
+    try:
+        signature = read_signature(session)
+    except ValueError as exc:
+        raise ModelLoadError(f"{name} {version}: {exc}") from exc
+    if expected_contract is not None and signature.contract != expected_contract:
+        raise ModelLoadError(
+            f"{name} {version}: the lifecycle event says contract {expected_contract}, "
+            f"the artifact was trained on {signature.contract}"
+        )
+    contract = contracts.get(signature.contract)
+    if contract is None:
+        raise ModelLoadError(f"{name} {version}: dataset contract {signature.contract} is not known here")
+    try:
+        reader = InstanceReader(contract, signature)
+    except ValueError as exc:
+        raise ModelLoadError(f"{name} {version}: {exc}") from exc
+    model = ServingModel(
+        name=name,
+        version=version,
+        digest=digest,
+        contract=contract,
+        signature=signature,
+        session=session,
+        reader=reader,
+        redactor=PiiRedactor(contract, pii_key),
+    )
+    warm_up(model, warmup_rounds)
+    return model
+
+
+def warm_up(model: ServingModel, rounds: int) -> None:
+    """Run the whole read → run path on contract-made rows, so the first request pays no first-call costs
+    (allocations, kernel selection); one row and a batch, since both shapes are served."""
+    example = example_instance(model.contract)
+    batch = [example] * 64
+    for _ in range(rounds):
+        model.run(model.reader.read([example]))
+    for _ in range(max(1, rounds // 10)):
+        model.run(model.reader.read(batch))

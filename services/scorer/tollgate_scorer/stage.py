@@ -1,0 +1,198 @@
+"""The Kafka scoring path: ``scoring.requests`` → ``scoring.results`` (+ DLQ), exactly once, in batches.
+
+Runs on :class:`~tollgate_core.kafka.TransactionalStage`: a fetched batch is grouped by model and each group
+is scored with one onnxruntime call per version; results and dead letters are committed with the consumed
+offsets in one transaction. A request that breaks the contract, names an unknown model or finds no version
+in production gets a result with ``status: error`` saying why (the client is waiting for an answer); only a
+message that is not a scoring request at all goes to the DLQ.
+
+Inference-log events go through the same logger as HTTP, outside the transaction, with event ids derived
+from the request's event id and the route: if a transaction aborts and the batch is scored again, its log
+events repeat with the same ids, and the platform's idempotent consumers keep one of each.
+
+While the inference log refuses new events (spool full, policy ``refuse``) the handler raises, so the stage
+backs off and retries the batch from its committed offsets: Kafka requests wait instead of being scored
+without a log.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+from aiokafka.structs import ConsumerRecord
+from opentelemetry import trace
+
+from tollgate_core.events import now_iso
+from tollgate_core.kafka import OutRecord, dead_letter
+from tollgate_core.scoring import Channel
+from tollgate_core.telemetry import TRACEPARENT, forward_traceparent
+from tollgate_scorer.core import Part, Scorer, ScoringFailure
+from tollgate_scorer.ids import random_uuids
+
+SERVICE = "scorer"
+_NO_HEADERS: list[tuple[str, bytes]] = []  # shared by results without a trace: read, never modified
+
+
+class LogBackpressure(RuntimeError):
+    """The inference log is full: the batch is retried later rather than scored unlogged."""
+
+
+class ScoringStage:
+    def __init__(
+        self,
+        scorer: Scorer,
+        *,
+        results_topic: str,
+        dlq_topic: str,
+        request_schema: str,
+        result_schema: str,
+        producer: str,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        self._scorer = scorer
+        self._results = results_topic
+        self._dlq = dlq_topic
+        self._request_schema = request_schema
+        self._result_schema = result_schema
+        self._producer = producer
+        self._tracer = tracer or trace.get_tracer("tollgate.scorer")
+        self.dead_lettered = 0
+
+    async def __call__(self, records: list[ConsumerRecord[bytes, bytes]]) -> Sequence[OutRecord]:
+        log = self._scorer.log
+        if log is not None and not log.accepting:
+            log.refused += 1
+            raise LogBackpressure(
+                "inference log spool full; Kafka scoring waits for Kafka to take the backlog"
+            )
+        now = now_iso()
+        # Results are committed in the transaction with the offsets, so a result is never seen twice and
+        # a fresh id is enough; log events (outside the transaction) get ids derived from the request.
+        result_ids = iter(random_uuids(len(records)))
+        outputs: list[OutRecord | None] = [None] * len(records)
+        groups: defaultdict[str, list[tuple[int, str, dict[str, Any], bytes | None]]] = defaultdict(list)
+        for position, record in enumerate(records):
+            try:
+                request_id, model, instance = self._parse(record.value)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                outputs[position] = dead_letter(record, self._dlq, SERVICE, f"not a scoring request: {exc}")
+                self.dead_lettered += 1
+                continue
+            traceparent = forward_traceparent(
+                self._tracer, "score request", record.headers, {"tollgate.model": model}
+            )
+            groups[model].append((position, request_id, instance, traceparent))
+        for model, items in groups.items():
+            instances = [item[2] for item in items]
+            request_ids = [item[1] for item in items]
+            traceparents = [item[3] for item in items]
+            try:
+                scored, failures = self._scorer.score_each(
+                    model, instances, request_ids, traceparents, Channel.KAFKA
+                )
+            except ScoringFailure as failure:
+                scored, failures = None, dict.fromkeys(range(len(items)), failure)
+            if scored is not None:
+                for part in scored.parts:
+                    self._answers(part, model, items, records, outputs, now, result_ids)
+            for index, failed in failures.items():
+                violations = [
+                    {k: v for k, v in violation.items() if k != "instance"} for violation in failed.violations
+                ]
+                error: dict[str, Any] = {"code": failed.code, "message": failed.message}
+                if violations:
+                    error["violations"] = violations
+                payload = {
+                    "request_id": request_ids[index],
+                    "model": model,
+                    "status": "error",
+                    "error": error,
+                }
+                position = items[index][0]
+                outputs[position] = self._result(
+                    records[position], payload, now, traceparents[index], next(result_ids)
+                )
+        return [o for o in outputs if o is not None]
+
+    def _answers(
+        self,
+        part: Part,
+        model: str,
+        items: list[tuple[int, str, dict[str, Any], bytes | None]],
+        records: list[ConsumerRecord[bytes, bytes]],
+        outputs: list[OutRecord | None],
+        now: str,
+        result_ids: Iterator[str],
+    ) -> None:
+        """One result record per answered request of a part (one version); the hot loop of the Kafka path."""
+        served, out = part.model, part.outputs
+        version, route, class_keys, entity_field = (
+            served.version,
+            part.route,
+            served.class_keys,
+            served.reader.entity_field,
+        )
+        predictions, scores, probabilities = out.predictions, out.scores, out.probabilities
+        head = {
+            "event_type": "scoring_result",
+            "schema": self._result_schema,
+            "occurred_at": now,
+            "producer": self._producer,
+        }
+        dumps, topic = orjson.dumps, self._results
+        rows = part.rows if part.rows is not None else range(len(items))
+        for i, index in enumerate(rows):
+            position, request_id, instance, traceparent = items[index]
+            payload: dict[str, Any] = {
+                "request_id": request_id,
+                "model": model,
+                "status": "ok",
+                "version": version,
+                "route": route,
+                "prediction": predictions[i],
+            }
+            if scores is not None:
+                payload["score"] = scores[i]
+            if probabilities is not None:
+                payload["probabilities"] = dict(zip(class_keys, probabilities[i], strict=True))
+            entity = instance.get(entity_field)
+            if type(entity) is str:
+                payload["entity_id"] = entity
+            document = {"event_id": next(result_ids), **head, "payload": payload}
+            headers = [(TRACEPARENT, traceparent)] if traceparent else _NO_HEADERS
+            outputs[position] = OutRecord(topic, dumps(document), records[position].key, headers)
+
+    def _parse(self, value: bytes | None) -> tuple[str, str, dict[str, Any]]:
+        document = orjson.loads(value or b"")
+        if type(document) is not dict:
+            raise TypeError("the message is not a JSON object")
+        schema = document.get("schema")
+        if schema != self._request_schema:
+            raise ValueError(f"schema {schema!r} is not {self._request_schema}")
+        request_id, payload = document["event_id"], document["payload"]
+        model, instance = payload["model"], payload["instance"]
+        if type(request_id) is not str or type(model) is not str or type(instance) is not dict:
+            raise TypeError("event_id and payload.model are strings and payload.instance is an object")
+        return request_id, model, instance
+
+    def _result(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        payload: dict[str, Any],
+        now: str,
+        traceparent: bytes | None,
+        event_id: str,
+    ) -> OutRecord:
+        document = {
+            "event_id": event_id,
+            "event_type": "scoring_result",
+            "schema": self._result_schema,
+            "occurred_at": now,
+            "producer": self._producer,
+            "payload": payload,
+        }
+        headers = [(TRACEPARENT, traceparent)] if traceparent else []
+        return OutRecord(self._results, orjson.dumps(document), record.key, headers)

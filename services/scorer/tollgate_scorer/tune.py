@@ -1,0 +1,76 @@
+"""``python -m tollgate_scorer.tune MODEL.onnx [...]``: measure onnxruntime session options for artifacts.
+
+For each artifact: one session per combination of intra-op threads (1 / the default pool), graph
+optimisation (disable / basic / all) and CPU memory arena (on / off), fed contract-made rows through the
+scorer's own input reader; one row and 1,000 rows per call, rounds interleaved so that drift on a shared
+machine hits every option alike; the best round is printed. This is how the defaults in
+:mod:`tollgate_scorer.model` were chosen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import time
+from pathlib import Path
+
+import onnxruntime as ort
+
+from tollgate_core.contracts import ContractRegistry
+from tollgate_scorer.instances import InstanceReader, example_instance
+from tollgate_scorer.model import GraphOptimization, SessionConfig
+from tollgate_scorer.signature import read_signature
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m tollgate_scorer.tune", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("models", nargs="+", type=Path, help="ONNX artifacts made by the trainer")
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--contracts-dir", default=None)
+    args = parser.parse_args()
+    contracts = ContractRegistry.from_directory(args.contracts_dir)
+    for path in args.models:
+        data = path.read_bytes()
+        signature = read_signature(ort.InferenceSession(data, providers=["CPUExecutionProvider"]))
+        contract = contracts.get(signature.contract)
+        if contract is None:
+            raise SystemExit(f"{path}: contract {signature.contract} not found")
+        example = example_instance(contract)
+        one = InstanceReader(contract, signature).read([example])
+        one = {k: v.copy() for k, v in one.items()}
+        many = InstanceReader(contract, signature).read([example] * 1000)
+        outputs = signature.output_names()
+        sessions: dict[
+            tuple[int, GraphOptimization, bool], tuple[ort.InferenceSession, list[float], list[float]]
+        ]
+        sessions = {}
+        levels: tuple[GraphOptimization, ...] = ("disable", "basic", "all")
+        for threads, level, arena in itertools.product((1, 0), levels, (True, False)):
+            config = SessionConfig(intra_op_threads=threads, graph_optimization=level, cpu_mem_arena=arena)
+            session = ort.InferenceSession(data, config.options(), providers=["CPUExecutionProvider"])
+            for _ in range(200):
+                session.run(outputs, one)
+            sessions[(threads, level, arena)] = (session, [], [])
+        for _ in range(args.rounds):
+            for session, single, batch in sessions.values():
+                start = time.perf_counter()
+                for _ in range(300):
+                    session.run(outputs, one)
+                single.append((time.perf_counter() - start) / 300 * 1e6)
+                start = time.perf_counter()
+                for _ in range(5):
+                    session.run(outputs, many)
+                batch.append((time.perf_counter() - start) / 5 * 1e6)
+        print(f"{path.name} ({signature.contract}, best of {args.rounds} rounds)")
+        for (threads, level, arena), (_, single, batch) in sessions.items():
+            pool = "1 thread" if threads == 1 else "default pool"
+            print(
+                f"  {pool:12} {level:8} arena={'on ' if arena else 'off'}  "
+                f"1 row {min(single):7.1f} us   1,000 rows {min(batch):8.1f} us"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""Instances are checked against the dataset contract with precise errors, and become the exact arrays the
+trainer feeds its ONNX model."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.unit.scorer.support import CONTRACT, instances, serving, trained
+from tollgate_core.contracts import DatasetContract
+from tollgate_scorer.instances import InstanceReader, InvalidInstances, example_instance
+from tollgate_scorer.signature import Signature
+
+GOOD = {"customer_id": "C1", "student": "Yes", "balance": 500.0, "income": 20000}
+
+
+def reader() -> InstanceReader:
+    return serving("1").reader
+
+
+def violations(items: list[Any]) -> list[tuple[int, str, str]]:
+    with pytest.raises(InvalidInstances) as caught:
+        reader().read(items)
+    return [(v["instance"], v["field"], v["rule"]) for v in caught.value.violations]
+
+
+def test_valid_instances_become_the_trainers_arrays() -> None:
+    batch = instances(50)
+    feeds = reader().read(batch)
+    layout = trained("1").layout
+    frame = pd.DataFrame({c: pd.Series([i.get(c) for i in batch], dtype=object) for c in layout.columns})
+    expected = layout.onnx_inputs(layout.model_frame(frame))
+    np.testing.assert_array_equal(feeds["numeric"], expected["numeric"])
+    assert feeds["category"].tolist() == expected["category"].tolist()
+    assert feeds["numeric"].dtype == np.float64 and feeds["category"].dtype == object
+
+
+def test_single_row_uses_preallocated_arrays() -> None:
+    first = reader().read([GOOD])
+    second = reader().read([{**GOOD, "balance": 7.0}])
+    assert first["numeric"] is second["numeric"]
+    assert second["numeric"].tolist() == [[7.0, 20000.0]]
+
+
+def test_missing_or_null_nullable_feature_is_imputed_by_the_model() -> None:
+    no_income = {k: v for k, v in GOOD.items() if k != "income"}
+    for item in (no_income, {**GOOD, "income": None}):
+        feeds = reader().read([item])
+        assert math.isnan(feeds["numeric"][0, 1])
+    assert serving("1").run(reader().read([no_income])).predictions[0] in (True, False)
+
+
+def test_every_broken_rule_is_reported_with_instance_field_and_rule() -> None:
+    bad = [
+        GOOD,
+        {"customer_id": "C2", "student": "Maybe", "balance": -1.0, "income": 2e6},
+        {"customer_id": 3, "student": None, "balance": "lots"},
+        {"student": "No", "income": 1.0, "default": True, "colour": "red"},
+        ["not", "an", "object"],
+        {"student": 1, "balance": True, "income": float("inf")},
+    ]
+    assert violations(bad) == [
+        (1, "balance", "minimum"),
+        (1, "income", "maximum"),
+        (1, "student", "category"),
+        (2, "balance", "type"),
+        (2, "student", "nullable"),
+        (2, "customer_id", "type"),
+        (3, "balance", "required"),
+        (3, "default", "label_field"),
+        (3, "colour", "unknown_field"),
+        (4, "instance", "type"),
+        (5, "balance", "type"),
+        (5, "income", "type"),
+        (5, "student", "type"),
+    ]
+
+
+def test_messages_name_the_value_and_the_bound() -> None:
+    with pytest.raises(InvalidInstances) as caught:
+        reader().read([GOOD, {**GOOD, "balance": 10001}])
+    [violation] = caught.value.violations
+    assert violation == {
+        "field": "balance",
+        "rule": "maximum",
+        "message": "balance 10001 is above the maximum 10000",
+        "value": 10001,
+        "instance": 1,
+    }
+    assert str(caught.value) == "instance 1: balance 10001 is above the maximum 10000"
+
+
+def test_indices_map_errors_to_request_positions() -> None:
+    with pytest.raises(InvalidInstances) as caught:
+        reader().read([GOOD, {**GOOD, "student": "x"}], indices=[4, 9])
+    assert caught.value.violations[0]["instance"] == 9
+
+
+def test_integer_and_boolean_features() -> None:
+    contract = DatasetContract.model_validate(
+        {
+            "contract": "toy",
+            "version": 1,
+            "entity_id": {"name": "id", "type": "string"},
+            "label": {"name": "y", "type": "boolean", "task": "classification"},
+            "features": [
+                {"name": "count", "type": "integer", "minimum": 0, "maximum": 10},
+                {"name": "flag", "type": "boolean", "nullable": True},
+                {"name": "kind", "type": "category", "categories": ["a", "b"]},
+            ],
+            "attributes": [{"name": "band", "type": "category", "categories": ["x"], "nullable": True}],
+        }
+    )
+    signature = Signature.model_validate(
+        {
+            "contract": "toy.v1",
+            "contract_digest": contract.digest,
+            "task": "classification",
+            "inputs": [
+                {"name": "numeric", "dtype": "double", "shape": [None, 2], "columns": ["count", "flag"]},
+                {"name": "category", "dtype": "string", "shape": [None, 1], "columns": ["kind"]},
+            ],
+            "outputs": [],
+            "classes": [False, True],
+            "positive_index": 1,
+        }
+    )
+    toy = InstanceReader(contract, signature)
+    feeds = toy.read(
+        [{"count": 3, "flag": True, "kind": "a"}, {"count": 4.0, "flag": None, "kind": "b", "band": "x"}]
+    )
+    assert feeds["numeric"][0].tolist() == [3.0, 1.0]
+    assert feeds["numeric"][1, 0] == 4.0 and math.isnan(feeds["numeric"][1, 1])
+    with pytest.raises(InvalidInstances) as caught:
+        toy.read([{"count": 2.5, "flag": 1, "kind": "a", "band": "y"}, {"count": 11, "kind": "a"}])
+    assert [(v["instance"], v["field"], v["rule"]) for v in caught.value.violations] == [
+        (0, "count", "type"),
+        (0, "flag", "type"),
+        (0, "band", "category"),
+        (1, "count", "maximum"),
+    ]
+
+
+def test_a_signature_that_does_not_match_the_contract_is_refused() -> None:
+    signature = serving("1").signature.model_copy(
+        update={
+            "inputs": [serving("1").signature.inputs[0].model_copy(update={"columns": ["balance", "wealth"]})]
+        }
+    )
+    with pytest.raises(ValueError, match="wealth"):
+        InstanceReader(CONTRACT, signature)
+
+
+def test_example_instance_is_valid() -> None:
+    assert reader().read([example_instance(CONTRACT)])

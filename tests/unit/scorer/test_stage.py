@@ -1,0 +1,136 @@
+"""The Kafka scoring handler: one result per request, errors as results, poison to the DLQ, back-pressure."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from tests.unit.scorer.support import MODEL, FakeSink, instances, serving
+from tollgate_core.scoring import ScoringResultEvent
+from tollgate_scorer.core import Scorer, ScoringStats
+from tollgate_scorer.inference_log import InferenceEventEncoder, InferenceLog
+from tollgate_scorer.routing import ModelRoute, ModelTable
+from tollgate_scorer.spool import Spool
+from tollgate_scorer.stage import LogBackpressure, ScoringStage
+
+TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+
+
+def request(instance: Any, model: str = MODEL, event_id: str | None = None) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": event_id or str(uuid.uuid4()),
+            "event_type": "scoring_request",
+            "schema": "scoring.requests.v1",
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "producer": "client",
+            "payload": {"model": model, "instance": instance},
+        }
+    )
+
+
+def record(value: bytes, offset: int, key: bytes | None = b"C1") -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        "ns.scoring.requests.v1",
+        0,
+        offset,
+        0,
+        0,
+        key,
+        value,
+        None,
+        len(key or b""),
+        len(value),
+        [("traceparent", TRACEPARENT)],
+    )
+
+
+def make(tmp_path: Path) -> tuple[ScoringStage, InferenceLog, FakeSink]:
+    table = ModelTable()
+    table.set(ModelRoute(MODEL, serving("1"), serving("2"), shadow=True))
+    sink = FakeSink()
+    log = InferenceLog(
+        sink=sink,
+        encoder=InferenceEventEncoder("inference.log.v1", "t"),
+        spool=Spool(tmp_path, 1_000_000),
+        retry_s=0,
+    )
+    stage = ScoringStage(
+        Scorer(table, log, ScoringStats()),
+        results_topic="ns.scoring.results.v1",
+        dlq_topic="ns.dlq.scorer.v1",
+        request_schema="scoring.requests.v1",
+        result_schema="scoring.results.v1",
+        producer="scorer-0",
+    )
+    return stage, log, sink
+
+
+async def test_results_errors_and_dead_letters_in_input_order(tmp_path: Path) -> None:
+    stage, log, sink = make(tmp_path)
+    good = instances(3)
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    records = [
+        record(request(good[0], event_id=ids[0]), 0),
+        record(b"not json", 1),
+        record(request({**good[1], "balance": "lots"}), 2),
+        record(request(good[1], model="unknown-model"), 3),
+        record(request(good[2], event_id=ids[2]), 4, key=b"C3"),
+        record(orjson.dumps({"event_id": "x", "schema": "events.raw.v1", "payload": {}}), 5),
+    ]
+    outputs = await stage(records)
+    assert [o.topic for o in outputs] == [
+        "ns.scoring.results.v1",
+        "ns.dlq.scorer.v1",
+        "ns.scoring.results.v1",
+        "ns.scoring.results.v1",
+        "ns.scoring.results.v1",
+        "ns.dlq.scorer.v1",
+    ]
+    results = [
+        ScoringResultEvent.model_validate_json(o.value) for o in outputs if o.topic.endswith("results.v1")
+    ]
+    ok, invalid, unknown, ok2 = (r.payload for r in results)
+    assert (ok.request_id, ok.status, ok.version, ok.route, ok.entity_id) == (
+        ids[0],
+        "ok",
+        "1",
+        "champion",
+        "C00001",
+    )
+    assert ok.probabilities is not None and ok.score == ok.probabilities["true"]
+    assert (
+        invalid.status == "error" and invalid.error is not None and invalid.error.code == "invalid_instance"
+    )
+    assert invalid.error.violations[0].field == "balance" and invalid.error.violations[0].instance is None
+    assert unknown.error is not None and unknown.error.code == "unknown_model"
+    assert ok2.request_id == ids[2] and outputs[4].key == b"C3"
+    assert dict(outputs[0].headers)["traceparent"] == TRACEPARENT
+    assert stage.dead_lettered == 2
+    await log._pump()
+    routes = sorted(orjson.loads(v)["payload"]["route"] for _, v, _ in sink.sent)
+    assert routes == ["champion", "champion", "shadow", "shadow"]  # two answered requests, each shadowed
+
+
+async def test_scoring_a_batch_again_repeats_its_log_event_ids(tmp_path: Path) -> None:
+    stage, log, sink = make(tmp_path)
+    records = [record(request(instances(1)[0], event_id="11111111-1111-4111-8111-111111111111"), 0)]
+    first, second = await stage(records), await stage(records)
+    # Results are transactional: a fresh id each time (an aborted batch's results are never seen) ...
+    assert orjson.loads(first[0].value)["event_id"] != orjson.loads(second[0].value)["event_id"]
+    await log._pump()
+    # ... log events are not, so a batch scored again after an abort repeats the same event ids.
+    ids = [orjson.loads(v)["event_id"] for _, v, _ in sink.sent]
+    assert len(ids) == 4 and len(set(ids)) == 2
+
+
+async def test_a_full_log_pauses_the_stage(tmp_path: Path) -> None:
+    stage, log, _ = make(tmp_path)
+    log._held.append((b"k", b"v", None))
+    with pytest.raises(LogBackpressure):
+        await stage([record(request(instances(1)[0]), 0)])
