@@ -1,0 +1,866 @@
+"""Benchmark: the tollgate scorer against MLServer and a bare Starlette + onnxruntime endpoint, in one run.
+
+Contenders, each its own server process on loopback, all serving the same fitted models (a logistic
+regression and a 100-tree random forest trained by the trainer on the 20-feature ``synthetic-risk.v1``
+contract; ``tests/bench/scorer/models.py`` proves "the same", and every contender's answers are checked
+against in-process onnxruntime before anything is timed):
+
+* ``bare``      -- Starlette + uvicorn (uvloop, httptools, 1 worker) + onnxruntime, no validation, no
+                   logging: the limit (``tests/bench/scorer/bare_app.py``). Same request body as tollgate.
+* ``mlserver``  -- MLServer 1.7.1 + mlserver-sklearn serving the joblib pipeline, V2 inference protocol
+                   (``tests/bench/scorer/mlserver.py``), in its own virtualenv; inference in the server
+                   process (``parallel_workers: 0``, see ``--mlserver-workers``), access log off.
+* ``mlserver_estimator`` -- a reference row, not a peer for the targets: the same MLServer process serving
+                   the pipeline's final estimator alone, fed the preprocessed columns (MLServer's floor).
+* ``tollgate``  -- ``python -m tollgate_scorer``, inference logging on (the default), models learnt from a
+                   ``models.lifecycle.v1`` promotion event in a fresh topic namespace.
+* ``tollgate_nolog`` -- the same with inference logging off (``TOLLGATE_SCORER_INFERENCE_LOG=false``).
+
+Method. Load comes from ``wrk`` (Debian's package): one thread, 8 connections, closed loop, one fixed JSON
+body per contender (``tests/bench/scorer/post.lua``). With two cores, every server runs on CPU 1 and wrk on
+CPU 0 (``taskset``), the same for every contender (``--server-cpus`` / ``--client-cpus``), so that the load
+generator never takes CPU from the server it measures; Kafka and PostgreSQL are not pinned (the inference
+log's broker work lands on either core, as it would in production). Servers get single-threaded math
+libraries (``OMP_NUM_THREADS=1`` etc.). The contenders run interleaved (bare, MLServer, tollgate, tollgate
+without logging; then again), each run preceded by a warm-up, so that drift on a shared machine hits all
+alike. Reported: medians over the rounds; ratios are medians of the per-round ratios (each pairs runs made
+seconds apart). With every run the server's own CPU time is read from /proc: its share of the core shows
+runs that other work disturbed, and requests per server CPU-second (reported with its ratios) is what a
+contender does with the CPU it actually got, far steadier than requests/s on a shared machine. Nothing is asserted: targets are
+printed as met or not, and everything goes to ``.local/bench/scorer.json``.
+
+Batch: the same 1,000 rows (nulls included) in one request, one connection, per-row time, against
+in-process onnxruntime on the same rows in this process, pinned to the server CPU: one ``run`` on the
+prepared arrays (the target's reference); also reported, arrays built from the records plus the run, and
+1,000 one-row runs.
+
+Kafka path (after the HTTP servers are stopped): per round, N scoring requests are pre-loaded into a fresh
+namespace's ``scoring.requests.v1`` before a fresh scorer (logging on) starts; its rate is read from the
+timestamps of its ``scoring.results.v1`` records (see ``tests/bench/scorer/tollgate.py``).
+
+Usage: ``python tests/bench/bench_scorer.py [--duration 10] [--warmup 3] [--repeat 3] [--models lr,rf]
+[--skip-mlserver] [--skip-tollgate] [--kafka-events 100000] [--out .local/bench/scorer.json]``. Needs wrk
+(``apt-get install -y wrk``) and, for the tollgate contenders, Kafka (``make bench`` starts it). The
+MLServer virtualenv is created on first use (a minute or two).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.bench.scorer import mlserver, tollgate  # noqa: E402
+from tests.bench.scorer.models import (  # noqa: E402
+    FAMILIES,
+    BenchModel,
+    batch_records,
+    build_models,
+    contract,
+    request_record,
+)
+from tests.bench.scorer.procs import Server, free_port, http_status  # noqa: E402
+from tests.bench.scorer.wrk import WrkMissingError, run_wrk, wrk_path  # noqa: E402
+from tollgate_core.settings import DEFAULT_KAFKA_BOOTSTRAP  # noqa: E402
+from tollgate_trainer.export import onnx_session  # noqa: E402
+from tollgate_trainer.features import FeatureLayout, raw_frame  # noqa: E402
+
+BOOTSTRAP = os.environ.get("TOLLGATE_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
+WORK = ROOT / ".local" / "bench" / "scorer"
+CONNECTIONS = 8
+BATCH_ROWS = 1000
+# Every server gets the same single-threaded math libraries: one pinned core, no spinning thread pools.
+SERVER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+TARGETS = {
+    "vs_mlserver": 5.0,  # tollgate requests/s over MLServer's
+    "vs_bare": 0.7,  # tollgate requests/s over the bare limit's
+    "p99_ms": 2.0,  # tollgate p99 at 8 connections
+    "logging_on_vs_off": 0.9,
+    "batch_vs_inprocess": 0.9,  # in-process per-row time over tollgate's batch per-row time
+    "kafka_events_per_s": 50_000.0,
+}
+LABELS = {
+    "bare": "bare Starlette+ORT (limit)",
+    "mlserver": "MLServer 1.7.1 (sklearn)",
+    "mlserver_estimator": "  MLServer, estimator only*",
+    "tollgate": "tollgate, logging on",
+    "tollgate_nolog": "tollgate, logging off",
+}
+
+
+@dataclass
+class Contender:
+    key: str
+    server: Server
+    single_url: Callable[[str], str]
+    single_body: dict[str, Path] = field(default_factory=dict)
+    batch_body: dict[str, Path] = field(default_factory=dict)
+    scores: Callable[[bytes, BenchModel], list[float]] = lambda body, model: []
+    owns_server: bool = True  # False for a second contender served by another contender's process
+
+
+# ------------------------------------------------------------------------------------------------ bodies
+
+
+def instances_body(rows: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps({"instances": rows})
+
+
+def instance_scores(response: bytes, model: BenchModel) -> list[float]:
+    """Positive-class probability per row: ``predictions`` (bare) or ``results`` (tollgate), field ``score``."""
+    body = orjson.loads(response)
+    rows = body.get("predictions") or body.get("results") or [body]
+    return [float(row["score"]) for row in rows]
+
+
+# ------------------------------------------------------------------------------------- in-process reference
+
+
+def inprocess_per_row_us(
+    model: BenchModel, rows: list[dict[str, Any]], cpus: set[int] | None, seconds: float
+) -> dict[str, float]:
+    """Per-row microseconds of onnxruntime in this process, pinned like the servers."""
+    layout = FeatureLayout.from_contract(contract())
+    session = onnx_session(model.onnx_path.read_bytes(), threads=1)
+
+    def arrays(batch: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+        return {
+            "numeric": np.array([[r.get(c) for c in layout.numeric] for r in batch], dtype=np.float64),
+            "category": np.array([[r.get(c) or "" for c in layout.category] for r in batch], dtype=object),
+        }
+
+    feeds = arrays(rows)
+    single = [arrays([r]) for r in rows]
+
+    def timed(work: Callable[[], None], rows_per_call: int) -> float:
+        work()
+        calls, started = 0, time.perf_counter()
+        while True:
+            work()
+            calls += 1
+            elapsed = time.perf_counter() - started
+            if elapsed >= seconds and calls >= 5:
+                return elapsed / (calls * rows_per_call) * 1e6
+
+    def row_by_row() -> None:
+        for f in single:
+            session.run(None, f)
+
+    previous = os.sched_getaffinity(0)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    try:
+        return {
+            "run": timed(lambda: session.run(None, feeds), len(rows)),
+            "build_and_run": timed(lambda: session.run(None, arrays(rows)), len(rows)),
+            "row_by_row": timed(row_by_row, len(rows)),
+        }
+    finally:
+        os.sched_setaffinity(0, previous)
+
+
+# ------------------------------------------------------------------------------------------------ servers
+
+
+def start_bare(models: dict[str, BenchModel], cpus: str | None) -> Contender:
+    port = free_port()
+    command = [sys.executable, str(ROOT / "tests/bench/scorer/bare_app.py"), "--port", str(port)]
+    command += [f"{m.name}={m.onnx_path}" for m in models.values()]
+    server = Server("bare", command, log=WORK / "logs" / "bare.log", cpus=cpus, env=SERVER_ENV)
+    server.wait_until(lambda: http_status(f"http://127.0.0.1:{port}/healthz")[0] == 200, "ready", 60)
+    return Contender(
+        "bare", server, lambda name: f"http://127.0.0.1:{port}/v1/models/{name}/score", scores=instance_scores
+    )
+
+
+def start_mlserver(models: dict[str, BenchModel], cpus: str | None, workers: int) -> list[Contender]:
+    """MLServer serving each pipeline, and (a reference) each pipeline's final estimator alone."""
+    executable = mlserver.ensure_venv(ROOT / ".local" / "bench" / "mlserver-venv")
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    repo = WORK / "mlserver-repo"
+    served = {m.name: m.joblib_path for m in models.values()}
+    served.update({f"{m.name}-estimator": m.estimator_joblib_path for m in models.values()})
+    mlserver.write_repository(
+        repo,
+        served,
+        http_port=http_port,
+        grpc_port=grpc_port,
+        metrics_port=metrics_port,
+        parallel_workers=workers,
+    )
+    run_dir = WORK / "mlserver-run"  # MLServer writes .metrics/ and .envs/ under its working directory
+    run_dir.mkdir(parents=True, exist_ok=True)
+    server = Server(
+        "mlserver",
+        [str(executable), "start", str(repo)],
+        log=WORK / "logs" / "mlserver.log",
+        cpus=cpus,
+        env=SERVER_ENV,
+        cwd=run_dir,
+    )
+    base = f"http://127.0.0.1:{http_port}"
+    for name in served:
+        ready_url = f"{base}/v2/models/{name}/ready"
+        server.wait_until(partial(lambda url: http_status(url)[0] == 200, ready_url), "ready", 180)
+
+    def scores(body: bytes, model: BenchModel) -> list[float]:
+        return mlserver.positive_scores(body, model.signature.positive_index or 0)
+
+    return [
+        Contender("mlserver", server, lambda name: f"{base}/v2/models/{name}/infer", scores=scores),
+        Contender(
+            "mlserver_estimator",
+            server,
+            lambda name: f"{base}/v2/models/{name}-estimator/infer",
+            scores=scores,
+            owns_server=False,
+        ),
+    ]
+
+
+async def promote(models: dict[str, BenchModel], namespace: str) -> None:
+    """Store each ONNX artifact and publish its promotion to production, as the registry would."""
+    events = []
+    for m in models.values():
+        digest, location = tollgate.store_artifact(WORK / "artifacts", m.onnx_path.read_bytes())
+        events.append(
+            tollgate.promotion_event(m.name, "1", digest, location, m.onnx_path.stat().st_size, m.signature)
+        )
+    await tollgate.publish_lifecycle(BOOTSTRAP, namespace, events)
+
+
+async def start_tollgate(
+    key: str, models: dict[str, BenchModel], cpus: str | None, namespace: str, logging_on: bool
+) -> Contender:
+    """A scorer on a namespace whose lifecycle topic already holds the promotions (it folds it from the start)."""
+    port = free_port()
+    env = {
+        **SERVER_ENV,
+        **tollgate.scorer_env(
+            port=port,
+            namespace=namespace,
+            artifacts=WORK / "artifacts",
+            logging_on=logging_on,
+            bootstrap=BOOTSTRAP,
+            instance=key,
+        ),
+    }
+    server = Server(
+        key, [sys.executable, "-m", "tollgate_scorer"], log=WORK / "logs" / f"{key}.log", cpus=cpus, env=env
+    )
+    base = f"http://127.0.0.1:{port}"
+    for m in models.values():
+        await asyncio.to_thread(
+            server.wait_until, partial(tollgate.model_ready, base, m.name), f"serving {m.name}", 180
+        )
+    return Contender(key, server, lambda name: tollgate.score_url(base, name), scores=instance_scores)
+
+
+# --------------------------------------------------------------------------------------------- measuring
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def fmt(value: float | None, spec: str = ",.0f", suffix: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{suffix}"
+
+
+def check_answers(
+    contenders: list[Contender],
+    models: dict[str, BenchModel],
+    single_rows: list[dict[str, Any]],
+    batch_rows: list[dict[str, Any]],
+) -> dict[str, dict[str, float]]:
+    """Every contender must answer 200 with the in-process model's probabilities (same model, served 3 ways)."""
+    agreement: dict[str, dict[str, float]] = {}
+    for model in models.values():
+        session = onnx_session(model.onnx_path.read_bytes())
+        layout = FeatureLayout.from_contract(contract())
+        for rows, kind in ((single_rows, "single"), (batch_rows, "batch")):
+            feeds = {
+                "numeric": np.array([[r.get(c) for c in layout.numeric] for r in rows], dtype=np.float64),
+                "category": np.array([[r.get(c) or "" for c in layout.category] for r in rows], dtype=object),
+            }
+            expected = session.run(None, feeds)[1][:, model.signature.positive_index]
+            for c in contenders:
+                body = (c.single_body if kind == "single" else c.batch_body)[model.key].read_bytes()
+                status, answer = http_status(c.single_url(model.name), body, timeout=30)
+                if status != 200:
+                    raise RuntimeError(
+                        f"{c.key} answered {status} for {model.name} ({kind}): {answer[:300]!r}"
+                    )
+                got = c.scores(answer, model)
+                if len(got) != len(rows):
+                    raise RuntimeError(
+                        f"{c.key}: {len(got)} scores for {len(rows)} rows ({model.name}, {kind})"
+                    )
+                diff = float(np.max(np.abs(np.asarray(got) - expected)))
+                agreement.setdefault(c.key, {})[f"{model.key}_{kind}"] = diff
+                if diff > 1e-5:
+                    raise RuntimeError(
+                        f"{c.key} disagrees with onnxruntime on {model.name} ({kind}): max |dp| {diff:.2e}"
+                    )
+    return agreement
+
+
+async def kafka_path(
+    models: dict[str, BenchModel], cpus: str | None, events: int, rows: list[dict[str, Any]], rounds: int
+) -> dict[str, Any]:
+    """Per model and round: a fresh namespace, ``events`` pre-loaded requests, a fresh scorer, its rate."""
+    reason = tollgate.kafka_path_missing()
+    if reason:
+        return {"skipped": reason}
+    out: dict[str, Any] = {}
+    for m in models.values():
+        runs = []
+        for rnd in range(1, rounds + 1):
+            namespace = await tollgate.prepare_namespace(BOOTSTRAP)
+            try:
+                await promote({m.key: m}, namespace)
+                await tollgate.preload_requests(BOOTSTRAP, namespace, m.name, rows, events)
+                contender = await start_tollgate(
+                    f"tollgate_kafka_{m.key}", {m.key: m}, cpus, namespace, logging_on=True
+                )
+                try:
+                    result = await tollgate.count_results(
+                        BOOTSTRAP, namespace, events, timeout=max(120.0, events / 1000)
+                    )
+                finally:
+                    contender.server.stop()
+            finally:
+                await tollgate.delete_namespace(BOOTSTRAP, namespace)
+            runs.append(result)
+            rate = result["events_per_s"]
+            print(
+                f"  round {rnd} {m.key} Kafka path: "
+                + (
+                    f"{rate:,.0f} results/s ({result['writes']} transactions)"
+                    if rate
+                    else f"not measured ({result['results']:,} of {events:,} results in "
+                    f"{result['writes']} transaction(s); needs at least 2)"
+                )
+                + (
+                    f", {result['results'] - result['ok']:,} error results"
+                    if result["ok"] < result["results"]
+                    else ""
+                ),
+                flush=True,
+            )
+        rates = [r["events_per_s"] for r in runs if r["events_per_s"]]
+        out[m.key] = {"events_per_s": median(rates), "runs": runs}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- main
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each measured wrk run")
+    parser.add_argument(
+        "--warmup", type=float, default=3.0, help="seconds of the wrk run before each measured one"
+    )
+    parser.add_argument(
+        "--batch-duration", type=float, default=5.0, help="seconds of each 1,000-row batch run"
+    )
+    parser.add_argument("--repeat", type=int, default=3, help="rounds; medians are over rounds")
+    parser.add_argument("--models", default="lr,rf", help=f"comma-separated, from {','.join(FAMILIES)}")
+    parser.add_argument("--skip-mlserver", action="store_true")
+    parser.add_argument("--skip-tollgate", action="store_true")
+    parser.add_argument("--skip-batch", action="store_true")
+    parser.add_argument(
+        "--kafka-events", type=int, default=100_000, help="requests pre-loaded per Kafka-path round (0: skip)"
+    )
+    parser.add_argument(
+        "--mlserver-workers",
+        type=int,
+        default=0,
+        help="MLServer parallel_workers (0: inference in the server process, its fastest here)",
+    )
+    default_pin = os.cpu_count() is not None and (os.cpu_count() or 1) >= 2
+    parser.add_argument(
+        "--server-cpus", default="1" if default_pin else None, help="taskset list for servers"
+    )
+    parser.add_argument("--client-cpus", default="0" if default_pin else None, help="taskset list for wrk")
+    parser.add_argument("--no-pin", action="store_true", help="run servers and wrk unpinned")
+    parser.add_argument("--out", default=str(ROOT / ".local" / "bench" / "scorer.json"))
+    args = parser.parse_args()
+    args.load_at_start = os.getloadavg()
+    if args.no_pin:
+        args.server_cpus = args.client_cpus = None
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = [m for m in args.models if m not in FAMILIES]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(FAMILIES)}")
+    return args
+
+
+def cpu_set(spec: str | None) -> set[int] | None:
+    if spec is None:
+        return None
+    cpus: set[int] = set()
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        cpus.update(range(int(lo), int(hi or lo) + 1))
+    return cpus
+
+
+async def main() -> int:
+    args = parse_args()
+    # aiokafka logs errors and retries while a just-created topic gets its leader; the retries succeed.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    try:
+        wrk = wrk_path()
+    except WrkMissingError as exc:
+        print(f"bench_scorer: {exc}", file=sys.stderr)
+        return 2
+    started_at = datetime.now(UTC)
+    notes: list[str] = []
+    WORK.mkdir(parents=True, exist_ok=True)
+
+    print(f"training {', '.join(args.models)} with the trainer (synthetic-risk.v1) ...", flush=True)
+    models = build_models(args.models, WORK / "models")
+    for m in models.values():
+        print(
+            f"  {m.name}: {m.family}, ONNX {m.onnx_path.stat().st_size / 1024:,.0f} KiB, sha256 {m.digest[:12]}, "
+            f"holdout AUC {m.result.metrics.get('roc_auc', float('nan')):.3f}",
+            flush=True,
+        )
+
+    spec = contract()
+    layout = FeatureLayout.from_contract(spec)
+    request_fields = [spec.entity_id.name, *spec.feature_names]
+    single_rows = [{k: request_record(spec)[k] for k in request_fields}]
+    batch_rows = [{k: r[k] for k in request_fields} for r in batch_records(spec, BATCH_ROWS)]
+    bodies = WORK / "bodies"
+    bodies.mkdir(exist_ok=True)
+    (bodies / "instances-1.json").write_bytes(instances_body(single_rows))
+    (bodies / f"instances-{BATCH_ROWS}.json").write_bytes(instances_body(batch_rows))
+    boolean = set(layout.boolean)
+    (bodies / "v2-1.json").write_bytes(
+        mlserver.v2_body(single_rows, layout.numeric, boolean, layout.category)
+    )
+    (bodies / f"v2-{BATCH_ROWS}.json").write_bytes(
+        mlserver.v2_body(batch_rows, layout.numeric, boolean, layout.category)
+    )
+
+    contenders: list[Contender] = []
+    namespace: str | None = None
+    try:
+        print("starting the contenders ...", flush=True)
+        bare = start_bare(models, args.server_cpus)
+        contenders.append(bare)
+        if args.skip_mlserver:
+            notes.append("MLServer skipped (--skip-mlserver)")
+        else:
+            contenders.extend(start_mlserver(models, args.server_cpus, args.mlserver_workers))
+        missing = "skipped (--skip-tollgate)" if args.skip_tollgate else tollgate.scorer_available()
+        if missing:
+            notes.append(f"tollgate scorer not measured: {missing}")
+            print(f"  tollgate scorer not measured: {missing}", flush=True)
+        else:
+            namespace = await tollgate.prepare_namespace(BOOTSTRAP)
+            await promote(models, namespace)
+            contenders.append(
+                await start_tollgate("tollgate", models, args.server_cpus, namespace, logging_on=True)
+            )
+            contenders.append(
+                await start_tollgate("tollgate_nolog", models, args.server_cpus, namespace, logging_on=False)
+            )
+        for m in models.values():
+            for rows, suffix in ((single_rows, "1"), (batch_rows, f"{BATCH_ROWS}")):
+                frame = layout.model_frame(raw_frame(spec, rows))
+                (bodies / f"v2-estimator-{m.key}-{suffix}.json").write_bytes(
+                    mlserver.tensor_body(m.preprocessed(frame))
+                )
+        for c in contenders:
+            for m in models.values():
+                if c.key == "mlserver":
+                    single, batch = "v2-1.json", f"v2-{BATCH_ROWS}.json"
+                elif c.key == "mlserver_estimator":
+                    single, batch = f"v2-estimator-{m.key}-1.json", f"v2-estimator-{m.key}-{BATCH_ROWS}.json"
+                else:
+                    single, batch = "instances-1.json", f"instances-{BATCH_ROWS}.json"
+                c.single_body[m.key] = bodies / single
+                c.batch_body[m.key] = bodies / batch
+        agreement = check_answers(contenders, models, single_rows, batch_rows)
+        worst = max((d for per in agreement.values() for d in per.values()), default=0.0)
+        print(f"  all contenders answer with the same probabilities (max |dp| {worst:.1e})", flush=True)
+
+        runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+            m: {c.key: [] for c in contenders} for m in models
+        }
+        batch_runs: dict[str, dict[str, list[float]]] = {m: {c.key: [] for c in contenders} for m in models}
+        inproc: dict[str, list[dict[str, float]]] = {m: [] for m in models}
+        for rnd in range(1, args.repeat + 1):
+            for m in models.values():
+                for c in contenders:
+                    url = c.single_url(m.name)
+                    run_wrk(
+                        url,
+                        c.single_body[m.key],
+                        seconds=args.warmup,
+                        connections=CONNECTIONS,
+                        cpus=args.client_cpus,
+                    )
+                    cpu_before = c.server.cpu_seconds()
+                    res = run_wrk(
+                        url,
+                        c.single_body[m.key],
+                        seconds=args.duration,
+                        connections=CONNECTIONS,
+                        cpus=args.client_cpus,
+                    )
+                    share = (c.server.cpu_seconds() - cpu_before) / res.seconds if res.seconds else 0.0
+                    runs[m.key][c.key].append(
+                        {
+                            **res.as_dict(),
+                            "load1": os.getloadavg()[0],
+                            "server_cpu_share": share,
+                            "rps_per_cpu_second": res.rps / share if share > 0 else None,
+                        }
+                    )
+                    print(
+                        f"  round {rnd} {m.key} {c.key:<18} {res.rps:>9,.0f} req/s  p50 {res.p50_ms:6.2f} ms  "
+                        f"p99 {res.p99_ms:6.2f} ms  server CPU {share:4.0%}"
+                        + (f"  ERRORS {res.errors}" if res.failed else ""),
+                        flush=True,
+                    )
+                if args.skip_batch:
+                    continue
+                inproc[m.key].append(
+                    inprocess_per_row_us(m, batch_rows, cpu_set(args.server_cpus), args.batch_duration / 2)
+                )
+                for c in contenders:
+                    url = c.single_url(m.name)
+                    run_wrk(
+                        url,
+                        c.batch_body[m.key],
+                        seconds=min(args.warmup, 2),
+                        connections=1,
+                        cpus=args.client_cpus,
+                    )
+                    res = run_wrk(
+                        url,
+                        c.batch_body[m.key],
+                        seconds=args.batch_duration,
+                        connections=1,
+                        cpus=args.client_cpus,
+                        timeout_s=30,
+                    )
+                    per_row = 1e6 / (res.rps * BATCH_ROWS) if res.rps else float("nan")
+                    batch_runs[m.key][c.key].append(per_row)
+                    print(
+                        f"  round {rnd} {m.key} {c.key:<18} batch {BATCH_ROWS}: {per_row:8.2f} us/row"
+                        + (f"  ERRORS {res.errors}" if res.failed else ""),
+                        flush=True,
+                    )
+                print(
+                    f"  round {rnd} {m.key} in-process onnxruntime: "
+                    + ", ".join(f"{k} {v:.2f} us/row" for k, v in inproc[m.key][-1].items()),
+                    flush=True,
+                )
+
+    finally:
+        for c in contenders:
+            if c.owns_server:
+                c.server.stop()
+        if namespace is not None:
+            await tollgate.delete_namespace(BOOTSTRAP, namespace)
+
+    # The Kafka path runs after the HTTP servers are gone: its scorer has the server CPU to itself.
+    kafka: dict[str, Any]
+    if namespace is None:
+        kafka = {"skipped": "no tollgate scorer"}
+    elif args.kafka_events <= 0:
+        kafka = {"skipped": "--kafka-events 0"}
+    else:
+        kafka = await kafka_path(models, args.server_cpus, args.kafka_events, batch_rows, args.repeat)
+
+    summary = summarise(args, models, contenders, runs, batch_runs, inproc, kafka, agreement)
+    summary.update(
+        {
+            "started_at": started_at.isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
+            "notes": notes,
+            "machine": machine_info(wrk, args),
+        }
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
+    print_report(summary)
+    print(f"\nwritten to {out}")
+    return 0
+
+
+def summarise(
+    args: argparse.Namespace,
+    models: dict[str, BenchModel],
+    contenders: list[Contender],
+    runs: dict[str, dict[str, list[dict[str, Any]]]],
+    batch_runs: dict[str, dict[str, list[float]]],
+    inproc: dict[str, list[dict[str, float]]],
+    kafka: dict[str, Any],
+    agreement: dict[str, dict[str, float]],
+) -> dict[str, Any]:
+    keys = [c.key for c in contenders]
+    results: dict[str, Any] = {}
+    targets: list[dict[str, Any]] = []
+    for mk, model in models.items():
+        per = runs[mk]
+        medians = {
+            k: {
+                "rps": median([r["rps"] for r in per[k]]),
+                "p50_ms": median([r["p50_ms"] for r in per[k]]),
+                "p99_ms": median([r["p99_ms"] for r in per[k]]),
+                "server_cpu_share": median([r["server_cpu_share"] for r in per[k]]),
+                "rps_per_cpu_second": median(
+                    [r["rps_per_cpu_second"] for r in per[k] if r["rps_per_cpu_second"]]
+                ),
+                "errors": sum(sum(r["errors"].values()) for r in per[k]),
+            }
+            for k in keys
+        }
+
+        def paired(per: dict[str, list[dict[str, Any]]], a: str, b: str, field: str = "rps") -> float | None:
+            if a not in per or b not in per:
+                return None
+            pairs = zip(per[a], per[b], strict=True)
+            return median([x[field] / y[field] for x, y in pairs if x[field] and y[field]])
+
+        ratios = {
+            "tollgate_vs_mlserver": paired(per, "tollgate", "mlserver"),
+            "tollgate_vs_bare": paired(per, "tollgate", "bare"),
+            "logging_on_vs_off": paired(per, "tollgate", "tollgate_nolog"),
+            "mlserver_vs_bare": paired(per, "mlserver", "bare"),
+            "mlserver_estimator_vs_bare": paired(per, "mlserver_estimator", "bare"),
+        }
+        # The same ratios per server CPU-second: what each contender does with the CPU it actually got, which
+        # other work on a shared machine disturbs far less than requests/s (the broker's share of the
+        # inference log is not in the scorer's CPU time).
+        per_cpu = {
+            name: paired(per, a, b, "rps_per_cpu_second")
+            for name, (a, b) in {
+                "tollgate_vs_mlserver": ("tollgate", "mlserver"),
+                "tollgate_vs_bare": ("tollgate", "bare"),
+                "logging_on_vs_off": ("tollgate", "tollgate_nolog"),
+                "mlserver_vs_bare": ("mlserver", "bare"),
+            }.items()
+        }
+        batch = {k: median(v) for k, v in batch_runs[mk].items()} if any(batch_runs[mk].values()) else {}
+        inproc_med = (
+            {k: median([r[k] for r in inproc[mk]]) for k in ("run", "build_and_run", "row_by_row")}
+            if inproc[mk]
+            else {}
+        )
+        batch_ratio = ratio(inproc_med.get("run"), batch.get("tollgate"))
+        kafka_rate = kafka.get(mk, {}).get("events_per_s") if isinstance(kafka.get(mk), dict) else None
+        tg = medians.get("tollgate", {})
+        checks = [
+            ("tollgate / MLServer requests/s", ">=", TARGETS["vs_mlserver"], ratios["tollgate_vs_mlserver"]),
+            ("tollgate / bare limit requests/s", ">=", TARGETS["vs_bare"], ratios["tollgate_vs_bare"]),
+            ("tollgate p99 at 8 connections (ms)", "<=", TARGETS["p99_ms"], tg.get("p99_ms")),
+            ("logging on / off requests/s", ">=", TARGETS["logging_on_vs_off"], ratios["logging_on_vs_off"]),
+            (
+                f"{BATCH_ROWS}-row batch: in-process ORT / tollgate per-row time",
+                ">=",
+                TARGETS["batch_vs_inprocess"],
+                batch_ratio,
+            ),
+            ("Kafka path events/s per process", ">=", TARGETS["kafka_events_per_s"], kafka_rate),
+        ]
+        for name, op, target, measured in checks:
+            met = None if measured is None else (measured >= target if op == ">=" else measured <= target)
+            targets.append(
+                {"model": mk, "name": name, "op": op, "target": target, "measured": measured, "met": met}
+            )
+        results[mk] = {
+            "model": model.name,
+            "family": model.family,
+            "onnx_sha256": model.digest,
+            "onnx_bytes": model.onnx_path.stat().st_size,
+            "hyperparameters": model.result.hyperparameters,
+            "holdout_metrics": model.result.metrics,
+            "median": medians,
+            "ratios": ratios,
+            "ratios_per_server_cpu_second": per_cpu,
+            "runs": per,
+            "batch_us_per_row": {
+                "http_median": batch,
+                "inprocess_median": inproc_med,
+                "http_runs": batch_runs[mk],
+                "inprocess_runs": inproc[mk],
+                "inprocess_run_vs_tollgate": batch_ratio,
+                "inprocess_build_and_run_vs_tollgate": ratio(
+                    inproc_med.get("build_and_run"), batch.get("tollgate")
+                ),
+                "inprocess_row_by_row_vs_tollgate": ratio(
+                    inproc_med.get("row_by_row"), batch.get("tollgate")
+                ),
+            },
+            "kafka": kafka.get(mk, kafka),
+        }
+    headline: dict[str, float | None] = {}
+    for mk, res in results.items():
+        for key, med in res["median"].items():
+            headline[f"{mk}.{key}.requests_per_second_median"] = med["rps"]
+        headline.update({f"{mk}.ratio_{k}": v for k, v in res["ratios"].items() if v is not None})
+        headline.update(
+            {
+                f"{mk}.ratio_{k}_per_cpu": v
+                for k, v in res["ratios_per_server_cpu_second"].items()
+                if v is not None
+            }
+        )
+        if res["batch_us_per_row"]["inprocess_run_vs_tollgate"] is not None:
+            headline[f"{mk}.ratio_batch_inprocess_vs_tollgate"] = res["batch_us_per_row"][
+                "inprocess_run_vs_tollgate"
+            ]
+        kafka_rate = res["kafka"].get("events_per_s") if isinstance(res["kafka"], dict) else None
+        if kafka_rate is not None:
+            headline[f"{mk}.kafka_events_per_second_median"] = kafka_rate
+    return {
+        "headline": headline,
+        "config": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "batch_duration_s": args.batch_duration,
+            "repeat": args.repeat,
+            "connections": CONNECTIONS,
+            "batch_rows": BATCH_ROWS,
+            "server_cpus": args.server_cpus,
+            "client_cpus": args.client_cpus,
+            "mlserver_parallel_workers": args.mlserver_workers,
+            "kafka_events": args.kafka_events,
+            "contenders": keys,
+        },
+        "answers_max_abs_diff": agreement,
+        "results": results,
+        "targets": targets,
+    }
+
+
+def print_report(summary: dict[str, Any]) -> None:
+    cfg = summary["config"]
+    machine = summary.get("machine", {})
+    if machine:
+        start, end = machine["load_average_at_start"][0], machine["load_average_at_end"][0]
+        print(
+            f"\nmachine: {machine['cpus']} CPUs ({machine['cpu_model']}), 1-min load average {start:.1f} at "
+            f"start, {end:.1f} at end"
+            + ("  (other work shared the CPUs: read the ratios)" if max(start, end) > 2.5 else "")
+        )
+    for res in summary["results"].values():
+        print(
+            f"\n{res['model']} ({res['family']}, ONNX {res['onnx_bytes'] / 1024:,.0f} KiB): median of {cfg['repeat']} "
+            f"rounds, {cfg['duration_s']:.0f} s each, {cfg['connections']} connections, server on CPU "
+            f"{cfg['server_cpus']}, wrk on CPU {cfg['client_cpus']}"
+        )
+        print(
+            f"  {'contender':<28}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'server CPU':>12}{'req/CPU-s':>11}"
+            f"{'batch us/row':>14}"
+        )
+        for key, med in res["median"].items():
+            batch = res["batch_us_per_row"]["http_median"].get(key)
+            print(
+                f"  {LABELS.get(key, key):<28}{fmt(med['rps']):>10}{fmt(med['p50_ms'], '.2f'):>9}"
+                f"{fmt(med['p99_ms'], '.2f'):>9}{fmt(med['server_cpu_share'], '.0%'):>12}"
+                f"{fmt(med['rps_per_cpu_second']):>11}{fmt(batch, '.2f'):>14}"
+                + (f"  errors {med['errors']}" if med["errors"] else "")
+            )
+        inproc = res["batch_us_per_row"]["inprocess_median"]
+        if inproc:
+            print(
+                f"  {'in-process onnxruntime':<28}{'':>51}{fmt(inproc['run'], '.2f'):>14}  (one run on prepared "
+                f"arrays; with array building {fmt(inproc['build_and_run'], '.2f')}, row by row "
+                f"{fmt(inproc['row_by_row'], '.2f')})"
+            )
+        r = res["ratios"]
+        print(
+            f"  ratios (median of per-round ratios): tollgate/MLServer {fmt(r['tollgate_vs_mlserver'], '.2f', 'x')}, "
+            f"tollgate/bare {fmt(r['tollgate_vs_bare'], '.2f')}, logging on/off {fmt(r['logging_on_vs_off'], '.2f')}, "
+            f"MLServer/bare {fmt(r['mlserver_vs_bare'], '.3f')}"
+        )
+        c = res["ratios_per_server_cpu_second"]
+        print(
+            f"  per server CPU-second:               tollgate/MLServer {fmt(c['tollgate_vs_mlserver'], '.2f', 'x')}, "
+            f"tollgate/bare {fmt(c['tollgate_vs_bare'], '.2f')}, logging on/off {fmt(c['logging_on_vs_off'], '.2f')}, "
+            f"MLServer/bare {fmt(c['mlserver_vs_bare'], '.3f')}"
+        )
+        if "mlserver_estimator" in res["median"]:
+            print(
+                "  * reference, not a target peer: MLServer serving the pipeline's final estimator alone, the "
+                "client sending the pipeline's preprocessed columns as one FP64 tensor (MLServer's floor for "
+                f"this model; vs bare {fmt(r['mlserver_estimator_vs_bare'], '.3f')})"
+            )
+        kafka = res["kafka"]
+        print(
+            "  Kafka path: "
+            + (
+                f"{kafka['events_per_s']:,.0f} results/s"
+                if kafka.get("events_per_s") is not None
+                else f"not measured ({kafka.get('skipped', 'n/a')})"
+            )
+        )
+    print("\ntargets")
+    for t in summary["targets"]:
+        state = "not measured" if t["met"] is None else ("met" if t["met"] else "NOT met")
+        measured = "n/a" if t["measured"] is None else f"{t['measured']:,.2f}"
+        print(
+            f"  {t['model']:<3} {t['name']:<58} {t['op']} {t['target']:<8g} measured {measured:>10}  {state}"
+        )
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
+
+
+def machine_info(wrk: str, args: argparse.Namespace) -> dict[str, Any]:
+    model_name = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    wrk_version = subprocess.run(
+        [wrk, "--version"], capture_output=True, text=True, check=False
+    ).stdout.split("\n")[0]
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model_name,
+        "load_average_at_start": args.load_at_start,
+        "load_average_at_end": os.getloadavg(),
+        "python": platform.python_version(),
+        "wrk": wrk_version.strip(),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

@@ -1,0 +1,1 @@
+"""Helpers of ``tests/bench/bench_scorer.py``: models, contenders, the load generator."""
