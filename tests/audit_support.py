@@ -4,17 +4,16 @@ chain filled fast through the real writer, and events shaped like the platform's
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 
-from tests.conftest import ADMIN_DSN, ROOT
+from tests.conftest import ADMIN_DSN, superuser_connect
+from tests.conftest import fresh_database as conftest_fresh_database
 from tollgate_audit_log.canonical import Entry, canonical_json
 from tollgate_audit_log.chain import ChainWriter
 from tollgate_audit_log.roles import setup_sql
@@ -24,29 +23,8 @@ from tollgate_audit_log.settings import DEVELOPMENT_WRITER_PASSWORD, WRITER_ROLE
 @contextlib.asynccontextmanager
 async def fresh_database(label: str) -> AsyncIterator[str]:
     """A database of its own (the audit tests count and verify whole tables), dropped afterwards."""
-    name = f"tollgate_test_audit_{label}_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        admin = await asyncpg.connect(ADMIN_DSN)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
-
-
-async def superuser_connect(database: str = "postgres") -> asyncpg.Connection:
-    """The local stack's superuser over its unix socket (trust for local connections, see infra/stack.sh)."""
-    state = Path(os.environ.get("STACK_STATE_DIR", ROOT / ".local"))
-    port = urlsplit(ADMIN_DSN).port or 5432
-    return await asyncpg.connect(
-        host=str(state / "run" / "pg"), port=port, user="postgres", database=database
-    )
+    async with conftest_fresh_database(f"tollgate_test_audit_{label}") as dsn:
+        yield dsn
 
 
 async def ensure_writer_role() -> str | None:

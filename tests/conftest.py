@@ -5,6 +5,7 @@ each other's data."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -45,21 +47,59 @@ def _dsn_with_database(dsn: str, database: str) -> str:
     return f"{base}/{database}"
 
 
-@pytest.fixture(scope="session")
-async def database_url() -> AsyncIterator[str]:
-    """A fresh database for this test run, dropped afterwards."""
-    name = f"tollgate_test_{uuid.uuid4().hex[:10]}"
+@contextlib.asynccontextmanager
+async def fresh_database(prefix: str) -> AsyncIterator[str]:
+    """Create a database with a unique name, yield its DSN, drop it afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     conn = await asyncpg.connect(ADMIN_DSN)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    yield _dsn_with_database(ADMIN_DSN, name)
+    try:
+        yield _dsn_with_database(ADMIN_DSN, name)
+    finally:
+        await _drop_database(name)
+
+
+async def superuser_connect(database: str = "postgres") -> asyncpg.Connection:
+    """The local stack's superuser over its unix socket (trust for local connections, see infra/stack.sh)."""
+    state = Path(os.environ.get("STACK_STATE_DIR", ROOT / ".local"))
+    port = urlsplit(ADMIN_DSN).port or 5432
+    return await asyncpg.connect(
+        host=str(state / "run" / "pg"), port=port, user="postgres", database=database
+    )
+
+
+async def _drop_database(name: str) -> None:
+    """Drop as the owner; sessions a test opened as the superuser can only be ended by the superuser."""
     conn = await asyncpg.connect(ADMIN_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        return
+    except asyncpg.InsufficientPrivilegeError:
+        pass
+    finally:
+        await conn.close()
+    conn = await superuser_connect()
     try:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def database_url() -> AsyncIterator[str]:
+    """A fresh database for this test run, dropped afterwards."""
+    async with fresh_database("tollgate_test") as dsn:
+        yield dsn
+
+
+@pytest.fixture
+async def own_database() -> AsyncIterator[str]:
+    """A database for one test alone (for tests whose rows would change what other tests' services see)."""
+    async with fresh_database("tollgate_own") as dsn:
+        yield dsn
 
 
 @pytest.fixture

@@ -36,8 +36,8 @@ def rows(records: list[dict[str, object]], start: int, topic: str) -> list[Store
     ]
 
 
-async def test_retrain_from_lineage_gives_the_same_model(database_url: str, tmp_path: Path) -> None:
-    pool = await create_pool(database_url, "trainer", MIGRATIONS)
+async def test_retrain_from_lineage_gives_the_same_model(own_database: str, tmp_path: Path) -> None:
+    pool = await create_pool(own_database, "trainer", MIGRATIONS)
     try:
         repo = TrainerRepository(pool)
         topic = f"lineage-{uuid.uuid4().hex[:6]}.events.validated.v1"
