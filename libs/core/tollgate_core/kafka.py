@@ -223,6 +223,8 @@ class TransactionalStage:
         self._stopping = asyncio.Event()
         self._in_flight: asyncio.Task[None] | None = None
         self._discard_next = False
+        self._looping = asyncio.Event()
+        self._loop_done = asyncio.Event()
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=group_id,
@@ -250,6 +252,12 @@ class TransactionalStage:
 
     async def stop(self) -> None:
         self._stopping.set()
+        if self._looping.is_set():
+            # Let the loop finish the batch it is on (it sees _stopping and stops) before the clients close.
+            try:
+                await asyncio.wait_for(self._loop_done.wait(), timeout=15)
+            except TimeoutError:
+                log.warning("%s: the loop did not stop within 15 s; closing anyway", self.name)
         try:
             await self._settle(discard_next=True)
         except Exception:  # the failed transaction was aborted; its inputs are redelivered after restart
@@ -268,6 +276,13 @@ class TransactionalStage:
 
     async def run(self) -> None:
         """Process until ``stop()``; infrastructure errors back off and retry from the committed offsets."""
+        self._looping.set()
+        try:
+            await self._loop()
+        finally:
+            self._loop_done.set()
+
+    async def _loop(self) -> None:
         backoff = self._retry_backoff_s
         while not self._stopping.is_set():
             try:
