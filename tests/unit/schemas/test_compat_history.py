@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict
+
 from tollgate_core import compat
 from tollgate_core.schemagen import render
 

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
+
 from tollgate_core.compat import RULES, Incompatibility, check
 from tollgate_core.events import DataEvent, IngestedEvent, RejectedEvent, ValidatedEvent
 from tollgate_core.topics import Compatibility

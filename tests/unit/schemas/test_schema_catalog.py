@@ -9,6 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
+
 from tollgate_core import schemagen
 from tollgate_core.contracts import DatasetContract
 from tollgate_core.paths import schemas_dir

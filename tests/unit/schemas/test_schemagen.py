@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from tollgate_core import schemagen
 from tollgate_core.paths import schemas_dir
 
