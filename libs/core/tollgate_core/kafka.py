@@ -23,6 +23,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 
+from tollgate_core.settings import ServiceSettings
+
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
@@ -105,6 +107,32 @@ def _murmur2(data: bytes) -> int:
 
 
 murmur2 = functools.lru_cache(maxsize=1 << 17)(_murmur2)  # entity keys recur: hash each once
+
+
+async def rewind_to_committed(consumer: AIOKafkaConsumer) -> None:
+    """Seek every assigned partition back to its committed offset (the start when none is committed)."""
+    for tp in consumer.assignment():
+        committed = await consumer.committed(tp)
+        if committed is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, committed)
+
+
+def read_committed_consumer(
+    bootstrap: str, group_id: str, client_id: str, **overrides: Any
+) -> AIOKafkaConsumer:
+    """A group consumer that never auto-commits and reads only committed transactional data."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "group_id": group_id,
+        "client_id": client_id,
+        "enable_auto_commit": False,  # offsets are committed only after the work is durable
+        "auto_offset_reset": "earliest",
+        "isolation_level": "read_committed",
+    }
+    config.update(overrides)
+    return AIOKafkaConsumer(**config)
 
 
 class PartitionedWriter:
@@ -225,13 +253,11 @@ class TransactionalStage:
         self._discard_next = False
         self._looping = asyncio.Event()
         self._loop_done = asyncio.Event()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=group_id,
-            client_id=client_id,
-            enable_auto_commit=False,  # offsets are committed inside the output transaction only
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
+        # Offsets are committed inside the output transaction only.
+        self._consumer = read_committed_consumer(
+            bootstrap,
+            group_id,
+            client_id,
             fetch_max_wait_ms=fetch_max_wait_ms,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
@@ -243,6 +269,23 @@ class TransactionalStage:
         )
         self._writer = PartitionedWriter(self._producer)
         self.healthy = False
+
+    @classmethod
+    def from_spec(
+        cls, spec: StageSpec, settings: ServiceSettings, handler: StageHandler, max_records: int = 5000
+    ) -> TransactionalStage:
+        """The stage a service declares in its ``asyncapi.stage_spec``, with the replica's stable
+        transactional id ``<namespace>.<service>-<instance_id>``."""
+        return cls(
+            name=spec.service,
+            bootstrap=settings.kafka_bootstrap,
+            source_topics=list(spec.sources),
+            group_id=spec.group_id,
+            transactional_id=f"{settings.topic_namespace}.{spec.service}-{settings.instance_id}",
+            client_id=settings.client_id(spec.service),
+            handler=handler,
+            max_records=max_records,
+        )
 
     async def start(self) -> None:
         await self._producer.start()
@@ -332,12 +375,7 @@ class TransactionalStage:
         self.stats.last_batch_at = time.time()
 
     async def _rewind(self) -> None:
-        for tp in self._consumer.assignment():
-            committed = await self._consumer.committed(tp)
-            if committed is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, committed)
+        await rewind_to_committed(self._consumer)
 
     async def _sleep(self, seconds: float) -> None:
         try:
@@ -412,15 +450,7 @@ class BatchSink:
         self._retry_backoff_s = retry_backoff_s
         self._max_backoff_s = max_backoff_s
         self._stopping = asyncio.Event()
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=group_id,
-            client_id=client_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
-            fetch_max_wait_ms=100,
-        )
+        self._consumer = read_committed_consumer(bootstrap, group_id, client_id, fetch_max_wait_ms=100)
         self.healthy = False
 
     async def start(self) -> None:
@@ -452,12 +482,7 @@ class BatchSink:
                     return
                 self.stats.aborted += 1
                 log.exception("%s: batch failed, rewinding to the committed offsets", self.name)
-                for tp in self._consumer.assignment():
-                    committed = await self._consumer.committed(tp)
-                    if committed is None:
-                        await self._consumer.seek_to_beginning(tp)
-                    else:
-                        self._consumer.seek(tp, committed)
+                await rewind_to_committed(self._consumer)
                 try:
                     await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
                 except TimeoutError:

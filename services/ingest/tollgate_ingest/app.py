@@ -81,17 +81,7 @@ class Ingest:
             metrics=self.metrics,
             tracer=self.tracer,
         )
-        spec = stage_spec(s)
-        self.stage = TransactionalStage(
-            name=SERVICE,
-            bootstrap=s.kafka_bootstrap,
-            source_topics=list(spec.sources),
-            group_id=spec.group_id,
-            transactional_id=f"{s.topic_namespace}.{SERVICE}-{s.instance_id}",
-            client_id=s.client_id(SERVICE),
-            handler=handler,
-            max_records=s.batch_max_records,
-        )
+        self.stage = TransactionalStage.from_spec(stage_spec(s), s, handler, s.batch_max_records)
         await self.stage.start()
 
     async def stop(self) -> None:

@@ -119,25 +119,16 @@ class ScorerService:
         )
         await self.follower.start()  # serve the right versions from the first request on
         if s.kafka_scoring:
-            spec = stage_spec(s)
-            self.stage = TransactionalStage(
-                name=SERVICE,
-                bootstrap=s.kafka_bootstrap,
-                source_topics=list(spec.sources),
-                group_id=spec.group_id,
-                transactional_id=f"{s.topic_namespace}.{SERVICE}-{s.instance_id}",
-                client_id=s.client_id(SERVICE),
-                handler=ScoringStage(
-                    self.scorer,
-                    results_topic=self.topics.scoring_results,
-                    dlq_topic=self.topics.dlq(SERVICE),
-                    request_schema=self._schema("scoring.requests"),
-                    result_schema=self._schema("scoring.results"),
-                    producer=f"{SERVICE}-{s.instance_id}",
-                    tracer=self.tracer,
-                ),
-                max_records=s.batch_max_records,
+            handler = ScoringStage(
+                self.scorer,
+                results_topic=self.topics.scoring_results,
+                dlq_topic=self.topics.dlq(SERVICE),
+                request_schema=self._schema("scoring.requests"),
+                result_schema=self._schema("scoring.results"),
+                producer=f"{SERVICE}-{s.instance_id}",
+                tracer=self.tracer,
             )
+            self.stage = TransactionalStage.from_spec(stage_spec(s), s, handler, s.batch_max_records)
             await self.stage.start()
 
     def loops(self) -> list[Any]:

@@ -97,25 +97,16 @@ class Validator:
         async with self.pool.acquire() as conn:
             for row in await conn.fetch("SELECT contract, reference FROM validator_references"):
                 self.references.set(row["contract"], ReferenceProfile.model_validate_json(row["reference"]))
-        spec = stage_spec(s)
-        self.stage = TransactionalStage(
-            name=SERVICE,
-            bootstrap=s.kafka_bootstrap,
-            source_topics=list(spec.sources),
-            group_id=spec.group_id,
-            transactional_id=f"{s.topic_namespace}.{SERVICE}-{s.instance_id}",
-            client_id=s.client_id(SERVICE),
-            handler=ValidatorStage(
-                self.contracts,
-                self.references,
-                validated_topic=self.topics.events_validated,
-                rejected_topic=self.topics.events_rejected,
-                dlq_topic=self.topics.dlq(SERVICE),
-                metrics=self.metrics,
-                tracer=self.tracer,
-            ),
-            max_records=s.batch_max_records,
+        handler = ValidatorStage(
+            self.contracts,
+            self.references,
+            validated_topic=self.topics.events_validated,
+            rejected_topic=self.topics.events_rejected,
+            dlq_topic=self.topics.dlq(SERVICE),
+            metrics=self.metrics,
+            tracer=self.tracer,
         )
+        self.stage = TransactionalStage.from_spec(stage_spec(s), s, handler, s.batch_max_records)
         await self.stage.start()
         await self.broker.start()
 
