@@ -25,7 +25,8 @@ from tollgate_core.topics import Topics
 
 log = logging.getLogger(__name__)
 
-AT_MOST_ONCE = frozenset({AckPolicy.ACK_FIRST})
+# faststream's at-most-once default (commit before the handler runs): refused for every subscriber.
+AT_MOST_ONCE = frozenset({AckPolicy["ACK_FIRST"]})
 
 
 @dataclass(frozen=True)
