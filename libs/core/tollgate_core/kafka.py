@@ -24,6 +24,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 
 from tollgate_core.settings import ServiceSettings
+from tollgate_core.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +215,29 @@ class _RevokeGuard(ConsumerRebalanceListener):  # type: ignore[misc]
 Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
-class TransactionalStage:
+class _BatchLoop:
+    """What a batch consumer loop keeps: its name, counters, handler, retry backoff and stop signal."""
+
+    def __init__(
+        self, name: str, handler: Any, max_records: int, retry_backoff_s: float, max_backoff_s: float
+    ) -> None:
+        self.name = name
+        self.stats = StageStats()
+        self.healthy = False
+        self._handler = handler
+        self._max_records = max_records
+        self._retry_backoff_s = retry_backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._stopping = asyncio.Event()
+
+    async def _sleep(self, seconds: float) -> None:
+        await wait_event(self._stopping, seconds)
+
+    def _next_backoff(self, backoff: float) -> float:
+        return min(backoff * 2, self._max_backoff_s)
+
+
+class TransactionalStage(_BatchLoop):
     """consume → transform → produce + commit offsets, atomically, in batches.
 
     Delivery: exactly-once into downstream ``read_committed`` consumers. ``transactional_id`` must be stable
@@ -240,15 +263,9 @@ class TransactionalStage:
         retry_backoff_s: float = 0.5,
         max_backoff_s: float = 10.0,
     ) -> None:
-        self.name = name
-        self.stats = StageStats()
-        self._handler = handler
+        super().__init__(name, handler, max_records, retry_backoff_s, max_backoff_s)
         self._source_topics = list(source_topics)
         self._group_id = group_id
-        self._max_records = max_records
-        self._retry_backoff_s = retry_backoff_s
-        self._max_backoff_s = max_backoff_s
-        self._stopping = asyncio.Event()
         self._in_flight: asyncio.Task[None] | None = None
         self._discard_next = False
         self._looping = asyncio.Event()
@@ -268,7 +285,6 @@ class TransactionalStage:
             )
         )
         self._writer = PartitionedWriter(self._producer)
-        self.healthy = False
 
     @classmethod
     def from_spec(
@@ -295,12 +311,9 @@ class TransactionalStage:
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._looping.is_set():
-            # Let the loop finish the batch it is on (it sees _stopping and stops) before the clients close.
-            try:
-                await asyncio.wait_for(self._loop_done.wait(), timeout=15)
-            except TimeoutError:
-                log.warning("%s: the loop did not stop within 15 s; closing anyway", self.name)
+        # Let the loop finish the batch it is on (it sees _stopping and stops) before the clients close.
+        if self._looping.is_set() and not await wait_event(self._loop_done, 15):
+            log.warning("%s: the loop did not stop within 15 s; closing anyway", self.name)
         try:
             await self._settle(discard_next=True)
         except Exception:  # the failed transaction was aborted; its inputs are redelivered after restart
@@ -358,7 +371,7 @@ class TransactionalStage:
                 self._in_flight = None
                 await self._rewind()
                 await self._sleep(backoff)
-                backoff = min(backoff * 2, self._max_backoff_s)
+                backoff = self._next_backoff(backoff)
 
     async def _commit(
         self,
@@ -376,12 +389,6 @@ class TransactionalStage:
 
     async def _rewind(self) -> None:
         await rewind_to_committed(self._consumer)
-
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
 
 @dataclass(frozen=True)
@@ -421,7 +428,7 @@ def declare_stage(broker: Any, spec: StageSpec) -> None:
 SinkHandler = Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
 
 
-class BatchSink:
+class BatchSink(_BatchLoop):
     """consume → write durably → commit offsets, in batches (at-least-once into an idempotent sink).
 
     For consumers whose output is a database, not Kafka: the handler must be idempotent by ``event_id``
@@ -442,16 +449,9 @@ class BatchSink:
         retry_backoff_s: float = 0.5,
         max_backoff_s: float = 10.0,
     ) -> None:
-        self.name = name
-        self.stats = StageStats()
-        self._handler = handler
+        super().__init__(name, handler, max_records, retry_backoff_s, max_backoff_s)
         self._topics = list(topics)
-        self._max_records = max_records
-        self._retry_backoff_s = retry_backoff_s
-        self._max_backoff_s = max_backoff_s
-        self._stopping = asyncio.Event()
         self._consumer = read_committed_consumer(bootstrap, group_id, client_id, fetch_max_wait_ms=100)
-        self.healthy = False
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -483,8 +483,5 @@ class BatchSink:
                 self.stats.aborted += 1
                 log.exception("%s: batch failed, rewinding to the committed offsets", self.name)
                 await rewind_to_committed(self._consumer)
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
-                except TimeoutError:
-                    pass
-                backoff = min(backoff * 2, self._max_backoff_s)
+                await self._sleep(backoff)
+                backoff = self._next_backoff(backoff)

@@ -16,6 +16,8 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from tollgate_core.waiting import wait_event
+
 log = logging.getLogger(__name__)
 _TABLE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
@@ -101,7 +103,4 @@ class Outbox:
                 log.warning("outbox %s: publish failed, retrying: %s", self._table, exc)
                 backoff = min(backoff * 2, 10.0)
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, backoff)

@@ -24,6 +24,7 @@ from tollgate_core.models import model_catalog
 from tollgate_core.outbox import Outbox
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics, catalog
+from tollgate_core.waiting import wait_event
 from tollgate_registry.api import install
 from tollgate_registry.asyncapi import SERVICE, declare_candidate_subscriber
 from tollgate_registry.core import ModelRegistry
@@ -136,10 +137,7 @@ class Registry:
                 if self._stopping.is_set():
                     return
                 log.exception("canary promotion failed; retrying")
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.canary_poll_seconds)
-            except TimeoutError:
-                pass
+            await wait_event(self._stopping, self.settings.canary_poll_seconds)
 
     async def _kafka_ready(self) -> None:
         assert self.producer is not None

@@ -26,6 +26,7 @@ from tollgate_core.lifecycle import (
     Parity,
 )
 from tollgate_core.models import ModelSpec
+from tollgate_core.waiting import wait_event
 from tollgate_trainer.features import TrainingDataError
 from tollgate_trainer.store import TrainerRepository, TrainingData
 from tollgate_trainer.train import TrainingConfig, TrainingResult, train_model
@@ -300,7 +301,4 @@ class Scheduler:
             except Exception:  # a failed check is retried at the next poll; the process keeps serving
                 log.exception("trainer scheduler tick failed")
             self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_s)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, self.poll_s)
