@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tollgate_core.lifecycle import Artifact, GateResult, Lineage, Parity, Stage, Transition
 from tollgate_core.models import Gates, Rollout
 from tollgate_registry.core import ActionResult, ModelRegistry, ModelView, UnknownModel, UnknownVersion
-from tollgate_registry.ports import TransitionRecord, VersionDetail, VersionRecord
+from tollgate_registry.ports import VersionDetail, VersionRecord
 from tollgate_registry.state import IllegalTransition
 
 Text = Field(min_length=1, max_length=2000)
@@ -156,7 +156,8 @@ class RollbackIn(RejectIn):
     pass
 
 
-def _transition(t: TransitionRecord) -> TransitionOut:
+def _transition(t: Any, at: datetime, event_id: uuid.UUID) -> TransitionOut:
+    """A stored transition or a change just applied (same fields), with when and which event carried it."""
     return TransitionOut(
         version=t.version,
         transition=t.transition,
@@ -164,8 +165,8 @@ def _transition(t: TransitionRecord) -> TransitionOut:
         to_stage=t.to_stage,
         actor=t.actor,
         reason=t.reason,
-        at=t.at,
-        event_id=t.event_id,
+        at=at,
+        event_id=event_id,
     )
 
 
@@ -219,7 +220,7 @@ def _version_out(d: VersionDetail) -> VersionOut:
         timings_s=c.timings_s,
         candidate_event_id=d.candidate_event_id,
         approval=approval,
-        transitions=[_transition(t) for t in d.transitions],
+        transitions=[_transition(t, t.at, t.event_id) for t in d.transitions],
     )
 
 
@@ -254,19 +255,7 @@ def _serving(record: VersionRecord | None) -> ServingVersion | None:
 def _action(result: ActionResult) -> ActionOut:
     return ActionOut(
         model=result.model,
-        changes=[
-            TransitionOut(
-                version=a.change.version,
-                transition=a.change.transition,
-                from_stage=a.change.from_stage,
-                to_stage=a.change.to_stage,
-                actor=a.change.actor,
-                reason=a.change.reason,
-                at=a.event.occurred_at,
-                event_id=a.event.event_id,
-            )
-            for a in result.applied
-        ],
+        changes=[_transition(a.change, a.event.occurred_at, a.event.event_id) for a in result.applied],
         production_version=result.production_version,
         staging_version=result.staging_version,
     )

@@ -174,6 +174,23 @@ def bound_gates(metrics: Mapping[str, float], gates: Gates) -> list[GateResult]:
     return results
 
 
+def _against(
+    name: str, metric: str, value: float, baseline: float, tolerance: float, baseline_label: str
+) -> GateResult:
+    """The candidate's metric may be worse than ``baseline`` by at most ``tolerance``."""
+    limit = _worse_limit(metric, baseline, tolerance)
+    ok = _within(metric, value, limit)
+    op = "-" if direction(metric) is Direction.HIGHER_IS_BETTER else "+"
+    return GateResult(
+        gate=name,
+        passed=ok,
+        observed=value,
+        threshold=limit,
+        detail=f"{metric} {_f(value)} {'within' if ok else 'beyond'} limit {_f(limit)} "
+        f"({baseline_label} {_f(baseline)} {op} tolerance {_f(tolerance)})",
+    )
+
+
 def regression_gates(
     metrics: Mapping[str, float], gates: Gates, production: Baseline | None
 ) -> list[GateResult]:
@@ -204,18 +221,8 @@ def regression_gates(
                 )
             )
             continue
-        limit = _worse_limit(metric, reference, tolerance)
-        ok = _within(metric, value, limit)
-        op = "-" if direction(metric) is Direction.HIGHER_IS_BETTER else "+"
         results.append(
-            GateResult(
-                gate=name,
-                passed=ok,
-                observed=value,
-                threshold=limit,
-                detail=f"{metric} {_f(value)} {'within' if ok else 'beyond'} limit {_f(limit)} "
-                f"(production {production.version} {_f(reference)} {op} tolerance {_f(tolerance)})",
-            )
+            _against(name, metric, value, reference, tolerance, f"production {production.version}")
         )
     return results
 
@@ -245,18 +252,8 @@ def degradation_gates(
             )
             continue
         best_version, best = _best(metric, known)
-        limit = _worse_limit(metric, best, tolerance)
-        ok = _within(metric, value, limit)
-        op = "-" if direction(metric) is Direction.HIGHER_IS_BETTER else "+"
         results.append(
-            GateResult(
-                gate=name,
-                passed=ok,
-                observed=value,
-                threshold=limit,
-                detail=f"{metric} {_f(value)} {'within' if ok else 'beyond'} limit {_f(limit)} (best of last "
-                f"{len(known)}: {best_version} {_f(best)} {op} tolerance {_f(tolerance)})",
-            )
+            _against(name, metric, value, best, tolerance, f"best of last {len(known)}: {best_version}")
         )
     return results
 
