@@ -315,9 +315,8 @@ class Scorer:
         append, now = self.log.append, time.time()
         per_row_trace = not (traceparent is None or isinstance(traceparent, bytes))
         counts = self.stats.inferences
-        for part in parts:
-            model, why, out = part.model, part.route, part.outputs
-            rows = part.rows if part.rows is not None else range(len(instances))
+
+        def log_rows(model: ServingModel, why: str, rows: Sequence[int], out: Any) -> None:
             scores, probabilities = out.scores, out.probabilities
             for position, index in enumerate(rows):
                 request_id = request_ids[index]
@@ -339,33 +338,21 @@ class Scorer:
                     )
                 )
             counts[(model.name, model.version, why, channel)] += len(out.predictions)
+
+        for part in parts:
+            log_rows(
+                part.model,
+                part.route,
+                part.rows if part.rows is not None else range(len(instances)),
+                part.outputs,
+            )
         if shadow is None or shadow_outputs is None:
             return
         if isinstance(shadow_outputs, tuple):
             rows, out = shadow_outputs
         else:
             rows, out = range(len(instances)), shadow_outputs
-        scores, probabilities = out.scores, out.probabilities
-        for position, index in enumerate(rows):
-            request_id = request_ids[index]
-            tp = traceparent[index] if per_row_trace else traceparent  # type: ignore[index]
-            append(
-                (
-                    now,
-                    request_id,
-                    shadow,
-                    Route.SHADOW,
-                    channel,
-                    instances[index],
-                    out.predictions[position],
-                    scores[position] if scores is not None else None,
-                    probabilities[position] if probabilities is not None else None,
-                    latency_ms,
-                    tp,
-                    derived_event_id(request_id, Route.SHADOW) if derive_ids else None,
-                )
-            )
-        counts[(shadow.name, shadow.version, Route.SHADOW, channel)] += len(out.predictions)
+        log_rows(shadow, Route.SHADOW, rows, out)
 
 
 def _entity(instance: Any, field_name: str) -> str | None:
