@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,14 +43,27 @@ def good_record(i: int) -> dict[str, Any]:
 async def produce(
     bootstrap: str,
     topic: str,
-    messages: list[tuple[bytes | None, bytes]],
+    messages: Iterable[tuple[bytes | None, bytes]],
     headers: list[tuple[str, bytes]] | None = None,
 ) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
+    """Write (key, value) messages with an idempotent producer; at most 20,000 await acks at once, so this
+    also pre-loads large benchmark topics."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+    )
     await producer.start()
     try:
-        futures = [await producer.send(topic, value, key=key, headers=headers) for key, value in messages]
-        await asyncio.gather(*futures)
+        pending = []
+        for key, value in messages:
+            pending.append(await producer.send(topic, value, key=key, headers=headers))
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
     finally:
         await producer.stop()
 

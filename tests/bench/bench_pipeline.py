@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.kafka_helpers import good_record, raw_event  # noqa: E402
+from tests.kafka_helpers import good_record, produce, raw_event  # noqa: E402
 from tollgate_core.contracts import ContractRegistry  # noqa: E402
 from tollgate_core.db import create_pool  # noqa: E402
 from tollgate_core.kafka import TransactionalStage, producer_config  # noqa: E402
@@ -47,24 +47,7 @@ DSN = os.environ.get("TOLLGATE_DATABASE_URL", DEFAULT_DATABASE_URL)
 
 
 async def preload(topic: str, n: int) -> None:
-    producer = AIOKafkaProducer(
-        bootstrap_servers=BOOTSTRAP,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=20,
-        max_batch_size=512 * 1024,
-    )
-    await producer.start()
-    try:
-        pending = []
-        for i in range(n):
-            pending.append(await producer.send(topic, raw_event(good_record(i)), key=f"C{i:06d}".encode()))
-            if len(pending) >= 20000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    await produce(BOOTSTRAP, topic, ((f"C{i:06d}".encode(), raw_event(good_record(i))) for i in range(n)))
 
 
 async def raw_loop(source: str, sink: str, n: int) -> float:

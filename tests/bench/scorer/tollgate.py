@@ -15,6 +15,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from tests.kafka_helpers import produce
 from tollgate_core.artifacts import DirectoryArtifactStore
 from tollgate_core.events import dumps, utcnow
 from tollgate_core.lifecycle import Artifact, LifecycleEvent, LifecyclePayload, Stage, Transition
@@ -147,27 +148,8 @@ async def preload_requests(
         }
 
     ScoringRequestEvent.model_validate(event(0))  # the hand-built form is the schema's
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=20,
-        max_batch_size=512 * 1024,
-    )
-    await producer.start()
-    try:
-        pending = []
-        for i in range(n):
-            row = rows[i % len(rows)]
-            pending.append(
-                await producer.send(topic, orjson.dumps(event(i)), key=str(row[key_field]).encode())
-            )
-            if len(pending) >= 20_000:
-                await asyncio.gather(*pending)
-                pending.clear()
-        await asyncio.gather(*pending)
-    finally:
-        await producer.stop()
+    messages = ((str(rows[i % len(rows)][key_field]).encode(), orjson.dumps(event(i))) for i in range(n))
+    await produce(bootstrap, topic, messages)
 
 
 async def count_results(bootstrap: str, namespace: str, n: int, timeout: float) -> dict[str, Any]:
