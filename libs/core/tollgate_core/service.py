@@ -27,11 +27,18 @@ async def run_service(
     port: int,
     loops: list[Callable[[], Coroutine[Any, Any, None]]],
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    server: Any = None,
 ) -> None:
     """Serve ``app`` and run each background loop; when the server stops (SIGINT/SIGTERM) or a loop dies,
-    stop everything. A loop that fails takes the process down (non-zero exit) rather than limping on."""
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    stop everything. A loop that fails takes the process down (non-zero exit) rather than limping on.
+
+    ``server`` replaces uvicorn (serving ``app`` on ``host:port``) with another server: anything with a
+    ``serve()`` coroutine that returns once its ``should_exit`` attribute is set."""
+    if server is None:
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
+        )
+        server = uvicorn.Server(config)
     _exit_on_signals(server)
     tasks = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
     serving = asyncio.create_task(server.serve(), name="http")
@@ -57,7 +64,7 @@ async def run_service(
         raise SystemExit(1)
 
 
-def _exit_on_signals(server: uvicorn.Server) -> None:
+def _exit_on_signals(server: Any) -> None:
     """Make SIGTERM/SIGINT stop the service through ``on_stop``.
 
     uvicorn catches these signals while it serves, then restores the handlers it found and raises the

@@ -1,22 +1,24 @@
-"""The scoring routes as a plain ASGI application, in front of the FastAPI operations app.
+"""The scoring routes, answered without a web framework, in front of the FastAPI operations app.
 
-``/v1/models/{name}/score`` and ``/v2/...`` (Open Inference Protocol) are answered here directly: one pass
-over the headers, the body read with its size checked first (413 before any parsing), orjson both ways, no
-routing table, no middleware, no request or response objects. Everything else (``/healthz``, ``/readyz``,
-``/metrics``, ``/openapi.json``, ``/docs``) falls through to the FastAPI app, whose OpenAPI document also
-describes these routes (``tollgate_scorer.openapi``).
+``/v1/models/{name}/score`` and ``/v2/...`` (Open Inference Protocol) are answered here directly in two
+steps: :meth:`ScoringApp.begin` looks at the method, path and headers (one pass) and either answers at once
+(errors, health, metadata), or returns the step that takes the body; everything it can refuse without the
+body (405, 401/403, 415, a declared size over the limit: 413) is refused before a byte of it is read. orjson
+both ways, no routing table, no middleware, no request or response objects. Anything else (``/healthz``,
+``/readyz``, ``/metrics``, ``/openapi.json``, ``/docs``) is not ours: ``begin`` returns None and the
+request goes to the FastAPI app, whose OpenAPI document also describes these routes
+(``tollgate_scorer.openapi``).
 
-Measured with wrk (1 thread, 8 connections, loopback, one credit-default row per request) against a bare
-Starlette + onnxruntime endpoint (no validation, no logging) on the same shared 2-core machine, as server
-CPU time per request (steadier than requests/s there): bare about 128 us, this app with logging off about
-129 us, with logging on about 143 us; best-of-five requests/s 6,285 bare, 6,110 logging off, 5,389 logging
-on. Most of the CPU is the HTTP server and the kernel's loopback TCP, not this module.
+Two servers drive the same steps: the scorer's own HTTP/1.1 server (``tollgate_scorer.server``), which
+calls them straight from the parser's callbacks, and any ASGI server through :meth:`ScoringApp.__call__`
+(the in-process tests use that one).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from functools import partial
 from typing import Any
 
 import orjson
@@ -33,9 +35,16 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Headers = Sequence[tuple[bytes, bytes]]
+
+# (status, body, headers without content-length): an answer, ready to be written.
+Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]
+# The second step: takes the request body (which may exceed the limit: the step then answers 413).
+Finish = Callable[[bytes], Reply]
 
 JSON_TYPE = (b"content-type", b"application/json")
 BINARY_TYPE = (b"content-type", b"application/octet-stream")
+JSON_HEADERS = [JSON_TYPE]
 V1_PREFIX = "/v1/models/"
 V1_SUFFIX = "/score"
 
@@ -57,7 +66,7 @@ class _Request:
 
     __slots__ = ("api_key", "authorization", "content_length", "encoding", "header_length", "traceparent")
 
-    def __init__(self, headers: Sequence[tuple[bytes, bytes]]) -> None:
+    def __init__(self, headers: Headers) -> None:
         self.content_length: bytes | None = None
         self.authorization: bytes | None = None
         self.api_key: bytes | None = None
@@ -116,30 +125,50 @@ class ScoringApp:
             {"name": "tollgate-scorer", "version": server_version, "extensions": ["binary_tensor_data"]}
         )
 
+    def begin(self, method: str, path: str, headers: Headers) -> Reply | Finish | None:
+        """First step of a request: a :data:`Reply`, the :data:`Finish` step that needs the body, or None
+        when the route is not a scoring route (the operations app answers it)."""
+        if path.startswith(V1_PREFIX):
+            if not path.endswith(V1_SUFFIX) or path.count("/") != 4:
+                return None  # FastAPI's 404
+            return self._v1(method, path[len(V1_PREFIX) : -len(V1_SUFFIX)], headers)
+        if path.startswith("/v2"):
+            return self._v2(method, path, headers)
+        return None
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if path.startswith(V1_PREFIX):
-                await self._v1(scope, receive, send, path)
+        """The same routes for an ASGI server."""
+        step = (
+            self.begin(scope["method"], scope["path"], scope["headers"]) if scope["type"] == "http" else None
+        )
+        if step is None:
+            await self.fallback(scope, receive, send)
+            return
+        if type(step) is not tuple:
+            try:
+                body = await self._read(receive)
+            except _ClientGone:
                 return
-            if path.startswith("/v2"):
-                await self._v2(scope, receive, send, path)
-                return
-        await self.fallback(scope, receive, send)
+            step = step(body)  # type: ignore[operator]
+        status, body, headers = step  # type: ignore[misc]
+        await respond(send, status, body, headers)
 
     # ---- /v1/models/{name}/score
 
-    async def _v1(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
-        if not path.endswith(V1_SUFFIX) or path.count("/") != 4:
-            await self.fallback(scope, receive, send)  # FastAPI's 404
-            return
-        name = path[len(V1_PREFIX) : -len(V1_SUFFIX)]
+    def _v1(self, method: str, name: str, headers: Headers) -> Reply | Finish:
         try:
-            if scope["method"] != "POST":
+            if method != "POST":
                 raise _Reject(405, "method_not_allowed", "use POST", [(b"allow", b"POST")])
-            request = _Request(scope["headers"])
+            request = _Request(headers)
             self._authenticate(request)
-            body = await self._body(request, receive)
+            self._check_declared_body(request)
+        except _Reject as reject:
+            return _v1_reply(reject)
+        return partial(self._v1_score, name, request)
+
+    def _v1_score(self, name: str, request: _Request, body: bytes) -> Reply:
+        try:
+            self._check_body(body)
             try:
                 document = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
@@ -147,17 +176,11 @@ class ScoringApp:
             instances, single = self._instances(document)
             scored = self.scorer.score(name, instances, Channel.HTTP, traceparent=request.traceparent)
         except _Reject as reject:
-            await respond(
-                send, reject.status, _error(reject.code, reject.message), [JSON_TYPE, *reject.headers]
-            )
-            return
+            return _v1_reply(reject)
         except ScoringFailure as failure:
-            await respond(send, failure.status, _error(failure.code, failure.message, failure.violations))
-            return
-        except _ClientGone:
-            return
+            return failure.status, _error(failure.code, failure.message, failure.violations), JSON_HEADERS
         rows = result_rows(name, scored, instances)
-        await respond(send, 200, orjson.dumps(rows[0] if single else {"model": name, "results": rows}))
+        return 200, orjson.dumps(rows[0] if single else {"model": name, "results": rows}), JSON_HEADERS
 
     def _instances(self, document: Any) -> tuple[list[Any], bool]:
         if type(document) is dict and len(document) == 1:
@@ -180,40 +203,33 @@ class ScoringApp:
 
     # ---- /v2 (Open Inference Protocol)
 
-    async def _v2(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+    def _v2(self, method: str, path: str, headers: Headers) -> Reply | Finish:
         parts = path.strip("/").split("/")
-        method = scope["method"]
         try:
             if parts == ["v2"]:
                 self._get_only(method)
-                await respond(send, 200, self._server)
-            elif parts[:2] == ["v2", "health"] and len(parts) == 3 and parts[2] in ("live", "ready"):
+                return 200, self._server, JSON_HEADERS
+            if parts[:2] == ["v2", "health"] and len(parts) == 3 and parts[2] in ("live", "ready"):
                 self._get_only(method)
                 if parts[2] == "live":
-                    await respond(send, 200, b'{"live":true}')
-                else:
-                    problem = self._ready()
-                    await respond(
-                        send,
-                        200 if problem is None else 400,
-                        orjson.dumps({"ready": problem is None} | ({"error": problem} if problem else {})),
-                    )
-            elif parts[:2] == ["v2", "models"] and len(parts) >= 3:
-                await self._model_route(scope, receive, send, parts[2], parts[3:], method)
-            else:
-                raise _Reject(404, "not_found", f"no OIP endpoint {path}")
+                    return 200, b'{"live":true}', JSON_HEADERS
+                problem = self._ready()
+                return (
+                    200 if problem is None else 400,
+                    orjson.dumps({"ready": problem is None} | ({"error": problem} if problem else {})),
+                    JSON_HEADERS,
+                )
+            if parts[:2] == ["v2", "models"] and len(parts) >= 3:
+                return self._model_route(method, path, headers, parts[2], parts[3:])
+            raise _Reject(404, "not_found", f"no OIP endpoint {path}")
         except _Reject as reject:
-            await respond(send, reject.status, _oip_error(reject.message), [JSON_TYPE, *reject.headers])
+            return reject.status, _oip_error(reject.message), [JSON_TYPE, *reject.headers]
         except ScoringFailure as failure:
-            await respond(send, failure.status, _oip_error(failure.message, failure.violations))
-        except oip.OipError as exc:
-            await respond(send, 400, _oip_error(str(exc)))
-        except _ClientGone:
-            return
+            return failure.status, _oip_error(failure.message, failure.violations), JSON_HEADERS
 
-    async def _model_route(
-        self, scope: Scope, receive: Receive, send: Send, name: str, rest: list[str], method: str
-    ) -> None:
+    def _model_route(
+        self, method: str, path: str, headers: Headers, name: str, rest: list[str]
+    ) -> Reply | Finish:
         version: str | None = None
         if rest[:1] == ["versions"]:
             if len(rest) < 2:
@@ -221,41 +237,48 @@ class ScoringApp:
             version, rest = rest[1], rest[2:]
         action = rest[0] if rest else ""
         if len(rest) > 1 or action not in ("", "ready", "infer"):
-            raise _Reject(404, "not_found", f"no OIP endpoint {scope['path']}")
+            raise _Reject(404, "not_found", f"no OIP endpoint {path}")
         if action == "ready":
             self._get_only(method)
-            await self._model_ready(send, name, version)
-            return
-        request = _Request(scope["headers"])
+            return self._model_ready(name, version)
+        request = _Request(headers)
         self._authenticate(request)
         if action == "":
             self._get_only(method)
-            await respond(send, 200, orjson.dumps(self._metadata(name, version)))
-            return
+            return 200, orjson.dumps(self._metadata(name, version)), JSON_HEADERS
         if method != "POST":
             raise _Reject(405, "method_not_allowed", "use POST", [(b"allow", b"POST")])
-        body = await self._body(request, receive)
+        self._check_declared_body(request)
         header_length = _int_header(request.header_length, "Inference-Header-Content-Length")
-        document, instances = oip.parse_request(body, header_length)
-        if len(instances) > self.max_instances:
-            raise _Reject(
-                413, "too_large", f"{len(instances)} instances in one request; at most {self.max_instances}"
-            )
-        scored = self.scorer.score(
-            name, instances, Channel.OIP, traceparent=request.traceparent, version=version, one_route=True
-        )
-        payload, json_length = oip.build_response(name, document, scored, binary_default=False)
-        if json_length is None:
-            await respond(send, 200, payload)
-        else:
-            await respond(
-                send,
-                200,
-                payload,
-                [BINARY_TYPE, (b"inference-header-content-length", str(json_length).encode())],
-            )
+        return partial(self._infer, name, version, request, header_length)
 
-    async def _model_ready(self, send: Send, name: str, version: str | None) -> None:
+    def _infer(
+        self, name: str, version: str | None, request: _Request, header_length: int | None, body: bytes
+    ) -> Reply:
+        try:
+            self._check_body(body)
+            document, instances = oip.parse_request(body, header_length)
+            if len(instances) > self.max_instances:
+                raise _Reject(
+                    413,
+                    "too_large",
+                    f"{len(instances)} instances in one request; at most {self.max_instances}",
+                )
+            scored = self.scorer.score(
+                name, instances, Channel.OIP, traceparent=request.traceparent, version=version, one_route=True
+            )
+            payload, json_length = oip.build_response(name, document, scored, binary_default=False)
+        except _Reject as reject:
+            return reject.status, _oip_error(reject.message), [JSON_TYPE, *reject.headers]
+        except ScoringFailure as failure:
+            return failure.status, _oip_error(failure.message, failure.violations), JSON_HEADERS
+        except oip.OipError as exc:
+            return 400, _oip_error(str(exc)), JSON_HEADERS
+        if json_length is None:
+            return 200, payload, JSON_HEADERS
+        return 200, payload, [BINARY_TYPE, (b"inference-header-content-length", str(json_length).encode())]
+
+    def _model_ready(self, name: str, version: str | None) -> Reply:
         route = self.scorer.table.get(name)
         if route is None:
             raise _Reject(404, "not_found", f"no model named {name!r} is served here")
@@ -267,7 +290,7 @@ class ScoringApp:
             body["version"] = model.version
         if error:
             body["error"] = error
-        await respond(send, 200 if ready else 400, orjson.dumps(body))
+        return 200 if ready else 400, orjson.dumps(body), JSON_HEADERS
 
     def _metadata(self, name: str, version: str | None) -> dict[str, Any]:
         route = self.scorer.route(name)
@@ -298,32 +321,38 @@ class ScoringApp:
                 denied.status, denied.code, denied.message, [CHALLENGE] if denied.status == 401 else []
             )
 
-    async def _body(self, request: _Request, receive: Receive) -> bytes:
-        limit = self.max_body_bytes
+    def _check_declared_body(self, request: _Request) -> None:
+        """What can be refused about the body before reading it: its encoding and its declared size."""
         if request.encoding is not None and request.encoding not in (b"identity",):
             raise _Reject(415, "unsupported_encoding", "compressed request bodies are not accepted")
         declared = _int_header(request.content_length, "Content-Length")
-        if declared is not None and declared > limit:
-            raise _Reject(413, "too_large", f"the body has {declared} bytes; at most {limit} are accepted")
-        message = await receive()
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body", False):
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            if len(body) > limit:
-                raise _Reject(413, "too_large", f"the body has more than {limit} bytes")
-            return body
-        chunks, size = [body], len(body)
-        while message.get("more_body", False):
+        if declared is not None and declared > self.max_body_bytes:
+            raise _Reject(
+                413, "too_large", f"the body has {declared} bytes; at most {self.max_body_bytes} are accepted"
+            )
+
+    def _check_body(self, body: bytes) -> None:
+        if len(body) > self.max_body_bytes:
+            raise _Reject(413, "too_large", f"the body has more than {self.max_body_bytes} bytes")
+
+    async def _read(self, receive: Receive) -> bytes:
+        """The body from an ASGI server; reading stops once it exceeds the limit (the step answers 413)."""
+        limit = self.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise _ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > limit:
-                raise _Reject(413, "too_large", f"the body has more than {limit} bytes")
             chunks.append(chunk)
-        return b"".join(chunks)
+            if size > limit or not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _v1_reply(reject: _Reject) -> Reply:
+    return reject.status, _error(reject.code, reject.message), [JSON_TYPE, *reject.headers]
 
 
 def result_rows(name: str, scored: Scored, instances: Sequence[Any]) -> list[dict[str, Any]]:

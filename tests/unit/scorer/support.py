@@ -8,23 +8,33 @@ the parity reference.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+from prometheus_client import CollectorRegistry
 from sklearn.pipeline import Pipeline
 
+from tollgate_core.apikeys import KeyVerifier, Principal, key_hash
 from tollgate_core.artifacts import ArtifactStore, sha256_digest
 from tollgate_core.contracts import ContractRegistry, DatasetContract
 from tollgate_core.datasets import load_islp_default
+from tollgate_core.http import create_http_app
 from tollgate_core.lifecycle import LifecycleEvent
-from tollgate_scorer.spool import SpoolRecord
+from tollgate_scorer.auth import Authenticator
+from tollgate_scorer.core import Scorer, ScoringStats
+from tollgate_scorer.http import ScoringApp
+from tollgate_scorer.inference_log import InferenceEventEncoder, InferenceLog
+from tollgate_scorer.openapi import add_scoring_routes
+from tollgate_scorer.routing import ModelRoute, ModelTable
+from tollgate_scorer.spool import Spool, SpoolRecord
 from tollgate_trainer.export import export_onnx
 from tollgate_trainer.features import FeatureLayout, LabelEncoding, raw_frame
 from tollgate_trainer.pipeline import build_pipeline
@@ -181,3 +191,46 @@ class FakeSink:
 
     def request_ids(self) -> list[str]:
         return [orjson.loads(value)["payload"]["request_id"] for _, value, _ in self.sent]
+
+
+KEYS = {"client-key": Principal("shop", "scorer-client"), "auditor-key": Principal("audit", "auditor")}
+
+
+def make_app(
+    tmp_path: Path,
+    *,
+    auth: bool = False,
+    max_body: int = 1_000_000,
+    ready: str | None = None,
+    route: ModelRoute | None = None,
+) -> tuple[ScoringApp, InferenceLog]:
+    table = ModelTable()
+    table.set(route or ModelRoute(MODEL, serving("1")))
+    log = InferenceLog(
+        sink=FakeSink(),
+        encoder=InferenceEventEncoder("inference.log.v1", "t"),
+        spool=Spool(tmp_path, 1_000_000),
+    )
+    ops = create_http_app(title="t", version="1", description="", registry=CollectorRegistry(), checks={})
+    base = ops.openapi
+    ops.openapi = lambda: ops.openapi_schema or add_scoring_routes(base())  # type: ignore[method-assign]
+    authenticator = None
+    if auth:
+        verifier = KeyVerifier(_load)
+        verifier._active = {key_hash(k): p for k, p in KEYS.items()}
+        authenticator = Authenticator(verifier)
+    app = ScoringApp(
+        Scorer(table, log, ScoringStats()),
+        ops,
+        authenticator=authenticator,
+        max_body_bytes=max_body,
+        max_instances=100,
+        ready=lambda: ready,
+        model_errors=lambda name: None,
+        server_version="9.9",
+    )
+    return app, log
+
+
+async def _load() -> Mapping[str, Principal]:
+    return {key_hash(k): p for k, p in KEYS.items()}

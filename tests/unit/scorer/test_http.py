@@ -4,7 +4,6 @@ operations app behind it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,61 +12,12 @@ import numpy as np
 import orjson
 import pytest
 import tritonclient.http as triton
-from prometheus_client import CollectorRegistry
 
-from tests.unit.scorer.support import MODEL, FakeSink, instances, serving, trained
-from tollgate_core.apikeys import KeyVerifier, Principal, key_hash
-from tollgate_core.http import create_http_app
-from tollgate_scorer.auth import Authenticator
-from tollgate_scorer.core import Scorer, ScoringStats
+from tests.unit.scorer.support import MODEL, instances, make_app, serving, trained
 from tollgate_scorer.http import ScoringApp
-from tollgate_scorer.inference_log import InferenceEventEncoder, InferenceLog
-from tollgate_scorer.openapi import add_scoring_routes
-from tollgate_scorer.routing import ModelRoute, ModelTable
-from tollgate_scorer.spool import Spool
+from tollgate_scorer.routing import ModelRoute
 
-KEYS = {"client-key": Principal("shop", "scorer-client"), "auditor-key": Principal("audit", "auditor")}
 URL = f"/v1/models/{MODEL}/score"
-
-
-def make_app(
-    tmp_path: Path,
-    *,
-    auth: bool = False,
-    max_body: int = 1_000_000,
-    ready: str | None = None,
-    route: ModelRoute | None = None,
-) -> tuple[ScoringApp, InferenceLog]:
-    table = ModelTable()
-    table.set(route or ModelRoute(MODEL, serving("1")))
-    log = InferenceLog(
-        sink=FakeSink(),
-        encoder=InferenceEventEncoder("inference.log.v1", "t"),
-        spool=Spool(tmp_path, 1_000_000),
-    )
-    ops = create_http_app(title="t", version="1", description="", registry=CollectorRegistry(), checks={})
-    base = ops.openapi
-    ops.openapi = lambda: ops.openapi_schema or add_scoring_routes(base())  # type: ignore[method-assign]
-    authenticator = None
-    if auth:
-        verifier = KeyVerifier(_load)
-        verifier._active = {key_hash(k): p for k, p in KEYS.items()}
-        authenticator = Authenticator(verifier)
-    app = ScoringApp(
-        Scorer(table, log, ScoringStats()),
-        ops,
-        authenticator=authenticator,
-        max_body_bytes=max_body,
-        max_instances=100,
-        ready=lambda: ready,
-        model_errors=lambda name: None,
-        server_version="9.9",
-    )
-    return app, log
-
-
-async def _load() -> Mapping[str, Principal]:
-    return {key_hash(k): p for k, p in KEYS.items()}
 
 
 def client(app: ScoringApp) -> httpx.AsyncClient:
