@@ -20,6 +20,7 @@ in between, and sessions run on the event loop's thread, so two requests never s
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -195,12 +196,23 @@ class InstanceReader:
         self._k, self._m = len(numeric), len(category)
         self._num1 = np.empty((1, self._k), dtype=np.float64)
         self._cat1 = np.empty((1, self._m), dtype=object)
+        self._batch = _BatchReader(contract, numeric, category, self._extra, self._known)
 
     def read(self, instances: Sequence[Any], indices: Sequence[int] | None = None) -> Feeds:
         """Input arrays for ``instances``; raises :class:`InvalidInstances` listing every broken rule.
 
         ``indices`` are the instances' positions in the request, for error messages (default 0..n-1).
+        A batch whose every value is well-formed is read column by column (:class:`_BatchReader`); any
+        doubt sends it through the row-by-row reader, which names every broken rule.
         """
+        if len(instances) >= BATCH_THRESHOLD:
+            feeds = self._batch.read(instances)
+            if feeds is not None:
+                return feeds
+        return self.read_rows(instances, indices)
+
+    def read_rows(self, instances: Sequence[Any], indices: Sequence[int] | None = None) -> Feeds:
+        """:meth:`read`, one instance and one value at a time."""
         num: list[float] = []
         cat: list[str] = []
         violations: list[Violation] = []
@@ -318,6 +330,136 @@ class InstanceReader:
                     )
                 )
         return found
+
+
+# From this many instances on, a request is first read column by column.
+BATCH_THRESHOLD = 8
+_NONE = type(None)
+_NUMBER_TYPES = frozenset((int, float, _NONE))
+_BOOLEAN_TYPES = frozenset((bool, _NONE))
+_STRING_TYPES = frozenset((str, _NONE))
+
+
+class _BatchReader:
+    """Reads a batch of well-formed instances column by column, with numpy doing the per-value work.
+
+    ``read`` returns the same arrays as the row-by-row reader, or None as soon as anything is not plainly
+    valid (a missing key, a type outside the column's, a value out of range or not finite, a null where
+    the contract wants a value, an unknown field): the caller then reads the batch row by row, which
+    finds and names every broken rule. Per value this costs a few tens of nanoseconds of C instead of a
+    Python call, which is what a 1,000-row request or a Kafka batch spends most of its reading time on.
+    """
+
+    def __init__(
+        self,
+        contract: DatasetContract,
+        numeric: list[str],
+        category: list[str],
+        extra: tuple[tuple[str, Callable[[Any], None]], ...],
+        known: frozenset[str],
+    ) -> None:
+        fields = contract.fields_by_name
+        self._numeric = numeric
+        self._category = category
+        self._k, self._m = len(numeric), len(category)
+        specs = [fields[n] for n in numeric]
+        booleans = [i for i, f in enumerate(specs) if f.type is FieldType.BOOLEAN]
+        numbers = [i for i, f in enumerate(specs) if f.type is not FieldType.BOOLEAN]
+        self._boolean_cols = np.array(booleans, dtype=np.intp)
+        self._integer_cols = np.array(
+            [i for i, f in enumerate(specs) if f.type is FieldType.INTEGER], dtype=np.intp
+        )
+        self._required_cols = np.array([i for i, f in enumerate(specs) if not f.nullable], dtype=np.intp)
+        self._lo = np.array(
+            [f.minimum if f.minimum is not None else -np.inf for f in specs], dtype=np.float64
+        )
+        self._hi = np.array([f.maximum if f.maximum is not None else np.inf for f in specs], dtype=np.float64)
+        self._get_numbers = _getter([numeric[i] for i in numbers])
+        self._get_booleans = _getter([numeric[i] for i in booleans])
+        self._order = np.argsort(np.array(numbers + booleans, dtype=np.intp)) if booleans else None
+        self._get_categories = _getter(category)
+        self._allowed = [
+            frozenset(fields[n].categories or ()) | ({None} if fields[n].nullable else set())
+            for n in category
+        ]
+        self._string_extra = [name for name, _ in extra if fields[name].type is FieldType.STRING]
+        self._other_extra = [
+            (name, check) for name, check in extra if fields[name].type is not FieldType.STRING
+        ]
+        self._known = known
+
+    def read(self, instances: Sequence[Any]) -> Feeds | None:
+        n = len(instances)
+        known = self._known
+        try:
+            if not all(map(known.issuperset, instances)):  # also raises TypeError for non-objects
+                return None
+            numbers = list(map(self._get_numbers, instances)) if self._get_numbers else None
+            booleans = list(map(self._get_booleans, instances)) if self._get_booleans else None
+            categories = list(map(self._get_categories, instances)) if self._get_categories else None
+        except (KeyError, TypeError, AttributeError):
+            return None  # a missing (maybe nullable) feature, or an instance that is not an object
+        for name in self._string_extra:
+            if not {type(instance.get(name)) for instance in instances} <= _STRING_TYPES:
+                return None
+        for name, check in self._other_extra:
+            for instance in instances:
+                value = instance.get(name)
+                if value is not None:
+                    try:
+                        check(value)
+                    except _Bad:
+                        return None
+        feeds: Feeds = {}
+        if self._k:
+            blocks = []
+            if numbers is not None:
+                if not {type(v) for row in numbers for v in row} <= _NUMBER_TYPES:
+                    return None
+                try:
+                    blocks.append(np.array(numbers, dtype=np.float64).reshape(n, -1))
+                except (OverflowError, ValueError):
+                    return None
+            if booleans is not None:
+                if not {type(v) for row in booleans for v in row} <= _BOOLEAN_TYPES:
+                    return None
+                blocks.append(np.array(booleans, dtype=np.float64).reshape(n, -1))
+            block = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)[:, self._order]
+            if not self._valid(block):
+                return None
+            feeds[NUMERIC_INPUT] = block
+        if self._m:
+            assert categories is not None
+            columns = list(zip(*categories, strict=True))
+            for column, allowed in zip(columns, self._allowed, strict=True):
+                if not allowed.issuperset(column):
+                    return None
+            block = np.array(categories, dtype=object).reshape(n, self._m)
+            block[block == None] = MISSING_CATEGORY  # noqa: E711 (elementwise comparison)
+            feeds[CATEGORY_INPUT] = block
+        return feeds
+
+    def _valid(self, block: np.ndarray) -> bool:
+        if np.isinf(block).any():
+            return False
+        if (block < self._lo).any() or (block > self._hi).any():
+            return False
+        if len(self._required_cols) and np.isnan(block[:, self._required_cols]).any():
+            return False
+        if len(self._integer_cols):
+            ints = block[:, self._integer_cols]
+            if (np.trunc(ints) != ints)[~np.isnan(ints)].any():
+                return False
+        return True
+
+
+def _getter(names: list[str]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]] | None:
+    if not names:
+        return None
+    if len(names) == 1:
+        only = names[0]
+        return lambda instance: (instance[only],)
+    return operator.itemgetter(*names)
 
 
 def _violation(index: int, field: str, rule: str, message: str, value: Any) -> Violation:

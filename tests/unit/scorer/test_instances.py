@@ -157,3 +157,110 @@ def test_a_signature_that_does_not_match_the_contract_is_refused() -> None:
 
 def test_example_instance_is_valid() -> None:
     assert reader().read([example_instance(CONTRACT)])
+
+
+def _toy() -> InstanceReader:
+    contract = DatasetContract.model_validate(
+        {
+            "contract": "toy",
+            "version": 1,
+            "entity_id": {"name": "id", "type": "string"},
+            "label": {"name": "y", "type": "boolean", "task": "classification"},
+            "features": [
+                {"name": "count", "type": "integer", "minimum": 0, "maximum": 10},
+                {"name": "flag", "type": "boolean", "nullable": True},
+                {"name": "amount", "type": "number", "minimum": -5.0, "nullable": True},
+                {"name": "kind", "type": "category", "categories": ["a", "b"]},
+                {"name": "band", "type": "category", "categories": ["x", "z"], "nullable": True},
+                {"name": "unused", "type": "number", "nullable": True, "maximum": 3},
+            ],
+            "attributes": [{"name": "email", "type": "string", "nullable": True}],
+        }
+    )
+    signature = Signature.model_validate(
+        {
+            "contract": "toy.v1",
+            "contract_digest": contract.digest,
+            "task": "classification",
+            "inputs": [
+                {
+                    "name": "numeric",
+                    "dtype": "double",
+                    "shape": [None, 3],
+                    "columns": ["flag", "count", "amount"],
+                },
+                {"name": "category", "dtype": "string", "shape": [None, 2], "columns": ["band", "kind"]},
+            ],
+            "outputs": [],
+            "classes": [False, True],
+            "positive_index": 1,
+        }
+    )
+    return InstanceReader(contract, signature)
+
+
+# Values that break a rule, or are edge cases the column reader must get exactly right, per field.
+ODD: dict[str, list[Any]] = {
+    "id": [7, None, True],
+    "count": [2.5, 3.0, -1, 11, None, True, "4", 1e300, float("inf")],
+    "flag": [1, 0.0, None, "true", False],
+    "amount": [None, -6, -5, float("inf"), "1.5", False, 2**70],
+    "kind": [None, "c", 1, "a"],
+    "band": [None, "y", 3, "z"],
+    "unused": [4, None, "x", True, 2.0],
+    "email": [None, 5, "e@x"],
+}
+
+
+def _valid(rng: np.random.Generator, i: int) -> dict[str, Any]:
+    return {
+        "id": f"E{i}",
+        "count": int(rng.integers(0, 11)),
+        "flag": bool(rng.integers(0, 2)),
+        "amount": float(rng.normal(10, 5)),
+        "kind": "ab"[int(rng.integers(0, 2))],
+        "band": "xz"[int(rng.integers(0, 2))],
+        "unused": 1.5,
+        "email": "a@b.c",
+    }
+
+
+def _outcome(read: Any, batch: list[Any]) -> Any:
+    try:
+        feeds = read(batch)
+    except InvalidInstances as invalid:
+        return ("invalid", invalid.violations)
+    return ("ok", feeds["numeric"].tolist().__repr__(), feeds["category"].tolist())
+
+
+def test_the_column_reader_agrees_with_the_row_reader() -> None:
+    """Random batches, valid and with one or two odd values, missing keys, unknown fields or non-objects:
+    the batch reader gives exactly the row reader's arrays or the row reader's violations."""
+    toy = _toy()
+    rng = np.random.default_rng(5)
+    fast = 0
+    for trial in range(600):
+        batch: list[Any] = [_valid(rng, i) for i in range(int(rng.integers(8, 40)))]
+        kind = trial % 6
+        for _ in range(int(rng.integers(0, 3))):
+            row = batch[int(rng.integers(0, len(batch)))]
+            field = list(ODD)[int(rng.integers(0, len(ODD)))]
+            if kind == 1:
+                row.pop(field, None)
+            elif kind == 2:
+                row["surprise"] = 1
+            elif kind == 3:
+                row["y"] = True
+            elif kind == 4:
+                batch[int(rng.integers(0, len(batch)))] = ["count"]
+            else:
+                row[field] = ODD[field][int(rng.integers(0, len(ODD[field])))]
+        fast += toy._batch.read(batch) is not None
+        assert _outcome(toy.read, batch) == _outcome(toy.read_rows, batch), batch
+    assert fast > 100  # the column reader did answer most clean batches itself
+
+
+def test_a_clean_batch_is_read_by_columns() -> None:
+    batch = instances(50)
+    assert reader()._batch.read(batch) is not None
+    np.testing.assert_array_equal(reader().read(batch)["numeric"], reader().read_rows(batch)["numeric"])
