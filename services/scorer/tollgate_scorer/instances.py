@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Mapping, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -414,14 +415,14 @@ class _BatchReader:
         if self._k:
             blocks = []
             if numbers is not None:
-                if not {type(v) for row in numbers for v in row} <= _NUMBER_TYPES:
+                if not set(map(type, chain.from_iterable(numbers))) <= _NUMBER_TYPES:
                     return None
                 try:
                     blocks.append(np.array(numbers, dtype=np.float64).reshape(n, -1))
                 except (OverflowError, ValueError):
                     return None
             if booleans is not None:
-                if not {type(v) for row in booleans for v in row} <= _BOOLEAN_TYPES:
+                if not set(map(type, chain.from_iterable(booleans))) <= _BOOLEAN_TYPES:
                     return None
                 blocks.append(np.array(booleans, dtype=np.float64).reshape(n, -1))
             block = blocks[0] if len(blocks) == 1 else np.concatenate(blocks, axis=1)[:, self._order]

@@ -136,24 +136,24 @@ class ScoringStage:
             served.reader.entity_field,
         )
         predictions, scores, probabilities = out.predictions, out.scores, out.probabilities
-        head = {
-            "event_type": "scoring_result",
-            "schema": self._result_schema,
-            "occurred_at": now,
-            "producer": self._producer,
-        }
-        dumps, topic = orjson.dumps, self._results
+        # Everything but the per-row fields is serialised once per part and spliced around them.
+        dumps, join, topic = orjson.dumps, b"".join, self._results
+        head = b'{"event_id":"'
+        middle = (
+            b'","event_type":"scoring_result","schema":'
+            + dumps(self._result_schema)
+            + b',"occurred_at":'
+            + dumps(now)
+            + b',"producer":'
+            + dumps(self._producer)
+            + b',"payload":'
+            + dumps({"model": model, "status": "ok", "version": version, "route": route})[:-1]
+            + b","
+        )
         rows = part.rows if part.rows is not None else range(len(items))
         for i, index in enumerate(rows):
             position, request_id, instance, traceparent = items[index]
-            payload: dict[str, Any] = {
-                "request_id": request_id,
-                "model": model,
-                "status": "ok",
-                "version": version,
-                "route": route,
-                "prediction": predictions[i],
-            }
+            payload: dict[str, Any] = {"request_id": request_id, "prediction": predictions[i]}
             if scores is not None:
                 payload["score"] = scores[i]
             if probabilities is not None:
@@ -161,9 +161,9 @@ class ScoringStage:
             entity = instance.get(entity_field)
             if type(entity) is str:
                 payload["entity_id"] = entity
-            document = {"event_id": next(result_ids), **head, "payload": payload}
+            value = join((head, next(result_ids).encode(), middle, dumps(payload)[1:], b"}"))
             headers = [(TRACEPARENT, traceparent)] if traceparent else _NO_HEADERS
-            outputs[position] = OutRecord(topic, dumps(document), records[position].key, headers)
+            outputs[position] = OutRecord(topic, value, records[position].key, headers)
 
     def _parse(self, value: bytes | None) -> tuple[str, str, dict[str, Any]]:
         document = orjson.loads(value or b"")
