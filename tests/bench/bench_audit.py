@@ -1,12 +1,17 @@
 """Benchmark: the audit sink's insert path with COPY against ``executemany``, and verification of 10^6 rows.
 
 Sink: the real ``ChainWriter.append`` (hash chain computed in Python, one transaction per batch of
-``--batch`` rows) on the same rows, in a fresh database with the service's schema and indexes, in two
-modes, alternated so neither profits from a warmer cache:
+``--batch`` rows) in a fresh database with the service's schema and indexes, in two modes, alternated so
+neither profits from a warmer cache (nor from a smaller table):
 
 * ``copy``        — ``copy_records_to_table`` (binary COPY), what the service uses;
 * ``executemany`` — asyncpg's ``executemany`` of one ``INSERT`` (already pipelined: no round trip per row);
 * ``row_by_row``  — one awaited ``INSERT`` per row, what a naive sink does (smaller sample, for context).
+
+Every run appends the next ``--rows`` messages of one inference log to the chain ``--stream`` (default
+``inference``, the stream these messages belong to, so the same partial indexes apply as in the service):
+each message has a new event id and request id and a later ``occurred_at``, as a live log has; all runs
+build their rows the same way and hash them the same way in Python.
 
 Also measured: turning consumed message bytes into entries (parse, canonical JSON, index columns), the
 other half of the sink's work.
@@ -24,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import os
 import statistics
@@ -96,13 +100,21 @@ def entries(builder: EntryBuilder, first: int, count: int) -> list[Entry]:
     ]
 
 
-def fresh_ids(batch: list[Entry]) -> list[Entry]:
-    return [dataclasses.replace(e, event_id=str(uuid.uuid4())) for e in batch]
+class Log:
+    """The inference log as consumed: every call hands out the next messages (new ids, later times)."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def take(self, count: int) -> range:
+        taken = range(self.next, self.next + count)
+        self.next += count
+        return taken
 
 
 async def sink_rate(conn: asyncpg.Connection, stream: str, mode: str, rows: list[Entry], batch: int) -> float:
     writer = ChainWriter(conn, stream, insert_mode=mode)  # type: ignore[arg-type]
-    await writer.acquire()
+    await writer.acquire()  # continues the stream's chain from its head
     started = time.perf_counter()
     for first in range(0, len(rows), batch):
         await writer.append(rows[first : first + batch])
@@ -118,13 +130,17 @@ class Message(NamedTuple):
 
 
 async def handler_rate(
-    conn: asyncpg.Connection, builder: EntryBuilder, messages: list[bytes], batch: int
+    conn: asyncpg.Connection,
+    stream: str,
+    builder: EntryBuilder,
+    messages: list[tuple[int, bytes]],
+    batch: int,
 ) -> float:
     """What the service's handler does with each consumed batch (``record_batch``): message bytes to
     entries, hashed and COPY'd, parsing one part while the previous one is inserted."""
-    writer = ChainWriter(conn, "sink-end-to-end")
+    writer = ChainWriter(conn, stream)
     await writer.acquire()
-    consumed = [Message(m, "tollgate.inference.log.v1", 0, i) for i, m in enumerate(messages)]
+    consumed = [Message(m, "tollgate.inference.log.v1", 0, i) for i, m in messages]
     started = time.perf_counter()
     for first in range(0, len(consumed), batch):
         outcome = await record_batch(writer, builder, consumed[first : first + batch])
@@ -134,10 +150,12 @@ async def handler_rate(
 
 async def row_by_row_rate(conn: asyncpg.Connection, stream: str, rows: list[Entry], batch: int) -> float:
     """The naive sink: the same chain, one awaited INSERT per row (one round trip each)."""
-    from tollgate_audit_log.canonical import COPY_COLUMNS, chain_records, genesis_hash
+    from tollgate_audit_log.canonical import COPY_COLUMNS, chain_records
 
     sql = f"INSERT INTO audit_events ({', '.join(COPY_COLUMNS)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(COPY_COLUMNS)))})"
-    seq, prev = 0, genesis_hash(stream)
+    head = ChainWriter(conn, stream)
+    await head.acquire()
+    seq, prev = head.head_seq, head.head_hash
     started = time.perf_counter()
     for first in range(0, len(rows), batch):
         async with conn.transaction():
@@ -170,8 +188,10 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     # Other work on the machine skews every number here: the load average is recorded with them.
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     builder = EntryBuilder(INFERENCE)
+    source = Log()
+    taken = source.take(args.rows)
     started = time.perf_counter()
-    rows = entries(builder, 0, args.rows)
+    rows: list[Entry] | None = entries(builder, taken.start, len(taken))
     build_rate = args.rows / (time.perf_counter() - started)
     print(f"entries from message bytes: {build_rate:,.0f}/s")
 
@@ -180,14 +200,19 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     try:
         for rep in range(args.repeat):
             for mode in ("copy", "executemany") if rep % 2 == 0 else ("executemany", "copy"):
-                rate = await sink_rate(conn, f"sink-{mode}-{rep}", mode, fresh_ids(rows), args.batch)
+                if rows is None:
+                    taken = source.take(args.rows)
+                    rows = entries(builder, taken.start, len(taken))
+                rate = await sink_rate(conn, args.stream, mode, rows, args.batch)
+                rows = None
                 rates[mode].append(rate)
                 print(f"  {mode:12} run {rep + 1}: {rate:>10,.0f} rows/s")
-        messages = [inference_message(i) for i in range(args.rows)]
-        end_to_end = await handler_rate(conn, builder, messages, args.batch)
+        messages = [(i, inference_message(i)) for i in source.take(args.rows)]
+        end_to_end = await handler_rate(conn, args.stream, builder, messages, args.batch)
         print(f"  {'handler':12} (bytes to rows, COPY): {end_to_end:>10,.0f} rows/s")
-        sample = fresh_ids(rows[: max(1, args.rows // 10)])
-        naive = await row_by_row_rate(conn, "sink-row-by-row", sample, args.batch)
+        taken = source.take(max(1, args.rows // 10))
+        sample = entries(builder, taken.start, len(taken))
+        naive = await row_by_row_rate(conn, args.stream, sample, args.batch)
         print(f"  {'row_by_row':12} ({len(sample)} rows): {naive:>10,.0f} rows/s")
     finally:
         await conn.close()
@@ -198,6 +223,7 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
         "rows": args.rows,
         "batch": args.batch,
         "repeat": args.repeat,
+        "stream": args.stream,
         "entries_per_second": round(build_rate),
         "copy_rows_per_second": round(copy_rate),
         "executemany_rows_per_second": round(many_rate),
@@ -272,6 +298,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=5000, help="rows per append (the sink's batch)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per mode (median reported)")
     parser.add_argument("--verify-rows", type=int, default=1_000_000)
+    parser.add_argument(
+        "--stream",
+        default=INFERENCE.name,
+        help="chain the sink runs append to (indexes are partial by stream)",
+    )
     parser.add_argument(
         "--workers", type=int, default=min(2, os.cpu_count() or 1), help="verification processes"
     )

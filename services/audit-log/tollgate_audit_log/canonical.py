@@ -19,6 +19,7 @@ unnoticed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -108,18 +109,24 @@ def link(prev_hash: bytes, content: bytes) -> bytes:
     return hashlib.sha256(prev_hash + content).digest()
 
 
-def chain_records(
-    stream: str, entries: list[Entry], head_seq: int, head_hash: bytes, recorded_at: datetime
-) -> tuple[list[Record], int, bytes]:
-    """Place entries after the head ``(head_seq, head_hash)``: consecutive seqs, each linked to the last.
+@dataclass(slots=True)
+class Head:
+    """The last row of a chain: its seq and row hash (seq 0 and the genesis hash for an empty chain)."""
 
-    Returns the rows (:data:`COPY_COLUMNS` order) and the new head. The hot loop of the sink: kept flat.
+    seq: int
+    hash: bytes
+
+
+def iter_chain(stream: str, entries: list[Entry], head: Head, recorded_at: datetime) -> Iterator[Record]:
+    """Place entries after ``head`` lazily: consecutive seqs, each row linked to the last.
+
+    Yields the rows (:data:`COPY_COLUMNS` order) one by one, so a ``COPY`` can send and PostgreSQL insert
+    the first rows while the next ones are hashed; ``head`` becomes the new head once every row has been
+    taken. The hot loop of the sink: kept flat.
     """
-    records: list[Record] = []
-    append = records.append
     recorded_us = micros(recorded_at)
-    prev = head_hash
-    seq = head_seq
+    prev = head.hash
+    seq = head.seq
     sha = hashlib.sha256
     dumps = orjson.dumps
     for e in entries:
@@ -133,9 +140,18 @@ def chain_records(
         h.update(e.envelope.encode())
         content = h.digest()
         row = sha(prev + content).digest()
-        append((
+        yield (
             stream, seq, e.event_id, e.topic, e.partition, e.offset, e.event_type, e.occurred_at, recorded_at,
             e.request_id, e.entity_id, e.model, e.version, e.trace_id, e.envelope, content, prev, row,
-        ))  # fmt: skip
+        )  # fmt: skip
         prev = row
-    return records, seq, prev
+    head.seq, head.hash = seq, prev
+
+
+def chain_records(
+    stream: str, entries: list[Entry], head_seq: int, head_hash: bytes, recorded_at: datetime
+) -> tuple[list[Record], int, bytes]:
+    """Place entries after the head ``(head_seq, head_hash)``: returns the rows and the new head."""
+    head = Head(head_seq, head_hash)
+    records = list(iter_chain(stream, entries, head, recorded_at))
+    return records, head.seq, head.hash

@@ -8,8 +8,9 @@ lost its lock too and cannot append another row (it must take the lock again and
 Appending a batch, in one transaction:
 
 1. check that the chain head in the table is still the one this writer holds;
-2. give the rows consecutive seqs and hashes from that head and ``COPY`` them in (binary), hashing the
-   next part of the batch while PostgreSQL inserts the previous one;
+2. give the rows consecutive seqs and hashes from that head and ``COPY`` them in (binary), in one
+   statement that takes each row as it is hashed: PostgreSQL inserts the rows already sent while the
+   next ones are hashed;
 3. redelivery (a crash between the write and the offset commit) makes the COPY hit the unique event id:
    the transaction is rolled back and the batch redone without the ids already recorded (and the next few
    batches look them up first). Seqs and hashes are only ever committed for rows really inserted, so the
@@ -19,29 +20,37 @@ Appending a batch, in one transaction:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Literal
 
 import asyncpg
 
-from tollgate_audit_log.canonical import COPY_COLUMNS, Entry, Record, chain_records, genesis_hash, link
+from tollgate_audit_log.canonical import COPY_COLUMNS, Entry, Head, Record, genesis_hash, iter_chain, link
 from tollgate_audit_log.merkle import merkle_root
 from tollgate_audit_log.signing import Signer, Statement, public_bytes
 
 log = logging.getLogger(__name__)
 
 InsertMode = Literal["copy", "executemany"]
-PIPELINE_PART = 1000  # rows hashed while the previous part is being inserted
-PIPELINE_SLICE = 100  # rows hashed between two chances for the insert in flight to progress
+YIELD_EVERY = 200  # rows hashed between two chances for other tasks to run
 FILTER_BATCHES_AFTER_DUPLICATE = 20  # batches that look up known ids first after a redelivery was seen
 _INSERT = (
     f"INSERT INTO audit_events ({', '.join(COPY_COLUMNS)}) "
     f"VALUES ({', '.join(f'${i + 1}' for i in range(len(COPY_COLUMNS)))})"
 )
+
+
+async def _yielding(rows: Iterator[Record]) -> AsyncIterator[Record]:
+    """The rows, letting the event loop run other tasks every ``YIELD_EVERY`` rows (hashing a batch takes
+    tens of milliseconds)."""
+    for i, row in enumerate(rows, 1):
+        yield row
+        if i % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
 
 
 class LockLost(RuntimeError):
@@ -157,44 +166,26 @@ class ChainWriter:
                 raise ChainMoved(
                     f"stream {self.stream}: head is seq {head_seq}, this writer holds {self.head_seq}"
                 )
-            seq, prev = await self._insert_pipelined(entries, datetime.now(UTC))
+            seq, prev = await self._insert(entries, datetime.now(UTC))
         self.head_seq, self.head_hash = seq, prev
         return len(entries)
 
-    async def _insert_pipelined(self, entries: list[Entry], recorded_at: datetime) -> tuple[int, bytes]:
-        """Hash part k+1 in Python while PostgreSQL inserts part k (two processes, two cores): hashing yields
-        to the event loop every few rows so the COPY in flight can send its rows and finish meanwhile."""
-        seq, prev = self.head_seq, self.head_hash
-        pending: asyncio.Task[Any] | None = None
-        try:
-            for first in range(0, len(entries), PIPELINE_PART):
-                part = entries[first : first + PIPELINE_PART]
-                records: list[Record] = []
-                for start in range(0, len(part), PIPELINE_SLICE):
-                    slice_records, seq, prev = chain_records(
-                        self.stream, part[start : start + PIPELINE_SLICE], seq, prev, recorded_at
-                    )
-                    records += slice_records
-                    if pending is not None:
-                        await asyncio.sleep(0)
-                if pending is not None:
-                    await pending
-                pending = asyncio.ensure_future(self._insert(records))
-            if pending is not None:
-                await pending
-                pending = None
-        finally:
-            if pending is not None:
-                pending.cancel()
-                with contextlib.suppress(BaseException):
-                    await pending
-        return seq, prev
-
-    async def _insert(self, records: list[Record]) -> None:
+    async def _insert(self, entries: list[Entry], recorded_at: datetime) -> tuple[int, bytes]:
+        """Hash and insert the rows in one statement that streams them: the rows are hashed as the
+        statement takes them, and sent every few hundred kilobytes, so PostgreSQL inserts the first rows
+        (two processes, two cores) while Python hashes the next ones. One statement per batch: a ``COPY``
+        has a fixed cost on the server (its insert buffers) that smaller statements would pay again."""
+        head = Head(self.head_seq, self.head_hash)
+        rows = iter_chain(self.stream, entries, head, recorded_at)
         if self.insert_mode == "copy":
-            await self.conn.copy_records_to_table("audit_events", records=records, columns=COPY_COLUMNS)
-        else:
-            await self.conn.executemany(_INSERT, records)
+            await self.conn.copy_records_to_table(
+                "audit_events", records=_yielding(rows), columns=COPY_COLUMNS
+            )
+        else:  # asyncpg encodes and sends the arguments as it takes them from the iterator, too
+            await self.conn.executemany(_INSERT, rows)
+        if head.seq != self.head_seq + len(entries):  # every row taken, so head is the last one
+            raise RuntimeError(f"stream {self.stream}: the insert did not take every row")
+        return head.seq, head.hash
 
     async def append_isolating(self, entries: list[Entry]) -> tuple[int, list[tuple[Entry, Exception]]]:
         """Append a batch; if PostgreSQL refuses its data, append one entry at a time and return the ones it

@@ -10,7 +10,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.audit_support import inference_entry
-from tollgate_audit_log.canonical import chain_records, content_hash, genesis_hash, link, micros
+from tollgate_audit_log.canonical import (
+    Head,
+    chain_records,
+    content_hash,
+    genesis_hash,
+    iter_chain,
+    link,
+    micros,
+)
 from tollgate_audit_log.merkle import merkle_root
 from tollgate_audit_log.signing import Signer, Statement
 from tollgate_audit_log.verify import ChainChecker, CheckpointRecord
@@ -130,6 +138,16 @@ def test_chaining_continues_from_a_head_and_is_deterministic() -> None:
     first, seq1, head1 = chain_records(STREAM, entries[:4], 0, genesis_hash(STREAM), RECORDED)
     rest, seq2, head2 = chain_records(STREAM, entries[4:], seq1, head1, RECORDED)
     assert first + rest == whole and (seq2, head2) == (seq, head) == (10, whole[-1][17])
+
+
+def test_lazy_chaining_yields_the_same_rows_and_moves_the_head_only_when_done() -> None:
+    entries = [inference_entry(i) for i in range(10)]
+    whole, seq, last = chain_records(STREAM, entries, 0, genesis_hash(STREAM), RECORDED)
+    head = Head(0, genesis_hash(STREAM))
+    rows = iter_chain(STREAM, entries, head, RECORDED)
+    taken = [next(rows) for _ in range(3)]
+    assert (head.seq, head.hash) == (0, genesis_hash(STREAM))  # a statement that stopped part-way
+    assert taken + list(rows) == whole and (head.seq, head.hash) == (seq, last)
 
 
 def test_same_rows_in_another_stream_hash_differently() -> None:
