@@ -147,6 +147,8 @@ class InferenceEventEncoder:
         self.producer = producer
         self._second = -1
         self._prefix = ""
+        self._last_ts = -1.0
+        self._last_iso = ""
         dumps = orjson.dumps
         self._head = (
             b'{"event_type":"inference","schema":'
@@ -227,11 +229,15 @@ class InferenceEventEncoder:
         return out
 
     def _iso(self, ts: float) -> str:
+        if ts == self._last_ts:  # the entries of one request or one Kafka batch share their time
+            return self._last_iso
         second = int(ts)
         if second != self._second:
             self._second = second
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        return f"{self._prefix}{int((ts - second) * 1_000_000):06d}Z"
+        self._last_ts = ts
+        self._last_iso = f"{self._prefix}{int((ts - second) * 1_000_000):06d}Z"
+        return self._last_iso
 
 
 class InferenceLog:
