@@ -23,7 +23,8 @@ generator never takes CPU from the server it measures; Kafka and PostgreSQL are 
 log's broker work lands on either core, as it would in production). Servers get single-threaded math
 libraries (``OMP_NUM_THREADS=1`` etc.). The contenders run interleaved (bare, MLServer, tollgate, tollgate
 without logging; then again), each run preceded by a warm-up, so that drift on a shared machine hits all
-alike. Reported: medians over the rounds; ratios are medians of the per-round ratios (each pairs runs made
+alike. Each measurement waits until no tollgate scorer has inference-log events left to deliver
+(the servers share one CPU, and a scorer draining its last run's backlog would slow the next contender). Reported: medians over the rounds; ratios are medians of the per-round ratios (each pairs runs made
 seconds apart). With every run the server's own CPU time is read from /proc: its share of the core shows
 runs that other work disturbed, and requests per server CPU-second (reported with its ratios) is what a
 contender does with the CPU it actually got, far steadier than requests/s on a shared machine. Nothing is asserted: targets are
@@ -61,6 +62,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -140,6 +142,27 @@ def instance_scores(response: bytes, model: BenchModel) -> list[float]:
 
 
 # ------------------------------------------------------------------------------------- in-process reference
+
+
+def settle(contenders: list[Contender], model: str, timeout_s: float = 180.0) -> None:
+    """Wait until no tollgate scorer still has inference-log events to deliver: all servers share one CPU,
+    so a scorer draining the backlog of its last run would take CPU from the next contender's."""
+    deadline = time.monotonic() + timeout_s
+    for c in contenders:
+        if not c.key.startswith("tollgate") or not c.owns_server:
+            continue
+        base = c.single_url(model).split("/v1/", 1)[0]
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+                text = response.read().decode()
+            backlog = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("tollgate_scorer_inference_log_backlog{")
+            )
+            if backlog == 0:
+                break
+            time.sleep(0.5)
 
 
 def isolated_batch_us_per_row(
@@ -561,6 +584,7 @@ async def main() -> int:
         for rnd in range(1, args.repeat + 1):
             for m in models.values():
                 for c in contenders:
+                    await asyncio.to_thread(settle, contenders, m.name)
                     url = c.single_url(m.name)
                     run_wrk(
                         url,
@@ -598,6 +622,7 @@ async def main() -> int:
                     inprocess_per_row_us(m, batch_rows, cpu_set(args.server_cpus), args.batch_duration / 2)
                 )
                 for c in contenders:
+                    await asyncio.to_thread(settle, contenders, m.name)
                     url = c.single_url(m.name)
                     body = c.batch_body[m.key]
                     # Alone: the request's own time, the figure the target is about.
