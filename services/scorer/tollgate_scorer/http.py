@@ -49,12 +49,14 @@ V1_PREFIX = "/v1/models/"
 V1_SUFFIX = "/score"
 
 
-class _Reject(Exception):
+class _Reject(ScoringFailure):
+    """A request refused by the HTTP layer itself, possibly with headers for the answer (Allow, a challenge)."""
+
     def __init__(
         self, status: int, code: str, message: str, headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, list(headers)
+        super().__init__(status, code, message)
+        self.headers = list(headers)
 
 
 class _ClientGone(Exception):
@@ -163,7 +165,7 @@ class ScoringApp:
             self._authenticate(request)
             self._check_declared_body(request)
         except _Reject as reject:
-            return _v1_reply(reject)
+            return _v1_failure(reject)
         return partial(self._v1_score, name, request)
 
     def _v1_score(self, name: str, request: _Request, body: bytes) -> Reply:
@@ -175,10 +177,8 @@ class ScoringApp:
                 raise _Reject(400, "invalid_request", f"the body is not JSON: {exc}") from None
             instances, single = self._instances(document)
             scored = self.scorer.score(name, instances, Channel.HTTP, traceparent=request.traceparent)
-        except _Reject as reject:
-            return _v1_reply(reject)
         except ScoringFailure as failure:
-            return failure.status, _error(failure.code, failure.message, failure.violations), JSON_HEADERS
+            return _v1_failure(failure)
         rows = result_rows(name, scored, instances)
         return 200, orjson.dumps(rows[0] if single else {"model": name, "results": rows}), JSON_HEADERS
 
@@ -222,10 +222,8 @@ class ScoringApp:
             if parts[:2] == ["v2", "models"] and len(parts) >= 3:
                 return self._model_route(method, path, headers, parts[2], parts[3:])
             raise _Reject(404, "not_found", f"no OIP endpoint {path}")
-        except _Reject as reject:
-            return reject.status, _oip_error(reject.message), [JSON_TYPE, *reject.headers]
         except ScoringFailure as failure:
-            return failure.status, _oip_error(failure.message, failure.violations), JSON_HEADERS
+            return _oip_failure(failure)
 
     def _model_route(
         self, method: str, path: str, headers: Headers, name: str, rest: list[str]
@@ -268,10 +266,8 @@ class ScoringApp:
                 name, instances, Channel.OIP, traceparent=request.traceparent, version=version, one_route=True
             )
             payload, json_length = oip.build_response(name, document, scored, binary_default=False)
-        except _Reject as reject:
-            return reject.status, _oip_error(reject.message), [JSON_TYPE, *reject.headers]
         except ScoringFailure as failure:
-            return failure.status, _oip_error(failure.message, failure.violations), JSON_HEADERS
+            return _oip_failure(failure)
         except oip.OipError as exc:
             return 400, _oip_error(str(exc)), JSON_HEADERS
         if json_length is None:
@@ -351,8 +347,16 @@ class ScoringApp:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-def _v1_reply(reject: _Reject) -> Reply:
-    return reject.status, _error(reject.code, reject.message), [JSON_TYPE, *reject.headers]
+def _v1_failure(failure: ScoringFailure) -> Reply:
+    return failure.status, _error(failure.code, failure.message, failure.violations), _headers(failure)
+
+
+def _oip_failure(failure: ScoringFailure) -> Reply:
+    return failure.status, _oip_error(failure.message, failure.violations), _headers(failure)
+
+
+def _headers(failure: ScoringFailure) -> list[tuple[bytes, bytes]]:
+    return [JSON_TYPE, *failure.headers] if isinstance(failure, _Reject) else JSON_HEADERS
 
 
 def result_rows(name: str, scored: Scored, instances: Sequence[Any]) -> list[dict[str, Any]]:
