@@ -134,6 +134,9 @@ class _Connection(asyncio.Protocol):
         self.local: tuple[str, int] | None = None
         # The request being read.
         self.url = b""
+        self.raw_path = b""
+        self.query = b""
+        self.path = ""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
         self.method = ""
@@ -210,7 +213,12 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.method = method = self.parser.get_method().decode("ascii")
-        path = self._path()
+        raw_path, _, self.query = self.url.partition(b"?")
+        self.raw_path = raw_path
+        path = raw_path.decode("latin-1")
+        if "%" in path:
+            path = unquote(path)
+        self.path = path
         step = self.app.begin(method, path, self.headers)
         self.step = step
         if type(step) is tuple:
@@ -302,16 +310,15 @@ class _Connection(asyncio.Protocol):
             self.idle_since = time.monotonic()
 
     def _queue_operations(self, keep_alive: bool) -> None:
-        raw_path, _, query = self.url.partition(b"?")
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
             "http_version": self.parser.get_http_version(),
             "method": self.method,
             "scheme": "http",
-            "path": unquote(raw_path.decode("latin-1")),
-            "raw_path": raw_path,
-            "query_string": query,
+            "path": self.path,
+            "raw_path": self.raw_path,
+            "query_string": self.query,
             "root_path": "",
             "headers": self.headers,
             "client": self.peer,
@@ -381,13 +388,6 @@ class _Connection(asyncio.Protocol):
             self._resume_reading()
 
     # ---- connection state
-
-    def _path(self) -> str:
-        url = self.url
-        end = url.find(b"?")
-        raw = url if end < 0 else url[:end]
-        path = raw.decode("latin-1")
-        return unquote(path) if "%" in path else path
 
     def _declared(self) -> int:
         for name, value in self.headers:
