@@ -13,8 +13,9 @@ follows new events as they come. A restarted scorer thus serves the right versio
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
@@ -123,12 +124,7 @@ class LifecycleFollower:
             return False
 
         while await behind():
-            batch = await consumer.getmany(timeout_ms=500)
-            for records in batch.values():
-                for record in records:
-                    route = self._fold(record)
-                    if route is not None:
-                        changed[route.model] = route
+            self._fold_batch(await consumer.getmany(timeout_ms=500), changed)
         for route in changed.values():
             await self._apply(route)
         self.caught_up = True
@@ -137,15 +133,20 @@ class LifecycleFollower:
     async def run(self) -> None:
         """Follow new events; within a fetched batch only each model's last state is applied."""
         while True:
-            batch = await self._consumer.getmany(timeout_ms=1000)
             changed: dict[str, DesiredRoute] = {}
-            for records in batch.values():
-                for record in records:
-                    route = self._fold(record)
-                    if route is not None:
-                        changed[route.model] = route
+            self._fold_batch(await self._consumer.getmany(timeout_ms=1000), changed)
             for route in changed.values():
                 await self._apply(route)
+
+    def _fold_batch(
+        self, batch: Mapping[Any, list[ConsumerRecord[bytes, bytes]]], changed: dict[str, DesiredRoute]
+    ) -> None:
+        """Fold a fetched batch into the desired state; ``changed`` keeps each touched model's last route."""
+        for records in batch.values():
+            for record in records:
+                route = self._fold(record)
+                if route is not None:
+                    changed[route.model] = route
 
     async def stop(self) -> None:
         await self._consumer.stop()
