@@ -187,6 +187,13 @@ def _get(versions: Versions, version: str) -> VersionState:
         raise LookupError(version) from None
 
 
+def _superseded(current: VersionState | None, state: VersionState, reason: str, actor: str) -> list[Change]:
+    """The archiving of ``current``, the stage's holder, when ``state`` takes its place (nothing if none)."""
+    if current is None or current.version == state.version:
+        return []
+    return [_change(current, current.version, Stage.ARCHIVED, Transition.ARCHIVED, reason, actor)]
+
+
 def _enter_production(
     versions: Versions, state: VersionState, transition: Transition, reason: str, actor: str
 ) -> list[Change]:
@@ -202,18 +209,9 @@ def _enter_production(
             production_rank=_next_rank(versions),
         )
     ]
-    current = production_of(versions)
-    if current is not None and current.version != state.version:
-        changes.append(
-            _change(
-                current,
-                current.version,
-                Stage.ARCHIVED,
-                Transition.ARCHIVED,
-                f"superseded by version {state.version} ({transition.value})",
-                actor,
-            )
-        )
+    changes += _superseded(
+        production_of(versions), state, f"superseded by version {state.version} ({transition.value})", actor
+    )
     return changes
 
 
@@ -221,19 +219,9 @@ def _enter_staging(
     versions: Versions, state: VersionState, rollout: Rollout, reason: str, actor: str, now: datetime
 ) -> list[Change]:
     """The current staging version out (superseded), then ``state`` into staging."""
-    changes = []
-    current = staging_of(versions)
-    if current is not None and current.version != state.version:
-        changes.append(
-            _change(
-                current,
-                current.version,
-                Stage.ARCHIVED,
-                Transition.ARCHIVED,
-                f"superseded by staging version {state.version}",
-                actor,
-            )
-        )
+    changes = _superseded(
+        staging_of(versions), state, f"superseded by staging version {state.version}", actor
+    )
     due = now + timedelta(seconds=rollout.canary_seconds) if rollout.mode == "canary" else None
     changes.append(
         _change(state, state.version, Stage.STAGING, Transition.STAGED, reason, actor, canary_until=due)
