@@ -81,15 +81,20 @@ def create_app(monitor: Monitor) -> FastAPI:
                 out[a["model"]]["active_alerts"].append(a)
         return list(out.values())
 
+    async def shown_windows(
+        model: str, version: str | None, limit: int
+    ) -> tuple[str | None, list[dict[str, Any]]]:
+        """The asked version (default: the one in service) and its newest ``limit`` windows."""
+        chosen = version or shown_version(await known(model))
+        return chosen, await store().windows(model, chosen, limit)
+
     @app.get(
         "/v1/models/{model}/drift", tags=["monitoring"], summary="Window reports: drift per feature over time"
     )
     async def drift(
         model: str, version: str | None = None, limit: int = Query(96, ge=1, le=2000)
     ) -> dict[str, Any]:
-        versions = await known(model)
-        chosen = version or shown_version(versions)
-        windows = await store().windows(model, chosen, limit)
+        chosen, windows = await shown_windows(model, version, limit)
         return {
             "model": model,
             "version": chosen,
@@ -119,9 +124,7 @@ def create_app(monitor: Monitor) -> FastAPI:
     async def performance(
         model: str, version: str | None = None, limit: int = Query(96, ge=1, le=2000)
     ) -> dict[str, Any]:
-        versions = await known(model)
-        chosen = version or shown_version(versions)
-        windows = await store().windows(model, chosen, limit)
+        chosen, windows = await shown_windows(model, version, limit)
         return {
             "model": model,
             "version": chosen,
