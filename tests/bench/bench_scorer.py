@@ -96,6 +96,7 @@ BOOTSTRAP = os.environ.get("TOLLGATE_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
 WORK = ROOT / ".local" / "bench" / "scorer"
 CONNECTIONS = 8
 BATCH_ROWS = 1000
+OIP_BINARY = "tollgate_oip_binary"  # batch figure: the tollgate scorer's OIP endpoint, binary tensor data
 # Every server gets the same single-threaded math libraries: one pinned core, no spinning thread pools.
 SERVER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -166,14 +167,19 @@ def settle(contenders: list[Contender], model: str, timeout_s: float = 180.0) ->
 
 
 def isolated_batch_us_per_row(
-    url: str, body: bytes, cpus: set[int] | None, requests: int = 30, pause_s: float = 0.05
+    url: str,
+    body: bytes,
+    cpus: set[int] | None,
+    requests: int = 30,
+    pause_s: float = 0.05,
+    headers: dict[str, str] | None = None,
 ) -> float:
     """Median time of one 1,000-row request sent alone (one connection, a pause after each so that the
     server's background work, the inference log above all, is done before the next), per row. Any answer
     but 200 aborts: a refused request must never pass for a fast one."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
-    headers = {"Content-Type": "application/json"}
+    headers = headers or {"Content-Type": "application/json"}
     times = []
     previous = os.sched_getaffinity(0)
     if cpus:
@@ -356,8 +362,10 @@ def check_answers(
     models: dict[str, BenchModel],
     single_rows: list[dict[str, Any]],
     batch_rows: list[dict[str, Any]],
+    oip_batch: tuple[bytes, int] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Every contender must answer 200 with the in-process model's probabilities (same model, served 3 ways)."""
+    """Every contender must answer 200 with the in-process model's probabilities (same model, served 3 ways);
+    so must tollgate's OIP endpoint for the batch as binary tensors (``oip_batch``: body, header length)."""
     agreement: dict[str, dict[str, float]] = {}
     for model in models.values():
         session = onnx_session(model.onnx_path.read_bytes())
@@ -386,6 +394,20 @@ def check_answers(
                     raise RuntimeError(
                         f"{c.key} disagrees with onnxruntime on {model.name} ({kind}): max |dp| {diff:.2e}"
                     )
+                if c.key == "tollgate" and kind == "batch" and oip_batch is not None:
+                    url = c.single_url(model.name).replace("/v1/", "/v2/").replace("/score", "/infer")
+                    request = urllib.request.Request(
+                        url,
+                        data=oip_batch[0],
+                        headers={"Inference-Header-Content-Length": str(oip_batch[1])},
+                    )
+                    with urllib.request.urlopen(request, timeout=30) as response:
+                        length = int(response.headers["Inference-Header-Content-Length"])
+                        got = tollgate.oip_binary_scores(response.read(), length)
+                    diff = float(np.max(np.abs(np.asarray(got) - expected)))
+                    agreement.setdefault(OIP_BINARY, {})[f"{model.key}_batch"] = diff
+                    if diff > 1e-5:
+                        raise RuntimeError(f"tollgate OIP binary disagrees on {model.name}: {diff:.2e}")
     return agreement
 
 
@@ -529,6 +551,11 @@ async def main() -> int:
     (bodies / f"v2-{BATCH_ROWS}.json").write_bytes(
         mlserver.v2_body(batch_rows, layout.numeric, boolean, layout.category)
     )
+    oip_batch, oip_header_length = tollgate.oip_binary_body(batch_rows, spec)
+    oip_headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(oip_header_length),
+    }
 
     contenders: list[Contender] = []
     namespace: str | None = None
@@ -569,7 +596,7 @@ async def main() -> int:
                     single, batch = "instances-1.json", f"instances-{BATCH_ROWS}.json"
                 c.single_body[m.key] = bodies / single
                 c.batch_body[m.key] = bodies / batch
-        agreement = check_answers(contenders, models, single_rows, batch_rows)
+        agreement = check_answers(contenders, models, single_rows, batch_rows, (oip_batch, oip_header_length))
         worst = max((d for per in agreement.values() for d in per.values()), default=0.0)
         print(f"  all contenders answer with the same probabilities (max |dp| {worst:.1e})", flush=True)
 
@@ -577,6 +604,9 @@ async def main() -> int:
             m: {c.key: [] for c in contenders} for m in models
         }
         batch_runs: dict[str, dict[str, list[float]]] = {m: {c.key: [] for c in contenders} for m in models}
+        if any(c.key == "tollgate" for c in contenders):
+            for m in models:
+                batch_runs[m][OIP_BINARY] = []
         sustained_runs: dict[str, dict[str, list[dict[str, Any]]]] = {
             m: {c.key: [] for c in contenders} for m in models
         }
@@ -630,6 +660,22 @@ async def main() -> int:
                         isolated_batch_us_per_row, url, body.read_bytes(), cpu_set(args.client_cpus)
                     )
                     batch_runs[m.key][c.key].append(per_row)
+                    if c.key == "tollgate":
+                        # The same rows as OIP binary tensors, the way tritonclient sends numpy arrays.
+                        oip_url = c.single_url(m.name).replace("/v1/", "/v2/").replace("/score", "/infer")
+                        per_row_oip = await asyncio.to_thread(
+                            isolated_batch_us_per_row,
+                            oip_url,
+                            oip_batch,
+                            cpu_set(args.client_cpus),
+                            headers=oip_headers,
+                        )
+                        batch_runs[m.key][OIP_BINARY].append(per_row_oip)
+                        print(
+                            f"  round {rnd} {m.key} {'tollgate OIP binary':<18} batch {BATCH_ROWS}: "
+                            f"{per_row_oip:8.2f} us/row alone",
+                            flush=True,
+                        )
                     # Back to back for a while: throughput, where the inference log's delivery rate shows.
                     run_wrk(url, body, seconds=min(args.warmup, 2), connections=1, cpus=args.client_cpus)
                     res = run_wrk(
@@ -754,6 +800,7 @@ def summarise(
             else {}
         )
         batch_ratio = ratio(inproc_med.get("run"), batch.get("tollgate"))
+        oip_ratio = ratio(inproc_med.get("run"), batch.get(OIP_BINARY))
         kafka_rate = kafka.get(mk, {}).get("events_per_s") if isinstance(kafka.get(mk), dict) else None
         tg = medians.get("tollgate", {})
         checks = [
@@ -766,6 +813,12 @@ def summarise(
                 ">=",
                 TARGETS["batch_vs_inprocess"],
                 batch_ratio,
+            ),
+            (
+                f"{BATCH_ROWS}-row batch as OIP binary tensors: in-process ORT / tollgate",
+                ">=",
+                TARGETS["batch_vs_inprocess"],
+                oip_ratio,
             ),
             ("Kafka path events/s per process", ">=", TARGETS["kafka_events_per_s"], kafka_rate),
         ]
@@ -791,6 +844,7 @@ def summarise(
                 "http_runs": batch_runs[mk],
                 "inprocess_runs": inproc[mk],
                 "inprocess_run_vs_tollgate": batch_ratio,
+                "inprocess_run_vs_tollgate_oip_binary": oip_ratio,
                 "inprocess_build_and_run_vs_tollgate": ratio(
                     inproc_med.get("build_and_run"), batch.get("tollgate")
                 ),
@@ -815,6 +869,10 @@ def summarise(
         if res["batch_us_per_row"]["inprocess_run_vs_tollgate"] is not None:
             headline[f"{mk}.ratio_batch_inprocess_vs_tollgate"] = res["batch_us_per_row"][
                 "inprocess_run_vs_tollgate"
+            ]
+        if res["batch_us_per_row"]["inprocess_run_vs_tollgate_oip_binary"] is not None:
+            headline[f"{mk}.ratio_batch_inprocess_vs_tollgate_oip_binary"] = res["batch_us_per_row"][
+                "inprocess_run_vs_tollgate_oip_binary"
             ]
         kafka_rate = res["kafka"].get("events_per_s") if isinstance(res["kafka"], dict) else None
         if kafka_rate is not None:
@@ -868,6 +926,9 @@ def print_report(summary: dict[str, Any]) -> None:
                 f"{fmt(med['rps_per_cpu_second']):>11}{fmt(batch, '.2f'):>14}"
                 + (f"  errors {med['errors']}" if med["errors"] else "")
             )
+        oip = res["batch_us_per_row"]["http_median"].get(OIP_BINARY)
+        if oip is not None:
+            print(f"  {'tollgate, OIP binary tensors':<28}{'':>51}{fmt(oip, '.2f'):>14}")
         inproc = res["batch_us_per_row"]["inprocess_median"]
         if inproc:
             print(

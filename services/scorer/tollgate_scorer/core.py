@@ -22,12 +22,13 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from tollgate_core.scoring import Route
 from tollgate_scorer.ids import RequestIds, derived_event_id
-from tollgate_scorer.inference_log import InferenceLog
-from tollgate_scorer.instances import Feeds, InvalidInstances, Violation
+from tollgate_scorer.inference_log import InferenceLog, LogEntry
+from tollgate_scorer.instances import ColumnBatch, Feeds, InvalidInstances, Violation
 from tollgate_scorer.model import Predictions, ServingModel
 from tollgate_scorer.routing import ModelRoute, ModelTable
 
@@ -129,7 +130,7 @@ class Scorer:
         self.check_accepting(name)
         if not instances:
             raise ScoringFailure(400, "invalid_request", "the request has no instances")
-        request_ids = [self.new_request_id() for _ in instances]
+        request_ids = self.new_request_id.many(len(instances))
         plan = self._plan(route, instances, request_ids, version, one_route)
         parts = self._run(name, channel, plan, instances)
         shadow = route.shadow_model if version is None else None
@@ -311,48 +312,116 @@ class Scorer:
         shadow_outputs: Any,
         derive_ids: bool = False,
     ) -> None:
+        """One log entry per inference. A one-row request appends its tuple now (the cheapest step on the
+        hot path); any other request hands the log a deferred item, and its entries are built by the
+        sender, after the answer has gone."""
         assert self.log is not None
-        append, now = self.log.append, time.time()
-        per_row_trace = not (traceparent is None or isinstance(traceparent, bytes))
         counts = self.stats.inferences
-
-        def log_rows(model: ServingModel, why: str, rows: Sequence[int], out: Any) -> None:
-            scores, probabilities = out.scores, out.probabilities
-            for position, index in enumerate(rows):
-                request_id = request_ids[index]
-                tp = traceparent[index] if per_row_trace else traceparent  # type: ignore[index]
-                append(
-                    (
-                        now,
-                        request_id,
-                        model,
-                        why,
-                        channel,
-                        instances[index],
-                        out.predictions[position],
-                        scores[position] if scores is not None else None,
-                        probabilities[position] if probabilities is not None else None,
-                        latency_ms,
-                        tp,
-                        derived_event_id(request_id, why) if derive_ids else None,
-                    )
-                )
-            counts[(model.name, model.version, why, channel)] += len(out.predictions)
-
-        for part in parts:
-            log_rows(
-                part.model,
-                part.route,
-                part.rows if part.rows is not None else range(len(instances)),
-                part.outputs,
-            )
+        now = time.time()
         if shadow is None or shadow_outputs is None:
+            shadow = shadow_outputs = None
+        if len(instances) == 1 and shadow is None:
+            ((part),) = parts
+            model, route, out = part.model, part.route, part.outputs
+            tp = traceparent if traceparent is None or type(traceparent) is bytes else traceparent[0]
+            self.log.append(
+                (
+                    now,
+                    request_ids[0],
+                    model,
+                    route,
+                    channel,
+                    instances[0],
+                    out.predictions[0],
+                    out.scores[0] if out.scores is not None else None,
+                    out.probabilities[0] if out.probabilities is not None else None,
+                    latency_ms,
+                    tp,
+                    derived_event_id(request_ids[0], route) if derive_ids else None,
+                )
+            )
+            counts[(model.name, model.version, route, channel)] += 1
             return
+        count = 0
+        for part in parts:
+            n = len(part.outputs)
+            counts[(part.model.name, part.model.version, part.route, channel)] += n
+            count += n
+        if shadow is not None:
+            n = len(shadow_outputs[0] if isinstance(shadow_outputs, tuple) else instances)
+            counts[(shadow.name, shadow.version, Route.SHADOW, channel)] += n
+            count += n
+        self.log.defer(
+            count,
+            partial(
+                _log_entries,
+                now,
+                parts,
+                instances,
+                request_ids,
+                channel,
+                latency_ms,
+                traceparent,
+                shadow,
+                shadow_outputs,
+                derive_ids,
+            ),
+        )
+
+
+def _log_entries(
+    now: float,
+    parts: list[Part],
+    instances: Sequence[Any],
+    request_ids: Sequence[str],
+    channel: str,
+    latency_ms: float,
+    traceparent: bytes | Sequence[bytes | None] | None,
+    shadow: ServingModel | None,
+    shadow_outputs: Any,
+    derive_ids: bool,
+) -> list[LogEntry]:
+    """The log entries of one request: each part's rows, then the shadow's (see :meth:`Scorer._log`)."""
+    entries: list[LogEntry] = []
+    append = entries.append
+    per_row_trace = not (traceparent is None or isinstance(traceparent, bytes))
+    rows_of = instances.rows() if isinstance(instances, ColumnBatch) else instances
+
+    def log_rows(model: ServingModel, why: str, rows: Sequence[int], out: Any) -> None:
+        predictions, scores, probabilities = out.predictions, out.scores, out.probabilities
+        for position, index in enumerate(rows):
+            request_id = request_ids[index]
+            append(
+                (
+                    now,
+                    request_id,
+                    model,
+                    why,
+                    channel,
+                    rows_of[index],
+                    predictions[position],
+                    scores[position] if scores is not None else None,
+                    probabilities[position] if probabilities is not None else None,
+                    latency_ms,
+                    traceparent[index] if per_row_trace else traceparent,  # type: ignore[index]
+                    derived_event_id(request_id, why) if derive_ids else None,
+                )
+            )
+
+    for part in parts:
+        log_rows(
+            part.model,
+            part.route,
+            part.rows if part.rows is not None else range(len(instances)),
+            part.outputs,
+        )
+    if shadow is not None:
         if isinstance(shadow_outputs, tuple):
             rows, out = shadow_outputs
         else:
             rows, out = range(len(instances)), shadow_outputs
         log_rows(shadow, Route.SHADOW, rows, out)
+    return entries
 
 
 def _entity(instance: Any, field_name: str) -> str | None:

@@ -51,3 +51,10 @@ class RequestIds:
 
     def __call__(self) -> str:
         return f"{self._prefix}{next(self._counter):x}"
+
+    def many(self, n: int) -> list[str]:
+        """``n`` ids at once (one counter step each, as ``n`` calls would take)."""
+        if n == 1:
+            return [self()]
+        prefix, counter = self._prefix, self._counter
+        return [f"{prefix}{i:x}" for i in itertools.islice(counter, n)]

@@ -2,7 +2,9 @@
 without a count.
 
 The request path appends one small tuple per inference to an in-memory queue (no JSON, no hashing, no
-I/O). A background task takes the queue in batches, builds the events (PII hashed/masked/dropped per the
+I/O); a batch request appends one deferred item instead, a function that makes its tuples when the sender
+takes it, so that a 1,000-row request does not spend a millisecond building log entries before it
+answers. A background task takes the queue in batches, builds the events (PII hashed/masked/dropped per the
 contract, a fresh ``event_id``), and hands them to an idempotent ``acks=all`` producer.
 
 When Kafka cannot take a batch (unreachable, timing out), the batch goes to the on-disk :class:`Spool`, and
@@ -31,7 +33,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -55,6 +57,16 @@ SLICED_UP_TO = 1000
 # (unix time, request id, ServingModel, route, channel, instance dict, prediction, score,
 #  probabilities list or None, latency in ms, traceparent bytes or None, event id or None)
 LogEntry = tuple[Any, ...]
+
+
+class Deferred:
+    """``count`` log entries that ``build`` makes when the sender takes them (off the request path)."""
+
+    __slots__ = ("build", "count")
+
+    def __init__(self, count: int, build: Callable[[], list[LogEntry]]) -> None:
+        self.count = count
+        self.build = build
 
 
 class LogSink(Protocol):
@@ -264,7 +276,8 @@ class InferenceLog:
         # Past this many queued events the request path stops adding (refuse: 503, drop: counted drops);
         # between max_queue and it, the sender spills to the spool.
         self._memory_limit = 4 * max_queue
-        self._queue: deque[LogEntry] = deque()
+        self._queue: deque[LogEntry | Deferred] = deque()
+        self._queued = 0  # events in _queue (a Deferred item counts for its entries)
         self._held: deque[SpoolRecord] = deque()  # records the full spool refused (policy refuse)
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -289,28 +302,44 @@ class InferenceLog:
     def accepting(self) -> bool:
         """False while events cannot be kept (spool full, or far more queued in memory than the sender can
         take) under the ``refuse`` policy: scoring must answer 503."""
-        return not self._held and (self.policy == "drop" or len(self._queue) < self._memory_limit)
+        return not self._held and (self.policy == "drop" or self._queued < self._memory_limit)
 
     def append(self, entry: LogEntry) -> None:
-        self.logged += 1
-        if self.closed:  # an inference finishing during shutdown: straight to disk
-            self.spooled += self.spool.append(self._encode([entry]), beyond_bound=True)
+        if self.closed or (self._queued >= self._memory_limit and self.policy == "drop"):
+            self._add(entry, 1)
             return
-        queue = self._queue
-        if len(queue) >= self._memory_limit and self.policy == "drop":
-            self.dropped += 1  # overload: the sender is far behind and memory is bounded
-            return
-        queue.append(entry)
-        if len(queue) >= self._batch_size:
+        self.logged += 1  # the common case, kept to the fewest steps: it runs once per inference
+        self._queue.append(entry)
+        self._queued += 1
+        if self._queued >= self._batch_size:
             self._wake.set()
+
+    def defer(self, count: int, build: Callable[[], list[LogEntry]]) -> None:
+        """Log ``count`` inferences whose entries ``build`` makes later, in the sender (in queue order)."""
+        if count:
+            self._add(Deferred(count, build), count)
 
     def extend(self, entries: Sequence[LogEntry]) -> None:
         for entry in entries:
-            self.append(entry)
+            self._add(entry, 1)
+
+    def _add(self, item: LogEntry | Deferred, count: int) -> None:
+        self.logged += count
+        if self.closed:  # an inference finishing during shutdown: straight to disk
+            entries = item.build() if type(item) is Deferred else [item]
+            self.spooled += self.spool.append(self._encode(entries), beyond_bound=True)
+            return
+        if self._queued >= self._memory_limit and self.policy == "drop":
+            self.dropped += count  # overload: the sender is far behind and memory is bounded
+            return
+        self._queue.append(item)
+        self._queued += count
+        if self._queued >= self._batch_size:
+            self._wake.set()
 
     @property
     def backlog(self) -> int:
-        return len(self._queue) + len(self._held) + self.spool.records
+        return self._queued + len(self._held) + self.spool.records
 
     # ---- background
 
@@ -331,7 +360,7 @@ class InferenceLog:
         """Deliver or spool everything queued; after this, late entries are spooled synchronously."""
         log.info(
             "inference log: closing, %d queued, %d held, %d spooled",
-            len(self._queue),
+            self._queued,
             len(self._held),
             self.spool.records,
         )
@@ -363,7 +392,7 @@ class InferenceLog:
             return
         while self._queue:
             records = await self._encode_in_slices(self._take())
-            if len(self._queue) > self._max_queue:
+            if self._queued > self._max_queue:
                 self._spill_queue()  # Kafka is slower than scoring: keep memory bounded, the spool takes it
             if not await self._send(records):
                 self._store(records)
@@ -385,8 +414,18 @@ class InferenceLog:
         return records
 
     def _take(self) -> list[LogEntry]:
-        queue, n = self._queue, min(self._batch_size, len(self._queue))
-        return [queue.popleft() for _ in range(n)]
+        """Up to a batch of entries, oldest first; a deferred item is built here and taken whole."""
+        queue, limit = self._queue, self._batch_size
+        taken: list[LogEntry] = []
+        while queue and len(taken) < limit:
+            item = queue.popleft()
+            if type(item) is Deferred:
+                self._queued -= item.count
+                taken += item.build()
+            else:
+                self._queued -= 1
+                taken.append(item)
+        return taken
 
     async def _drain_backlog(self) -> bool:
         """Replay the spool (then held records) into Kafka; False when Kafka is still unreachable."""
@@ -408,7 +447,7 @@ class InferenceLog:
                     self._held.extendleft(reversed(held))
                     return False
                 self.replayed += len(held)
-            if len(self._queue) > self._max_queue:
+            if self._queued > self._max_queue:
                 self._spill_queue()  # newest events go behind the backlog, keeping memory bounded
 
     def _move_held_to_spool(self) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain
 from typing import Any
 
@@ -150,6 +150,56 @@ def value_checker(spec: FieldSpec) -> Callable[[Any], None]:
     return string
 
 
+class ColumnBatch(Sequence[dict[str, Any]]):
+    """Instances held as columns, the way an OIP request carries them: input name -> numpy array (binary
+    tensor data) or list (JSON ``data``), every column ``n`` long.
+
+    It is a sequence of instance dicts to whatever wants rows (routing by entity id, error messages, the
+    inference log), built on first use; the reader takes the columns as they are. Binary tensors have no
+    null, so NaN in a floating-point column is one: it reads as ``None`` (accepted where the contract
+    makes the feature nullable, named as a missing value where it does not).
+    """
+
+    __slots__ = ("_rows", "columns", "n")
+
+    def __init__(self, columns: dict[str, np.ndarray | list[Any]], n: int) -> None:
+        self.columns = columns
+        self.n = n
+        self._rows: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: Any) -> Any:
+        if self._rows is not None or type(index) is not int:
+            return self.rows()[index]
+        row = {}
+        for name, column in self.columns.items():
+            value = column[index].item() if type(column) is np.ndarray else column[index]
+            row[name] = None if type(value) is float and value != value else value
+        return row
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows())
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One dict per instance, keys in input order, values as JSON would give them."""
+        if self._rows is None:
+            names = list(self.columns)
+            values = [_values(c) for c in self.columns.values()]
+            self._rows = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+        return self._rows
+
+
+def _values(column: np.ndarray | list[Any]) -> list[Any]:
+    if type(column) is not np.ndarray:
+        return column  # type: ignore[return-value]
+    values = column.tolist()
+    if column.dtype.kind == "f" and np.isnan(column).any():
+        values = [None if v != v else v for v in values]
+    return values  # type: ignore[no-any-return]
+
+
 class InstanceReader:
     """Validates instances against one contract and builds one model's input arrays from them."""
 
@@ -207,9 +257,14 @@ class InstanceReader:
         doubt sends it through the row-by-row reader, which names every broken rule.
         """
         if len(instances) >= BATCH_THRESHOLD:
-            feeds = self._batch.read(instances)
+            if type(instances) is ColumnBatch:
+                feeds = self._batch.read_columns(instances)
+            else:
+                feeds = self._batch.read(instances)
             if feeds is not None:
                 return feeds
+        if type(instances) is ColumnBatch:
+            instances = instances.rows()
         return self.read_rows(instances, indices)
 
     def read_rows(self, instances: Sequence[Any], indices: Sequence[int] | None = None) -> Feeds:
@@ -375,6 +430,15 @@ class _BatchReader:
             [f.minimum if f.minimum is not None else -np.inf for f in specs], dtype=np.float64
         )
         self._hi = np.array([f.maximum if f.maximum is not None else np.inf for f in specs], dtype=np.float64)
+        # Per model input column: (name, accepted numpy dtype kinds, accepted JSON value types).
+        self._columns = [
+            (
+                n,
+                "b" if f.type is FieldType.BOOLEAN else "iuf",
+                _BOOLEAN_TYPES if f.type is FieldType.BOOLEAN else _NUMBER_TYPES,
+            )
+            for n, f in zip(numeric, specs, strict=True)
+        ]
         self._get_numbers = _getter([numeric[i] for i in numbers])
         self._get_booleans = _getter([numeric[i] for i in booleans])
         self._order = np.argsort(np.array(numbers + booleans, dtype=np.intp)) if booleans else None
@@ -437,6 +501,69 @@ class _BatchReader:
                     return None
             block = np.array(categories, dtype=object).reshape(n, self._m)
             block[block == None] = MISSING_CATEGORY  # noqa: E711 (elementwise comparison)
+            feeds[CATEGORY_INPUT] = block
+        return feeds
+
+    def read_columns(self, batch: ColumnBatch) -> Feeds | None:
+        """:meth:`read` for instances held as columns; None on any doubt, as there. A binary column is
+        taken as it is when its dtype is one the row reader would accept every value of; its NaNs are
+        nulls (see :class:`ColumnBatch`), refused below where the contract wants a value."""
+        columns, n = batch.columns, batch.n
+        if not self._known.issuperset(columns):
+            return None
+        try:
+            for name in self._string_extra:
+                column = columns.get(name)
+                if column is not None and (
+                    type(column) is not list or not set(map(type, column)) <= _STRING_TYPES
+                ):
+                    return None
+            for name, check in self._other_extra:
+                column = columns.get(name)
+                if column is not None:
+                    for value in column.tolist() if type(column) is np.ndarray else column:
+                        if value is not None:
+                            check(value)
+        except _Bad:
+            return None
+        feeds: Feeds = {}
+        if self._k:
+            block = np.empty((n, self._k), dtype=np.float64)
+            for j, (name, kinds, types) in enumerate(self._columns):
+                column = columns.get(name)
+                if column is None:
+                    block[:, j] = np.nan  # absent: null (refused below unless the feature is nullable)
+                elif type(column) is np.ndarray:
+                    if column.dtype.kind not in kinds:
+                        return None
+                    block[:, j] = column
+                else:
+                    if not set(map(type, column)) <= types:
+                        return None
+                    try:
+                        block[:, j] = np.array(column, dtype=np.float64)
+                    except (OverflowError, ValueError):
+                        return None
+            if not self._valid(block):
+                return None
+            feeds[NUMERIC_INPUT] = block
+        if self._m:
+            block = np.empty((n, self._m), dtype=object)
+            for j, (name, allowed) in enumerate(zip(self._category, self._allowed, strict=True)):
+                column = columns.get(name)
+                if column is None:
+                    if None not in allowed:
+                        return None
+                    block[:, j] = MISSING_CATEGORY
+                    continue
+                try:
+                    if type(column) is not list or not allowed.issuperset(column):
+                        return None
+                except TypeError:  # unhashable values (objects, arrays)
+                    return None
+                if None in allowed:  # a nullable category: its nulls are the model's missing value
+                    column = [MISSING_CATEGORY if value is None else value for value in column]
+                block[:, j] = column
             feeds[CATEGORY_INPUT] = block
         return feeds
 

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import onnxruntime as ort
 
 from tollgate_core.contracts import ContractRegistry, DatasetContract
@@ -66,13 +67,68 @@ class ModelLoadError(Exception):
     """A version cannot be served: missing or corrupt artifact, not ONNX, or not matching its contract."""
 
 
-@dataclass(slots=True)
 class Predictions:
-    """Outputs of one ``run`` as Python values, one entry per row."""
+    """Outputs of one ``run``: onnxruntime's arrays, and the same as Python values (one entry per row),
+    made on first use. A binary OIP answer needs only the arrays; JSON answers, Kafka results and the
+    inference log (built after the answer) use the lists."""
 
-    predictions: list[Any]
-    scores: list[float] | None
-    probabilities: list[list[float]] | None
+    __slots__ = ("_predictions", "_probabilities", "_scores", "classes", "labels", "matrix", "positive")
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        matrix: np.ndarray | None,
+        classes: tuple[Any, ...] = (),
+        positive: int | None = None,
+    ) -> None:
+        self.labels = labels  # class indices (classifiers) or predicted values (regressors), 1-D
+        self.matrix = matrix  # class probabilities, rows x classes (classifiers)
+        self.classes = classes
+        self.positive = positive
+        self._predictions: list[Any] | None = None
+        self._scores: list[float] | None = None
+        self._probabilities: list[list[float]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def predictions(self) -> list[Any]:
+        if self._predictions is None:
+            if self.matrix is None:
+                self._predictions = self.labels.tolist()
+            else:
+                classes = self.classes
+                self._predictions = [classes[i] for i in self.labels.tolist()]
+        return self._predictions
+
+    @property
+    def scores(self) -> list[float] | None:
+        if self.matrix is None:
+            return None
+        if self._scores is None:
+            self._scores = self.score_array().tolist()
+        return self._scores
+
+    @property
+    def probabilities(self) -> list[list[float]] | None:
+        if self.matrix is None:
+            return None
+        if self._probabilities is None:
+            self._probabilities = self.matrix.tolist()
+        return self._probabilities
+
+    def score_array(self) -> np.ndarray:
+        """The positive class's probability per row, or the predicted class's when there is none."""
+        assert self.matrix is not None
+        if self.positive is not None:
+            return self.matrix[:, self.positive]
+        return self.matrix[np.arange(len(self.labels)), self.labels]
+
+    def prediction_array(self) -> np.ndarray:
+        if self.matrix is None:
+            return self.labels
+        return np.asarray(self.classes)[self.labels]
 
 
 def class_key(value: bool | int | str) -> str:
@@ -117,17 +173,8 @@ class ServingModel:
     def run(self, feeds: Feeds) -> Predictions:
         outputs = self.session.run(self.output_names, feeds)
         if self.task != "classification":
-            return Predictions(outputs[0].ravel().tolist(), None, None)
-        labels: list[int] = outputs[0].tolist()
-        probabilities: list[list[float]] = outputs[1].tolist()
-        classes = self.classes
-        predictions = [classes[i] for i in labels]
-        positive = self.positive_index
-        if positive is not None:
-            scores = [row[positive] for row in probabilities]
-        else:
-            scores = [row[i] for row, i in zip(probabilities, labels, strict=True)]
-        return Predictions(predictions, scores, probabilities)
+            return Predictions(outputs[0].ravel(), None)
+        return Predictions(outputs[0].ravel(), outputs[1], self.classes, self.positive_index)
 
 
 def load_serving_model(

@@ -7,6 +7,9 @@ scored rows become output tensors. What a model takes and gives is advertised by
   ``FP64`` for numbers, ``INT64`` for integers, ``BOOL`` for booleans, ``BYTES`` for categories. The entity
   id (sticky canary routing) and the contract's attributes may be sent as ``BYTES`` inputs too; nullable
   features may be left out. Values are checked against the dataset contract like every other request.
+  Binary tensor data has no null, so NaN in an ``FP32``/``FP64`` tensor is one (a nullable integer
+  feature may come as ``FP64`` for that reason). Tensors are read as columns, never turned into one
+  object per row on the way to the model (:class:`~tollgate_scorer.instances.ColumnBatch`).
 * outputs: ``prediction`` (the class label, typed like the classes, or the regression value), and for
   classifiers ``score`` (``FP64 [N]``) and ``probabilities`` (``FP64 [N, C]``, columns in the order of the
   ``classes`` metadata parameter).
@@ -29,6 +32,7 @@ import orjson
 
 from tollgate_core.contracts import DatasetContract, FieldType
 from tollgate_scorer.core import Scored
+from tollgate_scorer.instances import ColumnBatch
 from tollgate_scorer.model import ServingModel
 
 _LENGTH = struct.Struct("<I")
@@ -104,8 +108,9 @@ def model_metadata(name: str, models: Sequence[ServingModel], shown: ServingMode
     }
 
 
-def parse_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The request document and its instances (one dict per row, built from the input tensors)."""
+def parse_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any], ColumnBatch]:
+    """The request document and its instances, kept as the columns the input tensors are (binary tensor
+    data stays a numpy array over the body's bytes)."""
     if header_length is not None:
         if not 0 < header_length <= len(body):
             raise OipError(
@@ -120,7 +125,7 @@ def parse_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any
         raise OipError(f"the inference request is not JSON: {exc}") from None
     if type(document) is not dict or type(document.get("inputs")) is not list or not document["inputs"]:
         raise OipError("an inference request is an object with a non-empty 'inputs' list")
-    columns: dict[str, list[Any]] = {}
+    columns: dict[str, np.ndarray | list[Any]] = {}
     rows: int | None = None
     offset = 0
     for tensor in document["inputs"]:
@@ -162,10 +167,7 @@ def parse_request(body: bytes, header_length: int | None) -> tuple[dict[str, Any
     if offset != len(binary):
         raise OipError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
     assert rows is not None
-    names = list(columns)
-    values = [columns[n] for n in names]
-    instances = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)] if rows else []
-    return document, instances
+    return document, ColumnBatch(columns, rows)
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -179,7 +181,7 @@ def _flatten(data: Any) -> list[Any]:
     return data
 
 
-def _from_binary(data: memoryview, datatype: str, name: str) -> list[Any]:
+def _from_binary(data: memoryview, datatype: str, name: str) -> np.ndarray | list[Any]:
     if datatype == "BYTES":
         values: list[Any] = []
         position = 0
@@ -200,7 +202,7 @@ def _from_binary(data: memoryview, datatype: str, name: str) -> list[Any]:
     dtype = _NUMPY[datatype]
     if len(data) % dtype.itemsize:
         raise OipError(f"input {name!r}: {len(data)} bytes is not a whole number of {datatype} values")
-    return np.frombuffer(data, dtype=dtype).tolist()  # type: ignore[no-any-return]
+    return np.frombuffer(data, dtype=dtype)
 
 
 def build_response(
@@ -212,13 +214,14 @@ def build_response(
     """Body and, when some tensor is binary, the JSON header length for ``Inference-Header-Content-Length``."""
     (part,) = scored.parts  # OIP requests are routed as a whole
     model, out = part.model, part.outputs
-    tensors: dict[str, tuple[str, list[int], Any]] = {}
-    n = len(out.predictions)
-    tensors["prediction"] = (_prediction_datatype(model), [n], out.predictions)
+    # Arrays, as onnxruntime gave them: binary outputs are their bytes, JSON ones their lists.
+    tensors: dict[str, tuple[str, list[int], np.ndarray]] = {}
+    n = len(out)
+    tensors["prediction"] = (_prediction_datatype(model), [n], out.prediction_array())
     if model.task == "classification":
-        assert out.scores is not None and out.probabilities is not None
-        tensors["score"] = ("FP64", [n], out.scores)
-        tensors["probabilities"] = ("FP64", [n, len(model.classes)], out.probabilities)
+        assert out.matrix is not None
+        tensors["score"] = ("FP64", [n], out.score_array())
+        tensors["probabilities"] = ("FP64", [n, len(model.classes)], out.matrix)
     wanted = document.get("outputs")
     request_binary = bool((document.get("parameters") or {}).get("binary_data_output", binary_default))
     selection: list[tuple[str, bool]] = []
@@ -243,7 +246,7 @@ def build_response(
             spec["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
-            spec["data"] = [v for row in data for v in row] if len(shape) == 2 else data
+            spec["data"] = _json_values(datatype, data)
         outputs.append(spec)
     response: dict[str, Any] = {
         "model_name": name,
@@ -259,10 +262,18 @@ def build_response(
     return head + b"".join(blobs), len(head)
 
 
-def _to_binary(datatype: str, data: Any, shape: list[int]) -> bytes:
+def _json_values(datatype: str, data: np.ndarray) -> list[Any]:
+    """A tensor's values, flat and row-major, as JSON takes them (FP64 outputs as doubles)."""
+    flat = data.ravel()
+    if datatype == "FP64":
+        flat = flat.astype(np.float64, copy=False)
+    return flat.tolist()  # type: ignore[no-any-return]
+
+
+def _to_binary(datatype: str, data: np.ndarray, shape: list[int]) -> bytes:
     if datatype == "BYTES":
         parts: list[bytes] = []
-        for value in data:
+        for value in data.tolist():
             raw = str(value).encode("utf-8")
             parts += (_LENGTH.pack(len(raw)), raw)
         return b"".join(parts)

@@ -220,3 +220,61 @@ async def delete_namespace(bootstrap: str, namespace: str) -> None:
             await admin.delete_topics(names)
     finally:
         await admin.close()
+
+
+def oip_binary_body(rows: list[dict[str, Any]], spec: Any) -> tuple[bytes, int]:
+    """An OIP request as ``tritonclient`` sends numpy arrays: numbers, integers and booleans as binary
+    tensor data (``FP64``/``INT64``/``BOOL``; a column with nulls as ``FP64`` with NaN), strings as
+    ``BYTES`` JSON data, binary outputs asked for. Returns the body and its JSON header's length."""
+    import numpy as np
+    import orjson
+
+    from tollgate_core.contracts import FieldType
+
+    binary_types = {
+        FieldType.NUMBER: ("FP64", np.float64),
+        FieldType.INTEGER: ("INT64", np.int64),
+        FieldType.BOOLEAN: ("BOOL", np.bool_),
+    }
+    inputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for field in (spec.entity_id, *spec.features):
+        values = [row.get(field.name) for row in rows]
+        if field.type not in binary_types:
+            inputs.append({"name": field.name, "datatype": "BYTES", "shape": [len(rows)], "data": values})
+            continue
+        datatype, dtype = binary_types[field.type]
+        if any(v is None for v in values):
+            datatype, dtype = "FP64", np.float64
+            values = [float("nan") if v is None else v for v in values]
+        blob = np.asarray(values, dtype=dtype).tobytes()
+        inputs.append(
+            {
+                "name": field.name,
+                "datatype": datatype,
+                "shape": [len(rows)],
+                "parameters": {"binary_data_size": len(blob)},
+            }
+        )
+        blobs.append(blob)
+    head = orjson.dumps({"inputs": inputs, "parameters": {"binary_data_output": True}})
+    return head + b"".join(blobs), len(head)
+
+
+def oip_binary_scores(body: bytes, header_length: int) -> list[float]:
+    """The ``score`` output of a binary OIP answer."""
+    import numpy as np
+    import orjson
+
+    head = orjson.loads(body[:header_length])
+    offset = header_length
+    for output in head["outputs"]:
+        size = output["parameters"]["binary_data_size"]
+        if output["name"] == "score":
+            return np.frombuffer(body[offset : offset + size], dtype="<f8").tolist()  # type: ignore[no-any-return]
+        offset += size
+    raise ValueError("no score output in the answer")
+
+
+def infer_url(base: str, name: str) -> str:
+    return f"{base}/v2/models/{name}/infer"

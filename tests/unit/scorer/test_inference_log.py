@@ -230,3 +230,45 @@ async def test_a_sender_far_behind_refuses_or_drops_at_the_memory_limit(tmp_path
             assert log.accepting and log.dropped == 20 and log.backlog == 40
         await log._pump()
         assert log.accepting and accounted(log)
+
+
+async def test_deferred_entries_are_built_by_the_sender_in_queue_order(tmp_path: Path) -> None:
+    """A batch request hands the log one deferred item: counted at once, built only when the sender takes
+    it, delivered between the entries appended before and after it; during an outage it spools like the
+    rest and is replayed in order."""
+    sink = FakeSink()
+    log = make_log(tmp_path, sink, batch_size=10)
+    built: list[int] = []
+
+    def build(first: int, count: int) -> list[LogEntry]:
+        built.append(first)
+        return [entry(i) for i in range(first, first + count)]
+
+    log.append(entry(0))
+    log.defer(25, lambda: build(1, 25))
+    log.append(entry(26))
+    assert (log.logged, log.backlog, built) == (27, 27, [])  # nothing built on the request path
+    sink.up = False
+    await log._pump()
+    assert built == [1] and log.spooled == 27 and accounted(log)
+    log.defer(3, lambda: build(27, 3))
+    sink.up = True
+    await log._pump()
+    assert sink.request_ids() == [f"req-{i}" for i in range(30)]
+    assert (log.logged, log.acked, log.backlog) == (30, 30, 0) and accounted(log)
+
+
+async def test_deferred_entries_meet_the_memory_limit_and_shutdown(tmp_path: Path) -> None:
+    log = InferenceLog(
+        sink=FakeSink(),
+        encoder=InferenceEventEncoder("inference.log.v1", "t"),
+        spool=Spool(tmp_path / "drop", 10_000_000),
+        policy="drop",
+        max_queue=10,
+    )
+    log.defer(40, lambda: [entry(i) for i in range(40)])
+    log.defer(5, lambda: [entry(i) for i in range(5)])  # past four times max_queue: dropped, counted
+    assert (log.logged, log.dropped, log.backlog) == (45, 5, 40)
+    await log.close()
+    log.defer(2, lambda: [entry(i) for i in range(2)])  # after close: straight to the spool
+    assert log.spool.records == 2 and accounted(log)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.unit.scorer.support import CONTRACT, instances, serving, trained
 from tollgate_core.contracts import DatasetContract
-from tollgate_scorer.instances import InstanceReader, InvalidInstances, example_instance
+from tollgate_scorer.instances import ColumnBatch, InstanceReader, InvalidInstances, example_instance
 from tollgate_scorer.signature import Signature
 
 GOOD = {"customer_id": "C1", "student": "Yes", "balance": 500.0, "income": 20000}
@@ -264,3 +264,85 @@ def test_a_clean_batch_is_read_by_columns() -> None:
     batch = instances(50)
     assert reader()._batch.read(batch) is not None
     np.testing.assert_array_equal(reader().read(batch)["numeric"], reader().read_rows(batch)["numeric"])
+
+
+def _as_columns(rng: np.random.Generator, batch: list[dict[str, Any]]) -> ColumnBatch:
+    """The batch as an OIP request would carry it: per field a list (JSON data) or, where the values allow,
+    a numpy array of a randomly chosen dtype (binary data; None becomes NaN in a float array)."""
+    names = list(dict.fromkeys(name for row in batch for name in row))
+    columns: dict[str, Any] = {}
+    for name in names:
+        values = [row.get(name) for row in batch]
+        kinds = {type(v) for v in values}
+        choice = int(rng.integers(0, 3))
+        if choice and kinds <= {bool}:
+            columns[name] = np.array(values, dtype=bool)
+        elif choice and kinds <= {int} and all(abs(v) < 2**62 for v in values):
+            columns[name] = np.array(values, dtype=(np.int64, np.int16, np.float64)[choice % 3])
+        elif (
+            choice and kinds <= {int, float, type(None)} and all(v is None or abs(v) < 1e300 for v in values)
+        ):
+            floats = [np.nan if v is None else v for v in values]
+            columns[name] = np.array(floats, dtype=np.float64 if choice == 1 else np.float32)
+        else:
+            columns[name] = values
+    return ColumnBatch(columns, len(batch))
+
+
+def test_columns_are_read_as_their_rows_would_be() -> None:
+    """Random batches held as columns (lists and arrays of various dtypes, NaN for null, odd values, absent
+    columns, unknown fields, the label): the column reader gives exactly the row reader's arrays, or the
+    row reader's violations, for the rows the columns make."""
+    toy = _toy()
+    rng = np.random.default_rng(11)
+    fast = 0
+    for trial in range(600):
+        batch: list[dict[str, Any]] = [_valid(rng, i) for i in range(int(rng.integers(8, 40)))]
+        kind = trial % 5
+        for _ in range(int(rng.integers(0, 3))):
+            field = list(ODD)[int(rng.integers(0, len(ODD)))]
+            if kind == 1:
+                for row in batch:
+                    row.pop(field, None)  # a column the request does not send
+            elif kind == 2:
+                batch[0]["surprise"] = 1
+            elif kind == 3:
+                batch[0]["y"] = True
+            else:
+                row = batch[int(rng.integers(0, len(batch)))]
+                row[field] = ODD[field][int(rng.integers(0, len(ODD[field])))]
+        names = list(dict.fromkeys(k for row in batch for k in row))
+        columns = _as_columns(rng, [{k: r.get(k) for k in names} for r in batch])
+        if trial % 7 == 6:  # a whole tensor of some other dtype
+            odd = [
+                np.ones(len(batch), dtype=bool),
+                np.zeros(len(batch), dtype=np.int64),
+                np.full(len(batch), 0.5),
+                np.full(len(batch), np.inf, dtype=np.float32),
+                np.full(len(batch), np.nan),
+            ]
+            columns.columns[names[int(rng.integers(0, len(names)))]] = odd[int(rng.integers(0, len(odd)))]
+        fast += toy._batch.read_columns(columns) is not None
+        assert _outcome(toy.read, columns) == _outcome(toy.read_rows, columns.rows()), columns.columns
+    assert fast > 100
+
+
+def test_nan_in_a_binary_column_is_null() -> None:
+    toy = _toy()
+    n = 8
+    columns = {
+        "id": [f"E{i}" for i in range(n)],
+        "count": np.arange(n, dtype=np.int64),
+        "flag": np.ones(n, dtype=bool),
+        "amount": np.array([np.nan, *range(n - 1)], dtype=np.float64),
+        "kind": ["a"] * n,
+    }
+    batch = ColumnBatch(columns, n)
+    assert batch[0]["amount"] is None and batch.rows()[0]["amount"] is None
+    assert math.isnan(toy.read(batch)["numeric"][0, 2])  # nullable: the model imputes it
+    columns["count"] = np.array([np.nan, *range(n - 1)], dtype=np.float64)
+    with pytest.raises(InvalidInstances) as refused:
+        toy.read(ColumnBatch(columns, n))
+    assert [(v["instance"], v["field"], v["rule"]) for v in refused.value.violations] == [
+        (0, "count", "nullable")
+    ]
