@@ -126,6 +126,7 @@ class Contender:
     batch_body: dict[str, Path] = field(default_factory=dict)
     scores: Callable[[bytes, BenchModel], list[float]] = lambda body, model: []
     owns_server: bool = True  # False for a second contender served by another contender's process
+    base_url: str = ""  # the tollgate scorer's, for its other endpoints (/metrics, OIP)
 
 
 # ------------------------------------------------------------------------------------------------ bodies
@@ -152,9 +153,8 @@ def settle(contenders: list[Contender], model: str, timeout_s: float = 180.0) ->
     for c in contenders:
         if not c.key.startswith("tollgate") or not c.owns_server:
             continue
-        base = c.single_url(model).split("/v1/", 1)[0]
         while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
+            with urllib.request.urlopen(f"{c.base_url}/metrics", timeout=10) as response:
                 text = response.read().decode()
             backlog = sum(
                 float(line.rsplit(" ", 1)[1])
@@ -339,7 +339,9 @@ async def start_tollgate(
         await asyncio.to_thread(
             server.wait_until, partial(tollgate.model_ready, base, m.name), f"serving {m.name}", 180
         )
-    return Contender(key, server, lambda name: tollgate.score_url(base, name), scores=instance_scores)
+    return Contender(
+        key, server, lambda name: tollgate.score_url(base, name), scores=instance_scores, base_url=base
+    )
 
 
 # --------------------------------------------------------------------------------------------- measuring
@@ -395,9 +397,8 @@ def check_answers(
                         f"{c.key} disagrees with onnxruntime on {model.name} ({kind}): max |dp| {diff:.2e}"
                     )
                 if c.key == "tollgate" and kind == "batch" and oip_batch is not None:
-                    url = c.single_url(model.name).replace("/v1/", "/v2/").replace("/score", "/infer")
                     request = urllib.request.Request(
-                        url,
+                        tollgate.infer_url(c.base_url, model.name),
                         data=oip_batch[0],
                         headers={"Inference-Header-Content-Length": str(oip_batch[1])},
                     )
@@ -662,10 +663,9 @@ async def main() -> int:
                     batch_runs[m.key][c.key].append(per_row)
                     if c.key == "tollgate":
                         # The same rows as OIP binary tensors, the way tritonclient sends numpy arrays.
-                        oip_url = c.single_url(m.name).replace("/v1/", "/v2/").replace("/score", "/infer")
                         per_row_oip = await asyncio.to_thread(
                             isolated_batch_us_per_row,
-                            oip_url,
+                            tollgate.infer_url(c.base_url, m.name),
                             oip_batch,
                             cpu_set(args.client_cpus),
                             headers=oip_headers,

@@ -322,22 +322,21 @@ class Scorer:
             shadow = shadow_outputs = None
         if len(instances) == 1 and shadow is None:
             ((part),) = parts
-            model, route, out = part.model, part.route, part.outputs
+            model, route = part.model, part.route
             tp = traceparent if traceparent is None or type(traceparent) is bytes else traceparent[0]
             self.log.append(
-                (
+                _entry(
                     now,
                     request_ids[0],
                     model,
                     route,
                     channel,
                     instances[0],
-                    out.predictions[0],
-                    out.scores[0] if out.scores is not None else None,
-                    out.probabilities[0] if out.probabilities is not None else None,
+                    part.outputs,
+                    0,
                     latency_ms,
                     tp,
-                    derived_event_id(request_ids[0], route) if derive_ids else None,
+                    derive_ids,
                 )
             )
             counts[(model.name, model.version, route, channel)] += 1
@@ -369,6 +368,37 @@ class Scorer:
         )
 
 
+def _entry(
+    now: float,
+    request_id: str,
+    model: ServingModel,
+    route: str,
+    channel: str,
+    instance: Any,
+    out: Predictions,
+    position: int,
+    latency_ms: float,
+    traceparent: bytes | None,
+    derive_id: bool,
+) -> LogEntry:
+    """One inference's log entry (the tuple :data:`~tollgate_scorer.inference_log.LogEntry` describes)."""
+    scores, probabilities = out.scores, out.probabilities
+    return (
+        now,
+        request_id,
+        model,
+        route,
+        channel,
+        instance,
+        out.predictions[position],
+        scores[position] if scores is not None else None,
+        probabilities[position] if probabilities is not None else None,
+        latency_ms,
+        traceparent,
+        derived_event_id(request_id, route) if derive_id else None,
+    )
+
+
 def _log_entries(
     now: float,
     parts: list[Part],
@@ -387,24 +417,22 @@ def _log_entries(
     per_row_trace = not (traceparent is None or isinstance(traceparent, bytes))
     rows_of = instances.rows() if isinstance(instances, ColumnBatch) else instances
 
-    def log_rows(model: ServingModel, why: str, rows: Sequence[int], out: Any) -> None:
-        predictions, scores, probabilities = out.predictions, out.scores, out.probabilities
+    def log_rows(model: ServingModel, why: str, rows: Sequence[int], out: Predictions) -> None:
         for position, index in enumerate(rows):
-            request_id = request_ids[index]
+            tp = traceparent[index] if per_row_trace else traceparent  # type: ignore[index]
             append(
-                (
+                _entry(
                     now,
-                    request_id,
+                    request_ids[index],
                     model,
                     why,
                     channel,
                     rows_of[index],
-                    predictions[position],
-                    scores[position] if scores is not None else None,
-                    probabilities[position] if probabilities is not None else None,
+                    out,
+                    position,
                     latency_ms,
-                    traceparent[index] if per_row_trace else traceparent,  # type: ignore[index]
-                    derived_event_id(request_id, why) if derive_ids else None,
+                    tp,
+                    derive_ids,
                 )
             )
 

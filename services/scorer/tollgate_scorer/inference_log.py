@@ -319,10 +319,6 @@ class InferenceLog:
         if count:
             self._add(Deferred(count, build), count)
 
-    def extend(self, entries: Sequence[LogEntry]) -> None:
-        for entry in entries:
-            self._add(entry, 1)
-
     def _add(self, item: LogEntry | Deferred, count: int) -> None:
         self.logged += count
         if self.closed:  # an inference finishing during shutdown: straight to disk

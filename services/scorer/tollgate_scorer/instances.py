@@ -464,17 +464,8 @@ class _BatchReader:
             categories = list(map(self._get_categories, instances)) if self._get_categories else None
         except (KeyError, TypeError, AttributeError):
             return None  # a missing (maybe nullable) feature, or an instance that is not an object
-        for name in self._string_extra:
-            if not {type(instance.get(name)) for instance in instances} <= _STRING_TYPES:
-                return None
-        for name, check in self._other_extra:
-            for instance in instances:
-                value = instance.get(name)
-                if value is not None:
-                    try:
-                        check(value)
-                    except _Bad:
-                        return None
+        if not self._extras_valid(lambda name: [instance.get(name) for instance in instances]):
+            return None
         feeds: Feeds = {}
         if self._k:
             blocks = []
@@ -511,20 +502,7 @@ class _BatchReader:
         columns, n = batch.columns, batch.n
         if not self._known.issuperset(columns):
             return None
-        try:
-            for name in self._string_extra:
-                column = columns.get(name)
-                if column is not None and (
-                    type(column) is not list or not set(map(type, column)) <= _STRING_TYPES
-                ):
-                    return None
-            for name, check in self._other_extra:
-                column = columns.get(name)
-                if column is not None:
-                    for value in column.tolist() if type(column) is np.ndarray else column:
-                        if value is not None:
-                            check(value)
-        except _Bad:
+        if not self._extras_valid(lambda name: _values(columns[name]) if name in columns else None):
             return None
         feeds: Feeds = {}
         if self._k:
@@ -566,6 +544,22 @@ class _BatchReader:
                 block[:, j] = column
             feeds[CATEGORY_INPUT] = block
         return feeds
+
+    def _extras_valid(self, values_of: Callable[[str], Sequence[Any] | None]) -> bool:
+        """Whether the fields that are not model inputs (entity id, attributes) pass their type checks;
+        ``values_of(name)`` gives a field's values as JSON would, or None when the batch lacks it."""
+        for name in self._string_extra:
+            values = values_of(name)
+            if values is not None and not set(map(type, values)) <= _STRING_TYPES:
+                return False
+        for name, check in self._other_extra:
+            for value in values_of(name) or ():
+                if value is not None:
+                    try:
+                        check(value)
+                    except _Bad:
+                        return False
+        return True
 
     def _valid(self, block: np.ndarray) -> bool:
         if np.isinf(block).any():

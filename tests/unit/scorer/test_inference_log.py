@@ -47,13 +47,16 @@ def make_log(
     max_bytes: int = 10_000_000,
     policy: Any = "refuse",
     batch_size: int = 50,
+    max_queue: int = 50_000,
+    spool: str = "spool",
 ) -> InferenceLog:
     return InferenceLog(
         sink=sink,
         encoder=InferenceEventEncoder("inference.log.v1", "scorer-test"),
-        spool=Spool(tmp_path / "spool", max_bytes, segment_bytes=4096),
+        spool=Spool(tmp_path / spool, max_bytes, segment_bytes=4096),
         policy=policy,
         batch_size=batch_size,
+        max_queue=max_queue,
         retry_s=0.0,
     )
 
@@ -197,14 +200,7 @@ async def test_shutdown_with_a_full_spool_keeps_the_held_events(tmp_path: Path) 
 
 async def test_memory_stays_bounded_when_kafka_is_slower_than_scoring(tmp_path: Path) -> None:
     sink = FakeSink()
-    log = InferenceLog(
-        sink=sink,
-        encoder=InferenceEventEncoder("inference.log.v1", "t"),
-        spool=Spool(tmp_path / "spool", 10_000_000),
-        batch_size=10,
-        max_queue=25,
-        retry_s=0,
-    )
+    log = make_log(tmp_path, sink, batch_size=10, max_queue=25)
     for i in range(100):
         log.append(entry(i))
     await log._pump()
@@ -215,13 +211,7 @@ async def test_memory_stays_bounded_when_kafka_is_slower_than_scoring(tmp_path: 
 
 async def test_a_sender_far_behind_refuses_or_drops_at_the_memory_limit(tmp_path: Path) -> None:
     for policy in ("refuse", "drop"):
-        log = InferenceLog(
-            sink=FakeSink(),
-            encoder=InferenceEventEncoder("inference.log.v1", "t"),
-            spool=Spool(tmp_path / policy, 10_000_000),
-            policy=policy,
-            max_queue=10,
-        )
+        log = make_log(tmp_path, FakeSink(), policy=policy, batch_size=2000, max_queue=10, spool=policy)
         for i in range(60):
             log.append(entry(i))
         if policy == "refuse":
@@ -259,13 +249,7 @@ async def test_deferred_entries_are_built_by_the_sender_in_queue_order(tmp_path:
 
 
 async def test_deferred_entries_meet_the_memory_limit_and_shutdown(tmp_path: Path) -> None:
-    log = InferenceLog(
-        sink=FakeSink(),
-        encoder=InferenceEventEncoder("inference.log.v1", "t"),
-        spool=Spool(tmp_path / "drop", 10_000_000),
-        policy="drop",
-        max_queue=10,
-    )
+    log = make_log(tmp_path, FakeSink(), policy="drop", batch_size=2000, max_queue=10)
     log.defer(40, lambda: [entry(i) for i in range(40)])
     log.defer(5, lambda: [entry(i) for i in range(5)])  # past four times max_queue: dropped, counted
     assert (log.logged, log.dropped, log.backlog) == (45, 5, 40)

@@ -101,35 +101,16 @@ def test_indices_map_errors_to_request_positions() -> None:
 
 
 def test_integer_and_boolean_features() -> None:
-    contract = DatasetContract.model_validate(
-        {
-            "contract": "toy",
-            "version": 1,
-            "entity_id": {"name": "id", "type": "string"},
-            "label": {"name": "y", "type": "boolean", "task": "classification"},
-            "features": [
-                {"name": "count", "type": "integer", "minimum": 0, "maximum": 10},
-                {"name": "flag", "type": "boolean", "nullable": True},
-                {"name": "kind", "type": "category", "categories": ["a", "b"]},
-            ],
-            "attributes": [{"name": "band", "type": "category", "categories": ["x"], "nullable": True}],
-        }
+    toy = _toy_reader(
+        [
+            {"name": "count", "type": "integer", "minimum": 0, "maximum": 10},
+            {"name": "flag", "type": "boolean", "nullable": True},
+            {"name": "kind", "type": "category", "categories": ["a", "b"]},
+        ],
+        [{"name": "band", "type": "category", "categories": ["x"], "nullable": True}],
+        numeric=["count", "flag"],
+        category=["kind"],
     )
-    signature = Signature.model_validate(
-        {
-            "contract": "toy.v1",
-            "contract_digest": contract.digest,
-            "task": "classification",
-            "inputs": [
-                {"name": "numeric", "dtype": "double", "shape": [None, 2], "columns": ["count", "flag"]},
-                {"name": "category", "dtype": "string", "shape": [None, 1], "columns": ["kind"]},
-            ],
-            "outputs": [],
-            "classes": [False, True],
-            "positive_index": 1,
-        }
-    )
-    toy = InstanceReader(contract, signature)
     feeds = toy.read(
         [{"count": 3, "flag": True, "kind": "a"}, {"count": 4.0, "flag": None, "kind": "b", "band": "x"}]
     )
@@ -159,22 +140,23 @@ def test_example_instance_is_valid() -> None:
     assert reader().read([example_instance(CONTRACT)])
 
 
-def _toy() -> InstanceReader:
+def _toy_reader(
+    features: list[dict[str, Any]],
+    attributes: list[dict[str, Any]],
+    *,
+    numeric: list[str],
+    category: list[str],
+) -> InstanceReader:
+    """A reader for a small contract ``toy.v1`` (entity ``id``, label ``y``) and a model reading the given
+    columns."""
     contract = DatasetContract.model_validate(
         {
             "contract": "toy",
             "version": 1,
             "entity_id": {"name": "id", "type": "string"},
             "label": {"name": "y", "type": "boolean", "task": "classification"},
-            "features": [
-                {"name": "count", "type": "integer", "minimum": 0, "maximum": 10},
-                {"name": "flag", "type": "boolean", "nullable": True},
-                {"name": "amount", "type": "number", "minimum": -5.0, "nullable": True},
-                {"name": "kind", "type": "category", "categories": ["a", "b"]},
-                {"name": "band", "type": "category", "categories": ["x", "z"], "nullable": True},
-                {"name": "unused", "type": "number", "nullable": True, "maximum": 3},
-            ],
-            "attributes": [{"name": "email", "type": "string", "nullable": True}],
+            "features": features,
+            "attributes": attributes,
         }
     )
     signature = Signature.model_validate(
@@ -183,13 +165,8 @@ def _toy() -> InstanceReader:
             "contract_digest": contract.digest,
             "task": "classification",
             "inputs": [
-                {
-                    "name": "numeric",
-                    "dtype": "double",
-                    "shape": [None, 3],
-                    "columns": ["flag", "count", "amount"],
-                },
-                {"name": "category", "dtype": "string", "shape": [None, 2], "columns": ["band", "kind"]},
+                {"name": "numeric", "dtype": "double", "shape": [None, len(numeric)], "columns": numeric},
+                {"name": "category", "dtype": "string", "shape": [None, len(category)], "columns": category},
             ],
             "outputs": [],
             "classes": [False, True],
@@ -197,6 +174,22 @@ def _toy() -> InstanceReader:
         }
     )
     return InstanceReader(contract, signature)
+
+
+def _toy() -> InstanceReader:
+    return _toy_reader(
+        [
+            {"name": "count", "type": "integer", "minimum": 0, "maximum": 10},
+            {"name": "flag", "type": "boolean", "nullable": True},
+            {"name": "amount", "type": "number", "minimum": -5.0, "nullable": True},
+            {"name": "kind", "type": "category", "categories": ["a", "b"]},
+            {"name": "band", "type": "category", "categories": ["x", "z"], "nullable": True},
+            {"name": "unused", "type": "number", "nullable": True, "maximum": 3},
+        ],
+        [{"name": "email", "type": "string", "nullable": True}],
+        numeric=["flag", "count", "amount"],
+        category=["band", "kind"],
+    )
 
 
 # Values that break a rule, or are edge cases the column reader must get exactly right, per field.
