@@ -113,6 +113,10 @@ async def test_drift_alert_retraining_and_restart_without_double_counting(
         assert window3["labels"] == ROWS  # window 1's labels, joined by entity id, arrived during window 3
         assert abs(window3["metrics"]["roc_auc"] - window3["holdout"]["roc_auc"]) < 0.1
 
+        for view in ("drift", "performance"):  # an unknown model is a 404, a version asked for or not
+            for query in ("", "?version=1"):
+                assert (await client.get(f"/v1/models/no-such-model/{view}{query}")).status_code == 404
+
         models = (await client.get("/v1/models")).json()
         assert [v["stage"] for v in models[0]["versions"]] == ["production"]
         assert {a["kind"] for a in models[0]["active_alerts"]} >= {"data_drift"}

@@ -84,8 +84,10 @@ def create_app(monitor: Monitor) -> FastAPI:
     async def shown_windows(
         model: str, version: str | None, limit: int
     ) -> tuple[str | None, list[dict[str, Any]]]:
-        """The asked version (default: the one in service) and its newest ``limit`` windows."""
-        chosen = version or shown_version(await known(model))
+        """The asked version (default: the one in service) and its newest ``limit`` windows; 404 for an
+        unknown model, whether or not a version is asked for."""
+        versions = await known(model)
+        chosen = version or shown_version(versions)
         return chosen, await store().windows(model, chosen, limit)
 
     @app.get(
