@@ -68,18 +68,24 @@ async def produce(
         await producer.stop()
 
 
+def committed_reader(bootstrap: str, topic: str, **overrides: Any) -> AIOKafkaConsumer:
+    """A consumer (not started) that reads ``topic`` from the start, committed transactional data only, and
+    never commits offsets."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "auto_offset_reset": "earliest",
+        "enable_auto_commit": False,
+        "isolation_level": "read_committed",
+    }
+    return AIOKafkaConsumer(topic, **{**config, **overrides})
+
+
 async def collect(
     bootstrap: str, topic: str, *, expect: int, timeout: float = 60, settle: float = 2.0
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Read ``topic`` from the start (read_committed) until ``expect`` records arrived, then keep reading for
     ``settle`` seconds so that any extra (duplicate) record would be seen too."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
+    consumer = committed_reader(bootstrap, topic)
     await consumer.start()
     got: list[ConsumerRecord[bytes, bytes]] = []
     try:

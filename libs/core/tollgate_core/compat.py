@@ -38,6 +38,7 @@ import yaml
 from pydantic import ValidationError
 
 from tollgate_core.paths import schemas_dir
+from tollgate_core.schemagen import topic_schema_file
 from tollgate_core.topics import Compatibility, TopicSpec
 
 BACKWARD = "backward"
@@ -898,7 +899,7 @@ def _published(git: _Git, history: _History) -> tuple[dict[tuple[str, int], _Pub
                 modes_at_against[topic] = str(document.get("compatibility", "NONE"))
             for version in _published_versions(document):
                 entry = published.setdefault((topic, version), _Published(first_seen=revision.label))
-                schema_blob = revision.files.get(f"{topic}/v{version}.schema.json")
+                schema_blob = revision.files.get(topic_schema_file(topic, version))
                 if schema_blob is not None:
                     entry.schemas.setdefault(schema_blob, []).append(revision.label)
     return published, modes_at_against
@@ -938,10 +939,9 @@ def _check_catalog(
             report.failures.append(f"{name}: version-removed: {since}, no longer in {prefix}/{topic}.yaml")
         elif now.status == "draft":
             report.failures.append(f"{name}: status-regressed: {since}, draft again in {prefix}/{topic}.yaml")
-        if entry.schemas and not (topics_dir / topic / f"v{version}.schema.json").is_file():
-            report.failures.append(
-                f"{name}: schema-deleted: {since}, {prefix}/{topic}/v{version}.schema.json is gone"
-            )
+        schema_file = topic_schema_file(topic, version)
+        if entry.schemas and not (topics_dir / schema_file).is_file():
+            report.failures.append(f"{name}: schema-deleted: {since}, {prefix}/{schema_file} is gone")
     for topic, before in sorted(modes_at_against.items()):
         spec = current.get(topic)
         if spec is not None and _directions(spec.compatibility.value) < _directions(before):
@@ -966,14 +966,14 @@ def _check_schemas(
             if version.status == "draft" or version.format != "json":
                 continue
             name = f"{topic}.v{version.version}"
-            schema_path = topics_dir / topic / f"v{version.version}.schema.json"
+            schema_file = topic_schema_file(topic, version.version)
+            schema_path = topics_dir / schema_file
             entry = published.get((topic, version.version))
             earlier = entry.schemas if entry is not None else {}
             if not schema_path.is_file():
                 if not earlier:  # with history, _check_catalog reported schema-deleted
                     report.failures.append(
-                        f"{name}: schema-missing: a published JSON version needs "
-                        f"{prefix}/{topic}/v{version.version}.schema.json"
+                        f"{name}: schema-missing: a published JSON version needs {prefix}/{schema_file}"
                     )
                 continue
             versions += 1
@@ -984,8 +984,9 @@ def _check_schemas(
             new_schema = json.loads(text)
             mode = spec.compatibility
             failures_before = len(report.failures)
+            working_blob = _blob_id(text)
             for blob, labels in earlier.items():
-                data = None if blob == _blob_id(text) else git.blob(blob)
+                data = None if blob == working_blob else git.blob(blob)
                 if data is None:
                     continue  # identical to the working tree
                 compared += 1

@@ -113,6 +113,11 @@ async def _wait_ready(client: httpx.AsyncClient, url: str, within: float = 120) 
     raise SystemExit(f"{url} is not ready after {within:.0f}s: {last} (is the stack up? `make up`)")
 
 
+def _instance(record: dict[str, Any]) -> dict[str, Any]:
+    """What a scoring client sends for a replayed record: its fields without the label and the demo's tags."""
+    return {k: v for k, v in record.items() if k != "default" and not k.startswith("_")}
+
+
 def _shifted(record: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     """The drifted population: students and low incomes over-represented (a covariate shift)."""
     out = dict(record)
@@ -224,8 +229,7 @@ async def _score_loop(
     interval = 1.0 / rate
     while not stop.is_set():
         base = pool[rng.randrange(len(pool))]
-        instance = _shifted(base, rng) if state.drift_on else dict(base)
-        instance = {k: v for k, v in instance.items() if k != "default" and not k.startswith("_")}
+        instance = _instance(_shifted(base, rng) if state.drift_on else base)
         t0 = time.perf_counter()
         try:
             r = await client.post(
@@ -263,7 +267,7 @@ async def _await_version_in_production(state: State, after: float, within: float
 
 async def _scorer_accepts(client: httpx.AsyncClient, ep: Endpoints, key: str, record: dict[str, Any]) -> None:
     """New keys reach the scorer at its next key refresh; wait until it knows ours."""
-    instance = {k: v for k, v in record.items() if k != "default" and not k.startswith("_")}
+    instance = _instance(record)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         r = await client.post(
@@ -318,8 +322,8 @@ async def run(args: argparse.Namespace) -> int:
     rng = random.Random(11)
     rng.shuffle(records)
     run_tag = uuid.uuid4().hex[:6]
-    for r in records:
-        r["_n"] = run_tag  # a fresh replay each run: event ids differ from earlier demo runs
+    for record in records:
+        record["_n"] = run_tag  # a fresh replay each run: event ids differ from earlier demo runs
 
     async with httpx.AsyncClient() as client:
         for url in (ep.ingest, ep.trainer, ep.registry, ep.monitor, ep.audit, ep.scorer):

@@ -215,8 +215,19 @@ class _RevokeGuard(ConsumerRebalanceListener):  # type: ignore[misc]
 Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
 
 
+def _records_and_offsets(
+    batch: Batch,
+) -> tuple[list[ConsumerRecord[bytes, bytes]], dict[TopicPartition, int]]:
+    """A fetched batch's records in one list, and the offsets to commit once they are done."""
+    records = [rec for recs in batch.values() for rec in recs]
+    return records, {tp: recs[-1].offset + 1 for tp, recs in batch.items()}
+
+
 class _BatchLoop:
-    """What a batch consumer loop keeps: its name, counters, handler, retry backoff and stop signal."""
+    """What a batch consumer loop keeps: its name, counters, handler, retry backoff and stop signal, and
+    what it does after a batch (count it) or a failure (rewind, back off)."""
+
+    _consumer: AIOKafkaConsumer
 
     def __init__(
         self, name: str, handler: Any, max_records: int, retry_backoff_s: float, max_backoff_s: float
@@ -233,7 +244,19 @@ class _BatchLoop:
     async def _sleep(self, seconds: float) -> None:
         await wait_event(self._stopping, seconds)
 
-    def _next_backoff(self, backoff: float) -> float:
+    def _count(self, consumed: int, produced: int = 0) -> None:
+        self.stats.consumed += consumed
+        self.stats.produced += produced
+        self.stats.batches += 1
+        self.stats.last_batch_at = time.time()
+
+    async def _recover(self, backoff: float) -> float:
+        """After a failed batch (called while handling its exception): count and log it, rewind to the
+        committed offsets, wait ``backoff`` (or until stopped); returns the next, doubled backoff."""
+        self.stats.aborted += 1
+        log.exception("%s: batch failed, rewinding to the committed offsets", self.name)
+        await rewind_to_committed(self._consumer)
+        await self._sleep(backoff)
         return min(backoff * 2, self._max_backoff_s)
 
 
@@ -352,13 +375,12 @@ class TransactionalStage(_BatchLoop):
                     await self._settle(discard_next=False)
                     continue
                 self._discard_next = False
-                records = [rec for recs in batch.values() for rec in recs]
+                records, offsets = _records_and_offsets(batch)
                 outputs = await self._handler(records)
                 await self._settle(discard_next=False)  # batch k must be committed before k+1 starts its own
                 if self._discard_next or self._stopping.is_set():
-                    await self._rewind()
+                    await rewind_to_committed(self._consumer)
                     continue
-                offsets = {tp: recs[-1].offset + 1 for tp, recs in batch.items()}
                 self._in_flight = asyncio.create_task(self._commit(records, outputs, offsets))
                 backoff = self._retry_backoff_s
             except ProducerFenced:
@@ -366,12 +388,8 @@ class TransactionalStage(_BatchLoop):
                 self.healthy = False
                 raise
             except Exception:
-                self.stats.aborted += 1
-                log.exception("%s: batch failed, rewinding to the committed offsets", self.name)
                 self._in_flight = None
-                await self._rewind()
-                await self._sleep(backoff)
-                backoff = self._next_backoff(backoff)
+                backoff = await self._recover(backoff)
 
     async def _commit(
         self,
@@ -382,13 +400,7 @@ class TransactionalStage(_BatchLoop):
         async with self._producer.transaction():
             await self._writer.write(outputs)
             await self._producer.send_offsets_to_transaction(offsets, self._group_id)
-        self.stats.consumed += len(records)
-        self.stats.produced += len(outputs)
-        self.stats.batches += 1
-        self.stats.last_batch_at = time.time()
-
-    async def _rewind(self) -> None:
-        await rewind_to_committed(self._consumer)
+        self._count(len(records), len(outputs))
 
 
 @dataclass(frozen=True)
@@ -470,18 +482,12 @@ class BatchSink(_BatchLoop):
                 batch = await self._consumer.getmany(timeout_ms=300, max_records=self._max_records)
                 if not batch:
                     continue
-                records = [rec for recs in batch.values() for rec in recs]
+                records, offsets = _records_and_offsets(batch)
                 await self._handler(records)
-                await self._consumer.commit({tp: recs[-1].offset + 1 for tp, recs in batch.items()})
-                self.stats.consumed += len(records)
-                self.stats.batches += 1
-                self.stats.last_batch_at = time.time()
+                await self._consumer.commit(offsets)
+                self._count(len(records))
                 backoff = self._retry_backoff_s
             except Exception:
                 if self._stopping.is_set():
                     return
-                self.stats.aborted += 1
-                log.exception("%s: batch failed, rewinding to the committed offsets", self.name)
-                await rewind_to_committed(self._consumer)
-                await self._sleep(backoff)
-                backoff = self._next_backoff(backoff)
+                backoff = await self._recover(backoff)

@@ -2,7 +2,8 @@
 the state change behind them, and a relay publishes them to Kafka afterwards (at least once; consumers
 dedupe by ``event_id``). A crash between "state saved" and "event published" therefore loses nothing.
 
-Each service creates its own table with ``outbox_ddl(table)`` in one of its migrations.
+Each service has its own table, created by one of its migrations exactly as ``outbox_ddl(table)`` states it
+(migrations are fixed SQL files, so they carry a copy of it).
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ log = logging.getLogger(__name__)
 _TABLE = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
-def outbox_ddl(table: str) -> str:
+def _checked(table: str) -> str:
+    """The table name, refused unless it is a plain identifier (it is spliced into SQL)."""
     if not _TABLE.match(table):
         raise ValueError(f"bad outbox table name {table!r}")
+    return table
+
+
+def outbox_ddl(table: str) -> str:
+    table = _checked(table)
     return f"""
 CREATE TABLE {table} (
     seq          bigserial   PRIMARY KEY,
@@ -41,10 +48,8 @@ CREATE INDEX {table}_pending ON {table} (seq) WHERE published_at IS NULL;
 
 class Outbox:
     def __init__(self, pool: asyncpg.Pool, table: str) -> None:
-        if not _TABLE.match(table):
-            raise ValueError(f"bad outbox table name {table!r}")
         self._pool = pool
-        self._table = table
+        self._table = _checked(table)
         self._wake = asyncio.Event()
 
     async def add(

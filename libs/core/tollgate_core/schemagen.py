@@ -51,9 +51,14 @@ TOPIC_SCHEMA_MODE: Final = "serialization"
 CONTRACT_SCHEMA_MODE: Final = "validation"
 
 
+def topic_schema_file(topic: str, version: int) -> str:
+    """Path of a topic version's JSON Schema, relative to the ``schemas/topics/`` folder."""
+    return f"{topic}/v{version}.schema.json"
+
+
 def topic_schema_path(topic: str, version: int) -> str:
     """Path of a topic version's JSON Schema, relative to the ``schemas/`` folder."""
-    return f"topics/{topic}/v{version}.schema.json"
+    return f"topics/{topic_schema_file(topic, version)}"
 
 
 def topic_examples_dir(topic: str, version: int) -> str:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -114,17 +113,12 @@ class Ingest:
         await ping(self.pool)
 
     def http_app(self) -> FastAPI:
-        @contextlib.asynccontextmanager
-        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-            yield
-
         app = create_http_app(
             title="tollgate ingest",
             version="1.0.0",
             description="HTTP gateway for producers that do not speak Kafka; writes to events.raw.",
             registry=self.registry,
             checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
-            lifespan=lifespan,
         )
         app.include_router(
             gateway_router(

@@ -8,8 +8,7 @@ from tollgate_core.bus import create_broker
 from tollgate_core.kafka import StageSpec, declare_stage
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
-
-SERVICE = "ingest"
+from tollgate_ingest.stage import SERVICE
 
 
 def stage_spec(settings: ServiceSettings) -> StageSpec:

@@ -16,15 +16,13 @@ from typing import Any
 import orjson
 
 from tollgate_core.contracts import ContractRegistry
-from tollgate_core.events import now_iso
-
-__all__ = ["Ingested", "Malformed", "Normaliser", "now_iso"]
+from tollgate_core.events import SCHEMA_ID_PATTERN
 
 REQUIRED = ("event_id", "event_type", "schema", "occurred_at", "producer", "payload")
 ALLOWED = frozenset((*REQUIRED, "ingested_at"))
 _REQUIRED_SET = frozenset(REQUIRED)
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
-_SCHEMA_ID = re.compile(r"^[a-z][a-z0-9.-]*\.v[1-9][0-9]*$")
+_SCHEMA_ID = re.compile(SCHEMA_ID_PATTERN)
 MAX_TEXT = 128
 
 

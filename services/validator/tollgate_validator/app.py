@@ -6,14 +6,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import orjson
 from fastapi import FastAPI
-from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from tollgate_core.bus import Delivery, create_broker, subscribe
+from tollgate_core.bus import create_broker
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import create_pool, ping
 from tollgate_core.http import create_http_app
@@ -22,7 +20,7 @@ from tollgate_core.reference import ReferenceProfile
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
-from tollgate_validator.asyncapi import stage_spec
+from tollgate_validator.asyncapi import declare_reference_subscriber, stage_spec
 from tollgate_validator.stage import SERVICE, References, ValidatorMetrics, ValidatorStage
 
 log = logging.getLogger(__name__)
@@ -43,19 +41,6 @@ class ValidatorSettings(ServiceSettings):
     )
 
 
-def declare_reference_subscriber(broker: KafkaBroker, topics: Topics, group: str, on_reference: Any) -> None:
-    @subscribe(
-        broker,
-        topics.models_candidates,
-        service=SERVICE,
-        topics=topics,
-        delivery=Delivery(group_id=group, max_workers=1),
-    )
-    async def training_reference(body: bytes) -> None:
-        """Keep the newest training reference per dataset contract for statistical expectations."""
-        await on_reference(orjson.loads(body))
-
-
 class Validator:
     def __init__(self, settings: ValidatorSettings) -> None:
         self.settings = settings
@@ -68,9 +53,7 @@ class Validator:
             SERVICE, sample_ratio=settings.trace_sample_ratio, console=settings.otel_console
         ).get_tracer("tollgate.validator")
         self.broker = create_broker(settings, SERVICE)
-        declare_reference_subscriber(
-            self.broker, self.topics, f"{settings.topic_namespace}.{SERVICE}.references", self.on_candidate
-        )
+        declare_reference_subscriber(self.broker, settings, self.on_candidate)
         self.pool: Any = None
         self.stage: TransactionalStage | None = None
 

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
 from faststream.kafka import KafkaBroker
 
-from tollgate_core.bus import create_broker
+from tollgate_core.bus import Delivery, create_broker, subscribe
 from tollgate_core.kafka import StageSpec, declare_stage
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
+from tollgate_validator.stage import SERVICE
 
-SERVICE = "validator"
+ReferenceHandler = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 def stage_spec(settings: ServiceSettings) -> StageSpec:
@@ -27,15 +32,28 @@ def stage_spec(settings: ServiceSettings) -> StageSpec:
     )
 
 
-def build_broker(settings: ServiceSettings) -> KafkaBroker:
-    from tollgate_validator.app import declare_reference_subscriber
+def declare_reference_subscriber(
+    broker: KafkaBroker, settings: ServiceSettings, on_reference: ReferenceHandler
+) -> None:
+    topics = Topics(settings.topic_namespace)
 
-    async def ignore(_: dict[str, object]) -> None:
+    @subscribe(
+        broker,
+        topics.models_candidates,
+        service=SERVICE,
+        topics=topics,
+        delivery=Delivery(group_id=f"{settings.topic_namespace}.{SERVICE}.references", max_workers=1),
+    )
+    async def training_reference(body: bytes) -> None:
+        """Keep the newest training reference per dataset contract for statistical expectations."""
+        await on_reference(orjson.loads(body))
+
+
+def build_broker(settings: ServiceSettings) -> KafkaBroker:
+    async def ignore(_: dict[str, Any]) -> None:
         return None
 
     broker = create_broker(settings, SERVICE)
     declare_stage(broker, stage_spec(settings))
-    declare_reference_subscriber(
-        broker, Topics(settings.topic_namespace), f"{settings.topic_namespace}.{SERVICE}.references", ignore
-    )
+    declare_reference_subscriber(broker, settings, ignore)
     return broker

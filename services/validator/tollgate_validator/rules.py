@@ -81,22 +81,22 @@ class CompiledContract:
         self.contract = contract
         self.entity_field = contract.entity_id.name
         self.label_field = contract.label.name
-        self._checks = [(f.name, _compile_field(f)) for f in contract.all_fields]
+        # A nullable field (the label too, for late labels) may also be left out entirely.
+        self._checks = [(f.name, f.nullable, _compile_field(f)) for f in contract.all_fields]
         self._known = frozenset(f.name for f in contract.all_fields)
-        self._label_nullable = contract.label.nullable
 
     def violations(self, payload: Mapping[str, Any]) -> list[Violation]:
         found: list[Violation] = []
-        for name, check in self._checks:
+        for name, optional, check in self._checks:
             if name in payload:
                 problem = check(payload[name])
                 if problem is not None:
                     found.append(problem)
-            elif not (name == self.label_field and self._label_nullable) and not self._optional(name):
+            elif not optional:
                 found.append(
                     {"field": name, "rule": "required", "message": f"{name} is missing", "value": None}
                 )
-        if len(payload) > len(self._known) or any(k not in self._known for k in payload):
+        if not payload.keys() <= self._known:
             for key in payload:
                 if key not in self._known:
                     found.append(
@@ -108,10 +108,6 @@ class CompiledContract:
                         }
                     )
         return found
-
-    def _optional(self, name: str) -> bool:
-        # A nullable field may also be left out entirely.
-        return self.contract.fields_by_name[name].nullable
 
 
 class Expectations:
