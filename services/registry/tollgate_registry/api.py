@@ -18,7 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tollgate_core.lifecycle import Artifact, GateResult, Lineage, Parity, Stage, Transition
 from tollgate_core.models import Gates, Rollout
-from tollgate_registry.core import ActionResult, ModelRegistry, ModelView, UnknownModel, UnknownVersion
+from tollgate_registry.core import (
+    ActionResult,
+    ModelRegistry,
+    ModelView,
+    UnknownModel,
+    UnknownVersion,
+    staging_traffic,
+)
 from tollgate_registry.ports import VersionDetail, VersionRecord
 from tollgate_registry.state import IllegalTransition
 
@@ -309,14 +316,14 @@ def registry_router(core: ModelRegistry) -> APIRouter:
     )
     async def serving(model: str) -> ServingOut:
         view = await core.model(model)
-        rollout = core.rollout(model)
         staging = view.find(Stage.STAGING)
+        canary_weight, shadow = staging_traffic(core.rollout(model), staging is not None)
         return ServingOut(
             model=model,
             production=_serving(view.find(Stage.PRODUCTION)),
             staging=_serving(staging),
-            canary_weight=None if staging is None or rollout.shadow else rollout.canary_weight,
-            shadow=staging is not None and rollout.shadow,
+            canary_weight=canary_weight,
+            shadow=shadow,
             canary_until=staging.state.canary_until if staging else None,
         )
 

@@ -189,12 +189,13 @@ class ModelRegistry:
             now = self.clock()
             states = {r.version: r.state for r in records}
             gates, changes, outcome = self._decide(candidate, spec, refusal, records, states, now)
-            passed = all(g.passed for g in gates) and outcome in (Outcome.STAGED, Outcome.PROMOTED)
+            passed = all(g.passed for g in gates)
             await tx.insert_version(
                 NewVersion(candidate=candidate, event_id=event.event_id, gates=gates, gates_passed=passed),
                 now,
             )
-            new_record = _record_of(candidate, changes[0], now, passed, seq=len(records) + 1)
+            first = VersionState(version=candidate.version, stage=changes[0].to_stage, seq=len(records) + 1)
+            new_record = VersionRecord.of_candidate(candidate, first, passed, now)
             applied = self._events(candidate.model, [*records, new_record], changes, now, gates)
             await tx.apply([(a.change, a.event) for a in applied], now)
         self._observe(candidate.model, changes)
@@ -330,6 +331,7 @@ class ModelRegistry:
         for change in changes:
             current = state.apply(current, change)
             production, staging = state.production_of(current), state.staging_of(current)
+            canary_weight, shadow = staging_traffic(rollout, staging is not None)
             record = by_version[change.version]
             payload = LifecyclePayload(
                 model=model,
@@ -343,8 +345,8 @@ class ModelRegistry:
                 contract=record.contract,
                 task=record.task,
                 gates=new_version_gates if change.version in new_versions else [],
-                canary_weight=None if staging is None or rollout.shadow else rollout.canary_weight,
-                shadow=staging is not None and rollout.shadow,
+                canary_weight=canary_weight,
+                shadow=shadow,
                 production_version=production.version if production else None,
                 staging_version=staging.version if staging else None,
             )
@@ -394,27 +396,19 @@ class ModelRegistry:
         return detail
 
 
+def staging_traffic(rollout: Rollout, has_staging: bool) -> tuple[float | None, bool]:
+    """``(canary_weight, shadow)`` of a model's staging version: its share of traffic, or shadow mode;
+    ``(None, False)`` when the model has no staging version."""
+    if not has_staging:
+        return None, False
+    return (None, True) if rollout.shadow else (rollout.canary_weight, False)
+
+
 def _replay(states: Mapping[str, VersionState], changes: Sequence[Change]) -> dict[str, VersionState]:
     after = dict(states)
     for change in changes:
         after = state.apply(after, change)
     return after
-
-
-def _record_of(
-    candidate: CandidatePayload, first: Change, now: datetime, passed: bool, seq: int
-) -> VersionRecord:
-    return VersionRecord(
-        model=candidate.model,
-        state=VersionState(version=candidate.version, stage=first.to_stage, seq=seq),
-        task=candidate.task,
-        contract=candidate.lineage.contract,
-        artifact=candidate.artifact,
-        metrics=dict(candidate.metrics),
-        gates_passed=passed,
-        registered_at=now,
-        stage_changed_at=now,
-    )
 
 
 __all__ = [
@@ -426,4 +420,5 @@ __all__ = [
     "Outcome",
     "UnknownModel",
     "UnknownVersion",
+    "staging_traffic",
 ]

@@ -117,6 +117,13 @@ def _best(metric: str, values: Sequence[tuple[str, float]]) -> tuple[str, float]
     return min(values, key=lambda item: item[1])
 
 
+def _not_reported(name: str, metric: str, threshold: float | None = None) -> GateResult:
+    """The gate fails: the candidate cannot show it is good enough on a metric it does not report."""
+    return GateResult(
+        gate=name, passed=False, threshold=threshold, detail=f"{metric} is not among the candidate's metrics"
+    )
+
+
 def parity_gate(candidate: CandidatePayload) -> GateResult:
     parity = candidate.parity
     summary = (
@@ -151,14 +158,7 @@ def bound_gates(metrics: Mapping[str, float], gates: Gates) -> list[GateResult]:
                 continue
             name = f"{side}:{metric}"
             if value is None:
-                results.append(
-                    GateResult(
-                        gate=name,
-                        passed=False,
-                        threshold=limit,
-                        detail=f"{metric} is not among the candidate's metrics",
-                    )
-                )
+                results.append(_not_reported(name, metric, threshold=limit))
                 continue
             ok = value >= limit - EPSILON if side == "min" else value <= limit + EPSILON
             sign = (">=" if ok else "<") if side == "min" else ("<=" if ok else ">")
@@ -199,9 +199,7 @@ def regression_gates(
         name = f"regression:{metric}"
         value = metrics.get(metric)
         if value is None:
-            results.append(
-                GateResult(gate=name, passed=False, detail=f"{metric} is not among the candidate's metrics")
-            )
+            results.append(_not_reported(name, metric))
             continue
         if production is None:
             results.append(
@@ -236,9 +234,7 @@ def degradation_gates(
         name = f"degradation:{metric}"
         value = metrics.get(metric)
         if value is None:
-            results.append(
-                GateResult(gate=name, passed=False, detail=f"{metric} is not among the candidate's metrics")
-            )
+            results.append(_not_reported(name, metric))
             continue
         known = [(b.version, b.metrics[metric]) for b in window if metric in b.metrics]
         if not known:

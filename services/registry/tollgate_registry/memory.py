@@ -18,7 +18,7 @@ from datetime import datetime
 
 from tollgate_core.lifecycle import GateResult, LifecycleEvent, Stage
 from tollgate_registry.ports import NewVersion, TransitionRecord, VersionDetail, VersionRecord
-from tollgate_registry.state import Change, VersionState
+from tollgate_registry.state import Change, VersionState, advance
 
 
 @dataclass
@@ -48,36 +48,15 @@ class _Transaction:
 
     async def insert_version(self, new: NewVersion, at: datetime) -> None:
         c = new.candidate
-        self.rows[c.version] = _Stored(
-            record=VersionRecord(
-                model=c.model,
-                state=VersionState(version=c.version, stage=Stage.CANDIDATE, seq=next(self.repo.seq)),
-                task=c.task,
-                contract=c.lineage.contract,
-                artifact=c.artifact,
-                metrics=dict(c.metrics),
-                gates_passed=new.gates_passed,
-                registered_at=at,
-                stage_changed_at=at,
-            ),
-            new=new,
-        )
+        state = VersionState(version=c.version, stage=Stage.CANDIDATE, seq=next(self.repo.seq))
+        self.rows[c.version] = _Stored(VersionRecord.of_candidate(c, state, new.gates_passed, at), new)
 
     async def apply(self, changes: Sequence[tuple[Change, LifecycleEvent]], at: datetime) -> None:
         for change, event in changes:
             stored = self.rows[change.version]
-            old = stored.record.state
-            new_state = replace(
-                old,
-                stage=change.to_stage,
-                production_rank=change.production_rank
-                if change.production_rank is not None
-                else old.production_rank,
-                rolled_back=change.rolled_back
-                or (old.rolled_back and change.to_stage is not Stage.PRODUCTION),
-                canary_until=change.canary_until if change.to_stage is Stage.STAGING else None,
+            stored.record = replace(
+                stored.record, state=advance(stored.record.state, change), stage_changed_at=at
             )
-            stored.record = replace(stored.record, state=new_state, stage_changed_at=at)
             self.transitions.append(
                 TransitionRecord(
                     id=next(self.repo.transition_ids),

@@ -33,6 +33,23 @@ class VersionRecord:
     registered_at: datetime
     stage_changed_at: datetime
 
+    @classmethod
+    def of_candidate(
+        cls, candidate: CandidatePayload, state: VersionState, gates_passed: bool, at: datetime
+    ) -> VersionRecord:
+        """A new version's record: what its candidate says, registered (and in ``state``) since ``at``."""
+        return cls(
+            model=candidate.model,
+            state=state,
+            task=candidate.task,
+            contract=candidate.lineage.contract,
+            artifact=candidate.artifact,
+            metrics=dict(candidate.metrics),
+            gates_passed=gates_passed,
+            registered_at=at,
+            stage_changed_at=at,
+        )
+
     @property
     def version(self) -> str:
         return self.state.version

@@ -29,7 +29,9 @@ LOCK_NAMESPACE = "tollgate-registry:"
 
 _RECORD_COLUMNS = """model, version, seq, stage, task, contract, artifact, metrics, gates_passed,
     production_rank, rolled_back, canary_until, registered_at, stage_changed_at"""
+_MODEL_VERSIONS = f"SELECT {_RECORD_COLUMNS} FROM registry_versions WHERE model = $1 ORDER BY seq"
 
+# The same update rule as tollgate_registry.state.advance, in SQL.
 _UPDATE_STAGE = """
 UPDATE registry_versions SET
     stage = $3,
@@ -106,9 +108,7 @@ class PostgresModelTransaction:
         return bool(status == "INSERT 0 1")
 
     async def versions(self) -> list[VersionRecord]:
-        rows = await self.conn.fetch(
-            f"SELECT {_RECORD_COLUMNS} FROM registry_versions WHERE model = $1 ORDER BY seq", self.model
-        )
+        rows = await self.conn.fetch(_MODEL_VERSIONS, self.model)
         return [_record(r) for r in rows]
 
     async def insert_version(self, new: NewVersion, at: datetime) -> None:
@@ -185,9 +185,7 @@ class PostgresRepository:
 
     async def versions(self, model: str) -> list[VersionRecord]:
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                f"SELECT {_RECORD_COLUMNS} FROM registry_versions WHERE model = $1 ORDER BY seq", model
-            )
+            rows = await conn.fetch(_MODEL_VERSIONS, model)
         return [_record(r) for r in rows]
 
     async def version_detail(self, model: str, version: str) -> VersionDetail | None:

@@ -140,13 +140,9 @@ def _change(
     )
 
 
-def apply(versions: Versions, change: Change) -> dict[str, VersionState]:
-    """The versions after ``change`` (used to say, per event, what serves after it)."""
-    after = dict(versions)
-    before = after.get(change.version) or VersionState(
-        version=change.version, stage=change.to_stage, seq=max((v.seq for v in after.values()), default=0) + 1
-    )
-    after[change.version] = replace(
+def advance(before: VersionState, change: Change) -> VersionState:
+    """One version's state after ``change``: stage, production rank, rollback mark and canary deadline."""
+    return replace(
         before,
         stage=change.to_stage,
         production_rank=change.production_rank
@@ -155,6 +151,15 @@ def apply(versions: Versions, change: Change) -> dict[str, VersionState]:
         rolled_back=change.rolled_back or (before.rolled_back and change.to_stage is not Stage.PRODUCTION),
         canary_until=change.canary_until if change.to_stage is Stage.STAGING else None,
     )
+
+
+def apply(versions: Versions, change: Change) -> dict[str, VersionState]:
+    """The versions after ``change`` (used to say, per event, what serves after it)."""
+    after = dict(versions)
+    before = after.get(change.version) or VersionState(
+        version=change.version, stage=change.to_stage, seq=max((v.seq for v in after.values()), default=0) + 1
+    )
+    after[change.version] = advance(before, change)
     return after
 
 
@@ -289,7 +294,6 @@ def plan_promote(
             raise IllegalTransition(
                 version, state.stage, to, "it serves in production; promote another version or roll back"
             )
-        _change(state, version, to, Transition.STAGED, reason, actor)  # raises if not allowed
         return _enter_staging(versions, state, rollout, reason, actor, now)
     if rollout.mode == "approval":
         raise IllegalTransition(
@@ -299,7 +303,6 @@ def plan_promote(
             "this model's rollout mode is approval: promote it to staging, then approve it "
             "(POST .../approve with who and why)",
         )
-    _change(state, version, to, Transition.PROMOTED, reason, actor)
     return _enter_production(versions, state, Transition.PROMOTED, reason, actor)
 
 

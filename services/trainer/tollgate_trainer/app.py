@@ -28,7 +28,7 @@ from tollgate_core.lifecycle import TrainingRequestEvent, TrainingRequestPayload
 from tollgate_core.models import model_catalog
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
-from tollgate_trainer.asyncapi import SERVICE, declare_request_subscriber
+from tollgate_trainer.asyncapi import SERVICE, declare_request_subscriber, store_group
 from tollgate_trainer.runner import Scheduler, TrainingRunner
 from tollgate_trainer.store import StoredRow, TrainerRepository
 
@@ -146,15 +146,13 @@ class Trainer:
             name=f"{SERVICE}-store",
             bootstrap=s.kafka_bootstrap,
             topics=[self.topics.events_validated],
-            group_id=f"{s.topic_namespace}.{SERVICE}",
+            group_id=store_group(s),
             client_id=s.client_id(SERVICE),
             handler=self.store_rows,
         )
         await self.sink.start()
         self.broker = create_broker(s, SERVICE)
-        declare_request_subscriber(
-            self.broker, self.topics, f"{s.topic_namespace}.{SERVICE}.requests", self.on_request
-        )
+        declare_request_subscriber(self.broker, s, self.on_request)
         await self.broker.start()
 
     async def stop(self) -> None:

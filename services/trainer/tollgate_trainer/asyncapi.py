@@ -14,15 +14,27 @@ from tollgate_core.topics import Topics
 SERVICE = "trainer"
 
 
+def store_group(settings: ServiceSettings) -> str:
+    """Consumer group of the training store (``events.validated``)."""
+    return f"{settings.topic_namespace}.{SERVICE}"
+
+
+def request_group(settings: ServiceSettings) -> str:
+    """Consumer group of the training requests."""
+    return f"{settings.topic_namespace}.{SERVICE}.requests"
+
+
 def declare_request_subscriber(
-    broker: KafkaBroker, topics: Topics, group: str, on_request: Callable[[bytes], Awaitable[None]]
+    broker: KafkaBroker, settings: ServiceSettings, on_request: Callable[[bytes], Awaitable[None]]
 ) -> None:
+    topics = Topics(settings.topic_namespace)
+
     @subscribe(
         broker,
         topics.training_requests,
         service=SERVICE,
         topics=topics,
-        delivery=Delivery(group_id=group, max_workers=1),
+        delivery=Delivery(group_id=request_group(settings), max_workers=1),
     )
     async def training_request(body: bytes) -> None:
         """Record a training request (operator or monitor alert); the next debounced run consumes it."""
@@ -38,7 +50,7 @@ def build_broker(settings: ServiceSettings) -> KafkaBroker:
 
     @broker.subscriber(
         topics.events_validated,
-        group_id=f"{settings.topic_namespace}.{SERVICE}",
+        group_id=store_group(settings),
         ack_policy=__import__("faststream").AckPolicy.MANUAL,
         isolation_level="read_committed",
         description="Labeled records into the training store (PostgreSQL, idempotent by event_id); "
@@ -47,7 +59,7 @@ def build_broker(settings: ServiceSettings) -> KafkaBroker:
     async def training_store(body: bytes) -> None:  # documentation only: the store runs on BatchSink
         raise NotImplementedError
 
-    declare_request_subscriber(broker, topics, f"{settings.topic_namespace}.{SERVICE}.requests", ignore)
+    declare_request_subscriber(broker, settings, ignore)
     broker.publisher(
         topics.models_candidates,
         schema=CandidateEvent,

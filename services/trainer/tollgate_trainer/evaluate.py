@@ -27,6 +27,7 @@ from sklearn.metrics import (
 )
 
 from tollgate_core.contracts import DatasetContract
+from tollgate_trainer.features import category_key
 
 DEFAULT_HOLDOUT_FRACTION = 0.2
 CALIBRATION_BINS = 10
@@ -172,12 +173,5 @@ def fairness_gap(per_segment: Mapping[str, Mapping[str, float]]) -> dict[str, fl
 
 def segment_keys(column: pd.Series) -> np.ndarray:
     """Segment values as text keys: booleans as 'true'/'false' (as in reference profiles), null as 'null'."""
-
-    def key(value: object) -> str:
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            return "null"
-        if isinstance(value, bool | np.bool_):
-            return "true" if value else "false"
-        return str(value)
-
-    return np.array([key(v) for v in column.to_numpy(dtype=object)], dtype=object)
+    keys = (category_key(v) for v in column.to_numpy(dtype=object))
+    return np.array(["null" if k is None else k for k in keys], dtype=object)

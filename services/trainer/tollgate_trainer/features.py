@@ -90,7 +90,7 @@ def boolean_values(column: pd.Series) -> np.ndarray:
     values = column.to_numpy(dtype=object)
     out = np.full(len(values), np.nan)
     for i, value in enumerate(values):
-        if value is None or (isinstance(value, float) and np.isnan(value)):
+        if is_missing(value):
             continue
         out[i] = 1.0 if bool(value) else 0.0
     return out
@@ -98,10 +98,22 @@ def boolean_values(column: pd.Series) -> np.ndarray:
 
 def _as_category(column: pd.Series) -> np.ndarray:
     values = column.to_numpy(dtype=object)
-    return np.array(
-        [MISSING_CATEGORY if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in values],
-        dtype=object,
-    )
+    return np.array([MISSING_CATEGORY if is_missing(v) else str(v) for v in values], dtype=object)
+
+
+def is_missing(value: object) -> bool:
+    """A null as records and object columns hold it: None, or a float NaN."""
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def category_key(value: object) -> str | None:
+    """A category, boolean or segment value as text (booleans 'true' / 'false'), None for a null: the key of
+    reference profiles' category frequencies and of segment metrics."""
+    if is_missing(value):
+        return None
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    return str(value)
 
 
 def raw_frame(contract: DatasetContract, data: Records | pd.DataFrame) -> pd.DataFrame:

@@ -33,6 +33,7 @@ from tollgate_core.reference import (
     ReferenceProfile,
 )
 from tollgate_trainer.evaluate import Evaluation
+from tollgate_trainer.features import category_key
 
 
 def build_reference_profile(
@@ -103,7 +104,7 @@ def summarize_numeric(values: np.ndarray, bins: int = DEFAULT_BINS) -> NumericSu
 
 
 def summarize_category(column: pd.Series, allowed: Sequence[str]) -> CategorySummary:
-    keys = [_category_key(v) for v in column.to_numpy(dtype=object)]
+    keys = [category_key(v) for v in column.to_numpy(dtype=object)]
     present = [k for k in keys if k is not None]
     total = len(keys)
     frequencies = dict.fromkeys(allowed, 0.0)
@@ -116,11 +117,3 @@ def summarize_category(column: pd.Series, allowed: Sequence[str]) -> CategorySum
         null_fraction=1.0 - len(present) / total if total else 0.0,
         frequencies=frequencies,
     )
-
-
-def _category_key(value: object) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    return str(value)

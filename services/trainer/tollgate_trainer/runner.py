@@ -113,8 +113,7 @@ def candidate_event(
             required_label_agreement=parity.min_label_agreement,
             reason=None
             if parity.passed
-            else getattr(parity, "reason", None)
-            or f"max |onnx - sklearn| {parity.max_abs_diff:.3g} or label agreement "
+            else f"max |onnx - sklearn| {parity.max_abs_diff:.3g} or label agreement "
             f"{parity.label_agreement} outside tolerance",
         ),
         offered=parity.passed,
@@ -154,8 +153,7 @@ class TrainingRunner:
             contract = self.contracts.get(spec.contract)
             if contract is None:
                 return RunOutcome(spec.model, "failed", error=f"unknown contract {spec.contract}")
-            newest = await self.repo.newest_seq(spec.contract)
-            data = await self.repo.load_newest(spec.contract, spec.training.max_rows, newest)
+            data = await self.repo.load_newest(spec.contract, spec.training.max_rows)
             run_id, version = await self.repo.start_run(spec.model, trigger, data.last_seq)
             return await self._train(spec, contract, data, run_id, version, trigger, request_ids)
 
@@ -255,7 +253,8 @@ class Scheduler:
     def poke(self) -> None:
         self._wake.set()
 
-    async def due_triggers(self, spec: ModelSpec) -> set[str]:
+    async def due_triggers(self, spec: ModelSpec) -> tuple[set[str], list[str]]:
+        """The triggers that hold for ``spec`` now, and the ids of its pending training requests."""
         triggers: set[str] = set()
         last = await self.repo.last_run(spec.model)
         last_seq = int(last["last_seq"]) if last is not None else 0
@@ -269,15 +268,16 @@ class Scheduler:
             finished = last["finished_at"] or last["started_at"]
             if time.time() - finished.timestamp() >= policy.schedule_seconds:
                 triggers.add("schedule")
-        if await self.repo.pending_requests(spec.model):
+        requests = await self.repo.pending_requests(spec.model)
+        if requests:
             triggers.add("request")
-        return triggers
+        return triggers, requests
 
     async def tick(self) -> list[RunOutcome]:
         now = time.monotonic()
         ran: list[RunOutcome] = []
         for spec in self.specs.values():
-            triggers = await self.due_triggers(spec)
+            triggers, requests = await self.due_triggers(spec)
             window = self._windows.get(spec.model)
             if triggers and window is None:
                 window = self._windows[spec.model] = _Window(now + spec.training.debounce_seconds)
@@ -287,9 +287,7 @@ class Scheduler:
             if now < window.due:
                 continue
             del self._windows[spec.model]
-            requests = await self.repo.pending_requests(spec.model)
-            trigger = "+".join(sorted(window.triggers | ({"request"} if requests else set())))
-            outcome = await self.runner.run(spec, trigger, requests)
+            outcome = await self.runner.run(spec, "+".join(sorted(window.triggers)), requests)
             ran.append(outcome)
             self.outcomes.append(outcome)
         return ran

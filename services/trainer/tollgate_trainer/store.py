@@ -93,11 +93,6 @@ class TrainerRepository:
             )
         return [str(r[0]) for r in rows]
 
-    async def newest_seq(self, contract: str) -> int:
-        async with self.pool.acquire() as conn:
-            value = await conn.fetchval("SELECT max(seq) FROM trainer_rows WHERE contract = $1", contract)
-        return int(value or 0)
-
     async def rows_since(self, contract: str, seq: int) -> int:
         async with self.pool.acquire() as conn:
             value = await conn.fetchval(
@@ -113,16 +108,15 @@ class TrainerRepository:
             )
         return row
 
-    async def load_newest(self, contract: str, max_rows: int, up_to_seq: int) -> TrainingData:
+    async def load_newest(self, contract: str, max_rows: int) -> TrainingData:
         """The newest ``max_rows`` rows (arrival order), returned in event-time order for the holdout split."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 """SELECT * FROM (
                        SELECT seq, topic, partition, "offset", occurred_at, payload FROM trainer_rows
-                       WHERE contract = $1 AND seq <= $2 ORDER BY seq DESC LIMIT $3) newest
+                       WHERE contract = $1 ORDER BY seq DESC LIMIT $2) newest
                    ORDER BY occurred_at, topic, partition, "offset" """,
                 contract,
-                up_to_seq,
                 max_rows,
             )
         return self._data(rows)

@@ -45,6 +45,7 @@ from tollgate_trainer.features import (
     Records,
     TrainingDataError,
     boolean_values,
+    is_missing,
     numeric_values,
     raw_frame,
 )
@@ -262,7 +263,7 @@ def data_content_hash(contract: DatasetContract, raw: pd.DataFrame) -> str:
 
 
 def _is_null(value: Any) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value))
+    return value is pd.NA or is_missing(value)
 
 
 class _Timer:
