@@ -15,8 +15,8 @@ import numpy as np
 import orjson
 
 from tests.kafka_helpers import produce
-from tests.unit.monitor.standin import stand_in_scores
-from tollgate_core.contracts import ContractRegistry, DatasetContract
+from tests.unit.monitor.standin import CONTRACT_ID as CONTRACT
+from tests.unit.monitor.standin import contract, stand_in_scores
 from tollgate_core.datasets import generate_records
 from tollgate_core.events import dumps
 from tollgate_core.lifecycle import (
@@ -33,15 +33,7 @@ from tollgate_core.lifecycle import (
 from tollgate_core.reference import ReferenceProfile
 from tollgate_core.scoring import InferenceLogEvent
 
-CONTRACT = "synthetic-risk.v1"
 WINDOW_S = 60
-
-
-@cache
-def contract() -> DatasetContract:
-    found = ContractRegistry.from_directory().get(CONTRACT)
-    assert found is not None
-    return found
 
 
 @cache

@@ -290,6 +290,7 @@ def require(action: Action) -> Callable[..., Awaitable[Principal]]:
 Stream = Annotated[str | None, Query(description="Only this stream.")]
 Since = Annotated[datetime | None, Query(description="occurred_at ≥ since (ISO 8601 with offset).")]
 Until = Annotated[datetime | None, Query(description="occurred_at < until.")]
+EventId = Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{32,36}$")]
 
 
 def event_filter(
@@ -419,7 +420,7 @@ def build_router() -> APIRouter:
     )
     async def get_event(
         request: Request,
-        event_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{32,36}$")],
+        event_id: EventId,
         who: Annotated[Principal, Depends(require(Action.QUERY))],
     ) -> dict[str, Any]:
         async with backend(request).pool.acquire() as conn:
@@ -559,7 +560,7 @@ def build_router() -> APIRouter:
     )
     async def proof(
         request: Request,
-        event_id: Annotated[str, Path(pattern=r"^[0-9a-fA-F-]{32,36}$")],
+        event_id: EventId,
         who: Annotated[Principal, Depends(require(Action.CHECKPOINTS))],
     ) -> InclusionProof:
         async with backend(request).pool.acquire() as conn:

@@ -18,15 +18,10 @@ from prometheus_client import CollectorRegistry
 import tollgate_core.apikeys as apikeys
 from tollgate_audit_log import roles
 from tollgate_audit_log.api import build_router
+from tollgate_audit_log.chain import register_key
 from tollgate_audit_log.settings import AuditLogSettings
-from tollgate_audit_log.signing import (
-    Signer,
-    key_id,
-    load_or_create_private_key,
-    load_public_key,
-    public_bytes,
-)
-from tollgate_audit_log.sink import SERVICE, Metrics, StreamWorker
+from tollgate_audit_log.signing import Signer, key_id, load_or_create_private_key, load_public_key
+from tollgate_audit_log.sink import SERVICE, Metrics, StreamWorker, group_id
 from tollgate_audit_log.streams import EntryBuilder, stream_specs
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import create_pool, migrate, ping
@@ -112,11 +107,7 @@ class AuditLog:
         self.signer = Signer(
             load_or_create_private_key(s.signing_key_file(), create=s.environment != "production")
         )
-        await self.pool.execute(
-            "INSERT INTO audit_signing_keys (key_id, algorithm, public_key) VALUES ($1, 'ed25519', $2) ON CONFLICT DO NOTHING",
-            self.signer.key_id,
-            public_bytes(self.signer.public_key),
-        )
+        await register_key(self.pool, self.signer)
         await self.keys.refresh()
         self.contracts = ContractRegistry.from_directory()
 
@@ -131,7 +122,7 @@ class AuditLog:
             self.workers[spec.name] = StreamWorker(
                 builder=EntryBuilder(spec, self.contracts, pii_key),
                 topic=self.topics.name(spec.topic),
-                group_id=f"{s.topic_namespace}.{SERVICE}.{spec.name}",
+                group_id=group_id(s.topic_namespace, spec.name),
                 dlq_topic=self.topics.dlq(SERVICE),
                 bootstrap=s.kafka_bootstrap,
                 client_id=s.client_id(SERVICE),

@@ -71,6 +71,16 @@ def stream_lock_key(stream: str) -> int:
     )
 
 
+async def register_key(db: asyncpg.Connection | asyncpg.Pool, signer: Signer) -> None:
+    """Record the signer's public key (once) so checkpoints name a key the database knows."""
+    await db.execute(
+        "INSERT INTO audit_signing_keys (key_id, algorithm, public_key) VALUES ($1, 'ed25519', $2) "
+        "ON CONFLICT (key_id) DO NOTHING",
+        signer.key_id,
+        public_bytes(signer.public_key),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
     id: int
@@ -101,13 +111,16 @@ class ChainWriter:
         return True
 
     async def load_head(self) -> None:
+        self.head_seq, self.head_hash = await self._stored_head()
+
+    async def _stored_head(self) -> tuple[int, bytes]:
+        """The chain's last row in the table: (seq, row hash), or (0, genesis hash) while it is empty."""
         row = await self.conn.fetchrow(
             "SELECT seq, row_hash FROM audit_events WHERE stream = $1 ORDER BY seq DESC LIMIT 1", self.stream
         )
         if row is None:
-            self.head_seq, self.head_hash = 0, genesis_hash(self.stream)
-        else:
-            self.head_seq, self.head_hash = int(row["seq"]), bytes(row["row_hash"])
+            return 0, genesis_hash(self.stream)
+        return int(row["seq"]), bytes(row["row_hash"])
 
     def _check_connection(self) -> None:
         if not self.locked or self.conn.is_closed():
@@ -157,12 +170,8 @@ class ChainWriter:
                     entries = [e for e in entries if e.event_id not in seen]
                     if not entries:
                         return 0
-            head = await conn.fetchrow(
-                "SELECT seq, row_hash FROM audit_events WHERE stream = $1 ORDER BY seq DESC LIMIT 1",
-                self.stream,
-            )
-            head_seq = 0 if head is None else int(head["seq"])
-            if head_seq != self.head_seq or (head is not None and bytes(head["row_hash"]) != self.head_hash):
+            head_seq, head_hash = await self._stored_head()
+            if (head_seq, head_hash) != (self.head_seq, self.head_hash):
                 raise ChainMoved(
                     f"stream {self.stream}: head is seq {head_seq}, this writer holds {self.head_seq}"
                 )
@@ -204,12 +213,7 @@ class ChainWriter:
         return inserted, refused
 
     async def register_key(self, signer: Signer) -> None:
-        await self.conn.execute(
-            "INSERT INTO audit_signing_keys (key_id, algorithm, public_key) VALUES ($1, 'ed25519', $2) "
-            "ON CONFLICT (key_id) DO NOTHING",
-            signer.key_id,
-            public_bytes(signer.public_key),
-        )
+        await register_key(self.conn, signer)
 
     async def last_checkpointed(self) -> int:
         value = await self.conn.fetchval(

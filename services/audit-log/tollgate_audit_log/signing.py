@@ -95,21 +95,10 @@ def load_or_create_private_key(path: Path, *, create: bool) -> Ed25519PrivateKey
             raise FileNotFoundError(
                 f"audit signing key {path} does not exist (generated only outside production)"
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-        path.with_suffix(".pub").write_text(public_pem(key.public_key()), encoding="utf-8")
-        log.warning(
-            "generated a new audit signing key at %s (public key beside it, %s)",
-            path,
-            key_id(key.public_key()),
-        )
-        return key
+        created = _create_private_key(path)
+        if created is not None:
+            return created
+        # Another process created it between the check and the write: read theirs.
     loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(loaded, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an Ed25519 private key")

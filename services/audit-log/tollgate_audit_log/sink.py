@@ -32,11 +32,17 @@ from tollgate_audit_log.chain import ChainDamaged, ChainMoved, ChainWriter, Chec
 from tollgate_audit_log.signing import Signer
 from tollgate_audit_log.streams import EntryBuilder
 from tollgate_core.kafka import DLQ_ERROR, BatchSink, OutRecord, dead_letter
+from tollgate_core.telemetry import header_value
 
 log = logging.getLogger(__name__)
 SERVICE = "audit-log"
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
+
+
+def group_id(namespace: str, stream: str) -> str:
+    """The consumer group of one stream's writer: ``<ns>.audit-log.<stream>``."""
+    return f"{namespace}.{SERVICE}.{stream}"
 
 
 class Metrics:
@@ -205,7 +211,7 @@ class StreamWorker:
         await asyncio.gather(*futures)
         self._metrics.dead_letters.labels(self.stream).inc(len(dead))
         for d in dead:
-            reason = next((v.decode(errors="replace") for k, v in d.headers if k == DLQ_ERROR), "")
+            reason = (header_value(d.headers, DLQ_ERROR) or b"").decode(errors="replace")
             log.error("stream %s: message sent to %s: %s", self.stream, d.topic, reason)
 
     async def checkpoint(self) -> list[Checkpoint]:

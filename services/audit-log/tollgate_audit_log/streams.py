@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from tollgate_audit_log.canonical import Entry, canonical_json
-from tollgate_core.contracts import ContractRegistry
+from tollgate_core.contracts import ContractRegistry, DatasetContract
 from tollgate_core.pii import PiiRedactor
 from tollgate_core.telemetry import TRACEPARENT, header_value, trace_id_of
 
@@ -163,7 +163,7 @@ class EntryBuilder:
         self.spec = spec
         self._contracts = contracts
         self._pii_key = pii_key
-        self._redactors: dict[str, PiiRedactor | None] = {}
+        self._protection: dict[str, tuple[DatasetContract, PiiRedactor] | None] = {}
 
     def build(
         self, value: bytes | None, topic: str, partition: int, offset: int, headers: Any = None
@@ -210,25 +210,25 @@ class EntryBuilder:
             envelope=envelope,
         )
 
-    def _redactor(self, schema: Any) -> PiiRedactor | None:
+    def _protection_for(self, schema: Any) -> tuple[DatasetContract, PiiRedactor] | None:
+        """The contract named by ``schema`` and its redactor (built once per contract); None when unknown."""
         if not isinstance(schema, str) or self._contracts is None:
             return None
-        if schema not in self._redactors:
+        if schema not in self._protection:
             contract = self._contracts.get(schema)
-            self._redactors[schema] = PiiRedactor(contract, self._pii_key) if contract is not None else None
-        return self._redactors[schema]
+            self._protection[schema] = (
+                (contract, PiiRedactor(contract, self._pii_key)) if contract is not None else None
+            )
+        return self._protection[schema]
 
     def _protect(self, doc: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         """Hash/mask/drop the contract's PII fields in the record and in violation values; return the
         protected envelope and the record's entity id (as protected) for the index."""
         entity_id = _s(doc.get("entity_id"))
-        schema = doc.get("schema")
-        redactor = self._redactor(schema)
-        contract = (
-            self._contracts.get(str(schema)) if redactor is not None and self._contracts is not None else None
-        )
-        if redactor is None or contract is None:
+        found = self._protection_for(doc.get("schema"))
+        if found is None:
             return doc, entity_id
+        contract, redactor = found
         out = dict(doc)
         record = doc.get("payload")
         if isinstance(record, Mapping):

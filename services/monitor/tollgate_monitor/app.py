@@ -327,7 +327,7 @@ class Monitor:
         if info is None or info.task is None:
             return None
         assert self.store is not None
-        scores, truth, _, _ = await self.store.labeled(model, version, start, end)
+        scores, truth = await self.store.labeled(model, version, start, end)
         return Labeled(info.task, scores, truth, info.metrics)
 
     # ------------------------------------------------------------------------------------------- labels

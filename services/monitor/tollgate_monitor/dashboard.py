@@ -67,6 +67,11 @@ def heat_colour(ratio: float | None) -> str:
     return stops[-1][1]
 
 
+def headline_metric(metrics: dict[str, Any]) -> str | None:
+    """The live metric a model is summarised by: ROC AUC for classifiers, MAE for regressors."""
+    return "roc_auc" if "roc_auc" in metrics else ("mae" if "mae" in metrics else None)
+
+
 # ----------------------------------------------------------------------------------------------- charts
 
 
@@ -322,7 +327,7 @@ def _tiles(view: ModelView) -> str:
         )
         perf = last.get("performance", {})
         metrics = perf.get("metrics", {})
-        name = "roc_auc" if "roc_auc" in metrics else ("mae" if "mae" in metrics else None)
+        name = headline_metric(metrics)
         if name:
             tiles.append(
                 (
@@ -398,29 +403,18 @@ def model_section(view: ModelView, top_features: int = 4) -> str:
         if w
         else []
     )
-    psi_series = [
-        (
-            f["feature"],
-            [next((x["psi"] for x in r["features"] if x["feature"] == f["feature"]), None) for r in w],
-        )
-        for f in ranked
-        if f["test"] == "psi"
-    ]
-    js_series = [
-        (
-            f["feature"],
-            [next((x["js"] for x in r["features"] if x["feature"] == f["feature"]), None) for r in w],
-        )
-        for f in ranked
-        if f["test"] != "psi"
-    ]
+
+    def history(feature: str, stat: str) -> list[float | None]:
+        return [next((x[stat] for x in r["features"] if x["feature"] == feature), None) for r in w]
+
+    psi_series = [(f["feature"], history(f["feature"], "psi")) for f in ranked if f["test"] == "psi"]
+    js_series = [(f["feature"], history(f["feature"], "js")) for f in ranked if f["test"] != "psi"]
     threshold_psi = next((f["threshold"] for f in w[-1]["features"] if f["test"] == "psi"), 0.2) if w else 0.2
     threshold_js = next((f["threshold"] for f in w[-1]["features"] if f["test"] != "psi"), 0.1) if w else 0.1
     pred_psi = [r["prediction"].get("psi") for r in w]
     perf_name = None
     for r in reversed(w):
-        metrics = r.get("performance", {}).get("metrics", {})
-        perf_name = "roc_auc" if "roc_auc" in metrics else ("mae" if "mae" in metrics else None)
+        perf_name = headline_metric(r.get("performance", {}).get("metrics", {}))
         if perf_name:
             break
     perf_chart = '<p class="empty">Waiting for labels.</p>'

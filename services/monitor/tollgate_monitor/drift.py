@@ -231,12 +231,13 @@ class DriftTable:
     def as_rows(self) -> list[dict[str, Any]]:
         """One JSON-ready dict per feature (NaN as None)."""
         out = []
+        tests = self.tests()
         for i, name in enumerate(self.names):
             out.append(
                 {
                     "feature": name,
                     "kind": self.kinds[i],
-                    "test": self.tests()[i],
+                    "test": tests[i],
                     "rows": int(self.rows[i]),
                     "null_fraction": _num(self.null_fraction[i]),
                     "psi": _num(self.psi[i]),

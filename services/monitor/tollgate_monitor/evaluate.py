@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,20 +82,7 @@ class WindowReport:
         return [f["feature"] for f in self.features if f["drifted"]]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "version": self.version,
-            "start": self.start,
-            "end": self.end,
-            "rows": self.rows,
-            "buckets": self.buckets,
-            "features": self.features,
-            "prediction": self.prediction,
-            "latency": self.latency,
-            "performance": self.performance,
-            "verdicts": self.verdicts,
-            "changes": self.changes,
-        }
+        return asdict(self)
 
 
 def _r(value: float | None) -> float | None:

@@ -79,14 +79,10 @@ def breaches(
 ) -> list[Breach]:
     """Metrics worse than the holdout by more than the tolerance (only metrics present on both sides)."""
     found = []
-    for metric in HIGHER_IS_BETTER:
-        if metric in live and metric in holdout:
-            limit = holdout[metric] - tolerance
-            if live[metric] < limit:
-                found.append(Breach(metric, live[metric], holdout[metric], limit))
-    for metric in LOWER_IS_BETTER:
-        if metric in live and metric in holdout:
-            limit = holdout[metric] * (1 + relative_tolerance)
-            if live[metric] > limit:
-                found.append(Breach(metric, live[metric], holdout[metric], limit))
+    for metric, limit in limits(holdout, tolerance, relative_tolerance).items():
+        if metric in live:
+            value = live[metric]
+            worse = (value < limit) if metric in HIGHER_IS_BETTER else (value > limit)
+            if worse:
+                found.append(Breach(metric, value, holdout[metric], limit))
     return found

@@ -360,10 +360,11 @@ class MonitorStore:
 
     async def labeled(
         self, model: str, version: str, start: float, end: float
-    ) -> tuple[np.ndarray, np.ndarray, list[str | None], list[str | None]]:
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Scores and truths (NaN when absent) of the version's predictions labeled within ``[start, end)``."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                """SELECT score, truth, predicted, label FROM monitor_predictions
+                """SELECT score, truth FROM monitor_predictions
                    WHERE model = $1 AND version = $2 AND labeled_at >= to_timestamp($3) AND labeled_at < to_timestamp($4)""",
                 model,
                 version,
@@ -372,7 +373,7 @@ class MonitorStore:
             )
         scores = np.array([np.nan if r["score"] is None else r["score"] for r in rows], dtype=np.float64)
         truth = np.array([np.nan if r["truth"] is None else r["truth"] for r in rows], dtype=np.float64)
-        return scores, truth, [r["predicted"] for r in rows], [r["label"] for r in rows]
+        return scores, truth
 
     async def expire_predictions(self, ttl_s: float) -> int:
         async with self.pool.acquire() as conn:

@@ -29,45 +29,8 @@ RECORDED = datetime(2026, 2, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 def as_selected(record: tuple[Any, ...]) -> tuple[Any, ...]:
     """A COPY record as VERIFY_SQL returns it (timestamps as microseconds, no stream column)."""
-    (
-        _,
-        seq,
-        event_id,
-        topic,
-        partition,
-        offset,
-        event_type,
-        occurred,
-        recorded,
-        request_id,
-        entity_id,
-        model,
-        version,
-        trace_id,
-        envelope,
-        content,
-        prev,
-        row,
-    ) = record
-    return (
-        seq,
-        event_id,
-        topic,
-        partition,
-        offset,
-        event_type,
-        micros(occurred),
-        micros(recorded),
-        request_id,
-        entity_id,
-        model,
-        version,
-        trace_id,
-        envelope,
-        content,
-        prev,
-        row,
-    )
+    # COPY_COLUMNS order: stream, seq .. event_type, occurred_at, recorded_at, request_id .. row_hash
+    return (*record[1:7], micros(record[7]), micros(record[8]), *record[9:])
 
 
 def build(n: int) -> list[tuple[Any, ...]]:

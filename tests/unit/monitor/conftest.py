@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.monitor.standin import CONTRACT_ID, TRAINING_ROWS, TRAINING_SEED, stand_in_scores
-from tollgate_core.contracts import ContractRegistry, DatasetContract
+from tests.unit.monitor import standin
+from tests.unit.monitor.standin import TRAINING_ROWS, TRAINING_SEED, stand_in_scores
+from tollgate_core.contracts import DatasetContract
 from tollgate_core.datasets import generate_records
 from tollgate_core.reference import ReferenceProfile
+from tollgate_monitor.drift import Layout
 
 
 @pytest.fixture(scope="session")
 def contract() -> DatasetContract:
-    found = ContractRegistry.from_directory().get(CONTRACT_ID)
-    assert found is not None
-    return found
+    return standin.contract()
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +30,8 @@ def reference(contract: DatasetContract) -> ReferenceProfile:
     records = generate_records(contract, TRAINING_ROWS, seed=TRAINING_SEED)
     result = train_model(contract, records, TrainingConfig(family="logistic_regression", threads=1))
     return result.reference.model_copy(update={"prediction": summarize_numeric(stand_in_scores(records))})
+
+
+@pytest.fixture(scope="module")
+def layout(reference: ReferenceProfile) -> Layout:
+    return Layout.from_reference(reference)

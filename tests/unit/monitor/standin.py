@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tollgate_core.contracts import ContractRegistry
+from tollgate_core.contracts import ContractRegistry, DatasetContract
 from tollgate_core.datasets import generate_records
 
 CONTRACT_ID = "synthetic-risk.v1"
@@ -18,6 +18,14 @@ CONTRACT_ID = "synthetic-risk.v1"
 
 TRAINING_SEED = 11
 TRAINING_ROWS = 4000
+
+
+@cache
+def contract() -> DatasetContract:
+    """The synthetic-risk contract the monitor's tests generate records of."""
+    found = ContractRegistry.from_directory().get(CONTRACT_ID)
+    assert found is not None
+    return found
 
 
 def _numeric(records: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.ndarray:
@@ -28,8 +36,7 @@ def _numeric(records: Sequence[Mapping[str, Any]], names: Sequence[str]) -> np.n
 def _stand_in() -> tuple[tuple[str, ...], np.ndarray, np.ndarray, Any]:
     from sklearn.linear_model import LogisticRegression
 
-    found = ContractRegistry.from_directory().get(CONTRACT_ID)
-    assert found is not None
+    found = contract()
     names = tuple(f.name for f in found.features if f.type.value in ("number", "integer"))
     records = generate_records(found, TRAINING_ROWS, seed=TRAINING_SEED)
     x = _numeric(records, names)

@@ -12,16 +12,10 @@ import pytest
 
 from tests.unit.monitor.stream import run_windows
 from tollgate_core.contracts import DatasetContract
-from tollgate_core.reference import ReferenceProfile
 from tollgate_monitor.drift import Layout
 from tollgate_monitor.evaluate import Thresholds
 
 WINDOWS_TO_DETECT = 3
-
-
-@pytest.fixture(scope="module")
-def layout(reference: ReferenceProfile) -> Layout:
-    return Layout.from_reference(reference)
 
 
 def test_no_false_alarm_over_200_windows_from_the_training_distribution(

@@ -13,15 +13,9 @@ import pytest
 from tests.unit.monitor.standin import stand_in_scores
 from tollgate_core.contracts import DatasetContract
 from tollgate_core.datasets import generate_records
-from tollgate_core.reference import ReferenceProfile
 from tollgate_monitor.drift import Layout
 from tollgate_monitor.processor import LogEntry, PartitionState, ingest, parse_entry
 from tollgate_monitor.windows import WindowBook, count_window, latency_counts, latency_quantile
-
-
-@pytest.fixture(scope="module")
-def layout(reference: ReferenceProfile) -> Layout:
-    return Layout.from_reference(reference)
 
 
 def counts_of(contract: DatasetContract, layout: Layout, n: int, seed: int):  # type: ignore[no-untyped-def]
