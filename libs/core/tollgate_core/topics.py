@@ -63,6 +63,11 @@ class TopicSpec(BaseModel):
         return f"{namespace}.{self.name}.v{version or self.current.version}"
 
     @property
+    def schema_id(self) -> str:
+        """``<name>.v<N>`` of the current version: what an envelope's ``schema`` says."""
+        return f"{self.name}.v{self.current.version}"
+
+    @property
     def current(self) -> TopicVersion:
         """The version producers write: the newest published one (a draft only while none is published)."""
         published = [v for v in self.versions if v.status == "published"]
@@ -96,6 +101,11 @@ def _dlq_spec(service: str) -> TopicSpec:
 
 
 @cache
+def current_schema_id(topic: str) -> str:
+    """The schema id producers of ``topic`` write now (read from the catalog files: call it at start-up)."""
+    return catalog()[topic].schema_id
+
+
 def catalog(directory: Path | None = None) -> dict[str, TopicSpec]:
     root = directory or schemas_dir() / "topics"
     specs: dict[str, TopicSpec] = {}
@@ -169,10 +179,14 @@ async def ensure_topics(
 
 
 def main() -> None:
+    from tollgate_core.settings import DEFAULT_KAFKA_BOOTSTRAP
+
     parser = argparse.ArgumentParser(prog="python -m tollgate_core.topics")
     sub = parser.add_subparsers(dest="command", required=True)
     apply = sub.add_parser("apply", help="create missing topics with the catalog's partitions and configs")
-    apply.add_argument("--bootstrap", default=os.environ.get("TOLLGATE_KAFKA_BOOTSTRAP", "localhost:9092"))
+    apply.add_argument(
+        "--bootstrap", default=os.environ.get("TOLLGATE_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
+    )
     apply.add_argument("--namespace", default=os.environ.get("TOLLGATE_TOPIC_NAMESPACE", "tollgate"))
     sub.add_parser("list", help="print the catalog")
     args = parser.parse_args()

@@ -27,7 +27,7 @@ from tollgate_core.kafka import BatchSink, OutRecord, dead_letter, producer_conf
 from tollgate_core.lifecycle import CandidateEvent, LifecycleEvent
 from tollgate_core.pii import PiiRedactor
 from tollgate_core.reference import ReferenceProfile
-from tollgate_core.topics import Topics, catalog
+from tollgate_core.topics import Topics, current_schema_id
 from tollgate_monitor.alerts import alert_id, event_id, severity, wants_retraining
 from tollgate_monitor.asyncapi import SERVICE, declare_version_subscribers, group
 from tollgate_monitor.drift import Layout, category_key
@@ -39,11 +39,6 @@ from tollgate_monitor.windows import Series
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-def schema_id(topic: str) -> str:
-    spec = catalog()[topic]
-    return f"{spec.name}.v{spec.current.version}"
 
 
 class ReferenceMissing(RuntimeError):
@@ -94,8 +89,8 @@ class Monitor:
         }
         self.registry = CollectorRegistry()
         self.metrics = MonitorMetrics(self.registry)
-        self.alert_schema = schema_id("monitor.alerts")
-        self.request_schema = schema_id("training.requests")
+        self.alert_schema = current_schema_id("monitor.alerts")
+        self.request_schema = current_schema_id("training.requests")
         self.layouts: dict[Series, Layout] = {}
         self.versions: dict[Series, VersionInfo] = {}
         self.partitions: dict[tuple[str, int], PartitionState] = {}

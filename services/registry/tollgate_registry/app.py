@@ -23,7 +23,7 @@ from tollgate_core.lifecycle import CandidateEvent
 from tollgate_core.models import model_catalog
 from tollgate_core.outbox import Outbox
 from tollgate_core.settings import ServiceSettings
-from tollgate_core.topics import Topics, catalog
+from tollgate_core.topics import Topics, current_schema_id
 from tollgate_core.waiting import wait_event
 from tollgate_registry.api import install
 from tollgate_registry.asyncapi import SERVICE, declare_candidate_subscriber
@@ -53,8 +53,7 @@ class RegistrySettings(ServiceSettings):
 
 def lifecycle_schema_id() -> str:
     """``models.lifecycle.v<N>``: the schema id lifecycle events carry, from the topic catalog."""
-    spec = catalog()["models.lifecycle"]
-    return f"{spec.name}.v{spec.current.version}"
+    return current_schema_id("models.lifecycle")
 
 
 class RegistryMetrics:

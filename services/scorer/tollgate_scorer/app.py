@@ -18,7 +18,7 @@ from tollgate_core.db import ping
 from tollgate_core.http import create_http_app
 from tollgate_core.kafka import TransactionalStage
 from tollgate_core.telemetry import setup_tracing
-from tollgate_core.topics import Topics, catalog
+from tollgate_core.topics import Topics, current_schema_id
 from tollgate_scorer.asyncapi import SERVICE, stage_spec
 from tollgate_scorer.auth import Authenticator
 from tollgate_scorer.core import Scorer, ScoringStats
@@ -70,7 +70,7 @@ class ScorerService:
                     settings.log_send_timeout_s,
                 ),
                 encoder=InferenceEventEncoder(
-                    self._schema("inference.log"), f"{SERVICE}-{settings.instance_id}"
+                    current_schema_id("inference.log"), f"{SERVICE}-{settings.instance_id}"
                 ),
                 spool=Spool(settings.spool_path(), settings.log_spool_max_bytes),
                 policy=settings.log_spool_policy,
@@ -99,9 +99,6 @@ class ScorerService:
             )
         )
 
-    def _schema(self, topic: str) -> str:
-        return f"{topic}.v{catalog()[topic].current.version}"
-
     async def start(self) -> None:
         s = self.settings
         if s.auth_required:
@@ -123,8 +120,8 @@ class ScorerService:
                 self.scorer,
                 results_topic=self.topics.scoring_results,
                 dlq_topic=self.topics.dlq(SERVICE),
-                request_schema=self._schema("scoring.requests"),
-                result_schema=self._schema("scoring.results"),
+                request_schema=current_schema_id("scoring.requests"),
+                result_schema=current_schema_id("scoring.results"),
                 producer=f"{SERVICE}-{s.instance_id}",
                 tracer=self.tracer,
             )

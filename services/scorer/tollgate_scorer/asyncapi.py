@@ -17,8 +17,7 @@ from tollgate_core.kafka import StageSpec, declare_stage
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
 from tollgate_scorer.settings import ScorerSettings
-
-SERVICE = "scorer"
+from tollgate_scorer.stage import SERVICE
 
 
 def stage_spec(settings: ServiceSettings) -> StageSpec:
