@@ -81,10 +81,15 @@ def trained(version: str) -> Trained:
     return Trained(version, exported.onnx, sha256_digest(exported.onnx), pipeline, layout)
 
 
+@cache
+def _islp_rows() -> tuple[dict[str, Any], ...]:
+    return tuple(load_islp_default())  # read once per test session; callers get copies
+
+
 def instances(n: int, start: int = 0, *, email: bool = True) -> list[dict[str, Any]]:
     """Scoring instances from the ISLP rows (label removed), with entity id and, optionally, the PII e-mail."""
     out = []
-    for record in load_islp_default()[start : start + n]:
+    for record in _islp_rows()[start : start + n]:
         instance = {k: v for k, v in record.items() if k != CONTRACT.label.name}
         if not email:
             del instance["customer_email"]
