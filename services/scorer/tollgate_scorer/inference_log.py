@@ -147,11 +147,13 @@ async def _stop_quietly(producer: AIOKafkaProducer, timeout_s: float) -> None:
 class InferenceEventEncoder:
     """Turns log entries into ``inference.log`` envelopes (JSON) keyed by model name.
 
-    It runs off the request path but on the same CPU, so it is kept lean (about 4 us per event; a plain
-    ``orjson.dumps`` of the whole envelope took about 6): the parts that are the same for every event of a
-    (version, route, channel) are serialised once per batch and spliced around the variable part, event ids
-    come from one ``os.urandom`` call per batch, timestamps are formatted from a per-second prefix, and
-    hashed PII values are remembered (see :class:`~tollgate_core.pii.PiiRedactor`).
+    It runs off the request path but on the same CPU, so it is kept lean (about 3.4 us per event of a
+    21-feature contract, measured alone; a plain ``orjson.dumps`` of the whole envelope took about 6): the
+    parts that are the same for every event of a (version, route, channel) are serialised once per batch and
+    spliced around the variable part, looked up only when they change from one entry to the next; the
+    inputs are redacted once and the logged entity id read from them; event ids come from one
+    ``os.urandom`` call per batch, timestamps are formatted from a per-second prefix, and hashed PII values
+    are remembered (see :class:`~tollgate_core.pii.PiiRedactor`).
     """
 
     def __init__(self, schema: str, producer: str) -> None:
@@ -173,9 +175,11 @@ class InferenceEventEncoder:
     def __call__(self, entries: Sequence[LogEntry]) -> list[SpoolRecord]:
         out: list[SpoolRecord] = []
         append, dumps, join = out.append, orjson.dumps, b"".join
-        head = self._head
+        head, occurred = self._head, b'","occurred_at":"'
         fresh_ids = iter(random_uuids(len(entries)))
-        constants: dict[Any, tuple[Any, ...]] = {}
+        constants: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        last: tuple[Any, ...] | None = None
+        last_ts, iso = None, b""
         for (
             ts,
             request_id,
@@ -190,27 +194,15 @@ class InferenceEventEncoder:
             tp,
             event_id,
         ) in entries:
-            fixed = constants.get((model, route, channel))
-            if fixed is None:
-                # '","payload":{"model":...,"contract":"...",' : the payload's constant fields, left open.
-                payload_head = dumps(
-                    {
-                        "model": model.name,
-                        "version": model.version,
-                        "route": route,
-                        "channel": channel,
-                        "contract": model.contract_id,
-                    }
-                )
-                fixed = constants[(model, route, channel)] = (
-                    model.name.encode(),
-                    b'","payload":' + payload_head[:-1] + b",",
-                    model.reader.entity_field,
-                    model.class_keys,
-                    model.redactor,
-                )
-            key, payload_head, entity_field, class_keys, redactor = fixed
-            entity = instance.get(entity_field)
+            if last is None or model is not last[0] or route != last[1] or channel != last[2]:
+                last = (model, route, channel)
+                fixed = constants.get(last)
+                if fixed is None:
+                    fixed = constants[last] = self._fixed(model, route, channel)
+                key, payload_head, entity_field, class_keys, redact = fixed
+            if ts != last_ts:  # the entries of one request or one Kafka batch share their time
+                last_ts, iso = ts, self._iso(ts).encode()
+            inputs = redact(instance)
             outputs: dict[str, Any] = {"prediction": prediction}
             if score is not None:
                 outputs["score"] = score
@@ -219,26 +211,46 @@ class InferenceEventEncoder:
             variable = dumps(
                 {
                     "request_id": request_id,
-                    "entity_id": redactor.value(entity_field, entity) if entity is not None else None,
-                    "inputs": redactor.redact(instance),
+                    # the entity field's value as logged (hashed, masked or dropped like in the inputs)
+                    "entity_id": inputs.get(entity_field),
+                    "inputs": inputs,
                     "outputs": outputs,
                     "latency_ms": latency,
                     "trace_id": tp[3:35].decode() if tp is not None and len(tp) >= 35 else None,
                 }
             )
-            value = join(
-                (
-                    head,
-                    (event_id or next(fresh_ids)).encode(),
-                    b'","occurred_at":"',
-                    self._iso(ts).encode(),
-                    payload_head,
-                    variable[1:],
-                    b"}",
-                )
+            event = (
+                head,
+                (event_id or next(fresh_ids)).encode(),
+                occurred,
+                iso,
+                payload_head,
+                variable[1:],
+                b"}",
             )
-            append((key, value, tp))
+            append((key, join(event), tp))
         return out
+
+    @staticmethod
+    def _fixed(model: Any, route: str, channel: str) -> tuple[Any, ...]:
+        """What is the same for every event of a (version, route, channel)."""
+        payload_head = orjson.dumps(
+            {
+                "model": model.name,
+                "version": model.version,
+                "route": route,
+                "channel": channel,
+                "contract": model.contract_id,
+            }
+        )
+        # '","payload":{"model":...,"contract":"...",' : the payload's constant fields, left open.
+        return (
+            model.name.encode(),
+            b'","payload":' + payload_head[:-1] + b",",
+            model.reader.entity_field,
+            model.class_keys,
+            model.redactor.redact,
+        )
 
     def _iso(self, ts: float) -> str:
         if ts == self._last_ts:  # the entries of one request or one Kafka batch share their time
