@@ -137,8 +137,13 @@ class Scorer:
         shadow_outputs = self._shadow(shadow, instances, parts) if shadow is not None else None
         latency_ms = (time.perf_counter() - start) * 1000.0
         self.stats.observe(name, channel, latency_ms)
+        if shadow_outputs is None:
+            shadow = None
+        count = self._count(parts, len(instances), channel, shadow, shadow_outputs)
         if self.log is not None:
-            self._log(parts, instances, request_ids, channel, latency_ms, traceparent, shadow, shadow_outputs)
+            self._log(
+                parts, instances, request_ids, channel, latency_ms, traceparent, shadow, shadow_outputs, count
+            )
         return Scored(request_ids, parts, latency_ms)
 
     def score_each(
@@ -192,6 +197,9 @@ class Scorer:
                 shadow_outputs = (kept, outputs) if outputs is not None else None
         latency_ms = (time.perf_counter() - start) * 1000.0
         self.stats.observe(name, channel, latency_ms)
+        if shadow_outputs is None:
+            shadow = None
+        count = self._count(parts, len(instances), channel, shadow, shadow_outputs)
         if self.log is not None:
             self._log(
                 parts,
@@ -202,6 +210,7 @@ class Scorer:
                 traceparents,
                 shadow,
                 shadow_outputs,
+                count,
                 derive_ids=True,
             )
         return Scored(list(request_ids), parts, latency_ms), failures
@@ -300,6 +309,27 @@ class Scorer:
             log.warning("shadow %s %s could not score: %s", shadow.name, shadow.version, exc)
             return None
 
+    def _count(
+        self,
+        parts: list[Part],
+        n_instances: int,
+        channel: str,
+        shadow: ServingModel | None,
+        shadow_outputs: Any,
+    ) -> int:
+        """Count the inferences of a scored request (whether or not they are logged); returns how many."""
+        counts = self.stats.inferences
+        total = 0
+        for part in parts:
+            n = len(part.outputs)
+            counts[(part.model.name, part.model.version, part.route, channel)] += n
+            total += n
+        if shadow is not None:
+            n = len(shadow_outputs[0]) if isinstance(shadow_outputs, tuple) else n_instances
+            counts[(shadow.name, shadow.version, Route.SHADOW, channel)] += n
+            total += n
+        return total
+
     def _log(
         self,
         parts: list[Part],
@@ -310,26 +340,23 @@ class Scorer:
         traceparent: bytes | Sequence[bytes | None] | None,
         shadow: ServingModel | None,
         shadow_outputs: Any,
+        count: int,
         derive_ids: bool = False,
     ) -> None:
-        """One log entry per inference. A one-row request appends its tuple now (the cheapest step on the
-        hot path); any other request hands the log a deferred item, and its entries are built by the
-        sender, after the answer has gone."""
+        """One log entry per inference (``count`` of them; ``shadow`` is None when it gave no outputs). A
+        one-row request appends its tuple now (the cheapest step on the hot path); any other request hands
+        the log a deferred item, and its entries are built by the sender, after the answer has gone."""
         assert self.log is not None
-        counts = self.stats.inferences
         now = time.time()
-        if shadow is None or shadow_outputs is None:
-            shadow = shadow_outputs = None
-        if len(instances) == 1 and shadow is None:
+        if count == 1 and len(instances) == 1:
             ((part),) = parts
-            model, route = part.model, part.route
             tp = traceparent if traceparent is None or type(traceparent) is bytes else traceparent[0]
             self.log.append(
                 _entry(
                     now,
                     request_ids[0],
-                    model,
-                    route,
+                    part.model,
+                    part.route,
                     channel,
                     instances[0],
                     part.outputs,
@@ -339,17 +366,7 @@ class Scorer:
                     derive_ids,
                 )
             )
-            counts[(model.name, model.version, route, channel)] += 1
             return
-        count = 0
-        for part in parts:
-            n = len(part.outputs)
-            counts[(part.model.name, part.model.version, part.route, channel)] += n
-            count += n
-        if shadow is not None:
-            n = len(shadow_outputs[0] if isinstance(shadow_outputs, tuple) else instances)
-            counts[(shadow.name, shadow.version, Route.SHADOW, channel)] += n
-            count += n
         self.log.defer(
             count,
             partial(

@@ -129,3 +129,30 @@ async def test_score_each_fails_only_the_invalid_requests_and_derives_event_ids(
     await log._pump()
     again = sorted(orjson.loads(value)["event_id"] for _, value, _ in sink.sent)
     assert again == first and len(set(first)) == 5  # the same event ids: consumers deduplicate
+
+
+async def test_one_valid_request_among_several_logs_that_request(tmp_path: Path) -> None:
+    scorer, log, sink = make(tmp_path, ModelRoute(MODEL, serving("1")))
+    batch = instances(3)
+    batch[0] = {**batch[0], "balance": -3.0}
+    batch[2] = {**batch[2], "balance": -4.0}
+    scored, failures = scorer.score_each(MODEL, batch, ["a", "b", "c"], [None] * 3, "kafka")
+    assert scored is not None and sorted(failures) == [0, 2]
+    await log._pump()
+    [(_, value, _)] = sink.sent
+    payload = orjson.loads(value)["payload"]
+    assert payload["request_id"] == "b" and payload["inputs"]["balance"] == batch[1]["balance"]
+
+
+def test_inferences_are_counted_with_the_log_off() -> None:
+    table = ModelTable()
+    table.set(ModelRoute(MODEL, serving("1"), serving("2"), shadow=True))
+    scorer = Scorer(table, None, ScoringStats())
+    scorer.score(MODEL, instances(1), "http")
+    scorer.score(MODEL, instances(5), "oip")
+    assert dict(scorer.stats.inferences) == {
+        (MODEL, "1", "champion", "http"): 1,
+        (MODEL, "2", "shadow", "http"): 1,
+        (MODEL, "1", "champion", "oip"): 5,
+        (MODEL, "2", "shadow", "oip"): 5,
+    }
