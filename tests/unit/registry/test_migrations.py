@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import tollgate_registry.app as registry_app
-from tollgate_core.outbox import outbox_ddl
+from tests.unit.outbox_support import missing_outbox_statements
 from tollgate_registry.postgres import OUTBOX_TABLE
 
 
-def _statements(sql: str) -> list[str]:
-    lines = [line.split("--", 1)[0].strip() for line in sql.splitlines()]
-    return [" ".join(s.split()) for s in " ".join(x for x in lines if x).split(";") if s.strip()]
-
-
 def test_the_outbox_table_matches_outbox_ddl() -> None:
-    migrations = Path(registry_app.MIGRATIONS)
-    sql = "\n".join(p.read_text(encoding="utf-8") for p in sorted(migrations.glob("*.sql")))
-    stated = _statements(sql)
-    for statement in _statements(outbox_ddl(OUTBOX_TABLE)):
-        assert statement in stated, statement
+    assert missing_outbox_statements(registry_app.MIGRATIONS, OUTBOX_TABLE) == []
 
 
 def test_settings_defaults_and_lifecycle_schema() -> None:
