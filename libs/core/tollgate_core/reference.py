@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 # Quantile probabilities kept for every numeric field: enough for robust range checks and plots.
@@ -40,6 +41,18 @@ class CategorySummary(BaseModel):
     count: int = Field(ge=0)
     null_fraction: float = Field(ge=0, le=1)
     frequencies: dict[str, float] = Field(description="Category (booleans as 'true'/'false') to share.")
+
+
+def category_key(value: object) -> str:
+    """The key of a non-null category, boolean or segment value in ``frequencies`` and ``segment_metrics``:
+    booleans (Python or numpy) as 'true' / 'false', any other value as ``str(value)``.
+
+    The trainer writes profiles with it and the monitor looks live values up with it, so both must call this
+    one function. A null has no key (profiles count it in ``null_fraction``): callers set nulls aside first.
+    """
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    return str(value)
 
 
 FieldSummary = Annotated[NumericSummary | CategorySummary, Field(discriminator="kind")]

@@ -26,11 +26,11 @@ from tollgate_core.events import utcnow
 from tollgate_core.kafka import BatchSink, OutRecord, dead_letter, producer_config
 from tollgate_core.lifecycle import CandidateEvent, LifecycleEvent
 from tollgate_core.pii import PiiRedactor
-from tollgate_core.reference import ReferenceProfile
+from tollgate_core.reference import ReferenceProfile, category_key
 from tollgate_core.topics import Topics, current_schema_id
 from tollgate_monitor.alerts import alert_id, event_id, severity, wants_retraining
 from tollgate_monitor.asyncapi import SERVICE, declare_version_subscribers, group
-from tollgate_monitor.drift import Layout, category_key
+from tollgate_monitor.drift import Layout
 from tollgate_monitor.evaluate import Labeled, Thresholds, alert_event, judge, observe, training_request
 from tollgate_monitor.processor import LogEntry, PartitionState, ingest, parse_entry
 from tollgate_monitor.settings import MonitorSettings

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2
 
-from tollgate_core.reference import CategorySummary, NumericSummary, ReferenceProfile
+from tollgate_core.reference import CategorySummary, NumericSummary, ReferenceProfile, category_key
 
 PSI_EPSILON = 1e-4  # share used in place of an empty bin's zero
 MIN_STD = 1e-3  # floor of the Wasserstein normaliser, for constant reference features
@@ -135,6 +135,7 @@ class CategoryLayout:
         for i, (index, column) in enumerate(zip(self._indexes, columns, strict=True)):
             # Values are looked up as they come (strings, booleans, None); only a miss pays for converting
             # the value to the reference's text form (e.g. an integer category) before it counts as unseen.
+            # Values come from JSON, whose only null is None: it is in every index (the null column).
             codes = [index[v] if v in index else index.get(category_key(v), unseen) for v in column]
             counts[i] = np.bincount(np.asarray(codes, dtype=np.int64), minlength=width)
         return counts
@@ -150,13 +151,6 @@ class CategoryLayout:
             index[None] = null
             out.append(index)
         return out
-
-
-def category_key(value: Any) -> str:
-    """How the trainer wrote a category value into the reference: booleans as 'true'/'false'."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from tollgate_core.reference import category_key
 from tollgate_monitor.alerts import Hysteresis
-from tollgate_monitor.drift import Layout, category_key
+from tollgate_monitor.drift import Layout
 from tollgate_monitor.windows import Series, WindowBook, WindowCounts, count_window
 
 

@@ -27,7 +27,8 @@ from sklearn.metrics import (
 )
 
 from tollgate_core.contracts import DatasetContract
-from tollgate_trainer.features import category_key
+from tollgate_core.reference import category_key
+from tollgate_trainer.features import is_missing
 
 DEFAULT_HOLDOUT_FRACTION = 0.2
 CALIBRATION_BINS = 10
@@ -173,5 +174,6 @@ def fairness_gap(per_segment: Mapping[str, Mapping[str, float]]) -> dict[str, fl
 
 def segment_keys(column: pd.Series) -> np.ndarray:
     """Segment values as text keys: booleans as 'true'/'false' (as in reference profiles), null as 'null'."""
-    keys = (category_key(v) for v in column.to_numpy(dtype=object))
-    return np.array(["null" if k is None else k for k in keys], dtype=object)
+    # Nulls have no category key; a pandas object column holds them as None or NaN, so both are checked.
+    values = column.to_numpy(dtype=object)
+    return np.array(["null" if is_missing(v) else category_key(v) for v in values], dtype=object)

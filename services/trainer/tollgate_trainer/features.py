@@ -106,16 +106,6 @@ def is_missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and np.isnan(value))
 
 
-def category_key(value: object) -> str | None:
-    """A category, boolean or segment value as text (booleans 'true' / 'false'), None for a null: the key of
-    reference profiles' category frequencies and of segment metrics."""
-    if is_missing(value):
-        return None
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    return str(value)
-
-
 def raw_frame(contract: DatasetContract, data: Records | pd.DataFrame) -> pd.DataFrame:
     """Records or a frame as a frame of the contract fields the trainer reads, in arrival order."""
     wanted = [contract.entity_id.name, contract.label.name, *contract.feature_names]

@@ -31,9 +31,10 @@ from tollgate_core.reference import (
     FieldSummary,
     NumericSummary,
     ReferenceProfile,
+    category_key,
 )
 from tollgate_trainer.evaluate import Evaluation
-from tollgate_trainer.features import category_key
+from tollgate_trainer.features import is_missing
 
 
 def build_reference_profile(
@@ -104,9 +105,10 @@ def summarize_numeric(values: np.ndarray, bins: int = DEFAULT_BINS) -> NumericSu
 
 
 def summarize_category(column: pd.Series, allowed: Sequence[str]) -> CategorySummary:
-    keys = [category_key(v) for v in column.to_numpy(dtype=object)]
-    present = [k for k in keys if k is not None]
-    total = len(keys)
+    values = column.to_numpy(dtype=object)
+    # Nulls have no key (they make up null_fraction); a pandas object column holds them as None or NaN.
+    present = [category_key(v) for v in values if not is_missing(v)]
+    total = len(values)
     frequencies = dict.fromkeys(allowed, 0.0)
     for key in present:
         frequencies[key] = frequencies.get(key, 0.0) + 1.0
