@@ -55,6 +55,14 @@ def category_key(value: object) -> str:
     return str(value)
 
 
+def label_key(value: object) -> str:
+    """The key of a class label, as the trainer names classes: :func:`category_key`, but a whole number
+    written as an integer (an integer label may arrive as ``1.0`` in JSON; it is class ``'1'``)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return category_key(value)
+
+
 FieldSummary = Annotated[NumericSummary | CategorySummary, Field(discriminator="kind")]
 
 

@@ -26,7 +26,7 @@ from tollgate_core.events import utcnow
 from tollgate_core.kafka import BatchSink, OutRecord, dead_letter, producer_config
 from tollgate_core.lifecycle import CandidateEvent, LifecycleEvent
 from tollgate_core.pii import PiiRedactor
-from tollgate_core.reference import ReferenceProfile, category_key
+from tollgate_core.reference import ReferenceProfile, label_key
 from tollgate_core.topics import Topics, current_schema_id
 from tollgate_monitor.alerts import alert_id, event_id, severity, wants_retraining
 from tollgate_monitor.asyncapi import SERVICE, declare_version_subscribers, group
@@ -51,7 +51,7 @@ def positive_key(contract: DatasetContract) -> str | None:
     if label.task != "classification":
         return None
     if label.positive_class is not None:
-        return category_key(label.positive_class)
+        return label_key(label.positive_class)
     if label.type is FieldType.BOOLEAN:
         return "true"
     if label.type is FieldType.CATEGORY and label.categories and len(label.categories) == 2:
@@ -356,7 +356,7 @@ class Monitor:
         self.metrics.labels.labels("joined").inc(joined)
 
     def _label_row(self, contract: DatasetContract, doc: dict[str, Any], value: Any) -> LabelRow:
-        label = category_key(value)
+        label = label_key(value)
         positive = positive_key(contract)
         truth: float | None
         if contract.label.task == "regression":

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from tollgate_core.contracts import DatasetContract, FieldSpec, FieldType
+from tollgate_core.reference import label_key
 
 # ONNX input names; the scorer builds its arrays under these names.
 NUMERIC_INPUT = "numeric"
@@ -149,19 +150,10 @@ class LabelEncoding:
         return cls(classes, positive)
 
     def encode(self, values: Sequence[Any]) -> np.ndarray:
-        index = {_key(c): i for i, c in enumerate(self.classes)}
+        index = {label_key(c): i for i, c in enumerate(self.classes)}
         try:
-            return np.array([index[_key(v)] for v in values], dtype=np.int64)
+            return np.array([index[label_key(v)] for v in values], dtype=np.int64)
         except KeyError as exc:
             raise TrainingDataError(
                 f"label value {exc.args[0]!r} is not one of {list(self.classes)}"
             ) from None
-
-
-def _key(value: Any) -> str:
-    """Compare label values by their JSON form, so that numpy scalars and Python values match."""
-    if isinstance(value, bool | np.bool_):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)

@@ -7,9 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tollgate_core.reference import category_key
+from tollgate_core.reference import category_key, label_key
 from tollgate_monitor.drift import CategoryLayout
 from tollgate_trainer.evaluate import segment_keys
+from tollgate_trainer.features import LabelEncoding
 from tollgate_trainer.reference import summarize_category
 
 # A value and the key it has in a profile; None: a null, which has no key.
@@ -60,3 +61,18 @@ def test_segment_keys_use_the_profile_keys_and_name_nulls() -> None:
     values = [v for v, _ in CASES] + [float("nan")]
     expected = ["null" if k is None else k for _, k in CASES] + ["null"]
     assert segment_keys(pd.Series(values, dtype=object)).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "key"),
+    [(1, "1"), (1.0, "1"), (np.float64(0.0), "0"), (2.5, "2.5"), (True, "true"), ("Yes", "Yes")],
+)
+def test_label_key_names_a_whole_number_as_an_integer(value: object, key: str) -> None:
+    assert label_key(value) == key
+
+
+def test_the_trainer_encodes_labels_by_label_key() -> None:
+    """The monitor keys incoming labels with label_key; the trainer's classes must be found by it too."""
+    encoding = LabelEncoding(classes=(0, 1), positive_index=1)
+    assert encoding.encode([1.0, 0, np.int64(1)]).tolist() == [1, 0, 1]
+    assert label_key(1.0) == label_key(encoding.classes[1])

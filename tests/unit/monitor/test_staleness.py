@@ -63,3 +63,16 @@ def test_positive_class_of_binary_labels() -> None:
     contracts = ContractRegistry.from_directory()
     synthetic = contracts.get("synthetic-risk.v1")
     assert synthetic is not None and positive_key(synthetic) == "true"
+
+
+def test_an_integer_label_sent_as_a_whole_float_is_the_positive_class() -> None:
+    from tollgate_core.contracts import FieldType
+
+    monitor = Monitor(MonitorSettings())
+    synthetic = monitor.contracts.get("synthetic-risk.v1")
+    assert synthetic is not None
+    label = synthetic.label.model_copy(update={"type": FieldType.INTEGER, "positive_class": None})
+    contract = synthetic.model_copy(update={"label": label})
+    doc = {"occurred_at": NOW.isoformat(), "payload": {"request_id": "r-1"}, "entity_id": "e-1"}
+    rows = [monitor._label_row(contract, doc, value) for value in (1, 1.0, 0, 0.0)]
+    assert [(r.label, r.truth) for r in rows] == [("1", 1.0), ("1", 1.0), ("0", 0.0), ("0", 0.0)]
