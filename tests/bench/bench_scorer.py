@@ -97,6 +97,12 @@ WORK = ROOT / ".local" / "bench" / "scorer"
 CONNECTIONS = 8
 BATCH_ROWS = 1000
 OIP_BINARY = "tollgate_oip_binary"  # batch figure: the tollgate scorer's OIP endpoint, binary tensor data
+# Batch figures without the scoring: the same body and client, for a model the scorer does not serve (the
+# body is read and parsed, then answered 404; nothing is validated or run). A server answering the batch
+# needs at least that plus onnxruntime's own time.
+TRANSPORT_JSON = "transport_json"
+TRANSPORT_OIP = "transport_oip_binary"
+NO_SUCH_MODEL = "no-such-model"
 # Every server gets the same single-threaded math libraries: one pinned core, no spinning thread pools.
 SERVER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
@@ -173,10 +179,11 @@ def isolated_batch_us_per_row(
     requests: int = 30,
     pause_s: float = 0.05,
     headers: dict[str, str] | None = None,
+    expect: int = 200,
 ) -> float:
     """Median time of one 1,000-row request sent alone (one connection, a pause after each so that the
     server's background work, the inference log above all, is done before the next), per row. Any answer
-    but 200 aborts: a refused request must never pass for a fast one."""
+    but ``expect`` aborts: a refused request must never pass for a fast one."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     headers = headers or {"Content-Type": "application/json"}
@@ -191,8 +198,8 @@ def isolated_batch_us_per_row(
             response = conn.getresponse()
             response.read()
             elapsed = time.perf_counter() - started
-            if response.status != 200:
-                raise RuntimeError(f"{url} answered {response.status} to a batch request")
+            if response.status != expect:
+                raise RuntimeError(f"{url} answered {response.status} to a batch request, not {expect}")
             if i >= 3:  # warm-up
                 times.append(elapsed)
             time.sleep(pause_s)
@@ -353,6 +360,11 @@ def median(values: list[float]) -> float | None:
 
 def ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
+
+
+def best_possible(inprocess: float | None, unscored: float | None) -> float | None:
+    """In-process time over the least a server needs: the request answered without scoring, then the run."""
+    return inprocess / (unscored + inprocess) if inprocess is not None and unscored is not None else None
 
 
 def fmt(value: float | None, spec: str = ",.0f", suffix: str = "") -> str:
@@ -608,6 +620,8 @@ async def main() -> int:
         if any(c.key == "tollgate" for c in contenders):
             for m in models:
                 batch_runs[m][OIP_BINARY] = []
+                batch_runs[m][TRANSPORT_JSON] = []
+                batch_runs[m][TRANSPORT_OIP] = []
         sustained_runs: dict[str, dict[str, list[dict[str, Any]]]] = {
             m: {c.key: [] for c in contenders} for m in models
         }
@@ -671,9 +685,27 @@ async def main() -> int:
                             headers=oip_headers,
                         )
                         batch_runs[m.key][OIP_BINARY].append(per_row_oip)
+                        floor_json = await asyncio.to_thread(
+                            isolated_batch_us_per_row,
+                            tollgate.score_url(c.base_url, NO_SUCH_MODEL),
+                            body.read_bytes(),
+                            cpu_set(args.client_cpus),
+                            expect=404,
+                        )
+                        floor_oip = await asyncio.to_thread(
+                            isolated_batch_us_per_row,
+                            tollgate.infer_url(c.base_url, NO_SUCH_MODEL),
+                            oip_batch,
+                            cpu_set(args.client_cpus),
+                            headers=oip_headers,
+                            expect=404,
+                        )
+                        batch_runs[m.key][TRANSPORT_JSON].append(floor_json)
+                        batch_runs[m.key][TRANSPORT_OIP].append(floor_oip)
                         print(
                             f"  round {rnd} {m.key} {'tollgate OIP binary':<18} batch {BATCH_ROWS}: "
-                            f"{per_row_oip:8.2f} us/row alone",
+                            f"{per_row_oip:8.2f} us/row alone; the same bodies not scored (404): "
+                            f"JSON {floor_json:.2f}, OIP binary {floor_oip:.2f} us/row",
                             flush=True,
                         )
                     # Back to back for a while: throughput, where the inference log's delivery rate shows.
@@ -845,6 +877,10 @@ def summarise(
                 "inprocess_runs": inproc[mk],
                 "inprocess_run_vs_tollgate": batch_ratio,
                 "inprocess_run_vs_tollgate_oip_binary": oip_ratio,
+                # The best ratio a server could reach over this transport: in-process time over the time of
+                # the same request answered without scoring, plus the in-process time.
+                "best_possible_json": best_possible(inproc_med.get("run"), batch.get(TRANSPORT_JSON)),
+                "best_possible_oip_binary": best_possible(inproc_med.get("run"), batch.get(TRANSPORT_OIP)),
                 "inprocess_build_and_run_vs_tollgate": ratio(
                     inproc_med.get("build_and_run"), batch.get("tollgate")
                 ),
@@ -929,6 +965,17 @@ def print_report(summary: dict[str, Any]) -> None:
         oip = res["batch_us_per_row"]["http_median"].get(OIP_BINARY)
         if oip is not None:
             print(f"  {'tollgate, OIP binary tensors':<28}{'':>51}{fmt(oip, '.2f'):>14}")
+        for key, best_key, label in (
+            (TRANSPORT_JSON, "best_possible_json", "JSON"),
+            (TRANSPORT_OIP, "best_possible_oip_binary", "OIP binary"),
+        ):
+            floor = res["batch_us_per_row"]["http_median"].get(key)
+            if floor is not None:
+                best = res["batch_us_per_row"][best_key]
+                print(
+                    f"  {'  ' + label + ', not scored':<28}{'':>51}{fmt(floor, '.2f'):>14}  (read, parsed, 404; "
+                    f"best possible ratio in-process / (this + in-process) {fmt(best, '.2f')})"
+                )
         inproc = res["batch_us_per_row"]["inprocess_median"]
         if inproc:
             print(
