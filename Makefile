@@ -27,7 +27,7 @@ help:
 	@echo "make up | down | status   the local stack (Kafka, PostgreSQL, services) in the background"
 	@echo "make infra-up | infra-down  Kafka and PostgreSQL only"
 	@echo "make bench      benchmarks (results under .local/bench/)"
-	@echo "make lint       ruff check + format check"
+	@echo "make lint       ruff check + format check, mypy (strict) on libs and services"
 	@echo "make generate   regenerate schema files"
 	@echo "make deps       Python env + system packages + Kafka jars"
 	@echo "make clean      stop everything and delete .local/ state"
@@ -94,6 +94,7 @@ bench: topics
 lint: venv
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy libs services
 
 generate: venv
 	@if [ -f libs/core/tollgate_core/schemagen.py ] || [ -f libs/core/tollgate_core/schemagen/__main__.py ]; then \

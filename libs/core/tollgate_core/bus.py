@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -22,6 +22,9 @@ from faststream.kafka.annotations import KafkaMessage
 from tollgate_core.kafka import dead_letter
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
+
+if TYPE_CHECKING:
+    from aiokafka.structs import ConsumerRecord
 
 log = logging.getLogger(__name__)
 
@@ -90,13 +93,14 @@ def subscribe(
                         log.warning("%s: %s failed (attempt %d): %s", service, topic, attempt, exc)
                         await asyncio.sleep(delivery.retry_backoff_s * 2 ** (attempt - 1))
                         continue
-                    record = message.raw_message
-                    out = dead_letter(record, dlq_topic, service, exc)  # type: ignore[arg-type]
+                    # Not a batch subscriber: raw_message is one record, never a tuple of records.
+                    record = cast("ConsumerRecord[bytes, bytes]", message.raw_message)
+                    out = dead_letter(record, dlq_topic, service, exc)
                     headers = {k: v.decode("utf-8", "replace") for k, v in out.headers}
                     await broker.publish(out.value, out.topic, key=out.key, headers=headers)
                     log.error(
                         "%s: %s offset %s sent to %s: %s", service, topic, record.offset, dlq_topic, exc
-                    )  # type: ignore[union-attr]
+                    )
                     return
 
         with_retries_and_dlq.__name__ = handler.__name__
@@ -120,5 +124,5 @@ def subscriber_policies(broker: KafkaBroker) -> list[tuple[str, AckPolicy, bool]
     for sub in broker.subscribers:
         names = ",".join(sub.topic_names)  # type: ignore[attr-defined]
         auto_commit = bool(sub._connection_args.get("enable_auto_commit"))  # type: ignore[attr-defined]
-        found.append((names, sub.ack_policy, auto_commit))  # type: ignore[attr-defined]
+        found.append((names, sub.ack_policy, auto_commit))
     return found

@@ -11,8 +11,12 @@ import logging
 from pathlib import Path
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 log = logging.getLogger(__name__)
+
+# A connection of its own or one acquired from a pool.
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 _LEDGER = """
 CREATE TABLE IF NOT EXISTS tollgate_migrations (
@@ -39,7 +43,7 @@ def _migration_files(directory: Path) -> list[tuple[int, Path]]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection, service: str, directory: Path) -> list[str]:
+async def migrate(conn: Conn, service: str, directory: Path) -> list[str]:
     """Apply the service's pending migrations; refuse if an applied file was edited afterwards."""
     lock_key = int.from_bytes(
         hashlib.sha256(f"tollgate-migrate-{service}".encode()).digest()[:8], "big", signed=True

@@ -17,6 +17,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from tollgate_core.db import Conn
 from tollgate_core.waiting import wait_event
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class Outbox:
 
     async def add(
         self,
-        conn: asyncpg.Connection,
+        conn: Conn,
         topic: str,
         value: bytes,
         key: bytes | None = None,

@@ -425,7 +425,7 @@ class Monitor:
             event = AlertEvent(
                 event_id=event_id(aid, new_state),
                 event_type=f"alert_{new_state.value}",
-                schema=self.alert_schema,
+                schema_=self.alert_schema,
                 occurred_at=now,
                 producer=SERVICE,
                 payload=AlertPayload(

@@ -253,7 +253,7 @@ def alert_event(
     return AlertEvent(
         event_id=event_id(change.alert_id, change.state),
         event_type=f"alert_{change.state.value}",
-        schema=schema,
+        schema_=schema,
         occurred_at=now,
         producer=producer,
         payload=payload,
@@ -267,7 +267,7 @@ def training_request(
     return TrainingRequestEvent(
         event_id=uuid.uuid5(ALERT_NAMESPACE, f"{p.alert_id}\x1fretrain"),
         event_type="training_requested",
-        schema=schema,
+        schema_=schema,
         occurred_at=now,
         producer=producer,
         payload=TrainingRequestPayload(

@@ -19,7 +19,7 @@ from tollgate_core.http import create_http_app
 from tollgate_core.kafka import TransactionalStage
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics, current_schema_id
-from tollgate_scorer.asyncapi import SERVICE, stage_spec
+from tollgate_scorer.asyncapi import stage_spec
 from tollgate_scorer.auth import Authenticator
 from tollgate_scorer.core import Scorer, ScoringStats
 from tollgate_scorer.follower import LifecycleFollower
@@ -31,7 +31,7 @@ from tollgate_scorer.openapi import add_scoring_routes
 from tollgate_scorer.routing import ModelTable
 from tollgate_scorer.settings import ScorerSettings
 from tollgate_scorer.spool import Spool
-from tollgate_scorer.stage import ScoringStage
+from tollgate_scorer.stage import SERVICE, ScoringStage
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from tollgate_core.scoring import Route
 from tollgate_scorer.ids import RequestIds, derived_event_id
@@ -350,7 +350,11 @@ class Scorer:
         now = time.time()
         if count == 1 and len(instances) == 1:
             ((part),) = parts
-            tp = traceparent if traceparent is None or type(traceparent) is bytes else traceparent[0]
+            tp = (
+                traceparent
+                if traceparent is None or type(traceparent) is bytes
+                else cast("Sequence[bytes | None]", traceparent)[0]
+            )
             self.log.append(
                 _entry(
                     now,
@@ -432,11 +436,14 @@ def _log_entries(
     entries: list[LogEntry] = []
     append = entries.append
     per_row_trace = not (traceparent is None or isinstance(traceparent, bytes))
+    # ``traceparent`` as each case reads it (per_row_trace says which): typed once, not per row.
+    row_traceparents = cast("Sequence[bytes | None]", traceparent)
+    request_traceparent = cast("bytes | None", traceparent)
     rows_of = instances.rows() if isinstance(instances, ColumnBatch) else instances
 
     def log_rows(model: ServingModel, why: str, rows: Sequence[int], out: Predictions) -> None:
         for position, index in enumerate(rows):
-            tp = traceparent[index] if per_row_trace else traceparent  # type: ignore[index]
+            tp = row_traceparents[index] if per_row_trace else request_traceparent
             append(
                 _entry(
                     now,

@@ -152,7 +152,7 @@ class ScoringApp:
             except _ClientGone:
                 return
             step = step(body)  # type: ignore[operator]
-        status, body, headers = step  # type: ignore[misc]
+        status, body, headers = step
         await respond(send, status, body, headers)
 
     # ---- /v1/models/{name}/score

@@ -35,7 +35,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, final
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -59,6 +59,7 @@ SLICED_UP_TO = 1000
 LogEntry = tuple[Any, ...]
 
 
+@final  # the queue tells its items apart with ``type(item) is Deferred``: no subclass may exist
 class Deferred:
     """``count`` log entries that ``build`` makes when the sender takes them (off the request path)."""
 

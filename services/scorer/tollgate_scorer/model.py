@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import onnxruntime as ort
@@ -123,12 +123,12 @@ class Predictions:
         assert self.matrix is not None
         if self.positive is not None:
             return self.matrix[:, self.positive]
-        return self.matrix[np.arange(len(self.labels)), self.labels]
+        return cast(np.ndarray, self.matrix[np.arange(len(self.labels)), self.labels])
 
     def prediction_array(self) -> np.ndarray:
         if self.matrix is None:
             return self.labels
-        return np.asarray(self.classes)[self.labels]
+        return cast(np.ndarray, np.asarray(self.classes)[self.labels])
 
 
 def class_key(value: bool | int | str) -> str:

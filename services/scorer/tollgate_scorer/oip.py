@@ -267,7 +267,7 @@ def _json_values(datatype: str, data: np.ndarray) -> list[Any]:
     flat = data.ravel()
     if datatype == "FP64":
         flat = flat.astype(np.float64, copy=False)
-    return flat.tolist()  # type: ignore[no-any-return]
+    return flat.tolist()
 
 
 def _to_binary(datatype: str, data: np.ndarray, shape: list[int]) -> bytes:

@@ -36,7 +36,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from tollgate_scorer.http import Reply, ScoringApp
+from tollgate_scorer.http import Message, Reply, ScoringApp
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +351,7 @@ class _Connection(asyncio.Protocol):
             await self.gone.wait()
             return {"type": "http.disconnect"}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: Message) -> None:
             nonlocal status, headers
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -381,9 +381,9 @@ class _Connection(asyncio.Protocol):
         while self.pending and self.task is None:
             item = self.pending.popleft()
             if len(item) == 2:
-                self._write(item[0], item[1])  # type: ignore[misc]
+                self._write(item[0], item[1])
             else:
-                self._start(*item)  # type: ignore[arg-type]
+                self._start(*item)
         if len(self.pending) < _MAX_PENDING and not self.write_paused:
             self._resume_reading()
 

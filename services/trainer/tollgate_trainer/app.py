@@ -14,6 +14,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from fastapi import FastAPI, HTTPException
+from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
@@ -84,7 +85,7 @@ class Trainer:
         self.runs = Counter(
             "tollgate_trainer_runs", "Training runs by outcome", ["model", "status"], registry=self.registry
         )
-        self.broker = None
+        self.broker: KafkaBroker | None = None
         self.pool: Any = None
         self.repo: TrainerRepository | None = None
         self.scheduler: Scheduler | None = None
@@ -205,7 +206,7 @@ class Trainer:
             event = TrainingRequestEvent(
                 event_id=uuid.uuid4(),
                 event_type="training_requested",
-                schema="training.requests.v1",
+                schema_="training.requests.v1",
                 occurred_at=utcnow(),
                 producer="trainer-api",
                 payload=TrainingRequestPayload(

@@ -50,7 +50,7 @@ def training_config(spec: ModelSpec) -> TrainingConfig:
     return TrainingConfig(
         family=t.family,
         hyperparameters=t.hyperparameters,
-        seed=t.seed,  # type: ignore[arg-type]
+        seed=t.seed,
         holdout_fraction=t.holdout_fraction,
         parity_tolerance=t.parity_tolerance,
         min_label_agreement=t.parity_label_agreement,
@@ -95,7 +95,7 @@ def candidate_event(
         model=spec.model,
         version=str(version),
         run_id=run_id,
-        task=result.task,  # type: ignore[arg-type]
+        task=result.task,
         artifact=Artifact(
             digest=result.digest,
             location=store.location(result.digest),
@@ -125,7 +125,7 @@ def candidate_event(
     return CandidateEvent(
         event_id=uuid.uuid4(),
         event_type="candidate",
-        schema="models.candidates.v1",
+        schema_="models.candidates.v1",
         occurred_at=utcnow(),
         producer="trainer",
         payload=payload,
