@@ -100,12 +100,12 @@ def _dlq_spec(service: str) -> TopicSpec:
     )
 
 
-@cache
 def current_schema_id(topic: str) -> str:
-    """The schema id producers of ``topic`` write now (read from the catalog files: call it at start-up)."""
+    """The schema id producers of ``topic`` write now (from the catalog files: call it at start-up)."""
     return catalog()[topic].schema_id
 
 
+@cache  # read once per process: every Topics(...) and schema id comes from it
 def catalog(directory: Path | None = None) -> dict[str, TopicSpec]:
     root = directory or schemas_dir() / "topics"
     specs: dict[str, TopicSpec] = {}
