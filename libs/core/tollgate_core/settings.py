@@ -89,3 +89,8 @@ class ServiceSettings(BaseSettings):
 
     def client_id(self, service: str) -> str:
         return f"tollgate-{service}-{self.instance_id}@{socket.gethostname()}"
+
+    def consumer_group(self, service: str, *role: str) -> str:
+        """A service's Kafka consumer group in this namespace: ``<namespace>.<service>[.<role>]``. The
+        AsyncAPI declarations and the running consumers both take their group from here."""
+        return ".".join((self.topic_namespace, service, *role))

@@ -21,7 +21,7 @@ from tollgate_audit_log.api import build_router
 from tollgate_audit_log.chain import register_key
 from tollgate_audit_log.settings import AuditLogSettings
 from tollgate_audit_log.signing import Signer, key_id, load_or_create_private_key, load_public_key
-from tollgate_audit_log.sink import SERVICE, Metrics, StreamWorker, group_id
+from tollgate_audit_log.sink import SERVICE, Metrics, StreamWorker
 from tollgate_audit_log.streams import EntryBuilder, stream_specs
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import create_pool, migrate, ping
@@ -122,7 +122,7 @@ class AuditLog:
             self.workers[spec.name] = StreamWorker(
                 builder=EntryBuilder(spec, self.contracts, pii_key),
                 topic=self.topics.name(spec.topic),
-                group_id=group_id(s.topic_namespace, spec.name),
+                group_id=s.consumer_group(SERVICE, spec.name),
                 dlq_topic=self.topics.dlq(SERVICE),
                 bootstrap=s.kafka_bootstrap,
                 client_id=s.client_id(SERVICE),

@@ -8,7 +8,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 
 from tollgate_audit_log.settings import AuditLogSettings
-from tollgate_audit_log.sink import SERVICE, group_id
+from tollgate_audit_log.sink import SERVICE
 from tollgate_audit_log.streams import StreamSpec, stream_specs
 from tollgate_core.bus import create_broker
 from tollgate_core.topics import Topics
@@ -38,7 +38,7 @@ def build_broker(settings: AuditLogSettings) -> KafkaBroker:
     topics = Topics(settings.topic_namespace)
     broker = create_broker(settings, SERVICE)
     for spec in stream_specs(audit_validated=getattr(settings, "audit_validated", False)):
-        _declare(broker, topics.name(spec.topic), group_id(settings.topic_namespace, spec.name), spec)
+        _declare(broker, topics.name(spec.topic), settings.consumer_group(SERVICE, spec.name), spec)
     broker.publisher(
         topics.dlq(SERVICE),
         description="Messages the audit trail cannot record, unchanged, with "

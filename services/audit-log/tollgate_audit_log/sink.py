@@ -40,11 +40,6 @@ SERVICE = "audit-log"
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 
 
-def group_id(namespace: str, stream: str) -> str:
-    """The consumer group of one stream's writer: ``<ns>.audit-log.<stream>``."""
-    return f"{namespace}.{SERVICE}.{stream}"
-
-
 class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.rows = Counter(

@@ -15,7 +15,7 @@ def stage_spec(settings: ServiceSettings) -> StageSpec:
     topics = Topics(settings.topic_namespace)
     return StageSpec(
         service=SERVICE,
-        group_id=f"{settings.topic_namespace}.{SERVICE}",
+        group_id=settings.consumer_group(SERVICE),
         sources=(topics.events_raw,),
         outputs=(
             (

@@ -29,7 +29,7 @@ from tollgate_core.pii import PiiRedactor
 from tollgate_core.reference import ReferenceProfile, label_key
 from tollgate_core.topics import Topics, current_schema_id
 from tollgate_monitor.alerts import alert_id, event_id, severity, wants_retraining
-from tollgate_monitor.asyncapi import SERVICE, declare_version_subscribers, group
+from tollgate_monitor.asyncapi import SERVICE, declare_version_subscribers
 from tollgate_monitor.drift import Layout
 from tollgate_monitor.evaluate import Labeled, Thresholds, alert_event, judge, observe, training_request
 from tollgate_monitor.processor import LogEntry, PartitionState, ingest, parse_entry
@@ -114,7 +114,7 @@ class Monitor:
             name=f"{SERVICE}-windows",
             bootstrap=s.kafka_bootstrap,
             topics=[self.topics.inference_log],
-            group_id=group(s, "windows"),
+            group_id=s.consumer_group(SERVICE, "windows"),
             client_id=s.client_id(SERVICE),
             handler=self.on_inference,
             max_records=s.max_batch_records,
@@ -123,7 +123,7 @@ class Monitor:
             name=f"{SERVICE}-labels",
             bootstrap=s.kafka_bootstrap,
             topics=[self.topics.events_validated],
-            group_id=group(s, "labels"),
+            group_id=s.consumer_group(SERVICE, "labels"),
             client_id=s.client_id(SERVICE),
             handler=self.on_labels,
         )

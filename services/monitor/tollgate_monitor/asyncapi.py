@@ -19,10 +19,6 @@ SERVICE = "monitor"
 Handler = Callable[[bytes], Awaitable[None]]
 
 
-def group(settings: ServiceSettings, role: str) -> str:
-    return f"{settings.topic_namespace}.{SERVICE}.{role}"
-
-
 def declare_version_subscribers(
     broker: KafkaBroker, settings: ServiceSettings, on_candidate: Handler, on_lifecycle: Handler
 ) -> None:
@@ -33,7 +29,7 @@ def declare_version_subscribers(
         topics.models_candidates,
         service=SERVICE,
         topics=topics,
-        delivery=Delivery(group_id=group(settings, "candidates"), max_workers=1),
+        delivery=Delivery(group_id=settings.consumer_group(SERVICE, "candidates"), max_workers=1),
     )
     async def learn_reference(body: bytes) -> None:
         """Store each version's reference profile and holdout metrics (PostgreSQL, upsert by version)."""
@@ -44,7 +40,7 @@ def declare_version_subscribers(
         topics.models_lifecycle,
         service=SERVICE,
         topics=topics,
-        delivery=Delivery(group_id=group(settings, "lifecycle"), max_workers=1),
+        delivery=Delivery(group_id=settings.consumer_group(SERVICE, "lifecycle"), max_workers=1),
     )
     async def follow_stages(body: bytes) -> None:
         """Store each version's stage (production, staging, ...): alerts and retraining depend on it."""
@@ -67,7 +63,7 @@ def build_broker(settings: ServiceSettings) -> KafkaBroker:
 
     broker.subscriber(
         topics.inference_log,
-        group_id=group(settings, "windows"),
+        group_id=settings.consumer_group(SERVICE, "windows"),
         ack_policy=AckPolicy.MANUAL,
         isolation_level="read_committed",
         description="Inference records counted into per-version windows; the window state, its offset and "
@@ -75,7 +71,7 @@ def build_broker(settings: ServiceSettings) -> KafkaBroker:
     )(windows)
     broker.subscriber(
         topics.events_validated,
-        group_id=group(settings, "labels"),
+        group_id=settings.consumer_group(SERVICE, "labels"),
         ack_policy=AckPolicy.MANUAL,
         isolation_level="read_committed",
         description="Labeled records joined to earlier predictions by request id or entity id (idempotent "

@@ -16,10 +16,6 @@ SERVICE = "registry"
 CandidateHandler = Callable[[bytes], Awaitable[None]]
 
 
-def candidate_group(settings: ServiceSettings) -> str:
-    return f"{settings.topic_namespace}.{SERVICE}"
-
-
 def declare_candidate_subscriber(
     broker: KafkaBroker, settings: ServiceSettings, on_candidate: CandidateHandler
 ) -> None:
@@ -30,7 +26,7 @@ def declare_candidate_subscriber(
         topics.models_candidates,
         service=SERVICE,
         topics=topics,
-        delivery=Delivery(group_id=candidate_group(settings), max_workers=1),
+        delivery=Delivery(group_id=settings.consumer_group(SERVICE), max_workers=1),
     )
     async def register_candidate(body: bytes) -> None:
         """Verify the artifact, evaluate the gates, store the version and its transitions; idempotent by

@@ -29,7 +29,7 @@ from tollgate_core.lifecycle import TrainingRequestEvent, TrainingRequestPayload
 from tollgate_core.models import model_catalog
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
-from tollgate_trainer.asyncapi import SERVICE, declare_request_subscriber, store_group
+from tollgate_trainer.asyncapi import SERVICE, declare_request_subscriber
 from tollgate_trainer.runner import Scheduler, TrainingRunner
 from tollgate_trainer.store import StoredRow, TrainerRepository
 
@@ -147,7 +147,7 @@ class Trainer:
             name=f"{SERVICE}-store",
             bootstrap=s.kafka_bootstrap,
             topics=[self.topics.events_validated],
-            group_id=store_group(s),
+            group_id=s.consumer_group(SERVICE),
             client_id=s.client_id(SERVICE),
             handler=self.store_rows,
         )

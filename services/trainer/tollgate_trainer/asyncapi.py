@@ -14,16 +14,6 @@ from tollgate_core.topics import Topics
 SERVICE = "trainer"
 
 
-def store_group(settings: ServiceSettings) -> str:
-    """Consumer group of the training store (``events.validated``)."""
-    return f"{settings.topic_namespace}.{SERVICE}"
-
-
-def request_group(settings: ServiceSettings) -> str:
-    """Consumer group of the training requests."""
-    return f"{settings.topic_namespace}.{SERVICE}.requests"
-
-
 def declare_request_subscriber(
     broker: KafkaBroker, settings: ServiceSettings, on_request: Callable[[bytes], Awaitable[None]]
 ) -> None:
@@ -34,7 +24,7 @@ def declare_request_subscriber(
         topics.training_requests,
         service=SERVICE,
         topics=topics,
-        delivery=Delivery(group_id=request_group(settings), max_workers=1),
+        delivery=Delivery(group_id=settings.consumer_group(SERVICE, "requests"), max_workers=1),
     )
     async def training_request(body: bytes) -> None:
         """Record a training request (operator or monitor alert); the next debounced run consumes it."""
@@ -50,7 +40,7 @@ def build_broker(settings: ServiceSettings) -> KafkaBroker:
 
     @broker.subscriber(
         topics.events_validated,
-        group_id=store_group(settings),
+        group_id=settings.consumer_group(SERVICE),
         ack_policy=__import__("faststream").AckPolicy.MANUAL,
         isolation_level="read_committed",
         description="Labeled records into the training store (PostgreSQL, idempotent by event_id); "

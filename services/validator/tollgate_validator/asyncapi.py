@@ -21,7 +21,7 @@ def stage_spec(settings: ServiceSettings) -> StageSpec:
     topics = Topics(settings.topic_namespace)
     return StageSpec(
         service=SERVICE,
-        group_id=f"{settings.topic_namespace}.{SERVICE}",
+        group_id=settings.consumer_group(SERVICE),
         sources=(topics.events_ingested,),
         outputs=(
             (topics.events_validated, "Events that satisfy their dataset contract, with quality flags."),
@@ -42,7 +42,7 @@ def declare_reference_subscriber(
         topics.models_candidates,
         service=SERVICE,
         topics=topics,
-        delivery=Delivery(group_id=f"{settings.topic_namespace}.{SERVICE}.references", max_workers=1),
+        delivery=Delivery(group_id=settings.consumer_group(SERVICE, "references"), max_workers=1),
     )
     async def training_reference(body: bytes) -> None:
         """Keep the newest training reference per dataset contract for statistical expectations."""

@@ -74,3 +74,9 @@ def test_the_inspection_catches_faststreams_default() -> None:
 
     [(topics, policy, auto_commit)] = subscriber_policies(broker)
     assert (topics, policy, auto_commit) == ("some.topic", AckPolicy.ACK_FIRST, True)
+
+
+def test_consumer_groups_are_named_within_the_namespace() -> None:
+    settings = ServiceSettings(topic_namespace="ns")
+    assert settings.consumer_group("trainer") == "ns.trainer"
+    assert settings.consumer_group("monitor", "windows") == "ns.monitor.windows"
