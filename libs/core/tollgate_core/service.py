@@ -27,21 +27,23 @@ async def run_service(
     port: int,
     loops: list[Callable[[], Coroutine[Any, Any, None]]],
     on_stop: Callable[[], Awaitable[None]] | None = None,
-    server: Any = None,
+    server: Callable[[Any, str, int], Any] | None = None,
 ) -> None:
     """Serve ``app`` and run each background loop; when the server stops (SIGINT/SIGTERM) or a loop dies,
     stop everything. A loop that fails takes the process down (non-zero exit) rather than limping on.
 
-    ``server`` replaces uvicorn (serving ``app`` on ``host:port``) with another server: anything with a
+    ``server`` replaces uvicorn: it is called as ``server(app, host, port)`` and returns a server with a
     ``serve()`` coroutine that returns once its ``should_exit`` attribute is set."""
     if server is None:
         config = uvicorn.Config(
             app, host=host, port=port, log_level="warning", access_log=False, lifespan="on"
         )
-        server = uvicorn.Server(config)
-    _exit_on_signals(server)
+        http: Any = uvicorn.Server(config)
+    else:
+        http = server(app, host, port)
+    _exit_on_signals(http)
     tasks = [asyncio.create_task(loop(), name=loop.__name__) for loop in loops]
-    serving = asyncio.create_task(server.serve(), name="http")
+    serving = asyncio.create_task(http.serve(), name="http")
     failure: BaseException | None = None
     try:
         done, _ = await asyncio.wait([serving, *tasks], return_when=asyncio.FIRST_COMPLETED)
@@ -50,7 +52,7 @@ async def run_service(
                 failure = task.exception()
                 log.error("background loop %s failed: %r", task.get_name(), failure)
     finally:
-        server.should_exit = True
+        http.should_exit = True
         if on_stop is not None:
             await on_stop()
         for task in tasks:

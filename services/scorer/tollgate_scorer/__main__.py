@@ -34,7 +34,7 @@ async def main() -> None:
         port=settings.http_port,
         loops=service.loops(),
         on_stop=service.stop,
-        server=HttpServer(app, settings.http_host, settings.http_port),
+        server=HttpServer,
     )
 
 
