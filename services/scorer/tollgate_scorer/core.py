@@ -139,7 +139,7 @@ class Scorer:
         self.stats.observe(name, channel, latency_ms)
         if shadow_outputs is None:
             shadow = None
-        count = self._count(parts, len(instances), channel, shadow, shadow_outputs)
+        count = self._count(parts, channel, shadow, shadow_outputs)
         if self.log is not None:
             self._log(
                 parts, instances, request_ids, channel, latency_ms, traceparent, shadow, shadow_outputs, count
@@ -199,7 +199,7 @@ class Scorer:
         self.stats.observe(name, channel, latency_ms)
         if shadow_outputs is None:
             shadow = None
-        count = self._count(parts, len(instances), channel, shadow, shadow_outputs)
+        count = self._count(parts, channel, shadow, shadow_outputs)
         if self.log is not None:
             self._log(
                 parts,
@@ -312,7 +312,6 @@ class Scorer:
     def _count(
         self,
         parts: list[Part],
-        n_instances: int,
         channel: str,
         shadow: ServingModel | None,
         shadow_outputs: Any,
@@ -325,7 +324,7 @@ class Scorer:
             counts[(part.model.name, part.model.version, part.route, channel)] += n
             total += n
         if shadow is not None:
-            n = len(shadow_outputs[0]) if isinstance(shadow_outputs, tuple) else n_instances
+            n = len(shadow_outputs[1] if type(shadow_outputs) is tuple else shadow_outputs)
             counts[(shadow.name, shadow.version, Route.SHADOW, channel)] += n
             total += n
         return total
@@ -349,7 +348,7 @@ class Scorer:
         assert self.log is not None
         now = time.time()
         if count == 1 and len(instances) == 1:
-            ((part),) = parts
+            (part,) = parts
             tp = (
                 traceparent
                 if traceparent is None or type(traceparent) is bytes

@@ -43,6 +43,7 @@ from aiokafka.errors import KafkaError
 
 from tollgate_core.kafka import OutRecord, PartitionedWriter, producer_config
 from tollgate_core.telemetry import TRACEPARENT
+from tollgate_core.waiting import wait_event
 from tollgate_scorer.ids import random_uuids
 from tollgate_scorer.spool import Spool, SpoolRecord
 
@@ -162,8 +163,6 @@ class InferenceEventEncoder:
         self.producer = producer
         self._second = -1
         self._prefix = ""
-        self._last_ts = -1.0
-        self._last_iso = ""
         dumps = orjson.dumps
         self._head = (
             b'{"event_type":"inference","schema":'
@@ -254,15 +253,11 @@ class InferenceEventEncoder:
         )
 
     def _iso(self, ts: float) -> str:
-        if ts == self._last_ts:  # the entries of one request or one Kafka batch share their time
-            return self._last_iso
         second = int(ts)
         if second != self._second:
             self._second = second
             self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        self._last_ts = ts
-        self._last_iso = f"{self._prefix}{int((ts - second) * 1_000_000):06d}Z"
-        return self._last_iso
+        return f"{self._prefix}{int((ts - second) * 1_000_000):06d}Z"
 
 
 class InferenceLog:
@@ -355,10 +350,7 @@ class InferenceLog:
     async def run(self) -> None:
         """Deliver forever; returns only once ``close`` has started."""
         while not self._stopping:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self._linger_s)
-            except TimeoutError:
-                pass
+            await wait_event(self._wake, self._linger_s)
             self._wake.clear()
             if self._stopping:
                 return

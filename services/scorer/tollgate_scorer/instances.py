@@ -171,7 +171,9 @@ class ColumnBatch(Sequence[dict[str, Any]]):
         return self.n
 
     def __getitem__(self, index: Any) -> Any:
-        if self._rows is not None or type(index) is not int:
+        # A small batch is read row by row, so its rows are all built anyway; a large one is read as columns
+        # and only the rows asked for (the first one, for routing) are made.
+        if self._rows is not None or type(index) is not int or self.n < BATCH_THRESHOLD:
             return self.rows()[index]
         row = {}
         for name, column in self.columns.items():
@@ -415,13 +417,11 @@ class _BatchReader:
         known: frozenset[str],
     ) -> None:
         fields = contract.fields_by_name
-        self._numeric = numeric
         self._category = category
         self._k, self._m = len(numeric), len(category)
         specs = [fields[n] for n in numeric]
         booleans = [i for i, f in enumerate(specs) if f.type is FieldType.BOOLEAN]
         numbers = [i for i, f in enumerate(specs) if f.type is not FieldType.BOOLEAN]
-        self._boolean_cols = np.array(booleans, dtype=np.intp)
         self._integer_cols = np.array(
             [i for i, f in enumerate(specs) if f.type is FieldType.INTEGER], dtype=np.intp
         )
