@@ -28,7 +28,7 @@ from tollgate_core.kafka import BatchSink, producer_config
 from tollgate_core.lifecycle import TrainingRequestEvent, TrainingRequestPayload
 from tollgate_core.models import model_catalog
 from tollgate_core.settings import ServiceSettings
-from tollgate_core.topics import Topics
+from tollgate_core.topics import Topics, current_schema_id
 from tollgate_trainer.asyncapi import SERVICE, declare_request_subscriber
 from tollgate_trainer.runner import Scheduler, TrainingRunner
 from tollgate_trainer.store import StoredRow, TrainerRepository
@@ -206,7 +206,7 @@ class Trainer:
             event = TrainingRequestEvent(
                 event_id=uuid.uuid4(),
                 event_type="training_requested",
-                schema_="training.requests.v1",
+                schema_=current_schema_id("training.requests"),
                 occurred_at=utcnow(),
                 producer="trainer-api",
                 payload=TrainingRequestPayload(

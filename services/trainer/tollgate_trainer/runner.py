@@ -26,6 +26,7 @@ from tollgate_core.lifecycle import (
     Parity,
 )
 from tollgate_core.models import ModelSpec
+from tollgate_core.topics import current_schema_id
 from tollgate_core.waiting import wait_event
 from tollgate_trainer.features import TrainingDataError
 from tollgate_trainer.store import TrainerRepository, TrainingData
@@ -125,7 +126,7 @@ def candidate_event(
     return CandidateEvent(
         event_id=uuid.uuid4(),
         event_type="candidate",
-        schema_="models.candidates.v1",
+        schema_=current_schema_id("models.candidates"),
         occurred_at=utcnow(),
         producer="trainer",
         payload=payload,

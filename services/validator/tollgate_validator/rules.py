@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tollgate_core.contracts import DatasetContract, FieldSpec, FieldType
-from tollgate_core.reference import CategorySummary, NumericSummary, ReferenceProfile
+from tollgate_core.reference import CategorySummary, NumericSummary, ReferenceProfile, category_key
 
 Violation = dict[str, Any]
 Check = Callable[[Any], Violation | None]
@@ -150,7 +150,7 @@ class Expectations:
             value = payload.get(name)
             if value is None:
                 continue
-            shown = ("true" if value else "false") if isinstance(value, bool) else value
+            shown = category_key(value) if isinstance(value, bool) else value
             if isinstance(shown, str) and shown not in seen:
                 found.append(
                     {
