@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import http.client
 import json
 import logging
@@ -63,7 +64,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -102,6 +103,11 @@ OIP_BINARY = "tollgate_oip_binary"  # batch figure: the tollgate scorer's OIP en
 # needs at least that plus onnxruntime's own time.
 TRANSPORT_JSON = "transport_json"
 TRANSPORT_OIP = "transport_oip_binary"
+# Each of them: its figure's key, the summary key of its best possible ratio, its label in the report.
+TRANSPORTS = (
+    (TRANSPORT_JSON, "best_possible_json", "JSON"),
+    (TRANSPORT_OIP, "best_possible_oip_binary", "OIP binary"),
+)
 NO_SUCH_MODEL = "no-such-model"
 # Every server gets the same single-threaded math libraries: one pinned core, no spinning thread pools.
 SERVER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -152,7 +158,19 @@ def instance_scores(response: bytes, model: BenchModel) -> list[float]:
 # ------------------------------------------------------------------------------------- in-process reference
 
 
-def settle(contenders: list[Contender], model: str, timeout_s: float = 180.0) -> None:
+@contextlib.contextmanager
+def pinned(cpus: set[int] | None) -> Iterator[None]:
+    """Run the calling thread on ``cpus`` (all CPUs: None) and restore its affinity after."""
+    previous = os.sched_getaffinity(0)
+    if cpus:
+        os.sched_setaffinity(0, cpus)  # this thread only: the client stays off the server's CPU
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
+
+
+def settle(contenders: list[Contender], timeout_s: float = 180.0) -> None:
     """Wait until no tollgate scorer still has inference-log events to deliver: all servers share one CPU,
     so a scorer draining the backlog of its last run would take CPU from the next contender's."""
     deadline = time.monotonic() + timeout_s
@@ -188,10 +206,7 @@ def isolated_batch_us_per_row(
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
     headers = headers or {"Content-Type": "application/json"}
     times = []
-    previous = os.sched_getaffinity(0)
-    if cpus:
-        os.sched_setaffinity(0, cpus)  # this thread only: the client stays off the server's CPU
-    try:
+    with pinned(cpus), contextlib.closing(conn):
         for i in range(requests + 3):
             started = time.perf_counter()
             conn.request("POST", parts.path, body, headers)
@@ -203,9 +218,6 @@ def isolated_batch_us_per_row(
             if i >= 3:  # warm-up
                 times.append(elapsed)
             time.sleep(pause_s)
-    finally:
-        conn.close()
-        os.sched_setaffinity(0, previous)
     return statistics.median(times) / BATCH_ROWS * 1e6
 
 
@@ -239,17 +251,12 @@ def inprocess_per_row_us(
         for f in single:
             session.run(None, f)
 
-    previous = os.sched_getaffinity(0)
-    if cpus:
-        os.sched_setaffinity(0, cpus)
-    try:
+    with pinned(cpus):
         return {
             "run": timed(lambda: session.run(None, feeds), len(rows)),
             "build_and_run": timed(lambda: session.run(None, arrays(rows)), len(rows)),
             "row_by_row": timed(row_by_row, len(rows)),
         }
-    finally:
-        os.sched_setaffinity(0, previous)
 
 
 # ------------------------------------------------------------------------------------------------ servers
@@ -620,16 +627,18 @@ async def main() -> int:
         if any(c.key == "tollgate" for c in contenders):
             for m in models:
                 batch_runs[m][OIP_BINARY] = []
-                batch_runs[m][TRANSPORT_JSON] = []
-                batch_runs[m][TRANSPORT_OIP] = []
+                for key, _, _ in TRANSPORTS:
+                    batch_runs[m][key] = []
         sustained_runs: dict[str, dict[str, list[dict[str, Any]]]] = {
             m: {c.key: [] for c in contenders} for m in models
         }
         inproc: dict[str, list[dict[str, float]]] = {m: [] for m in models}
+        # A 1,000-row request timed alone, from the client's CPU.
+        alone = partial(isolated_batch_us_per_row, cpus=cpu_set(args.client_cpus))
         for rnd in range(1, args.repeat + 1):
             for m in models.values():
                 for c in contenders:
-                    await asyncio.to_thread(settle, contenders, m.name)
+                    await asyncio.to_thread(settle, contenders)
                     url = c.single_url(m.name)
                     run_wrk(
                         url,
@@ -667,36 +676,26 @@ async def main() -> int:
                     inprocess_per_row_us(m, batch_rows, cpu_set(args.server_cpus), args.batch_duration / 2)
                 )
                 for c in contenders:
-                    await asyncio.to_thread(settle, contenders, m.name)
+                    await asyncio.to_thread(settle, contenders)
                     url = c.single_url(m.name)
                     body = c.batch_body[m.key]
+                    body_bytes = body.read_bytes()
                     # Alone: the request's own time, the figure the target is about.
-                    per_row = await asyncio.to_thread(
-                        isolated_batch_us_per_row, url, body.read_bytes(), cpu_set(args.client_cpus)
-                    )
+                    per_row = await asyncio.to_thread(alone, url, body_bytes)
                     batch_runs[m.key][c.key].append(per_row)
                     if c.key == "tollgate":
                         # The same rows as OIP binary tensors, the way tritonclient sends numpy arrays.
                         per_row_oip = await asyncio.to_thread(
-                            isolated_batch_us_per_row,
-                            tollgate.infer_url(c.base_url, m.name),
-                            oip_batch,
-                            cpu_set(args.client_cpus),
-                            headers=oip_headers,
+                            alone, tollgate.infer_url(c.base_url, m.name), oip_batch, headers=oip_headers
                         )
                         batch_runs[m.key][OIP_BINARY].append(per_row_oip)
                         floor_json = await asyncio.to_thread(
-                            isolated_batch_us_per_row,
-                            tollgate.score_url(c.base_url, NO_SUCH_MODEL),
-                            body.read_bytes(),
-                            cpu_set(args.client_cpus),
-                            expect=404,
+                            alone, tollgate.score_url(c.base_url, NO_SUCH_MODEL), body_bytes, expect=404
                         )
                         floor_oip = await asyncio.to_thread(
-                            isolated_batch_us_per_row,
+                            alone,
                             tollgate.infer_url(c.base_url, NO_SUCH_MODEL),
                             oip_batch,
-                            cpu_set(args.client_cpus),
                             headers=oip_headers,
                             expect=404,
                         )
@@ -879,8 +878,10 @@ def summarise(
                 "inprocess_run_vs_tollgate_oip_binary": oip_ratio,
                 # The best ratio a server could reach over this transport: in-process time over the time of
                 # the same request answered without scoring, plus the in-process time.
-                "best_possible_json": best_possible(inproc_med.get("run"), batch.get(TRANSPORT_JSON)),
-                "best_possible_oip_binary": best_possible(inproc_med.get("run"), batch.get(TRANSPORT_OIP)),
+                **{
+                    best_key: best_possible(inproc_med.get("run"), batch.get(key))
+                    for key, best_key, _ in TRANSPORTS
+                },
                 "inprocess_build_and_run_vs_tollgate": ratio(
                     inproc_med.get("build_and_run"), batch.get("tollgate")
                 ),
@@ -965,10 +966,7 @@ def print_report(summary: dict[str, Any]) -> None:
         oip = res["batch_us_per_row"]["http_median"].get(OIP_BINARY)
         if oip is not None:
             print(f"  {'tollgate, OIP binary tensors':<28}{'':>51}{fmt(oip, '.2f'):>14}")
-        for key, best_key, label in (
-            (TRANSPORT_JSON, "best_possible_json", "JSON"),
-            (TRANSPORT_OIP, "best_possible_oip_binary", "OIP binary"),
-        ):
+        for key, best_key, label in TRANSPORTS:
             floor = res["batch_us_per_row"]["http_median"].get(key)
             if floor is not None:
                 best = res["batch_us_per_row"][best_key]

@@ -13,13 +13,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-
 from tests.kafka_helpers import produce
 from tollgate_core.artifacts import DirectoryArtifactStore
 from tollgate_core.events import dumps, utcnow
 from tollgate_core.lifecycle import Artifact, LifecycleEvent, LifecyclePayload, Stage, Transition
-from tollgate_core.topics import Topics, ensure_topics
+from tollgate_core.topics import Topics, current_schema_id, ensure_topics
 
 
 def scorer_available() -> str | None:
@@ -71,7 +69,7 @@ def promotion_event(
     return LifecycleEvent(
         event_id=uuid.uuid4(),
         event_type="promoted",
-        schema="models.lifecycle.v1",
+        schema=current_schema_id("models.lifecycle"),
         occurred_at=utcnow(),
         producer="bench",
         payload=payload,
@@ -79,14 +77,8 @@ def promotion_event(
 
 
 async def publish_lifecycle(bootstrap: str, namespace: str, events: list[LifecycleEvent]) -> None:
-    topic = Topics(namespace).models_lifecycle
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
-    await producer.start()
-    try:
-        for event in events:
-            await producer.send_and_wait(topic, dumps(event), key=event.payload.model.encode())
-    finally:
-        await producer.stop()
+    messages = [(event.payload.model.encode(), dumps(event)) for event in events]
+    await produce(bootstrap, Topics(namespace).models_lifecycle, messages)
 
 
 def scorer_env(

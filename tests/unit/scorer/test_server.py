@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import httpx
 import orjson
 import pytest
 
+from tests.conftest import free_port
 from tests.unit.scorer.support import MODEL, instances, make_app, trained
 from tollgate_scorer.http import ScoringApp
 from tollgate_scorer.server import HttpServer
@@ -22,16 +22,9 @@ from tollgate_scorer.server import HttpServer
 URL = f"/v1/models/{MODEL}/score"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @contextlib.asynccontextmanager
 async def serving(app: ScoringApp, **options: Any) -> AsyncIterator[HttpServer]:
-    server = HttpServer(app, "127.0.0.1", _free_port(), **options)
+    server = HttpServer(app, "127.0.0.1", free_port(), **options)
     task = asyncio.create_task(server.serve())
     while not server.started:
         await asyncio.sleep(0.01)
