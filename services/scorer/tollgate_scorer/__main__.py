@@ -7,7 +7,9 @@ asyncio's default loop.
 
 from __future__ import annotations
 
+import functools
 import gc
+import sys
 
 import uvloop
 
@@ -15,11 +17,10 @@ from tollgate_core.service import configure_logging, run_service
 from tollgate_scorer.app import ScorerService
 from tollgate_scorer.server import HttpServer
 from tollgate_scorer.settings import ScorerSettings
+from tollgate_scorer.workers import Supervisor
 
 
-async def main() -> None:
-    settings = ScorerSettings()
-    configure_logging(settings.log_level)
+async def main(settings: ScorerSettings) -> None:
     service = ScorerService(settings)
     await service.start()
     # Everything built so far (modules, contracts, loaded models) lives as long as the process: freezing it
@@ -34,9 +35,18 @@ async def main() -> None:
         port=settings.http_port,
         loops=service.loops(),
         on_stop=service.stop,
-        server=HttpServer,
+        server=functools.partial(HttpServer, reuse_port=settings.worker_index is not None),
     )
 
 
+def run() -> None:
+    """A lone scorer, a worker, or (``TOLLGATE_SCORER_WORKERS`` > 1) the supervisor of the workers."""
+    settings = ScorerSettings()
+    configure_logging(settings.log_level)
+    if settings.workers > 1 and settings.worker_index is None:
+        sys.exit(Supervisor(settings).run())
+    uvloop.run(main(settings))
+
+
 if __name__ == "__main__":
-    uvloop.run(main())
+    run()

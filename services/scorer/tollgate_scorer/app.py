@@ -32,6 +32,7 @@ from tollgate_scorer.routing import ModelTable
 from tollgate_scorer.settings import ScorerSettings
 from tollgate_scorer.spool import Spool
 from tollgate_scorer.stage import SERVICE, ScoringStage
+from tollgate_scorer.workers import shared_registry
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,8 @@ class ScorerService:
         self.pool: Any = None
         self.verifier: KeyVerifier | None = None
         self.registry = CollectorRegistry()
+        self.served_registry = self.registry  # with workers: every worker's metrics (see workers.py)
+        self.metrics_loop: Any = None
         self.registry.register(
             ScorerCollector(
                 self.stats,
@@ -101,6 +104,7 @@ class ScorerService:
 
     async def start(self) -> None:
         s = self.settings
+        self.served_registry, self.metrics_loop = shared_registry(self.registry, s)
         if s.auth_required:
             self.pool = await asyncpg.create_pool(s.database_url, min_size=1, max_size=2)
             await ensure_schema(self.pool)
@@ -139,6 +143,8 @@ class ScorerService:
             loops.append(self.stage.run)
         if self.verifier is not None:
             loops.append(self.verifier.run)
+        if self.metrics_loop is not None:
+            loops.append(self.metrics_loop)
         return loops
 
     async def stop(self) -> None:
@@ -192,7 +198,7 @@ class ScorerService:
             version=_version(),
             description="Scores ONNX model versions promoted by the registry over HTTP, the Open Inference "
             "Protocol and Kafka, with canary and shadow routing and a complete inference log.",
-            registry=self.registry,
+            registry=self.served_registry,
             checks=checks,
         )
         base_openapi = ops.openapi

@@ -68,8 +68,12 @@ class HttpServer:
         max_header_bytes: int = 64 * 1024,
         shutdown_timeout_s: float = 10.0,
         backlog: int = 2048,
+        reuse_port: bool = False,
     ) -> None:
         self.app = app
+        # SO_REUSEPORT: several worker processes listen on one port and the kernel spreads connections
+        # over them. Off for a lone process, so a second scorer started on a taken port fails loudly.
+        self.reuse_port = reuse_port
         self.host, self.port = host, port
         self.idle_timeout_s = idle_timeout_s
         self.max_header_bytes = max_header_bytes
@@ -97,7 +101,12 @@ class HttpServer:
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: _Connection(self), self.host, self.port, backlog=self.backlog, reuse_address=True
+            lambda: _Connection(self),
+            self.host,
+            self.port,
+            backlog=self.backlog,
+            reuse_address=True,
+            reuse_port=self.reuse_port or None,
         )
         self.started = True
         log.info("scorer: serving HTTP on %s:%d", self.host, self.port)

@@ -18,6 +18,24 @@ class ScorerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="TOLLGATE_SCORER_", extra="ignore")
 
     http_port: int = Field(8080, description="Port of the scoring API, the OIP endpoints and operations.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Worker processes serving the one HTTP port (SO_REUSEPORT: the kernel spreads "
+        "connections over them). Each worker is a whole scorer with its own inference-log producer, spool "
+        "and Kafka transactional id (instance id <instance_id>-w<N>); a supervisor restarts a worker "
+        "that dies. 1: a single process, no supervisor.",
+    )
+    worker_index: int | None = Field(
+        None,
+        description="Set by the supervisor for each worker it starts (0 .. workers-1); not set by hand.",
+    )
+    worker_metrics_dir: str | None = Field(
+        None,
+        description="Set by the supervisor: the folder where workers share their metric snapshots, so "
+        "any worker's /metrics answers for all of them.",
+    )
     auth_required: bool = Field(
         True,
         description="Require an API key (role scorer-client or operator) on scoring and model endpoints.",
@@ -89,7 +107,9 @@ class ScorerSettings(ServiceSettings):
 
     def spool_path(self) -> Path:
         if self.log_spool_dir:
-            return Path(self.log_spool_dir)
+            base = Path(self.log_spool_dir)
+            # Workers of one scorer never share a spool: each replays only what it spooled itself.
+            return base if self.worker_index is None else base / f"worker-{self.worker_index}"
         from tollgate_core.paths import repo_root
 
         return repo_root() / ".local" / "spool" / f"scorer-{self.instance_id}"
