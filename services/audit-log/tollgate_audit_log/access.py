@@ -7,7 +7,9 @@ role              may                             sees
 ================  ==============================  ==========================================
 compliance-reader query, lineage, export          everything recorded (PII already protected)
 auditor           the above + verify, checkpoints everything recorded
+                  + DLQ list and show             DLQ record values too
 operator          the above + verify, checkpoints no inference inputs/outputs, no data records
+                  + DLQ list, show and redrive    (DLQ record values: not shown)
 scorer-client     nothing here                    -
 ================  ==============================  ==========================================
 
@@ -31,6 +33,8 @@ class Action(StrEnum):
     EXPORT = "export"
     VERIFY = "verify"
     CHECKPOINTS = "checkpoints"  # list, seal now, inclusion proofs
+    DLQ_READ = "read dead letters"  # DLQ depth, list, show
+    DLQ_REDRIVE = "redrive dead letters"
 
 
 ALLOWED: dict[Action, frozenset[str]] = {
@@ -38,6 +42,8 @@ ALLOWED: dict[Action, frozenset[str]] = {
     Action.EXPORT: frozenset({COMPLIANCE_READER, AUDITOR, OPERATOR}),
     Action.VERIFY: frozenset({AUDITOR, OPERATOR}),
     Action.CHECKPOINTS: frozenset({AUDITOR, OPERATOR}),
+    Action.DLQ_READ: frozenset({AUDITOR, OPERATOR}),
+    Action.DLQ_REDRIVE: frozenset({OPERATOR}),
 }
 
 REDACTED = "[redacted for role operator]"

@@ -19,12 +19,14 @@ import tollgate_core.apikeys as apikeys
 from tollgate_audit_log import roles
 from tollgate_audit_log.api import build_router
 from tollgate_audit_log.chain import register_key
+from tollgate_audit_log.dlq_api import DlqMetrics, build_dlq_router
 from tollgate_audit_log.settings import AuditLogSettings
 from tollgate_audit_log.signing import Signer, key_id, load_or_create_private_key, load_public_key
 from tollgate_audit_log.sink import SERVICE, Metrics, StreamWorker
 from tollgate_audit_log.streams import EntryBuilder, stream_specs
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import create_pool, migrate, ping
+from tollgate_core.dlq import DeadLetterQueues
 from tollgate_core.http import create_http_app
 from tollgate_core.kafka import producer_config
 from tollgate_core.topics import Topics
@@ -72,6 +74,11 @@ class AuditLog:
         self.workers: dict[str, StreamWorker] = {}
         self.page_max = settings.page_max
         self.verify_lock = asyncio.Lock()
+        self.dlq = DeadLetterQueues(
+            settings.kafka_bootstrap, settings.topic_namespace, settings.client_id(SERVICE) + "-dlq"
+        )
+        self.dlq_metrics = DlqMetrics(self.dlq)
+        self.registry.register(self.dlq_metrics)
 
     async def _load_keys(self) -> dict[str, apikeys.Principal]:
         return await apikeys.active_keys(self.pool)
@@ -136,8 +143,18 @@ class AuditLog:
             )
 
     def loops(self) -> list[Any]:
-        """Background loops for run_service: one per stream, the checkpoint timer, the API key refresh."""
-        return [*(w.run for w in self.workers.values()), self.checkpoint_loop, self.keys.run]
+        """Background loops for run_service: one per stream, the checkpoint timer, the API key refresh, the
+        DLQ figures."""
+        return [
+            *(w.run for w in self.workers.values()),
+            self.checkpoint_loop,
+            self.keys.run,
+            self.dlq_loop,
+        ]
+
+    async def dlq_loop(self) -> None:
+        """Every service's DLQ depth and oldest pending age, for /metrics."""
+        await self.dlq_metrics.run(self.settings.dlq_refresh_s)
 
     async def checkpoint_loop(self) -> None:
         interval = self.settings.checkpoint_interval_s
@@ -197,5 +214,8 @@ class AuditLog:
             },
         )
         app.state.audit = self
+        app.state.dlq = self.dlq
+        app.state.dlq_metrics = self.dlq_metrics
         app.include_router(build_router())
+        app.include_router(build_dlq_router())
         return app

@@ -40,6 +40,12 @@ def build_broker(settings: AuditLogSettings) -> KafkaBroker:
     for spec in stream_specs(audit_validated=getattr(settings, "audit_validated", False)):
         _declare(broker, topics.name(spec.topic), settings.consumer_group(SERVICE, spec.name), spec)
     broker.publisher(
+        topics.name("operations"),
+        description="Operators' actions through this service's API (DLQ redrives: who, why, which "
+        "records), committed in one transaction with the redriven records; recorded here as stream "
+        "'operations'.",
+    )
+    broker.publisher(
         topics.dlq(SERVICE),
         description="Messages the audit trail cannot record, unchanged, with "
         "headers naming the source topic, partition, offset and reason.",

@@ -62,6 +62,11 @@ class AuditLogSettings(ServiceSettings):
         30.0, gt=0, description="How often API keys are reloaded (revocation delay)."
     )
     page_max: int = Field(1000, ge=1, description="Largest page a query may ask for.")
+    dlq_refresh_s: float = Field(
+        15.0,
+        gt=0,
+        description="How often every service's DLQ depth and oldest pending age are read for /metrics.",
+    )
 
     @model_validator(mode="after")
     def _production_needs_its_own_secrets(self) -> AuditLogSettings:

@@ -75,6 +75,11 @@ def training_request_index(doc: dict[str, Any]) -> Index:
     return _s(doc.get("event_id")), None, _s(p.get("model")), None, None
 
 
+def operation_index(doc: dict[str, Any]) -> Index:
+    """An operator's action is looked up by its own event id (what a redrive answers with)."""
+    return _s(doc.get("event_id")), None, None, None, None
+
+
 def data_record_index(doc: dict[str, Any]) -> Index:
     """Rejected/validated records: the entity id (validated events carry it; for rejected ones it is read
     from the record through the contract while the record is protected)."""
@@ -120,6 +125,12 @@ STREAMS: tuple[StreamSpec, ...] = (
         "monitor.alerts",
         model_version_index,
         description="Drift, performance, staleness and latency alerts, raised and cleared.",
+    ),
+    StreamSpec(
+        "operations",
+        "operations",
+        operation_index,
+        description="What operators did to the running platform (DLQ redrives): who, why, which records.",
     ),
     StreamSpec(
         "rejected",

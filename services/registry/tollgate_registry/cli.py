@@ -287,9 +287,11 @@ def _mount_optional_groups() -> None:
     """Command groups of other services' packages, when those are installed alongside."""
     try:
         from tollgate_audit_log.cli import audit_app
+        from tollgate_audit_log.dlq_cli import dlq_app
     except ImportError:
         return
     app.add_typer(audit_app, name="audit")
+    app.add_typer(dlq_app, name="dlq")
 
 
 _mount_optional_groups()

@@ -1,0 +1,117 @@
+"""``tollgate dlq list | show | redrive``: the services' dead-letter queues, through the audit-log's operator
+API (``TOLLGATE_AUDIT_URL``, default http://127.0.0.1:8084) with an API key (``TOLLGATE_API_KEY``; role
+``operator`` to redrive, ``operator`` or ``auditor`` to read). The API, not this command, decides who you
+are: the audit trail names the key's principal."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, NoReturn
+
+import httpx
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+DEFAULT_AUDIT_URL = "http://127.0.0.1:8084"
+
+dlq_app = typer.Typer(
+    name="dlq",
+    help="Dead-letter queues: pending records per service, one record, redrive.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+AuditUrl = Annotated[
+    str, typer.Option("--audit-url", envvar="TOLLGATE_AUDIT_URL", help="Base URL of the audit-log API.")
+]
+ApiKey = Annotated[str, typer.Option("--api-key", envvar="TOLLGATE_API_KEY", help="Your API key.")]
+Service = Annotated[str, typer.Argument(help="The service whose DLQ, e.g. validator.")]
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _call(method: str, url: str, key: str, path: str, **kwargs: Any) -> Any:
+    try:
+        with httpx.Client(base_url=url, timeout=60, headers={"x-api-key": key}) as client:
+            response = client.request(method, path, **kwargs)
+    except httpx.HTTPError as exc:
+        _fail(f"cannot reach {url}: {exc}", code=2)
+    if response.is_success:
+        return response.json()
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    _fail(f"{response.status_code} {response.reason_phrase}: {detail}")
+
+
+def _records_table(title: str, records: list[dict[str, Any]]) -> Table:
+    table = Table(title=title)
+    for column in ("partition/offset", "failed at", "attempt", "source", "error"):
+        table.add_column(column)
+    for r in records:
+        source = f"{r['source_topic']} {r['source_partition']}/{r['source_offset']}"
+        error = f"{r['error_type']}: {r['error']}"
+        table.add_row(
+            f"{r['partition']}/{r['offset']}", r["failed_at"][:19], str(r["attempt"]), source, error[:120]
+        )
+    return table
+
+
+@dlq_app.command("list")
+def list_dlq(
+    service: Annotated[str | None, typer.Argument(help="A service: its pending records.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many records.")] = 100,
+    everything: Annotated[bool, typer.Option("--all", help="Also records already redriven.")] = False,
+    audit_url: AuditUrl = DEFAULT_AUDIT_URL,
+    api_key: ApiKey = "",
+) -> None:
+    """Without a service: every DLQ's pending count and oldest age. With one: its records."""
+    if service is None:
+        table = Table(title="dead-letter queues")
+        for column in ("service", "pending", "oldest", "topic"):
+            table.add_column(column)
+        for q in _call("GET", audit_url, api_key, "/v1/dlq"):
+            age = q["oldest_age_s"]
+            table.add_row(q["service"], str(q["pending"]), "" if age is None else f"{age:.0f} s", q["topic"])
+        console.print(table)
+        return
+    params: dict[str, Any] = {"limit": limit, "all": everything}
+    records = _call("GET", audit_url, api_key, f"/v1/dlq/{service}", params=params)
+    console.print(_records_table(f"dlq.{service}", records))
+
+
+@dlq_app.command("show")
+def show(
+    service: Service,
+    partition: Annotated[int, typer.Argument(help="DLQ partition.")],
+    offset: Annotated[int, typer.Argument(help="DLQ offset.")],
+    audit_url: AuditUrl = DEFAULT_AUDIT_URL,
+    api_key: ApiKey = "",
+) -> None:
+    """One record: where it came from, why it failed, its headers (and value, if your role sees values)."""
+    record = _call("GET", audit_url, api_key, f"/v1/dlq/{service}/{partition}/{offset}")
+    console.print_json(orjson.dumps(record).decode())
+
+
+@dlq_app.command("redrive")
+def redrive(
+    service: Service,
+    reason: Annotated[str, typer.Option("--reason", help="Why: recorded in the audit trail.")],
+    partition: Annotated[int | None, typer.Option(help="Only this DLQ partition.")] = None,
+    offset: Annotated[int | None, typer.Option(help="Only the record at this offset.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many pending records.")] = 1000,
+    audit_url: AuditUrl = DEFAULT_AUDIT_URL,
+    api_key: ApiKey = "",
+) -> None:
+    """Send pending records (or one) back to their source topics with their attempt count."""
+    body: dict[str, Any] = {"reason": reason, "limit": limit, "partition": partition, "offset": offset}
+    done = _call("POST", audit_url, api_key, f"/v1/dlq/{service}/redrive", json=body)
+    console.print(_records_table(f"redriven from dlq.{service}", done["records"]))
+    console.print(f"{done['redriven']} record(s) redriven; audit event {done['operation_event_id']}")
