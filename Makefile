@@ -17,6 +17,9 @@ export DEBIAN_FRONTEND := noninteractive
 ifdef SERVICES
 export STACK_SERVICES := $(SERVICES)
 endif
+# Replicas started by `make up`: REPLICAS=3 (every service), REPLICAS_validator=2 (one; - becomes _).
+export REPLICAS
+$(foreach v,$(filter REPLICAS_%,$(.VARIABLES)),$(eval export $(v)))
 
 .PHONY: help venv deps up down status infra-up infra-down topics test test-unit demo bench lint generate clean
 
@@ -24,7 +27,8 @@ help:
 	@echo "make demo       set up everything, start the local stack, run the closed-loop scenario"
 	@echo "make test       set up everything, start Kafka + PostgreSQL, run the whole test suite"
 	@echo "make test-unit  unit tests only (no infrastructure)"
-	@echo "make up | down | status   the local stack (Kafka, PostgreSQL, services) in the background"
+	@echo "make up | down | status   the local stack (Kafka, PostgreSQL, services) in the background;"
+	@echo "                 make up REPLICAS=3 (every service) REPLICAS_validator=2 (one service)"
 	@echo "make infra-up | infra-down  Kafka and PostgreSQL only"
 	@echo "make bench      benchmarks (results under .local/bench/)"
 	@echo "make lint       ruff check + format check, mypy (strict) on libs and services"

@@ -18,6 +18,10 @@
 # Knobs: STACK_KAFKA_PORT (9092), STACK_KAFKA_CONTROLLER_PORT (9093), STACK_PG_PORT (5432),
 # STACK_SERVICES, STACK_STATE_DIR (.local), STACK_READY_TIMEOUT (60 s), STACK_STOP_TIMEOUT (30 s),
 # STACK_KAFKA_HEAP ("-Xms256m -Xmx1g").
+# Replicas: REPLICAS (1) runs every service as that many processes, REPLICAS_<service> (e.g.
+# REPLICAS_validator=2, REPLICAS_audit_log=2) one service; replica k gets TOLLGATE_<SERVICE>_INSTANCE_ID=k
+# (its Kafka transactional id and client id) and HTTP port <port> + 100*k; its pid file and log are
+# <service>@k (replica 0 keeps the plain <service> names).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -675,9 +679,36 @@ cmd_pg_down() {
 
 # ---------------------------------------------------------------------------------------------- services
 
-svc_module() { echo "tollgate_${1//-/_}"; }
+# A process name is a service (replica 0) or service@k (replica k).
+svc_module() {
+  local svc=${1%@*}
+  echo "tollgate_${svc//-/_}"
+}
 
-svc_port() { svc_table | awk -v s="$1" '$1 == s { print $2 }'; }
+svc_port() {
+  local svc=${1%@*} replica=0 base
+  case $1 in *@*) replica=${1##*@} ;; esac
+  base=$(svc_table | awk -v s="$svc" '$1 == s { print $2 }')
+  if [ -n "$base" ]; then echo $((base + 100 * replica)); fi
+}
+
+# replicas SVC: how many processes of SVC (REPLICAS_<svc>, else REPLICAS, else 1).
+replicas() {
+  local var="REPLICAS_${1//-/_}" n
+  n=${!var:-${REPLICAS:-1}}
+  [[ "$n" =~ ^[1-9][0-9]?$ ]] || die "$var/REPLICAS must be a number from 1 to 99, not '$n'"
+  echo "$n"
+}
+
+# The process names of every service's replicas: ingest ingest@1 ... (replica 0 first).
+replica_names() {
+  local svc k n
+  for svc in $SERVICES; do
+    n=$(replicas "$svc")
+    echo "$svc"
+    for ((k = 1; k < n; k++)); do echo "$svc@$k"; done
+  done
+}
 
 wait_http() {
   local svc=$1 pid=$2 port=$3 start deadline
@@ -708,13 +739,15 @@ cmd_topics() {
 }
 
 cmd_services_up() {
-  local svc mod pid port started=()
+  local svc mod pid port replica started=()
   [ -x "$PY" ] || die "no .venv: run 'make venv' first"
   state_dirs
-  for svc in $SERVICES; do
+  for svc in $(replica_names); do
     mod=$(svc_module "$svc")
-    if [ ! -f "$ROOT/services/$svc/$mod/__main__.py" ]; then
-      say "$svc: skipped (services/$svc/$mod/__main__.py does not exist yet)"
+    replica=0
+    case $svc in *@*) replica=${svc##*@} ;; esac
+    if [ ! -f "$ROOT/services/${svc%@*}/$mod/__main__.py" ]; then
+      say "$svc: skipped (services/${svc%@*}/$mod/__main__.py does not exist yet)"
       continue
     fi
     if pid=$(running_pid "$svc" "-m $mod"); then
@@ -732,8 +765,10 @@ cmd_services_up() {
       export TOLLGATE_KAFKA_BOOTSTRAP="${TOLLGATE_KAFKA_BOOTSTRAP:-$LOCAL_BOOTSTRAP}"
       export TOLLGATE_DATABASE_URL="${TOLLGATE_DATABASE_URL:-$LOCAL_DATABASE_URL}"
       export PYTHONUNBUFFERED=1
+      svcenv=${svc%@*}
+      svcenv=${svcenv//-/_}
+      export "TOLLGATE_${svcenv^^}_INSTANCE_ID=$replica"
       if [ -n "$port" ]; then
-        svcenv=${svc//-/_}
         export "TOLLGATE_${svcenv^^}_HTTP_PORT=$port"
       fi
       exec setsid "$PY" -m "$mod" </dev/null >>"$LOGS/$svc.log" 2>&1 9>&-
@@ -761,7 +796,7 @@ cmd_services_up() {
 
 cmd_services_down() {
   local svc file name pid order=() stopped=0
-  for svc in $SERVICES; do order=("$svc" "${order[@]}"); done
+  for svc in $(replica_names); do order=("$svc" "${order[@]}"); done
   # Also stop anything started earlier under a list that has since changed.
   for file in "$RUN"/*.pid; do
     [ -e "$file" ] || continue
@@ -811,15 +846,15 @@ cmd_status() {
   else
     echo "postgres   stopped"
   fi
-  for svc in $SERVICES; do
+  for svc in $(replica_names); do
     mod=$(svc_module "$svc")
     port=$(svc_port "$svc")
-    if [ ! -f "$ROOT/services/$svc/$mod/__main__.py" ]; then
-      printf '%-10s %s\n' "$svc" "absent    (no services/$svc/$mod/__main__.py)"
+    if [ ! -f "$ROOT/services/${svc%@*}/$mod/__main__.py" ]; then
+      printf '%-11s %s\n' "$svc" "absent    (no services/$svc/$mod/__main__.py)"
     elif pid=$(pid_of "$svc" "-m $mod"); then
-      printf '%-10s running   pid %s%s\n' "$svc" "$pid" "${port:+, http://127.0.0.1:$port}"
+      printf '%-11s running   pid %s%s\n' "$svc" "$pid" "${port:+, http://127.0.0.1:$port}"
     else
-      printf '%-10s stopped\n' "$svc"
+      printf '%-11s stopped\n' "$svc"
     fi
   done
 }
