@@ -1,5 +1,17 @@
 """OpenTelemetry set-up and W3C ``traceparent`` propagation through Kafka headers.
 
+Export follows the standard OpenTelemetry environment variables and nothing else:
+
+* ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_ENDPOINT`` set: finished spans go to that
+  collector over OTLP/HTTP (protobuf, the official ``opentelemetry-exporter-otlp-proto-http``) through a
+  ``BatchSpanProcessor``: ending a span only appends it to a bounded queue, a background thread exports in
+  batches (``OTEL_BSP_*`` tune it), so a slow or absent collector never slows a request. Headers, timeout,
+  compression and certificates come from the exporter's own ``OTEL_EXPORTER_OTLP_*`` variables.
+* neither set, or ``OTEL_TRACES_EXPORTER=none`` or ``OTEL_SDK_DISABLED=true``: nothing is exported.
+* sampling: ``OTEL_TRACES_SAMPLER`` (+ ``OTEL_TRACES_SAMPLER_ARG``) as the SDK defines them; else
+  ``OTEL_TRACES_SAMPLER_ARG`` alone is the ratio of a parent-based trace-id-ratio sampler; else the
+  service's own ``trace_sample_ratio`` setting. Parent-based: a trace sampled upstream stays sampled.
+
 Hot stream stages handle tens of thousands of events a second, so spans are only made for sampled traces
 (the ``traceparent`` flags say so); an unsampled event keeps its incoming ``traceparent`` header unchanged,
 which still ties every hop of it to one trace id.
@@ -7,15 +19,21 @@ which still ties every hop of it to one trace id.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SimpleSpanProcessor,
+    SpanExporter,
+)
+from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -25,6 +43,57 @@ _propagator = TraceContextTextMapPropagator()
 Headers = Sequence[tuple[str, bytes]]
 
 
+class TracingConfigError(ValueError):
+    """An OTEL_* variable has a value this platform cannot honour; the message names it."""
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() == "true"
+
+
+def sampler_from_env(sample_ratio: float, env: Mapping[str, str] | None = None) -> Sampler | None:
+    """The sampler the OTEL_* variables ask for, else a parent-based ``sample_ratio`` one. ``None`` means
+    ``OTEL_TRACES_SAMPLER`` is set and the SDK builds that sampler itself (with ``OTEL_TRACES_SAMPLER_ARG``)."""
+    env = os.environ if env is None else env
+    if env.get("OTEL_TRACES_SAMPLER"):
+        return None
+    ratio = sample_ratio
+    arg = env.get("OTEL_TRACES_SAMPLER_ARG")
+    if arg:
+        try:
+            ratio = float(arg)
+        except ValueError:
+            raise TracingConfigError(f"OTEL_TRACES_SAMPLER_ARG={arg!r} is not a number") from None
+    if not 0.0 <= ratio <= 1.0:
+        raise TracingConfigError(f"trace sampling ratio {ratio} is outside 0..1")
+    return ParentBased(TraceIdRatioBased(ratio))
+
+
+def otlp_exporter_from_env(env: Mapping[str, str] | None = None) -> SpanExporter | None:
+    """The OTLP/HTTP span exporter the OTEL_* variables configure, or ``None`` when none is asked for."""
+    env = os.environ if env is None else env
+    if _flag(env, "OTEL_SDK_DISABLED"):
+        return None
+    exporters = {e.strip().lower() for e in env.get("OTEL_TRACES_EXPORTER", "otlp").split(",") if e.strip()}
+    if "none" in exporters or "otlp" not in exporters:
+        return None
+    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint:
+        return None
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get(
+        "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+    )
+    if protocol != "http/protobuf":
+        raise TracingConfigError(
+            f"OTLP protocol {protocol!r} is not supported: tollgate exports traces over http/protobuf "
+            "(set OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf and the collector's port 4318)"
+        )
+    # Imported here: a process that exports nothing never loads the exporter (and requests, protobuf).
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()  # endpoint, headers, timeout, compression: read from the same variables
+
+
 def setup_tracing(
     service: str,
     *,
@@ -32,14 +101,19 @@ def setup_tracing(
     console: bool = False,
     processors: Sequence[SpanProcessor] = (),
 ) -> TracerProvider:
-    """Build the service's tracer provider (parent-based sampling, so a sampled trace stays sampled)."""
+    """Build the service's tracer provider: sampler and OTLP export from the OTEL_* variables (see the
+    module docstring), ``processors`` and the console exporter added as asked. The provider flushes its
+    batch queue at interpreter exit (the SDK registers that), so spans of a stopping service are sent."""
     provider = TracerProvider(
         resource=Resource.create({"service.name": f"tollgate-{service}", "service.namespace": "tollgate"}),
-        sampler=ParentBased(TraceIdRatioBased(sample_ratio)),
+        sampler=sampler_from_env(sample_ratio),
     )
     for processor in processors:
         provider.add_span_processor(processor)
-    if console:
+    exporter = otlp_exporter_from_env()
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    if console or "console" in os.environ.get("OTEL_TRACES_EXPORTER", "").lower():
         provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
     return provider
 
@@ -101,6 +175,47 @@ def forward_traceparent(
         return incoming
     with consumer_span(tracer, name, headers, attributes) as (_, traceparent):
         return traceparent
+
+
+@contextmanager
+def server_span(
+    tracer: trace.Tracer,
+    name: str,
+    traceparent: str | bytes | None,
+    attributes: dict[str, str | int] | None = None,
+) -> Iterator[tuple[Span, bytes]]:
+    """A span for one HTTP request, child of the caller's W3C ``traceparent`` when it sent one, else the
+    root of a new trace (sampled at the service's ratio); yields it with the ``traceparent`` its outputs
+    carry. An unsampled span still yields a ``traceparent`` (flags ``00``), so the trace id travels on."""
+    context = None
+    if traceparent:
+        raw = traceparent.decode("ascii", "replace") if isinstance(traceparent, bytes) else traceparent
+        context = _propagator.extract({TRACEPARENT: raw})
+    with tracer.start_as_current_span(
+        name, context=context, kind=trace.SpanKind.SERVER, attributes=attributes
+    ) as span:
+        yield span, traceparent_of(span)
+
+
+def record_consumed_span(
+    tracer: trace.Tracer,
+    name: str,
+    headers: Headers | None,
+    start_time_ns: int,
+    attributes: dict[str, str | int] | None = None,
+) -> None:
+    """Record a finished span (begun at ``start_time_ns``) for a consumed message whose trace is sampled;
+    nothing for others. For sinks that learn only after a batch write which records it covered."""
+    if not is_sampled(header_value(headers, TRACEPARENT)):
+        return
+    span = tracer.start_span(
+        name,
+        context=context_from_headers(headers),
+        kind=trace.SpanKind.CONSUMER,
+        attributes=attributes,
+        start_time=start_time_ns,
+    )
+    span.end()
 
 
 def new_trace_headers(tracer: trace.Tracer, name: str) -> tuple[Span, bytes]:

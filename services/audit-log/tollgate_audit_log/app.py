@@ -29,6 +29,7 @@ from tollgate_core.db import create_pool, migrate, ping
 from tollgate_core.dlq import DeadLetterQueues
 from tollgate_core.http import create_http_app
 from tollgate_core.kafka import producer_config
+from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ class AuditLog:
         )
         self.dlq_metrics = DlqMetrics(self.dlq)
         self.registry.register(self.dlq_metrics)
+        # The audit-log only continues traces sampled upstream (ratio 0 for traces of its own).
+        self.tracer = setup_tracing(SERVICE, sample_ratio=0.0, console=settings.otel_console).get_tracer(
+            "tollgate.audit_log"
+        )
 
     async def _load_keys(self) -> dict[str, apikeys.Principal]:
         return await apikeys.active_keys(self.pool)
@@ -140,6 +145,7 @@ class AuditLog:
                 batch_max_records=s.batch_max_records,
                 checkpoint_rows=s.checkpoint_rows,
                 checkpoint_max_rows=s.checkpoint_max_rows,
+                tracer=self.tracer,
             )
 
     def loops(self) -> list[Any]:

@@ -20,11 +20,13 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
+from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tollgate_audit_log.batch import record_batch
@@ -32,7 +34,7 @@ from tollgate_audit_log.chain import ChainDamaged, ChainMoved, ChainWriter, Chec
 from tollgate_audit_log.signing import Signer
 from tollgate_audit_log.streams import EntryBuilder
 from tollgate_core.kafka import DLQ_ERROR, BatchSink, OutRecord, dead_letter
-from tollgate_core.telemetry import header_value
+from tollgate_core.telemetry import header_value, record_consumed_span
 
 log = logging.getLogger(__name__)
 SERVICE = "audit-log"
@@ -83,8 +85,10 @@ class StreamWorker:
         batch_max_records: int = 5000,
         checkpoint_rows: int = 10_000,
         checkpoint_max_rows: int = 100_000,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.stream = builder.spec.name
+        self._tracer = tracer or trace.get_tracer("tollgate.audit_log")
         self.builder = builder
         self.topic = topic
         self.group_id = group_id
@@ -185,6 +189,7 @@ class StreamWorker:
             self._lost.set()
             raise LockLost(f"stream {self.stream}: no writer")
         started = time.perf_counter()
+        started_ns = time.time_ns()
         try:
             outcome = await record_batch(writer, self.builder, records)
         except (LockLost, ChainMoved):
@@ -195,11 +200,22 @@ class StreamWorker:
             await self._dead_letter(
                 [dead_letter(rec, self.dlq_topic, SERVICE, why) for rec, why in outcome.rejected]
             )
+        self._trace_recorded(records, outcome.rejected, started_ns)
         self._metrics.rows.labels(self.stream).inc(outcome.inserted)
         self._metrics.duplicates.labels(self.stream).inc(outcome.duplicates)
         self._metrics.head.labels(self.stream).set(writer.head_seq)
         if writer.head_seq - self.checkpointed_seq >= self.checkpoint_rows:
             await self.checkpoint()
+
+    def _trace_recorded(
+        self, records: list[ConsumerRecord[bytes, bytes]], rejected: list[Any], started_ns: int
+    ) -> None:
+        """One span per recorded message of a sampled trace, from the batch's start to its commit."""
+        refused = {id(rec) for rec, _ in rejected}
+        attributes: dict[str, str | int] = {"tollgate.audit.stream": self.stream}
+        for rec in records:
+            if rec.headers and id(rec) not in refused:
+                record_consumed_span(self._tracer, "audit record", rec.headers, started_ns, attributes)
 
     async def _dead_letter(self, dead: list[OutRecord]) -> None:
         futures = [await self._producer.send(d.topic, d.value, key=d.key, headers=d.headers) for d in dead]

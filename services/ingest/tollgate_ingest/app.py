@@ -91,9 +91,14 @@ class Ingest:
         if self.pool is not None:
             await self.pool.close()
 
-    async def publish_raw(self, events: Sequence[tuple[bytes | None, bytes]]) -> None:
+    async def publish_raw(
+        self, events: Sequence[tuple[bytes | None, bytes]], headers: list[tuple[str, bytes]]
+    ) -> None:
         assert self.producer is not None
-        futures = [await self.producer.send(self.topics.events_raw, value, key=key) for key, value in events]
+        futures = [
+            await self.producer.send(self.topics.events_raw, value, key=key, headers=headers)
+            for key, value in events
+        ]
         await asyncio.gather(*futures)
 
     async def prune_claims(self) -> None:
@@ -128,6 +133,7 @@ class Ingest:
                 max_body_bytes=self.settings.max_body_bytes,
                 max_events=self.settings.max_events_per_request,
                 on_accepted=lambda source, n: self.metrics.http_events.labels(source).inc(n),
+                tracer=self.tracer,
             )
         )
         return app

@@ -14,16 +14,19 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
+from opentelemetry import trace
 from pydantic import BaseModel, Field
 
 from tollgate_core.contracts import ContractRegistry, DatasetContract, FieldType
 from tollgate_core.events import now_iso
+from tollgate_core.telemetry import TRACEPARENT, server_span
 from tollgate_ingest.core import Malformed, Normaliser
 
 # Deterministic ids for uploaded rows without an event_id: uploading the same file twice dedups.
 UPLOAD_NAMESPACE = uuid.UUID("6f1d2c55-8d3e-4c1e-9b7a-2f4e8a0c9d11")
 
-Publish = Callable[[Sequence[tuple[bytes | None, bytes]]], Awaitable[None]]
+# (key, value) pairs and the headers every one of them carries (the request's ``traceparent``).
+Publish = Callable[[Sequence[tuple[bytes | None, bytes]], list[tuple[str, bytes]]], Awaitable[None]]
 
 
 class Accepted(BaseModel):
@@ -88,7 +91,11 @@ def gateway_router(
     max_body_bytes: int,
     max_events: int,
     on_accepted: Callable[[str, int], None] = lambda source, n: None,
+    tracer: trace.Tracer | None = None,
 ) -> APIRouter:
+    """The gateway's routes. Each request is one span (``gateway <route>``), child of the caller's W3C
+    ``traceparent`` header when present; every event it writes carries that span's ``traceparent``."""
+    tracer_ = tracer or trace.get_tracer("tollgate.ingest")
     router = APIRouter(prefix="/v1/events", tags=["events"])
 
     def complete(doc: dict[str, Any], producer: str | None) -> dict[str, Any]:
@@ -99,7 +106,19 @@ def gateway_router(
             doc.setdefault("producer", producer)
         return doc
 
-    async def check_and_publish(docs: list[dict[str, Any]], where: str, source: str) -> Accepted:
+    async def check_and_publish(
+        docs: list[dict[str, Any]], where: str, source: str, request: Request
+    ) -> Accepted:
+        with server_span(
+            tracer_, f"gateway {source}", request.headers.get(TRACEPARENT), {"tollgate.source": source}
+        ) as (span, traceparent):
+            accepted = await _check_and_publish(docs, where, source, traceparent)
+            span.set_attribute("tollgate.events", accepted.accepted)
+            return accepted
+
+    async def _check_and_publish(
+        docs: list[dict[str, Any]], where: str, source: str, traceparent: bytes
+    ) -> Accepted:
         if not docs:
             raise _error(422, "no events in the request")
         if len(docs) > max_events:
@@ -119,7 +138,7 @@ def gateway_router(
                 422, f"{len(problems)} of {len(docs)} events are invalid; none was accepted", problems
             )
         try:
-            await publish(ready)
+            await publish(ready, [(TRACEPARENT, traceparent)])
         except Exception as exc:  # Kafka unreachable or refused: nothing acknowledged, the client retries
             raise _error(503, f"events could not be written to Kafka: {type(exc).__name__}: {exc}") from exc
         on_accepted(source, len(ready))
@@ -156,7 +175,7 @@ def gateway_router(
                 [{"index": i, "error": "not an object"} for i in bad],
             )
         producer = request.headers.get("x-tollgate-producer")
-        return await check_and_publish([complete(dict(d), producer) for d in items], "index", "json")
+        return await check_and_publish([complete(dict(d), producer) for d in items], "index", "json", request)
 
     @router.post(
         "/upload",
@@ -232,6 +251,6 @@ def gateway_router(
                     "payload": row,
                 }
             )
-        return await check_and_publish(docs, "line", kind)
+        return await check_and_publish(docs, "line", kind, request)
 
     return router

@@ -219,4 +219,5 @@ class ScorerService:
             ready=self.not_ready,
             model_errors=self.manager.errors.get,
             server_version=_version(),
+            tracer=self.tracer,
         )

@@ -22,8 +22,10 @@ from functools import partial
 from typing import Any
 
 import orjson
+from opentelemetry import trace
 
 from tollgate_core.scoring import Channel
+from tollgate_core.telemetry import is_sampled, server_span
 from tollgate_scorer import oip
 from tollgate_scorer.auth import CHALLENGE, Authenticator, Denied
 from tollgate_scorer.core import Scored, Scorer, ScoringFailure
@@ -115,8 +117,10 @@ class ScoringApp:
         ready: Callable[[], str | None],
         model_errors: Callable[[str], str | None],
         server_version: str,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.scorer = scorer
+        self.tracer = tracer
         self.fallback = fallback
         self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
@@ -176,11 +180,34 @@ class ScoringApp:
             except orjson.JSONDecodeError as exc:
                 raise _Reject(400, "invalid_request", f"the body is not JSON: {exc}") from None
             instances, single = self._instances(document)
-            scored = self.scorer.score(name, instances, Channel.HTTP, traceparent=request.traceparent)
+            scored = self._score(name, instances, Channel.HTTP, request)
         except ScoringFailure as failure:
             return _v1_failure(failure)
         rows = result_rows(name, scored, instances)
         return 200, orjson.dumps(rows[0] if single else {"model": name, "results": rows}), JSON_HEADERS
+
+    def _score(
+        self,
+        name: str,
+        instances: Sequence[Any],
+        channel: str,
+        request: _Request,
+        *,
+        version: str | None = None,
+        one_route: bool = False,
+    ) -> Scored:
+        """Score; a request whose caller's ``traceparent`` is sampled gets a span of its own (the inference
+        log then points at it). Others pay nothing: their ``traceparent`` is logged as it came."""
+        traceparent = request.traceparent
+        if self.tracer is None or not is_sampled(traceparent):
+            return self.scorer.score(
+                name, instances, channel, traceparent=traceparent, version=version, one_route=one_route
+            )
+        attributes: dict[str, str | int] = {"tollgate.model": name, "tollgate.instances": len(instances)}
+        with server_span(self.tracer, f"score {channel}", traceparent, attributes) as (_, child):
+            return self.scorer.score(
+                name, instances, channel, traceparent=child, version=version, one_route=one_route
+            )
 
     def _instances(self, document: Any) -> tuple[list[Any], bool]:
         if type(document) is dict and len(document) == 1:
@@ -262,9 +289,7 @@ class ScoringApp:
                     "too_large",
                     f"{len(instances)} instances in one request; at most {self.max_instances}",
                 )
-            scored = self.scorer.score(
-                name, instances, Channel.OIP, traceparent=request.traceparent, version=version, one_route=True
-            )
+            scored = self._score(name, instances, Channel.OIP, request, version=version, one_route=True)
             payload, json_length = oip.build_response(name, document, scored, binary_default=False)
         except ScoringFailure as failure:
             return _oip_failure(failure)
