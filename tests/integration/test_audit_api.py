@@ -317,3 +317,19 @@ async def test_readiness_reports_how_the_trail_is_protected(audit: dict[str, Any
         ("ok: role tollgate_audit_writer", "degraded: triggers only")
     )
     assert body["checks"]["postgres"] == "ok"
+
+
+@pytest.mark.parametrize(
+    ("role", "status"),
+    [("auditor", 404), ("operator", 403), ("compliance-reader", 403), ("scorer-client", 403)],
+)
+async def test_only_an_auditor_acknowledges_damage(audit: dict[str, Any], role: str, status: int) -> None:
+    """404 for the auditor: the stream has no damage to acknowledge (the writer-tampering test covers the rest)."""
+    response = await audit["client"].post(
+        "/v1/audit/streams/lifecycle/acknowledge", json={"reason": "checked"}, headers=headers(audit, role)
+    )
+    assert response.status_code == status, response.text
+    missing = await audit["client"].post(
+        "/v1/audit/streams/lifecycle/acknowledge", json={}, headers=headers(audit, "auditor")
+    )
+    assert missing.status_code == 422

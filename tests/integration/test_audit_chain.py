@@ -10,11 +10,13 @@ from typing import Any, NamedTuple
 import asyncpg
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.audit_support import fresh_database, inference_entry
 from tollgate_audit_log.app import prepare_database
-from tollgate_audit_log.chain import ChainMoved, ChainWriter, LockLost
+from tollgate_audit_log.chain import ChainMoved, ChainTampered, ChainWriter, LockLost
 from tollgate_audit_log.settings import AuditLogSettings
+from tollgate_audit_log.signing import Signer
 from tollgate_audit_log.verify import verify_database
 
 
@@ -39,8 +41,11 @@ async def conns(dsn: str) -> AsyncIterator[list[asyncpg.Connection]]:
         await conn.close()
 
 
+SIGNER = Signer(Ed25519PrivateKey.generate())
+
+
 async def verified(conn: asyncpg.Connection, stream: str) -> int:
-    report = await verify_database(conn, streams=[stream], trusted={})
+    report = await verify_database(conn, streams=[stream], trusted={SIGNER.key_id: SIGNER.public_key})
     assert report.ok, report.summary()
     return report.rows
 
@@ -87,9 +92,36 @@ async def test_writer_stops_when_the_chain_moved_under_it(conns: list[asyncpg.Co
     await rogue.load_head()
     rogue.locked = True
     await rogue.append([inference_entry(2)])
-    with pytest.raises(ChainMoved):
+    with pytest.raises(ChainTampered) as raised:
         await holder.append([inference_entry(3)])
+    assert isinstance(raised.value, ChainMoved) and raised.value.kind == "foreign_rows"
+    assert (raised.value.expected[0], raised.value.found[0]) == (1, 2)
+    with pytest.raises(ChainTampered):  # and it signs nothing over the rows it did not write
+        await holder.checkpoint(SIGNER, max_rows=100)
+    assert await conns[1].fetchval("SELECT count(*) FROM audit_checkpoints WHERE stream = 'moved'") == 0
     assert await verified(conns[1], "moved") == 2
+
+
+async def test_writer_signs_what_it_wrote_not_what_the_table_says(conns: list[asyncpg.Connection]) -> None:
+    """A row of the unsealed tail rewritten and the chain re-hashed after it by someone who can bypass the
+    triggers: the writer's checkpoint refuses, instead of signing the rewritten rows."""
+    writer = ChainWriter(conns[0], "rewritten-tail")
+    await writer.acquire()
+    await writer.append([inference_entry(i) for i in range(20)])
+    last = await conns[1].fetchval(
+        "SELECT row_hash FROM audit_events WHERE stream = 'rewritten-tail' AND seq = 20"
+    )
+    async with conns[1].transaction():
+        await conns[1].execute("ALTER TABLE audit_events DISABLE TRIGGER USER")
+        await conns[1].execute(
+            "UPDATE audit_events SET row_hash = set_byte(row_hash, 0, get_byte(row_hash, 0) # 1) "
+            "WHERE stream = 'rewritten-tail' AND seq = 20"
+        )
+        await conns[1].execute("ALTER TABLE audit_events ENABLE TRIGGER USER")
+    assert bytes(last) == writer.head_hash
+    with pytest.raises(ChainTampered) as raised:
+        await writer.checkpoint(SIGNER, max_rows=100)
+    assert raised.value.kind == "head_rewritten" and raised.value.found[0] == 20
 
 
 async def test_rows_postgres_refuses_are_isolated(conns: list[asyncpg.Connection]) -> None:

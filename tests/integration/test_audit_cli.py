@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tests.audit_support import fill, fresh_database
 from tollgate_audit_log.app import prepare_database
 from tollgate_audit_log.settings import AuditLogSettings
-from tollgate_audit_log.signing import Signer, public_pem
+from tollgate_audit_log.signing import TRUSTED_KEYS_ENV, Signer, public_pem
 from tollgate_core.apikeys import key_hash
 
 
@@ -26,7 +27,8 @@ async def database_url() -> AsyncIterator[str]:
         yield dsn
 
 
-async def cli(*args: str) -> tuple[int, str, str]:
+async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    base = {k: v for k, v in os.environ.items() if k != TRUSTED_KEYS_ENV}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -34,6 +36,7 @@ async def cli(*args: str) -> tuple[int, str, str]:
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        env={**base, **(env or {})},
     )
     out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -71,10 +74,15 @@ async def test_verify_offline_ok_then_broken(database_url: str, signed: tuple[Si
         "verify", "--dsn", database_url, "--public-key", str(pub), "--stream", "cli-ok", "--json"
     )
     report = json.loads(out)
-    assert code == 0 and report["ok"] and report["rows"] == 600 and report["keys"] == "given"
+    assert code == 0 and report["ok"] and report["rows"] == 600 and report["keys"] == "pinned"
 
-    code, _, err = await cli("verify", "--dsn", database_url, "--stream", "cli-ok")
-    assert code == 0 and "keys recorded in the database" in err
+    # No pinned key: no verdict (the keys in audit_signing_keys are the database's word, not a trust anchor).
+    code, out, err = await cli("verify", "--dsn", database_url, "--stream", "cli-ok")
+    assert code == 2 and "OK" not in out and "no trusted public keys" in err
+    code, out, _ = await cli(
+        "verify", "--dsn", database_url, "--stream", "cli-ok", env={TRUSTED_KEYS_ENV: str(pub)}
+    )
+    assert code == 0 and "OK: 600 rows" in out
 
     await make_stream(database_url, "cli-broken", signer)
     conn = await asyncpg.connect(database_url)

@@ -15,6 +15,7 @@ class AlertKind(StrEnum):
     PERFORMANCE = "performance"
     STALENESS = "staleness"
     LATENCY = "latency"
+    AUDIT_TAMPERING = "audit_tampering"  # raised by the audit-log: a chain moved that its writer did not move
 
 
 class AlertState(StrEnum):

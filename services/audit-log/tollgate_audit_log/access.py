@@ -35,6 +35,7 @@ class Action(StrEnum):
     CHECKPOINTS = "checkpoints"  # list, seal now, inclusion proofs
     DLQ_READ = "read dead letters"  # DLQ depth, list, show
     DLQ_REDRIVE = "redrive dead letters"
+    ACKNOWLEDGE = "acknowledge damage"  # let signing resume on a stream the writer found tampered with
 
 
 ALLOWED: dict[Action, frozenset[str]] = {
@@ -44,6 +45,7 @@ ALLOWED: dict[Action, frozenset[str]] = {
     Action.CHECKPOINTS: frozenset({AUDITOR, OPERATOR}),
     Action.DLQ_READ: frozenset({AUDITOR, OPERATOR}),
     Action.DLQ_REDRIVE: frozenset({OPERATOR}),
+    Action.ACKNOWLEDGE: frozenset({AUDITOR}),
 }
 
 REDACTED = "[redacted for role operator]"

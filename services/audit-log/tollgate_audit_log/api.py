@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
@@ -21,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
-from tollgate_audit_log import queries
+from tollgate_audit_log import queries, tamper
 from tollgate_audit_log.access import ALLOWED, Action, redact_item, redact_lineage
 from tollgate_audit_log.lineage import lineage as build_lineage
 from tollgate_audit_log.merkle import inclusion_proof
@@ -90,6 +91,20 @@ class StreamState(BaseModel):
     head_seq: int | None
     checkpointed_seq: int | None
     damaged: str | None = None
+
+
+class AcknowledgeIn(BaseModel):
+    reason: str = Field(
+        min_length=1, max_length=2000, description="Why signing may resume (recorded in the trail)."
+    )
+
+
+class AcknowledgementOut(BaseModel):
+    id: int
+    damage_id: int
+    acknowledged_by: str
+    reason: str
+    acknowledged_at: datetime
 
 
 class StreamProblem(BaseModel):
@@ -499,6 +514,28 @@ def build_router() -> APIRouter:
                     )
                 )
         return out
+
+    @router.post(
+        "/streams/{stream}/acknowledge",
+        response_model=list[AcknowledgementOut],
+        summary="Acknowledge the damage the writer found on a stream, so checkpoints are signed again",
+        responses={404: {"description": "The stream has no unacknowledged damage"}},
+    )
+    async def acknowledge_damage(
+        request: Request,
+        stream: Annotated[str, Path(min_length=1, max_length=128)],
+        body: AcknowledgeIn,
+        who: Annotated[Principal, Depends(require(Action.ACKNOWLEDGE))],
+    ) -> list[AcknowledgementOut]:
+        b = backend(request)
+        async with b.pool.acquire() as conn:
+            acks = await tamper.acknowledge(conn, stream, who.name, body.reason)
+        if not acks:
+            raise HTTPException(404, f"stream {stream} has no unacknowledged damage")
+        worker = b.workers.get(stream)
+        if worker is not None and worker.writer is not None:
+            await worker.checkpoint()  # records the acknowledgement in the stream, then signs again
+        return [AcknowledgementOut(**dataclasses.asdict(a)) for a in acks]
 
     @router.get(
         "/verify",

@@ -146,6 +146,7 @@ class AuditLog:
                 checkpoint_rows=s.checkpoint_rows,
                 checkpoint_max_rows=s.checkpoint_max_rows,
                 tracer=self.tracer,
+                alerts_topic=self.topics.name("monitor.alerts"),
             )
 
     def loops(self) -> list[Any]:

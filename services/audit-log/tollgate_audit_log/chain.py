@@ -25,12 +25,12 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 import asyncpg
 
 from tollgate_audit_log.canonical import COPY_COLUMNS, Entry, Head, Record, genesis_hash, iter_chain, link
-from tollgate_audit_log.merkle import merkle_root
+from tollgate_audit_log.merkle import Frontier, frontier_consistency_proof, merkle_root
 from tollgate_audit_log.signing import Signer, Statement, public_bytes
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,39 @@ async def _yielding(rows: Iterator[Record]) -> AsyncIterator[Record]:
             await asyncio.sleep(0)
 
 
+def _collecting(rows: Iterator[Record], into: list[bytes]) -> Iterator[Record]:
+    """The rows, keeping each one's row hash (the writer signs from what it wrote)."""
+    for row in rows:
+        into.append(row[17])
+        yield row
+
+
 class LockLost(RuntimeError):
     """The writer's connection (and with it the stream's lock) is gone: stop writing, take the lock again."""
 
 
 class ChainMoved(RuntimeError):
     """The chain head in the table is not the one this writer holds: someone else wrote to the stream."""
+
+
+class ChainTampered(ChainMoved):
+    """The chain in the table moved in a way this writer did not make: rows it did not write were appended,
+    or rows it wrote were changed or removed. Tampering, not a lost lock: the stream is damaged."""
+
+    def __init__(
+        self,
+        stream: str,
+        kind: str,
+        expected: tuple[int, bytes],
+        found: tuple[int, bytes],
+        detail: str,
+    ) -> None:
+        super().__init__(f"stream {stream}: {detail}")
+        self.stream = stream
+        self.kind = kind
+        self.expected = expected
+        self.found = found
+        self.detail = detail
 
 
 class ChainDamaged(RuntimeError):
@@ -86,6 +113,7 @@ class Checkpoint:
     id: int
     statement: Statement
     signature: bytes
+    consistency: tuple[bytes, ...] = ()  # RFC 6962 proof from the previous tree head
 
 
 class ChainWriter:
@@ -96,8 +124,15 @@ class ChainWriter:
         self.head_seq = 0
         self.head_hash = genesis_hash(stream)
         self.locked = False
+        # What this writer signs next: the tree at the last checkpoint and the row hashes after it, as the
+        # writer wrote them (or, after taking over, as it found them linked to the last checkpoint).
+        self.sealed_seq = 0
+        self.frontier = Frontier()
+        self.last_statement: Statement | None = None
+        self.unsealed: list[bytes] = []
         self._filter_batches = 0
         self._mutex = asyncio.Lock()  # appends and checkpoints share the connection
+        self.mutex = self._mutex  # for callers with other statements to run on the writer's connection
 
     async def acquire(self, *, wait: bool = True) -> bool:
         """Take the stream's lock (waiting while another writer holds it, unless ``wait`` is False)."""
@@ -107,8 +142,75 @@ class ChainWriter:
         elif not await self.conn.fetchval("SELECT pg_try_advisory_lock($1)", key):
             return False
         self.locked = True
-        await self.load_head()
+        await self.load_state()
         return True
+
+    async def load_state(self) -> None:
+        """Resume from the table: the last checkpoint's tree (its stored frontier must give the signed tree
+        root) and the rows after it, which must link to the checkpoint's head."""
+        conn = self.conn
+        cp = await conn.fetchrow(
+            "SELECT stream, first_seq, last_seq, merkle_root, head_hash, created_at, key_id, tree_root, "
+            "prev_root, prev_statement, frontier FROM audit_checkpoints WHERE stream = $1 "
+            "ORDER BY last_seq DESC LIMIT 1",
+            self.stream,
+        )
+        prev = genesis_hash(self.stream)
+        self.sealed_seq, self.frontier, self.last_statement = 0, Frontier(), None
+        if cp is not None:
+            statement = statement_of(cp)
+            frontier = await self._frontier_at(statement, cp["frontier"])
+            self.sealed_seq, self.frontier, self.last_statement = statement.last_seq, frontier, statement
+            prev = statement.head_hash
+        tail = await conn.fetch(
+            "SELECT seq, prev_hash, content_hash, row_hash FROM audit_events WHERE stream = $1 AND seq > $2 "
+            "ORDER BY seq",
+            self.stream,
+            self.sealed_seq,
+        )
+        expected = self.sealed_seq + 1
+        hashes: list[bytes] = []
+        for r in tail:
+            if (
+                r["seq"] != expected
+                or bytes(r["prev_hash"]) != prev
+                or link(prev, bytes(r["content_hash"])) != bytes(r["row_hash"])
+            ):
+                raise ChainTampered(
+                    self.stream,
+                    "unsealed_tail_broken",
+                    (self.sealed_seq, prev),
+                    (int(r["seq"]), bytes(r["row_hash"])),
+                    f"rows after the last checkpoint (seq {self.sealed_seq}) do not link up at seq {expected}",
+                )
+            prev = bytes(r["row_hash"])
+            hashes.append(prev)
+            expected += 1
+        self.unsealed = hashes
+        self.head_seq, self.head_hash = expected - 1, prev
+
+    async def _frontier_at(self, statement: Statement, stored: bytes | None) -> Frontier:
+        size = statement.last_seq
+        if statement.tree_root is not None and stored is not None:
+            frontier = Frontier.from_bytes(size, bytes(stored))
+            if frontier.root() == statement.tree_root:
+                return frontier
+            raise ChainTampered(
+                self.stream,
+                "checkpoint_frontier",
+                (size, statement.tree_root),
+                (size, frontier.root()),
+                f"the stored tree of checkpoint at seq {size} does not give its signed root",
+            )
+        # A checkpoint of the first format: rebuild the tree from the rows (once, at takeover).
+        frontier = Frontier()
+        rows = await self.conn.fetch(
+            "SELECT row_hash FROM audit_events WHERE stream = $1 AND seq <= $2 ORDER BY seq",
+            self.stream,
+            size,
+        )
+        frontier.extend([bytes(r["row_hash"]) for r in rows])
+        return frontier
 
     async def load_head(self) -> None:
         self.head_seq, self.head_hash = await self._stored_head()
@@ -170,22 +272,52 @@ class ChainWriter:
                     entries = [e for e in entries if e.event_id not in seen]
                     if not entries:
                         return 0
-            head_seq, head_hash = await self._stored_head()
-            if (head_seq, head_hash) != (self.head_seq, self.head_hash):
-                raise ChainMoved(
-                    f"stream {self.stream}: head is seq {head_seq}, this writer holds {self.head_seq}"
-                )
-            seq, prev = await self._insert(entries, datetime.now(UTC))
+            await self._check_head()
+            written: list[bytes] = []
+            seq, prev = await self._insert(entries, datetime.now(UTC), written)
         self.head_seq, self.head_hash = seq, prev
+        self.unsealed.extend(written)
         return len(entries)
 
-    async def _insert(self, entries: list[Entry], recorded_at: datetime) -> tuple[int, bytes]:
+    async def _check_head(self) -> None:
+        """The table's head must be the one this writer holds (it holds the stream's lock): anything else
+        was written, changed or removed by someone else."""
+        head_seq, head_hash = await self._stored_head()
+        if (head_seq, head_hash) == (self.head_seq, self.head_hash):
+            return
+        if head_seq > self.head_seq:
+            kind = "foreign_rows"
+            detail = f"rows {self.head_seq + 1}..{head_seq} were written by someone else than the writer"
+        elif head_seq < self.head_seq:
+            kind = "rows_removed"
+            detail = f"rows {head_seq + 1}..{self.head_seq} written by the writer are gone"
+        else:
+            kind = "head_rewritten"
+            detail = f"the row at seq {head_seq} is not the one the writer wrote"
+        raise ChainTampered(self.stream, kind, (self.head_seq, self.head_hash), (head_seq, head_hash), detail)
+
+    async def adopt_table_head(self) -> None:
+        """After tampering was recorded: continue after the rows now in the table (they stay unsigned until
+        an auditor acknowledges the damage). The rows after the last checkpoint are taken as they are."""
+        rows = await self.conn.fetch(
+            "SELECT seq, row_hash FROM audit_events WHERE stream = $1 AND seq > $2 ORDER BY seq",
+            self.stream,
+            self.sealed_seq,
+        )
+        self.unsealed = [bytes(r["row_hash"]) for r in rows]
+        self.head_seq, self.head_hash = await self._stored_head()
+        if self.head_seq < self.sealed_seq:  # signed rows removed: nothing later can extend the signed tree
+            self.unsealed = []
+
+    async def _insert(
+        self, entries: list[Entry], recorded_at: datetime, written: list[bytes]
+    ) -> tuple[int, bytes]:
         """Hash and insert the rows in one statement that streams them: the rows are hashed as the
         statement takes them, and sent every few hundred kilobytes, so PostgreSQL inserts the first rows
         (two processes, two cores) while Python hashes the next ones. One statement per batch: a ``COPY``
         has a fixed cost on the server (its insert buffers) that smaller statements would pay again."""
         head = Head(self.head_seq, self.head_hash)
-        rows = iter_chain(self.stream, entries, head, recorded_at)
+        rows = _collecting(iter_chain(self.stream, entries, head, recorded_at), written)
         if self.insert_mode == "copy":
             await self.conn.copy_records_to_table(
                 "audit_events", records=_yielding(rows), columns=COPY_COLUMNS
@@ -222,55 +354,53 @@ class ChainWriter:
         return int(value or 0)
 
     async def checkpoint(self, signer: Signer, *, max_rows: int) -> Checkpoint | None:
-        """Seal the rows after the last checkpoint (at most ``max_rows``) with a signed Merkle root."""
+        """Sign a tree head over the rows after the last checkpoint (at most ``max_rows``).
+
+        What is signed comes from the writer's memory (the row hashes it wrote), never read back from the
+        table: rows someone else slipped in are not in it. The table is compared first: a head or a last
+        row that is not the writer's is tampering, and nothing is signed.
+        """
         async with self._mutex:
             self._check_connection()
-            conn = self.conn
-            last = await self.last_checkpointed()
-            if self.head_seq <= last:
+            if self.head_seq <= self.sealed_seq or not self.unsealed:
                 return None
-            first, end = last + 1, min(self.head_seq, last + max_rows)
-            rows = await conn.fetch(
-                "SELECT seq, prev_hash, content_hash, row_hash FROM audit_events "
-                "WHERE stream = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq",
-                self.stream,
-                first,
-                end,
-            )
-            if first == 1:
-                prev = genesis_hash(self.stream)
-            else:
-                prev = bytes(
-                    await conn.fetchval(
-                        "SELECT row_hash FROM audit_events WHERE stream = $1 AND seq = $2", self.stream, last
-                    )
-                    or b""
+            await self._check_head()
+            n = min(len(self.unsealed), max_rows)
+            rows = self.unsealed[:n]
+            first, end = self.sealed_seq + 1, self.sealed_seq + n
+            if end != self.head_seq:
+                stored = await self.conn.fetchval(
+                    "SELECT row_hash FROM audit_events WHERE stream = $1 AND seq = $2", self.stream, end
                 )
-            expected = first
-            for r in rows:
-                if (
-                    r["seq"] != expected
-                    or bytes(r["prev_hash"]) != prev
-                    or link(prev, bytes(r["content_hash"])) != bytes(r["row_hash"])
-                ):
-                    raise ChainDamaged(f"stream {self.stream}: chain broken at seq {expected}; not signing")
-                prev = bytes(r["row_hash"])
-                expected += 1
-            if expected != end + 1:
-                raise ChainDamaged(f"stream {self.stream}: rows {expected}..{end} missing; not signing")
+                if stored is None or bytes(stored) != rows[-1]:
+                    raise ChainTampered(
+                        self.stream,
+                        "row_rewritten",
+                        (end, rows[-1]),
+                        (end, bytes(stored or b"")),
+                        f"the row at seq {end} is not the one the writer wrote",
+                    )
+            old = self.frontier
+            proof = frontier_consistency_proof(old, rows) if old.size else []
+            tree = old.copy()
+            tree.extend(rows)
             statement = Statement(
                 stream=self.stream,
                 first_seq=first,
                 last_seq=end,
-                merkle_root=merkle_root([bytes(r["row_hash"]) for r in rows]),
-                head_hash=prev,
+                merkle_root=merkle_root(rows),
+                head_hash=rows[-1],
                 created_at=datetime.now(UTC),
                 key_id=signer.key_id,
+                tree_root=tree.root(),
+                prev_root=old.root(),
+                prev_statement=self.last_statement.digest() if self.last_statement is not None else None,
             )
             signature = signer.sign(statement)
-            checkpoint_id = await conn.fetchval(
-                "INSERT INTO audit_checkpoints (stream, first_seq, last_seq, merkle_root, head_hash, created_at, key_id, signature) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            checkpoint_id = await self.conn.fetchval(
+                "INSERT INTO audit_checkpoints (stream, first_seq, last_seq, merkle_root, head_hash, created_at, "
+                "key_id, signature, tree_root, prev_root, prev_statement, frontier, consistency) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
                 statement.stream,
                 statement.first_seq,
                 statement.last_seq,
@@ -279,5 +409,33 @@ class ChainWriter:
                 statement.created_at,
                 statement.key_id,
                 signature,
+                statement.tree_root,
+                statement.prev_root,
+                statement.prev_statement,
+                tree.to_bytes(),
+                b"".join(proof),
             )
-            return Checkpoint(int(checkpoint_id), statement, signature)
+            self.sealed_seq, self.frontier, self.last_statement = end, tree, statement
+            del self.unsealed[:n]
+            return Checkpoint(int(checkpoint_id), statement, signature, tuple(proof))
+
+
+def statement_of(row: Any) -> Statement:
+    """A checkpoint row (with or without the tree-head columns) as the statement it signed."""
+    keys = row.keys()
+
+    def opt(name: str) -> bytes | None:
+        return bytes(row[name]) if name in keys and row[name] is not None else None
+
+    return Statement(
+        stream=row["stream"],
+        first_seq=row["first_seq"],
+        last_seq=row["last_seq"],
+        merkle_root=bytes(row["merkle_root"]),
+        head_hash=bytes(row["head_hash"]),
+        created_at=row["created_at"],
+        key_id=row["key_id"],
+        tree_root=opt("tree_root"),
+        prev_root=opt("prev_root"),
+        prev_statement=opt("prev_statement"),
+    )

@@ -5,8 +5,9 @@ Mounted on the platform's ``tollgate`` command as ``app.add_typer(audit_app, nam
 on its own as ``python -m tollgate_audit_log.cli``.
 
 ``verify`` needs no running service: it reads the chains with a read-only snapshot and checks every row,
-link and checkpoint itself. Give it the checkpoint signer's public key (``--public-key``, out of band): the
-keys recorded in the database are only as trustworthy as the database.
+link and checkpoint itself. It needs the checkpoint signer's public key pinned by the operator
+(``--public-key`` or ``TOLLGATE_AUDIT_TRUSTED_KEYS``) and refuses to run without one: keys recorded in the
+database are only as trustworthy as the database.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import typer
 import tollgate_core.apikeys as apikeys
 from tollgate_audit_log import roles
 from tollgate_audit_log.settings import DEVELOPMENT_WRITER_PASSWORD, WRITER_ROLE
-from tollgate_audit_log.signing import key_id, load_public_key
+from tollgate_audit_log.signing import TRUSTED_KEYS_ENV, pinned_keys
 from tollgate_audit_log.verify import verify_database
 from tollgate_core.settings import DEFAULT_DATABASE_URL
 
@@ -55,9 +56,10 @@ def verify(
         list[Path] | None,
         typer.Option(
             "--public-key",
-            help="Ed25519 public key (PEM) that "
-            "signed the checkpoints; repeat for rotated keys. Without it, the keys recorded in the "
-            "database are used.",
+            help="File of Ed25519 public keys (PEM) pinned as trusted: the checkpoint signer's; repeat "
+            "or concatenate for several. Default: the file named by TOLLGATE_AUDIT_TRUSTED_KEYS. Without "
+            "either, verify refuses to run (keys recorded in the database are never trusted); later keys "
+            "count when a trusted key signed their rotation.",
             exists=True,
             dir_okay=False,
         ),
@@ -78,12 +80,18 @@ def verify(
 ) -> None:
     """Verify every row's content hash, every link and every signed checkpoint. Exit 0 when intact, 1 with
     the first bad seq otherwise."""
-    trusted = None
-    if public_key:
-        trusted = {}
-        for path in public_key:
-            key = load_public_key(path)
-            trusted[key_id(key)] = key
+    try:
+        trusted = pinned_keys(public_key)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: trusted keys: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not trusted:
+        typer.echo(
+            f"error: no trusted public keys: pass --public-key or set {TRUSTED_KEYS_ENV}; keys recorded in "
+            "the database are never trusted, so without a pinned key there is nothing to verify against",
+            err=True,
+        )
+        raise typer.Exit(2)
 
     def progress(name: str, rows: int) -> None:
         if not as_json and sys.stderr.isatty():
@@ -115,12 +123,6 @@ def verify(
                 state = "ok" if s.ok else f"BROKEN at seq {s.first_bad_seq}: {s.problem}: {s.detail}"
                 typer.echo(
                     f"  {s.stream:12} {s.rows:>10} rows  {s.checkpoints_verified}/{s.checkpoints} checkpoints  {state}"
-                )
-            if report.keys == "database":
-                typer.echo(
-                    "  note: signatures checked against keys recorded in the database; pass --public-key "
-                    "for an independent check",
-                    err=True,
                 )
             typer.echo(report.summary())
         return 0 if report.ok else 1

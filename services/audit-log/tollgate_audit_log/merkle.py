@@ -8,7 +8,7 @@ node. The root of a checkpoint lets anyone prove that one row was part of a sign
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 _LEAF = b"\x00"
 _NODE = b"\x01"
@@ -85,3 +85,152 @@ def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes],
         fn >>= 1
         sn >>= 1
     return sn == 0 and node == root
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(_NODE + left + right).digest()
+
+
+class Frontier:
+    """The compact form of a growing log's Merkle tree: the roots of the perfect subtrees its ``size``
+    leaves decompose into (one per set bit of ``size``, largest first). Appending a leaf costs one leaf hash
+    and on average one node hash; the root of the whole log (RFC 6962) folds the list from the right.
+
+    The writer keeps one per stream, so every checkpoint signs the root of the whole stream so far (a tree
+    head) without reading the stream again; a frontier stored with a checkpoint is checked against the
+    signed root before it is used.
+    """
+
+    __slots__ = ("nodes", "size")
+
+    def __init__(self, size: int = 0, nodes: Sequence[bytes] = ()) -> None:
+        if len(nodes) != size.bit_count():
+            raise ValueError(f"a frontier of {size} leaves has {size.bit_count()} nodes, not {len(nodes)}")
+        self.size = size
+        self.nodes = list(nodes)
+
+    def copy(self) -> Frontier:
+        return Frontier(self.size, self.nodes)
+
+    def append(self, row_hash: bytes) -> None:
+        self.append_leaf_hash(hashlib.sha256(_LEAF + row_hash).digest())
+
+    def append_leaf_hash(self, node: bytes) -> None:
+        nodes, size, sha = self.nodes, self.size, hashlib.sha256
+        while size & 1:
+            node = sha(_NODE + nodes.pop() + node).digest()
+            size >>= 1
+        nodes.append(node)
+        self.size += 1
+
+    def extend(self, row_hashes: Sequence[bytes]) -> None:
+        nodes, sha = self.nodes, hashlib.sha256
+        size = self.size
+        for row_hash in row_hashes:
+            node = sha(_LEAF + row_hash).digest()
+            s = size
+            while s & 1:
+                node = sha(_NODE + nodes.pop() + node).digest()
+                s >>= 1
+            nodes.append(node)
+            size += 1
+        self.size = size
+
+    def root(self) -> bytes:
+        if not self.nodes:
+            return EMPTY_ROOT
+        root = self.nodes[-1]
+        for node in reversed(self.nodes[:-1]):
+            root = hashlib.sha256(_NODE + node + root).digest()
+        return root
+
+    def ranges(self) -> list[tuple[int, int]]:
+        """The leaf range [lo, hi) each node covers."""
+        out, lo = [], 0
+        for bit in reversed(range(self.size.bit_length())):
+            if self.size >> bit & 1:
+                out.append((lo, lo + (1 << bit)))
+                lo += 1 << bit
+        return out
+
+    def to_bytes(self) -> bytes:
+        return b"".join(self.nodes)
+
+    @classmethod
+    def from_bytes(cls, size: int, data: bytes) -> Frontier:
+        if len(data) % 32:
+            raise ValueError("a frontier is a whole number of 32-byte hashes")
+        return cls(size, [data[i : i + 32] for i in range(0, len(data), 32)])
+
+
+def consistency_proof(old_size: int, new_size: int, mth: Callable[[int, int], bytes]) -> list[bytes]:
+    """RFC 6962 section 2.1.2 PROOF(m, D[n]): the subtree hashes that show the tree of ``old_size`` leaves
+    is a prefix of the tree of ``new_size`` leaves. ``mth(lo, hi)`` gives the root of leaves [lo, hi); the
+    proof only asks for perfect subtrees of the old tree (its frontier) and subtrees of the new leaves."""
+    if not 0 <= old_size <= new_size:
+        raise ValueError(f"no consistency proof from {old_size} to {new_size} leaves")
+    if old_size in (0, new_size):
+        return []
+    return _subproof(old_size, 0, new_size, True, mth)
+
+
+def _subproof(m: int, lo: int, hi: int, complete: bool, mth: Callable[[int, int], bytes]) -> list[bytes]:
+    n = hi - lo
+    if m == n:
+        return [] if complete else [mth(lo, hi)]
+    k = _split(n)
+    if m <= k:
+        return [*_subproof(m, lo, lo + k, complete, mth), mth(lo + k, hi)]
+    return [*_subproof(m - k, lo + k, hi, False, mth), mth(lo, lo + k)]
+
+
+def frontier_consistency_proof(old: Frontier, new_rows: Sequence[bytes]) -> list[bytes]:
+    """The consistency proof from ``old`` to ``old`` plus ``new_rows`` (row hashes), from the old frontier
+    and the new rows alone (what the writer holds at a checkpoint)."""
+    m = old.size
+    nodes = dict(zip(old.ranges(), old.nodes, strict=True))
+
+    def mth(lo: int, hi: int) -> bytes:
+        if (lo, hi) in nodes:
+            return nodes[(lo, hi)]
+        if lo < m:
+            raise ValueError(f"subtree [{lo}, {hi}) is neither in the old frontier nor after it")
+        return merkle_root(new_rows[lo - m : hi - m])
+
+    return consistency_proof(m, m + len(new_rows), mth)
+
+
+def verify_consistency(
+    old_size: int, new_size: int, old_root: bytes, new_root: bytes, proof: Sequence[bytes]
+) -> bool:
+    """RFC 9162 section 2.1.4.2: whether ``proof`` shows the tree (old_size, old_root) is a prefix of the
+    tree (new_size, new_root)."""
+    if old_size == new_size:
+        return not proof and old_root == new_root
+    if old_size == 0:
+        return not proof
+    if old_size > new_size or not proof:
+        return False
+    path = list(proof)
+    if old_size & (old_size - 1) == 0:
+        path.insert(0, old_root)
+    fn, sn = old_size - 1, new_size - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    return fr == old_root and sr == new_root and sn == 0

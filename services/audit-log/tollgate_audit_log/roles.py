@@ -24,11 +24,21 @@ from dataclasses import dataclass
 
 import asyncpg
 
-AUDIT_TABLES = ("audit_events", "audit_checkpoints", "audit_signing_keys")
+AUDIT_TABLES = (
+    "audit_events",
+    "audit_checkpoints",
+    "audit_signing_keys",
+    "audit_stream_damage",
+    "audit_damage_acks",
+    "audit_key_rotations",
+)
 TRIGGERS = {
     "audit_events": ("audit_events_append_only", "audit_events_no_truncate"),
     "audit_checkpoints": ("audit_checkpoints_append_only", "audit_checkpoints_no_truncate"),
     "audit_signing_keys": ("audit_signing_keys_append_only", "audit_signing_keys_no_truncate"),
+    "audit_stream_damage": ("audit_stream_damage_append_only", "audit_stream_damage_no_truncate"),
+    "audit_damage_acks": ("audit_damage_acks_append_only", "audit_damage_acks_no_truncate"),
+    "audit_key_rotations": ("audit_key_rotations_append_only", "audit_key_rotations_no_truncate"),
 }
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -84,7 +94,12 @@ async def grant(conn: asyncpg.Connection, role: str, *, extra_select: tuple[str,
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext('tollgate-audit-grants'))")
         await conn.execute(f"REVOKE ALL ON {tables} FROM {r}")
         await conn.execute(f"GRANT SELECT, INSERT ON {tables} TO {r}")
-        await conn.execute(f"GRANT USAGE ON SEQUENCE audit_checkpoints_id_seq TO {r}")
+        for sequence in (
+            "audit_checkpoints_id_seq",
+            "audit_stream_damage_id_seq",
+            "audit_damage_acks_id_seq",
+        ):
+            await conn.execute(f"GRANT USAGE ON SEQUENCE {sequence} TO {r}")
         await conn.execute(f"GRANT SELECT ON audit_trail TO {r}")
         for table in extra_select:
             await conn.execute(f"GRANT SELECT ON {_ident(table)} TO {r}")

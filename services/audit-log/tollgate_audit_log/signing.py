@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -24,9 +25,19 @@ from tollgate_audit_log.canonical import canonical_json, micros
 log = logging.getLogger(__name__)
 
 
+ZERO_HASH = bytes(32)
+
+
 @dataclass(frozen=True, slots=True)
 class Statement:
-    """What a checkpoint signs."""
+    """What a checkpoint signs: a signed tree head that chains to the one before it.
+
+    ``merkle_root`` is the root over the rows ``first_seq..last_seq`` (what a receipt's audit path leads
+    to); ``tree_root`` the RFC 6962 root over every row of the stream, ``1..last_seq`` (the tree head);
+    ``prev_root`` the tree root of the previous checkpoint (the tree of ``first_seq - 1`` rows) and
+    ``prev_statement`` the sha256 of its signed message, so the heads form a chain a verifier can walk with
+    consistency proofs. Statements without a tree root are the first format (range roots only).
+    """
 
     stream: str
     first_seq: int
@@ -35,8 +46,32 @@ class Statement:
     head_hash: bytes
     created_at: datetime
     key_id: str
+    tree_root: bytes | None = None
+    prev_root: bytes | None = None
+    prev_statement: bytes | None = None
+
+    def digest(self) -> bytes:
+        """What the next checkpoint names as ``prev_statement``."""
+        return hashlib.sha256(self.message()).digest()
 
     def message(self) -> bytes:
+        if self.tree_root is not None:
+            return canonical_json(
+                {
+                    "format": "tollgate-audit-checkpoint/2",
+                    "stream": self.stream,
+                    "first_seq": self.first_seq,
+                    "last_seq": self.last_seq,
+                    "merkle_root": self.merkle_root.hex(),
+                    "head_hash": self.head_hash.hex(),
+                    "tree_size": self.last_seq,
+                    "tree_root": self.tree_root.hex(),
+                    "prev_root": (self.prev_root or ZERO_HASH).hex(),
+                    "prev_statement": (self.prev_statement or ZERO_HASH).hex(),
+                    "created_at_us": micros(self.created_at),
+                    "key_id": self.key_id,
+                }
+            )
         return canonical_json(
             {
                 "format": "tollgate-audit-checkpoint/1",
@@ -141,3 +176,99 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
 
 def public_key_from_raw(raw: bytes) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(raw)
+
+
+TRUSTED_KEYS_ENV = "TOLLGATE_AUDIT_TRUSTED_KEYS"
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----.*?-----END \1-----", re.DOTALL)
+
+
+def load_trusted_keys(path: Path) -> dict[str, Ed25519PublicKey]:
+    """The public keys pinned by the operator: a file of one or more PEM blocks (public keys, or private
+    keys whose public half is meant). Refuses a file without any."""
+    data = path.read_bytes()
+    keys: dict[str, Ed25519PublicKey] = {}
+    for block in _PEM_BLOCK.finditer(data):
+        pem = block.group(0)
+        if b"PRIVATE KEY" in pem:
+            private = serialization.load_pem_private_key(pem, password=None)
+            if not isinstance(private, Ed25519PrivateKey):
+                raise ValueError(f"{path} holds a key that is not Ed25519")
+            public = private.public_key()
+        else:
+            loaded = serialization.load_pem_public_key(pem)
+            if not isinstance(loaded, Ed25519PublicKey):
+                raise ValueError(f"{path} holds a key that is not Ed25519")
+            public = loaded
+        keys[key_id(public)] = public
+    if not keys:
+        raise ValueError(f"{path} holds no PEM public key")
+    return keys
+
+
+def pinned_keys(paths: list[Path] | None = None) -> dict[str, Ed25519PublicKey] | None:
+    """Keys from the given files, else from the file named by ``TOLLGATE_AUDIT_TRUSTED_KEYS``; None when
+    neither is given (a verifier then has no trust anchor and must not report OK)."""
+    chosen = list(paths or [])
+    if not chosen and os.environ.get(TRUSTED_KEYS_ENV):
+        chosen = [Path(p) for p in os.environ[TRUSTED_KEYS_ENV].split(os.pathsep) if p]
+    if not chosen:
+        return None
+    keys: dict[str, Ed25519PublicKey] = {}
+    for path in chosen:
+        keys.update(load_trusted_keys(path))
+    return keys
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotation:
+    """The previous signing key's signed statement that a new key signs checkpoints from now on."""
+
+    previous_key_id: str
+    new_public_key: bytes  # raw Ed25519
+    created_at: datetime
+
+    @property
+    def new_key_id(self) -> str:
+        return hashlib.sha256(self.new_public_key).hexdigest()[:16]
+
+    def message(self) -> bytes:
+        return canonical_json(
+            {
+                "format": "tollgate-audit-key-rotation/1",
+                "previous_key_id": self.previous_key_id,
+                "new_key_id": self.new_key_id,
+                "new_public_key": self.new_public_key.hex(),
+                "created_at_us": micros(self.created_at),
+            }
+        )
+
+
+def sign_rotation(
+    previous: Ed25519PrivateKey, new_key: Ed25519PublicKey, at: datetime
+) -> tuple[KeyRotation, bytes]:
+    rotation = KeyRotation(key_id(previous.public_key()), public_bytes(new_key), at)
+    return rotation, previous.sign(rotation.message())
+
+
+def follow_rotations(
+    pinned: dict[str, Ed25519PublicKey], rotations: list[tuple[KeyRotation, bytes]]
+) -> dict[str, Ed25519PublicKey]:
+    """The pinned keys plus every key a trusted key handed over to with a valid signed rotation (in any
+    order, transitively). A rotation signed by an untrusted key adds nothing."""
+    trusted = dict(pinned)
+    changed = True
+    while changed:
+        changed = False
+        for rotation, signature in rotations:
+            if rotation.new_key_id in trusted:
+                continue
+            previous = trusted.get(rotation.previous_key_id)
+            if previous is None:
+                continue
+            try:
+                previous.verify(signature, rotation.message())
+            except InvalidSignature:
+                continue
+            trusted[rotation.new_key_id] = public_key_from_raw(rotation.new_public_key)
+            changed = True
+    return trusted

@@ -30,9 +30,26 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from tollgate_audit_log.batch import record_batch
-from tollgate_audit_log.chain import ChainDamaged, ChainMoved, ChainWriter, Checkpoint, LockLost
+from tollgate_audit_log.chain import (
+    ChainDamaged,
+    ChainMoved,
+    ChainTampered,
+    ChainWriter,
+    Checkpoint,
+    LockLost,
+)
 from tollgate_audit_log.signing import Signer
 from tollgate_audit_log.streams import EntryBuilder
+from tollgate_audit_log.tamper import (
+    Damage,
+    ack_entry,
+    ack_event_id,
+    acknowledgements,
+    damage_alert,
+    damage_entry,
+    open_damage,
+    record_damage,
+)
 from tollgate_core.kafka import DLQ_ERROR, BatchSink, OutRecord, dead_letter
 from tollgate_core.telemetry import header_value, record_consumed_span
 
@@ -58,6 +75,12 @@ class Metrics:
         )
         self.checkpoints = Counter(
             "tollgate_audit_checkpoints", "Signed checkpoints", ["stream"], registry=registry
+        )
+        self.damage = Counter(
+            "tollgate_audit_tampering",
+            "Chain movements the writer did not make (the stream is damaged until acknowledged)",
+            ["stream"],
+            registry=registry,
         )
         self.batch_s = Histogram(
             "tollgate_audit_batch_seconds",
@@ -86,6 +109,7 @@ class StreamWorker:
         checkpoint_rows: int = 10_000,
         checkpoint_max_rows: int = 100_000,
         tracer: trace.Tracer | None = None,
+        alerts_topic: str | None = None,
     ) -> None:
         self.stream = builder.spec.name
         self._tracer = tracer or trace.get_tracer("tollgate.audit_log")
@@ -107,6 +131,9 @@ class StreamWorker:
         self.checkpointed_seq = 0
         self.last_checkpoint_at = time.monotonic()
         self.damaged: str | None = None
+        self.alerts_topic = alerts_topic
+        self._pending_alerts: list[Damage] = []
+        self._acks_recorded = 0
         self.state = "starting"
         self._lost = asyncio.Event()
         self._stopping = False
@@ -120,8 +147,11 @@ class StreamWorker:
                 conn = await self._connect()
                 writer = ChainWriter(conn, self.stream)
                 self.state = "standby"
-                await writer.acquire()
-                self.checkpointed_seq = await writer.last_checkpointed()
+                try:
+                    await writer.acquire()
+                except ChainTampered as exc:  # found when taking over: the rows after the last checkpoint
+                    await self._tampered(writer, exc)
+                self.checkpointed_seq = writer.sealed_seq
                 self.writer = writer
                 self._metrics.head.labels(self.stream).set(writer.head_seq)
                 self.state = "active"
@@ -191,7 +221,11 @@ class StreamWorker:
         started = time.perf_counter()
         started_ns = time.time_ns()
         try:
-            outcome = await record_batch(writer, self.builder, records)
+            try:
+                outcome = await record_batch(writer, self.builder, records)
+            except ChainTampered as exc:
+                await self._tampered(writer, exc)
+                outcome = await record_batch(writer, self.builder, records)  # the parts stored are skipped
         except (LockLost, ChainMoved):
             self._lost.set()
             raise
@@ -225,13 +259,76 @@ class StreamWorker:
             reason = (header_value(d.headers, DLQ_ERROR) or b"").decode(errors="replace")
             log.error("stream %s: message sent to %s: %s", self.stream, d.topic, reason)
 
+    async def _tampered(self, writer: ChainWriter, exc: ChainTampered) -> None:
+        """The chain moved in a way this writer did not move it: record the damage (table, the stream
+        itself, monitor.alerts) and go on appending after the rows found; nothing is signed until an auditor
+        acknowledges."""
+        log.error("stream %s: TAMPERING (%s): %s", self.stream, exc.kind, exc.detail)
+        async with writer.mutex:
+            damage = await record_damage(writer.conn, exc)
+            await writer.adopt_table_head()
+        self.damaged = f"{exc.kind}: {exc.detail}"
+        self._metrics.damage.labels(self.stream).inc()
+        await writer.append([damage_entry(damage, exc)])
+        self._pending_alerts.append(damage)
+        await self._send_alerts()
+
+    async def _send_alerts(self) -> None:
+        if self.alerts_topic is None:
+            self._pending_alerts.clear()
+            return
+        while self._pending_alerts:
+            damage = self._pending_alerts[0]
+            alert = damage_alert(damage)
+            try:
+                await (
+                    await self._producer.send(
+                        self.alerts_topic, alert.model_dump_json().encode(), key=alert.payload.model.encode()
+                    )
+                )
+            except KafkaError as exc:  # retried at the next checkpoint round; the damage is on record
+                log.warning("stream %s: tampering alert not sent yet: %s", self.stream, exc)
+                return
+            self._pending_alerts.pop(0)
+
+    async def damage_state(self, writer: ChainWriter) -> list[Damage]:
+        """Open damage of the stream; acknowledgements not yet in the trail are appended to it first."""
+        async with writer.mutex:
+            open_ = await open_damage(writer.conn, self.stream)
+            acks = await acknowledgements(writer.conn, self.stream)
+            present: set[str] = set()
+            if len(acks) > self._acks_recorded:
+                present = {
+                    r[0]
+                    for r in await writer.conn.fetch(
+                        "SELECT event_id::text FROM audit_events WHERE event_id = ANY($1::uuid[])",
+                        [ack_event_id(self.stream, a.id) for a in acks],
+                    )
+                }
+        if len(acks) > self._acks_recorded:
+            missing = [
+                ack_entry(self.stream, a) for a in acks if ack_event_id(self.stream, a.id) not in present
+            ]
+            if missing:
+                await writer.append(missing)
+            self._acks_recorded = len(acks)
+        return open_
+
     async def checkpoint(self) -> list[Checkpoint]:
-        """Seal everything written since the last checkpoint (in pieces of at most checkpoint_max_rows)."""
+        """Seal everything written since the last checkpoint (in pieces of at most checkpoint_max_rows),
+        unless the stream is damaged and not acknowledged."""
         writer = self.writer
         made: list[Checkpoint] = []
         if writer is None:
             return made
         try:
+            await self._send_alerts()
+            damage = await self.damage_state(writer)
+            if damage:
+                self.damaged = "; ".join(f"{d.kind}: {d.detail}" for d in damage) + " (not acknowledged)"
+                self.last_checkpoint_at = time.monotonic()
+                return made
+            self.damaged = None
             while writer.head_seq > self.checkpointed_seq:
                 cp = await writer.checkpoint(self._signer, max_rows=self.checkpoint_max_rows)
                 if cp is None:
@@ -246,6 +343,8 @@ class StreamWorker:
                     cp.statement.first_seq,
                     cp.statement.last_seq,
                 )
+        except ChainTampered as exc:
+            await self._tampered(writer, exc)
         except ChainDamaged as exc:
             self.damaged = str(exc)
             log.error("%s", exc)

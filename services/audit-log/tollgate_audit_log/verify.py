@@ -34,9 +34,16 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tollgate_audit_log.canonical import HASH_FORMAT, genesis_hash
+from tollgate_audit_log.chain import statement_of
 from tollgate_audit_log.merkle import merkle_root
 from tollgate_audit_log.queries import Conn
-from tollgate_audit_log.signing import Statement, public_key_from_raw, verify_statement
+from tollgate_audit_log.signing import (
+    TRUSTED_KEYS_ENV,
+    KeyRotation,
+    Statement,
+    follow_rotations,
+    verify_statement,
+)
 
 # Columns in the order ChainChecker.feed unpacks them; timestamps as exact microseconds.
 VERIFY_SQL = """
@@ -61,6 +68,9 @@ class CheckpointRecord:
     id: int
     statement: Statement
     signature: bytes
+    frontier: bytes | None = None  # the tree's perfect-subtree roots at last_seq (not signed; checked)
+    consistency: bytes | None = None  # RFC 6962 proof from the previous head (concatenated hashes)
+    source: str = "database"  # or where it was published: "witness", "kafka"
 
 
 @dataclass
@@ -82,7 +92,7 @@ class Report:
     rows: int
     streams: list[StreamReport]
     elapsed_s: float
-    keys: str  # where the public keys came from: "given" or "database"
+    keys: str  # where the public keys came from: "pinned" (by the operator) or "service" (its own)
     first_bad: Problem | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -287,31 +297,39 @@ async def list_streams(conn: Conn) -> list[str]:
 
 async def load_checkpoints(conn: Conn, stream: str) -> list[CheckpointRecord]:
     rows = await conn.fetch(
-        "SELECT id, stream, first_seq, last_seq, merkle_root, head_hash, created_at, key_id, signature "
+        "SELECT id, stream, first_seq, last_seq, merkle_root, head_hash, created_at, key_id, signature, "
+        "tree_root, prev_root, prev_statement, frontier, consistency "
         "FROM audit_checkpoints WHERE stream = $1 ORDER BY first_seq",
         stream,
     )
     return [
         CheckpointRecord(
             r["id"],
-            Statement(
-                r["stream"],
-                r["first_seq"],
-                r["last_seq"],
-                bytes(r["merkle_root"]),
-                bytes(r["head_hash"]),
-                r["created_at"],
-                r["key_id"],
-            ),
+            statement_of(r),
             bytes(r["signature"]),
+            frontier=bytes(r["frontier"]) if r["frontier"] is not None else None,
+            consistency=bytes(r["consistency"]) if r["consistency"] is not None else None,
         )
         for r in rows
     ]
 
 
-async def database_keys(conn: Conn) -> dict[str, Ed25519PublicKey]:
-    rows = await conn.fetch("SELECT key_id, public_key FROM audit_signing_keys")
-    return {r["key_id"]: public_key_from_raw(bytes(r["public_key"])) for r in rows}
+class NoTrustedKeys(ValueError):
+    """Verification was asked for without any pinned public key."""
+
+
+async def load_rotations(conn: Conn) -> list[tuple[KeyRotation, bytes]]:
+    """Key rotations recorded in the database; each counts only if a trusted key signed it."""
+    rows = await conn.fetch(
+        "SELECT previous_key_id, new_public_key, created_at, signature FROM audit_key_rotations"
+    )
+    return [
+        (
+            KeyRotation(r["previous_key_id"], bytes(r["new_public_key"]), r["created_at"]),
+            bytes(r["signature"]),
+        )
+        for r in rows
+    ]
 
 
 async def _locate(conn: Conn, problem: Problem, prev_hash: bytes | None) -> Problem:
@@ -553,7 +571,7 @@ async def verify_database(
     conn: Conn,
     *,
     streams: Sequence[str] | None = None,
-    trusted: dict[str, Ed25519PublicKey] | None = None,
+    trusted: dict[str, Ed25519PublicKey],
     fetch_size: int = 20000,
     progress: Callable[[str, int], None] | None = None,
     offload: bool = False,
@@ -561,13 +579,20 @@ async def verify_database(
     dsn: str | None = None,
     min_rows_per_worker: int = MIN_ROWS_PER_WORKER,
 ) -> Report:
-    """Verify every stream (or the ones named). ``trusted`` maps key ids to public keys given out of band;
-    without it the keys recorded in the database are used, and the report says so. With ``workers`` > 1
-    and the ``dsn`` to reach the database again, large streams are verified by several processes."""
+    """Verify every stream (or the ones named). ``trusted`` maps key ids to the public keys pinned by the
+    operator (out of band, never from the database): without any there is no trust anchor and no verdict,
+    so an empty mapping is refused. Key rotations recorded in the database count only when signed by a key
+    already trusted. With ``workers`` > 1 and the ``dsn`` to reach the database again, large streams are
+    verified by several processes."""
+    if not trusted:
+        raise NoTrustedKeys(
+            "no trusted public keys: pin the checkpoint signer's key (--public-key or "
+            f"{TRUSTED_KEYS_ENV}); keys recorded in the database are never trusted"
+        )
     started = time.perf_counter()
     reports: list[StreamReport] = []
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        keys = trusted if trusted is not None else await database_keys(conn)
+        keys = follow_rotations(trusted, await load_rotations(conn))
         snapshot = await conn.fetchval("SELECT pg_export_snapshot()") if workers > 1 and dsn else None
         pool = WorkerPool(workers)
         try:
@@ -601,6 +626,6 @@ async def verify_database(
         rows=sum(r.rows for r in reports),
         streams=reports,
         elapsed_s=time.perf_counter() - started,
-        keys="given" if trusted is not None else "database",
+        keys="pinned",
         first_bad=first_bad,
     )

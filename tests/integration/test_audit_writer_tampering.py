@@ -1,0 +1,174 @@
+"""The writer against an owner who forges rows: on a trail of 200,000 signed rows, the owner appends a
+correctly hashed row at head + 1. The stream worker must treat it as tampering, not as a lost lock: the
+stream is marked damaged, the damage goes into the trail and to ``monitor.alerts`` (real Kafka), the forged
+row is never signed, and signing resumes only after an auditor's acknowledgement, which the trail records."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from prometheus_client import CollectorRegistry
+
+from tests.audit_support import ensure_writer_role, envelope, fill, fresh_database, inference_entry
+from tollgate_audit_log import tamper
+from tollgate_audit_log.app import prepare_database
+from tollgate_audit_log.canonical import COPY_COLUMNS, chain_records
+from tollgate_audit_log.settings import AuditLogSettings
+from tollgate_audit_log.signing import Signer
+from tollgate_audit_log.sink import Metrics, StreamWorker
+from tollgate_audit_log.streams import STREAMS, EntryBuilder
+from tollgate_audit_log.verify import verify_database
+from tollgate_core.kafka import producer_config
+from tollgate_core.topics import Topics
+
+ROWS = 200_000
+STREAM = "inference"
+
+
+class Msg(NamedTuple):
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+    headers: Any = None
+
+
+@pytest.fixture(scope="module")
+async def database_url() -> AsyncIterator[str]:
+    async with fresh_database("forge") as dsn:
+        yield dsn
+
+
+def inference_messages(first: int, count: int) -> list[Msg]:
+    return [
+        Msg(
+            orjson.dumps(
+                envelope(
+                    "inference",
+                    "inference.log.v1",
+                    {"request_id": f"live-{i}", "model": "m", "version": "1", "inputs": {}, "outputs": {}},
+                )
+            ),
+            "tollgate.inference.log.v1",
+            0,
+            i,
+        )
+        for i in range(first, first + count)
+    ]
+
+
+async def test_forged_row_at_head_plus_one_is_tampering_and_never_signed(
+    database_url: str, bootstrap: str, namespace: str
+) -> None:
+    settings = AuditLogSettings(database_url=database_url)
+    role_problem = await ensure_writer_role()
+    await prepare_database(settings)
+    dsn = settings.writer_dsn() if role_problem is None else database_url
+    signer = Signer(Ed25519PrivateKey.generate())
+    topics = Topics(namespace)
+    producer = AIOKafkaProducer(**producer_config(bootstrap, "test-audit-forge"))
+    await producer.start()
+    conn = await asyncpg.connect(dsn)
+    owner = await asyncpg.connect(database_url)
+    try:
+        writer = await fill(conn, STREAM, ROWS)
+        await writer.register_key(signer)
+        worker = StreamWorker(
+            builder=EntryBuilder(next(s for s in STREAMS if s.name == STREAM)),
+            topic=topics.name("inference.log"),
+            group_id="unused",
+            dlq_topic=topics.dlq("audit-log"),
+            bootstrap=bootstrap,
+            client_id="test-audit-forge",
+            connect=lambda: asyncpg.connect(dsn),
+            signer=signer,
+            producer=producer,
+            metrics=Metrics(CollectorRegistry()),
+            checkpoint_max_rows=100_000,
+            alerts_topic=topics.name("monitor.alerts"),
+        )
+        worker.writer = writer
+        assert [cp.statement.last_seq for cp in await worker.checkpoint()] == [100_000, ROWS]
+
+        # The owner forges a correctly hashed, correctly linked row at head + 1.
+        forged_entry = inference_entry(ROWS + 1)
+        forged, _, _ = chain_records(STREAM, [forged_entry], ROWS, writer.head_hash, datetime.now(UTC))
+        await owner.copy_records_to_table("audit_events", records=forged, columns=COPY_COLUMNS)
+
+        await worker.handle(inference_messages(0, 50))  # type: ignore[arg-type]
+        assert worker.damaged is not None and "foreign_rows" in worker.damaged
+        rows = await owner.fetch(
+            "SELECT seq, event_id::text AS id, event_type, envelope FROM audit_events WHERE stream = $1 AND seq > $2 "
+            "ORDER BY seq",
+            STREAM,
+            ROWS,
+        )
+        assert rows[0]["id"] == forged_entry.event_id  # left in place, as evidence
+        assert rows[1]["event_type"] == tamper.DAMAGE_EVENT
+        record = orjson.loads(rows[1]["envelope"])["payload"]
+        assert (record["kind"], record["expected_seq"], record["found_seq"]) == (
+            "foreign_rows",
+            ROWS,
+            ROWS + 1,
+        )
+        assert [r["event_type"] for r in rows[2:]] == ["inference"] * 50  # nothing consumed is lost
+
+        # Nothing is signed while the damage is not acknowledged: the forged row stays unsigned.
+        assert await worker.checkpoint() == []
+        assert (
+            await owner.fetchval("SELECT max(last_seq) FROM audit_checkpoints WHERE stream = $1", STREAM)
+            == ROWS
+        )
+        await worker.handle(inference_messages(50, 10))  # type: ignore[arg-type]
+        assert await worker.checkpoint() == []
+
+        alert = await first_message(bootstrap, topics.name("monitor.alerts"))
+        assert alert["producer"] == "audit-log" and alert["payload"]["kind"] == "audit_tampering"
+        assert alert["payload"]["version"] == STREAM and alert["payload"]["severity"] == "critical"
+
+        # An auditor acknowledges (through the API in production; the same call here): signing resumes,
+        # after the acknowledgement is in the trail.
+        acks = await tamper.acknowledge(owner, STREAM, "auditor-alice", "forged row investigated, ticket 42")
+        assert len(acks) == 1
+        made = await worker.checkpoint()
+        assert made and made[0].statement.first_seq == ROWS + 1 and worker.damaged is None
+        ack_row = await owner.fetchrow(
+            "SELECT seq, envelope FROM audit_events WHERE stream = $1 AND event_type = $2",
+            STREAM,
+            tamper.ACK_EVENT,
+        )
+        assert orjson.loads(ack_row["envelope"])["payload"]["acknowledged_by"] == "auditor-alice"
+        assert made[-1].statement.last_seq == ack_row["seq"]
+
+        report = await verify_database(owner, streams=[STREAM], trusted={signer.key_id: signer.public_key})
+        assert report.ok, report.summary()
+    finally:
+        await conn.close()
+        await owner.close()
+        await producer.stop()
+
+
+async def first_message(bootstrap: str, topic: str, timeout: float = 30) -> dict[str, Any]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    assert record.value is not None
+                    return dict(orjson.loads(record.value))
+            await asyncio.sleep(0)
+        raise AssertionError(f"no message on {topic} within {timeout} s")
+    finally:
+        await consumer.stop()
