@@ -35,7 +35,9 @@ async def main(settings: ScorerSettings) -> None:
         port=settings.http_port,
         loops=service.loops(),
         on_stop=service.stop,
-        server=functools.partial(HttpServer, reuse_port=settings.worker_index is not None),
+        server=functools.partial(
+            HttpServer, reuse_port=settings.worker_index is not None, limits=settings.http_limits()
+        ),
     )
 
 

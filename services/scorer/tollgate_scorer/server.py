@@ -14,12 +14,31 @@ work on this server ~8,100: uvicorn's per-request task, scope and message passin
 request, a third of the total. ``tests/bench/bench_scorer.py`` has the figures for the whole scorer.
 
 HTTP handled: keep-alive (HTTP/1.1 default, ``Connection: close``, HTTP/1.0), pipelining, chunked request
-bodies (decoded by the parser), ``Expect: 100-continue``, ``HEAD`` (headers only), a cap on header bytes
-(431), the body limit (413 as soon as the declared or received size exceeds it; the connection is then
-closed rather than read to the end), malformed requests (400, connection closed), protocol upgrades (not
-offered: 400), an idle timeout for kept-alive connections, and back-pressure (a client that does not read
-its answers stops being read). Shutdown stops accepting, lets requests in progress finish (bounded), then
-closes every connection.
+bodies (decoded by the parser), ``Expect: 100-continue``, ``HEAD`` (headers only), the body limit (413 as
+soon as the declared or received size exceeds it; the connection is then closed rather than read to the
+end), malformed requests (400, connection closed), protocol upgrades (not offered: 400), and back-pressure
+(a client that does not read its answers stops being read). Shutdown stops accepting, lets requests in
+progress finish (bounded), then closes every connection.
+
+Edges (:class:`HttpLimits`, every one a scorer setting with its default documented there):
+
+* Byte caps on the request line (414) and on the header block (431), counted as data arrives: the URL as
+  the parser streams it, each header as it completes, and every byte read while a request's head is still
+  incomplete. httptools keeps a header value in memory until it ends, so that last count is what bounds a
+  single endless header: reads in the head are fed to the parser in slices of at most ``_SLICE`` bytes and
+  the connection is answered 431 and closed once the head passes both caps plus one slice. Memory per
+  connection stays within the caps plus a slice, whatever the client sends.
+* A deadline for the request line and headers (``header_timeout_s``, from the request's first byte): a
+  client that has not finished them by then gets 408 and is closed (one byte and silence is a request that
+  has begun).
+* An idle timeout for partial bodies (``body_timeout_s``: no byte of a body for that long, 408 and closed)
+  and for kept-alive connections between requests (``idle_timeout_s``, closed silently).
+* A connection limit (``max_connections``): a connection beyond it is answered 503 at once and closed
+  after its request is read (or after a second), without being parsed; connections already served keep
+  being served.
+
+Deadlines are checked by a tick every ``_TICK_S`` against a clock the tick reads, so the per-request path
+reads no clock.
 """
 
 from __future__ import annotations
@@ -29,6 +48,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
@@ -44,6 +64,28 @@ _STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) f
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _PLAIN = [(b"content-type", b"text/plain; charset=utf-8")]
 _MAX_PENDING = 64  # answers held for a pipelining client before its connection stops being read
+_SLICE = 8 * 1024  # a read in a request's head is fed in slices this large, so its size is known per slice
+_TICK_S = 0.1  # deadlines are checked this often
+_LINGER_S = 1.0  # a refused connection is half-closed and its reads dropped this long before it is closed
+_IDLE, _HEAD, _BODY = 0, 1, 2  # where a connection is in its current request
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    """The limits of the scorer's HTTP server (settings ``TOLLGATE_SCORER_HTTP_*``)."""
+
+    max_connections: int = 1024
+    """Connections served at once; one more is answered 503 and closed."""
+    max_request_line_bytes: int = 8 * 1024
+    """Longest request target (path and query); 414 above."""
+    max_header_bytes: int = 64 * 1024
+    """Most bytes in the header block (names and values); 431 above."""
+    header_timeout_s: float = 10.0
+    """Time from a request's first byte until its headers must be complete; 408 and closed after."""
+    body_timeout_s: float = 10.0
+    """Longest pause in the middle of a request body; 408 and closed after."""
+    idle_timeout_s: float = 5.0
+    """A kept-alive connection with no request this long is closed."""
 
 
 def _status_line(status: int) -> bytes:
@@ -64,38 +106,68 @@ class HttpServer:
         host: str,
         port: int,
         *,
-        idle_timeout_s: float = 5.0,
-        max_header_bytes: int = 64 * 1024,
+        limits: HttpLimits | None = None,
         shutdown_timeout_s: float = 10.0,
         backlog: int = 2048,
         reuse_port: bool = False,
+        **overrides: Any,
     ) -> None:
         self.app = app
         # SO_REUSEPORT: several worker processes listen on one port and the kernel spreads connections
         # over them. Off for a lone process, so a second scorer started on a taken port fails loudly.
         self.reuse_port = reuse_port
         self.host, self.port = host, port
-        self.idle_timeout_s = idle_timeout_s
-        self.max_header_bytes = max_header_bytes
+        limits = limits or HttpLimits()
+        if overrides:  # e.g. HttpServer(app, host, port, idle_timeout_s=0.3) in tests
+            limits = HttpLimits(**{**limits.__dict__, **overrides})
+        self.limits = limits
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_line_bytes = limits.max_request_line_bytes
+        # Bytes read while one request's head is incomplete, at most: both caps, and the slice that may
+        # hold the end of the previous request.
+        self.max_head_read = limits.max_request_line_bytes + limits.max_header_bytes + 2 * _SLICE
         self.shutdown_timeout_s = shutdown_timeout_s
         self.backlog = backlog
         self.should_exit = False
         self.started = False
         self.connections: set[_Connection] = set()
+        self.lingering: set[_Connection] = set()
+        self.refused_total = 0
+        self.timed_out_total = 0
+        self.now = time.monotonic()
         self.date = b""
         self._date_second = -1
         self.tick()
 
     def tick(self) -> None:
-        """Refresh the Date header (once a second) and close connections idle for too long."""
+        """Refresh the clock and the Date header, and close connections past a deadline."""
         now = time.time()
         second = int(now)
         if second != self._date_second:
             self._date_second = second
             self.date = b"date: " + formatdate(second, usegmt=True).encode() + b"\r\n"
-        deadline = time.monotonic() - self.idle_timeout_s
+        self.now = clock = time.monotonic()
+        limits = self.limits
+        idle = clock - limits.idle_timeout_s
+        head = clock - limits.header_timeout_s
+        body = clock - limits.body_timeout_s
         for connection in list(self.connections):
-            if connection.idle_since is not None and connection.idle_since < deadline:
+            phase = connection.phase
+            if phase == _IDLE:
+                if connection.idle_since is not None and connection.idle_since < idle:
+                    connection.close()
+            elif phase == _HEAD:
+                if connection.head_started < head:
+                    self.timed_out_total += 1
+                    connection.time_out(
+                        b"the request line and headers took longer than %g s\n" % limits.header_timeout_s
+                    )
+            elif connection.last_read < body and not connection.read_paused:
+                self.timed_out_total += 1
+                connection.time_out(b"no byte of the request body for %g s\n" % limits.body_timeout_s)
+        linger = clock - _LINGER_S
+        for connection in list(self.lingering):
+            if connection.linger_since < linger:
                 connection.close()
 
     async def serve(self) -> None:
@@ -112,7 +184,7 @@ class HttpServer:
         log.info("scorer: serving HTTP on %s:%d", self.host, self.port)
         try:
             while not self.should_exit:
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(_TICK_S)
                 self.tick()
         finally:
             server.close()
@@ -126,7 +198,7 @@ class HttpServer:
         deadline = time.monotonic() + self.shutdown_timeout_s
         while self.connections and time.monotonic() < deadline:  # noqa: ASYNC110 (bounded poll)
             await asyncio.sleep(0.05)
-        for connection in list(self.connections):
+        for connection in [*self.connections, *self.lingering]:
             connection.close()
 
 
@@ -148,6 +220,11 @@ class _Connection(asyncio.Protocol):
         self.path = ""
         self.headers: list[tuple[bytes, bytes]] = []
         self.header_bytes = 0
+        self.phase = _IDLE
+        self.head_read = 0  # bytes read while this request's head is incomplete (see _SLICE)
+        self.head_started = server.now
+        self.last_read = server.now
+        self.linger_since = 0.0
         self.method = ""
         self.step: Any = None  # a Reply, a Finish, or None for the operations app
         self.body: list[bytes] = []
@@ -166,29 +243,80 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        server = self.server
+        if len(server.connections) >= server.limits.max_connections:
+            server.refused_total += 1
+            self._refuse(
+                503,
+                b"the server has %d connections, its limit; retry later\n" % server.limits.max_connections,
+                [*_PLAIN, (b"retry-after", b"1")],
+            )
+            return
         self.peer = transport.get_extra_info("peername")
         self.local = transport.get_extra_info("sockname")
-        self.server.connections.add(self)
+        server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.server.connections.discard(self)
+        self.server.lingering.discard(self)
         if self.gone is not None:
             self.gone.set()
         if self.task is not None:
             self.task.cancel()
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing:  # answered for the last time (or lingering): what else comes is dropped
             return
+        self.last_read = self.server.now
         try:
-            self.parser.feed_data(data)
+            if self.phase == _BODY:
+                self.parser.feed_data(data)
+                # A request that began in this read after a body has its head bytes in it: not counted
+                # here (at most one read), counted from the next read on.
+            elif len(data) <= _SLICE:
+                self.parser.feed_data(data)
+                if self.phase == _HEAD:
+                    self._count_head(len(data))
+            else:
+                self._feed_slices(data)
         except _Abort:
             pass
         except httptools.HttpParserUpgrade:
             self._refuse(400, b"protocol upgrades are not supported\n")
         except httptools.HttpParserError as exc:
             self._refuse(400, b"malformed HTTP request: %s\n" % str(exc).encode())
+
+    def _feed_slices(self, data: bytes) -> None:
+        """A large read while no body is being read: fed a slice at a time, so that a head that never ends
+        is refused within a slice of its cap, never buffered whole."""
+        for start in range(0, len(data), _SLICE):
+            if self.closing:
+                return
+            if self.phase == _BODY:
+                self.parser.feed_data(data[start:])
+                return
+            piece = data[start : start + _SLICE]
+            self.parser.feed_data(piece)
+            if self.phase == _HEAD:
+                self._count_head(len(piece))
+
+    def _count_head(self, size: int) -> None:
+        self.head_read += size
+        if self.head_read > self.server.max_head_read:
+            self._refuse(
+                431,
+                b"the request line and headers exceed %d bytes\n"
+                % (self.server.max_line_bytes + self.server.max_header_bytes),
+            )
+            raise _Abort
+
+    def time_out(self, message: bytes) -> None:
+        """A deadline passed: 408 if nothing is being answered on this connection, then closed."""
+        if self.task is None and not self.pending:
+            self._refuse(408, message)
+        else:
+            self.close()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -203,6 +331,9 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.idle_since = None
+        self.phase = _HEAD
+        self.head_read = 0
+        self.head_started = self.server.now
         self.url = b""
         self.headers = []
         self.header_bytes = 0
@@ -212,6 +343,9 @@ class _Connection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > self.server.max_line_bytes:
+            self._refuse(414, b"the request target exceeds %d bytes\n" % self.server.max_line_bytes)
+            raise _Abort
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value)
@@ -221,6 +355,7 @@ class _Connection(asyncio.Protocol):
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        self.phase = _BODY
         self.method = method = self.parser.get_method().decode("ascii")
         raw_path, _, self.query = self.url.partition(b"?")
         self.raw_path = raw_path
@@ -260,6 +395,7 @@ class _Connection(asyncio.Protocol):
             raise _Abort
 
     def on_message_complete(self) -> None:
+        self.phase = _IDLE
         keep_alive = self.parser.should_keep_alive() and not self.stopping
         step = self.step
         if type(step) is tuple:
@@ -407,9 +543,23 @@ class _Connection(asyncio.Protocol):
                     return 0
         return 0
 
-    def _refuse(self, status: int, message: bytes) -> None:
-        self._write(self._encode(status, message, _PLAIN, False, False), keep_alive=False)
+    def _refuse(self, status: int, message: bytes, headers: list[tuple[bytes, bytes]] = _PLAIN) -> None:
+        """Answer and stop reading requests. The connection is half-closed and lingers: what the client
+        still sends is read and dropped for up to ``_LINGER_S``, because closing a socket with unread
+        bytes resets it, and a reset can reach the client before it has read the answer."""
         self.closing = True
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(self._encode(status, message, headers, False, False))
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        transport.write_eof()
+        server = self.server
+        server.connections.discard(self)
+        server.lingering.add(self)
+        self.linger_since = server.now
 
     def _close_after_write(self) -> None:
         self.closing = True

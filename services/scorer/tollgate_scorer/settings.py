@@ -12,6 +12,7 @@ from pydantic_settings import SettingsConfigDict
 
 from tollgate_core.settings import ServiceSettings
 from tollgate_scorer.model import GraphOptimization, SessionConfig
+from tollgate_scorer.server import HttpLimits
 
 
 class ScorerSettings(ServiceSettings):
@@ -48,6 +49,24 @@ class ScorerSettings(ServiceSettings):
         8 * 1024 * 1024, description="Largest request body; 413 above, before parsing."
     )
     max_instances: int = Field(10_000, description="Most instances in one request; 413 above.")
+    http_max_connections: int = Field(
+        1024, description="Connections the HTTP server serves at once; one more is answered 503 and closed."
+    )
+    http_max_request_line_bytes: int = Field(
+        8 * 1024, description="Longest request target (path and query), counted as it arrives; 414 above."
+    )
+    http_max_header_bytes: int = Field(
+        64 * 1024, description="Most bytes of request headers, counted as they arrive; 431 and closed above."
+    )
+    http_header_timeout_s: float = Field(
+        10.0, description="Deadline for a request line and its headers, from the first byte; 408 and closed."
+    )
+    http_body_timeout_s: float = Field(
+        10.0, description="Longest pause inside a request body; 408 and closed after it."
+    )
+    http_idle_timeout_s: float = Field(
+        5.0, description="A kept-alive connection with no request for this long is closed."
+    )
     contracts_dir: str | None = Field(
         None, description="Dataset contracts folder (default schemas/datasets)."
     )
@@ -103,6 +122,16 @@ class ScorerSettings(ServiceSettings):
             intra_op_threads=self.ort_intra_op_threads,
             graph_optimization=self.ort_graph_optimization,
             cpu_mem_arena=self.ort_cpu_mem_arena,
+        )
+
+    def http_limits(self) -> HttpLimits:
+        return HttpLimits(
+            max_connections=self.http_max_connections,
+            max_request_line_bytes=self.http_max_request_line_bytes,
+            max_header_bytes=self.http_max_header_bytes,
+            header_timeout_s=self.http_header_timeout_s,
+            body_timeout_s=self.http_body_timeout_s,
+            idle_timeout_s=self.http_idle_timeout_s,
         )
 
     def spool_path(self) -> Path:

@@ -215,3 +215,117 @@ async def test_idle_connections_are_closed_and_shutdown_ends_serving(tmp_path: P
     # serving() set should_exit and waited for serve() to return; the open connection was closed.
     assert not server.connections
     busy.close()
+
+
+async def read_all_or_reset(reader: asyncio.StreamReader) -> bytes:
+    """What is left before the server closes (a reset after the answer counts as closed)."""
+    try:
+        return await asyncio.wait_for(reader.read(), 10)
+    except ConnectionResetError:
+        return b""
+
+
+async def test_an_endless_header_is_refused_431_within_a_slice_of_its_cap(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path)
+    async with serving(app, max_header_bytes=16 * 1024) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /v2 HTTP/1.1\r\nHost: t\r\nX-Big: ")
+        sent = 0
+        answer: tuple[int, dict[str, str], bytes] | None = None
+        # The header never ends: the client keeps sending until the server answers or hangs up.
+        while answer is None and sent < 64 * 1024 * 1024:
+            try:
+                writer.write(b"a" * 65536)
+                await asyncio.wait_for(writer.drain(), 5)
+            except (ConnectionResetError, BrokenPipeError):
+                break
+            sent += 65536
+            with contextlib.suppress(TimeoutError):
+                answer = await asyncio.wait_for(read_response(reader), 0.01)
+        if answer is None:
+            answer = await asyncio.wait_for(read_response(reader), 5)
+        rest = await read_all_or_reset(reader)
+        writer.close()
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+            assert (await http.post(URL, content=one_row())).status_code == 200
+    assert answer[0] == 431 and answer[1]["connection"] == "close"
+    assert b"exceed" in answer[2] and rest == b""
+    assert sent < 64 * 1024 * 1024  # refused long before the client was done
+
+
+async def test_a_long_request_target_is_refused_414(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path)
+    async with serving(app, max_request_line_bytes=1000) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(b"GET /v2?" + b"q" * 2000 + b" HTTP/1.1\r\nHost: t\r\n\r\n")
+        answer = await asyncio.wait_for(read_response(reader), 5)
+        rest = await read_all_or_reset(reader)
+        writer.close()
+        # A target within the cap is served.
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as http:
+            assert (await http.get("/v2/health/live?" + "q" * 900)).status_code == 200
+    assert answer[0] == 414 and rest == b""
+
+
+async def test_a_slow_head_gets_408_at_the_header_deadline_and_is_closed(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path)
+    async with serving(app, header_timeout_s=0.3, idle_timeout_s=60) as server:
+        connections = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(20)]
+        for _, writer in connections:
+            writer.write(b"G")  # one byte, then nothing: the request has begun
+            await writer.drain()
+        answers = [await asyncio.wait_for(read_response(r), 10) for r, _ in connections]
+        rests = [await read_all_or_reset(r) for r, _ in connections]
+        for _, writer in connections:
+            writer.close()
+        assert server.timed_out_total == 20
+    assert {a[0] for a in answers} == {408} and set(rests) == {b""}
+
+
+async def test_a_body_that_stops_arriving_gets_408_and_is_closed(tmp_path: Path) -> None:
+    app, log = make_app(tmp_path)
+    async with serving(app, body_timeout_s=0.3, header_timeout_s=60, idle_timeout_s=60) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        body = one_row()
+        writer.write(post(URL, body)[: -len(body) // 2])  # headers and half the body
+        answer = await asyncio.wait_for(read_response(reader), 10)
+        rest = await read_all_or_reset(reader)
+        writer.close()
+    assert answer[0] == 408 and b"body" in answer[2] and rest == b""
+    assert log.logged == 0
+
+
+async def test_connections_over_the_limit_get_503_and_served_ones_keep_scoring(tmp_path: Path) -> None:
+    app, _ = make_app(tmp_path)
+    async with serving(app, max_connections=3) as server:
+        served = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(3)]
+        for reader, writer in served:  # established and answered before the flood
+            writer.write(post(URL, one_row()))
+            assert (await read_response(reader))[0] == 200
+        flood = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(50)]
+        for _, writer in flood:
+            writer.write(post(URL, one_row()))
+        refusals = [await asyncio.wait_for(read_response(r), 10) for r, _ in flood]
+        rests = [await read_all_or_reset(r) for r, _ in flood]
+        for reader, writer in served:  # still served, several requests each
+            for _ in range(3):
+                writer.write(post(URL, one_row()))
+                assert (await read_response(reader))[0] == 200
+        for _, writer in [*served, *flood]:
+            writer.close()
+        assert server.refused_total == 50
+    assert {r[0] for r in refusals} == {503} and {r[1]["retry-after"] for r in refusals} == {"1"}
+    assert set(rests) == {b""}
+
+
+async def test_a_large_pipelined_burst_is_not_mistaken_for_a_large_head(tmp_path: Path) -> None:
+    app, log = make_app(tmp_path)
+    burst = b"".join(post(URL, one_row()) for _ in range(300))
+    assert len(burst) > 8 * 1024 * 8
+    async with serving(app, max_header_bytes=2048, max_request_line_bytes=512) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(burst)
+        answers = [await asyncio.wait_for(read_response(reader), 10) for _ in range(300)]
+        writer.close()
+    assert {a[0] for a in answers} == {200}
+    assert log.logged == 300
