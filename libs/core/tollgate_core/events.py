@@ -89,7 +89,12 @@ class RejectedEvent(IngestedEvent):
     """An ingested event that breaks its dataset contract, with every failed rule."""
 
     rejected_at: AwareDatetime
-    violations: list[Violation] = Field(min_length=1)
+    violations: list[Violation] = Field(
+        min_length=1, description="The failed rules, at most the validator's limit (100 by default)."
+    )
+    violations_omitted: int = Field(
+        0, ge=0, description="How many more rules failed than are listed (the record's size is bounded)."
+    )
 
 
 def dumps(model: BaseModel) -> bytes:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -17,11 +18,13 @@ import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeAlias
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.waiting import wait_event
@@ -38,6 +41,82 @@ DLQ_ERROR_TYPE = "tollgate-dlq-error-type"
 DLQ_ERROR = "tollgate-dlq-error"
 DLQ_SERVICE = "tollgate-dlq-service"
 DLQ_FAILED_AT = "tollgate-dlq-failed-at"
+DLQ_ATTEMPT = "tollgate-dlq-attempt"  # 1 for a first failure; a redriven record that fails again counts on
+DLQ_HEADER_PREFIX = "tollgate-dlq-"
+DLQ_REASON_MAX_CHARS = 2000  # the error text in a dead letter's header is bounded
+
+# Kafka's default broker ``message.max.bytes`` (1 MiB + 12 bytes of batch framing), the producer's default
+# ``max_request_size`` too: the size every output is checked against when the topic sets nothing smaller.
+DEFAULT_MAX_MESSAGE_BYTES = 1_048_576
+# What a record costs beyond its key, value and headers inside a one-record batch (batch header 61 bytes,
+# record framing and varints): kept generous so a record that passes the check is never refused.
+RECORD_OVERHEAD_BYTES = 512
+
+
+class TransientError(Exception):
+    """A failure that may go away by itself (a dependency down, a timeout): retried, never dead-lettered."""
+
+
+class OutputTooLarge(ValueError):
+    """An output record larger than its topic accepts: the input that produced it is dead-lettered."""
+
+
+def _transient_types() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [TransientError, TimeoutError, ConnectionError, OSError, KafkaError]
+    try:  # the database's "not reachable / try again" family; asyncpg is optional for Kafka-only services
+        import asyncpg
+
+        found += [
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            asyncpg.TooManyConnectionsError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.SerializationError,
+            asyncpg.DeadlockDetectedError,
+            asyncpg.QueryCanceledError,  # statement timeout
+            asyncpg.AdminShutdownError,
+        ]
+    except ImportError:  # pragma: no cover - asyncpg is installed with tollgate-core
+        pass
+    return tuple(found)
+
+
+TRANSIENT_ERRORS = _transient_types()
+
+
+def is_transient(exc: BaseException) -> bool:
+    """The poison policy's one classification: ``True`` for failures of the infrastructure (database or broker
+    unreachable, timeouts, :class:`TransientError`) that a retry may cure; ``False`` for failures of the
+    record itself (bad JSON, a missing field, a value of the wrong type, an output too large, any other
+    exception a handler raises), which are dead-lettered.
+
+    Kafka errors that are the record's fault are not transient: a message too large for its topic, or an
+    invalid record."""
+    if isinstance(exc, OutputTooLarge):
+        return False
+    if isinstance(exc, KafkaError) and type(exc).__name__ in {
+        "MessageSizeTooLargeError",
+        "RecordTooLargeError",
+        "RecordListTooLargeError",
+        "CorruptRecordException",
+        "InvalidTimestampError",
+    }:
+        return False
+    return isinstance(exc, TRANSIENT_ERRORS)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a consumer retries what is transient: exponential backoff from ``backoff_s`` up to
+    ``max_backoff_s``, for ever (a transient failure never dead-letters). ``classify`` may widen or narrow
+    :func:`is_transient` for one consumer; it receives the exception and returns whether it is transient."""
+
+    backoff_s: float = 0.5
+    max_backoff_s: float = 10.0
+    classify: Callable[[BaseException], bool] = is_transient
+
+    def is_transient(self, exc: BaseException) -> bool:
+        return self.classify(exc)
 
 
 def producer_config(bootstrap: str, client_id: str, **overrides: Any) -> dict[str, Any]:
@@ -63,13 +142,28 @@ class OutRecord:
     headers: Headers = field(default_factory=list)
 
 
+def _prior_attempt(headers: Sequence[tuple[str, bytes]]) -> int:
+    for name, value in headers:
+        if name == DLQ_ATTEMPT:
+            try:
+                return max(0, int(value))
+            except ValueError:
+                return 0
+    return 0
+
+
 def dead_letter(
     record: ConsumerRecord[bytes, bytes], dlq_topic: str, service: str, error: BaseException | str
 ) -> OutRecord:
-    """The original message, unchanged, bound for the DLQ with headers that say where it came from and why."""
+    """The original message, unchanged, bound for the DLQ with headers that say where it came from and why.
+
+    A record that was dead-lettered before (and redriven) keeps its own headers but not the old dead-letter
+    ones; its ``tollgate-dlq-attempt`` counts on from the previous one."""
     kind = type(error).__name__ if isinstance(error, BaseException) else "Rejected"
-    reason = str(error)[:2000] or kind
-    headers = list(record.headers or ())
+    reason = str(error)[:DLQ_REASON_MAX_CHARS] or kind
+    original = list(record.headers or ())
+    attempt = _prior_attempt(original) + 1
+    headers = [(k, v) for k, v in original if not k.startswith(DLQ_HEADER_PREFIX)]
     headers += [
         (DLQ_SOURCE_TOPIC, record.topic.encode()),
         (DLQ_SOURCE_PARTITION, str(record.partition).encode()),
@@ -78,8 +172,17 @@ def dead_letter(
         (DLQ_ERROR, reason.encode("utf-8", "replace")),
         (DLQ_SERVICE, service.encode()),
         (DLQ_FAILED_AT, str(int(time.time() * 1000)).encode()),
+        (DLQ_ATTEMPT, str(attempt).encode()),
     ]
     return OutRecord(dlq_topic, record.value or b"", record.key, headers)
+
+
+def record_size(rec: OutRecord) -> int:
+    """Bytes ``rec`` takes in a batch of its own, rounded up (see ``RECORD_OVERHEAD_BYTES``)."""
+    size = len(rec.value) + len(rec.key or b"") + RECORD_OVERHEAD_BYTES
+    for name, value in rec.headers:
+        size += len(name) + len(value) + 10
+    return size
 
 
 def _murmur2(data: bytes) -> int:
@@ -146,6 +249,7 @@ class PartitionedWriter:
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
         self._partitions: dict[str, list[int]] = {}
+        self.sent_topics: list[str] = []
 
     async def _partitions_for(self, topic: str) -> list[int]:
         parts = self._partitions.get(topic)
@@ -158,8 +262,10 @@ class PartitionedWriter:
         return parts
 
     async def write(self, records: Sequence[OutRecord]) -> list[asyncio.Future[Any]]:
+        """Queue ``records``; one future per batch sent (``sent_topics`` says each one's topic)."""
         builders: dict[tuple[str, int], Any] = {}
         futures: list[asyncio.Future[Any]] = []
+        self.sent_topics = []
         now_ms = int(time.time() * 1000)
         known = self._partitions
         for rec in records:
@@ -174,6 +280,7 @@ class PartitionedWriter:
                 builder = builders[slot] = self._producer.create_batch()
             if builder.append(key=rec.key, value=rec.value, timestamp=now_ms, headers=rec.headers) is None:
                 futures.append(await self._producer.send_batch(builder, rec.topic, partition=partition))
+                self.sent_topics.append(rec.topic)
                 builder = builders[slot] = self._producer.create_batch()
                 if (
                     builder.append(key=rec.key, value=rec.value, timestamp=now_ms, headers=rec.headers)
@@ -183,10 +290,13 @@ class PartitionedWriter:
         for (topic, partition), builder in builders.items():
             if builder.record_count():
                 futures.append(await self._producer.send_batch(builder, topic, partition=partition))
+                self.sent_topics.append(topic)
         return futures
 
 
 StageHandler = Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[Sequence[OutRecord]]]
+SinkHandler = Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
+Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 @dataclass
@@ -195,7 +305,52 @@ class StageStats:
     produced: int = 0
     batches: int = 0
     aborted: int = 0
+    dead_lettered: int = 0
+    failed_writes: int = 0  # transactions (or dead-letter writes) that failed and were retried
+    producer_rebuilds: int = 0
     last_batch_at: float = 0.0
+
+
+class _ConsumerMetrics:
+    """Counters every consumer of the runtime reports on its service's ``/metrics`` (label ``consumer``)."""
+
+    _by_registry: ClassVar[dict[int, _ConsumerMetrics]] = {}
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.failed_writes = Counter(
+            "tollgate_consumer_failed_writes",
+            "Writes (output transactions, dead letters) that failed; their batch was retried",
+            ["consumer"],
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "tollgate_consumer_dead_lettered",
+            "Records isolated as poison and sent to the service's DLQ",
+            ["consumer"],
+            registry=registry,
+        )
+        self.retried_batches = Counter(
+            "tollgate_consumer_retried_batches",
+            "Batches retried after a transient failure",
+            ["consumer"],
+            registry=registry,
+        )
+        self.writes_failing = Gauge(
+            "tollgate_consumer_writes_failing",
+            "1 while the consumer's last write failed and no write has succeeded since",
+            ["consumer"],
+            registry=registry,
+        )
+
+    @classmethod
+    def for_registry(cls, registry: CollectorRegistry) -> _ConsumerMetrics:
+        found = cls._by_registry.get(id(registry))
+        if found is None or found._registry is not registry:
+            found = cls._by_registry[id(registry)] = cls(registry)
+            found._registry = registry
+        return found
+
+    _registry: CollectorRegistry
 
 
 class _RevokeGuard(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -206,40 +361,82 @@ class _RevokeGuard(ConsumerRebalanceListener):  # type: ignore[misc]
         self._stage = stage
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self._stage._settle(discard_next=True)
+        try:
+            await self._stage._settle(discard_next=True)
+        except Exception:  # the failed transaction was aborted; the loop rewinds (discard_next is set)
+            log.warning("%s: transaction in flight failed during a rebalance", self._stage.name)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None
 
 
-Batch = dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+Batch = dict[TopicPartition, list[Record]]
 
 
-def _records_and_offsets(
-    batch: Batch,
-) -> tuple[list[ConsumerRecord[bytes, bytes]], dict[TopicPartition, int]]:
+def _records_and_offsets(batch: Batch) -> tuple[list[Record], dict[TopicPartition, int]]:
     """A fetched batch's records in one list, and the offsets to commit once they are done."""
     records = [rec for recs in batch.values() for rec in recs]
     return records, {tp: recs[-1].offset + 1 for tp, recs in batch.items()}
 
 
+def _bounded_dead_letter(
+    record: Record, dlq_topic: str, service: str, error: BaseException, limit: int
+) -> OutRecord:
+    """``dead_letter``, and when even the original message does not fit the DLQ topic, a bounded JSON
+    summary in its place (the headers still name the source topic, partition and offset to find it)."""
+    out = dead_letter(record, dlq_topic, service, error)
+    if record_size(out) > limit:
+        summary = {
+            "summary": "original message too large for the dead-letter topic; read it at its source",
+            "source_topic": record.topic,
+            "source_partition": record.partition,
+            "source_offset": record.offset,
+            "original_bytes": len(record.value or b""),
+            "error": str(error)[:DLQ_REASON_MAX_CHARS],
+        }
+        out.value = orjson.dumps(summary)
+        out.headers = [(k, v) for k, v in out.headers if k.startswith(DLQ_HEADER_PREFIX)]
+    return out
+
+
 class _BatchLoop:
-    """What a batch consumer loop keeps: its name, counters, handler, retry backoff and stop signal, and
-    what it does after a batch (count it) or a failure (rewind, back off)."""
+    """What every consumer of the runtime shares: counters, the poison policy (isolate, dead-letter what is
+    not transient, retry what is), backoff, and the stop signal."""
 
     _consumer: AIOKafkaConsumer
 
     def __init__(
-        self, name: str, handler: Any, max_records: int, retry_backoff_s: float, max_backoff_s: float
+        self,
+        *,
+        name: str,
+        service: str,
+        dlq_topic: str | None,
+        max_records: int,
+        retry: RetryPolicy,
+        registry: CollectorRegistry | None,
+        max_message_bytes: Callable[[str], int] | None,
     ) -> None:
         self.name = name
+        self.service = service
+        self.dlq_topic = dlq_topic
         self.stats = StageStats()
-        self.healthy = False
-        self._handler = handler
+        self.started = False
+        self.writes_failing = False
         self._max_records = max_records
-        self._retry_backoff_s = retry_backoff_s
-        self._max_backoff_s = max_backoff_s
+        self._retry = retry
         self._stopping = asyncio.Event()
+        self._metrics = _ConsumerMetrics.for_registry(registry) if registry is not None else None
+        self._declared_limit = max_message_bytes or (lambda topic: DEFAULT_MAX_MESSAGE_BYTES)
+        self._limits: dict[str, int] = {}  # limits learnt from the broker's refusals
+
+    def _limit_for(self, topic: str) -> int:
+        """Largest record ``topic`` takes: what it declares, or less if the broker refused less."""
+        return self._limits.get(topic) or self._declared_limit(topic)
+
+    @property
+    def healthy(self) -> bool:
+        """Running, and its writes are going through (``/readyz`` reports this)."""
+        return self.started and not self.writes_failing
 
     async def _sleep(self, seconds: float) -> None:
         await wait_event(self._stopping, seconds)
@@ -250,14 +447,73 @@ class _BatchLoop:
         self.stats.batches += 1
         self.stats.last_batch_at = time.time()
 
+    def _write_failed(self) -> None:
+        self.stats.failed_writes += 1
+        self.writes_failing = True
+        if self._metrics is not None:
+            self._metrics.failed_writes.labels(self.name).inc()
+            self._metrics.writes_failing.labels(self.name).set(1)
+
+    def _write_succeeded(self) -> None:
+        if self.writes_failing:
+            self.writes_failing = False
+            if self._metrics is not None:
+                self._metrics.writes_failing.labels(self.name).set(0)
+
+    def _dead_lettered(self, n: int) -> None:
+        self.stats.dead_lettered += n
+        if self._metrics is not None and n:
+            self._metrics.dead_lettered.labels(self.name).inc(n)
+
     async def _recover(self, backoff: float) -> float:
         """After a failed batch (called while handling its exception): count and log it, rewind to the
         committed offsets, wait ``backoff`` (or until stopped); returns the next, doubled backoff."""
         self.stats.aborted += 1
-        log.exception("%s: batch failed, rewinding to the committed offsets", self.name)
-        await rewind_to_committed(self._consumer)
+        if self._metrics is not None:
+            self._metrics.retried_batches.labels(self.name).inc()
+        log.warning("%s: batch failed, rewinding to the committed offsets", self.name, exc_info=True)
+        try:
+            await rewind_to_committed(self._consumer)
+        except Exception:  # the broker is away: the next fetch fails too and backs off again
+            log.warning("%s: could not rewind yet", self.name, exc_info=True)
         await self._sleep(backoff)
-        return min(backoff * 2, self._max_backoff_s)
+        return min(backoff * 2, self._retry.max_backoff_s)
+
+    def _dead_letter(self, record: Record, error: BaseException) -> OutRecord:
+        if self.dlq_topic is None:
+            raise error  # a consumer without a DLQ cannot isolate: the batch stays and is retried
+        log.error(
+            "%s: %s[%d]@%d dead-lettered: %s: %s",
+            self.name,
+            record.topic,
+            record.partition,
+            record.offset,
+            type(error).__name__,
+            str(error)[:300],
+        )
+        return _bounded_dead_letter(
+            record, self.dlq_topic, self.service, error, self._limit_for(self.dlq_topic)
+        )
+
+    async def _isolate(
+        self, records: list[Record], call: Callable[[list[Record]], Awaitable[list[OutRecord]]]
+    ) -> tuple[list[OutRecord], int]:
+        """Run ``call`` on ``records``; when it raises something not transient, split the batch in halves
+        until the records that fail alone are found, dead-letter those and keep the outputs of the rest.
+        A transient failure propagates (the whole batch is retried). Returns the outputs (dead letters
+        included) and the number of records dead-lettered. ``call`` may run more than once on a record,
+        so handlers must tolerate a record seen again (they must anyway: batches are redelivered)."""
+        try:
+            return await call(records), 0
+        except Exception as exc:
+            if self._retry.is_transient(exc) or self.dlq_topic is None:
+                raise
+            if len(records) == 1:
+                return [self._dead_letter(records[0], exc)], 1
+        mid = len(records) // 2
+        left, dead_left = await self._isolate(records[:mid], call)
+        right, dead_right = await self._isolate(records[mid:], call)
+        return left + right, dead_left + dead_right
 
 
 class TransactionalStage(_BatchLoop):
@@ -265,6 +521,14 @@ class TransactionalStage(_BatchLoop):
 
     Delivery: exactly-once into downstream ``read_committed`` consumers. ``transactional_id`` must be stable
     per replica (``<service>-<instance_id>``) so a restarted replica fences its predecessor's open transaction.
+
+    Every write is proven: each produce future of a transaction is awaited before the offsets are added
+    and the transaction committed; any failure aborts it and the batch is retried from the committed
+    offsets, with a new producer (a new epoch, fresh sequence numbers), so no partition stays wedged after
+    an ``OutOfOrderSequenceNumber``, a fencing or an aborted transaction.
+
+    Poison: a record whose handling raises a non-transient error, or whose output is larger than its topic
+    accepts, is isolated and dead-lettered inside the same transaction; the rest of the batch goes on.
 
     Throughput: the handler for batch *k+1* (parsing, database work) runs while the transaction of batch *k*
     commits. If that commit fails, batch *k+1*'s outputs are discarded with it and the consumer rewinds to the
@@ -281,12 +545,25 @@ class TransactionalStage(_BatchLoop):
         transactional_id: str,
         handler: StageHandler,
         client_id: str,
+        dlq_topic: str | None = None,
         max_records: int = 5000,
         fetch_max_wait_ms: int = 50,
-        retry_backoff_s: float = 0.5,
-        max_backoff_s: float = 10.0,
+        retry: RetryPolicy | None = None,
+        registry: CollectorRegistry | None = None,
+        max_message_bytes: Callable[[str], int] | None = None,
+        consumer_factory: Callable[..., Any] | None = None,
+        producer_factory: Callable[..., Any] | None = None,
     ) -> None:
-        super().__init__(name, handler, max_records, retry_backoff_s, max_backoff_s)
+        super().__init__(
+            name=name,
+            service=name,
+            dlq_topic=dlq_topic,
+            max_records=max_records,
+            retry=retry or RetryPolicy(),
+            registry=registry,
+            max_message_bytes=max_message_bytes,
+        )
+        self._handler = handler
         self._source_topics = list(source_topics)
         self._group_id = group_id
         self._in_flight: asyncio.Task[None] | None = None
@@ -294,7 +571,7 @@ class TransactionalStage(_BatchLoop):
         self._looping = asyncio.Event()
         self._loop_done = asyncio.Event()
         # Offsets are committed inside the output transaction only.
-        self._consumer = read_committed_consumer(
+        self._consumer = (consumer_factory or read_committed_consumer)(
             bootstrap,
             group_id,
             client_id,
@@ -302,19 +579,29 @@ class TransactionalStage(_BatchLoop):
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
         )
-        self._producer = AIOKafkaProducer(
-            **producer_config(
-                bootstrap, client_id, transactional_id=transactional_id, transaction_timeout_ms=30000
-            )
+        self._producer_config = producer_config(
+            bootstrap, client_id, transactional_id=transactional_id, transaction_timeout_ms=30000
         )
+        self._producer_factory = producer_factory or AIOKafkaProducer
+        self._producer = self._producer_factory(**self._producer_config)
+        self._producer_started = False
         self._writer = PartitionedWriter(self._producer)
 
     @classmethod
     def from_spec(
-        cls, spec: StageSpec, settings: ServiceSettings, handler: StageHandler, max_records: int = 5000
+        cls,
+        spec: StageSpec,
+        settings: ServiceSettings,
+        handler: StageHandler,
+        max_records: int = 5000,
+        *,
+        registry: CollectorRegistry | None = None,
+        retry: RetryPolicy | None = None,
     ) -> TransactionalStage:
         """The stage a service declares in its ``asyncapi.stage_spec``, with the replica's stable
-        transactional id ``<namespace>.<service>-<instance_id>``."""
+        transactional id ``<namespace>.<service>-<instance_id>``, dead letters to ``spec.dlq``."""
+        from tollgate_core.topics import max_message_bytes
+
         return cls(
             name=spec.service,
             bootstrap=settings.kafka_bootstrap,
@@ -323,14 +610,40 @@ class TransactionalStage(_BatchLoop):
             transactional_id=f"{settings.topic_namespace}.{spec.service}-{settings.instance_id}",
             client_id=settings.client_id(spec.service),
             handler=handler,
+            dlq_topic=spec.dlq,
             max_records=max_records,
+            registry=registry,
+            retry=retry,
+            max_message_bytes=max_message_bytes,
         )
 
     async def start(self) -> None:
-        await self._producer.start()
+        await self._start_producer()
         await self._consumer.start()
         self._consumer.subscribe(self._source_topics, listener=_RevokeGuard(self))
-        self.healthy = True
+        self.started = True
+
+    async def _start_producer(self) -> None:
+        await self._producer.start()
+        self._producer_started = True
+
+    async def _rebuild_producer(self) -> None:
+        """Replace the producer after a failed transaction. The new one registers the same transactional id,
+        which bumps its epoch, aborts whatever the old one left open and starts every partition's sequence
+        numbers afresh. If the broker is away, the next commit starts it."""
+        old = self._producer
+        try:
+            await asyncio.wait_for(old.stop(), 10)
+        except Exception:
+            log.warning("%s: the failed producer did not stop cleanly", self.name, exc_info=True)
+        self.stats.producer_rebuilds += 1
+        self._producer = self._producer_factory(**self._producer_config)
+        self._producer_started = False
+        self._writer = PartitionedWriter(self._producer)
+        try:
+            await self._start_producer()
+        except Exception:
+            log.warning("%s: new producer not started yet", self.name, exc_info=True)
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -341,7 +654,7 @@ class TransactionalStage(_BatchLoop):
             await self._settle(discard_next=True)
         except Exception:  # the failed transaction was aborted; its inputs are redelivered after restart
             log.warning("%s: last transaction failed during shutdown", self.name)
-        self.healthy = False
+        self.started = False
         await self._consumer.stop()
         await self._producer.stop()
 
@@ -361,8 +674,20 @@ class TransactionalStage(_BatchLoop):
         finally:
             self._loop_done.set()
 
+    async def _outputs_of(self, records: list[Record]) -> list[OutRecord]:
+        """The handler's outputs for ``records``, each checked against its topic's size limit."""
+        outputs = list(await self._handler(records))
+        for out in outputs:
+            limit = self._limit_for(out.topic)
+            size = record_size(out)
+            if size > limit:
+                raise OutputTooLarge(
+                    f"output for {out.topic} would be {size} bytes, more than the topic's {limit}"
+                )
+        return outputs
+
     async def _loop(self) -> None:
-        backoff = self._retry_backoff_s
+        backoff = self._retry.backoff_s
         while not self._stopping.is_set():
             try:
                 batch = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
@@ -376,30 +701,71 @@ class TransactionalStage(_BatchLoop):
                     continue
                 self._discard_next = False
                 records, offsets = _records_and_offsets(batch)
-                outputs = await self._handler(records)
+                outputs, dead = await self._isolate(records, self._outputs_of)
                 await self._settle(discard_next=False)  # batch k must be committed before k+1 starts its own
                 if self._discard_next or self._stopping.is_set():
                     await rewind_to_committed(self._consumer)
                     continue
-                self._in_flight = asyncio.create_task(self._commit(records, outputs, offsets))
-                backoff = self._retry_backoff_s
-            except ProducerFenced:
-                log.error("%s: fenced by a newer replica with the same transactional id; stopping", self.name)
-                self.healthy = False
-                raise
+                self._in_flight = asyncio.create_task(self._commit(records, outputs, offsets, dead))
+                backoff = self._retry.backoff_s
             except Exception:
                 self._in_flight = None
                 backoff = await self._recover(backoff)
 
+    def _lower_limits(self, outputs: Sequence[OutRecord], results: list[Any]) -> None:
+        """The broker refused a batch as too large although it passed the size check: believe the broker.
+        Every topic with a refused batch gets a limit below the largest record sent to it, so the retried
+        batch isolates that record (dead-lettered as too large) instead of failing again and again."""
+        refused = {
+            topic
+            for topic, r in zip(self._writer.sent_topics, results, strict=False)
+            if r is not None and isinstance(r, BaseException)
+        }
+        for topic in refused:
+            largest = max((record_size(o) for o in outputs if o.topic == topic), default=0)
+            if largest:
+                self._limits[topic] = min(self._limit_for(topic), largest - 1)
+                log.error(
+                    "%s: %s refused a record of %d bytes; its limit is now taken as %d",
+                    self.name,
+                    topic,
+                    largest,
+                    self._limits[topic],
+                )
+
     async def _commit(
         self,
-        records: list[ConsumerRecord[bytes, bytes]],
+        records: list[Record],
         outputs: Sequence[OutRecord],
         offsets: dict[TopicPartition, int],
+        dead: int,
     ) -> None:
-        async with self._producer.transaction():
-            await self._writer.write(outputs)
+        try:
+            if not self._producer_started:
+                await self._start_producer()
+            await self._producer.begin_transaction()
+            futures = await self._writer.write(outputs)
+            # Proven writes: every batch of this transaction acknowledged before its offsets are added.
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                if not is_transient(failed):  # the broker refused a record: its topic's limit is lower
+                    self._lower_limits(outputs, results)
+                raise failed
             await self._producer.send_offsets_to_transaction(offsets, self._group_id)
+            await self._producer.commit_transaction()
+        except BaseException as exc:
+            self._write_failed()
+            if isinstance(exc, ProducerFenced):
+                log.error(
+                    "%s: producer fenced (another replica with the same id, or a timed-out "
+                    "transaction); rebuilding it",
+                    self.name,
+                )
+            await self._rebuild_producer()
+            raise
+        self._write_succeeded()
+        self._dead_lettered(dead)
         self._count(len(records), len(outputs))
 
 
@@ -412,6 +778,7 @@ class StageSpec:
     sources: tuple[str, ...]
     outputs: tuple[tuple[str, str], ...]  # (topic, what goes there)
     description: str
+    dlq: str | None = None  # the service's dead-letter topic (poison records go there)
 
 
 def declare_stage(broker: Any, spec: StageSpec) -> None:
@@ -437,15 +804,16 @@ def declare_stage(broker: Any, spec: StageSpec) -> None:
         broker.publisher(topic, description=what)
 
 
-SinkHandler = Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
-
-
 class BatchSink(_BatchLoop):
     """consume → write durably → commit offsets, in batches (at-least-once into an idempotent sink).
 
     For consumers whose output is a database, not Kafka: the handler must be idempotent by ``event_id``
     (e.g. ``INSERT ... ON CONFLICT DO NOTHING``), because a crash after the write and before the commit
-    redelivers the batch. Offsets are committed only after the handler returned.
+    redelivers the batch. Offsets are committed only after the handler returned and every dead letter of
+    the batch was acknowledged by the broker.
+
+    Poison (with ``dlq_topic``): a record whose handling raises a non-transient error is isolated and
+    dead-lettered; the rest of its batch is written. Transient errors retry the whole batch with backoff.
     """
 
     def __init__(
@@ -457,36 +825,90 @@ class BatchSink(_BatchLoop):
         group_id: str,
         client_id: str,
         handler: SinkHandler,
+        dlq_topic: str | None = None,
+        service: str | None = None,
         max_records: int = 2000,
-        retry_backoff_s: float = 0.5,
-        max_backoff_s: float = 10.0,
+        retry: RetryPolicy | None = None,
+        registry: CollectorRegistry | None = None,
+        max_message_bytes: Callable[[str], int] | None = None,
+        consumer_factory: Callable[..., Any] | None = None,
+        producer_factory: Callable[..., Any] | None = None,
     ) -> None:
-        super().__init__(name, handler, max_records, retry_backoff_s, max_backoff_s)
+        super().__init__(
+            name=name,
+            service=service or name,
+            dlq_topic=dlq_topic,
+            max_records=max_records,
+            retry=retry or RetryPolicy(),
+            registry=registry,
+            max_message_bytes=max_message_bytes,
+        )
+        self._handler = handler
         self._topics = list(topics)
-        self._consumer = read_committed_consumer(bootstrap, group_id, client_id, fetch_max_wait_ms=100)
+        self._consumer = (consumer_factory or read_committed_consumer)(
+            bootstrap, group_id, client_id, fetch_max_wait_ms=100
+        )
+        self._producer_factory = producer_factory or AIOKafkaProducer
+        self._producer_config = producer_config(bootstrap, f"{client_id}-dlq")
+        self._producer: Any = None
+        self._producer_started = False
 
     async def start(self) -> None:
         await self._consumer.start()
         self._consumer.subscribe(self._topics)
-        self.healthy = True
+        self.started = True
 
     async def stop(self) -> None:
         self._stopping.set()
-        self.healthy = False
+        self.started = False
         await self._consumer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+
+    async def _written(self, records: list[Record]) -> list[OutRecord]:
+        await self._handler(records)
+        return []
+
+    async def _send_dead_letters(self, dead: list[OutRecord]) -> None:
+        """Every dead letter acknowledged (``acks=all``) before the batch's offsets are committed."""
+        try:
+            if self._producer is None or not self._producer_started:
+                if self._producer is None:
+                    self._producer = self._producer_factory(**self._producer_config)
+                await self._producer.start()
+                self._producer_started = True
+            futures = [
+                await self._producer.send(r.topic, r.value, key=r.key, headers=r.headers) for r in dead
+            ]
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed
+        except BaseException:
+            self._write_failed()
+            old, self._producer, self._producer_started = self._producer, None, False
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(old.stop(), 10)
+            self.stats.producer_rebuilds += 1
+            raise
 
     async def run(self) -> None:
-        backoff = self._retry_backoff_s
+        backoff = self._retry.backoff_s
         while not self._stopping.is_set():
             try:
                 batch = await self._consumer.getmany(timeout_ms=300, max_records=self._max_records)
                 if not batch:
                     continue
                 records, offsets = _records_and_offsets(batch)
-                await self._handler(records)
+                dead, n_dead = await self._isolate(records, self._written)
+                if dead:
+                    await self._send_dead_letters(dead)
                 await self._consumer.commit(offsets)
-                self._count(len(records))
-                backoff = self._retry_backoff_s
+                self._write_succeeded()
+                self._dead_lettered(n_dead)
+                self._count(len(records), len(dead))
+                backoff = self._retry.backoff_s
             except Exception:
                 if self._stopping.is_set():
                     return

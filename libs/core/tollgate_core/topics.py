@@ -120,6 +120,20 @@ def catalog(directory: Path | None = None) -> dict[str, TopicSpec]:
     return specs
 
 
+# The broker's message.max.bytes, for topics that declare nothing smaller.
+BROKER_MAX_MESSAGE_BYTES = 1_048_576
+
+
+def max_message_bytes(full_name: str) -> int:
+    """Largest record ``full_name`` (``<namespace>.<name>.v<N>``) accepts: its catalog ``max.message.bytes``
+    when declared, else the broker's default. Outputs are sized against this before they are sent."""
+    _, _, rest = full_name.partition(".")
+    name, _, _version = rest.rpartition(".")
+    spec = catalog().get(name)
+    declared = spec.configs.get("max.message.bytes") if spec is not None else None
+    return min(int(declared), BROKER_MAX_MESSAGE_BYTES) if declared else BROKER_MAX_MESSAGE_BYTES
+
+
 class Topics:
     """Resolves catalog names to full topic names under one namespace: ``Topics(ns).events_raw`` etc."""
 

@@ -80,7 +80,9 @@ class Ingest:
             metrics=self.metrics,
             tracer=self.tracer,
         )
-        self.stage = TransactionalStage.from_spec(stage_spec(s), s, handler, s.batch_max_records)
+        self.stage = TransactionalStage.from_spec(
+            stage_spec(s), s, handler, s.batch_max_records, registry=self.registry
+        )
         await self.stage.start()
 
     async def stop(self) -> None:

@@ -24,6 +24,7 @@ def stage_spec(settings: ServiceSettings) -> StageSpec:
             ),
             (topics.dlq(SERVICE), "Messages that are not events (not JSON, no envelope, unknown schema)."),
         ),
+        dlq=topics.dlq(SERVICE),
         description="Normalise raw events, drop duplicate event ids, dead-letter malformed messages; "
         "exactly-once (Kafka transactions).",
     )

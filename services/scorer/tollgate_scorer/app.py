@@ -129,7 +129,9 @@ class ScorerService:
                 producer=f"{SERVICE}-{s.instance_id}",
                 tracer=self.tracer,
             )
-            self.stage = TransactionalStage.from_spec(stage_spec(s), s, handler, s.batch_max_records)
+            self.stage = TransactionalStage.from_spec(
+                stage_spec(s), s, handler, s.batch_max_records, registry=self.registry
+            )
             await self.stage.start()
 
     def loops(self) -> list[Any]:

@@ -30,6 +30,7 @@ def stage_spec(settings: ServiceSettings) -> StageSpec:
             (topics.scoring_results, "One result per request: outputs, version and route, or why it failed."),
             (topics.dlq(SERVICE), "Messages that are not scoring requests."),
         ),
+        dlq=topics.dlq(SERVICE),
         description="Score Kafka requests in batches; exactly-once (Kafka transactions).",
     )
 

@@ -34,6 +34,9 @@ class ValidatorSettings(ServiceSettings):
 
     http_port: int = Field(8085, description="Port of /healthz, /readyz, /metrics and the contracts listing.")
     batch_max_records: int = Field(5000, description="Most events validated in one transaction.")
+    max_violations: int = Field(
+        100, ge=1, description="Most violations one rejection record lists; the rest are counted."
+    )
     iqr_factor: float = Field(3.0, description="How many IQRs beyond the 0.1%/99.9% training quantiles flag.")
     trace_sample_ratio: float = Field(0.01, description="Share of new traces recorded as spans.")
     contracts_dir: str | None = Field(
@@ -88,8 +91,11 @@ class Validator:
             dlq_topic=self.topics.dlq(SERVICE),
             metrics=self.metrics,
             tracer=self.tracer,
+            max_violations=s.max_violations,
         )
-        self.stage = TransactionalStage.from_spec(stage_spec(s), s, handler, s.batch_max_records)
+        self.stage = TransactionalStage.from_spec(
+            stage_spec(s), s, handler, s.batch_max_records, registry=self.registry
+        )
         await self.stage.start()
         await self.broker.start()
 

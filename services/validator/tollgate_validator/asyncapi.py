@@ -28,6 +28,7 @@ def stage_spec(settings: ServiceSettings) -> StageSpec:
             (topics.events_rejected, "Events that break their contract, with every failed rule and value."),
             (topics.dlq(SERVICE), "Messages that are not ingested events."),
         ),
+        dlq=topics.dlq(SERVICE),
         description="Enforce dataset contracts; exactly-once (Kafka transactions).",
     )
 

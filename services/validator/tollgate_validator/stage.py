@@ -19,6 +19,9 @@ from tollgate_core.telemetry import TRACEPARENT, forward_traceparent
 from tollgate_validator.rules import CompiledContract, Expectations
 
 SERVICE = "validator"
+# A rejection record lists at most this many violations (and counts the rest), so one event with thousands
+# of unknown fields still yields a record its topic accepts.
+MAX_VIOLATIONS = 100
 
 
 class ValidatorMetrics:
@@ -66,7 +69,9 @@ class ValidatorStage:
         dlq_topic: str,
         metrics: ValidatorMetrics,
         tracer: trace.Tracer | None = None,
+        max_violations: int = MAX_VIOLATIONS,
     ) -> None:
+        self._max_violations = max_violations
         self._compiled = {c.schema_id: CompiledContract(c) for c in contracts}
         self._references = references
         self._validated = validated_topic
@@ -107,7 +112,9 @@ class ValidatorStage:
             )
             if problems:
                 doc["rejected_at"] = stamp
-                doc["violations"] = problems
+                doc["violations"] = problems[: self._max_violations]
+                if len(problems) > self._max_violations:
+                    doc["violations_omitted"] = len(problems) - self._max_violations
                 topic = self._rejected
                 outcomes[(schema_id, "rejected")] += 1
                 for p in problems:
