@@ -25,8 +25,8 @@ from tests.audit_support import ensure_writer_role
 from tests.conftest import ServiceProcess, wait_http_ok
 from tests.kafka_helpers import collect
 from tollgate_core import apikeys
-from tollgate_core.dlq import DLQ_ATTEMPT, DeadLetterQueues
-from tollgate_core.kafka import DLQ_SOURCE_TOPIC, dead_letter, producer_config
+from tollgate_core.dlq import DeadLetterQueues
+from tollgate_core.kafka import DLQ_ATTEMPT, DLQ_SOURCE_TOPIC, dead_letter, producer_config
 from tollgate_core.topics import Topics
 
 pytestmark = pytest.mark.timeout(240)

@@ -28,9 +28,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tollgate_core.events import dumps
 from tollgate_core.kafka import (
+    DLQ_ATTEMPT,
     DLQ_ERROR,
     DLQ_ERROR_TYPE,
     DLQ_FAILED_AT,
+    DLQ_HEADER_PREFIX,
     DLQ_SERVICE,
     DLQ_SOURCE_OFFSET,
     DLQ_SOURCE_PARTITION,
@@ -40,8 +42,6 @@ from tollgate_core.kafka import (
 from tollgate_core.operations import MAX_RECORDS, OperationEvent, OperationPayload, RedrivenRecord
 from tollgate_core.topics import SERVICES, Topics, current_schema_id
 
-DLQ_ATTEMPT = "tollgate-dlq-attempt"  # the attempt a record is on: absent means the first
-DLQ_HEADER_PREFIX = "tollgate-dlq-"
 READ_TIMEOUT_S = 30.0
 
 
