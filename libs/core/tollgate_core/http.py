@@ -8,15 +8,31 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 # A check raises when its dependency is not usable; it may return a short text to report instead of "ok"
 # (e.g. a degraded but working state).
 ReadinessCheck = Callable[[], Awaitable[object]]
 
 
+def _readiness_gauge(registry: CollectorRegistry) -> Gauge:
+    """The registry's readiness gauge, made on first use (an app may build its HTTP surface twice)."""
+    existing = registry._names_to_collectors.get("tollgate_readiness_check")
+    if isinstance(existing, Gauge):
+        return existing
+    return Gauge(
+        "tollgate_readiness_check",
+        "1 if the readiness check passed at the last /readyz, 0 if it failed",
+        ["check"],
+        registry=registry,
+    )
+
+
 def ops_router(registry: CollectorRegistry, checks: Mapping[str, ReadinessCheck]) -> APIRouter:
     router = APIRouter(tags=["operations"])
+    # The outcome of each readiness check at the last /readyz (Kubernetes probes it every few seconds), so
+    # an alert sees a dependency that stays unreachable.
+    check_ok = _readiness_gauge(registry)
 
     @router.get("/healthz", summary="The process is alive")
     async def healthz() -> dict[str, str]:
@@ -34,9 +50,11 @@ def ops_router(registry: CollectorRegistry, checks: Mapping[str, ReadinessCheck]
             try:
                 detail = await asyncio.wait_for(check(), timeout=3)
                 results[name] = detail if isinstance(detail, str) else "ok"
+                check_ok.labels(name).set(1)
             except Exception as exc:  # any failure means not ready; the reason is reported
                 ready = False
                 results[name] = f"error: {type(exc).__name__}: {exc}"[:300]
+                check_ok.labels(name).set(0)
         body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": results}
         return JSONResponse(body, status_code=200 if ready else 503)
 

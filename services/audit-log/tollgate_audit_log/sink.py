@@ -82,6 +82,12 @@ class Metrics:
             ["stream"],
             registry=registry,
         )
+        self.damaged = Gauge(
+            "tollgate_audit_chain_damaged",
+            "1 while the stream is damaged (tampering or a failed chain check) and not acknowledged",
+            ["stream"],
+            registry=registry,
+        )
         self.batch_s = Histogram(
             "tollgate_audit_batch_seconds",
             "Time to record one consumed batch (parse, hash, insert)",
@@ -131,6 +137,7 @@ class StreamWorker:
         self.checkpointed_seq = 0
         self.last_checkpoint_at = time.monotonic()
         self.damaged: str | None = None
+        metrics.damaged.labels(self.stream).set_function(lambda: 1.0 if self.damaged else 0.0)
         self.alerts_topic = alerts_topic
         self._pending_alerts: list[Damage] = []
         self._acks_recorded = 0

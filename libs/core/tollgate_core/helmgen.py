@@ -1,0 +1,137 @@
+"""The Helm chart's Kafka data, generated from the topic catalog: topics (partitions, configs) and each
+service's ACLs. ``python -m tollgate_core.helmgen write`` writes ``infra/helm/tollgate/files/kafka.yaml``,
+``check`` fails when the committed copy drifts from the catalog (a unit test runs it).
+
+The chart renders Strimzi ``KafkaTopic`` and ``KafkaUser`` resources from that file; names in it carry no
+topic namespace, the chart prefixes its ``topicNamespace``. :func:`kafka_acls` is the one rule that turns
+the catalog into ACLs, for the chart and for anything else that grants Kafka rights.
+
+The rule: a service may write (and describe) every live version of each topic it produces; read (and
+describe) every live version of each topic it consumes; read with consumer groups whose names start with
+``<namespace>.<service>`` (``ServiceSettings.consumer_group``); and use transactional ids starting with
+``<namespace>.<service>-`` (the stream stages' ``<namespace>.<service>-<instance>``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tollgate_core.paths import repo_root
+from tollgate_core.topics import SERVICES, TopicSpec, catalog
+
+CHART_FILE = Path("infra") / "helm" / "tollgate" / "files" / "kafka.yaml"
+HEADER = "# Generated from schemas/topics by `python -m tollgate_core.helmgen write`; do not edit.\n"
+
+Acl = dict[str, Any]
+
+
+def _live_versions(spec: TopicSpec) -> list[int]:
+    return [v.version for v in spec.versions if v.status != "deprecated"]
+
+
+def kafka_acls(
+    specs: dict[str, TopicSpec] | None = None, namespace: str = "tollgate"
+) -> dict[str, list[Acl]]:
+    """Each service's ACLs (Strimzi ``KafkaUser`` ``spec.authorization.acls`` entries), from the catalog."""
+    specs = catalog() if specs is None else specs
+    out: dict[str, list[Acl]] = {}
+    for service in SERVICES:
+        acls: list[Acl] = []
+        for name in sorted(specs):
+            spec = specs[name]
+            operations: list[str] = []
+            if service in spec.consumers:
+                operations += ["Read", "Describe"]
+            if service in spec.producers:
+                operations += ["Write", "Describe"]
+            if not operations:
+                continue
+            for version in _live_versions(spec):
+                acls.append(
+                    {
+                        "resource": {
+                            "type": "topic",
+                            "name": spec.full_name(version, namespace),
+                            "patternType": "literal",
+                        },
+                        "operations": sorted(set(operations)),
+                    }
+                )
+        acls.append(
+            {
+                "resource": {"type": "group", "name": f"{namespace}.{service}", "patternType": "prefix"},
+                "operations": ["Read"],
+            }
+        )
+        acls.append(
+            {
+                "resource": {
+                    "type": "transactionalId",
+                    "name": f"{namespace}.{service}-",
+                    "patternType": "prefix",
+                },
+                "operations": ["Describe", "Write"],
+            }
+        )
+        out[service] = acls
+    return out
+
+
+def _topics(specs: dict[str, TopicSpec]) -> list[dict[str, Any]]:
+    topics = []
+    for name in sorted(specs):
+        spec = specs[name]
+        for version in _live_versions(spec):
+            topics.append(
+                {
+                    "name": f"{spec.name}.v{version}",
+                    "partitions": spec.partitions,
+                    "config": dict(spec.configs),
+                }
+            )
+    return topics
+
+
+# The chart substitutes its topicNamespace for this marker.
+NAMESPACE_MARKER = "@NS@"
+
+
+def chart_data(specs: dict[str, TopicSpec] | None = None) -> dict[str, Any]:
+    specs = catalog() if specs is None else specs
+    return {
+        "topics": _topics(specs),
+        "acls": kafka_acls(specs, NAMESPACE_MARKER),
+    }
+
+
+def render() -> str:
+    return HEADER + yaml.safe_dump(chart_data(), sort_keys=True, width=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    path = repo_root() / CHART_FILE
+    wanted = render()
+    if args == ["write"]:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(wanted, encoding="utf-8")
+        print(f"helmgen: wrote {CHART_FILE}")
+        return 0
+    if args == ["check"]:
+        if not path.exists() or path.read_text(encoding="utf-8") != wanted:
+            print(
+                f"helmgen: {CHART_FILE} differs from the topic catalog; run `python -m tollgate_core.helmgen write`"
+            )
+            return 1
+        print(f"helmgen: {CHART_FILE} matches the topic catalog")
+        return 0
+    print("usage: python -m tollgate_core.helmgen write|check", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
