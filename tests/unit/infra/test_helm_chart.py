@@ -173,7 +173,8 @@ def test_no_container_runs_as_root_or_can_write_its_image(values: str) -> None:
             assert sc.get("privileged") is not True and sc["capabilities"]["drop"] == ["ALL"], name
             assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
             for env in container.get("env", []):
-                if any(word in env["name"] for word in ("KEY", "PASSWORD", "DATABASE_URL", "SECRET")):
+                secret = ("KEY", "PASSWORD", "DATABASE_URL", "SECRET")
+                if any(word in env["name"] for word in secret) and not env["name"].endswith("_PATH"):
                     assert "valueFrom" in env and "value" not in env, f"{name}: {env['name']} baked in"
 
 
@@ -209,8 +210,11 @@ def test_every_service_has_a_network_policy_allowing_only_the_architectures_traf
         assert (5432 in ports) == uses_db, name
         for rule in spec["egress"]:
             for peer in rule["to"]:
-                # No egress to any tollgate pod: services talk only through Kafka.
-                assert not any(selects(peer.get("podSelector", {}), other) for _, other, _ in tollgate_pods)
+                # No egress to any tollgate pod (services talk only through Kafka), nor to anywhere at all.
+                if "podSelector" in peer:
+                    assert not any(selects(peer["podSelector"], other) for _, other, _ in tollgate_pods)
+                else:
+                    assert peer["ipBlock"]["cidr"] != "0.0.0.0/0", (name, peer)
         for rule in spec.get("ingress", []):
             assert rule.get("from"), f"{name}: an ingress rule without sources admits everyone"
             assert [p["port"] for p in rule["ports"]] == [
