@@ -226,3 +226,13 @@ def test_every_service_has_a_network_policy_allowing_only_the_architectures_traf
                     selects(peer.get("podSelector", {"matchLabels": {"x": "y"}}), other)
                     for _, other, _ in tollgate_pods
                 )
+
+
+@pytest.mark.parametrize("values", list(VALUES))
+def test_helm_lint_passes(values: str) -> None:
+    render(values)  # fails clearly when helm is missing
+    args = [str(HELM), "lint", "--strict", str(CHART)]
+    if VALUES[values] is not None:
+        args += ["-f", str(VALUES[values])]
+    out = subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
