@@ -15,6 +15,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.audit_support import MODEL, ensure_writer_role, fill, fresh_database, lineage_scenario
 from tollgate_audit_log.app import AuditLog
@@ -58,8 +59,11 @@ async def audit(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
             entry = builder.build(orjson.dumps(doc), f"tollgate.{topic}.v1", 0, offset)
             assert await writers[spec.name].append([entry]) == 1
             ids.setdefault(spec.name, []).append(entry.event_id)
-        await fill(writers["inference"].conn, "inference", BULK)  # continues the chain after the scenario
+        # continues the chain after the scenario (a writer of its own, on the same connection and lock)
+        writers["inference"] = await fill(writers["inference"].conn, "inference", BULK)
         assert await writers["lifecycle"].checkpoint(service.signer, max_rows=1000) is not None
+        while await writers["inference"].checkpoint(service.signer, max_rows=100) is not None:
+            pass  # seq 1..100 (the decision's two rows), 101..200, 201..232
     finally:
         for writer in writers.values():
             await writer.conn.close()
@@ -250,6 +254,7 @@ async def test_exports_match_the_query(audit: dict[str, Any]) -> None:
 async def test_lineage_of_one_inference(audit: dict[str, Any]) -> None:
     view = (await get(audit, "compliance-reader", f"/v1/audit/lineage/{REQUEST}")).json()
     answer, shadow = view["inferences"]
+    assert view["request_id_reused"] == 0  # an answer and its shadow: one inference, not a reused id
     assert (answer["route"], answer["version"], shadow["route"], shadow["version"]) == (
         "champion",
         "7",
@@ -333,3 +338,63 @@ async def test_only_an_auditor_acknowledges_damage(audit: dict[str, Any], role: 
         "/v1/audit/streams/lifecycle/acknowledge", json={}, headers=headers(audit, "auditor")
     )
     assert missing.status_code == 422
+
+
+async def test_receipts_for_one_decision_verify_offline_and_forgeries_are_refused(
+    audit: dict[str, Any], tmp_path: Path
+) -> None:
+    from tests.integration.test_audit_cli import cli
+    from tollgate_audit_log.signing import public_pem
+
+    assert (await get(audit, "operator", "/v1/audit/proof", request_id=REQUEST)).status_code == 403
+    assert (await get(audit, "auditor", "/v1/audit/proof", request_id="no-such-request")).status_code == 404
+    answer = await get(audit, "compliance-reader", "/v1/audit/proof", request_id=REQUEST)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [r["row"]["seq"] for r in body["receipts"]] == [1, 2] and body["unsealed"] == []
+    receipt = body["receipts"][0]
+    assert receipt["checkpoint"]["first_seq"] == 1 and receipt["checkpoint"]["last_seq"] == 100
+    assert receipt["row"]["request_id"] == REQUEST and len(receipt["path"]) == 7  # ceil(log2(100))
+
+    pub = tmp_path / "audit.pub"
+    pub.write_text(public_pem(audit["service"].signer.public_key))
+    other = tmp_path / "other.pub"
+    other.write_text(public_pem(Ed25519PrivateKey.generate().public_key()))
+    whole = tmp_path / "receipts.json"
+    whole.write_bytes(answer.content)
+    code, out, err = await cli("verify-proof", str(whole), "--public-key", str(pub))
+    assert code == 0 and out.count("OK: recorded: stream inference") == 2, out + err
+
+    stale = (await get(audit, "auditor", "/v1/audit/proof", request_id="req-210")).json()["receipts"][0]
+    forgeries = {
+        "wrong path": (lambda r: r["path"].__setitem__(0, "00" * 32), "audit path does not lead"),
+        "wrong root": (
+            lambda r: r["checkpoint"].__setitem__("merkle_root", "11" * 32),
+            "audit path does not lead",
+        ),
+        "stale checkpoint": (
+            lambda r: r.__setitem__("checkpoint", stale["checkpoint"]),
+            "stale or unrelated",
+        ),
+        "changed row": (
+            lambda r: r["row"].__setitem__("model", "other-model"),
+            "do not hash to its content hash",
+        ),
+        "changed statement": (
+            lambda r: r["checkpoint"].__setitem__("created_at_us", r["checkpoint"]["created_at_us"] - 1),
+            "signature does not verify",
+        ),
+    }
+    for name, (change, why) in forgeries.items():
+        forged = orjson.loads(orjson.dumps(receipt))
+        change(forged)
+        path = tmp_path / f"{name.replace(' ', '-')}.json"
+        path.write_bytes(orjson.dumps(forged))
+        code, out, _ = await cli("verify-proof", str(path), "--public-key", str(pub))
+        assert code == 1 and "REFUSED" in out and why in out, (name, out)
+    single = tmp_path / "one.json"
+    single.write_bytes(orjson.dumps(receipt))
+    code, out, _ = await cli("verify-proof", str(single), "--public-key", str(other))
+    assert code == 1 and "not trusted" in out, out
+    code, _, err = await cli("verify-proof", str(single))
+    assert code == 2 and "no trusted public keys" in err

@@ -15,8 +15,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from tests.audit_support import ensure_writer_role, fill, fresh_database
 from tollgate_audit_log.app import prepare_database
 from tollgate_audit_log.canonical import content_hash, link
+from tollgate_audit_log.merkle import Frontier, merkle_root
+from tollgate_audit_log.publish import PublishedHead, WitnessDir, head_event
 from tollgate_audit_log.settings import AuditLogSettings
-from tollgate_audit_log.signing import Signer
+from tollgate_audit_log.signing import Signer, Statement, public_bytes
 from tollgate_audit_log.verify import StreamReport, verify_database, verify_stream
 
 STREAM = "tamper"
@@ -40,22 +42,28 @@ class _Rollback(Exception):
 
 
 @pytest.fixture(scope="module")
-async def trail(database_url: str) -> dict[str, Any]:
+async def trail(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """The big table, filled once through the real writer (COPY) as the writer role, with checkpoints."""
     settings = AuditLogSettings(database_url=database_url)
     role_problem = await ensure_writer_role()
     await prepare_database(settings)
     dsn = settings.writer_dsn() if role_problem is None else database_url
     signer = Signer(Ed25519PrivateKey.generate())
+    witness = WitnessDir(tmp_path_factory.mktemp("witness"))
     conn = await asyncpg.connect(dsn)
     try:
         writer = await fill(conn, STREAM, ROWS)
         await writer.register_key(signer)
-        while await writer.checkpoint(signer, max_rows=CHECKPOINT) is not None:
-            pass
+        while (cp := await writer.checkpoint(signer, max_rows=CHECKPOINT)) is not None:
+            witness.append(head_event(cp))  # published outside the database, as the service does
     finally:
         await conn.close()
-    return {"owner": database_url, "trusted": {signer.key_id: signer.public_key}, "signer": signer}
+    return {
+        "owner": database_url,
+        "trusted": {signer.key_id: signer.public_key},
+        "signer": signer,
+        "published": {STREAM: witness.heads(STREAM)},
+    }
 
 
 @pytest.fixture
@@ -66,22 +74,42 @@ async def owner(trail: dict[str, Any]) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def tampered(
-    conn: asyncpg.Connection, trusted: dict[str, Ed25519PublicKey], *statements: tuple[Any, ...]
+    conn: asyncpg.Connection,
+    trusted: dict[str, Ed25519PublicKey],
+    *statements: tuple[Any, ...],
+    published: dict[str, list[PublishedHead]] | None = None,
 ) -> StreamReport:
     """Run the attacker's statements with the triggers off, verify the result, roll everything back."""
-    report: StreamReport | None = None
+    reports = await tampered_both(conn, trusted, *statements, published=published)
+    return reports[1] if published is not None else reports[0]
+
+
+async def tampered_both(
+    conn: asyncpg.Connection,
+    trusted: dict[str, Ed25519PublicKey],
+    *statements: tuple[Any, ...],
+    published: dict[str, list[PublishedHead]] | None = None,
+) -> tuple[StreamReport, StreamReport | None]:
+    """The verifier's report without and with the published heads, on the same tampered snapshot."""
+    reports: list[StreamReport | None] = []
     try:
         async with conn.transaction():
             await conn.execute("ALTER TABLE audit_events DISABLE TRIGGER USER")
             await conn.execute("ALTER TABLE audit_checkpoints DISABLE TRIGGER USER")
             for sql, *args in statements:
                 await conn.execute(sql, *args)
-            report = await verify_stream(conn, STREAM, trusted)
+            reports.append(await verify_stream(conn, STREAM, trusted))
+            reports.append(
+                await verify_stream(conn, STREAM, trusted, published=published)
+                if published is not None
+                else None
+            )
             raise _Rollback
     except _Rollback:
         pass
-    assert report is not None
-    return report
+    first, second = reports
+    assert first is not None
+    return first, second
 
 
 async def test_intact_trail_verifies_with_row_count(trail: dict[str, Any]) -> None:
@@ -305,3 +333,225 @@ async def test_parallel_verification_names_the_same_first_bad_seq(trail: dict[st
         ), name
         assert report.rows == seq - 1
     assert parallel.first_bad is not None and parallel.first_bad.stream == "parallel-flip"
+
+
+# ---------------------------------------------------------------------------------------------- published heads
+
+
+async def test_intact_trail_verifies_against_its_published_heads(trail: dict[str, Any]) -> None:
+    conn = await asyncpg.connect(trail["owner"])
+    try:
+        report = await verify_database(
+            conn,
+            streams=[STREAM],
+            trusted=trail["trusted"],
+            published=trail["published"],
+            published_from="witness",
+        )
+    finally:
+        await conn.close()
+    assert report.ok, report.summary()
+    assert report.streams[0].published_heads == ROWS // CHECKPOINT and report.published == "witness"
+
+
+async def test_rows_deleted_with_their_checkpoints_are_caught_by_the_published_heads(
+    owner: asyncpg.Connection, trail: dict[str, Any]
+) -> None:
+    """Rows 150,001..200,000 deleted together with the checkpoint that sealed them: the database alone looks
+    like an intact, shorter trail; the head published outside it names the missing range."""
+    cut = ROWS - CHECKPOINT
+    alone, compared = await tampered_both(
+        owner,
+        trail["trusted"],
+        ("DELETE FROM audit_events WHERE stream = $1 AND seq > $2", STREAM, cut),
+        ("DELETE FROM audit_checkpoints WHERE stream = $1 AND first_seq > $2", STREAM, cut),
+        published=trail["published"],
+    )
+    assert alone.ok and alone.rows == cut  # what an attacker counts on
+    assert compared is not None
+    assert (compared.ok, compared.first_bad_seq, compared.problem) == (False, cut + 1, "truncated"), compared
+    assert f"seq {cut + 1}..{ROWS} missing" in (compared.detail or "")
+
+
+async def test_a_deleted_checkpoint_alone_is_named(owner: asyncpg.Connection, trail: dict[str, Any]) -> None:
+    report = await tampered(
+        owner,
+        trail["trusted"],
+        ("DELETE FROM audit_checkpoints WHERE stream = $1 AND first_seq > $2", STREAM, ROWS - CHECKPOINT),
+        published=trail["published"],
+    )
+    assert (report.first_bad_seq, report.problem) == (ROWS - CHECKPOINT + 1, "checkpoint_deleted"), report
+
+
+async def test_a_signing_key_substituted_in_the_database_is_not_trusted(
+    owner: asyncpg.Connection, trail: dict[str, Any]
+) -> None:
+    """The attacker adds their key to audit_signing_keys and re-signs every checkpoint with it: the pinned
+    key does not verify them (the verifier never takes keys from the table)."""
+    attacker = Signer(Ed25519PrivateKey.generate())
+    rows = await owner.fetch(
+        "SELECT id, stream, first_seq, last_seq, merkle_root, head_hash, created_at, tree_root, prev_root, "
+        "prev_statement FROM audit_checkpoints WHERE stream = $1 ORDER BY first_seq",
+        STREAM,
+    )
+    updates: list[tuple[Any, ...]] = [
+        (
+            "INSERT INTO audit_signing_keys (key_id, algorithm, public_key) VALUES ($1, 'ed25519', $2)",
+            attacker.key_id,
+            public_bytes(attacker.public_key),
+        )
+    ]
+    for r in rows:
+        st = Statement(
+            r["stream"], r["first_seq"], r["last_seq"], bytes(r["merkle_root"]), bytes(r["head_hash"]),
+            r["created_at"], attacker.key_id, bytes(r["tree_root"]), bytes(r["prev_root"]),
+            bytes(r["prev_statement"]) if r["prev_statement"] is not None else None,
+        )  # fmt: skip
+        updates.append(
+            (
+                "UPDATE audit_checkpoints SET key_id = $2, signature = $3 WHERE id = $1",
+                r["id"],
+                attacker.key_id,
+                attacker.sign(st),
+            )
+        )
+    report = await tampered(owner, trail["trusted"], *updates)
+    assert (report.first_bad_seq, report.problem) == (1, "checkpoint_signature"), report
+    assert f"unknown key {attacker.key_id}" in (report.detail or "")
+
+
+async def test_rewrite_rehash_and_resign_with_a_new_key_is_caught(
+    owner: asyncpg.Connection, trail: dict[str, Any]
+) -> None:
+    """The full attack: change a row, re-hash the chain after it, recompute the covering checkpoint's roots
+    (range and tree, from the stored frontier) and re-sign it with the attacker's own key, registered in
+    audit_signing_keys. Against the pinned key: the checkpoint's signature; against the published heads:
+    the database's checkpoint is not the published one. Both name the covering checkpoint's first seq."""
+    k = ROWS - 10
+    covering = ROWS - CHECKPOINT + 1
+    attacker = Signer(Ed25519PrivateKey.generate())
+    updates, hashes = await rehash_from(owner, k)
+    cp = await owner.fetchrow(
+        "SELECT id, created_at, prev_root, prev_statement FROM audit_checkpoints WHERE stream = $1 AND first_seq = $2",
+        STREAM,
+        covering,
+    )
+    before = await owner.fetchrow(
+        "SELECT frontier FROM audit_checkpoints WHERE stream = $1 AND last_seq = $2", STREAM, covering - 1
+    )
+    leaves = [
+        bytes(r["row_hash"])
+        for r in await owner.fetch(
+            "SELECT row_hash FROM audit_events WHERE stream = $1 AND seq >= $2 AND seq < $3 ORDER BY seq",
+            STREAM,
+            covering,
+            k,
+        )
+    ] + hashes
+    tree = Frontier.from_bytes(covering - 1, bytes(before["frontier"]))
+    tree.extend(leaves)
+    st = Statement(
+        STREAM, covering, ROWS, merkle_root(leaves), leaves[-1], cp["created_at"], attacker.key_id, tree.root(),
+        bytes(cp["prev_root"]), bytes(cp["prev_statement"]),
+    )  # fmt: skip
+    updates += [
+        (
+            "INSERT INTO audit_signing_keys (key_id, algorithm, public_key) VALUES ($1, 'ed25519', $2)",
+            attacker.key_id,
+            public_bytes(attacker.public_key),
+        ),
+        (
+            "UPDATE audit_checkpoints SET merkle_root = $2, head_hash = $3, tree_root = $4, key_id = $5, "
+            "signature = $6, frontier = $7 WHERE id = $1",
+            cp["id"],
+            st.merkle_root,
+            st.head_hash,
+            st.tree_root,
+            attacker.key_id,
+            attacker.sign(st),
+            tree.to_bytes(),
+        ),
+    ]
+    alone, compared = await tampered_both(owner, trail["trusted"], *updates, published=trail["published"])
+    assert (alone.first_bad_seq, alone.problem) == (covering, "checkpoint_signature"), alone
+    assert compared is not None
+    assert (compared.first_bad_seq, compared.problem) == (covering, "checkpoint_replaced"), compared
+
+
+async def rehash_from(
+    owner: asyncpg.Connection, k: int, stream: str = STREAM
+) -> tuple[list[tuple[Any, ...]], list[bytes]]:
+    """Statements that change row ``k`` of ``stream`` and re-hash every row after it; and the new row hashes."""
+    rows = await owner.fetch(
+        "SELECT seq, event_id::text AS event_id, topic, kafka_partition, kafka_offset, event_type, "
+        "(extract(epoch FROM occurred_at) * 1000000)::bigint AS occ, (extract(epoch FROM recorded_at) * 1000000)::bigint AS rec, "
+        "request_id, entity_id, model, version, trace_id, envelope FROM audit_events WHERE stream = $1 AND seq >= $2 ORDER BY seq",
+        stream,
+        k,
+    )
+    prev = bytes(
+        await owner.fetchval(
+            "SELECT row_hash FROM audit_events WHERE stream = $1 AND seq = $2", stream, k - 1
+        )
+    )
+    updates: list[tuple[Any, ...]] = []
+    hashes: list[bytes] = []
+    for r in rows:
+        envelope = (
+            r["envelope"].replace('"route":"champion"', '"route":"canary"')
+            if r["seq"] == k
+            else r["envelope"]
+        )
+        content = content_hash(
+            stream, r["seq"], r["event_id"], r["topic"], r["kafka_partition"], r["kafka_offset"], r["event_type"],
+            r["occ"], r["rec"], r["request_id"], r["entity_id"], r["model"], r["version"], r["trace_id"], envelope,
+        )  # fmt: skip
+        row = link(prev, content)
+        updates.append(
+            (
+                "UPDATE audit_events SET envelope = $3, content_hash = $4, prev_hash = $5, row_hash = $6 "
+                "WHERE stream = $1 AND seq = $2",
+                stream,
+                r["seq"],
+                envelope,
+                content,
+                prev,
+                row,
+            )
+        )
+        hashes.append(row)
+        prev = row
+    return updates, hashes
+
+
+async def test_a_rewrite_inside_a_checkpoint_that_straddles_a_parallel_cut_is_caught(
+    trail: dict[str, Any],
+) -> None:
+    """Checkpoints 1..1000 and 1001..3000 with two processes: the cut must not fall inside the second one
+    (it used to, and that checkpoint was then checked by neither process). A row rewritten and the chain
+    re-hashed inside it is caught by its signed roots, in parallel as in one process."""
+    conn = await asyncpg.connect(trail["owner"])
+    stream = "parallel-straddle"
+    try:
+        writer = await fill(conn, stream, 3000)
+        assert await writer.checkpoint(trail["signer"], max_rows=1000) is not None
+        assert await writer.checkpoint(trail["signer"], max_rows=2000) is not None
+        updates, _ = await rehash_from(conn, 1200, stream)
+        async with conn.transaction():
+            await conn.execute("ALTER TABLE audit_events DISABLE TRIGGER USER")
+            for sql, *args in updates:
+                await conn.execute(sql, *args)
+            await conn.execute("ALTER TABLE audit_events ENABLE TRIGGER USER")
+        parallel = await verify_database(
+            conn,
+            streams=[stream],
+            trusted=trail["trusted"],
+            workers=2,
+            dsn=trail["owner"],
+            min_rows_per_worker=1000,
+        )
+        single = await verify_database(conn, streams=[stream], trusted=trail["trusted"])
+    finally:
+        await conn.close()
+    for report in (parallel.streams[0], single.streams[0]):
+        assert (report.first_bad_seq, report.problem) == (1001, "checkpoint_mismatch"), report

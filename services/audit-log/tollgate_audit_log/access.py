@@ -8,14 +8,17 @@ role              may                             sees
 compliance-reader query, lineage, export          everything recorded (PII already protected)
 auditor           the above + verify, checkpoints everything recorded
                   + DLQ list and show             DLQ record values too
-operator          the above + verify, checkpoints no inference inputs/outputs, no data records
+operator          the above + verify, checkpoints no value of a record or an inference (see below)
                   + DLQ list, show and redrive    (DLQ record values: not shown)
 scorer-client     nothing here                    -
 ================  ==============================  ==========================================
 
 An operator runs the platform and needs to see what happened and whether the trail is intact, not what
-customers sent or got back: inference ``inputs``/``outputs`` and the data record inside rejected/validated
-events are removed from every answer an operator gets (lists, single rows, exports, lineage).
+customers sent or got back. For every role without payload access (today: operator) every field that can
+carry a value is replaced, in every answer (lists, single rows, exports, lineage): inference ``inputs``,
+``outputs`` and ``entity_id``; the data record of rejected/validated events, their ``entity_id``, each
+violation's ``value`` and ``message`` and each quality flag's ``value`` and ``expected``; the row's
+``entity_id`` column. What is kept is allowlisted (a new field is hidden until listed).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Action(StrEnum):
     CHECKPOINTS = "checkpoints"  # list, seal now, inclusion proofs
     DLQ_READ = "read dead letters"  # DLQ depth, list, show
     DLQ_REDRIVE = "redrive dead letters"
+    PROOF = "get receipts"  # per-decision receipts (they hold the recorded envelope)
     ACKNOWLEDGE = "acknowledge damage"  # let signing resume on a stream the writer found tampered with
 
 
@@ -45,35 +49,82 @@ ALLOWED: dict[Action, frozenset[str]] = {
     Action.CHECKPOINTS: frozenset({AUDITOR, OPERATOR}),
     Action.DLQ_READ: frozenset({AUDITOR, OPERATOR}),
     Action.DLQ_REDRIVE: frozenset({OPERATOR}),
+    Action.PROOF: frozenset({COMPLIANCE_READER, AUDITOR}),
     Action.ACKNOWLEDGE: frozenset({AUDITOR}),
 }
 
 REDACTED = "[redacted for role operator]"
-_INFERENCE_FIELDS = ("inputs", "outputs")
 _DATA_STREAMS = ("rejected", "validated")
+
+# What a role without payload access still sees: allowlists, so a field added later is hidden until it is
+# listed here. Everything else that can carry a value (inputs, outputs, the record, the entity id, a
+# violation's or quality flag's value and message) is replaced by REDACTED.
+_ENVELOPE_KEYS = frozenset(
+    {"event_id", "event_type", "schema", "occurred_at", "producer", "ingested_at", "validated_at",
+     "rejected_at", "labeled"}
+)  # fmt: skip
+_INFERENCE_KEYS = frozenset(
+    {"request_id", "model", "version", "route", "channel", "contract", "latency_ms", "trace_id"}
+)
+_VIOLATION_KEYS = frozenset({"field", "rule"})
+_FLAG_KEYS = frozenset({"field", "check"})
+_ITEM_VALUE_COLUMNS = ("entity_id",)  # index columns that are values of a record
+# Streams whose payload holds no customer data: decisions about models, alerts over aggregates, requests.
+_DECISION_STREAMS = frozenset({"lifecycle", "candidates", "requests", "alerts", "operations"})
 
 
 def sees_payloads(role: str) -> bool:
-    return role != OPERATOR
+    return role in (COMPLIANCE_READER, AUDITOR)
+
+
+def _only(mapping: Any, keys: frozenset[str]) -> Any:
+    if not isinstance(mapping, dict):
+        return REDACTED
+    return {k: (v if k in keys else REDACTED) for k, v in mapping.items()}
+
+
+def redact_event(stream: str | None, event: dict[str, Any]) -> dict[str, Any]:
+    """The envelope of a row of ``stream`` without any value a role without payload access may not see."""
+    if stream in _DECISION_STREAMS:
+        return event
+    out: dict[str, Any] = {}
+    for key, value in event.items():
+        if key in _ENVELOPE_KEYS:
+            out[key] = value
+        elif key == "payload":
+            if stream == "inference":
+                out[key] = _only(value, _INFERENCE_KEYS)
+            elif stream in _DATA_STREAMS:
+                out[key] = {"record": REDACTED}
+            else:  # the audit-log's own rows (damage records) and anything unknown: hashes and seqs only
+                out[key] = value if event.get("producer") == "audit-log" else REDACTED
+        elif key == "violations" and isinstance(value, list):
+            out[key] = [_only(v, _VIOLATION_KEYS) for v in value]
+        elif key == "quality_flags" and isinstance(value, list):
+            out[key] = [_only(v, _FLAG_KEYS) for v in value]
+        else:
+            out[key] = REDACTED
+    return out
 
 
 def redact_item(item: dict[str, Any], role: str) -> dict[str, Any]:
     """An audit row as ``role`` may see it."""
     if sees_payloads(role):
         return item
+    stream = item.get("stream")
+    if stream in _DECISION_STREAMS:
+        return item
+    out = dict(item)
     event = item.get("event")
-    if not isinstance(event, dict) or not isinstance(event.get("payload"), dict):
-        return item
-    payload = dict(event["payload"])
-    if item.get("stream") == "inference":
-        for name in _INFERENCE_FIELDS:
-            if name in payload:
-                payload[name] = REDACTED
-    elif item.get("stream") in _DATA_STREAMS:
-        payload = {"record": REDACTED}
-    else:
-        return item
-    return {**item, "event": {**event, "payload": payload}}
+    if isinstance(event, dict):
+        out["event"] = redact_event(stream, event)
+    for column in _ITEM_VALUE_COLUMNS:
+        if out.get(column) is not None:
+            out[column] = REDACTED
+    return out
+
+
+_LINEAGE_VALUES = ("inputs", "outputs", "entity_id")
 
 
 def redact_lineage(view: dict[str, Any], role: str) -> dict[str, Any]:
@@ -82,6 +133,7 @@ def redact_lineage(view: dict[str, Any], role: str) -> dict[str, Any]:
     return {
         **view,
         "inferences": [
-            {**inf, **{name: REDACTED for name in _INFERENCE_FIELDS}} for inf in view.get("inferences", [])
+            {**inf, **{name: REDACTED for name in _LINEAGE_VALUES if name in inf}}
+            for inf in view.get("inferences", [])
         ],
     }

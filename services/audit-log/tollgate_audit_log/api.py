@@ -26,6 +26,8 @@ from tollgate_audit_log import queries, tamper
 from tollgate_audit_log.access import ALLOWED, Action, redact_item, redact_lineage
 from tollgate_audit_log.lineage import lineage as build_lineage
 from tollgate_audit_log.merkle import inclusion_proof
+from tollgate_audit_log.publish import PublishedHead
+from tollgate_audit_log.receipts import receipts_for
 from tollgate_audit_log.sink import StreamWorker
 from tollgate_audit_log.verify import verify_database
 from tollgate_core.apikeys import KeyVerifier, Principal
@@ -43,6 +45,8 @@ class AuditBackend(Protocol):
     verify_lock: asyncio.Lock
 
     def trusted_keys(self) -> dict[str, Ed25519PublicKey]: ...
+
+    def published_heads(self) -> dict[str, list[PublishedHead]] | None: ...
 
 
 # ---------------------------------------------------------------------------------------------- models
@@ -91,6 +95,22 @@ class StreamState(BaseModel):
     head_seq: int | None
     checkpointed_seq: int | None
     damaged: str | None = None
+
+
+class UnsealedRow(BaseModel):
+    stream: str
+    seq: int
+    event_id: str
+
+
+class ReceiptsOut(BaseModel):
+    request_id: str
+    receipts: list[dict[str, Any]] = Field(
+        description="One receipt per recorded row with this request id (format tollgate-audit-receipt/1): "
+        "the row as hashed, its hashes, the leaf hash, the RFC 6962 audit path and the signed checkpoint. "
+        "Check offline with `tollgate audit verify-proof FILE --public-key KEY`."
+    )
+    unsealed: list[UnsealedRow] = Field(description="Rows recorded but not sealed by a checkpoint yet.")
 
 
 class AcknowledgeIn(BaseModel):
@@ -263,7 +283,15 @@ class InferenceOut(BaseModel):
 
 class LineageOut(BaseModel):
     request_id: str
-    inferences: list[InferenceOut] = Field(description="The answer and, when one ran, the shadow inference.")
+    inferences: list[InferenceOut] = Field(
+        description="The answer and, when one ran, the shadow inference; every inference recorded under this "
+        "request id when a client reused it."
+    )
+    request_id_reused: int = Field(
+        0,
+        description="Answers beyond the first recorded under this request id: a client reused the id for "
+        "other inferences (each is recorded with its own event id, none is dropped).",
+    )
 
 
 # ---------------------------------------------------------------------------------------------- auth
@@ -399,6 +427,9 @@ def _checkpoint_out(row: asyncpg.Record) -> CheckpointOut:
     )
 
 
+RECEIPTS_MAX = 100  # rows one request id may have (the answer and a shadow; reused ids a few more)
+
+
 _CHECKPOINT_SQL = (
     """SELECT c.*, k.public_key FROM audit_checkpoints c LEFT JOIN audit_signing_keys k USING (key_id)"""
 )
@@ -515,6 +546,36 @@ def build_router() -> APIRouter:
                 )
         return out
 
+    @router.get(
+        "/proof",
+        response_model=ReceiptsOut,
+        summary="Receipts for one decision: the rows with this request id, each with its Merkle audit path "
+        "to a signed checkpoint",
+        responses={
+            404: {"description": "No row with this request id"},
+            409: {"description": "Recorded, but not sealed by a checkpoint yet (retry after the next one)"},
+        },
+    )
+    async def receipts(
+        request: Request,
+        request_id: Annotated[str, Query(min_length=1, max_length=256)],
+        who: Annotated[Principal, Depends(require(Action.PROOF))],
+    ) -> ReceiptsOut:
+        b = backend(request)
+        async with b.pool.acquire() as conn:
+            found = await receipts_for(conn, request_id, limit=RECEIPTS_MAX)
+        if found.rows == 0:
+            raise HTTPException(404, f"no row with request id {request_id} in the audit trail")
+        if found.broken:
+            raise HTTPException(409, f"cannot prove {found.broken}")
+        out = found.receipts
+        unsealed = [UnsealedRow(stream=st, seq=seq, event_id=eid) for st, seq, eid in found.unsealed]
+        if not out:
+            raise HTTPException(
+                409, f"request id {request_id} is recorded but not sealed by a checkpoint yet; retry shortly"
+            )
+        return ReceiptsOut(request_id=request_id, receipts=out, unsealed=unsealed)
+
     @router.post(
         "/streams/{stream}/acknowledge",
         response_model=list[AcknowledgementOut],
@@ -547,8 +608,14 @@ def build_router() -> APIRouter:
     ) -> dict[str, Any]:
         b = backend(request)
         async with b.verify_lock, b.pool.acquire() as conn:  # one verification at a time: it is CPU-bound
+            published = await asyncio.to_thread(b.published_heads)
             report = await verify_database(
-                conn, streams=[stream] if stream else None, trusted=b.trusted_keys(), offload=True
+                conn,
+                streams=[stream] if stream else None,
+                trusted=b.trusted_keys(),
+                offload=True,
+                published=published,
+                published_from="witness" if published is not None else "none",
             )
         report.keys = "service"
         return {**report.to_dict(), "summary": report.summary()}

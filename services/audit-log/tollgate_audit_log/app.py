@@ -20,6 +20,7 @@ from tollgate_audit_log import roles
 from tollgate_audit_log.api import build_router
 from tollgate_audit_log.chain import register_key
 from tollgate_audit_log.dlq_api import DlqMetrics, build_dlq_router
+from tollgate_audit_log.publish import PublishedHead, Publisher, WitnessDir
 from tollgate_audit_log.settings import AuditLogSettings
 from tollgate_audit_log.signing import Signer, key_id, load_or_create_private_key, load_public_key
 from tollgate_audit_log.sink import SERVICE, Metrics, StreamWorker
@@ -75,6 +76,9 @@ class AuditLog:
         self.workers: dict[str, StreamWorker] = {}
         self.page_max = settings.page_max
         self.verify_lock = asyncio.Lock()
+        witness = settings.witness_path()
+        self.witness = WitnessDir(witness) if witness is not None else None
+        self.publisher: Publisher | None = None
         self.dlq = DeadLetterQueues(
             settings.kafka_bootstrap, settings.topic_namespace, settings.client_id(SERVICE) + "-dlq"
         )
@@ -92,6 +96,12 @@ class AuditLog:
         assert self.signer is not None
         keys = {key_id(k): k for k in (load_public_key(Path(p)) for p in self.settings.trusted_public_keys)}
         return {**keys, self.signer.key_id: self.signer.public_key}
+
+    def published_heads(self) -> dict[str, list[PublishedHead]] | None:
+        """The heads in the witness directory, by stream (None without one)."""
+        if self.witness is None:
+            return None
+        return {name: self.witness.heads(name) for name in self.witness.streams()}
 
     async def _connect(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.runtime_dsn)
@@ -130,6 +140,11 @@ class AuditLog:
         self.producer = AIOKafkaProducer(**producer_config(s.kafka_bootstrap, s.client_id(SERVICE)))
         await self.producer.start()
         pii_key = s.pii_key.get_secret_value().encode()
+        self.publisher = Publisher(
+            self.witness,
+            self.producer if s.publish_heads else None,
+            self.topics.name("audit.checkpoints") if s.publish_heads else None,
+        )
         for spec in stream_specs(audit_validated=s.audit_validated):
             self.workers[spec.name] = StreamWorker(
                 builder=EntryBuilder(spec, self.contracts, pii_key),
@@ -147,6 +162,7 @@ class AuditLog:
                 checkpoint_max_rows=s.checkpoint_max_rows,
                 tracer=self.tracer,
                 alerts_topic=self.topics.name("monitor.alerts"),
+                publisher=self.publisher,
             )
 
     def loops(self) -> list[Any]:
@@ -165,10 +181,11 @@ class AuditLog:
 
     async def checkpoint_loop(self) -> None:
         interval = self.settings.checkpoint_interval_s
+        tick = min(interval / 4, 1.0)  # rows wait at most the interval for their checkpoint
         while True:
-            await asyncio.sleep(min(interval, 5.0))
+            await asyncio.sleep(tick)
             for worker in self.workers.values():
-                if worker.checkpoint_due(interval):
+                if worker.checkpoint_due(interval, tick):
                     try:
                         await worker.checkpoint()
                     except Exception:  # the stream's own loop recovers its connection; try again next round

@@ -46,6 +46,15 @@ def build_broker(settings: AuditLogSettings) -> KafkaBroker:
         "'operations'.",
     )
     broker.publisher(
+        topics.name("audit.checkpoints"),
+        description="Every signed tree head (checkpoint) of every stream, chained, with the consistency "
+        "proof from the previous head; kept forever, so a verifier can compare the database with it.",
+    )
+    broker.publisher(
+        topics.name("monitor.alerts"),
+        description="Tampering found by a stream's writer (kind audit_tampering, severity critical).",
+    )
+    broker.publisher(
         topics.dlq(SERVICE),
         description="Messages the audit trail cannot record, unchanged, with "
         "headers naming the source topic, partition, offset and reason.",

@@ -24,10 +24,14 @@ import typer
 
 import tollgate_core.apikeys as apikeys
 from tollgate_audit_log import roles
+from tollgate_audit_log.publish import PublishedHead, WitnessDir
+from tollgate_audit_log.publish import kafka_heads as kafka_heads_of
+from tollgate_audit_log.receipts import verify_receipt
 from tollgate_audit_log.settings import DEVELOPMENT_WRITER_PASSWORD, WRITER_ROLE
 from tollgate_audit_log.signing import TRUSTED_KEYS_ENV, pinned_keys
 from tollgate_audit_log.verify import verify_database
-from tollgate_core.settings import DEFAULT_DATABASE_URL
+from tollgate_core.settings import DEFAULT_DATABASE_URL, ServiceSettings
+from tollgate_core.topics import Topics
 
 audit_app = typer.Typer(
     name="audit",
@@ -68,6 +72,24 @@ def verify(
         list[str] | None, typer.Option("--stream", help="Only these streams (repeatable).")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the full report as JSON.")] = False,
+    witness: Annotated[
+        Path | None,
+        typer.Option(
+            "--witness",
+            envvar="TOLLGATE_AUDIT_WITNESS_DIR",
+            help="Witness directory the service appends its signed heads to (<stream>.jsonl): compared with "
+            "the database, so deleted rows and checkpoints and a truncated tail show.",
+            file_okay=False,
+        ),
+    ] = None,
+    kafka_heads: Annotated[
+        bool,
+        typer.Option(
+            "--kafka-heads",
+            help="Also read the signed heads from the audit.checkpoints topic (TOLLGATE_KAFKA_BOOTSTRAP, "
+            "TOLLGATE_TOPIC_NAMESPACE).",
+        ),
+    ] = False,
     workers: Annotated[
         int,
         typer.Option(
@@ -97,7 +119,28 @@ def verify(
         if not as_json and sys.stderr.isatty():
             typer.echo(f"\r{name}: {rows} rows", err=True, nl=False)
 
+    async def published_heads() -> tuple[dict[str, list[PublishedHead]] | None, str]:
+        heads: dict[str, list[PublishedHead]] = {}
+        sources = []
+        if witness is not None:
+            directory = WitnessDir(witness)
+            for name in directory.streams():
+                heads.setdefault(name, []).extend(directory.heads(name))
+            sources.append(f"witness {witness}")
+        if kafka_heads:
+            settings = ServiceSettings()
+            topic = Topics(settings.topic_namespace).name("audit.checkpoints")
+            for name, found in (await kafka_heads_of(settings.kafka_bootstrap, topic)).items():
+                heads.setdefault(name, []).extend(found)
+            sources.append(f"kafka {topic}")
+        return (heads, ", ".join(sources)) if sources else (None, "none")
+
     async def run() -> int:
+        try:
+            published, published_from = await published_heads()
+        except (OSError, ValueError, TimeoutError) as exc:
+            typer.echo(f"error: published heads: {exc}", err=True)
+            return 2
         conn = await asyncpg.connect(_dsn(dsn))
         try:
             report = await verify_database(
@@ -107,6 +150,8 @@ def verify(
                 progress=progress,
                 workers=workers,
                 dsn=_dsn(dsn),
+                published=published,
+                published_from=published_from,
             )
         finally:
             await conn.close()
@@ -124,10 +169,61 @@ def verify(
                 typer.echo(
                     f"  {s.stream:12} {s.rows:>10} rows  {s.checkpoints_verified}/{s.checkpoints} checkpoints  {state}"
                 )
+            if published is None:
+                typer.echo(
+                    "  note: no published heads compared (--witness, --kafka-heads): rows removed together "
+                    "with the checkpoints that cover them cannot be told from a shorter trail",
+                    err=True,
+                )
             typer.echo(report.summary())
         return 0 if report.ok else 1
 
     raise typer.Exit(asyncio.run(run()))
+
+
+@audit_app.command("verify-proof")
+def verify_proof(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A receipt (or the JSON answer of GET /v1/audit/proof, with several)",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--public-key",
+            help="File of pinned Ed25519 public keys (PEM); default: TOLLGATE_AUDIT_TRUSTED_KEYS.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Check receipts offline (no database, no service): the row's hashes, its audit path to the signed
+    checkpoint, and the checkpoint's signature by a pinned key. Exit 0 when every receipt holds, 1 otherwise."""
+    try:
+        trusted = pinned_keys(public_key)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: trusted keys: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not trusted:
+        typer.echo(f"error: no trusted public keys: pass --public-key or set {TRUSTED_KEYS_ENV}", err=True)
+        raise typer.Exit(2)
+    try:
+        doc = orjson.loads(file.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        typer.echo(f"error: {file} is not JSON: {exc}", err=True)
+        raise typer.Exit(1) from None
+    found = doc.get("receipts") if isinstance(doc, dict) and "receipts" in doc else [doc]
+    if not isinstance(found, list) or not found:
+        typer.echo(f"error: {file} holds no receipt", err=True)
+        raise typer.Exit(1)
+    results = [verify_receipt(r, trusted) for r in found]
+    for result in results:
+        typer.echo(f"{'OK' if result.ok else 'REFUSED'}: {result.detail}")
+    raise typer.Exit(0 if all(r.ok for r in results) else 1)
 
 
 @keys_app.command("create")

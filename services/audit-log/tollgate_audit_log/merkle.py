@@ -136,6 +136,18 @@ class Frontier:
             size += 1
         self.size = size
 
+    def extend_leaf_hashes(self, leaves: Sequence[bytes]) -> None:
+        nodes, sha = self.nodes, hashlib.sha256
+        size = self.size
+        for node in leaves:
+            s = size
+            while s & 1:
+                node = sha(_NODE + nodes.pop() + node).digest()
+                s >>= 1
+            nodes.append(node)
+            size += 1
+        self.size = size
+
     def root(self) -> bytes:
         if not self.nodes:
             return EMPTY_ROOT
@@ -234,3 +246,22 @@ def verify_consistency(
         fn >>= 1
         sn >>= 1
     return fr == old_root and sr == new_root and sn == 0
+
+
+def leaf_hashes(row_hashes: Sequence[bytes]) -> list[bytes]:
+    sha = hashlib.sha256
+    return [sha(_LEAF + x).digest() for x in row_hashes]
+
+
+def root_of_leaf_hashes(level: Sequence[bytes]) -> bytes:
+    """:func:`merkle_root` for leaves already hashed with :func:`leaf_hash`."""
+    if not level:
+        return EMPTY_ROOT
+    sha = hashlib.sha256
+    nodes = list(level)
+    while len(nodes) > 1:
+        nxt = [sha(_NODE + nodes[i] + nodes[i + 1]).digest() for i in range(0, len(nodes) - 1, 2)]
+        if len(nodes) % 2:
+            nxt.append(nodes[-1])
+        nodes = nxt
+    return nodes[0]

@@ -43,11 +43,22 @@ class AuditLogSettings(ServiceSettings):
         "still accept after a key rotation; the current key is always trusted. Keys found only in the "
         "database are never trusted by the service.",
     )
+    witness_dir: str | None = Field(
+        None,
+        description="Append-only directory every signed tree head is also written to (<stream>.jsonl), "
+        "ideally a mount of another host; default <repo>/.local/audit/witness. Empty string: none.",
+    )
+    publish_heads: bool = Field(
+        True, description="Also publish every signed tree head to the audit.checkpoints topic."
+    )
     checkpoint_rows: int = Field(
         10_000, ge=1, description="Sign a checkpoint once a stream has this many new rows."
     )
     checkpoint_interval_s: float = Field(
-        30.0, gt=0, description="... or when this much time passed since the last one and there are new rows."
+        5.0,
+        gt=0,
+        description="... or when this much time passed since the last one and there are new rows: the "
+        "unsealed tail (rows no signed head covers yet) is at most this old.",
     )
     checkpoint_max_rows: int = Field(
         100_000, ge=1, description="Rows one checkpoint covers at most (a backlog is sealed in several)."
@@ -84,6 +95,15 @@ class AuditLogSettings(ServiceSettings):
         from tollgate_core.paths import repo_root
 
         return repo_root() / ".local" / "audit" / "ed25519.pem"
+
+    def witness_path(self) -> Path | None:
+        if self.witness_dir == "":
+            return None
+        if self.witness_dir:
+            return Path(self.witness_dir)
+        from tollgate_core.paths import repo_root
+
+        return repo_root() / ".local" / "audit" / "witness"
 
     def writer_dsn(self) -> str:
         """TOLLGATE_DATABASE_URL with the writer role's credentials."""

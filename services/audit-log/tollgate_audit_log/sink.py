@@ -37,7 +37,9 @@ from tollgate_audit_log.chain import (
     ChainWriter,
     Checkpoint,
     LockLost,
+    statement_of,
 )
+from tollgate_audit_log.publish import Publisher
 from tollgate_audit_log.signing import Signer
 from tollgate_audit_log.streams import EntryBuilder
 from tollgate_audit_log.tamper import (
@@ -116,6 +118,7 @@ class StreamWorker:
         checkpoint_max_rows: int = 100_000,
         tracer: trace.Tracer | None = None,
         alerts_topic: str | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         self.stream = builder.spec.name
         self._tracer = tracer or trace.get_tracer("tollgate.audit_log")
@@ -139,6 +142,9 @@ class StreamWorker:
         self.damaged: str | None = None
         metrics.damaged.labels(self.stream).set_function(lambda: 1.0 if self.damaged else 0.0)
         self.alerts_topic = alerts_topic
+        self.publisher = publisher
+        self._unpublished: list[Checkpoint] = []
+        self.unsealed_since: float | None = None  # when the oldest row no checkpoint covers was appended
         self._pending_alerts: list[Damage] = []
         self._acks_recorded = 0
         self.state = "starting"
@@ -157,6 +163,10 @@ class StreamWorker:
                 try:
                     await writer.acquire()
                 except ChainTampered as exc:  # found when taking over: the rows after the last checkpoint
+                    await self._tampered(writer, exc)
+                try:
+                    await self._compare_with_witness(writer)
+                except ChainTampered as exc:  # the database is behind (or beside) what was published
                     await self._tampered(writer, exc)
                 self.checkpointed_seq = writer.sealed_seq
                 self.writer = writer
@@ -245,6 +255,8 @@ class StreamWorker:
         self._metrics.rows.labels(self.stream).inc(outcome.inserted)
         self._metrics.duplicates.labels(self.stream).inc(outcome.duplicates)
         self._metrics.head.labels(self.stream).set(writer.head_seq)
+        if outcome.inserted and self.unsealed_since is None:
+            self.unsealed_since = time.monotonic()
         if writer.head_seq - self.checkpointed_seq >= self.checkpoint_rows:
             await self.checkpoint()
 
@@ -341,6 +353,7 @@ class StreamWorker:
                 if cp is None:
                     break
                 made.append(cp)
+                self._unpublished.append(cp)
                 self.checkpointed_seq = cp.statement.last_seq
                 self._metrics.checkpoints.labels(self.stream).inc()
                 log.info(
@@ -359,13 +372,94 @@ class StreamWorker:
             self._lost.set()
             raise
         self.last_checkpoint_at = time.monotonic()
+        if writer.head_seq <= self.checkpointed_seq:
+            self.unsealed_since = None
+        await self._publish()
         return made
 
-    def checkpoint_due(self, interval_s: float) -> bool:
+    async def _publish(self) -> None:
+        """Publish signed heads in order; one that fails stays pending for the next round."""
+        if self.publisher is None:
+            self._unpublished.clear()
+            return
+        while self._unpublished:
+            try:
+                await self.publisher.publish(self._unpublished[0])
+            except (OSError, KafkaError) as exc:
+                log.warning("stream %s: tree head not published yet: %s", self.stream, exc)
+                return
+            self._unpublished.pop(0)
+
+    async def _compare_with_witness(self, writer: ChainWriter) -> None:
+        """At takeover: the last head in the witness directory must be the database's last checkpoint, or an
+        earlier one (heads signed but not published yet are published now). A published head the database
+        no longer has means rows and checkpoints were removed: tampering."""
+        witness = self.publisher.witness if self.publisher is not None else None
+        if witness is None:
+            return
+        heads = await asyncio.to_thread(witness.heads, self.stream)
+        ours = writer.last_statement
+        if not heads:
+            published_to = 0
+        else:
+            last = heads[-1].statement
+            published_to = last.last_seq
+            if ours is None or ours.last_seq < last.last_seq:
+                raise ChainTampered(
+                    self.stream,
+                    "published_head_missing",
+                    (last.last_seq, last.tree_root or b""),
+                    (ours.last_seq if ours else 0, (ours.tree_root or b"") if ours else b""),
+                    f"the witness holds a signed head at seq {last.last_seq}, the database's last checkpoint "
+                    f"ends at seq {ours.last_seq if ours else 0}",
+                )
+            mine = [
+                cp
+                for cp in await checkpoints_after(writer, last.last_seq - 1)
+                if cp.statement.last_seq == last.last_seq
+            ]
+            if not mine or mine[0].statement.digest() != last.digest():
+                raise ChainTampered(
+                    self.stream,
+                    "published_head_differs",
+                    (last.last_seq, last.tree_root or b""),
+                    (last.last_seq, (mine[0].statement.tree_root or b"") if mine else b""),
+                    f"the database's checkpoint ending at seq {last.last_seq} is not the published one",
+                )
+        self._unpublished = await checkpoints_after(writer, published_to)
+        await self._publish()
+
+    def checkpoint_due(self, interval_s: float, tick_s: float = 0.0) -> bool:
+        """Due when ``checkpoint_rows`` rows wait, or when the oldest unsealed row would be older than
+        ``interval_s`` by the next tick: so no row stays unsigned longer than the interval."""
         writer = self.writer
         if writer is None or not writer.locked or writer.head_seq <= self.checkpointed_seq:
+            self.unsealed_since = None
             return False
+        now = time.monotonic()
+        if self.unsealed_since is None:
+            self.unsealed_since = now
         return (
             writer.head_seq - self.checkpointed_seq >= self.checkpoint_rows
-            or time.monotonic() - self.last_checkpoint_at >= interval_s
+            or now - self.unsealed_since + tick_s >= interval_s
         )
+
+
+async def checkpoints_after(writer: ChainWriter, seq: int) -> list[Checkpoint]:
+    """The stream's tree-head checkpoints ending after ``seq``, in order, as stored."""
+    async with writer.mutex:
+        rows = await writer.conn.fetch(
+            "SELECT * FROM audit_checkpoints WHERE stream = $1 AND last_seq > $2 AND tree_root IS NOT NULL "
+            "ORDER BY last_seq",
+            writer.stream,
+            seq,
+        )
+    return [
+        Checkpoint(
+            int(r["id"]),
+            statement_of(r),
+            bytes(r["signature"]),
+            tuple(bytes(r["consistency"])[i : i + 32] for i in range(0, len(r["consistency"] or b""), 32)),
+        )
+        for r in rows
+    ]

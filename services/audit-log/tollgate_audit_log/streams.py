@@ -165,6 +165,11 @@ def parse_occurred_at(value: Any) -> datetime:
     return moment.astimezone(UTC)
 
 
+def pii_safe_message(violation: Mapping[str, Any]) -> str:
+    """A violation message that names the field and the rule, never the value."""
+    return f"{violation.get('field')}: rule {violation.get('rule')} failed (value withheld: personal data)"
+
+
 class EntryBuilder:
     """Turns consumed messages of one stream into entries (pure: no I/O)."""
 
@@ -250,9 +255,22 @@ class EntryBuilder:
         violations = doc.get("violations")
         if isinstance(violations, list):
             out["violations"] = [
-                {**v, "value": redactor.value(str(v.get("field")), v.get("value"))}
+                {
+                    **v,
+                    "value": redactor.value(str(v.get("field")), v.get("value")),
+                    # the validator's message may quote the value: never kept for a personal-data field
+                    "message": pii_safe_message(v),
+                }
                 if isinstance(v, Mapping) and v.get("field") in redactor.actions
                 else v
                 for v in violations
+            ]
+        flags = doc.get("quality_flags")
+        if isinstance(flags, list):
+            out["quality_flags"] = [
+                {**f, "value": redactor.value(str(f.get("field")), f.get("value"))}
+                if isinstance(f, Mapping) and f.get("field") in redactor.actions
+                else f
+                for f in flags
             ]
         return out, entity_id

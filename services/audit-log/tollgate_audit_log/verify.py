@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import multiprocessing
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -35,7 +35,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tollgate_audit_log.canonical import HASH_FORMAT, genesis_hash
 from tollgate_audit_log.chain import statement_of
-from tollgate_audit_log.merkle import merkle_root
+from tollgate_audit_log.merkle import (
+    EMPTY_ROOT,
+    Frontier,
+    leaf_hashes,
+    root_of_leaf_hashes,
+    verify_consistency,
+)
+from tollgate_audit_log.publish import PublishedHead
 from tollgate_audit_log.queries import Conn
 from tollgate_audit_log.signing import (
     TRUSTED_KEYS_ENV,
@@ -84,6 +91,7 @@ class StreamReport:
     first_bad_seq: int | None = None
     problem: str | None = None
     detail: str | None = None
+    published_heads: int = 0  # heads read from outside the database and compared
 
 
 @dataclass
@@ -94,6 +102,7 @@ class Report:
     elapsed_s: float
     keys: str  # where the public keys came from: "pinned" (by the operator) or "service" (its own)
     first_bad: Problem | None = None
+    published: str = "none"  # where the published heads compared came from (witness, kafka), or none
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -124,9 +133,11 @@ class ChainChecker:
         first_seq: int = 1,
         prev_hash: bytes | None = None,
         check_statements: bool = True,
+        frontier: Frontier | None = None,
     ) -> None:
-        """``first_seq``/``prev_hash`` start the check mid-chain (one range of a parallel verification, whose
-        checkpoint statements were checked once by the caller: ``check_statements=False``)."""
+        """``first_seq``/``prev_hash``/``frontier`` (the tree of rows before ``first_seq``) start the check
+        mid-chain (one range of a parallel verification, whose checkpoint statements were checked once by
+        the caller: ``check_statements=False``)."""
         self.stream = stream
         self.first_seq = first_seq
         self.expected = first_seq
@@ -138,16 +149,27 @@ class ChainChecker:
         self._pending = list(self.checkpoints)
         self._leaves: list[bytes] = []
         self._trusted = trusted or {}
+        self._frontier = frontier if frontier is not None else Frontier()
         if check_statements:
             self._check_checkpoint_statements()
 
     def _fail(self, seq: int, kind: str, detail: str) -> None:
-        if self.problem is None or seq < self.problem.seq:
+        """Keep the problem at the lowest seq; at the same seq, rows missing is the more exact answer."""
+        if (
+            self.problem is None
+            or seq < self.problem.seq
+            or (
+                seq == self.problem.seq
+                and kind in ("missing", "truncated")
+                and self.problem.kind not in ("missing", "truncated")
+            )
+        ):
             self.problem = Problem(self.stream, seq, kind, detail)
 
     def _check_checkpoint_statements(self) -> None:
-        """Signatures and contiguity; a bad checkpoint marks the first seq it covers."""
+        """Signatures, contiguity and the chain of tree heads; a bad checkpoint marks the first seq it covers."""
         expected_first = 1
+        previous: CheckpointRecord | None = None
         for cp in self.checkpoints:
             st = cp.statement
             key = self._trusted.get(st.key_id)
@@ -169,7 +191,42 @@ class ChainChecker:
                     "checkpoint_gap",
                     f"checkpoint {cp.id} starts at seq {st.first_seq}, expected {expected_first} (a checkpoint is missing)",
                 )
+            elif st.tree_root is not None:
+                self._check_chained(cp, previous)
             expected_first = st.last_seq + 1
+            previous = cp
+
+    def _check_chained(self, cp: CheckpointRecord, previous: CheckpointRecord | None) -> None:
+        """A tree head names the previous one (its root and statement) and proves consistency with it."""
+        st = cp.statement
+        prev_root = previous.statement.tree_root if previous is not None else EMPTY_ROOT
+        prev_digest = previous.statement.digest() if previous is not None else None
+        if previous is not None and previous.statement.tree_root is None:
+            return  # the first tree head after checkpoints of the first format
+        if st.prev_root != prev_root or st.prev_statement != prev_digest:
+            self._fail(
+                st.first_seq,
+                "checkpoint_chain",
+                f"checkpoint {cp.id} (seq {st.first_seq}..{st.last_seq}) does not name the previous head "
+                "(a head was replaced or removed)",
+            )
+            return
+        if (
+            previous is not None
+            and cp.consistency is not None
+            and prev_root is not None
+            and st.tree_root is not None
+        ):
+            proof = [cp.consistency[i : i + 32] for i in range(0, len(cp.consistency), 32)]
+            if not verify_consistency(
+                previous.statement.last_seq, st.last_seq, prev_root, st.tree_root, proof
+            ):
+                self._fail(
+                    st.first_seq,
+                    "checkpoint_inconsistent",
+                    f"the consistency proof of checkpoint {cp.id} does not show the tree of seq "
+                    f"1..{previous.statement.last_seq} as a prefix of 1..{st.last_seq}",
+                )
 
     @property
     def rows(self) -> int:
@@ -234,7 +291,12 @@ class ChainChecker:
     def _close_checkpoint(self, cp: CheckpointRecord) -> bool:
         st = cp.statement
         leaves, self._leaves = self._leaves, []
-        if merkle_root(leaves) != st.merkle_root or leaves[-1] != st.head_hash:
+        hashed = leaf_hashes(leaves)
+        self._frontier.extend_leaf_hashes(hashed)
+        tree_ok = st.tree_root is None or (
+            self._frontier.size == st.last_seq and self._frontier.root() == st.tree_root
+        )
+        if root_of_leaf_hashes(hashed) != st.merkle_root or leaves[-1] != st.head_hash or not tree_ok:
             self._fail(
                 st.first_seq,
                 "checkpoint_mismatch",
@@ -265,21 +327,23 @@ class ChainChecker:
         """After the last row. ``end``: the last seq this checker was given to check (a range of a parallel
         verification) — rows missing before it are a gap. Without it, the end of the chain: checkpoints
         beyond the end mean rows were removed from the end."""
-        if self.problem is not None and self.problem.seq <= self.expected:
-            return
+        if self.done or (self.problem is not None and self.problem.seq < self.expected):
+            return  # a row failed (or something earlier did): rows after it were not read
         if end is not None:
             if self.expected <= end:
                 self._fail(self.expected, "missing", f"seq {self.expected}..{end} missing (rows deleted)")
             return
         last = self.expected - 1
-        for cp in self._pending:
-            if cp.statement.last_seq > last:
+        if self._pending:
+            end = max(cp.statement.last_seq for cp in self._pending)
+            if end > last:
+                cp = max(self._pending, key=lambda c: c.statement.last_seq)
                 self._fail(
                     last + 1,
                     "truncated",
-                    f"checkpoint {cp.id} covers seq {cp.statement.first_seq}..{cp.statement.last_seq} but the chain ends at {last}",
+                    f"seq {last + 1}..{end} missing: the chain ends at {last} but the signed head of checkpoint "
+                    f"{cp.id} ({cp.source}) covers seq {cp.statement.first_seq}..{end}",
                 )
-                return
 
 
 async def list_streams(conn: Conn) -> list[str]:
@@ -399,6 +463,75 @@ async def _report(
     return report
 
 
+def merge_published(
+    stream: str, stored: Sequence[CheckpointRecord], published: Sequence[PublishedHead]
+) -> tuple[list[CheckpointRecord], list[Problem]]:
+    """The checkpoints to verify the rows against: every published head (the database must still have each
+    one, unchanged) and the database's checkpoints after the last published one (signed, not published
+    yet). Problems: a published head missing from or replaced in the database, two published heads for one
+    range."""
+    problems: list[Problem] = []
+    by_first: dict[int, CheckpointRecord] = {}
+    for head in published:
+        st = head.statement
+        record = CheckpointRecord(0, st, head.signature, None, b"".join(head.consistency), head.source)
+        seen = by_first.get(st.first_seq)
+        if seen is not None and seen.statement.digest() != st.digest():
+            problems.append(
+                Problem(
+                    stream,
+                    st.first_seq,
+                    "published_fork",
+                    f"two different signed heads were published for seq {st.first_seq}.. ({seen.source}, {head.source})",
+                )
+            )
+            continue
+        by_first[st.first_seq] = record
+    stored_by_first = {cp.statement.first_seq: cp for cp in stored}
+    for first, record in sorted(by_first.items()):
+        st = record.statement
+        mine = stored_by_first.get(first)
+        if mine is None:
+            problems.append(
+                Problem(
+                    stream,
+                    first,
+                    "checkpoint_deleted",
+                    f"the signed head for seq {first}..{st.last_seq} published to the {record.source} is not in "
+                    "the database",
+                )
+            )
+        elif mine.statement.digest() != st.digest() or mine.signature != record.signature:
+            problems.append(
+                Problem(
+                    stream,
+                    first,
+                    "checkpoint_replaced",
+                    f"the database's checkpoint {mine.id} for seq {first}..{mine.statement.last_seq} is not the "
+                    f"head published to the {record.source}",
+                )
+            )
+        else:
+            record.id, record.frontier = mine.id, mine.frontier
+    published_to = max((r.statement.last_seq for r in by_first.values()), default=0)
+    merged = sorted(
+        [*by_first.values(), *(cp for cp in stored if cp.statement.first_seq > published_to)],
+        key=lambda c: c.statement.first_seq,
+    )
+    return merged, problems
+
+
+async def stream_checkpoints(
+    conn: Conn, stream: str, published: Mapping[str, Sequence[PublishedHead]] | None
+) -> tuple[list[CheckpointRecord], list[Problem], int]:
+    stored = await load_checkpoints(conn, stream)
+    if published is None:
+        return stored, [], 0
+    heads = published.get(stream, ())
+    merged, problems = merge_published(stream, stored, heads)
+    return merged, problems, len(heads)
+
+
 async def verify_stream(
     conn: Conn,
     stream: str,
@@ -407,14 +540,19 @@ async def verify_stream(
     fetch_size: int = 20000,
     progress: Callable[[str, int], None] | None = None,
     offload: bool = False,
+    published: Mapping[str, Sequence[PublishedHead]] | None = None,
 ) -> StreamReport:
-    """Verify one stream inside the caller's transaction (a read-only snapshot). ``offload`` hashes in a
-    worker thread so a service's event loop keeps serving meanwhile."""
-    checker = ChainChecker(stream, await load_checkpoints(conn, stream), trusted)
+    """Verify one stream inside the caller's transaction (a read-only snapshot), against its checkpoints
+    and, when given, the heads published outside the database. ``offload`` hashes in a worker thread so a
+    service's event loop keeps serving meanwhile."""
+    checkpoints, problems, heads = await stream_checkpoints(conn, stream, published)
+    checker = ChainChecker(stream, checkpoints, trusted)
+    for problem in problems:
+        checker._fail(problem.seq, problem.kind, problem.detail)
     failing = await _check_rows(
         conn, checker, None, fetch_size=fetch_size, offload=offload, progress=progress
     )
-    return await _report(
+    report = await _report(
         conn,
         stream,
         checker.rows,
@@ -423,6 +561,8 @@ async def verify_stream(
         checker.problem,
         failing,
     )
+    report.published_heads = heads
+    return report
 
 
 # ---------------------------------------------------------------------------------------------- in parallel
@@ -442,6 +582,7 @@ class RangeJob:
     prev_hash: bytes
     checkpoints: tuple[CheckpointRecord, ...]
     fetch_size: int
+    frontier: bytes = b""  # the tree of rows 1..first-1 (checked against a signed root by the caller)
 
 
 @dataclass(frozen=True)
@@ -453,16 +594,27 @@ class RangeResult:
 
 
 def split_ranges(
-    head: int, checkpoints: Sequence[CheckpointRecord], parts: int
+    head: int, checkpoints: Sequence[CheckpointRecord], parts: int, *, cuttable: Sequence[int] | None = None
 ) -> list[tuple[int, int | None]]:
-    """Cut ``1..head`` into about equal ranges without splitting a checkpoint (its root needs all its rows);
-    the last range is open-ended so rows removed at the end are still caught by the checkpoints."""
-    sealed_ends = sorted(cp.statement.last_seq for cp in checkpoints if cp.statement.last_seq < head)
-    last_sealed = sealed_ends[-1] if sealed_ends else 0
+    """Cut ``1..head`` into about equal ranges, only where no checkpoint is split (its roots need all its
+    rows): at the end of a checkpoint (those in ``cuttable``, when given: the ones whose stored tree a range
+    can start from) or after the last one. The last range is open-ended so rows removed at the end are still
+    caught by the checkpoints."""
+    sealed_to = max((cp.statement.last_seq for cp in checkpoints), default=0)
+    allowed = sorted(
+        cp.statement.last_seq
+        for cp in checkpoints
+        if cp.statement.last_seq < head and (cuttable is None or cp.statement.last_seq in cuttable)
+    )
     cuts: list[int] = []
     for k in range(1, parts):
         target = head * k // parts
-        cut = target if target >= last_sealed else min(sealed_ends, key=lambda end: abs(end - target))
+        if target > sealed_to:
+            cut = target
+        elif allowed:
+            cut = min(allowed, key=lambda end: abs(end - target))
+        else:
+            continue
         if cut > (cuts[-1] if cuts else 0) and cut < head:
             cuts.append(cut)
     starts = [1, *(c + 1 for c in cuts)]
@@ -484,6 +636,7 @@ async def _verify_range(job: RangeJob) -> RangeResult:
                 first_seq=job.first,
                 prev_hash=job.prev_hash,
                 check_statements=False,
+                frontier=Frontier.from_bytes(job.first - 1, job.frontier),
             )
             failing = await _check_rows(conn, checker, job.last, fetch_size=job.fetch_size)
             return RangeResult(checker.rows, checker.checkpoints_verified, checker.problem, failing)
@@ -519,18 +672,31 @@ async def verify_stream_parallel(
     pool: WorkerPool,
     fetch_size: int = 20000,
     min_rows_per_worker: int = MIN_ROWS_PER_WORKER,
+    published: Mapping[str, Sequence[PublishedHead]] | None = None,
 ) -> StreamReport:
     """Verify one stream with ``workers`` processes, each over a seq range, all in the caller's snapshot
-    (exported with ``pg_export_snapshot()``): Python's hashing is the bottleneck, and it is per process."""
-    checkpoints = await load_checkpoints(conn, stream)
+    (exported with ``pg_export_snapshot()``): Python's hashing is the bottleneck, and it is per process.
+    A range starts at the end of a checkpoint whose stored tree (frontier) gives its signed tree root."""
+    checkpoints, merge_problems, heads = await stream_checkpoints(conn, stream, published)
     head = int(
         await conn.fetchval("SELECT coalesce(max(seq), 0) FROM audit_events WHERE stream = $1", stream)
     )
+    frontiers: dict[int, bytes] = {}
+    for cp in checkpoints:
+        st = cp.statement
+        if cp.frontier is not None and st.tree_root is not None:
+            try:
+                if Frontier.from_bytes(st.last_seq, cp.frontier).root() == st.tree_root:
+                    frontiers[st.last_seq] = cp.frontier
+            except ValueError:
+                pass
     parts = min(pool.size, max(1, head // min_rows_per_worker))
-    ranges = split_ranges(head, checkpoints, parts)
+    ranges = split_ranges(head, checkpoints, parts, cuttable=list(frontiers))
     if len(ranges) == 1:
-        return await verify_stream(conn, stream, trusted, fetch_size=fetch_size)
-    statements = ChainChecker(stream, checkpoints, trusted)  # signatures and contiguity, once
+        return await verify_stream(conn, stream, trusted, fetch_size=fetch_size, published=published)
+    statements = ChainChecker(stream, checkpoints, trusted)  # signatures, contiguity, the chain, once
+    for problem in merge_problems:
+        statements._fail(problem.seq, problem.kind, problem.detail)
     jobs = []
     for first, last in ranges:
         prev = (
@@ -545,7 +711,24 @@ async def verify_stream_parallel(
             for cp in statements.checkpoints
             if cp.statement.first_seq >= first and (last is None or cp.statement.last_seq <= last)
         )
-        jobs.append(RangeJob(dsn, snapshot, stream, first, last, bytes(prev or bytes(32)), mine, fetch_size))
+        jobs.append(
+            RangeJob(
+                dsn,
+                snapshot,
+                stream,
+                first,
+                last,
+                bytes(prev or bytes(32)),
+                mine,
+                fetch_size,
+                frontiers.get(first - 1, b""),
+            )
+        )
+    assigned = sum(len(job.checkpoints) for job in jobs)
+    if assigned != len(statements.checkpoints):  # never expected: a range would skip a checkpoint's roots
+        raise RuntimeError(
+            f"stream {stream}: {len(statements.checkpoints) - assigned} checkpoint(s) straddle a cut"
+        )
     loop = asyncio.get_running_loop()
     executor = pool.executor()
     results = await asyncio.gather(
@@ -556,7 +739,7 @@ async def verify_stream_parallel(
         problems.append((statements.problem, None))
     first_bad = min(problems, key=lambda p: p[0].seq) if problems else None
     rows = first_bad[0].seq - 1 if first_bad else sum(r.rows for r in results)
-    return await _report(
+    report = await _report(
         conn,
         stream,
         rows,
@@ -565,6 +748,8 @@ async def verify_stream_parallel(
         first_bad[0] if first_bad else None,
         first_bad[1] if first_bad else None,
     )
+    report.published_heads = heads
+    return report
 
 
 async def verify_database(
@@ -578,6 +763,8 @@ async def verify_database(
     workers: int = 1,
     dsn: str | None = None,
     min_rows_per_worker: int = MIN_ROWS_PER_WORKER,
+    published: Mapping[str, Sequence[PublishedHead]] | None = None,
+    published_from: str = "none",
 ) -> Report:
     """Verify every stream (or the ones named). ``trusted`` maps key ids to the public keys pinned by the
     operator (out of band, never from the database): without any there is no trust anchor and no verdict,
@@ -596,7 +783,10 @@ async def verify_database(
         snapshot = await conn.fetchval("SELECT pg_export_snapshot()") if workers > 1 and dsn else None
         pool = WorkerPool(workers)
         try:
-            for stream in streams if streams is not None else await list_streams(conn):
+            names = streams if streams is not None else await list_streams(conn)
+            if streams is None and published is not None:
+                names = sorted({*names, *published})  # a stream whose every row is gone is still checked
+            for stream in names:
                 if snapshot is not None and dsn is not None:
                     report = await verify_stream_parallel(
                         conn,
@@ -607,10 +797,17 @@ async def verify_database(
                         pool=pool,
                         fetch_size=fetch_size,
                         min_rows_per_worker=min_rows_per_worker,
+                        published=published,
                     )
                 else:
                     report = await verify_stream(
-                        conn, stream, keys, fetch_size=fetch_size, progress=progress, offload=offload
+                        conn,
+                        stream,
+                        keys,
+                        fetch_size=fetch_size,
+                        progress=progress,
+                        offload=offload,
+                        published=published,
                     )
                 reports.append(report)
         finally:
@@ -628,4 +825,5 @@ async def verify_database(
         elapsed_s=time.perf_counter() - started,
         keys="pinned",
         first_bad=first_bad,
+        published=published_from if published is not None else "none",
     )

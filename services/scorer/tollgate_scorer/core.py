@@ -153,11 +153,14 @@ class Scorer:
         request_ids: Sequence[str],
         traceparents: Sequence[bytes | None],
         channel: str,
+        id_seeds: Sequence[str] | None = None,
     ) -> tuple[Scored | None, dict[int, ScoringFailure]]:
         """Score requests that stand alone (Kafka): an invalid one fails by itself, not the batch.
 
-        Log events get event ids derived from the request id and route, so scoring a redelivered request
-        again produces the same events, which consumers deduplicate.
+        Log events get event ids derived from the request id, the route and ``id_seeds`` (one per request:
+        where its message sits in Kafka), so scoring a redelivered request again produces the same events,
+        which consumers deduplicate, while another request that reuses a request id gets events of its own.
+        Without seeds the request id alone is the seed.
         """
         failures: dict[int, ScoringFailure] = {}
         try:
@@ -211,7 +214,7 @@ class Scorer:
                 shadow,
                 shadow_outputs,
                 count,
-                derive_ids=True,
+                id_seeds=id_seeds if id_seeds is not None else request_ids,
             )
         return Scored(list(request_ids), parts, latency_ms), failures
 
@@ -340,7 +343,7 @@ class Scorer:
         shadow: ServingModel | None,
         shadow_outputs: Any,
         count: int,
-        derive_ids: bool = False,
+        id_seeds: Sequence[str] | None = None,
     ) -> None:
         """One log entry per inference (``count`` of them; ``shadow`` is None when it gave no outputs). A
         one-row request appends its tuple now (the cheapest step on the hot path); any other request hands
@@ -366,7 +369,7 @@ class Scorer:
                     0,
                     latency_ms,
                     tp,
-                    derive_ids,
+                    id_seeds[0] if id_seeds is not None else None,
                 )
             )
             return
@@ -383,7 +386,7 @@ class Scorer:
                 traceparent,
                 shadow,
                 shadow_outputs,
-                derive_ids,
+                id_seeds,
             ),
         )
 
@@ -399,7 +402,7 @@ def _entry(
     position: int,
     latency_ms: float,
     traceparent: bytes | None,
-    derive_id: bool,
+    id_seed: str | None,
 ) -> LogEntry:
     """One inference's log entry (the tuple :data:`~tollgate_scorer.inference_log.LogEntry` describes)."""
     scores, probabilities = out.scores, out.probabilities
@@ -415,7 +418,7 @@ def _entry(
         probabilities[position] if probabilities is not None else None,
         latency_ms,
         traceparent,
-        derived_event_id(request_id, route) if derive_id else None,
+        derived_event_id(request_id, route, id_seed) if id_seed is not None else None,
     )
 
 
@@ -429,7 +432,7 @@ def _log_entries(
     traceparent: bytes | Sequence[bytes | None] | None,
     shadow: ServingModel | None,
     shadow_outputs: Any,
-    derive_ids: bool,
+    id_seeds: Sequence[str] | None,
 ) -> list[LogEntry]:
     """The log entries of one request: each part's rows, then the shadow's (see :meth:`Scorer._log`)."""
     entries: list[LogEntry] = []
@@ -455,7 +458,7 @@ def _log_entries(
                     position,
                     latency_ms,
                     tp,
-                    derive_ids,
+                    id_seeds[index] if id_seeds is not None else None,
                 )
             )
 

@@ -7,8 +7,10 @@ in production gets a result with ``status: error`` saying why (the client is wai
 message that is not a scoring request at all goes to the DLQ.
 
 Inference-log events go through the same logger as HTTP, outside the transaction, with event ids derived
-from the request's event id and the route: if a transaction aborts and the batch is scored again, its log
-events repeat with the same ids, and the platform's idempotent consumers keep one of each.
+from the request's event id, the route and the request message's Kafka position: if a transaction aborts
+and the batch is scored again, its log events repeat with the same ids, and the platform's idempotent
+consumers keep one of each; a different request that reuses a request id is another message, so its
+inferences get ids of their own (the reuse is counted, ``reused_request_ids``), never dropped as duplicates.
 
 While the inference log refuses new events (spool full, policy ``refuse``) the handler raises, so the stage
 backs off and retries the batch from its committed offsets: Kafka requests wait instead of being scored
@@ -17,7 +19,8 @@ without a log.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import logging
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -33,6 +36,8 @@ from tollgate_scorer.core import Part, Scorer, ScoringFailure
 from tollgate_scorer.ids import random_uuids
 
 SERVICE = "scorer"
+RECENT_REQUEST_IDS = 100_000  # request ids remembered to count reuse (about 15 MB at most)
+_log = logging.getLogger(__name__)
 _NO_HEADERS: list[tuple[str, bytes]] = []  # shared by results without a trace: read, never modified
 
 
@@ -60,6 +65,11 @@ class ScoringStage:
         self._producer = producer
         self._tracer = tracer or trace.get_tracer("tollgate.scorer")
         self.dead_lettered = 0
+        # Request ids seen lately, with where their request sat in Kafka: a request id that comes back from
+        # another position is a reused id (a client's bug or a replay), counted here; its inferences still
+        # get event ids of their own (derived from the position), so none is taken for a duplicate.
+        self.reused_request_ids = 0
+        self._recent: OrderedDict[str, tuple[str, ...]] = OrderedDict()
 
     async def __call__(self, records: list[ConsumerRecord[bytes, bytes]]) -> Sequence[OutRecord]:
         log = self._scorer.log
@@ -89,9 +99,11 @@ class ScoringStage:
             instances = [item[2] for item in items]
             request_ids = [item[1] for item in items]
             traceparents = [item[3] for item in items]
+            seeds = [_position(records[item[0]]) for item in items]
+            self._note_reuse(request_ids, seeds)
             try:
                 scored, failures = self._scorer.score_each(
-                    model, instances, request_ids, traceparents, Channel.KAFKA
+                    model, instances, request_ids, traceparents, Channel.KAFKA, seeds
                 )
             except ScoringFailure as failure:
                 scored, failures = None, dict.fromkeys(range(len(items)), failure)
@@ -165,6 +177,19 @@ class ScoringStage:
             headers = [(TRACEPARENT, traceparent)] if traceparent else _NO_HEADERS
             outputs[position] = OutRecord(topic, value, records[position].key, headers)
 
+    def _note_reuse(self, request_ids: Sequence[str], seeds: Sequence[str]) -> None:
+        recent = self._recent
+        for request_id, seed in zip(request_ids, seeds, strict=True):
+            seen = recent.get(request_id, ())
+            if seen and seed not in seen:  # a redelivery comes back from a position already seen
+                self.reused_request_ids += 1
+                _log.warning("request id %.64s reused (first at %s, again at %s)", request_id, seen[0], seed)
+            if seed not in seen:
+                recent[request_id] = (*seen[-3:], seed)
+            recent.move_to_end(request_id)
+            if len(recent) > RECENT_REQUEST_IDS:
+                recent.popitem(last=False)
+
     def _parse(self, value: bytes | None) -> tuple[str, str, dict[str, Any]]:
         document = orjson.loads(value or b"")
         if type(document) is not dict:
@@ -196,3 +221,8 @@ class ScoringStage:
         }
         headers = [(TRACEPARENT, traceparent)] if traceparent else []
         return OutRecord(self._results, orjson.dumps(document), record.key, headers)
+
+
+def _position(record: ConsumerRecord[bytes, bytes]) -> str:
+    """Where a request sits in Kafka: the same after a redelivery, different for any other message."""
+    return f"{record.topic}:{record.partition}:{record.offset}"

@@ -43,3 +43,51 @@ def test_leaves_and_nodes_cannot_be_confused() -> None:
     inner = hashlib.sha256(b"\x01" + leaf_hash(a) + leaf_hash(b)).digest()
     assert merkle_root([a, b]) == inner
     assert merkle_root([inner]) != inner
+
+
+def test_frontier_gives_the_rfc6962_root_of_every_prefix() -> None:
+    import hashlib
+
+    from tollgate_audit_log.merkle import Frontier, leaf_hashes, merkle_root, root_of_leaf_hashes
+
+    leaves = [hashlib.sha256(str(i).encode()).digest() for i in range(300)]
+    frontier = Frontier()
+    for n, leaf in enumerate(leaves, 1):
+        frontier.append(leaf)
+        assert frontier.size == n and len(frontier.nodes) == n.bit_count()
+        if n in (1, 2, 3, 7, 8, 9, 100, 255, 256, 257, 300):
+            assert frontier.root() == merkle_root(leaves[:n]) == root_of_leaf_hashes(leaf_hashes(leaves[:n]))
+    again = Frontier.from_bytes(frontier.size, frontier.to_bytes())
+    assert again.root() == frontier.root()
+
+
+def test_consistency_proofs_between_every_pair_of_sizes() -> None:
+    import hashlib
+
+    from tollgate_audit_log.merkle import (
+        Frontier,
+        consistency_proof,
+        frontier_consistency_proof,
+        merkle_root,
+        verify_consistency,
+    )
+
+    leaves = [hashlib.sha256(str(i).encode()).digest() for i in range(70)]
+    for n in range(1, 71):
+        new_root = merkle_root(leaves[:n])
+        for m in range(0, n + 1):
+            old_root = merkle_root(leaves[:m])
+            proof = consistency_proof(m, n, lambda lo, hi: merkle_root(leaves[lo:hi]))
+            old = Frontier()
+            old.extend(leaves[:m])
+            assert frontier_consistency_proof(old, leaves[m:n]) == proof  # what the writer can compute
+            assert verify_consistency(m, n, old_root, new_root, proof), (m, n)
+            if 0 < m < n:
+                assert not verify_consistency(m, n, new_root, new_root, proof)  # a wrong old root
+                if proof:
+                    forged = [bytes(32), *proof[1:]]
+                    assert not verify_consistency(m, n, old_root, new_root, forged)
+                # history rewritten at one leaf before m: the old root no longer follows
+                changed = [*leaves[:n]]
+                changed[0] = bytes(32)
+                assert not verify_consistency(m, n, old_root, merkle_root(changed), proof)

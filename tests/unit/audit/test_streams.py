@@ -130,13 +130,21 @@ def test_rejected_record_has_its_pii_protected_and_entity_indexed() -> None:
     doc = example("events.rejected", "credit-default-out-of-range")
     doc["payload"]["customer_email"] = "jane@example.com"
     doc["violations"].append(
-        {"field": "customer_email", "rule": "type", "message": "x", "value": "jane@example.com"}
+        {
+            "field": "customer_email",
+            "rule": "type",
+            "message": "customer_email 'jane@example.com' must be a number",
+            "value": "jane@example.com",
+        }
     )
     entry = build(SPECS["rejected"], doc)
     stored = orjson.loads(entry.envelope)
     hashed = hmac.new(PII_KEY, b"jane@example.com", hashlib.sha256).hexdigest()
     assert stored["payload"]["customer_email"] == hashed
     assert stored["violations"][-1]["value"] == hashed
+    assert stored["violations"][-1]["message"] == (
+        "customer_email: rule type failed (value withheld: personal data)"
+    )  # the message quoted the value: replaced for every role, not only hidden from some
     assert "jane@example.com" not in entry.envelope
     assert entry.envelope == orjson.dumps(stored, option=orjson.OPT_SORT_KEYS).decode()  # re-serialised
     assert entry.entity_id == doc["payload"]["customer_id"]

@@ -129,6 +129,27 @@ async def test_scoring_a_batch_again_repeats_its_log_event_ids(tmp_path: Path) -
     assert len(ids) == 4 and len(set(ids)) == 2
 
 
+async def test_a_reused_request_id_gets_inferences_of_its_own_and_is_counted(tmp_path: Path) -> None:
+    """Two different requests that reuse one request id (event id): both are scored and both logged with
+    event ids of their own, so the audit trail records both; the reuse is counted. A redelivery of either
+    (the same Kafka position) repeats its own ids."""
+    stage, log, sink = make(tmp_path)
+    reused = "22222222-2222-4222-8222-222222222222"
+    a, b = instances(2)
+    first = record(request(a, event_id=reused), 10)
+    other = record(request(b, event_id=reused), 11)
+    await stage([first])
+    await stage([other])
+    await stage([first])  # redelivered
+    await log._pump()
+    sent = [orjson.loads(v) for _, v, _ in sink.sent]
+    assert {e["payload"]["request_id"] for e in sent} == {reused}
+    ids = [e["event_id"] for e in sent]
+    assert len(ids) == 6 and len(set(ids)) == 4  # 2 requests x (answer + shadow); the redelivery repeats
+    assert ids[4:] == ids[:2]
+    assert stage.reused_request_ids == 1
+
+
 async def test_a_full_log_pauses_the_stage(tmp_path: Path) -> None:
     stage, log, _ = make(tmp_path)
     log._held.append((b"k", b"v", None))
