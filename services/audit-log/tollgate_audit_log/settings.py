@@ -46,7 +46,8 @@ class AuditLogSettings(ServiceSettings):
     witness_dir: str | None = Field(
         None,
         description="Append-only directory every signed tree head is also written to (<stream>.jsonl), "
-        "ideally a mount of another host; default <repo>/.local/audit/witness. Empty string: none.",
+        "ideally a mount of another host; default <repo>/.local/audit/witness/<topic namespace>.<database>. "
+        "Empty string: none.",
     )
     publish_heads: bool = Field(
         True, description="Also publish every signed tree head to the audit.checkpoints topic."
@@ -101,9 +102,14 @@ class AuditLogSettings(ServiceSettings):
             return None
         if self.witness_dir:
             return Path(self.witness_dir)
+        from urllib.parse import urlsplit
+
         from tollgate_core.paths import repo_root
 
-        return repo_root() / ".local" / "audit" / "witness"
+        # One folder per trail (topic namespace and database): a fresh database is a new trail, not one
+        # whose published heads went missing.
+        database = urlsplit(self.database_url).path.strip("/") or "default"
+        return repo_root() / ".local" / "audit" / "witness" / f"{self.topic_namespace}.{database}"
 
     def writer_dsn(self) -> str:
         """TOLLGATE_DATABASE_URL with the writer role's credentials."""
