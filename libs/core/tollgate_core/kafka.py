@@ -295,7 +295,10 @@ class PartitionedWriter:
 
 
 StageHandler = Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[Sequence[OutRecord]]]
-SinkHandler = Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[None]]
+# A sink handler writes a batch durably; it may return the records it refused, each with why, and the
+# runtime dead-letters them (acknowledged) before the batch's offsets commit.
+Refused = Sequence[tuple[ConsumerRecord[bytes, bytes], BaseException | str]]
+SinkHandler = Callable[[list[ConsumerRecord[bytes, bytes]]], Awaitable[Refused | None]]
 Record: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
@@ -380,7 +383,7 @@ def _records_and_offsets(batch: Batch) -> tuple[list[Record], dict[TopicPartitio
 
 
 def _bounded_dead_letter(
-    record: Record, dlq_topic: str, service: str, error: BaseException, limit: int
+    record: Record, dlq_topic: str, service: str, error: BaseException | str, limit: int
 ) -> OutRecord:
     """``dead_letter``, and when even the original message does not fit the DLQ topic, a bounded JSON
     summary in its place (the headers still name the source topic, partition and offset to find it)."""
@@ -479,16 +482,16 @@ class _BatchLoop:
         await self._sleep(backoff)
         return min(backoff * 2, self._retry.max_backoff_s)
 
-    def _dead_letter(self, record: Record, error: BaseException) -> OutRecord:
-        if self.dlq_topic is None:
-            raise error  # a consumer without a DLQ cannot isolate: the batch stays and is retried
+    def _dead_letter(self, record: Record, error: BaseException | str) -> OutRecord:
+        if self.dlq_topic is None:  # a consumer without a DLQ cannot isolate: the batch stays and is retried
+            raise error if isinstance(error, BaseException) else ValueError(error)
         log.error(
             "%s: %s[%d]@%d dead-lettered: %s: %s",
             self.name,
             record.topic,
             record.partition,
             record.offset,
-            type(error).__name__,
+            type(error).__name__ if isinstance(error, BaseException) else "Rejected",
             str(error)[:300],
         )
         return _bounded_dead_letter(
@@ -866,8 +869,8 @@ class BatchSink(_BatchLoop):
             await self._producer.stop()
 
     async def _written(self, records: list[Record]) -> list[OutRecord]:
-        await self._handler(records)
-        return []
+        refused = await self._handler(records)
+        return [self._dead_letter(rec, why) for rec, why in refused or ()]
 
     async def _send_dead_letters(self, dead: list[OutRecord]) -> None:
         """Every dead letter acknowledged (``acks=all``) before the batch's offsets are committed."""
@@ -901,12 +904,12 @@ class BatchSink(_BatchLoop):
                 if not batch:
                     continue
                 records, offsets = _records_and_offsets(batch)
-                dead, n_dead = await self._isolate(records, self._written)
+                dead, _ = await self._isolate(records, self._written)
                 if dead:
                     await self._send_dead_letters(dead)
                 await self._consumer.commit(offsets)
                 self._write_succeeded()
-                self._dead_lettered(n_dead)
+                self._dead_lettered(len(dead))
                 self._count(len(records), len(dead))
                 backoff = self._retry.backoff_s
             except Exception:

@@ -12,15 +12,27 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from tollgate_core.contracts import DatasetContract, PiiAction
 
 MASK = "***"
 
 
+def _text(value: Any) -> str:
+    """The text a value is hashed as: scalars as before (``True`` as ``true``, like its JSON), lists and
+    objects as canonical JSON (keys sorted, no spaces), so equal values hash equally whatever their order
+    of keys."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple | dict):
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
+    return str(value)
+
+
 def pii_hash(key: bytes, value: Any) -> str:
-    """Keyed hash of a value's text form (``True`` hashes as ``true``, like its JSON)."""
-    text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    return hmac.digest(key, text.encode("utf-8"), "sha256").hex()
+    """Keyed hash of any JSON value's text form (see ``_text``)."""
+    return hmac.digest(key, _text(value).encode("utf-8"), "sha256").hex()
 
 
 class PiiRedactor:
@@ -61,7 +73,10 @@ class PiiRedactor:
         return MASK if action is PiiAction.MASK else None
 
     def _hash(self, value: Any) -> str:
-        cache_key = (type(value), value) if isinstance(value, bool | int | float) else value
+        if isinstance(value, list | tuple | dict):  # not hashable: keyed by its canonical text
+            cache_key: Any = (list, _text(value))
+        else:
+            cache_key = (type(value), value) if isinstance(value, bool | int | float) else value
         hashed = self._hashes.get(cache_key)
         if hashed is None:
             hashed = pii_hash(self._key, value)

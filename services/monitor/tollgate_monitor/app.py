@@ -23,7 +23,7 @@ from tollgate_core.bus import create_broker
 from tollgate_core.contracts import ContractRegistry, DatasetContract, FieldType
 from tollgate_core.db import create_pool, ping
 from tollgate_core.events import utcnow
-from tollgate_core.kafka import BatchSink, OutRecord, dead_letter, producer_config
+from tollgate_core.kafka import BatchSink, OutRecord, TransientError, dead_letter, producer_config
 from tollgate_core.lifecycle import CandidateEvent, LifecycleEvent
 from tollgate_core.pii import PiiRedactor
 from tollgate_core.reference import ReferenceProfile, label_key
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-class ReferenceMissing(RuntimeError):
+class ReferenceMissing(TransientError):
     """Inference records of a version whose reference profile has not arrived yet: retry the batch."""
 
 
@@ -118,6 +118,9 @@ class Monitor:
             client_id=s.client_id(SERVICE),
             handler=self.on_inference,
             max_records=s.max_batch_records,
+            dlq_topic=self.topics.dlq(SERVICE),
+            service=SERVICE,
+            registry=self.registry,
         )
         self.labels_sink = BatchSink(
             name=f"{SERVICE}-labels",
@@ -126,6 +129,9 @@ class Monitor:
             group_id=s.consumer_group(SERVICE, "labels"),
             client_id=s.client_id(SERVICE),
             handler=self.on_labels,
+            dlq_topic=self.topics.dlq(SERVICE),
+            service=SERVICE,
+            registry=self.registry,
         )
         self.broker = create_broker(s, SERVICE)
         declare_version_subscribers(self.broker, s, self.on_candidate, self.on_lifecycle)
@@ -327,33 +333,36 @@ class Monitor:
 
     # ------------------------------------------------------------------------------------------- labels
 
-    async def on_labels(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+    async def on_labels(
+        self, records: list[ConsumerRecord[bytes, bytes]]
+    ) -> list[tuple[ConsumerRecord[bytes, bytes], BaseException]]:
         rows: list[LabelRow] = []
+        refused: list[tuple[ConsumerRecord[bytes, bytes], BaseException]] = []
         for rec in records:
             try:
-                doc = orjson.loads(rec.value or b"null")
+                doc = orjson.loads(rec.value or b"")
+                if not isinstance(doc, dict):
+                    raise TypeError(f"not a validated event: a JSON {type(doc).__name__}")
                 if not doc.get("labeled"):
                     continue
                 contract = self.contracts.get(doc["schema"])
                 if contract is None:
                     continue
-                value = doc["payload"].get(contract.label.name)
+                payload = doc["payload"]
+                if not isinstance(payload, dict):
+                    raise TypeError(f"payload must be an object, got a JSON {type(payload).__name__}")
+                value = payload.get(contract.label.name)
                 if value is None:
                     continue
                 rows.append(self._label_row(contract, doc, value))
-            except (ValueError, KeyError, TypeError) as exc:  # not a validated event: nothing to join
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not a validated event
                 self.metrics.labels.labels("unreadable").inc()
-                log.warning(
-                    "monitor: unreadable labeled record at %s[%d]@%d: %s",
-                    rec.topic,
-                    rec.partition,
-                    rec.offset,
-                    exc,
-                )
+                refused.append((rec, exc))  # dead-lettered by the runtime before the offsets commit
         assert self.store is not None
         joined = await self.store.join_labels(rows)
         self.metrics.labels.labels("received").inc(len(rows))
         self.metrics.labels.labels("joined").inc(joined)
+        return refused
 
     def _label_row(self, contract: DatasetContract, doc: dict[str, Any], value: Any) -> LabelRow:
         label = label_key(value)

@@ -95,8 +95,10 @@ class Trainer:
 
     async def store_rows(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         rows = []
-        for rec in records:
-            doc = orjson.loads(rec.value or b"{}")
+        for rec in records:  # a record that is not a validated event raises: the runtime dead-letters it
+            doc = orjson.loads(rec.value or b"")
+            if not isinstance(doc, dict):
+                raise TypeError(f"not a validated event: a JSON {type(doc).__name__}")
             if not doc.get("labeled") or doc.get("schema") not in self.known_contracts:
                 continue
             rows.append(
@@ -150,6 +152,9 @@ class Trainer:
             group_id=s.consumer_group(SERVICE),
             client_id=s.client_id(SERVICE),
             handler=self.store_rows,
+            dlq_topic=self.topics.dlq(SERVICE),
+            service=SERVICE,
+            registry=self.registry,
         )
         await self.sink.start()
         self.broker = create_broker(s, SERVICE)

@@ -60,4 +60,9 @@ def build_broker(settings: ServiceSettings) -> KafkaBroker:
         schema=TrainingRequestEvent,
         description="Training requests posted to the trainer's HTTP API by operators.",
     )
+    broker.publisher(
+        topics.dlq(SERVICE),
+        description="Validated-event records the training store cannot read, unchanged, with headers "
+        "naming the source topic, partition, offset, error and attempt.",
+    )
     return broker
