@@ -1,10 +1,15 @@
 """faststream on Kafka with the platform's delivery rules.
 
-* ``create_broker``: idempotent producers with ``acks=all``; the broker-wide ack policy is ``ACK`` (commit
-  after the handler returned), never faststream's at-most-once default ``ACK_FIRST``.
-* ``subscribe``: every subscriber states its group, ack policy and concurrency in a ``Delivery``; the handler
+* ``create_broker``: idempotent producers with ``acks=all``; the broker-wide ack policy is ``MANUAL``: never
+  faststream's at-most-once default ``ACK_FIRST``, and not ``ACK`` either, which commits even when the
+  handler raised (a failed dead-letter publish would lose the message).
+* ``subscribe``: every subscriber states its group, ack policy and concurrency in a ``Delivery``, and follows
+  the runtime's poison policy (``tollgate_core.kafka.is_transient``): a transient failure (database or broker
+  away, a timeout) is retried with backoff until it succeeds and is never dead-lettered; any other failure
   gets bounded retries, then the message goes to the service's DLQ with headers naming the source topic,
-  partition, offset and error — and only then is its offset committed.
+  partition, offset, error and attempt. The offset is committed only after the handler succeeded or the
+  dead letter was acknowledged; if the dead letter cannot be written, the message is sought back and
+  redelivered.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
-from tollgate_core.kafka import dead_letter
+from tollgate_core.kafka import dead_letter, is_transient
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
 
@@ -37,16 +42,22 @@ class Delivery:
     """How a subscriber consumes: stated explicitly for every subscriber in the platform."""
 
     group_id: str
-    ack_policy: AckPolicy = AckPolicy.ACK
+    ack_policy: AckPolicy = AckPolicy.MANUAL
     max_workers: int = 1
     retries: int = 3
     retry_backoff_s: float = 0.2
+    max_backoff_s: float = 10.0
 
     def __post_init__(self) -> None:
         if self.ack_policy in AT_MOST_ONCE:
             raise ValueError(
                 f"subscriber group {self.group_id!r}: {self.ack_policy} commits before the work is done and "
-                "loses messages on a crash; use AckPolicy.ACK (commit after the handler) or MANUAL"
+                "loses messages on a crash; use AckPolicy.MANUAL (committed after the work or the dead letter)"
+            )
+        if self.ack_policy is not AckPolicy.MANUAL:
+            raise ValueError(
+                f"subscriber group {self.group_id!r}: {self.ack_policy} commits even when the handler raised; "
+                "subscribe() commits itself (AckPolicy.MANUAL) after the work or the dead letter"
             )
         if self.retries < 0:
             raise ValueError("retries cannot be negative")
@@ -58,7 +69,7 @@ def create_broker(settings: ServiceSettings, service: str, **kwargs: Any) -> Kaf
         client_id=settings.client_id(service),
         acks="all",
         enable_idempotence=True,
-        ack_policy=AckPolicy.ACK,
+        ack_policy=AckPolicy.MANUAL,
         allow_auto_create_topics=False,
         **kwargs,
     )
@@ -83,25 +94,39 @@ def subscribe(
         async def with_retries_and_dlq(message: KafkaMessage) -> None:
             body: bytes = message.body  # raw bytes: each handler parses its own payload model
             attempt = 0
+            transient_backoff = delivery.retry_backoff_s
             while True:
                 try:
                     await handler(body)
-                    return
-                except Exception as exc:  # every failure is retried, then dead-lettered; none is dropped
+                except Exception as exc:
+                    if is_transient(exc):  # retried until it works, never dead-lettered
+                        log.warning("%s: %s: transient failure, retrying: %r", service, topic, exc)
+                        await asyncio.sleep(transient_backoff)
+                        transient_backoff = min(transient_backoff * 2, delivery.max_backoff_s)
+                        continue
                     attempt += 1
                     if attempt <= delivery.retries:
                         log.warning("%s: %s failed (attempt %d): %s", service, topic, attempt, exc)
                         await asyncio.sleep(delivery.retry_backoff_s * 2 ** (attempt - 1))
                         continue
-                    # Not a batch subscriber: raw_message is one record, never a tuple of records.
-                    record = cast("ConsumerRecord[bytes, bytes]", message.raw_message)
-                    out = dead_letter(record, dlq_topic, service, exc)
-                    headers = {k: v.decode("utf-8", "replace") for k, v in out.headers}
-                    await broker.publish(out.value, out.topic, key=out.key, headers=headers)
-                    log.error(
-                        "%s: %s offset %s sent to %s: %s", service, topic, record.offset, dlq_topic, exc
-                    )
+                    await _dead_letter_then_ack(message, exc)
                     return
+                await message.ack()
+                return
+
+        async def _dead_letter_then_ack(message: KafkaMessage, exc: Exception) -> None:
+            # Not a batch subscriber: raw_message is one record, never a tuple of records.
+            record = cast("ConsumerRecord[bytes, bytes]", message.raw_message)
+            out = dead_letter(record, dlq_topic, service, exc)
+            headers = {k: v.decode("utf-8", "replace") for k, v in out.headers}
+            try:
+                await broker.publish(out.value, out.topic, key=out.key, headers=headers)
+            except Exception:  # not committed: sought back and delivered again
+                log.exception("%s: %s offset %s: dead letter not written", service, topic, record.offset)
+                await message.nack()
+                return
+            log.error("%s: %s offset %s sent to %s: %s", service, topic, record.offset, dlq_topic, exc)
+            await message.ack()
 
         with_retries_and_dlq.__name__ = handler.__name__
         with_retries_and_dlq.__doc__ = handler.__doc__

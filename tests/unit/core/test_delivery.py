@@ -19,6 +19,11 @@ def test_at_most_once_is_refused() -> None:
         Delivery(group_id="g", ack_policy=AckPolicy.ACK_FIRST)
 
 
+def test_ack_after_a_raised_handler_is_refused() -> None:
+    with pytest.raises(ValueError, match="commits even when the handler raised"):
+        Delivery(group_id="g", ack_policy=AckPolicy.ACK)
+
+
 def _service_brokers() -> list[tuple[str, object]]:
     found = []
     for service in SERVICES:
@@ -38,6 +43,8 @@ def test_every_subscriber_in_the_repo_commits_after_its_work() -> None:
     for service, broker in brokers:
         for topics, policy, auto_commit in subscriber_policies(broker):  # type: ignore[arg-type]
             assert policy is not AckPolicy.ACK_FIRST, f"{service} {topics} resolves to ACK_FIRST"
+            # ACK commits even when the handler raised: every subscriber commits itself (MANUAL).
+            assert policy is AckPolicy.MANUAL, f"{service} {topics} resolves to {policy}"
             assert not auto_commit, f"{service} {topics} auto-commits"
             checked += 1
     assert checked >= 1
