@@ -75,6 +75,11 @@ def _transient_types() -> tuple[type[BaseException], ...]:
             asyncpg.DeadlockDetectedError,
             asyncpg.QueryCanceledError,  # statement timeout
             asyncpg.AdminShutdownError,
+            # The database's set-up, not the record: a missing table or right would dead-letter every record.
+            asyncpg.InsufficientPrivilegeError,
+            asyncpg.UndefinedTableError,
+            asyncpg.UndefinedColumnError,
+            asyncpg.ReadOnlySQLTransactionError,
         ]
     except ImportError:  # pragma: no cover - asyncpg is installed with tollgate-core
         pass

@@ -52,7 +52,15 @@ from tollgate_audit_log.tamper import (
     open_damage,
     record_damage,
 )
-from tollgate_core.kafka import DLQ_ERROR, BatchSink, OutRecord, dead_letter
+from tollgate_core.kafka import (
+    DLQ_ERROR,
+    BatchSink,
+    OutRecord,
+    RetryPolicy,
+    TransientError,
+    dead_letter,
+    is_transient,
+)
 from tollgate_core.telemetry import header_value, record_consumed_span
 
 log = logging.getLogger(__name__)
@@ -97,6 +105,13 @@ class Metrics:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
+
+
+def _transient_for_the_trail(exc: BaseException) -> bool:
+    """The runtime's classification, plus the writer's own conditions: a lost lock, a chain that moved under
+    the writer (tampering included) or damaged rows are the trail's state, not a record's fault, so the batch
+    is retried (the writer takes the lock again or stops) and never dead-lettered."""
+    return is_transient(exc) or isinstance(exc, LockLost | ChainMoved | ChainDamaged)
 
 
 class StreamWorker:
@@ -212,6 +227,9 @@ class StreamWorker:
             client_id=self._client_id,
             handler=self.handle,
             max_records=self._batch_max_records,
+            dlq_topic=self.dlq_topic,
+            service=SERVICE,
+            retry=RetryPolicy(classify=_transient_for_the_trail),
         )
         await sink.start()
         self.sink = sink
@@ -258,7 +276,10 @@ class StreamWorker:
         if outcome.inserted and self.unsealed_since is None:
             self.unsealed_since = time.monotonic()
         if writer.head_seq - self.checkpointed_seq >= self.checkpoint_rows:
-            await self.checkpoint()
+            try:
+                await self.checkpoint()
+            except Exception as exc:  # the batch is recorded; signing failed, which no record caused
+                raise TransientError(f"stream {self.stream}: checkpoint failed: {exc!r}") from exc
 
     def _trace_recorded(
         self, records: list[ConsumerRecord[bytes, bytes]], rejected: list[Any], started_ns: int

@@ -65,6 +65,8 @@ TRANSIENT = [
     asyncpg.InterfaceError("connection closed"),
     asyncpg.SerializationError("could not serialize"),
     asyncpg.DeadlockDetectedError("deadlock"),
+    asyncpg.UndefinedTableError("relation does not exist"),
+    asyncpg.InsufficientPrivilegeError("permission denied"),
 ]
 POISON = [
     ValueError("bad value"),
