@@ -122,6 +122,7 @@ class Log:
 
 
 SIGNER = Signer(Ed25519PrivateKey.generate())
+VERIFY_IDS = 10**9  # the verify trail's messages are numbered from here (request ids unlike the sink runs')
 CHECKPOINT_ROWS = 10_000  # the service's default: a signed tree head every 10,000 rows (or 5 s)
 
 
@@ -329,7 +330,7 @@ async def measure_verify(dsn: str, builder: EntryBuilder, args: argparse.Namespa
         started = time.perf_counter()
         chunk = 50_000
         for first in range(0, args.verify_rows, chunk):
-            part = entries(builder, first, min(chunk, args.verify_rows - first))
+            part = entries(builder, VERIFY_IDS + first, min(chunk, args.verify_rows - first))
             for b in range(0, len(part), args.batch):
                 await writer.append(part[b : b + args.batch])
                 if writer.head_seq - writer.sealed_seq >= CHECKPOINT_ROWS:
@@ -376,7 +377,7 @@ async def measure_proofs(
     times, sizes, paths = [], [], []
     for i in range(step // 2, args.verify_rows, step):
         started = time.perf_counter()
-        found = await receipts_for(conn, f"req-{i}")
+        found = await receipts_for(conn, f"req-{VERIFY_IDS + i}")
         times.append(time.perf_counter() - started)
         (receipt,) = found.receipts
         sizes.append(len(orjson.dumps(receipt)))

@@ -123,3 +123,56 @@ async def test_keys_create_stores_only_the_hash(database_url: str) -> None:
     assert row["role"] == "compliance-reader" and row["key_hash"] == key_hash(key)
     code, _, err = await cli("keys", "create", "--role", "admin", "--dsn", database_url)
     assert code == 2 and "unknown role" in err
+
+
+async def test_a_key_rotation_signed_by_the_pinned_key_is_followed_and_no_other(
+    database_url: str, signed: tuple[Signer, Path], tmp_path: Path
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    old, old_pub = signed
+    successor = Signer(Ed25519PrivateKey.generate())
+    old_pem = tmp_path / "old.pem"
+    old_pem.write_bytes(
+        old._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    new_pub = tmp_path / "new.pub"
+    new_pub.write_text(public_pem(successor.public_key))
+    code, out, err = await cli(
+        "rotate-key", "--previous", str(old_pem), "--new", str(new_pub), "--dsn", database_url,
+        "--witness", str(tmp_path / "witness"),
+    )  # fmt: skip
+    assert code == 0 and f"hands over to {successor.key_id}" in out, err
+    assert (tmp_path / "witness" / "key-rotations.log").exists()
+    await make_stream(database_url, "cli-rotated", successor)
+    code, out, _ = await cli(
+        "verify", "--dsn", database_url, "--public-key", str(old_pub), "--stream", "cli-rotated"
+    )
+    assert code == 0 and "OK: 600 rows" in out, out
+
+    # A hand-over signed by a key nobody pinned (written straight into the table) is not followed.
+    rogue, taken = Signer(Ed25519PrivateKey.generate()), Signer(Ed25519PrivateKey.generate())
+    from datetime import UTC, datetime
+
+    from tollgate_audit_log.signing import sign_rotation
+
+    rotation, signature = sign_rotation(rogue._key, taken.public_key, datetime.now(UTC))
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO audit_key_rotations VALUES ($1, $2, $3, $4, $5)",
+            rotation.new_key_id,
+            rotation.previous_key_id,
+            rotation.new_public_key,
+            rotation.created_at,
+            signature,
+        )
+    finally:
+        await conn.close()
+    await make_stream(database_url, "cli-rogue", taken)
+    code, out, _ = await cli(
+        "verify", "--dsn", database_url, "--public-key", str(old_pub), "--stream", "cli-rogue"
+    )
+    assert code == 1 and "first bad seq 1: checkpoint_signature" in out, out

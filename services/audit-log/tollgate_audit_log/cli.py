@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -28,7 +29,13 @@ from tollgate_audit_log.publish import PublishedHead, WitnessDir
 from tollgate_audit_log.publish import kafka_heads as kafka_heads_of
 from tollgate_audit_log.receipts import verify_receipt
 from tollgate_audit_log.settings import DEVELOPMENT_WRITER_PASSWORD, WRITER_ROLE
-from tollgate_audit_log.signing import TRUSTED_KEYS_ENV, pinned_keys
+from tollgate_audit_log.signing import (
+    TRUSTED_KEYS_ENV,
+    load_or_create_private_key,
+    load_public_key,
+    pinned_keys,
+    sign_rotation,
+)
 from tollgate_audit_log.verify import verify_database
 from tollgate_core.settings import DEFAULT_DATABASE_URL, ServiceSettings
 from tollgate_core.topics import Topics
@@ -224,6 +231,68 @@ def verify_proof(
     for result in results:
         typer.echo(f"{'OK' if result.ok else 'REFUSED'}: {result.detail}")
     raise typer.Exit(0 if all(r.ok for r in results) else 1)
+
+
+@audit_app.command("rotate-key")
+def rotate_key(
+    previous: Annotated[
+        Path,
+        typer.Option(
+            "--previous",
+            help="The current signing key (PEM private key): it signs the hand-over.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    new: Annotated[
+        Path,
+        typer.Option(
+            "--new",
+            help="The next signing key: its PEM public key (or private key).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ],
+    dsn: Dsn = DEFAULT_DATABASE_URL,
+    witness: Annotated[
+        Path | None,
+        typer.Option(
+            "--witness",
+            envvar="TOLLGATE_AUDIT_WITNESS_DIR",
+            help="Also append the signed rotation to <dir>/key-rotations.log.",
+            file_okay=False,
+        ),
+    ] = None,
+) -> None:
+    """Record a key rotation: the previous key signs the new one. Verifiers that pin the previous key then
+    trust checkpoints signed by the new one; nobody else can make such a statement. Then point
+    TOLLGATE_AUDIT_LOG_SIGNING_KEY_PATH at the new private key and restart the service."""
+    old_key = load_or_create_private_key(previous, create=False)
+    new_key = load_public_key(new)
+    rotation, signature = sign_rotation(old_key, new_key, datetime.now(UTC))
+
+    async def run() -> None:
+        conn = await asyncpg.connect(_dsn(dsn))
+        try:
+            await conn.execute(
+                "INSERT INTO audit_key_rotations (new_key_id, previous_key_id, new_public_key, created_at, signature) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (new_key_id) DO NOTHING",
+                rotation.new_key_id,
+                rotation.previous_key_id,
+                rotation.new_public_key,
+                rotation.created_at,
+                signature,
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+    if witness is not None:
+        witness.mkdir(parents=True, exist_ok=True)
+        line = orjson.dumps({"rotation": orjson.loads(rotation.message()), "signature": signature.hex()})
+        with (witness / "key-rotations.log").open("ab") as fh:
+            fh.write(line + b"\n")
+    typer.echo(f"key {rotation.previous_key_id} hands over to {rotation.new_key_id}")
 
 
 @keys_app.command("create")
