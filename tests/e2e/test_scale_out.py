@@ -44,6 +44,8 @@ PARTITIONS = 6
 CHUNKS = 24
 CONSUMERS = ("ingest", "validator", "trainer", "audit-log")
 CONTRACT = "credit-default.v1"
+# How long a replica may take to start, or the pipeline to move after a kill (a loaded machine is slow).
+WAIT_S = float(os.environ.get("TOLLGATE_SCALE_WAIT_S", "300"))
 
 pytestmark = pytest.mark.timeout(int(os.environ.get("TOLLGATE_SCALE_TIMEOUT", "1500")))
 
@@ -113,10 +115,10 @@ async def test_three_replicas_each_killed_five_times_lose_and_duplicate_nothing(
             proc = services(service, env_extra=env, instance_id=str(k))
             replicas[service].append(proc)
             if k == 0:  # the first creates the schema (and the audit signing key) before the others start
-                await wait_http_ok(f"http://127.0.0.1:{proc.port}/readyz", proc=proc, timeout=300)  # type: ignore[attr-defined]
+                await wait_http_ok(f"http://127.0.0.1:{proc.port}/readyz", proc=proc, timeout=WAIT_S)  # type: ignore[attr-defined]
     for service in CONSUMERS:
         for proc in replicas[service]:
-            await wait_http_ok(f"http://127.0.0.1:{proc.port}/readyz", proc=proc, timeout=300)  # type: ignore[attr-defined]
+            await wait_http_ok(f"http://127.0.0.1:{proc.port}/readyz", proc=proc, timeout=WAIT_S)  # type: ignore[attr-defined]
 
     ids = [str(uuid.uuid4()) for _ in range(EVENTS)]
     invalid = {ids[i] for i in range(EVENTS) if i % 10 == 0}
@@ -151,7 +153,7 @@ async def test_three_replicas_each_killed_five_times_lose_and_duplicate_nothing(
         killed[target] += 1
         victim.start()  # the same instance id: its transactional id fences what the dead one left open
         # The pipeline keeps moving before the next kill (it is not only the restarts' backlog).
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + WAIT_S
         while await progress(own_database) == before:
             assert time.monotonic() < deadline, f"no progress after killing {target}:\n{victim.log()}"
             await asyncio.sleep(0.5)
