@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
+from tests.auth_support import RoleKeys, make_keys
 from tollgate_core.settings import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP
 from tollgate_core.topics import ensure_topics
 
@@ -93,6 +94,13 @@ async def database_url() -> AsyncIterator[str]:
     """A fresh database for this test run, dropped afterwards."""
     async with fresh_database("tollgate_test") as dsn:
         yield dsn
+
+
+@pytest.fixture(scope="session")
+async def api_keys(database_url: str) -> RoleKeys:
+    """Keys in the session database: one per role, and ``"all-roles"`` with every role
+    (``tests.auth_support``)."""
+    return await make_keys(database_url)
 
 
 @pytest.fixture

@@ -92,6 +92,7 @@ async def test_audit_service_end_to_end(
     owner = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
     try:
         key = await apikeys.create_key(owner, f"auditor-{uuid.uuid4().hex[:6]}", "auditor")
+        operator_key = await apikeys.create_key(owner, f"operator-{uuid.uuid4().hex[:6]}", "operator")
     finally:
         await owner.close()
     topics = Topics(namespace)
@@ -112,7 +113,8 @@ async def test_audit_service_end_to_end(
     # Redelivery of everything (same event ids): no new row.
     await publish(bootstrap, messages(events, topics))
     await wait_for(
-        lambda: _metric(first.port, "tollgate_audit_duplicates_total", len(events)), what="duplicates seen"
+        lambda: _metric(first.port, operator_key, "tollgate_audit_duplicates_total", len(events)),
+        what="duplicates seen",
     )  # type: ignore[attr-defined]
     assert await api.count() == len(events)
 
@@ -161,9 +163,9 @@ async def _sealed(api: Api) -> bool:
     return all(s["head_seq"] is None or s["checkpointed_seq"] == s["head_seq"] for s in streams)
 
 
-async def _metric(port: int, name: str, at_least: float) -> bool:
+async def _metric(port: int, key: str, name: str, at_least: float) -> bool:
     async with httpx.AsyncClient(timeout=10) as client:
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics", headers={"X-API-Key": key})).text
     total = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
     return total >= at_least
 

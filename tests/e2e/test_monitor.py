@@ -17,6 +17,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from tests.auth_support import RoleKeys, header
 from tests.conftest import wait_http_ok
 from tests.e2e.monitor_feed import Stream, publish_versions, wait_for
 from tests.kafka_helpers import collect, produce
@@ -67,7 +68,7 @@ async def reset_group(bootstrap: str, group: str, topic: str, timeout: float = 6
 
 
 async def test_drift_alert_retraining_and_restart_without_double_counting(
-    services: Any, namespace: str, bootstrap: str
+    services: Any, namespace: str, bootstrap: str, api_keys: RoleKeys
 ) -> None:
     stream = Stream.recent(WINDOWS, ROWS, DRIFT_FROM, {"credit_utilization": 1.0})
     log_topic = f"{namespace}.inference.log.v1"
@@ -76,7 +77,7 @@ async def test_drift_alert_retraining_and_restart_without_double_counting(
     base = f"http://127.0.0.1:{monitor.port}"
     await wait_http_ok(f"{base}/readyz", proc=monitor)
 
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=10, headers=header(api_keys["viewer"])) as client:
         # Phase 1: windows 0-3; 0-2 are judged (3 stays open), then window 1's labels arrive in window 3.
         for window in range(4):
             await produce(bootstrap, log_topic, stream.log_events(window))
@@ -95,7 +96,7 @@ async def test_drift_alert_retraining_and_restart_without_double_counting(
     base = f"http://127.0.0.1:{monitor.port}"
     await wait_http_ok(f"{base}/readyz", proc=monitor)
 
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=10, headers=header(api_keys["viewer"])) as client:
         for window in range(4, WINDOWS):
             await produce(bootstrap, log_topic, stream.log_events(window))
         await produce(bootstrap, log_topic, stream.log_events(WINDOWS, count=1))  # closes the last window

@@ -1,23 +1,25 @@
 """The dashboard a person looks at, rendered by headless Chromium: drift heatmap, PSI lines, the score
 histogram against the training reference, performance as labels arrive, latency, alerts.
 
-The screenshot is checked for being a real picture (size, colours, not blank) and the page's DOM for the
-feature names and the raised alert; a copy is kept in ``.local/monitor/dashboard.png`` for people to see.
-Chromium is Debian's ``chromium`` package: without it the test skips, unless ``CI=true``, where it fails.
+The browser first meets the login: without a session the dashboard sends it to the sign-in form; a wrong
+key is refused there; a viewer's key is exchanged for an HttpOnly, SameSite=Strict session cookie that the
+page's scripts cannot read. The screenshot is checked for being a real picture (size, colours, not blank)
+and the page's DOM for the feature names and the raised alert; a copy is kept in
+``.local/monitor/dashboard.png`` for people to see. Chromium is Debian's ``chromium`` package: without it
+the test skips, unless ``CI=true``, where it fails.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
+import json
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
+from tests.auth_support import RoleKeys, header
 from tests.conftest import ROOT, wait_http_ok
+from tests.e2e.browser import Browser, chromium
 from tests.e2e.monitor_feed import Stream, contract, publish_versions, wait_for
 from tests.e2e.png import read_png
 from tests.kafka_helpers import produce
@@ -28,39 +30,8 @@ DRIFT_FROM = 8
 LABEL_DELAY = 8  # labels of window i arrive during window i + 8
 
 
-def chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is not installed (Debian package 'chromium'); CI must have it")
-        pytest.skip("chromium is not installed (apt-get install chromium) and CI is not set")
-    return found
-
-
-def run_chromium(binary: str, profile: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [
-            binary,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            f"--user-data-dir={profile}",
-            *args,
-        ],
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
-
-
 async def test_dashboard_in_headless_chromium(
-    services: Any, namespace: str, bootstrap: str, tmp_path: Path
+    services: Any, namespace: str, bootstrap: str, api_keys: RoleKeys, tmp_path: Path
 ) -> None:
     binary = chromium()
     stream = Stream.recent(
@@ -80,7 +51,7 @@ async def test_dashboard_in_headless_chromium(
     base = f"http://127.0.0.1:{monitor.port}"
     await wait_http_ok(f"{base}/readyz", proc=monitor)
 
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=base, timeout=10, headers=header(api_keys["viewer"])) as client:
         for window in range(LABEL_DELAY):
             await produce(bootstrap, log_topic, stream.log_events(window))
         await wait_for(
@@ -107,17 +78,51 @@ async def test_dashboard_in_headless_chromium(
         page = await client.get("/dashboard")
         assert page.status_code == 200 and "<svg" in page.text
 
-    profile = tmp_path / "chromium-profile"
-    shot = tmp_path / "dashboard.png"
-    run_chromium(binary, profile, f"--screenshot={shot}", "--window-size=1400,1600", f"{base}/dashboard")
-    dom = run_chromium(binary, profile, "--dump-dom", f"{base}/dashboard").stdout.decode()
+    # Without a key or session: the JSON API answers 401, a sign-in with a bad or unfit key is refused.
+    async with httpx.AsyncClient(base_url=base, timeout=10) as anonymous:
+        assert (await anonymous.get(f"/v1/models/{stream.model}/drift")).status_code == 401
+        to_login = await anonymous.get("/dashboard")
+        assert to_login.status_code == 303 and to_login.headers["location"] == "/login"
+        unfit = await anonymous.post("/login", data={"key": api_keys["producer"]})
+        assert (
+            unfit.status_code == 403
+            and "no read-only role" in unfit.text
+            and "set-cookie" not in unfit.headers
+        )
+        signed_in = await anonymous.post("/login", data={"key": api_keys["viewer"]})
+        assert signed_in.status_code == 303 and signed_in.headers["location"] == "/dashboard"
+        cookie = signed_in.headers["set-cookie"]
+        assert "HttpOnly" in cookie and "SameSite=strict" in cookie and api_keys["viewer"] not in cookie
+
+    browser = await Browser.launch(binary, tmp_path / "chromium-profile")
+    try:
+        await browser.goto(f"{base}/dashboard", "/login")  # no session yet: sent to the sign-in form
+        assert "Score distribution" not in await browser.html()
+        fill = "document.getElementById('key').value = {}; document.querySelector('form').submit(); true"
+        await browser.evaluate(fill.format(json.dumps("tgk_not-a-key")))
+        await browser.wait_for("document.querySelector('.error') !== null")
+        assert "Invalid, revoked or rotated API key" in await browser.html()
+        assert await browser.cookies() == []
+
+        await browser.evaluate(fill.format(json.dumps(api_keys["viewer"])))
+        await browser.wait_for("location.pathname === '/dashboard' && document.readyState === 'complete'")
+        dom = await browser.html()
+        assert await browser.evaluate("document.cookie") == ""  # HttpOnly: invisible to the page's scripts
+        [session] = await browser.cookies()
+        assert (
+            session["name"] == "tollgate_session" and session["httpOnly"] and session["sameSite"] == "Strict"
+        )
+        assert api_keys["viewer"] not in session["value"]
+        shot = await browser.screenshot(1400, 1600)
+    finally:
+        await browser.close()
 
     for feature in contract().feature_names:
         assert feature in dom, feature
     assert "data drift on" in dom and "raised" in dom and "production" in dom
     assert "Score distribution" in dom and "Performance" in dom
 
-    image = read_png(shot.read_bytes())
+    image = read_png(shot)
     assert (image.width, image.height) == (1400, 1600)
     step = 7
     pixels = [image.pixel(x, y) for y in range(0, image.height, step) for x in range(0, image.width, step)]
@@ -131,4 +136,4 @@ async def test_dashboard_in_headless_chromium(
 
     keep = ROOT / ".local" / "monitor"
     keep.mkdir(parents=True, exist_ok=True)
-    shutil.copy(shot, keep / "dashboard.png")
+    (keep / "dashboard.png").write_bytes(shot)

@@ -24,6 +24,7 @@ import pytest
 import yaml
 from aiokafka import AIOKafkaConsumer
 
+from tests.auth_support import ALL, RoleKeys, header
 from tests.conftest import wait_http_ok
 from tests.kafka_helpers import collect, produce
 from tests.unit.registry.candidates import MODEL, candidate, candidate_event, spec
@@ -108,6 +109,7 @@ async def test_registry_end_to_end(
     namespace: str,
     bootstrap: str,
     database_url: str,
+    api_keys: RoleKeys,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -124,7 +126,7 @@ async def test_registry_end_to_end(
     follower = LifecycleFollower(bootstrap, f"{namespace}.models.lifecycle.v1")
     await follower.start()
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=10) as api:
+        async with httpx.AsyncClient(base_url=base, timeout=10, headers=header(api_keys[ALL])) as api:
             # (1) The first good candidate: registered, then straight to production.
             v1_event = (await offer(bootstrap, candidates_topic, candidate("1", roc_auc=0.86, store=store)))[
                 0
@@ -169,9 +171,12 @@ async def test_registry_end_to_end(
             assert shown["stage"] == "rejected"
             assert [g["gate"] for g in shown["gates"] if not g["passed"]] == ["regression:roc_auc"]
 
-            # (4) Rollback: production back to v1, the reason recorded and published.
+            # (4) Rollback: production back to v1, the reason recorded and published. The actor is the
+            # key's principal: the "by" in the body is ignored.
             rollback = await api.post(
-                f"/v1/models/{MODEL}/rollback", json={"reason": "approval rate dropped", "by": "oncall"}
+                f"/v1/models/{MODEL}/rollback",
+                json={"reason": "approval rate dropped", "by": "chief-risk-officer@bank.example"},
+                headers=header(api_keys["operator"]),
             )
             assert rollback.status_code == 200, rollback.text
             assert rollback.json()["production_version"] == "1"
@@ -179,16 +184,17 @@ async def test_registry_end_to_end(
                 "rollback events", lambda: follower.moves(MODEL, "2")[-1] == ("archived", "archived")
             )
             restored = follower.of(MODEL, "1")[-1]
+            operator = api_keys.names["operator"]
             assert (restored.event_type, restored.payload.actor, restored.payload.production_version) == (
                 "rolled_back",
-                "oncall",
+                operator,
                 "1",
             )
             assert restored.payload.reason == "rollback from version 2: approval rate dropped"
             assert (await api.get(f"/v1/models/{MODEL}/production")).json()["production"]["version"] == "1"
             history = (await api.get(f"/v1/models/{MODEL}/versions/2")).json()["transitions"]
             assert history[-1]["reason"] == "rolled back to version 1: approval rate dropped"
-            assert history[-1]["actor"] == "oncall"
+            assert history[-1]["actor"] == operator
             again = await api.post(f"/v1/models/{MODEL}/rollback", json={"reason": "once more"})
             assert again.status_code == 409 and "no previous production version" in again.json()["detail"]
 
@@ -255,18 +261,26 @@ async def test_registry_end_to_end(
             shown = (await api.get(f"/v1/models/{APPROVAL_MODEL}/versions/2")).json()
             assert shown["approval"]["by"] == approved.payload.actor
 
-        # The CLI, as an operator runs it.
-        cli = await asyncio.to_thread(
-            subprocess.run,
-            [str(Path(sys.executable).with_name("tollgate")), "versions", MODEL],
-            env={**os.environ, "TOLLGATE_REGISTRY_URL": base, "COLUMNS": "160"},
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        # The CLI, as an operator runs it: with a key from TOLLGATE_API_KEY, and refused without one.
+        def tollgate(*args: str, key: str | None) -> subprocess.CompletedProcess[str]:
+            env = {**os.environ, "TOLLGATE_REGISTRY_URL": base, "COLUMNS": "160"}
+            env.pop("TOLLGATE_API_KEY", None)
+            if key is not None:
+                env["TOLLGATE_API_KEY"] = key
+            return subprocess.run(
+                [str(Path(sys.executable).with_name("tollgate")), *args],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+
+        cli = await asyncio.to_thread(tollgate, "versions", MODEL, key=api_keys["viewer"])
         assert cli.returncode == 0, cli.stderr
         assert "production" in cli.stdout and "rejected" in cli.stdout
+        refused = await asyncio.to_thread(tollgate, "versions", MODEL, key=None)
+        assert refused.returncode == 1 and "401" in refused.stderr
 
         # Every stored transition was published exactly once, in order per model (one model, one partition).
         await follower.until(

@@ -12,6 +12,7 @@ import httpx
 import orjson
 import yaml
 
+from tests.auth_support import RoleKeys, header
 from tests.conftest import wait_http_ok
 from tests.kafka_helpers import collect, produce
 from tollgate_core.artifacts import DirectoryArtifactStore
@@ -50,7 +51,7 @@ def write_catalog(directory: Path, **training: Any) -> Path:
 
 
 async def test_count_trigger_and_debounced_requests(
-    services: Any, namespace: str, bootstrap: str, tmp_path: Path
+    services: Any, namespace: str, bootstrap: str, tmp_path: Path, api_keys: RoleKeys
 ) -> None:
     records = load_islp_default()[:3000]
     artifacts = tmp_path / "artifacts"
@@ -83,7 +84,7 @@ async def test_count_trigger_and_debounced_requests(
     assert len(DirectoryArtifactStore(artifacts).get(p.artifact.digest)) == p.artifact.size_bytes
 
     # A burst of three requests within the debounce window trains once.
-    async with httpx.AsyncClient(base_url=base) as client:
+    async with httpx.AsyncClient(base_url=base, headers=header(api_keys["data-scientist"])) as client:
         for i in range(3):
             r = await client.post(
                 f"/v1/models/{MODEL}/train", json={"reason": f"burst {i}", "requested_by": "ops"}
@@ -96,6 +97,8 @@ async def test_count_trigger_and_debounced_requests(
     assert len(got) == 2
     second = CandidateEvent.model_validate_json(got[1].value).payload
     assert second.version == "2" and second.lineage.trigger == "request"
-    async with httpx.AsyncClient(base_url=base) as client:
+    # The run remembers who asked for it (the key's principal, not the ignored "requested_by" field).
+    assert second.lineage.requested_by == [api_keys.names["data-scientist"]]
+    async with httpx.AsyncClient(base_url=base, headers=header(api_keys["viewer"])) as client:
         runs = (await client.get("/v1/runs")).json()
     assert [r["status"] for r in runs] == ["offered", "offered"]

@@ -1,4 +1,4 @@
-"""``tollgate audit``: offline verification straight from PostgreSQL (no service running) and API keys."""
+"""``tollgate audit``: offline verification straight from PostgreSQL (no service running)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from tests.audit_support import fill, fresh_database
 from tollgate_audit_log.app import prepare_database
 from tollgate_audit_log.settings import AuditLogSettings
 from tollgate_audit_log.signing import TRUSTED_KEYS_ENV, Signer, public_pem
-from tollgate_core.apikeys import key_hash
 
 
 @pytest.fixture(scope="module")
@@ -106,23 +105,6 @@ async def test_verify_offline_ok_then_broken(database_url: str, signed: tuple[Si
     )
     assert code == 1
     assert "BROKEN: stream cli-broken, first bad seq 321: missing" in out
-
-
-async def test_keys_create_stores_only_the_hash(database_url: str) -> None:
-    code, out, err = await cli(
-        "keys", "create", "--role", "compliance-reader", "--name", "cli-reader", "--dsn", database_url
-    )
-    assert code == 0, err
-    key = out.strip()
-    assert key.startswith("tgk_") and "shown once" in err
-    conn = await asyncpg.connect(database_url)
-    try:
-        row = await conn.fetchrow("SELECT role, key_hash FROM api_keys WHERE name = 'cli-reader'")
-    finally:
-        await conn.close()
-    assert row["role"] == "compliance-reader" and row["key_hash"] == key_hash(key)
-    code, _, err = await cli("keys", "create", "--role", "admin", "--dsn", database_url)
-    assert code == 2 and "unknown role" in err
 
 
 async def test_a_key_rotation_signed_by_the_pinned_key_is_followed_and_no_other(

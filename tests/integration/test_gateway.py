@@ -8,15 +8,18 @@ from typing import Any
 import httpx
 import orjson
 
+from tests.auth_support import RoleKeys, header
 from tests.conftest import wait_http_ok
 from tests.kafka_helpers import collect
 
 
-async def test_json_jsonl_and_csv_reach_the_raw_topic(services: Any, namespace: str, bootstrap: str) -> None:
+async def test_json_jsonl_and_csv_reach_the_raw_topic(
+    services: Any, namespace: str, bootstrap: str, api_keys: RoleKeys
+) -> None:
     ingest = services("ingest", max_body_bytes="20000", max_events_per_request="50")
     base = f"http://127.0.0.1:{ingest.port}"
     await wait_http_ok(f"{base}/readyz", proc=ingest)
-    async with httpx.AsyncClient(base_url=base) as client:
+    async with httpx.AsyncClient(base_url=base, headers=header(api_keys["producer"])) as client:
         ok = await client.post(
             "/v1/events",
             headers={"x-tollgate-producer": "crm"},
@@ -100,7 +103,8 @@ async def test_json_jsonl_and_csv_reach_the_raw_topic(services: Any, namespace: 
 
         spec = (await client.get("/openapi.json")).json()
         assert {"/v1/events", "/v1/events/upload", "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
-        metrics = (await client.get("/metrics")).text
+        assert (await client.get("/metrics")).status_code == 403  # a producer key is not an operator's
+        metrics = (await client.get("/metrics", headers=header(api_keys["operator"]))).text
         assert 'tollgate_ingest_http_events_total{source="json"} 2.0' in metrics
 
     raw = await collect(bootstrap, f"{namespace}.events.raw.v1", expect=8, timeout=20)

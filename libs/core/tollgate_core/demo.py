@@ -4,7 +4,8 @@ A client of the platform like any other: it sends data to ingest's HTTP gateway,
 scorer, reads the registry, monitor and audit-log APIs, and follows the platform's topics to draw the
 timeline. The services themselves run as separate processes (``make up``).
 
-1. API keys for the scorer clients, compliance and audit are created (shown once, stored hashed).
+1. One API key per role is created (shown once, stored hashed); each call below uses the key of the role
+   it needs (producer for ingest, data-scientist for a training request, scorer-client for scoring ...).
 2. The ISLP ``Default`` credit data (a real data set shipped in the ``ISLP`` package, contract
    ``credit-default.v1``) is replayed as a live labeled event stream; a few bad records show the validator.
 3. The trainer trains a first model, converts it to ONNX and checks parity; the registry gates it and, as
@@ -40,7 +41,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from tollgate_core.apikeys import create_key, ensure_schema
+from tollgate_core.apikeys import ROLES, create_key, ensure_schema
 from tollgate_core.settings import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP
 from tollgate_core.topics import Topics
 
@@ -209,7 +210,12 @@ async def _send_events(
             }
             for r in chunk
         ]
-        r = await client.post(f"{ep.ingest}/v1/events", json={"events": events}, timeout=30)
+        r = await client.post(
+            f"{ep.ingest}/v1/events",
+            json={"events": events},
+            headers={"x-api-key": state.keys["producer"]},
+            timeout=30,
+        )
         r.raise_for_status()
         state.sent += len(chunk)
         await asyncio.sleep(pause)
@@ -331,14 +337,14 @@ async def run(args: argparse.Namespace) -> int:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
         try:
             await ensure_schema(pool)
-            for role in ("scorer-client", "compliance-reader", "auditor", "operator"):
+            for role in ROLES:
                 state.keys[role] = await create_key(pool, f"demo-{role}-{run_tag}", role)
         finally:
             await pool.close()
         follower = asyncio.create_task(_follow(bootstrap, topics, state))
         stop_scoring = asyncio.Event()
         async with _live(state, console):
-            state.mark("keys", "API keys created for scorer-client, compliance-reader, auditor, operator")
+            state.mark("keys", f"API keys created, one per role: {', '.join(ROLES)}")
 
             state.phase = "replaying the credit data as a live event stream"
             bad = [{**records[i], "balance": -50.0, "_n": f"{run_tag}-bad"} for i in range(3)] + [
@@ -358,7 +364,8 @@ async def run(args: argparse.Namespace) -> int:
             if not any(t >= streamed_at for t, _, _ in state.candidates):
                 r = await client.post(
                     f"{ep.trainer}/v1/models/{MODEL}/train",
-                    json={"reason": "first model on the replayed data", "requested_by": "demo"},
+                    json={"reason": "first model on the replayed data"},
+                    headers={"x-api-key": state.keys["data-scientist"]},
                 )
                 r.raise_for_status()
 
@@ -420,7 +427,7 @@ def _summary(console: Console, state: State, ep: Endpoints, verify: httpx.Respon
             "client latency", f"p50 {lat[len(lat) // 2]:.2f} ms, p99 {lat[int(len(lat) * 0.99)]:.2f} ms"
         )
     figures.add_row("serving now", f"production v{state.production}")
-    figures.add_row("dashboard", f"{ep.monitor}/")
+    figures.add_row("dashboard", f"{ep.monitor}/  (log in with the viewer key below)")
     body = (
         verify.json()
         if verify.headers.get("content-type", "").startswith("application/json")

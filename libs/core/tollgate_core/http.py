@@ -1,14 +1,22 @@
-"""The HTTP surface every service shares: ``/healthz``, ``/readyz``, ``/metrics`` (and FastAPI's OpenAPI)."""
+"""The HTTP surface every service shares: ``/healthz``, ``/readyz``, ``/metrics`` (and FastAPI's OpenAPI).
+
+``/healthz`` and ``/readyz`` are open (probes carry no key); ``/metrics`` needs an API key with the
+``operator`` role, like every other route needs one of its own roles (:mod:`tollgate_core.auth`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+from tollgate_core.apikeys import KeyVerifier, Principal
+from tollgate_core.auth import METRICS_ROLES, install_keys, require
 
 # A check raises when its dependency is not usable; it may return a short text to report instead of "ok"
 # (e.g. a degraded but working state).
@@ -58,8 +66,10 @@ def ops_router(registry: CollectorRegistry, checks: Mapping[str, ReadinessCheck]
         body: dict[str, Any] = {"status": "ready" if ready else "not ready", "checks": results}
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-    async def metrics() -> Response:
+    @router.get("/metrics", summary="Prometheus metrics (role operator)", response_class=Response)
+    async def metrics(
+        _: Annotated[Principal, Depends(require("read metrics", METRICS_ROLES))],
+    ) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
@@ -72,8 +82,30 @@ def create_http_app(
     description: str,
     registry: CollectorRegistry,
     checks: Mapping[str, ReadinessCheck],
+    keys: KeyVerifier | None,
+    auth_required: bool = True,
     lifespan: Any = None,
 ) -> FastAPI:
-    app = FastAPI(title=title, version=version, description=description, lifespan=lifespan)
+    """A service's FastAPI app with the shared routes. ``keys`` checks every API key; while the app runs,
+    they are reloaded every ``keys.refresh_s`` (so revocations take effect). ``auth_required=False`` is a
+    development switch that lets requests through without a key."""
+
+    @contextlib.asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        refresher = asyncio.create_task(keys.run(), name="api-key-refresh") if keys is not None else None
+        try:
+            if lifespan is not None:
+                async with lifespan(app):
+                    yield
+            else:
+                yield
+        finally:
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
+
+    app = FastAPI(title=title, version=version, description=description, lifespan=run)
+    install_keys(app, keys, required=auth_required)
     app.include_router(ops_router(registry, checks))
     return app

@@ -51,6 +51,11 @@ class Lineage(BaseModel):
     libraries: dict[str, str] = Field(description="Library name to version.")
     trigger: str = Field(description="What started the training run: count, schedule, request.")
     training_request_id: str | None = None
+    requested_by: list[str] = Field(
+        default_factory=list,
+        description="Principals whose training requests this run answered (none for count or schedule "
+        "triggers); a high-risk-tier version may not be approved by any of them.",
+    )
 
 
 class Parity(BaseModel):
@@ -119,6 +124,21 @@ class GateResult(BaseModel):
     threshold: float | None = None
 
 
+class ApprovalRecord(BaseModel):
+    """One approval of a version: who (the API key's principal), when, why, and what was approved."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    by: str
+    at: AwareDatetime
+    reason: str
+    report_digest: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="sha256 of the gate report approved (the version's artifact digest, metrics and gate "
+        "results, canonical JSON): what the approver saw.",
+    )
+
+
 class LifecyclePayload(BaseModel):
     """One state change of one model version."""
 
@@ -141,6 +161,10 @@ class LifecyclePayload(BaseModel):
     shadow: bool = False
     production_version: str | None = Field(None, description="The production version after this change.")
     staging_version: str | None = None
+    approvals: list[ApprovalRecord] = Field(
+        default_factory=list,
+        description="On an approval: every approval the version's risk tier required, in order.",
+    )
 
 
 class TrainingRequestPayload(BaseModel):

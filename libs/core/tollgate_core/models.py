@@ -75,6 +75,16 @@ class Rollout(BaseModel):
     )
 
 
+RiskTier = Literal["low", "medium", "high"]
+# What each risk tier requires before a version serves in production (the registry enforces it).
+TIER_APPROVALS: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
+TIER_RULES: dict[str, str] = {
+    "low": "automatic: the canary period (or a manual promotion or approval by an approver)",
+    "medium": "one approver",
+    "high": "two distinct approvers, neither of whom asked for the training run",
+}
+
+
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -84,12 +94,31 @@ class ModelSpec(BaseModel):
     training: TrainingPolicy = Field(default_factory=TrainingPolicy)
     gates: Gates = Field(default_factory=Gates)
     rollout: Rollout = Field(default_factory=Rollout)
+    risk_tier: RiskTier = Field(
+        "low",
+        description="What a promotion to production needs: low = automatic canary (as the rollout says), "
+        "medium = one approver, high = two distinct approvers who did not ask for the training run. "
+        "medium and high need rollout mode approval.",
+    )
 
     @model_validator(mode="after")
     def _fairness(self) -> ModelSpec:
         if (self.gates.fairness_metric is None) != (self.gates.fairness_max_gap is None):
             raise ValueError(f"{self.model}: fairness_metric and fairness_max_gap go together")
         return self
+
+    @model_validator(mode="after")
+    def _tier_needs_approval(self) -> ModelSpec:
+        if self.risk_tier != "low" and self.rollout.mode != "approval":
+            raise ValueError(
+                f"{self.model}: risk_tier {self.risk_tier} needs rollout mode approval "
+                f"({TIER_RULES[self.risk_tier]}), not {self.rollout.mode}"
+            )
+        return self
+
+    @property
+    def approvals_required(self) -> int:
+        return TIER_APPROVALS[self.risk_tier]
 
 
 def load_model_spec(path: Path) -> ModelSpec:

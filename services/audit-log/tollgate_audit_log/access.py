@@ -10,8 +10,10 @@ auditor           the above + verify, checkpoints everything recorded
                   + DLQ list and show             DLQ record values too
 operator          the above + verify, checkpoints no value of a record or an inference (see below)
                   + DLQ list, show and redrive    (DLQ record values: not shown)
-scorer-client     nothing here                    -
+other roles       nothing here                    -
 ================  ==============================  ==========================================
+
+A key with several roles may do what any of them may, and sees payloads if one of its roles does.
 
 An operator runs the platform and needs to see what happened and whether the trail is intact, not what
 customers sent or got back. For every role without payload access (today: operator) every field that can
@@ -26,9 +28,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-COMPLIANCE_READER = "compliance-reader"
-AUDITOR = "auditor"
-OPERATOR = "operator"
+from tollgate_core.apikeys import AUDITOR, COMPLIANCE_READER, OPERATOR, Principal
+
+PAYLOAD_ROLES = frozenset({COMPLIANCE_READER, AUDITOR})
 
 
 class Action(StrEnum):
@@ -73,8 +75,9 @@ _ITEM_VALUE_COLUMNS = ("entity_id",)  # index columns that are values of a recor
 _DECISION_STREAMS = frozenset({"lifecycle", "candidates", "requests", "alerts", "operations"})
 
 
-def sees_payloads(role: str) -> bool:
-    return role in (COMPLIANCE_READER, AUDITOR)
+def sees_payloads(who: Principal) -> bool:
+    """Payloads are shown to a key with a compliance role; a key that is only an operator sees none."""
+    return who.has_any(PAYLOAD_ROLES)
 
 
 def _only(mapping: Any, keys: frozenset[str]) -> Any:
@@ -107,9 +110,9 @@ def redact_event(stream: str | None, event: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def redact_item(item: dict[str, Any], role: str) -> dict[str, Any]:
-    """An audit row as ``role`` may see it."""
-    if sees_payloads(role):
+def redact_item(item: dict[str, Any], who: Principal) -> dict[str, Any]:
+    """An audit row as ``who`` may see it."""
+    if sees_payloads(who):
         return item
     stream = item.get("stream")
     if stream in _DECISION_STREAMS:
@@ -127,8 +130,8 @@ def redact_item(item: dict[str, Any], role: str) -> dict[str, Any]:
 _LINEAGE_VALUES = ("inputs", "outputs", "entity_id")
 
 
-def redact_lineage(view: dict[str, Any], role: str) -> dict[str, Any]:
-    if sees_payloads(role):
+def redact_lineage(view: dict[str, Any], who: Principal) -> dict[str, Any]:
+    if sees_payloads(who):
         return view
     return {
         **view,

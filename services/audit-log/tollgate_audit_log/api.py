@@ -19,7 +19,6 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from tollgate_audit_log import queries, tamper
@@ -30,6 +29,7 @@ from tollgate_audit_log.publish import PublishedHead
 from tollgate_audit_log.receipts import receipts_for
 from tollgate_audit_log.sink import StreamWorker
 from tollgate_audit_log.verify import verify_database
+from tollgate_core import auth
 from tollgate_core.apikeys import KeyVerifier, Principal
 from tollgate_core.contracts import ContractRegistry
 
@@ -296,36 +296,9 @@ class LineageOut(BaseModel):
 
 # ---------------------------------------------------------------------------------------------- auth
 
-_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key (tgk_...).")
-_bearer = HTTPBearer(auto_error=False, description="The API key as a bearer token.")
-
 
 def require(action: Action) -> Callable[..., Awaitable[Principal]]:
-    allowed = ALLOWED[action]
-
-    async def principal(
-        request: Request,
-        api_key: Annotated[str | None, Depends(_api_key)],
-        bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Principal:
-        presented = api_key or (bearer.credentials if bearer is not None else None)
-        if not presented:
-            raise HTTPException(
-                401,
-                "an API key is required (X-API-Key or Authorization: Bearer)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        backend: AuditBackend = request.app.state.audit
-        who = backend.keys.verify(presented)
-        if who is None:
-            raise HTTPException(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-        if who.role not in allowed:
-            raise HTTPException(
-                403, f"role {who.role} may not {action.value}; allowed: {', '.join(sorted(allowed))}"
-            )
-        return who
-
-    return principal
+    return auth.require(action.value, ALLOWED[action])
 
 
 # ---------------------------------------------------------------------------------------------- routes
@@ -456,7 +429,7 @@ def build_router() -> APIRouter:
             raise HTTPException(422, str(exc)) from None
         async with b.pool.acquire() as conn:
             items, nxt = await queries.page(conn, flt, key, min(limit, b.page_max))
-        return {"items": [redact_item(i, who.role) for i in items], "next": nxt}
+        return {"items": [redact_item(i, who) for i in items], "next": nxt}
 
     @router.get(
         "/events/{event_id}",
@@ -473,7 +446,7 @@ def build_router() -> APIRouter:
             item = await queries.get_event(conn, event_id)
         if item is None:
             raise HTTPException(404, f"event {event_id} is not in the audit trail")
-        return redact_item(item, who.role)
+        return redact_item(item, who)
 
     @router.get(
         "/export",
@@ -493,7 +466,7 @@ def build_router() -> APIRouter:
                 if format == "csv":
                     yield (",".join(_CSV_COLUMNS) + "\r\n").encode()
                 async for item in queries.stream_items(conn, flt):
-                    item = redact_item(item, who.role)
+                    item = redact_item(item, who)
                     if format == "csv":
                         yield _csv_line(item).encode()
                     else:
@@ -520,7 +493,7 @@ def build_router() -> APIRouter:
             view = await build_lineage(conn, request_id, b.contracts)
         if view is None:
             raise HTTPException(404, f"no inference with request id {request_id} in the audit trail")
-        return redact_lineage(view, who.role)
+        return redact_lineage(view, who)
 
     @router.get("/streams", response_model=list[StreamState], summary="The chains and who writes them")
     async def streams(

@@ -166,14 +166,9 @@ class AuditLog:
             )
 
     def loops(self) -> list[Any]:
-        """Background loops for run_service: one per stream, the checkpoint timer, the API key refresh, the
-        DLQ figures."""
-        return [
-            *(w.run for w in self.workers.values()),
-            self.checkpoint_loop,
-            self.keys.run,
-            self.dlq_loop,
-        ]
+        """Background loops for run_service: one per stream, the checkpoint timer, the DLQ figures (the API
+        keys are reloaded by the HTTP app while it runs)."""
+        return [*(w.run for w in self.workers.values()), self.checkpoint_loop, self.dlq_loop]
 
     async def dlq_loop(self) -> None:
         """Every service's DLQ depth and oldest pending age, for /metrics."""
@@ -236,6 +231,7 @@ class AuditLog:
                 "append_only": self._append_only,
                 "chains": self._chains,
             },
+            keys=self.keys,
         )
         app.state.audit = self
         app.state.dlq = self.dlq

@@ -1,5 +1,5 @@
-"""``tollgate audit ...``: verify the trail offline, straight from PostgreSQL; manage API keys; set up the
-restricted database role.
+"""``tollgate audit ...``: verify the trail offline, straight from PostgreSQL; set up the restricted
+database role. (API keys: ``tollgate keys``.)
 
 Mounted on the platform's ``tollgate`` command as ``app.add_typer(audit_app, name="audit")``; it also runs
 on its own as ``python -m tollgate_audit_log.cli``.
@@ -23,7 +23,6 @@ import asyncpg
 import orjson
 import typer
 
-import tollgate_core.apikeys as apikeys
 from tollgate_audit_log import roles
 from tollgate_audit_log.publish import PublishedHead, WitnessDir
 from tollgate_audit_log.publish import kafka_heads as kafka_heads_of
@@ -42,14 +41,10 @@ from tollgate_core.topics import Topics
 
 audit_app = typer.Typer(
     name="audit",
-    help="The audit trail: verify it, API keys, database role.",
+    help="The audit trail: verify it, set up its database role.",
     no_args_is_help=True,
     add_completion=False,
 )
-keys_app = typer.Typer(
-    help="API keys (stored hashed) for the audit API and the other services.", no_args_is_help=True
-)
-audit_app.add_typer(keys_app, name="keys")
 
 Dsn = Annotated[
     str, typer.Option("--dsn", envvar="TOLLGATE_DATABASE_URL", help="PostgreSQL DSN of the audit database.")
@@ -293,57 +288,6 @@ def rotate_key(
         with (witness / "key-rotations.log").open("ab") as fh:
             fh.write(line + b"\n")
     typer.echo(f"key {rotation.previous_key_id} hands over to {rotation.new_key_id}")
-
-
-@keys_app.command("create")
-def create_key(
-    role: Annotated[str, typer.Option("--role", help=f"One of: {', '.join(apikeys.ROLES)}.")],
-    name: Annotated[
-        str | None, typer.Option("--name", help="Unique name of the key (default: <role>-<random>).")
-    ] = None,
-    dsn: Dsn = DEFAULT_DATABASE_URL,
-) -> None:
-    """Create an API key and print it; it is shown only this once (only its sha256 is stored)."""
-    if role not in apikeys.ROLES:
-        typer.echo(f"error: unknown role {role!r}; roles are {', '.join(apikeys.ROLES)}", err=True)
-        raise typer.Exit(2)
-    label = name or f"{role}-{os.urandom(4).hex()}"
-
-    async def run() -> str:
-        pool = await asyncpg.create_pool(_dsn(dsn), min_size=1, max_size=1)
-        try:
-            key: str = await apikeys.create_key(pool, label, role)
-            return key
-        finally:
-            await pool.close()
-
-    try:
-        key = asyncio.run(run())
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(key)
-    typer.echo(f"created key {label!r} with role {role} (shown once; store it now)", err=True)
-
-
-@keys_app.command("revoke")
-def revoke_key(
-    name: Annotated[str, typer.Argument(help="Name of the key.")], dsn: Dsn = DEFAULT_DATABASE_URL
-) -> None:
-    """Revoke a key (services stop accepting it within their refresh interval)."""
-
-    async def run() -> bool:
-        pool = await asyncpg.create_pool(_dsn(dsn), min_size=1, max_size=1)
-        try:
-            revoked: bool = await apikeys.revoke_key(pool, name)
-            return revoked
-        finally:
-            await pool.close()
-
-    if not asyncio.run(run()):
-        typer.echo(f"error: no active key named {name!r}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"revoked {name!r}")
 
 
 @audit_app.command("db-setup")

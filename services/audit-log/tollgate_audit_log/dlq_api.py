@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field
 
-from tollgate_audit_log.access import Action, sees_payloads
+from tollgate_audit_log.access import ALLOWED, Action, sees_payloads
 from tollgate_audit_log.api import require
 from tollgate_core.apikeys import Principal
 from tollgate_core.dlq import DeadLetterQueues, Depth, DlqError, UnknownRecord
@@ -157,7 +157,7 @@ def build_dlq_router() -> APIRouter:
             record = await queues(request).get(service, partition, offset)
         except DlqError as exc:
             raise _not_found(exc) from None
-        return record.describe(with_value=sees_payloads(who.role))
+        return record.describe(with_value=sees_payloads(who))
 
     @router.post(
         "/{service}/redrive",
@@ -173,7 +173,7 @@ def build_dlq_router() -> APIRouter:
             done = await queues(request).redrive(
                 service,
                 actor=who.name,
-                actor_role=who.role,
+                actor_role=min(who.roles & ALLOWED[Action.DLQ_REDRIVE]),  # the role that allows it
                 reason=body.reason,
                 partition=body.partition,
                 offset=body.offset,

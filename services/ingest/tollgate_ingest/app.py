@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from tollgate_core.apikeys import PRODUCER, KeyVerifier
+from tollgate_core.auth import key_verifier, require
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import create_pool, ping
 from tollgate_core.http import create_http_app
@@ -62,12 +64,14 @@ class Ingest:
             SERVICE, sample_ratio=settings.trace_sample_ratio, console=settings.otel_console
         ).get_tracer("tollgate.ingest")
         self.pool: Any = None
+        self.keys: KeyVerifier | None = None
         self.stage: TransactionalStage | None = None
         self.producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
         s = self.settings
         self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS)
+        self.keys = await key_verifier(self.pool)
         self.producer = AIOKafkaProducer(
             **producer_config(s.kafka_bootstrap, s.client_id(SERVICE) + "-gateway")
         )
@@ -126,6 +130,7 @@ class Ingest:
             description="HTTP gateway for producers that do not speak Kafka; writes to events.raw.",
             registry=self.registry,
             checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
+            keys=self.keys,
         )
         app.include_router(
             gateway_router(
@@ -136,6 +141,11 @@ class Ingest:
                 max_events=self.settings.max_events_per_request,
                 on_accepted=lambda source, n: self.metrics.http_events.labels(source).inc(n),
                 tracer=self.tracer,
-            )
+            ),
+            dependencies=[Depends(require("send events", PRODUCER))],
+            responses={
+                401: {"description": "No API key, or an invalid, revoked or rotated one"},
+                403: {"description": "The key has no producer role"},
+            },
         )
         return app

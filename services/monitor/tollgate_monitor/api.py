@@ -1,16 +1,23 @@
-"""HTTP: the dashboard page and the JSON API it is drawn from (plus /healthz, /readyz, /metrics, OpenAPI)."""
+"""HTTP: the dashboard page and the JSON API it is drawn from (plus /healthz, /readyz, /metrics, OpenAPI).
+
+Every route needs a key with a read-only role (``tollgate_core.auth.READERS``: viewer, data-scientist,
+approver, operator, auditor, compliance-reader).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query
-from fastapi.responses import HTMLResponse
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from tollgate_core.auth import READERS, require
 from tollgate_core.events import utcnow
 from tollgate_core.http import create_http_app
+from tollgate_core.sessions import KeySessions
 from tollgate_monitor.app import Monitor
 from tollgate_monitor.dashboard import ModelView, render_page
+from tollgate_monitor.login import login_router
 
 
 def shown_version(versions: list[dict[str, Any]]) -> str | None:
@@ -45,7 +52,18 @@ def create_app(monitor: Monitor) -> FastAPI:
         description="Drift, performance, staleness and latency of served models; alerts; dashboard.",
         registry=monitor.registry,
         checks={"kafka": monitor.kafka_ready, "postgres": monitor.db_ready},
+        keys=monitor.keys,
     )
+    s = monitor.settings
+    sessions = KeySessions(
+        s.session_secret.get_secret_value().encode() if s.session_secret else None,
+        ttl_s=s.session_ttl_seconds,
+        secure=s.session_cookie_secure,
+    )
+    app.state.sessions = sessions
+    app.include_router(login_router(monitor.keys, sessions))
+    reader = [Depends(require("read the monitor", READERS))]
+    read_dashboard = require("read the monitor", READERS)
 
     def store() -> Any:
         if monitor.store is None:
@@ -58,9 +76,27 @@ def create_app(monitor: Monitor) -> FastAPI:
             raise HTTPException(404, f"unknown model {model!r}")
         return versions
 
-    @app.get("/", response_class=HTMLResponse, tags=["dashboard"], summary="The dashboard")
-    @app.get("/dashboard", response_class=HTMLResponse, tags=["dashboard"], summary="The dashboard")
-    async def dashboard() -> HTMLResponse:
+    @app.get(
+        "/",
+        response_class=HTMLResponse,
+        tags=["dashboard"],
+        summary="The dashboard (without a session: a redirect to /login)",
+        responses={303: {"description": "Not signed in: to the sign-in form"}},
+    )
+    @app.get(
+        "/dashboard",
+        response_class=HTMLResponse,
+        tags=["dashboard"],
+        summary="The dashboard (without a session: a redirect to /login)",
+        responses={303: {"description": "Not signed in: to the sign-in form"}},
+    )
+    async def dashboard(request: Request) -> Response:
+        try:
+            await read_dashboard(request, request.headers.get("x-api-key"), None)
+        except HTTPException as exc:
+            if exc.status_code != 401:
+                raise
+            return RedirectResponse("/login", status_code=303)
         everything = await store().versions()
         by_model: dict[str, list[dict[str, Any]]] = {}
         for v in everything:
@@ -68,7 +104,12 @@ def create_app(monitor: Monitor) -> FastAPI:
         views = [await model_view(monitor, m, vs) for m, vs in sorted(by_model.items())]
         return HTMLResponse(render_page(views, utcnow()))
 
-    @app.get("/v1/models", tags=["monitoring"], summary="Models, their versions and stages, active alerts")
+    @app.get(
+        "/v1/models",
+        tags=["monitoring"],
+        summary="Models, their versions and stages, active alerts",
+        dependencies=reader,
+    )
     async def models() -> list[dict[str, Any]]:
         everything = await store().versions()
         active = await store().active_alerts()
@@ -91,7 +132,10 @@ def create_app(monitor: Monitor) -> FastAPI:
         return chosen, await store().windows(model, chosen, limit)
 
     @app.get(
-        "/v1/models/{model}/drift", tags=["monitoring"], summary="Window reports: drift per feature over time"
+        "/v1/models/{model}/drift",
+        tags=["monitoring"],
+        summary="Window reports: drift per feature over time",
+        dependencies=reader,
     )
     async def drift(
         model: str, version: str | None = None, limit: int = Query(96, ge=1, le=2000)
@@ -122,6 +166,7 @@ def create_app(monitor: Monitor) -> FastAPI:
         "/v1/models/{model}/performance",
         tags=["monitoring"],
         summary="Live performance and latency per window, with the joined label counts",
+        dependencies=reader,
     )
     async def performance(
         model: str, version: str | None = None, limit: int = Query(96, ge=1, le=2000)
@@ -143,7 +188,7 @@ def create_app(monitor: Monitor) -> FastAPI:
             ],
         }
 
-    @app.get("/v1/alerts", tags=["monitoring"], summary="Alert events, newest first")
+    @app.get("/v1/alerts", tags=["monitoring"], summary="Alert events, newest first", dependencies=reader)
     async def alerts(
         model: str | None = None, active: bool = False, limit: int = Query(100, ge=1, le=1000)
     ) -> list[dict[str, Any]]:

@@ -19,6 +19,8 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter
 
 from tollgate_core.alerts import AlertEvent, AlertKind, AlertPayload, AlertState
+from tollgate_core.apikeys import KeyVerifier
+from tollgate_core.auth import key_verifier
 from tollgate_core.bus import create_broker
 from tollgate_core.contracts import ContractRegistry, DatasetContract, FieldType
 from tollgate_core.db import create_pool, ping
@@ -96,6 +98,7 @@ class Monitor:
         self.partitions: dict[tuple[str, int], PartitionState] = {}
         self._missing_since: dict[Series, float] = {}
         self.pool: Any = None
+        self.keys: KeyVerifier | None = None
         self.store: MonitorStore | None = None
         self.producer: AIOKafkaProducer | None = None
         self.windows_sink: BatchSink | None = None
@@ -108,6 +111,7 @@ class Monitor:
         s = self.settings
         self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=5)
         self.store = MonitorStore(self.pool)
+        self.keys = await key_verifier(self.pool)
         self.producer = AIOKafkaProducer(**producer_config(s.kafka_bootstrap, s.client_id(SERVICE)))
         await self.producer.start()
         self.windows_sink = BatchSink(

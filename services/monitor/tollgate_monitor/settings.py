@@ -16,7 +16,7 @@ defaults follow the practice of credit-risk model monitoring and of the common d
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from tollgate_core.settings import ServiceSettings
@@ -115,6 +115,17 @@ class MonitorSettings(ServiceSettings):
     )
     history_windows: int = Field(96, ge=1, le=2000, description="Windows per version shown by the dashboard.")
     max_batch_records: int = Field(2000, ge=1, description="Largest batch read from the inference log.")
+
+    # Dashboard login: an API key exchanged for a session cookie.
+    session_secret: SecretStr | None = Field(
+        None,
+        description="Key that signs dashboard session cookies; replicas behind one address need the same. "
+        "Unset: a random key per process (sessions end when it restarts).",
+    )
+    session_ttl_seconds: float = Field(8 * 3600.0, gt=0, description="How long a dashboard login lasts.")
+    session_cookie_secure: bool = Field(
+        False, description="Mark the session cookie Secure (set it when the dashboard is served over HTTPS)."
+    )
 
     @model_validator(mode="after")
     def _hysteresis(self) -> MonitorSettings:

@@ -4,33 +4,42 @@ version with its gates and lineage, say what serves, and promote, approve, rejec
 The handlers only translate: request → :class:`~tollgate_registry.core.ModelRegistry` call → response model.
 Errors: 404 for an unknown model or version, 409 for a transition the state machine refuses (the message
 says from which stage to which and why), 422 for a body that does not validate.
+
+Who may call what (API keys, ``tollgate_core.auth``): every read needs one of the read-only roles
+(``viewer``, ``data-scientist``, ``approver``, ``operator``, ``auditor``, ``compliance-reader``); promote,
+approve and reject need ``approver``; rollback needs ``operator`` or ``approver``. The actor recorded for a
+change is the key's principal; a ``by`` field in a body is accepted for old clients and ignored. Every
+change needs a reason.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from tollgate_core.apikeys import APPROVER, OPERATOR, Principal
+from tollgate_core.auth import READERS, require
 from tollgate_core.lifecycle import Artifact, GateResult, Lineage, Parity, Stage, Transition
 from tollgate_core.models import Gates, Rollout
 from tollgate_registry.core import (
     ActionResult,
     ModelRegistry,
     ModelView,
+    ReportMismatch,
     UnknownModel,
     UnknownVersion,
     staging_traffic,
 )
 from tollgate_registry.ports import VersionDetail, VersionRecord
 from tollgate_registry.state import IllegalTransition
+from tollgate_registry.tiers import TierForbidden, gate_report_digest
 
 Text = Field(min_length=1, max_length=2000)
-Name = Field(min_length=1, max_length=200)
 
 
 class Problem(BaseModel):
@@ -42,7 +51,9 @@ class TransitionOut(BaseModel):
     transition: Transition
     from_stage: Stage | None
     to_stage: Stage
-    actor: str = Field(description="Who or what made the change: registry, canary, or an operator's name.")
+    actor: str = Field(
+        description="Who or what made the change: registry, canary, or the principal of the API key used."
+    )
     reason: str
     at: datetime
     event_id: uuid.UUID = Field(description="Id of the models.lifecycle event that announced it.")
@@ -76,6 +87,10 @@ class Approval(BaseModel):
     reason: str
 
 
+class ApprovalOut(Approval):
+    report_digest: str = Field(description="sha256 of the gate report approved.")
+
+
 class VersionOut(VersionSummary):
     task: str
     contract: str
@@ -90,6 +105,13 @@ class VersionOut(VersionSummary):
     timings_s: dict[str, float]
     candidate_event_id: uuid.UUID
     approval: Approval | None = Field(None, description="Who approved it into production, when and why.")
+    approvals: list[ApprovalOut] = Field(
+        default_factory=list, description="Every approval recorded, with the digest of the report approved."
+    )
+    gate_report_digest: str = Field(
+        description="sha256 of this version's gate report (artifact digest, metrics, gate results): what an "
+        "approval approves; pass it as report_digest to approve exactly this."
+    )
     transitions: list[TransitionOut]
 
 
@@ -99,6 +121,10 @@ class ModelSummary(BaseModel):
     contract: str | None
     in_catalog: bool
     rollout: Rollout | None
+    risk_tier: str | None = Field(
+        description="low: automatic canary; medium: one approver; high: two distinct approvers who did not "
+        "ask for the training run."
+    )
     production_version: str | None
     staging_version: str | None
     versions: int
@@ -135,32 +161,48 @@ class ActionOut(BaseModel):
     changes: list[TransitionOut] = Field(description="The state changes made, in publication order.")
     production_version: str | None
     staging_version: str | None
+    approvals: list[ApprovalOut] = Field(
+        default_factory=list, description="On an approval: the version's approvals so far."
+    )
+    approvals_required: int | None = Field(
+        None, description="On an approval: how many the model's risk tier needs before production."
+    )
 
 
-class PromoteIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    to: Literal["staging", "production"]
-    reason: str = Text
-    by: str = Field("operator", min_length=1, max_length=200)
-
-
-class ApproveIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    by: str = Name
-    reason: str = Text
+IGNORED_BY = Field(
+    None,
+    max_length=200,
+    description="Ignored: the actor recorded is the principal of the API key that made the request.",
+    json_schema_extra={"deprecated": True},
+)
 
 
 class RejectIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Text
-    by: str = Field("operator", min_length=1, max_length=200)
+    by: str | None = IGNORED_BY
+
+
+class PromoteIn(RejectIn):
+    to: Literal["staging", "production"]
+
+
+class ApproveIn(RejectIn):
+    report_digest: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="The gate_report_digest the approver reviewed; refused (409) if the version's differs.",
+    )
 
 
 class RollbackIn(RejectIn):
     pass
+
+
+Reader = Annotated[Principal, Depends(require("read the registry", READERS))]
+Approver = Annotated[Principal, Depends(require("promote, approve or reject model versions", APPROVER))]
+RollbackRole = Annotated[Principal, Depends(require("roll back production", OPERATOR, APPROVER))]
 
 
 def _transition(t: Any, at: datetime, event_id: uuid.UUID) -> TransitionOut:
@@ -227,6 +269,8 @@ def _version_out(d: VersionDetail) -> VersionOut:
         timings_s=c.timings_s,
         candidate_event_id=d.candidate_event_id,
         approval=approval,
+        approvals=[ApprovalOut(**a.model_dump()) for a in d.approvals],
+        gate_report_digest=gate_report_digest(d),
         transitions=[_transition(t, t.at, t.event_id) for t in d.transitions],
     )
 
@@ -240,6 +284,7 @@ def _model_summary(view: ModelView) -> ModelSummary:
         contract=spec.contract if spec else None,
         in_catalog=spec is not None,
         rollout=spec.rollout if spec else None,
+        risk_tier=spec.risk_tier if spec else None,
         production_version=production.version if production else None,
         staging_version=staging.version if staging else None,
         versions=len(view.versions),
@@ -265,12 +310,19 @@ def _action(result: ActionResult) -> ActionOut:
         changes=[_transition(a.change, a.event.occurred_at, a.event.event_id) for a in result.applied],
         production_version=result.production_version,
         staging_version=result.staging_version,
+        approvals=[ApprovalOut(**a.model_dump()) for a in result.approvals],
+        approvals_required=result.approvals_required,
     )
 
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "Unknown model or version"}
 }
+AUTH: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "No API key, or an invalid, revoked or rotated one"},
+    403: {"model": Problem, "description": "The key's roles (or the model's risk tier) do not allow this"},
+}
+NOT_FOUND = {**AUTH, **NOT_FOUND}
 CONFLICT: dict[int | str, dict[str, Any]] = {
     **NOT_FOUND,
     409: {"model": Problem, "description": "Transition not allowed from the current stage"},
@@ -280,12 +332,12 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
 def registry_router(core: ModelRegistry) -> APIRouter:
     router = APIRouter(prefix="/v1/models", tags=["models"])
 
-    @router.get("", summary="Every model: in the catalog or with registered versions")
-    async def list_models() -> list[ModelSummary]:
+    @router.get("", summary="Every model: in the catalog or with registered versions", responses=AUTH)
+    async def list_models(_: Reader) -> list[ModelSummary]:
         return [_model_summary(await core.model(name)) for name in await core.model_names()]
 
     @router.get("/{model}", summary="A model: its gates, rollout, serving versions", responses=NOT_FOUND)
-    async def show_model(model: str) -> ModelOut:
+    async def show_model(model: str, _: Reader) -> ModelOut:
         view = await core.model(model)
         stages: dict[str, int] = {}
         for r in view.versions:
@@ -298,7 +350,7 @@ def registry_router(core: ModelRegistry) -> APIRouter:
         )
 
     @router.get("/{model}/versions", summary="A model's versions, oldest first", responses=NOT_FOUND)
-    async def list_versions(model: str) -> list[VersionSummary]:
+    async def list_versions(model: str, _: Reader) -> list[VersionSummary]:
         return [_summary(r) for r in (await core.model(model)).versions]
 
     @router.get(
@@ -306,7 +358,7 @@ def registry_router(core: ModelRegistry) -> APIRouter:
         responses=NOT_FOUND,
         summary="A version: metrics, every gate's result, parity, lineage, reference, transitions",
     )
-    async def show_version(model: str, version: str) -> VersionOut:
+    async def show_version(model: str, version: str, _: Reader) -> VersionOut:
         return _version_out(await core.version(model, version))
 
     @router.get(
@@ -314,7 +366,7 @@ def registry_router(core: ModelRegistry) -> APIRouter:
         responses=NOT_FOUND,
         summary="What serves now: production, and staging with its canary weight or shadow flag",
     )
-    async def serving(model: str) -> ServingOut:
+    async def serving(model: str, _: Reader) -> ServingOut:
         view = await core.model(model)
         staging = view.find(Stage.STAGING)
         canary_weight, shadow = staging_traffic(core.rollout(model), staging is not None)
@@ -330,34 +382,36 @@ def registry_router(core: ModelRegistry) -> APIRouter:
     @router.post(
         "/{model}/versions/{version}/promote",
         responses=CONFLICT,
-        summary="Promote a version to staging or production (production: canary-mode models only)",
+        summary="Promote a version to staging or production (production: low-risk-tier canary-mode models "
+        "only)",
     )
-    async def promote(model: str, version: str, body: PromoteIn) -> ActionOut:
-        return _action(await core.promote(model, version, Stage(body.to), body.by, body.reason))
+    async def promote(model: str, version: str, body: PromoteIn, who: Approver) -> ActionOut:
+        return _action(await core.promote(model, version, Stage(body.to), who.name, body.reason))
 
     @router.post(
         "/{model}/versions/{version}/approve",
         responses=CONFLICT,
-        summary="Approve a staging version into production, recording who, when and why",
+        summary="Approve a staging version, recording who, when, why and the gate report's digest; it enters "
+        "production once its risk tier has the approvals it needs (high: two distinct approvers)",
     )
-    async def approve(model: str, version: str, body: ApproveIn) -> ActionOut:
-        return _action(await core.approve(model, version, body.by, body.reason))
+    async def approve(model: str, version: str, body: ApproveIn, who: Approver) -> ActionOut:
+        return _action(await core.approve(model, version, who.name, body.reason, body.report_digest))
 
     @router.post(
         "/{model}/versions/{version}/reject",
         responses=CONFLICT,
         summary="Reject a candidate or staging version",
     )
-    async def reject(model: str, version: str, body: RejectIn) -> ActionOut:
-        return _action(await core.reject(model, version, body.by, body.reason))
+    async def reject(model: str, version: str, body: RejectIn, who: Approver) -> ActionOut:
+        return _action(await core.reject(model, version, who.name, body.reason))
 
     @router.post(
         "/{model}/rollback",
         responses=CONFLICT,
         summary="Return production to the previous production version, with the reason recorded",
     )
-    async def rollback(model: str, body: RollbackIn) -> ActionOut:
-        return _action(await core.rollback(model, body.by, body.reason))
+    async def rollback(model: str, body: RollbackIn, who: RollbackRole) -> ActionOut:
+        return _action(await core.rollback(model, who.name, body.reason))
 
     return router
 
@@ -373,5 +427,11 @@ def install(app: FastAPI, core: ModelRegistry) -> None:
 
     app.add_exception_handler(UnknownModel, not_found)
     app.add_exception_handler(UnknownVersion, not_found)
+
+    async def forbidden(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
+
     app.add_exception_handler(IllegalTransition, conflict)
+    app.add_exception_handler(ReportMismatch, conflict)
+    app.add_exception_handler(TierForbidden, forbidden)
     app.include_router(registry_router(core))

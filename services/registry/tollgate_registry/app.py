@@ -14,7 +14,9 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from tollgate_core.apikeys import KeyVerifier
 from tollgate_core.artifacts import DirectoryArtifactStore
+from tollgate_core.auth import key_verifier
 from tollgate_core.bus import create_broker
 from tollgate_core.db import create_pool, ping
 from tollgate_core.http import create_http_app
@@ -85,12 +87,14 @@ class Registry:
         self.outbox: Outbox | None = None
         self.producer: AIOKafkaProducer | None = None
         self.core: ModelRegistry | None = None
+        self.keys: KeyVerifier | None = None
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         s = self.settings
         self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=s.db_pool_size)
         self.outbox = Outbox(self.pool, OUTBOX_TABLE)
+        self.keys = await key_verifier(self.pool)
         self.core = ModelRegistry(
             PostgresRepository(self.pool, self.outbox, self.topics.models_lifecycle),
             self.catalog,
@@ -156,6 +160,7 @@ class Registry:
             "on models.lifecycle.",
             registry=self.registry,
             checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
+            keys=self.keys,
         )
         install(app, self.core)
         return app

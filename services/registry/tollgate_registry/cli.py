@@ -1,5 +1,7 @@
 """``tollgate``: the platform's command line. The registry's commands talk to its HTTP API
-(``TOLLGATE_REGISTRY_URL``, default http://127.0.0.1:8082) and print rich tables.
+(``TOLLGATE_REGISTRY_URL``, default http://127.0.0.1:8082) and print rich tables. Every call sends the API
+key from ``--api-key`` (before the command: ``tollgate --api-key tgk_... promote ...``) or
+``TOLLGATE_API_KEY``; the registry records its principal as the actor. ``tollgate keys`` manages the keys.
 
 Other parts of the platform add their commands to the same :data:`app`: a command group is a
 ``typer.Typer()`` added with ``app.add_typer(group, name="audit")``; :func:`request` and :func:`fail` are
@@ -9,13 +11,14 @@ shared so every command reports HTTP errors the same way (the server's message, 
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated, Any, NoReturn
 
 import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from tollgate_core.keys_cli import keys_app
 
 DEFAULT_REGISTRY_URL = "http://127.0.0.1:8082"
 
@@ -34,7 +37,25 @@ RegistryUrl = Annotated[
 Model = Annotated[str, typer.Argument(help="Model name, e.g. credit-default-risk.")]
 Version = Annotated[str, typer.Argument(help="Model version.")]
 Reason = Annotated[str, typer.Option("--reason", help="Why: recorded with the change and published.")]
-By = Annotated[str | None, typer.Option("--by", help="Who makes the change (default: the current user).")]
+
+# The key every HTTP call sends (set by the --api-key option or TOLLGATE_API_KEY).
+_credentials: dict[str, str | None] = {"api_key": None}
+
+
+@app.callback()
+def main(
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="TOLLGATE_API_KEY",
+            help="API key sent to the services (X-API-Key); its principal is recorded as the actor.",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """tollgate: models, versions, promotions, approvals and rollbacks; API keys."""
+    _credentials["api_key"] = api_key
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -44,8 +65,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def request(method: str, base_url: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """Call a tollgate HTTP API; a non-2xx answer ends the command with the server's message."""
+    key = _credentials["api_key"]
+    headers = {"x-api-key": key} if key else {}
     try:
-        with httpx.Client(base_url=base_url, timeout=30) as client:
+        with httpx.Client(base_url=base_url, timeout=30, headers=headers) as client:
             response = client.request(method, path, json=body)
     except httpx.HTTPError as exc:
         fail(f"cannot reach {base_url}: {exc}", code=2)
@@ -58,15 +81,6 @@ def request(method: str, base_url: str, path: str, body: dict[str, Any] | None =
     if isinstance(detail, list):  # FastAPI validation errors
         detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail)
     fail(f"{response.status_code} {response.reason_phrase}: {detail}")
-
-
-def _who(by: str | None) -> str:
-    if by:
-        return by
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "operator"
 
 
 def _time(value: str | None) -> str:
@@ -219,7 +233,6 @@ def promote(
     version: Version,
     to: Annotated[str, typer.Option("--to", help="staging or production.")],
     reason: Reason,
-    by: By = None,
     registry_url: RegistryUrl = DEFAULT_REGISTRY_URL,
 ) -> None:
     """Promote a version to staging or production."""
@@ -230,7 +243,7 @@ def promote(
             "POST",
             registry_url,
             f"/v1/models/{model}/versions/{version}/promote",
-            {"to": to, "reason": reason, "by": _who(by)},
+            {"to": to, "reason": reason},
         )
     )
 
@@ -239,7 +252,6 @@ def promote(
 def approve(
     model: Model,
     version: Version,
-    by: Annotated[str, typer.Option("--by", help="Who approves (recorded).")],
     reason: Reason,
     registry_url: RegistryUrl = DEFAULT_REGISTRY_URL,
 ) -> None:
@@ -249,7 +261,7 @@ def approve(
             "POST",
             registry_url,
             f"/v1/models/{model}/versions/{version}/approve",
-            {"by": by, "reason": reason},
+            {"reason": reason},
         )
     )
 
@@ -259,7 +271,6 @@ def reject(
     model: Model,
     version: Version,
     reason: Reason,
-    by: By = None,
     registry_url: RegistryUrl = DEFAULT_REGISTRY_URL,
 ) -> None:
     """Reject a candidate or staging version."""
@@ -268,19 +279,18 @@ def reject(
             "POST",
             registry_url,
             f"/v1/models/{model}/versions/{version}/reject",
-            {"reason": reason, "by": _who(by)},
+            {"reason": reason},
         )
     )
 
 
 @app.command("rollback")
-def rollback(
-    model: Model, reason: Reason, by: By = None, registry_url: RegistryUrl = DEFAULT_REGISTRY_URL
-) -> None:
+def rollback(model: Model, reason: Reason, registry_url: RegistryUrl = DEFAULT_REGISTRY_URL) -> None:
     """Return production to the previous production version."""
-    _print_action(
-        request("POST", registry_url, f"/v1/models/{model}/rollback", {"reason": reason, "by": _who(by)})
-    )
+    _print_action(request("POST", registry_url, f"/v1/models/{model}/rollback", {"reason": reason}))
+
+
+app.add_typer(keys_app, name="keys")
 
 
 def _mount_optional_groups() -> None:
@@ -295,3 +305,7 @@ def _mount_optional_groups() -> None:
 
 
 _mount_optional_groups()
+
+
+if __name__ == "__main__":
+    app()

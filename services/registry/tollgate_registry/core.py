@@ -30,7 +30,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -41,15 +41,17 @@ from tollgate_core.artifacts import (
     ArtifactStore,
 )
 from tollgate_core.lifecycle import (
+    ApprovalRecord,
     CandidateEvent,
     CandidatePayload,
     GateResult,
     LifecycleEvent,
     LifecyclePayload,
     Stage,
+    Transition,
 )
 from tollgate_core.models import ModelSpec, Rollout
-from tollgate_registry import state
+from tollgate_registry import state, tiers
 from tollgate_registry.gates import Baseline, check_gates, evaluate_gates, parity_gate, rejection_reason
 from tollgate_registry.ports import NewVersion, Repository, VersionDetail, VersionRecord
 from tollgate_registry.state import Change, IllegalTransition, VersionState
@@ -97,6 +99,13 @@ class ActionResult:
     applied: list[Applied]
     production_version: str | None
     staging_version: str | None
+    approvals: list[ApprovalRecord] = field(default_factory=list)
+    """On an approval: the version's approvals so far (its risk tier may need more before it serves)."""
+    approvals_required: int | None = None
+
+
+class ReportMismatch(Exception):
+    """The approver approved another gate report than the version's (HTTP 409)."""
 
 
 @dataclass(frozen=True)
@@ -251,13 +260,57 @@ class ModelRegistry:
     # ---- actions ----------------------------------------------------------------------------------
 
     async def promote(self, model: str, version: str, to: Stage, actor: str, reason: str) -> ActionResult:
+        tiers.check_promotion(self.catalog.get(model), version, to)
         rollout = self.rollout(model)
         return await self._act(
             model, version, lambda s, now: state.plan_promote(s, version, to, rollout, actor, reason, now)
         )
 
-    async def approve(self, model: str, version: str, actor: str, reason: str) -> ActionResult:
-        return await self._act(model, version, lambda s, _: state.plan_approve(s, version, actor, reason))
+    async def approve(
+        self, model: str, version: str, actor: str, reason: str, report_digest: str | None = None
+    ) -> ActionResult:
+        """Record ``actor``'s approval of the version's gate report; once the model's risk tier has the
+        approvals it needs, the staging version enters production. ``report_digest``, when given, must be
+        the digest of the version's gate report (what the approver was shown)."""
+        spec = self.catalog.get(model)
+        detail = await self.version(model, version)
+        digest = tiers.gate_report_digest(detail)
+        if report_digest is not None and report_digest != digest:
+            raise ReportMismatch(
+                f"version {version}'s gate report has digest {digest}, not {report_digest}: "
+                "review the current report before approving"
+            )
+        required = tiers.approvals_required(spec)
+        async with self.repository.model_transaction(model) as tx:
+            records = await tx.versions()
+            states = {r.version: r.state for r in records}
+            changes = state.plan_approve(states, version, actor, reason)  # refuses what is not staging
+            prior = await tx.approvals(version)
+            tiers.check_approval(spec, version, actor, detail.candidate.lineage.requested_by, prior)
+            now = self.clock()
+            approval = ApprovalRecord(by=actor, at=now, reason=reason, report_digest=digest)
+            await tx.add_approval(version, approval)
+            approvals = [*prior, approval]
+            if len(approvals) < required:
+                changes = []
+            applied = self._events(model, records, changes, now, [], approvals)
+            if applied:
+                await tx.apply([(a.change, a.event) for a in applied], now)
+        if not changes:
+            log.info(
+                "%s %s: approval %d of %d by %s: %s", model, version, len(approvals), required, actor, reason
+            )
+        self._observe(model, changes)
+        after = _replay(states, changes)
+        production, staging = state.production_of(after), state.staging_of(after)
+        return ActionResult(
+            model=model,
+            applied=applied,
+            production_version=production.version if production else None,
+            staging_version=staging.version if staging else None,
+            approvals=approvals,
+            approvals_required=required,
+        )
 
     async def reject(self, model: str, version: str, actor: str, reason: str) -> ActionResult:
         return await self._act(model, version, lambda s, _: state.plan_reject(s, version, actor, reason))
@@ -321,8 +374,10 @@ class ModelRegistry:
         changes: Sequence[Change],
         now: datetime,
         new_version_gates: list[GateResult],
+        approvals: Sequence[ApprovalRecord] = (),
     ) -> list[Applied]:
-        """One lifecycle event per change, each saying what serves once it is applied."""
+        """One lifecycle event per change, each saying what serves once it is applied; an approval's event
+        carries every approval that let the version in."""
         rollout = self.rollout(model)
         by_version = {r.version: r for r in records}
         new_versions = {c.version for c in changes if c.from_stage is None}
@@ -349,6 +404,7 @@ class ModelRegistry:
                 shadow=shadow,
                 production_version=production.version if production else None,
                 staging_version=staging.version if staging else None,
+                approvals=list(approvals) if change.transition is Transition.APPROVED else [],
             )
             event = LifecycleEvent(
                 event_id=uuid.uuid4(),
@@ -418,6 +474,7 @@ __all__ = [
     "ModelRegistry",
     "ModelView",
     "Outcome",
+    "ReportMismatch",
     "UnknownModel",
     "UnknownVersion",
     "staging_traffic",

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from tollgate_core.lifecycle import GateResult, LifecycleEvent, Stage
+from tollgate_core.lifecycle import ApprovalRecord, GateResult, LifecycleEvent, Stage
 from tollgate_registry.ports import NewVersion, TransitionRecord, VersionDetail, VersionRecord
 from tollgate_registry.state import Change, VersionState, advance
 
@@ -36,6 +36,16 @@ class _Transaction:
         self.claims: dict[uuid.UUID, tuple[str, str]] = {}
         self.transitions: list[TransitionRecord] = []
         self.events: list[LifecycleEvent] = []
+        self.new_approvals: list[tuple[str, ApprovalRecord]] = []
+
+    async def approvals(self, version: str) -> list[ApprovalRecord]:
+        stored = self.repo.approvals.get((self.model, version), [])
+        return [*stored, *(a for v, a in self.new_approvals if v == version)]
+
+    async def add_approval(self, version: str, approval: ApprovalRecord) -> None:
+        if any(a.by == approval.by for a in await self.approvals(version)):
+            raise AssertionError(f"{approval.by} approved {self.model} {version} twice")  # the primary key
+        self.new_approvals.append((version, approval))
 
     async def claim_event(self, event_id: uuid.UUID, version: str) -> bool:
         if event_id in self.repo.claims or event_id in self.claims:
@@ -86,6 +96,8 @@ class _Transaction:
         self.repo.claims.update(self.claims)
         self.repo.transitions.extend(self.transitions)
         self.repo.published.extend(self.events)
+        for version, approval in self.new_approvals:
+            self.repo.approvals.setdefault((self.model, version), []).append(approval)
 
 
 class InMemoryRepository:
@@ -94,6 +106,7 @@ class InMemoryRepository:
         self.claims: dict[uuid.UUID, tuple[str, str]] = {}
         self.transitions: list[TransitionRecord] = []
         self.published: list[LifecycleEvent] = []
+        self.approvals: dict[tuple[str, str], list[ApprovalRecord]] = {}
         self.seq = itertools.count(1)
         self.transition_ids = itertools.count(1)
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
@@ -122,6 +135,7 @@ class InMemoryRepository:
             gates=gates,
             candidate_event_id=stored.new.event_id,
             transitions=[t for t in self.transitions if t.model == model and t.version == version],
+            approvals=list(self.approvals.get((model, version), [])),
         )
 
     async def due_canaries(self, now: datetime) -> list[tuple[str, str]]:

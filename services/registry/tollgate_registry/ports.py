@@ -15,7 +15,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
-from tollgate_core.lifecycle import Artifact, CandidatePayload, GateResult, LifecycleEvent, Stage, Transition
+from tollgate_core.lifecycle import (
+    ApprovalRecord,
+    Artifact,
+    CandidatePayload,
+    GateResult,
+    LifecycleEvent,
+    Stage,
+    Transition,
+)
 from tollgate_registry.state import Change, VersionState
 
 
@@ -82,6 +90,7 @@ class VersionDetail:
     gates: list[GateResult]
     candidate_event_id: uuid.UUID
     transitions: list[TransitionRecord] = field(default_factory=list)
+    approvals: list[ApprovalRecord] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,12 @@ class ModelTransaction(Protocol):
     async def apply(self, changes: Sequence[tuple[Change, LifecycleEvent]], at: datetime) -> None:
         """Store each change (stage, transition row) and queue its lifecycle event, in the given order."""
         ...
+
+    async def approvals(self, version: str) -> list[ApprovalRecord]:
+        """The version's approvals, oldest first."""
+        ...
+
+    async def add_approval(self, version: str, approval: ApprovalRecord) -> None: ...
 
 
 class Repository(Protocol):

@@ -19,7 +19,15 @@ import asyncpg
 import orjson
 
 from tollgate_core.events import dumps
-from tollgate_core.lifecycle import Artifact, CandidatePayload, GateResult, LifecycleEvent, Stage, Transition
+from tollgate_core.lifecycle import (
+    ApprovalRecord,
+    Artifact,
+    CandidatePayload,
+    GateResult,
+    LifecycleEvent,
+    Stage,
+    Transition,
+)
 from tollgate_core.outbox import Outbox
 from tollgate_registry.ports import NewVersion, TransitionRecord, VersionDetail, VersionRecord
 from tollgate_registry.state import Change, VersionState
@@ -159,6 +167,33 @@ class PostgresModelTransaction:
             await self.outbox.add(self.conn, self.topic, dumps(event), key=self.model.encode())
             self.published += 1
 
+    async def approvals(self, version: str) -> list[ApprovalRecord]:
+        return [_approval(r) for r in await self.conn.fetch(_APPROVALS, self.model, version)]
+
+    async def add_approval(self, version: str, approval: ApprovalRecord) -> None:
+        await self.conn.execute(
+            "INSERT INTO registry_approvals (model, version, principal, reason, report_digest, at) "
+            "VALUES ($1, $2, $3, $4, $5, $6)",
+            self.model,
+            version,
+            approval.by,
+            approval.reason,
+            approval.report_digest,
+            approval.at,
+        )
+
+
+_APPROVALS = (
+    "SELECT principal, reason, report_digest, at FROM registry_approvals "
+    "WHERE model = $1 AND version = $2 ORDER BY at, principal"
+)
+
+
+def _approval(row: Any) -> ApprovalRecord:
+    return ApprovalRecord(
+        by=row["principal"], at=row["at"], reason=row["reason"], report_digest=row["report_digest"]
+    )
+
 
 class PostgresRepository:
     def __init__(self, pool: asyncpg.Pool, outbox: Outbox, lifecycle_topic: str) -> None:
@@ -203,12 +238,14 @@ class PostgresRepository:
                 model,
                 version,
             )
+            approvals = await conn.fetch(_APPROVALS, model, version)
         return VersionDetail(
             record=_record(row),
             candidate=CandidatePayload.model_validate_json(row["candidate"]),
             gates=[GateResult.model_validate(g) for g in orjson.loads(row["gates"])],
             candidate_event_id=row["candidate_event"],
             transitions=[_transition(t) for t in transitions],
+            approvals=[_approval(a) for a in approvals],
         )
 
     async def due_canaries(self, now: datetime) -> list[tuple[str, str]]:

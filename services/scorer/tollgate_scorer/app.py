@@ -202,6 +202,8 @@ class ScorerService:
             "Protocol and Kafka, with canary and shadow routing and a complete inference log.",
             registry=self.served_registry,
             checks=checks,
+            keys=self.verifier,
+            auth_required=self.settings.auth_required,
         )
         base_openapi = ops.openapi
 

@@ -27,7 +27,7 @@ from opentelemetry import trace
 from tollgate_core.scoring import Channel
 from tollgate_core.telemetry import is_sampled, server_span
 from tollgate_scorer import oip
-from tollgate_scorer.auth import CHALLENGE, Authenticator, Denied
+from tollgate_scorer.auth import CHALLENGE, METADATA_ROLES, Authenticator, Denied
 from tollgate_scorer.core import Scored, Scorer, ScoringFailure
 
 log = logging.getLogger(__name__)
@@ -267,10 +267,11 @@ class ScoringApp:
             self._get_only(method)
             return self._model_ready(name, version)
         request = _Request(headers)
-        self._authenticate(request)
         if action == "":
+            self._authenticate(request, METADATA_ROLES)
             self._get_only(method)
             return 200, orjson.dumps(self._metadata(name, version)), JSON_HEADERS
+        self._authenticate(request)
         if method != "POST":
             raise _Reject(405, "method_not_allowed", "use POST", [(b"allow", b"POST")])
         self._check_declared_body(request)
@@ -333,10 +334,10 @@ class ScoringApp:
         if method not in ("GET", "HEAD"):
             raise _Reject(405, "method_not_allowed", "use GET", [(b"allow", b"GET")])
 
-    def _authenticate(self, request: _Request) -> None:
+    def _authenticate(self, request: _Request, roles: frozenset[str] | None = None) -> None:
         if self.authenticator is None:
             return
-        denied: Denied | None = self.authenticator.check(request.authorization, request.api_key)
+        denied: Denied | None = self.authenticator.check(request.authorization, request.api_key, roles)
         if denied is not None:
             raise _Reject(
                 denied.status, denied.code, denied.message, [CHALLENGE] if denied.status == 401 else []

@@ -8,18 +8,20 @@ import subprocess
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
-from fastapi import FastAPI, HTTPException
+from fastapi import Depends, FastAPI, HTTPException
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
 
+from tollgate_core.apikeys import DATA_SCIENTIST, KeyVerifier, Principal
 from tollgate_core.artifacts import DirectoryArtifactStore
+from tollgate_core.auth import READERS, key_verifier, require
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import create_pool, ping
 from tollgate_core.events import dumps, utcnow
@@ -67,9 +69,18 @@ def _code_version() -> str:
         return f"tollgate-trainer {version('tollgate-trainer')}"
 
 
+# Module level: FastAPI resolves the annotations of route functions from the module's globals.
+TrainingRequester = Annotated[Principal, Depends(require("ask for training", DATA_SCIENTIST))]
+
+
 class TrainRequest(BaseModel):
     reason: str = Field(min_length=1, max_length=500)
-    requested_by: str = Field(min_length=1, max_length=128)
+    requested_by: str | None = Field(
+        None,
+        max_length=128,
+        description="Ignored: the request is recorded as made by the principal of the API key used.",
+        json_schema_extra={"deprecated": True},
+    )
 
 
 class Trainer:
@@ -87,6 +98,7 @@ class Trainer:
         )
         self.broker: KafkaBroker | None = None
         self.pool: Any = None
+        self.keys: KeyVerifier | None = None
         self.repo: TrainerRepository | None = None
         self.scheduler: Scheduler | None = None
         self.sink: BatchSink | None = None
@@ -134,6 +146,7 @@ class Trainer:
 
         s = self.settings
         self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=4)
+        self.keys = await key_verifier(self.pool)
         self.repo = TrainerRepository(self.pool)
         runner = TrainingRunner(
             self.repo,
@@ -188,12 +201,15 @@ class Trainer:
         app = create_http_app(
             title="tollgate trainer",
             version="1.0.0",
-            description="Continuous training to ONNX; operations API.",
+            description="Continuous training to ONNX; operations API. Reading runs needs a read-only role; "
+            "asking for training needs the data-scientist role.",
             registry=self.registry,
             checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
+            keys=self.keys,
         )
+        reader = Depends(require("read training runs", READERS))
 
-        @app.get("/v1/runs", tags=["training"], summary="Recent training runs")
+        @app.get("/v1/runs", tags=["training"], summary="Recent training runs", dependencies=[reader])
         async def runs(model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
             assert self.repo is not None
             return await self.repo.runs(model, min(max(limit, 1), 500))
@@ -204,7 +220,7 @@ class Trainer:
             status_code=202,
             summary="Ask for a training run (published on training.requests, debounced)",
         )
-        async def train(model: str, body: TrainRequest) -> dict[str, str]:
+        async def train(model: str, body: TrainRequest, who: TrainingRequester) -> dict[str, str]:
             spec = self.specs.get(model)
             if spec is None:
                 raise HTTPException(404, f"unknown model {model!r}; known: {', '.join(sorted(self.specs))}")
@@ -215,7 +231,7 @@ class Trainer:
                 occurred_at=utcnow(),
                 producer="trainer-api",
                 payload=TrainingRequestPayload(
-                    model=model, contract=spec.contract, reason=body.reason, requested_by=body.requested_by
+                    model=model, contract=spec.contract, reason=body.reason, requested_by=who.name
                 ),
             )
             assert self.producer is not None

@@ -69,6 +69,7 @@ def candidate_event(
     trigger: str,
     code_version: str,
     request_id: str | None,
+    requested_by: list[str] | None = None,
 ) -> CandidateEvent:
     signature = result.signature
     parity = result.parity
@@ -91,6 +92,7 @@ def candidate_event(
         libraries=result.library_versions,
         trigger=trigger,
         training_request_id=request_id,
+        requested_by=requested_by or [],
     )
     payload = CandidatePayload(
         model=spec.model,
@@ -187,6 +189,7 @@ class TrainingRunner:
             trigger,
             self.code_version,
             request_ids[0] if request_ids else None,
+            await self.repo.requesters(request_ids),
         )
         status = "offered" if event.payload.offered else "not_offered"
         await self.repo.finish_run(

@@ -85,6 +85,18 @@ class TrainerRepository:
             )
         return status.endswith(" 1")
 
+    async def requesters(self, request_ids: list[str]) -> list[str]:
+        """The principals who made these training requests, each once, in the order they asked."""
+        if not request_ids:
+            return []
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                """SELECT requested_by, min(received_at) AS first FROM trainer_requests
+                   WHERE event_id = ANY($1::uuid[]) GROUP BY requested_by ORDER BY first""",
+                request_ids,
+            )
+        return [str(r["requested_by"]) for r in rows]
+
     async def pending_requests(self, model: str) -> list[str]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(

@@ -6,11 +6,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from tollgate_core.apikeys import KeyVerifier
+from tollgate_core.auth import READERS, key_verifier, require
 from tollgate_core.bus import create_broker
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import create_pool, ping
@@ -58,6 +60,7 @@ class Validator:
         self.broker = create_broker(settings, SERVICE)
         declare_reference_subscriber(self.broker, settings, self.on_candidate)
         self.pool: Any = None
+        self.keys: KeyVerifier | None = None
         self.stage: TransactionalStage | None = None
 
     async def on_candidate(self, event: dict[str, Any]) -> None:
@@ -80,6 +83,7 @@ class Validator:
     async def start(self) -> None:
         s = self.settings
         self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=4)
+        self.keys = await key_verifier(self.pool)
         async with self.pool.acquire() as conn:
             for row in await conn.fetch("SELECT contract, reference FROM validator_references"):
                 self.references.set(row["contract"], ReferenceProfile.model_validate_json(row["reference"]))
@@ -122,9 +126,15 @@ class Validator:
             description="Enforces dataset contracts on ingested events; operations endpoints only.",
             registry=self.registry,
             checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
+            keys=self.keys,
         )
 
-        @app.get("/v1/contracts", tags=["contracts"], summary="Dataset contracts this validator enforces")
+        @app.get(
+            "/v1/contracts",
+            tags=["contracts"],
+            summary="Dataset contracts this validator enforces",
+            dependencies=[Depends(require("read the contracts", READERS))],
+        )
         async def contracts() -> list[dict[str, Any]]:
             return [
                 {

@@ -117,11 +117,12 @@ def candidate_event(payload: CandidatePayload, event_id: uuid.UUID | None = None
     )
 
 
-def spec(model: str = MODEL, **rollout: Any) -> ModelSpec:
-    """The shipped catalog's gates for credit-default-risk, with the rollout overridable."""
+def spec(model: str = MODEL, risk_tier: str = "low", **rollout: Any) -> ModelSpec:
+    """The shipped catalog's gates for credit-default-risk, with the rollout and risk tier overridable."""
     return ModelSpec.model_validate(
         {
             "model": model,
+            "risk_tier": risk_tier,
             "contract": "credit-default.v1",
             "gates": {
                 "metrics": {"roc_auc": {"min": 0.80}, "log_loss": {"max": 0.30}},

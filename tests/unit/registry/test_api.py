@@ -8,11 +8,17 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from tests.auth_support import header, memory_keys
 from tests.unit.registry.candidates import MODEL, candidate, candidate_event, spec
 from tollgate_core.artifacts import InMemoryArtifactStore
+from tollgate_core.auth import install_keys
 from tollgate_registry.api import install
 from tollgate_registry.core import ModelRegistry
 from tollgate_registry.memory import InMemoryRepository
+
+VERIFIER, KEYS = memory_keys(
+    frank=("approver",), gina=("operator",), olga=("viewer",), dana=("data-scientist",)
+)
 
 
 def build_app() -> tuple[FastAPI, ModelRegistry, InMemoryArtifactStore]:
@@ -24,6 +30,7 @@ def build_app() -> tuple[FastAPI, ModelRegistry, InMemoryArtifactStore]:
         lifecycle_schema="models.lifecycle.v1",
     )
     app = FastAPI()
+    install_keys(app, VERIFIER)
     install(app, core)
     return app, core, store
 
@@ -32,7 +39,7 @@ def build_app() -> tuple[FastAPI, ModelRegistry, InMemoryArtifactStore]:
 async def world() -> AsyncIterator[tuple[httpx.AsyncClient, ModelRegistry, InMemoryArtifactStore]]:
     app, core, store = build_app()
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://registry"
+        transport=httpx.ASGITransport(app=app), base_url="http://registry", headers=header(KEYS["frank"])
     ) as client:
         yield client, core, store
 
@@ -95,8 +102,9 @@ async def test_actions(world: tuple[httpx.AsyncClient, ModelRegistry, InMemoryAr
     assert refused.json()["detail"].startswith(
         "version 2 cannot go from staging to production: this model's rollout mode is approval"
     )
-    approved = await client.post(
-        f"/v1/models/{model}/versions/2/approve", json={"by": "frank", "reason": "risk committee 2026-03"}
+    approved = await client.post(  # a forged "by" is ignored: the actor is the key's principal
+        f"/v1/models/{model}/versions/2/approve",
+        json={"by": "chief-risk-officer", "reason": "risk committee 2026-03"},
     )
     assert approved.status_code == 200, approved.text
     body = approved.json()
@@ -108,15 +116,46 @@ async def test_actions(world: tuple[httpx.AsyncClient, ModelRegistry, InMemoryAr
     shown = (await client.get(f"/v1/models/{model}/versions/2")).json()
     assert shown["approval"]["by"] == "frank" and shown["approval"]["reason"] == "risk committee 2026-03"
 
-    rolled = await client.post(f"/v1/models/{model}/rollback", json={"reason": "complaints", "by": "gina"})
+    rolled = await client.post(
+        f"/v1/models/{model}/rollback",
+        json={"reason": "complaints", "by": "frank"},
+        headers=header(KEYS["gina"]),
+    )
     assert rolled.status_code == 200 and rolled.json()["production_version"] == "1"
+    assert {c["actor"] for c in rolled.json()["changes"]} == {"gina"}
     again = await client.post(f"/v1/models/{model}/rollback", json={"reason": "more"})
     assert again.status_code == 409 and "no previous production version" in again.json()["detail"]
 
     await core.on_candidate(candidate_event(candidate("3", model=model, store=store)))
     rejected = await client.post(f"/v1/models/{model}/versions/3/reject", json={"reason": "bias review"})
     assert rejected.status_code == 200 and rejected.json()["changes"][0]["to_stage"] == "rejected"
-    assert rejected.json()["changes"][0]["actor"] == "operator"
+    assert rejected.json()["changes"][0]["actor"] == "frank"
+
+
+async def test_roles_and_reasons(
+    world: tuple[httpx.AsyncClient, ModelRegistry, InMemoryArtifactStore],
+) -> None:
+    client, core, store = world
+    model = "approved-model"
+    await core.on_candidate(candidate_event(candidate("1", model=model, store=store)))
+    await core.on_candidate(candidate_event(candidate("2", model=model, store=store)))
+    approve = f"/v1/models/{model}/versions/2/approve"
+    no_key = await client.post(approve, json={"reason": "r"}, headers={"x-api-key": ""})
+    assert no_key.status_code == 401 and no_key.headers["www-authenticate"].startswith("Bearer")
+    wrong = await client.post(approve, json={"reason": "r"}, headers={"x-api-key": "tgk_nope"})
+    assert wrong.status_code == 401
+    for name in ("gina", "olga", "dana"):
+        denied = await client.post(approve, json={"reason": "r"}, headers=header(KEYS[name]))
+        assert denied.status_code == 403, name
+        assert f"principal {name!r}" in denied.json()["detail"] and "approver" in denied.json()["detail"]
+    assert (await client.get(f"/v1/models/{model}", headers=header(KEYS["olga"]))).status_code == 200
+    for path, body in (
+        (approve, {}),
+        (f"/v1/models/{model}/versions/2/reject", {"reason": ""}),
+        (f"/v1/models/{model}/versions/2/promote", {"to": "staging"}),
+        (f"/v1/models/{model}/rollback", {"by": "frank"}),
+    ):
+        assert (await client.post(path, json=body)).status_code == 422, path
 
 
 async def test_errors(world: tuple[httpx.AsyncClient, ModelRegistry, InMemoryArtifactStore]) -> None:
@@ -144,9 +183,7 @@ async def test_errors(world: tuple[httpx.AsyncClient, ModelRegistry, InMemoryArt
     ):
         response = await client.post(f"/v1/models/{MODEL}/versions/1/promote", json=body)
         assert response.status_code == 422, body
-    assert (
-        await client.post(f"/v1/models/{MODEL}/versions/1/approve", json={"reason": "x"})
-    ).status_code == 422
+    assert (await client.post(f"/v1/models/{MODEL}/versions/1/approve", json={})).status_code == 422
     conflict = await client.post(f"/v1/models/{MODEL}/versions/1/reject", json={"reason": "x"})
     assert conflict.status_code == 409
     assert conflict.json()["detail"] == (

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from typer.testing import CliRunner
 
 from tests.unit.registry.candidates import MODEL, candidate, candidate_event
-from tests.unit.registry.test_api import build_app
+from tests.unit.registry.test_api import KEYS, build_app
 from tollgate_registry import cli
 
 
@@ -47,13 +47,14 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
 
     loop.run_until_complete(seed())
 
-    def client(base_url: str, timeout: float) -> Any:
+    def client(base_url: str, timeout: float, headers: dict[str, str]) -> Any:
         assert base_url == "http://registry.test:8082" and timeout > 0
-        return real_client(base_url=base_url, transport=SyncASGITransport(app, loop))
+        return real_client(base_url=base_url, headers=headers, transport=SyncASGITransport(app, loop))
 
     monkeypatch.setattr(cli.httpx, "Client", client)
     monkeypatch.setenv("TOLLGATE_REGISTRY_URL", "http://registry.test:8082")
     monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("TOLLGATE_API_KEY", KEYS["frank"])
     yield CliRunner()
     loop.close()
 
@@ -73,19 +74,29 @@ def test_reading_commands(runner: CliRunner) -> None:
 
 def test_changing_commands_and_errors(runner: CliRunner) -> None:
     promoted = runner.invoke(
-        cli.app, ["promote", MODEL, "2", "--to", "production", "--reason", "good canary", "--by", "hana"]
+        cli.app, ["promote", MODEL, "2", "--to", "production", "--reason", "good canary"]
     )
     assert promoted.exit_code == 0, promoted.output
-    assert "promoted" in promoted.output and "hana" in promoted.output and "production: 2" in promoted.output
+    assert "promoted" in promoted.output and "frank" in promoted.output and "production: 2" in promoted.output
     rolled = runner.invoke(cli.app, ["rollback", MODEL, "--reason", "alerts"])
     assert rolled.exit_code == 0 and "rolled_back" in rolled.output and "production: 1" in rolled.output
     refused = runner.invoke(cli.app, ["reject", MODEL, "1", "--reason", "x"])
     assert refused.exit_code == 1
     assert "409 Conflict: version 1 cannot go from production to rejected" in refused.output
-    unknown = runner.invoke(cli.app, ["approve", "nope", "1", "--by", "ida", "--reason", "x"])
+    unknown = runner.invoke(cli.app, ["approve", "nope", "1", "--reason", "x"])
     assert unknown.exit_code == 1 and "404 Not Found: unknown model 'nope'" in unknown.output
     bad = runner.invoke(cli.app, ["promote", MODEL, "1", "--to", "moon", "--reason", "x"])
     assert bad.exit_code == 1 and "--to must be staging or production" in bad.output
+
+
+def test_the_key_comes_from_the_option_or_the_environment(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    viewer = runner.invoke(cli.app, ["--api-key", KEYS["olga"], "rollback", MODEL, "--reason", "x"])
+    assert viewer.exit_code == 1 and "403 Forbidden: principal 'olga'" in viewer.output
+    monkeypatch.delenv("TOLLGATE_API_KEY")
+    missing = runner.invoke(cli.app, ["models"])
+    assert missing.exit_code == 1 and "401 Unauthorized: an API key is required" in missing.output
 
 
 def test_unreachable_registry_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -198,7 +198,11 @@ class FakeSink:
         return [orjson.loads(value)["payload"]["request_id"] for _, value, _ in self.sent]
 
 
-KEYS = {"client-key": Principal("shop", "scorer-client"), "auditor-key": Principal("audit", "auditor")}
+KEYS = {
+    "client-key": Principal("shop", frozenset({"scorer-client"})),
+    "auditor-key": Principal("audit", frozenset({"auditor"})),
+    "operator-key": Principal("ops", frozenset({"operator"})),
+}
 
 
 def make_app(
@@ -216,14 +220,23 @@ def make_app(
         encoder=InferenceEventEncoder("inference.log.v1", "t"),
         spool=Spool(tmp_path, 1_000_000),
     )
-    ops = create_http_app(title="t", version="1", description="", registry=CollectorRegistry(), checks={})
-    base = ops.openapi
-    ops.openapi = lambda: ops.openapi_schema or add_scoring_routes(base())  # type: ignore[method-assign]
+    verifier = None
     authenticator = None
     if auth:
         verifier = KeyVerifier(_load)
         verifier._active = {key_hash(k): p for k, p in KEYS.items()}
         authenticator = Authenticator(verifier)
+    ops = create_http_app(
+        title="t",
+        version="1",
+        description="",
+        registry=CollectorRegistry(),
+        checks={},
+        keys=verifier,
+        auth_required=auth,
+    )
+    base = ops.openapi
+    ops.openapi = lambda: ops.openapi_schema or add_scoring_routes(base())  # type: ignore[method-assign]
     app = ScoringApp(
         Scorer(table, log, ScoringStats()),
         ops,

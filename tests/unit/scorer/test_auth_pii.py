@@ -29,12 +29,12 @@ async def test_verifier_checks_hashes_caches_and_forgets_revoked_keys_on_refresh
     key = generate_key()
     assert key.startswith("tgk_") and len(key) > 40 and generate_key() != key
     keys = Keys()
-    keys.active[key_hash(key)] = Principal("shop", "scorer-client")
+    keys.active[key_hash(key)] = Principal("shop", frozenset({"scorer-client"}))
     verifier = KeyVerifier(keys, cache_size=2)
     await verifier.refresh()
-    assert verifier.verify(key) == Principal("shop", "scorer-client")
+    assert verifier.verify(key) == Principal("shop", frozenset({"scorer-client"}))
     assert verifier.verify("wrong") is None
-    assert verifier.verify(key) == Principal("shop", "scorer-client")  # from the cache now
+    assert verifier.verify(key) == Principal("shop", frozenset({"scorer-client"}))  # from the cache now
     verifier.verify("other-1")
     verifier.verify("other-2")  # the cache holds 2: the oldest entries go first
     assert len(verifier._cache) == 2
@@ -46,13 +46,15 @@ async def test_verifier_checks_hashes_caches_and_forgets_revoked_keys_on_refresh
 def test_authenticator_statuses() -> None:
     verifier = KeyVerifier(Keys())
     verifier._active = {
-        key_hash("k1"): Principal("shop", "scorer-client"),
-        key_hash("k2"): Principal("ops", "operator"),
-        key_hash("k3"): Principal("audit", "compliance-reader"),
+        key_hash("k1"): Principal("shop", frozenset({"scorer-client"})),
+        key_hash("k2"): Principal("ops", frozenset({"operator"})),
+        key_hash("k3"): Principal("audit", frozenset({"compliance-reader"})),
     }
     auth = Authenticator(verifier)
     assert auth.check(None, None) is not None and auth.check(None, None).status == 401  # type: ignore[union-attr]
-    assert auth.check(b"Bearer k1", None) is None and auth.check(b"bearer k2", None) is None
+    assert auth.check(b"Bearer k1", None) is None and auth.check(b"bearer k1", None) is None
+    # An operator runs the platform but does not send or see inference payloads: no scoring.
+    assert auth.check(b"Bearer k2", None).status == 403  # type: ignore[union-attr]
     assert auth.check(None, b"k1") is None
     assert auth.check(b"Token k1", None).status == 401  # type: ignore[union-attr]
     assert auth.check(b"Bearer nope", None).status == 401  # type: ignore[union-attr]

@@ -139,7 +139,14 @@ async def test_api_keys(tmp_path: Path) -> None:
         assert (await http.post(URL, json=body, headers={"X-API-Key": "guess"})).status_code == 401
         assert (await http.post(URL, json=body, headers={"Authorization": "Basic abc"})).status_code == 401
         forbidden = await http.post(URL, json=body, headers={"Authorization": "Bearer auditor-key"})
-        assert forbidden.status_code == 403 and "'auditor'" in forbidden.json()["error"]["message"]
+        assert forbidden.status_code == 403 and "roles auditor" in forbidden.json()["error"]["message"]
+        operator = await http.post(URL, json=body, headers={"X-API-Key": "operator-key"})
+        assert operator.status_code == 403  # operators run the platform; they do not score
+        metadata = await http.get(f"/v2/models/{MODEL}", headers={"X-API-Key": "operator-key"})
+        assert metadata.status_code == 200  # but may read a model's metadata
+        assert (await http.get("/metrics", headers={"X-API-Key": "client-key"})).status_code == 403
+        assert (await http.get("/metrics", headers={"X-API-Key": "operator-key"})).status_code == 200
+        assert (await http.get("/metrics")).status_code == 401
         assert (
             await http.post(URL, json=body, headers={"Authorization": "Bearer client-key"})
         ).status_code == 200

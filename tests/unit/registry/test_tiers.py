@@ -1,0 +1,133 @@
+"""Risk tiers through the HTTP API (in-memory repository): what each tier needs before a version serves,
+who may approve, and what an approval records."""
+
+from __future__ import annotations
+
+import pydantic
+import pytest
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
+
+from tests.auth_support import header, memory_keys
+from tests.unit.registry.candidates import candidate, candidate_event, spec
+from tollgate_core.artifacts import InMemoryArtifactStore
+from tollgate_core.auth import install_keys
+from tollgate_core.lifecycle import CandidatePayload, Transition
+from tollgate_registry.api import install
+from tollgate_registry.core import ModelRegistry
+from tollgate_registry.memory import InMemoryRepository
+
+HIGH, MEDIUM = "high-risk", "medium-risk"
+VERIFIER, KEYS = memory_keys(
+    dana=("data-scientist", "approver"),  # asked for the training run of version 2
+    frank=("approver",),
+    hana=("approver",),
+    gina=("operator",),
+)
+
+
+def requested(payload: CandidatePayload, *by: str) -> CandidatePayload:
+    lineage = payload.lineage.model_copy(update={"requested_by": list(by), "trigger": "request"})
+    return payload.model_copy(update={"lineage": lineage})
+
+
+async def world() -> tuple[AsyncClient, ModelRegistry, InMemoryRepository]:
+    store = InMemoryArtifactStore()
+    repo = InMemoryRepository()
+    core = ModelRegistry(
+        repo,
+        {
+            HIGH: spec(HIGH, risk_tier="high", mode="approval"),
+            MEDIUM: spec(MEDIUM, risk_tier="medium", mode="approval"),
+        },
+        store,
+        lifecycle_schema="models.lifecycle.v1",
+    )
+    for model in (HIGH, MEDIUM):
+        await core.on_candidate(candidate_event(candidate("1", model=model, store=store)))
+        await core.on_candidate(
+            candidate_event(requested(candidate("2", model=model, roc_auc=0.87, store=store), "dana"))
+        )
+    app = FastAPI()
+    install_keys(app, VERIFIER)
+    install(app, core)
+    return AsyncClient(transport=ASGITransport(app=app), base_url="http://registry"), core, repo
+
+
+async def test_high_tier_needs_two_distinct_approvers_who_did_not_ask_for_the_training() -> None:
+    client, _, repo = await world()
+    async with client:
+        base = f"/v1/models/{HIGH}/versions/2"
+        shown = (await client.get(base, headers=header(KEYS["frank"]))).json()
+        assert shown["stage"] == "staging" and len(shown["gate_report_digest"]) == 64
+        digest = shown["gate_report_digest"]
+
+        promoted = await client.post(
+            f"{base}/promote", json={"to": "production", "reason": "r"}, headers=header(KEYS["frank"])
+        )
+        assert promoted.status_code == 403
+        assert promoted.json()["detail"].startswith("risk tier rule tier-needs-approval:")
+
+        builder = await client.post(f"{base}/approve", json={"reason": "mine"}, headers=header(KEYS["dana"]))
+        assert builder.status_code == 403
+        assert builder.json()["detail"].startswith("risk tier rule approver-not-requester:")
+
+        first = await client.post(
+            f"{base}/approve",
+            json={"reason": "holdout and fairness reviewed", "by": "hana", "report_digest": digest},
+            headers=header(KEYS["frank"]),
+        )
+        assert first.status_code == 200, first.text
+        body = first.json()
+        assert body["changes"] == [] and body["production_version"] == "1" and body["staging_version"] == "2"
+        assert [a["by"] for a in body["approvals"]] == ["frank"] and body["approvals_required"] == 2
+
+        again = await client.post(f"{base}/approve", json={"reason": "twice"}, headers=header(KEYS["frank"]))
+        assert again.status_code == 403
+        assert again.json()["detail"].startswith("risk tier rule distinct-approvers:")
+
+        stale = await client.post(
+            f"{base}/approve", json={"reason": "r", "report_digest": "0" * 64}, headers=header(KEYS["hana"])
+        )
+        assert stale.status_code == 409 and digest in stale.json()["detail"]
+
+        second = await client.post(
+            f"{base}/approve", json={"reason": "second pair of eyes"}, headers=header(KEYS["hana"])
+        )
+        assert second.status_code == 200, second.text
+        assert second.json()["production_version"] == "2"
+        entered = second.json()["changes"][0]
+        assert (entered["transition"], entered["actor"]) == ("approved", "hana")
+
+        [event] = [e for e in repo.published if e.payload.transition is Transition.APPROVED]
+        approvals = event.payload.approvals
+        assert [(a.by, a.reason, a.report_digest) for a in approvals] == [
+            ("frank", "holdout and fairness reviewed", digest),
+            ("hana", "second pair of eyes", digest),
+        ]
+        shown = (await client.get(base, headers=header(KEYS["frank"]))).json()
+        assert [a["by"] for a in shown["approvals"]] == ["frank", "hana"]
+
+        rolled = await client.post(
+            f"/v1/models/{HIGH}/rollback", json={"reason": "incident"}, headers=header(KEYS["gina"])
+        )
+        assert rolled.status_code == 200 and rolled.json()["production_version"] == "1"
+
+
+async def test_medium_tier_needs_one_approver_and_no_promotion() -> None:
+    client, _, _ = await world()
+    async with client:
+        base = f"/v1/models/{MEDIUM}/versions/2"
+        promoted = await client.post(
+            f"{base}/promote", json={"to": "production", "reason": "r"}, headers=header(KEYS["frank"])
+        )
+        assert promoted.status_code == 403 and "tier-needs-approval" in promoted.json()["detail"]
+        approved = await client.post(f"{base}/approve", json={"reason": "ok"}, headers=header(KEYS["dana"]))
+        assert approved.status_code == 200 and approved.json()["production_version"] == "2"
+        assert approved.json()["approvals_required"] == 1
+
+
+def test_a_tier_above_low_needs_the_approval_rollout() -> None:
+    with pytest.raises(pydantic.ValidationError, match="risk_tier high needs rollout mode approval"):
+        spec("x-model", risk_tier="high")
+    assert spec("y-model").risk_tier == "low"
