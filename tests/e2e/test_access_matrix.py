@@ -79,6 +79,11 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "GET /v1/audit/checkpoints": AUDIT_VERIFY,
         "POST /v1/audit/checkpoints": AUDIT_VERIFY,
         "GET /v1/audit/events/{event_id}/proof": AUDIT_VERIFY,
+        "POST /v1/audit/streams/{stream}/acknowledge": {"auditor"},
+        "GET /v1/dlq": {"auditor", "operator"},
+        "GET /v1/dlq/{service}": {"auditor", "operator"},
+        "GET /v1/dlq/{service}/{partition}/{offset}": {"auditor", "operator"},
+        "POST /v1/dlq/{service}/redrive": {"operator"},
     },
     "scorer": {
         **OPS,
@@ -102,6 +107,10 @@ PATH_VALUES = {
     "version": "1",
     "event_id": str(uuid.uuid4()),
     "request_id": "no-such-request",
+    "stream": "lifecycle",
+    "service": "validator",
+    "partition": "0",
+    "offset": "0",
 }
 CALLERS = [*ROLES, "no key", "unknown key"]
 

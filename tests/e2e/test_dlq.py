@@ -66,8 +66,8 @@ async def dead_letters(bootstrap: str, topics: Topics, values: list[bytes]) -> N
         await producer.stop()
 
 
-async def metric(port: int, sample: str) -> float | None:
-    async with httpx.AsyncClient(timeout=10) as client:
+async def metric(port: int, sample: str, key: str) -> float | None:
+    async with httpx.AsyncClient(timeout=10, headers={"x-api-key": key}) as client:
         text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
     for line in text.splitlines():
         if line.startswith(sample + " "):
@@ -96,8 +96,8 @@ async def test_dlq_list_show_redrive_recorded_in_the_audit_trail(
     base = f"http://127.0.0.1:{port}"
     await wait_http_ok(f"{base}/readyz", proc=proc)
     depth = 'tollgate_dlq_depth{service="validator"}'
-    await eventually(lambda: _equals(metric(port, depth), 5), what="DLQ depth 5 on /metrics")
-    age = await metric(port, 'tollgate_dlq_oldest_age_seconds{service="validator"}')
+    await eventually(lambda: _equals(metric(port, depth, operator), 5), what="DLQ depth 5 on /metrics")
+    age = await metric(port, 'tollgate_dlq_oldest_age_seconds{service="validator"}', operator)
     assert age is not None and age >= 0
 
     as_operator = httpx.AsyncClient(base_url=base, timeout=60, headers={"x-api-key": operator})
@@ -151,8 +151,10 @@ async def test_dlq_list_show_redrive_recorded_in_the_audit_trail(
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert listing.returncode == 0 and "validator" in listing.stdout, listing.stderr
-        await eventually(lambda: _equals(metric(port, depth), 0), what="DLQ depth 0 after the redrive")
-        redriven = await metric(port, 'tollgate_dlq_redriven_total{service="validator"}')
+        await eventually(
+            lambda: _equals(metric(port, depth, operator), 0), what="DLQ depth 0 after the redrive"
+        )
+        redriven = await metric(port, 'tollgate_dlq_redriven_total{service="validator"}', operator)
         assert redriven == 5  # one through the API, four through the command line (the same API)
 
         # Back on the source topic: the same key, value and original headers, attempt 2, no DLQ headers.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.auth_support import RoleKeys, header
 from tests.conftest import ServiceProcess, wait_http_ok
 from tests.e2e.test_scorer import SCORE, announce, start_scorer
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
@@ -41,7 +42,7 @@ async def spans_of(
 
 
 async def test_one_trace_from_gateway_and_scorer_to_audit_rows(
-    services: Launch, namespace: str, bootstrap: str, tmp_path: Path
+    services: Launch, namespace: str, bootstrap: str, tmp_path: Path, api_keys: RoleKeys
 ) -> None:
     with OtlpReceiver() as receiver:
         env = otel_env(receiver)
@@ -65,7 +66,11 @@ async def test_one_trace_from_gateway_and_scorer_to_audit_rows(
             posted = await http.post(
                 f"http://127.0.0.1:{ingest.port}/v1/events",  # type: ignore[attr-defined]
                 json={"events": [{"event_id": event_id, "schema": "credit-default.v1", "payload": bad}]},
-                headers={**traceparent, "x-tollgate-producer": "tracing-test"},
+                headers={
+                    **traceparent,
+                    **header(api_keys["producer"]),
+                    "x-tollgate-producer": "tracing-test",
+                },
             )
             assert posted.status_code == 202, posted.text
             scored = await http.post(

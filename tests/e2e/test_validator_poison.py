@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import orjson
 
+from tests.auth_support import RoleKeys, header
 from tests.conftest import wait_http_ok
 from tests.kafka_helpers import collect, good_record, produce, raw_event
 
@@ -35,7 +36,7 @@ def _invalid(i: int) -> dict[str, Any]:
 
 
 async def test_oversized_event_then_twenty_invalid_all_reach_rejected(
-    services: Any, namespace: str, bootstrap: str
+    services: Any, namespace: str, bootstrap: str, api_keys: RoleKeys
 ) -> None:
     validator = services("validator")
     await wait_http_ok(f"http://127.0.0.1:{validator.port}/readyz", proc=validator)
@@ -66,7 +67,11 @@ async def test_oversized_event_then_twenty_invalid_all_reach_rejected(
     assert [orjson.loads(r.value)["event_id"] for r in validated] == [valid_between]
 
     async with httpx.AsyncClient() as client:
-        metrics = (await client.get(f"http://127.0.0.1:{validator.port}/metrics")).text
+        metrics = (
+            await client.get(
+                f"http://127.0.0.1:{validator.port}/metrics", headers=header(api_keys["operator"])
+            )
+        ).text
         ready = await client.get(f"http://127.0.0.1:{validator.port}/readyz")
     assert 'tollgate_consumer_failed_writes_total{consumer="validator"}' not in metrics or (
         'tollgate_consumer_failed_writes_total{consumer="validator"} 0.0' in metrics
