@@ -80,6 +80,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "POST /v1/audit/checkpoints": AUDIT_VERIFY,
         "GET /v1/audit/events/{event_id}/proof": AUDIT_VERIFY,
         "POST /v1/audit/streams/{stream}/acknowledge": {"auditor"},
+        "GET /v1/audit/proof": {"compliance-reader", "auditor"},
         "GET /v1/dlq": {"auditor", "operator"},
         "GET /v1/dlq/{service}": {"auditor", "operator"},
         "GET /v1/dlq/{service}/{partition}/{offset}": {"auditor", "operator"},

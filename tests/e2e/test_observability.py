@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.auth_support import RoleKeys, header
 from tests.conftest import ServiceProcess, wait_http_ok
 from tests.observability import MUST_ALERT, PROMISED, exported_names, panel_metrics, rule_metrics
 from tollgate_core.topics import SERVICES
@@ -15,14 +16,16 @@ from tollgate_core.topics import SERVICES
 Launch = Callable[..., ServiceProcess]
 
 
-async def test_rules_and_panels_name_only_exported_metrics(services: Launch, tmp_path: Path) -> None:
+async def test_rules_and_panels_name_only_exported_metrics(
+    services: Launch, tmp_path: Path, api_keys: RoleKeys
+) -> None:
     env = {
         "audit-log": {"TOLLGATE_AUDIT_LOG_SIGNING_KEY_PATH": str(tmp_path / "ed25519.pem")},
         "scorer": {"TOLLGATE_SCORER_LOG_SPOOL_DIR": str(tmp_path / "spool")},
     }
     started = {name: services(name, env_extra=env.get(name)) for name in SERVICES}
     exported: dict[str, set[str]] = {}
-    async with httpx.AsyncClient(timeout=10) as http:
+    async with httpx.AsyncClient(timeout=10, headers=header(api_keys["operator"])) as http:
         for name, proc in started.items():
             base = f"http://127.0.0.1:{proc.port}"  # type: ignore[attr-defined]
             await wait_http_ok(f"{base}/healthz", proc=proc, timeout=120)
