@@ -11,6 +11,7 @@ shared so every command reports HTTP errors the same way (the server's message, 
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, NoReturn
 
 import httpx
@@ -56,6 +57,10 @@ def main(
 ) -> None:
     """tollgate: models, versions, promotions, approvals and rollbacks; API keys."""
     _credentials["api_key"] = api_key
+    if api_key:
+        # Command groups of other packages (tollgate dlq ...) read TOLLGATE_API_KEY when their own
+        # options are parsed, which happens after this callback.
+        os.environ["TOLLGATE_API_KEY"] = api_key
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
