@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
+from tests.auth_support import RoleKeys
 from tests.conftest import wait_http_ok
 from tests.e2e.test_trainer import validated, write_catalog
 from tests.kafka_helpers import collect, good_record, produce
@@ -30,9 +31,9 @@ def _metric(text: str, name: str, labels: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-async def _poll_metric(url: str, name: str, labels: str, want: float, timeout: float = 90) -> None:
+async def _poll_metric(url: str, key: str, name: str, labels: str, want: float, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as client:
+    async with httpx.AsyncClient(headers={"x-api-key": key}) as client:
         while True:
             value = _metric((await client.get(url)).text, name, labels)
             if value >= want:
@@ -44,7 +45,7 @@ async def _poll_metric(url: str, name: str, labels: str, want: float, timeout: f
 
 
 async def test_training_store_and_label_join_dead_letter_poison_and_go_on(
-    services: Any, namespace: str, bootstrap: str, tmp_path: Path
+    services: Any, namespace: str, bootstrap: str, tmp_path: Path, api_keys: RoleKeys
 ) -> None:
     trainer = services(
         "trainer",
@@ -83,18 +84,21 @@ async def test_training_store_and_label_join_dead_letter_poison_and_go_on(
     # Every normal record after the poison was stored (3 + the one with a list in its PII field).
     await _poll_metric(
         f"http://127.0.0.1:{trainer.port}/metrics",
+        api_keys["operator"],
         "tollgate_trainer_rows_total",
         'contract="credit-default.v1"',
         len(POISON) + 1,
     )
     await _poll_metric(
         f"http://127.0.0.1:{monitor.port}/metrics",
+        api_keys["operator"],
         "tollgate_monitor_labels_total",
         'outcome="received"',
         len(POISON) + 1,
     )
     await _poll_metric(
         f"http://127.0.0.1:{trainer.port}/metrics",
+        api_keys["operator"],
         "tollgate_consumer_dead_lettered_total",
         'consumer="trainer-store"',
         len(POISON),
