@@ -164,3 +164,20 @@ async def test_a_consumed_batch_is_recorded_in_parts_with_its_poison_set_aside(
     again = await record_batch(writer, EntryBuilder(spec), messages)  # the whole batch redelivered
     assert (again.inserted, again.duplicates) == (0, PART + 498)
     assert await verified(conns[1], "lifecycle") == PART + 498
+
+
+async def test_writer_names_its_unsealed_rows_removed(conns: list[asyncpg.Connection]) -> None:
+    """The unsealed tail (rows no signed head covers yet) deleted by the owner while the writer runs: the
+    next append is refused as tampering with the exact range that went missing."""
+    writer = ChainWriter(conns[0], "tail-removed")
+    await writer.acquire()
+    await writer.append([inference_entry(i) for i in range(20)])
+    await writer.register_key(SIGNER)
+    assert await writer.checkpoint(SIGNER, max_rows=10) is not None  # seq 1..10 signed, 11..20 not yet
+    async with conns[1].transaction():
+        await conns[1].execute("ALTER TABLE audit_events DISABLE TRIGGER USER")
+        await conns[1].execute("DELETE FROM audit_events WHERE stream = 'tail-removed' AND seq > 14")
+        await conns[1].execute("ALTER TABLE audit_events ENABLE TRIGGER USER")
+    with pytest.raises(ChainTampered) as raised:
+        await writer.append([inference_entry(99)])
+    assert raised.value.kind == "rows_removed" and "rows 15..20" in raised.value.detail
