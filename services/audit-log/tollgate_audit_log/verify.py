@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
@@ -42,8 +42,10 @@ from tollgate_audit_log.merkle import (
     root_of_leaf_hashes,
     verify_consistency,
 )
-from tollgate_audit_log.publish import PublishedHead
 from tollgate_audit_log.queries import Conn
+
+if TYPE_CHECKING:  # only a type here: the spawned verification processes need not import Kafka's client
+    from tollgate_audit_log.publish import PublishedHead
 from tollgate_audit_log.signing import (
     TRUSTED_KEYS_ENV,
     KeyRotation,
