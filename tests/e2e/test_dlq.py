@@ -94,7 +94,7 @@ async def test_dlq_list_show_redrive_recorded_in_the_audit_trail(
     proc: ServiceProcess = services("audit-log", env_extra=env, dlq_refresh_s="0.5")
     port = proc.port  # type: ignore[attr-defined]
     base = f"http://127.0.0.1:{port}"
-    await wait_http_ok(f"{base}/readyz", proc=proc)
+    await wait_http_ok(f"{base}/readyz", proc=proc, timeout=180)  # a loaded machine starts slowly
     depth = 'tollgate_dlq_depth{service="validator"}'
     await eventually(lambda: _equals(metric(port, depth, operator), 5), what="DLQ depth 5 on /metrics")
     age = await metric(port, 'tollgate_dlq_oldest_age_seconds{service="validator"}', operator)
