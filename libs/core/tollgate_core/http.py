@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 
 from tollgate_core.apikeys import KeyVerifier, Principal
 from tollgate_core.auth import METRICS_ROLES, install_keys, require
+from tollgate_core.limits import BodyLimitMiddleware, BodyLimits
 
 # A check raises when its dependency is not usable; it may return a short text to report instead of "ok"
 # (e.g. a degraded but working state).
@@ -85,10 +86,12 @@ def create_http_app(
     keys: KeyVerifier | None,
     auth_required: bool = True,
     lifespan: Any = None,
+    limits: BodyLimits | None = None,
 ) -> FastAPI:
     """A service's FastAPI app with the shared routes. ``keys`` checks every API key; while the app runs,
     they are reloaded every ``keys.refresh_s`` (so revocations take effect). ``auth_required=False`` is a
-    development switch that lets requests through without a key."""
+    development switch that lets requests through without a key. Request bodies are limited by ``limits``
+    (a service passes its settings' ``body_limits()``; without it, the defaults of :class:`BodyLimits`)."""
 
     @contextlib.asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
@@ -106,6 +109,7 @@ def create_http_app(
                     await refresher
 
     app = FastAPI(title=title, version=version, description=description, lifespan=run)
+    app.add_middleware(BodyLimitMiddleware, limits=limits or BodyLimits())
     install_keys(app, keys, required=auth_required)
     app.include_router(ops_router(registry, checks))
     return app

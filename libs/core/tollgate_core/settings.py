@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tollgate_core.limits import BodyLimits
+
 DEFAULT_KAFKA_BOOTSTRAP = "localhost:9092"
 DEFAULT_DATABASE_URL = "postgresql://tollgate:tollgate@127.0.0.1:5432/tollgate"
 # The key personal data is hashed with outside production. It is public, so production must set its own.
@@ -68,6 +70,14 @@ class ServiceSettings(BaseSettings):
         "so hashed values join across services.",
     )
     http_host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    http_max_body_bytes: int = Field(
+        1024 * 1024,
+        description="Largest HTTP request body; 413 above, before the body is read when its length is "
+        "declared (services that take files, like ingest, have their own larger limit).",
+    )
+    http_max_json_depth: int = Field(
+        32, description="Deepest nesting of arrays and objects in a JSON request body; 400 above."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     otel_console: bool = Field(False, description="Print finished spans to stdout (debugging).")
 
@@ -76,6 +86,9 @@ class ServiceSettings(BaseSettings):
         if self.environment == "production" and self.pii_key.get_secret_value() == DEVELOPMENT_PII_KEY:
             raise ValueError("TOLLGATE_PII_KEY must be set in production: the development key is public")
         return self
+
+    def body_limits(self) -> BodyLimits:
+        return BodyLimits(max_body_bytes=self.http_max_body_bytes, max_json_depth=self.http_max_json_depth)
 
     def artifact_path(self) -> Path:
         if self.artifact_dir:

@@ -225,6 +225,7 @@ class AuditLog:
             description="Append-only, hash-chained audit trail of the platform's events with signed Merkle "
             "checkpoints: compliance queries, lineage of an inference, export, verification.",
             registry=self.registry,
+            limits=self.settings.body_limits(),
             checks={
                 "postgres": self._db_ready,
                 "kafka": self._kafka_ready,

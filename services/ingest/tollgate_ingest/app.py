@@ -21,6 +21,7 @@ from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import create_pool, ping
 from tollgate_core.http import create_http_app
 from tollgate_core.kafka import TransactionalStage, producer_config
+from tollgate_core.limits import BodyLimits
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
@@ -131,6 +132,8 @@ class Ingest:
             registry=self.registry,
             checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
             keys=self.keys,
+            # Files come here: the gateway's own limit is the body limit.
+            limits=BodyLimits(self.settings.max_body_bytes, self.settings.http_max_json_depth),
         )
         app.include_router(
             gateway_router(

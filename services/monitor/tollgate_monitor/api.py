@@ -53,6 +53,7 @@ def create_app(monitor: Monitor) -> FastAPI:
         registry=monitor.registry,
         checks={"kafka": monitor.kafka_ready, "postgres": monitor.db_ready},
         keys=monitor.keys,
+        limits=monitor.settings.body_limits(),
     )
     s = monitor.settings
     sessions = KeySessions(

@@ -159,6 +159,7 @@ class Registry:
             description="Model versions, promotion gates, approvals and rollbacks; every change is published "
             "on models.lifecycle.",
             registry=self.registry,
+            limits=self.settings.body_limits(),
             checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
             keys=self.keys,
         )

@@ -17,6 +17,7 @@ from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import ping
 from tollgate_core.http import create_http_app
 from tollgate_core.kafka import TransactionalStage
+from tollgate_core.limits import BodyLimits
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics, current_schema_id
 from tollgate_scorer.asyncapi import stage_spec
@@ -204,6 +205,7 @@ class ScorerService:
             checks=checks,
             keys=self.verifier,
             auth_required=self.settings.auth_required,
+            limits=BodyLimits(self.settings.max_body_bytes, self.settings.http_max_json_depth),
         )
         base_openapi = ops.openapi
 

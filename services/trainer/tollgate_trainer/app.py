@@ -204,6 +204,7 @@ class Trainer:
             description="Continuous training to ONNX; operations API. Reading runs needs a read-only role; "
             "asking for training needs the data-scientist role.",
             registry=self.registry,
+            limits=self.settings.body_limits(),
             checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
             keys=self.keys,
         )

@@ -125,6 +125,7 @@ class Validator:
             version="1.0.0",
             description="Enforces dataset contracts on ingested events; operations endpoints only.",
             registry=self.registry,
+            limits=self.settings.body_limits(),
             checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
             keys=self.keys,
         )
