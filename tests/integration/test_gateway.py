@@ -65,7 +65,7 @@ async def test_json_jsonl_and_csv_reach_the_raw_topic(
 
         # Precise errors, nothing written.
         too_big = await client.post("/v1/events", content=b"x" * 20001)
-        assert too_big.status_code == 413 and "over the limit of 20000 bytes" in too_big.text
+        assert too_big.status_code == 413 and "at most 20000 are accepted" in too_big.text
         too_many = await client.post(
             "/v1/events",
             json={"events": [{"schema": "credit-default.v1", "producer": "p", "payload": {}}] * 51},
@@ -118,4 +118,32 @@ async def test_json_jsonl_and_csv_reach_the_raw_topic(
         "B2",
         "J1",
         "J2",
+    ]
+
+
+async def test_csv_structure_errors_are_400_naming_the_line(services: Any) -> None:
+    """A field over the CSV parser's limit was a 500; a row with more values than the header lost its
+    extra values silently. Both are refused whole, naming the line."""
+    ingest = services("ingest")
+    base = f"http://127.0.0.1:{ingest.port}"
+    await wait_http_ok(f"{base}/readyz", proc=ingest)
+    params = {"schema": "credit-default.v1", "producer": "batch", "format": "csv"}
+    header = "customer_id,student,balance,income,default\n"
+    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+        huge = await client.post(
+            "/v1/events/upload",
+            params=params,
+            content=header + "B1,No,10.5,100,false\n" + f'B2,"{"x" * 200_000}",1,2,true\n',
+        )
+        extra = await client.post(
+            "/v1/events/upload",
+            params=params,
+            content=header + "B1,No,10.5,100,false\nB2,Yes,1,2,true,surprise\n",
+        )
+    assert huge.status_code == 400, huge.text
+    assert huge.json()["detail"]["problems"][0]["line"] == 3
+    assert "field larger than field limit" in huge.json()["detail"]["problems"][0]["error"]
+    assert extra.status_code == 400, extra.text
+    assert extra.json()["detail"]["problems"] == [
+        {"line": 3, "error": "6 values, the header names 5 fields"}
     ]

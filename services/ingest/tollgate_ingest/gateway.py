@@ -50,6 +50,41 @@ def _error(status: int, message: str, problems: list[dict[str, Any]] | None = No
     return HTTPException(status, detail)
 
 
+def _csv_rows(text: str) -> list[tuple[int, dict[str, str]]]:
+    """The records of a CSV file with a header line, numbered as lines (the header is line 1; a quoted
+    field may span lines, so a record's number is its position). A file the parser cannot read (a field
+    over its limit, a stray quote) or a record with more values than the header names is refused with 400
+    naming the line; missing trailing values are empty."""
+    reader = csv.reader(io.StringIO(text))
+    rows: list[tuple[int, dict[str, str]]] = []
+    problems: list[dict[str, Any]] = []
+    header: list[str] | None = None
+    line = 0
+    while True:
+        line += 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problems.append({"line": line, "error": f"unreadable CSV: {exc}"})
+            break  # the parser's position is lost: nothing after this can be trusted
+        if header is None:
+            header = values
+            continue
+        if not values:
+            continue  # a blank line
+        if len(values) > len(header):
+            problems.append(
+                {"line": line, "error": f"{len(values)} values, the header names {len(header)} fields"}
+            )
+            continue
+        rows.append((line, dict(zip(header, [*values, *[""] * (len(header) - len(values))], strict=True))))
+    if problems:
+        raise _error(400, f"{len(problems)} CSV records could not be read; none was accepted", problems)
+    return rows
+
+
 async def read_limited(request: Request, limit: int) -> bytes:
     """Read the body, refusing with 413 before buffering more than ``limit`` bytes."""
     declared = request.headers.get("content-length")
@@ -207,10 +242,9 @@ def gateway_router(
         rows: list[dict[str, Any]] = []
         problems: list[dict[str, Any]] = []
         if kind == "csv":
-            reader = csv.DictReader(io.StringIO(text))
-            for line, row in enumerate(reader, start=2):
+            for line, row in _csv_rows(text):
                 try:
-                    rows.append({k: _convert(contract, k, v or "") for k, v in row.items() if k is not None})
+                    rows.append({k: _convert(contract, k, v) for k, v in row.items()})
                 except ValueError as exc:
                     problems.append({"line": line, "error": f"cannot convert: {exc}"})
         else:
