@@ -144,6 +144,4 @@ async def test_csv_structure_errors_are_400_naming_the_line(services: Any) -> No
     assert huge.json()["detail"]["problems"][0]["line"] == 3
     assert "field larger than field limit" in huge.json()["detail"]["problems"][0]["error"]
     assert extra.status_code == 400, extra.text
-    assert extra.json()["detail"]["problems"] == [
-        {"line": 3, "error": "6 values, the header names 5 fields"}
-    ]
+    assert extra.json()["detail"]["problems"] == [{"line": 3, "error": "6 values, the header names 5 fields"}]

@@ -82,15 +82,16 @@ async def test_chunked_bodies_are_counted_as_they_arrive() -> None:
         for _ in range(n):
             yield b"x" * 400
 
-    async with serving(make_app(BodyLimits(max_body_bytes=1000))) as port:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            json_chunked = await http.post(
-                "/items", content=chunks(10), headers={"content-type": "application/json"}
-            )
-            text_chunked = await http.post(
-                "/items", content=chunks(10), headers={"content-type": "text/plain"}
-            )
-            ok = await http.post("/items", json={"name": "a"})
+    limits = BodyLimits(max_body_bytes=1000)
+    async with (
+        serving(make_app(limits)) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http,
+    ):
+        json_chunked = await http.post(
+            "/items", content=chunks(10), headers={"content-type": "application/json"}
+        )
+        text_chunked = await http.post("/items", content=chunks(10), headers={"content-type": "text/plain"})
+        ok = await http.post("/items", json={"name": "a"})
     assert json_chunked.status_code == 413 and "exceeds 1000 bytes" in json_chunked.json()["detail"]
     assert text_chunked.status_code == 413
     assert ok.status_code == 200 and ok.json() == {"name": "a"}
