@@ -401,3 +401,34 @@ async def test_receipts_for_one_decision_verify_offline_and_forgeries_are_refuse
     assert code == 1 and "not trusted" in out, out
     code, _, err = await cli("verify-proof", str(single))
     assert code == 2 and "no trusted public keys" in err
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    ["------------------------------------", "gggggggg" * 4, "0123456789abcdef0123456789abcde-f", "%00" * 12],
+)
+@pytest.mark.parametrize("suffix", ["", "/proof"])
+async def test_an_id_that_is_not_a_uuid_is_a_4xx_not_a_500(
+    audit: dict[str, Any], event_id: str, suffix: str
+) -> None:
+    """The path pattern let ids through that the database could not cast to a UUID (a 500)."""
+    response = await get(audit, "auditor", f"/v1/audit/events/{event_id}{suffix}")
+    assert 400 <= response.status_code < 500, response.text
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"after": "garbage"}, "after"), ({"since": "2026-01-01T00:00:00"}, "since")],
+)
+async def test_a_422_has_the_declared_shape(
+    audit: dict[str, Any], params: dict[str, str], field: str
+) -> None:
+    """The OpenAPI document declares a 422's detail as a list of errors; some were a bare string."""
+    response = await get(audit, "compliance-reader", "/v1/audit/events", **params)
+    assert response.status_code == 422
+    detail = response.json()["detail"]
+    assert isinstance(detail, list) and detail[0]["loc"] == ["query", field] and detail[0]["msg"]
+    declared = audit["client"]
+    openapi = (await declared.get("/openapi.json")).json()
+    schema = openapi["paths"]["/v1/audit/events"]["get"]["responses"]["422"]["content"]["application/json"]
+    assert schema["schema"]["$ref"].endswith("/HTTPValidationError")

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, HTTPException
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
@@ -74,6 +74,12 @@ def ops_router(registry: CollectorRegistry, checks: Mapping[str, ReadinessCheck]
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def invalid(location: str, name: str, message: str) -> HTTPException:
+    """A 422 for a parameter that parsed but is not acceptable, shaped like FastAPI's own validation
+    errors: that is the shape the OpenAPI documents declare for every 422 (``HTTPValidationError``)."""
+    return HTTPException(422, [{"loc": [location, name], "msg": message, "type": "value_error"}])
 
 
 def create_http_app(
