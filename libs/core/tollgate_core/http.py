@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, gen
 
 from tollgate_core.apikeys import KeyVerifier, Principal
 from tollgate_core.auth import METRICS_ROLES, install_keys, require
-from tollgate_core.limits import BodyLimitMiddleware, BodyLimits
+from tollgate_core.limits import BodyLimits, RequestLimitMiddleware
 
 # A check raises when its dependency is not usable; it may return a short text to report instead of "ok"
 # (e.g. a degraded but working state).
@@ -115,7 +115,7 @@ def create_http_app(
                     await refresher
 
     app = FastAPI(title=title, version=version, description=description, lifespan=run)
-    app.add_middleware(BodyLimitMiddleware, limits=limits or BodyLimits())
+    app.add_middleware(RequestLimitMiddleware, limits=limits or BodyLimits())
     install_keys(app, keys, required=auth_required)
     app.include_router(ops_router(registry, checks))
     return app

@@ -1,4 +1,4 @@
-"""Request body limits for every FastAPI service, as one ASGI middleware (``create_http_app`` installs it).
+"""Request limits for every FastAPI service, as one ASGI middleware (``create_http_app`` installs it).
 
 * A body larger than ``max_body_bytes`` is refused with 413. A declared ``Content-Length`` over the limit
   is answered at once, before a byte of the body is read (a client waiting on ``Expect: 100-continue``
@@ -8,6 +8,9 @@
   refused with 400 naming the depth, before any parser sees it: Python's JSON parser and pydantic recurse
   once per level, so a body of a few thousand ``[`` reaches the interpreter's recursion limit (FastAPI
   reports that only as "There was an error parsing the body"), and each level costs a stack frame.
+
+* A NUL byte in the path or the query string (``%00``) is refused with 400: no parameter of any service
+  means one, and PostgreSQL text cannot hold one (the database driver's error was a 500).
 
 Answers are JSON ``{"detail": "..."}``, like FastAPI's own errors. A 413 keeps the connection open: the
 server (uvicorn) reads what the client still sends of the refused body and drops it (memory stays bounded)
@@ -59,7 +62,7 @@ class TooLarge(HTTPException):
         super().__init__(413, f"the body exceeds {limit} bytes")
 
 
-class BodyLimitMiddleware:
+class RequestLimitMiddleware:
     def __init__(self, app: ASGIApp, limits: BodyLimits = BodyLimits()) -> None:
         self.app = app
         self.limits = limits
@@ -67,6 +70,10 @@ class BodyLimitMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if "\x00" in scope["path"] or b"%00" in scope["query_string"] or b"\x00" in scope["query_string"]:
+            where = "path" if "\x00" in scope["path"] else "query string"
+            await _answer(send, 400, f"the {where} contains a NUL byte (%00), which no parameter accepts")
             return
         limit = self.limits.max_body_bytes
         declared: int | None = None

@@ -108,3 +108,14 @@ async def test_deep_json_is_a_400_not_a_500() -> None:
     assert refused.status_code == 400
     assert refused.json()["detail"] == "the JSON body nests 50001 levels deep; at most 32 are accepted"
     assert shallow.status_code == 200
+
+
+async def test_a_nul_byte_in_path_or_query_is_a_400() -> None:
+    transport = httpx.ASGITransport(app=make_app(None))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        query = await http.get("/healthz?model=a%00b")
+        path = await http.get("/items/%00")
+        fine = await http.get("/healthz?model=a%2500b")  # a literal "%00" in a value is text, not NUL
+    assert query.status_code == 400 and "query string contains a NUL byte" in query.json()["detail"]
+    assert path.status_code == 400 and "path contains a NUL byte" in path.json()["detail"]
+    assert fine.status_code == 200
