@@ -74,6 +74,9 @@ def _compile_field(spec: FieldSpec) -> Check:
     return check
 
 
+UNDECLARED = "(undeclared)"  # the metric label of every field a contract does not declare
+
+
 class CompiledContract:
     """``violations(payload)`` lists every broken rule of one record (empty when it is valid)."""
 
@@ -84,6 +87,11 @@ class CompiledContract:
         # A nullable field (the label too, for late labels) may also be left out entirely.
         self._checks = [(f.name, f.nullable, _compile_field(f)) for f in contract.all_fields]
         self._known = frozenset(f.name for f in contract.all_fields)
+
+    def metric_field(self, name: str) -> str:
+        """A field name fit for a metric label: one the contract declares, else ``(undeclared)``. Names
+        taken from events would make a new series per made-up field."""
+        return name if name in self._known or name == "payload" else UNDECLARED
 
     def violations(self, payload: Mapping[str, Any]) -> list[Violation]:
         found: list[Violation] = []

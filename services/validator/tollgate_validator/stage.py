@@ -118,7 +118,7 @@ class ValidatorStage:
                 topic = self._rejected
                 outcomes[(schema_id, "rejected")] += 1
                 for p in problems:
-                    broken[(schema_id, p["field"], p["rule"])] += 1
+                    broken[(schema_id, compiled.metric_field(p["field"]), p["rule"])] += 1
             else:
                 expectations = self._references.by_contract.get(schema_id)
                 flags = expectations.flags(payload) if expectations is not None else []
@@ -129,7 +129,7 @@ class ValidatorStage:
                 topic = self._validated
                 outcomes[(schema_id, "valid")] += 1
                 for f in flags:
-                    flagged[(schema_id, f["field"], f["check"])] += 1
+                    flagged[(schema_id, compiled.metric_field(f["field"]), f["check"])] += 1
             traceparent = forward_traceparent(
                 self._tracer, "validate event", rec.headers, {"tollgate.schema": schema_id}
             )
