@@ -35,8 +35,8 @@ async def test_field_labels_are_bounded_by_the_contract() -> None:
     doc = {"schema": "credit-default.v1", "payload": payload}
     out = await stage([record(orjson.dumps(doc), 0)])
     rejected = orjson.loads(out[0].value)
-    # The event itself still names every field it broke a rule with.
-    assert sum(v["rule"] == "unknown_field" for v in rejected["violations"]) == 1000
+    # The rejection record itself still names the made-up fields (as many as it keeps).
+    assert {v["field"] for v in rejected["violations"] if v["rule"] == "unknown_field"} >= {"made_up_0"}
     labels = series(registry, "tollgate_validator_violations")
     assert {(s["field"], s["rule"]) for s in labels} == {
         ("student", "category"),
