@@ -121,24 +121,24 @@ async def test_json_jsonl_and_csv_reach_the_raw_topic(
     ]
 
 
-async def test_csv_structure_errors_are_400_naming_the_line(services: Any) -> None:
+async def test_csv_structure_errors_are_400_naming_the_line(services: Any, api_keys: RoleKeys) -> None:
     """A field over the CSV parser's limit was a 500; a row with more values than the header lost its
     extra values silently. Both are refused whole, naming the line."""
     ingest = services("ingest")
     base = f"http://127.0.0.1:{ingest.port}"
     await wait_http_ok(f"{base}/readyz", proc=ingest)
     params = {"schema": "credit-default.v1", "producer": "batch", "format": "csv"}
-    header = "customer_id,student,balance,income,default\n"
-    async with httpx.AsyncClient(base_url=base, timeout=30) as client:
+    csv_header = "customer_id,student,balance,income,default\n"
+    async with httpx.AsyncClient(base_url=base, timeout=30, headers=header(api_keys["producer"])) as client:
         huge = await client.post(
             "/v1/events/upload",
             params=params,
-            content=header + "B1,No,10.5,100,false\n" + f'B2,"{"x" * 200_000}",1,2,true\n',
+            content=csv_header + "B1,No,10.5,100,false\n" + f'B2,"{"x" * 200_000}",1,2,true\n',
         )
         extra = await client.post(
             "/v1/events/upload",
             params=params,
-            content=header + "B1,No,10.5,100,false\nB2,Yes,1,2,true,surprise\n",
+            content=csv_header + "B1,No,10.5,100,false\nB2,Yes,1,2,true,surprise\n",
         )
     assert huge.status_code == 400, huge.text
     assert huge.json()["detail"]["problems"][0]["line"] == 3

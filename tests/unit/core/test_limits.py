@@ -26,7 +26,14 @@ class Item(BaseModel):
 
 def make_app(limits: BodyLimits | None) -> Any:
     app = create_http_app(
-        title="t", version="1", description="d", registry=CollectorRegistry(), checks={}, limits=limits
+        title="t",
+        version="1",
+        description="d",
+        registry=CollectorRegistry(),
+        checks={},
+        keys=None,
+        auth_required=False,
+        limits=limits,
     )
 
     @app.post("/items")
