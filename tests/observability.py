@@ -17,6 +17,8 @@ METRIC = re.compile(r"\btollgate_[a-z0-9_]+\b")
 
 # What the platform promises to alert on, and the metric each promise rests on.
 PROMISED = {
+    "consumer lag": "tollgate_consumer_lag",
+    "consumer writes failing": "tollgate_consumer_writes_failing",
     "DLQ depth": "tollgate_dlq_depth",
     "DLQ age": "tollgate_dlq_oldest_age_seconds",
     "inference-log failures": "tollgate_scorer_inference_log_failed_total",
@@ -26,8 +28,7 @@ PROMISED = {
     "scorer p99 against its SLO": "tollgate_scorer_request_duration_seconds_bucket",
     "readiness": "tollgate_readiness_check",
 }
-# Any exported metric whose name says one of these words must have a rule (consumer lag, when a service
-# exports it, is caught here).
+# Any exported metric whose name says one of these words must have a rule.
 MUST_ALERT = re.compile(
     r"(^|_)lag(_|$)|dlq_depth|oldest_age|spool_bytes|damaged|tamper|readiness|dropped|refused"
 )

@@ -343,6 +343,13 @@ class _ConsumerMetrics:
             ["consumer"],
             registry=registry,
         )
+        self.lag = Gauge(
+            "tollgate_consumer_lag",
+            "Records behind the end of each assigned partition (highwater minus position), the figure "
+            "KEDA scales on",
+            ["consumer", "topic", "partition"],
+            registry=registry,
+        )
         self.writes_failing = Gauge(
             "tollgate_consumer_writes_failing",
             "1 while the consumer's last write failed and no write has succeeded since",
@@ -436,6 +443,32 @@ class _BatchLoop:
         self._metrics = _ConsumerMetrics.for_registry(registry) if registry is not None else None
         self._declared_limit = max_message_bytes or (lambda topic: DEFAULT_MAX_MESSAGE_BYTES)
         self._limits: dict[str, int] = {}  # limits learnt from the broker's refusals
+        self._lag_at = 0.0
+        self._lag_keys: set[tuple[str, str, str]] = set()
+
+    async def _observe_lag(self) -> None:
+        """Set the lag gauge of every assigned partition from the fetcher's highwater (no request to the
+        broker), at most once a second; partitions no longer assigned leave the gauge."""
+        if self._metrics is None or time.monotonic() - self._lag_at < 1.0:
+            return
+        self._lag_at = time.monotonic()
+        consumer = self._consumer
+        seen: set[tuple[str, str, str]] = set()
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            if high is None:
+                continue
+            try:
+                position = await consumer.position(tp)
+            except KafkaError:  # a partition being reset or revoked: measured next time
+                continue
+            key = (self.name, tp.topic, str(tp.partition))
+            self._metrics.lag.labels(*key).set(max(0, high - position))
+            seen.add(key)
+        for key in self._lag_keys - seen:
+            with contextlib.suppress(KeyError):
+                self._metrics.lag.remove(*key)
+        self._lag_keys = seen
 
     def _limit_for(self, topic: str) -> int:
         """Largest record ``topic`` takes: what it declares, or less if the broker refused less."""
@@ -699,6 +732,7 @@ class TransactionalStage(_BatchLoop):
         while not self._stopping.is_set():
             try:
                 batch = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
+                await self._observe_lag()
             except KafkaError as exc:
                 log.warning("%s: fetch failed: %s", self.name, exc)
                 await self._sleep(backoff)
@@ -906,6 +940,7 @@ class BatchSink(_BatchLoop):
         while not self._stopping.is_set():
             try:
                 batch = await self._consumer.getmany(timeout_ms=300, max_records=self._max_records)
+                await self._observe_lag()
                 if not batch:
                     continue
                 records, offsets = _records_and_offsets(batch)
