@@ -3,10 +3,12 @@ must be alerted on has a rule: checked against the live /metrics of all seven se
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.auth_support import RoleKeys, header
 from tests.conftest import ServiceProcess, wait_http_ok
@@ -16,6 +18,7 @@ from tollgate_core.topics import SERVICES
 Launch = Callable[..., ServiceProcess]
 
 
+@pytest.mark.timeout(900)  # seven service processes start at once; on a loaded machine that takes minutes
 async def test_rules_and_panels_name_only_exported_metrics(
     services: Launch, tmp_path: Path, api_keys: RoleKeys
 ) -> None:
@@ -24,11 +27,14 @@ async def test_rules_and_panels_name_only_exported_metrics(
         "scorer": {"TOLLGATE_SCORER_LOG_SPOOL_DIR": str(tmp_path / "spool")},
     }
     started = {name: services(name, env_extra=env.get(name)) for name in SERVICES}
+    bases = {name: f"http://127.0.0.1:{proc.port}" for name, proc in started.items()}  # type: ignore[attr-defined]
+    # Seven interpreters importing their stacks at once on a shared machine: allow them time.
+    await asyncio.gather(
+        *(wait_http_ok(f"{bases[name]}/healthz", proc=proc, timeout=600) for name, proc in started.items())
+    )
     exported: dict[str, set[str]] = {}
-    async with httpx.AsyncClient(timeout=10, headers=header(api_keys["operator"])) as http:
-        for name, proc in started.items():
-            base = f"http://127.0.0.1:{proc.port}"  # type: ignore[attr-defined]
-            await wait_http_ok(f"{base}/healthz", proc=proc, timeout=120)
+    async with httpx.AsyncClient(timeout=30, headers=header(api_keys["operator"])) as http:
+        for name, base in bases.items():
             await http.get(f"{base}/readyz")  # the readiness gauges report the last probe
             exported[name] = exported_names((await http.get(f"{base}/metrics")).text)
     everything = set().union(*exported.values())
