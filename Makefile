@@ -104,6 +104,7 @@ lint: venv
 generate: venv
 	@if [ -f libs/core/tollgate_core/schemagen.py ] || [ -f libs/core/tollgate_core/schemagen/__main__.py ]; then \
 	  $(PY) -m tollgate_core.schemagen write; \
+	  $(PY) -m tollgate_core.helmgen write; \
 	else \
 	  echo "make: generate: tollgate_core.schemagen does not exist yet, skipped"; \
 	fi
