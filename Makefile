@@ -53,12 +53,9 @@ infra-up: deps
 infra-down:
 	$(STACK) infra-down
 
+# Topics and the ACLs the topic catalog implies, created as the broker's super user.
 topics: infra-up
-	@if [ -f libs/core/tollgate_core/topics.py ]; then \
-	  $(PY) -m tollgate_core.topics apply; \
-	else \
-	  echo "make: topics: libs/core/tollgate_core/topics.py does not exist yet, skipped"; \
-	fi
+	$(STACK) topics
 
 up: deps
 	$(STACK) up
@@ -83,7 +80,7 @@ demo: export TOLLGATE_MONITOR_WINDOW_SECONDS ?= 10
 demo: export TOLLGATE_MONITOR_RETRAIN_COOLDOWN_SECONDS ?= 60
 demo: up
 	@if [ -f libs/core/tollgate_core/demo.py ] || [ -f libs/core/tollgate_core/demo/__main__.py ]; then \
-	  $(PY) -m tollgate_core.demo; \
+	  $(STACK) as operator $(PY) -m tollgate_core.demo; \
 	else \
 	  echo "make: demo: tollgate_core.demo does not exist yet, nothing to run"; \
 	fi
@@ -91,7 +88,7 @@ demo: up
 bench: topics
 	@mkdir -p .local/bench
 	@if [ -f tests/bench/run.py ]; then \
-	  $(PY) tests/bench/run.py; \
+	  $(STACK) as admin $(PY) tests/bench/run.py; \
 	else \
 	  echo "make: bench: tests/bench/run.py does not exist yet, nothing to run"; \
 	fi

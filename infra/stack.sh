@@ -3,6 +3,8 @@
 # plus the platform's services as background processes. State lives in .local/ (git-ignored):
 #   .local/kafka/   broker config, cluster id, data     .local/pgdata/  PostgreSQL data (owned by postgres)
 #   .local/logs/    one log per process                 .local/run/     pid files, PostgreSQL socket
+#   .local/secrets.env  generated secrets (mode 0600): Kafka passwords of every principal, ...
+#   .local/kafka/client.properties  the operator principal's Kafka client settings (mode 0600)
 #
 # Usage: infra/stack.sh <command>
 #   deps            check/install java, maven, postgresql, curl; resolve the Kafka jars
@@ -12,6 +14,7 @@
 #   services-up | services-down
 #   up              infra, topics, services            down   services, then infra
 #   status | wait-kafka | wait-pg
+#   as PRINCIPAL CMD...  run CMD with the Kafka credentials of PRINCIPAL (admin, operator, producer, a service)
 #
 # TOLLGATE_KAFKA_BOOTSTRAP / TOLLGATE_DATABASE_URL set: that Kafka / PostgreSQL is used and nothing local
 # is started or stopped for it (the wait-* commands wait for the configured one).
@@ -53,6 +56,11 @@ READY_TIMEOUT=${STACK_READY_TIMEOUT:-60}
 STOP_TIMEOUT=${STACK_STOP_TIMEOUT:-30}
 
 LOCAL_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+SECRETS=$STATE/secrets.env
+KAFKA_CLIENT_PROPS=$KAFKA_HOME/client.properties
+# Kafka principals with a SCRAM user: the super user, people, outside clients, and one per service.
+KAFKA_USERS="admin operator producer $(svc_table | awk '{print $1}' | xargs)"
+KAFKA_MECHANISM=SCRAM-SHA-512
 LOCAL_DATABASE_URL=postgresql://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -161,6 +169,49 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 state_dirs() { mkdir -p "$LOGS" "$RUN" "$KAFKA_HOME"; }
+
+# ---------------------------------------------------------------------------------------------- secrets
+
+# kafka_password_var PRINCIPAL: the variable in .local/secrets.env holding PRINCIPAL's Kafka password.
+kafka_password_var() {
+  local name=${1//-/_}
+  echo "TOLLGATE_KAFKA_PASSWORD_${name^^}"
+}
+
+random_secret() { head -c 32 /dev/urandom | sha256sum | cut -c1-40; }
+
+# Every secret the local stack needs, generated once into .local/secrets.env (mode 0600); missing entries are
+# added, existing ones are kept.
+ensure_secrets() {
+  local var u added=()
+  mkdir -p "$STATE"
+  (umask 077 && touch "$SECRETS")
+  chmod 600 "$SECRETS"
+  for var in TOLLGATE_KAFKA_PASSWORD_CONTROLLER $(for u in $KAFKA_USERS; do kafka_password_var "$u"; done); do
+    if ! grep -q "^$var=" "$SECRETS"; then
+      printf '%s=%s\n' "$var" "$(random_secret)" >>"$SECRETS"
+      added+=("$var")
+    fi
+  done
+  if [ "${#added[@]}" -gt 0 ]; then say "secrets: generated ${#added[@]} into ${SECRETS#"$ROOT"/} (mode 0600)"; fi
+}
+
+secret() {
+  [ -f "$SECRETS" ] || die "no $SECRETS: start the stack first (make topics)"
+  sed -n "s/^$1=//p" "$SECRETS" | tail -n1
+}
+
+# kafka_credentials PRINCIPAL: export the client settings tollgate_core.kafka_auth reads, for PRINCIPAL. A
+# configured outside broker (TOLLGATE_KAFKA_BOOTSTRAP) keeps whatever credentials the environment has.
+kafka_credentials() {
+  if [ -n "${TOLLGATE_KAFKA_BOOTSTRAP:-}" ]; then return 0; fi
+  ensure_secrets
+  export TOLLGATE_KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT
+  export TOLLGATE_KAFKA_SASL_MECHANISM=$KAFKA_MECHANISM
+  export TOLLGATE_KAFKA_USERNAME=$1
+  TOLLGATE_KAFKA_PASSWORD=$(secret "$(kafka_password_var "$1")")
+  export TOLLGATE_KAFKA_PASSWORD
+}
 
 # ---------------------------------------------------------------------------------------------- deps
 
@@ -324,9 +375,10 @@ import asyncio, logging, sys, warnings
 warnings.simplefilter("ignore")
 logging.disable(logging.CRITICAL)
 from aiokafka.admin import AIOKafkaAdminClient
+from tollgate_core.kafka_auth import kafka_security
 
 async def probe(bootstrap):
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000, **kafka_security())
     try:
         await admin.start()
         await admin.list_topics()
@@ -344,8 +396,8 @@ kafka_bootstrap() { echo "${TOLLGATE_KAFKA_BOOTSTRAP:-$LOCAL_BOOTSTRAP}"; }
 # A real metadata round trip (aiokafka admin client) when the venv has aiokafka; otherwise the port only.
 kafka_metadata_ok() {
   local bootstrap=$1 err=$2
-  if [ -x "$PY" ] && "$PY" -c 'import aiokafka' 2>/dev/null; then
-    timeout 15 "$PY" -c "$KAFKA_PROBE" "$bootstrap" </dev/null >"$err" 2>&1
+  if [ -x "$PY" ] && "$PY" -c 'import aiokafka, tollgate_core.kafka_auth' 2>/dev/null; then
+    (kafka_credentials admin && timeout 15 "$PY" -c "$KAFKA_PROBE" "$bootstrap" </dev/null >"$err" 2>&1)
   else
     [ -z "${TOLLGATE_KAFKA_BOOTSTRAP:-}" ] && grep -q 'Kafka Server started' "$LOGS/kafka.log" 2>/dev/null
   fi
@@ -390,15 +442,34 @@ wait_kafka() {
 }
 
 render_kafka_props() {
-  sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
+  (umask 077 && sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
     -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
     -e "s|@DATA_DIR@|$KAFKA_HOME/data|g" \
-    "$ROOT/infra/kafka/server.properties.template" >"$KAFKA_PROPS.tmp"
+    -e "s|@ADMIN_PASSWORD@|$(secret TOLLGATE_KAFKA_PASSWORD_ADMIN)|g" \
+    -e "s|@CONTROLLER_PASSWORD@|$(secret TOLLGATE_KAFKA_PASSWORD_CONTROLLER)|g" \
+    "$ROOT/infra/kafka/server.properties.template" >"$KAFKA_PROPS.tmp")
   mv -f "$KAFKA_PROPS.tmp" "$KAFKA_PROPS"
+  # Any Kafka client (the Java tools' --command-config, librdkafka's -F, ...) reads the topics as the operator.
+  (umask 077 && printf '%s\n' \
+    "# Written by infra/stack.sh: the local broker as the operator principal (reads every topic)." \
+    "bootstrap.servers=$LOCAL_BOOTSTRAP" \
+    "security.protocol=SASL_PLAINTEXT" \
+    "sasl.mechanism=$KAFKA_MECHANISM" \
+    "sasl.username=operator" \
+    "sasl.password=$(secret TOLLGATE_KAFKA_PASSWORD_OPERATOR)" >"$KAFKA_CLIENT_PROPS.tmp")
+  mv -f "$KAFKA_CLIENT_PROPS.tmp" "$KAFKA_CLIENT_PROPS"
+}
+
+# The SCRAM users the storage is formatted with (StorageTool --add-scram, one argument per line).
+kafka_scram_args() {
+  local u
+  for u in $KAFKA_USERS; do
+    printf -- '--add-scram\n%s=[name=%s,password=%s]\n' "$KAFKA_MECHANISM" "$u" "$(secret "$(kafka_password_var "$u")")"
+  done
 }
 
 cmd_kafka_up() {
-  local pid lib cluster_id start
+  local pid lib cluster_id start users_digest scram=()
   if [ -n "${TOLLGATE_KAFKA_BOOTSTRAP:-}" ]; then
     say "TOLLGATE_KAFKA_BOOTSTRAP=$TOLLGATE_KAFKA_BOOTSTRAP is set: no local broker is started"
     wait_kafka
@@ -416,7 +487,14 @@ cmd_kafka_up() {
   command -v java >/dev/null 2>&1 || die "java is missing: run 'infra/stack.sh deps' (or 'make deps')"
   resolve_kafka
   lib=$(kafka_lib)
+  ensure_secrets
   render_kafka_props
+  # Storage formatted with other SCRAM users (or before authentication) is formatted again.
+  users_digest=$(kafka_scram_args | sha256sum | cut -d' ' -f1)
+  if [ -f "$KAFKA_HOME/data/meta.properties" ] && [ "$(cat "$KAFKA_HOME/users.sha256" 2>/dev/null)" != "$users_digest" ]; then
+    warn "kafka: the local storage was formatted without the current SCRAM users: formatting it again (local topics are lost)"
+    rm -rf "$KAFKA_HOME/data"
+  fi
   if [ ! -f "$KAFKA_HOME/data/meta.properties" ]; then
     if [ ! -s "$KAFKA_HOME/cluster.id" ]; then
       java -cp "$lib/*" kafka.tools.StorageTool random-uuid </dev/null 2>/dev/null | tail -n1 >"$KAFKA_HOME/cluster.id"
@@ -424,12 +502,14 @@ cmd_kafka_up() {
     cluster_id=$(cat "$KAFKA_HOME/cluster.id")
     [ -n "$cluster_id" ] || die "kafka.tools.StorageTool random-uuid produced no cluster id"
     say "formatting KRaft storage (cluster $cluster_id)"
+    mapfile -t scram < <(kafka_scram_args)
     java -Dlog4j2.configurationFile="$ROOT/infra/kafka/log4j2.yaml" -cp "$lib/*" kafka.tools.StorageTool format \
-      -t "$cluster_id" -c "$KAFKA_PROPS" --ignore-formatted </dev/null >"$LOGS/kafka-format.log" 2>&1 ||
+      -t "$cluster_id" -c "$KAFKA_PROPS" --ignore-formatted "${scram[@]}" </dev/null >"$LOGS/kafka-format.log" 2>&1 ||
       {
         log_tail "$LOGS/kafka-format.log"
         die "formatting KRaft storage failed; see $LOGS/kafka-format.log"
       }
+    echo "$users_digest" >"$KAFKA_HOME/users.sha256"
   fi
   rotate_log kafka
   # shellcheck disable=SC2086  # KAFKA_HEAP is a list of JVM options
@@ -440,7 +520,7 @@ cmd_kafka_up() {
   echo "$pid" >"$RUN/kafka.pid"
   say "kafka $(kafka_version) starting (pid $pid, log ${LOGS#"$ROOT"/}/kafka.log)"
   wait_kafka "$pid"
-  say "kafka up in $(elapsed "$start")s"
+  say "kafka up in $(elapsed "$start")s (SASL/SCRAM-SHA-512; passwords in ${SECRETS#"$ROOT"/}, operator client settings in ${KAFKA_CLIENT_PROPS#"$ROOT"/})"
 }
 
 cmd_kafka_down() {
@@ -735,7 +815,24 @@ cmd_topics() {
     return 0
   fi
   [ -x "$PY" ] || die "no .venv: run 'make venv' first"
-  (cd "$ROOT" && TOLLGATE_KAFKA_BOOTSTRAP=$(kafka_bootstrap) "$PY" -m tollgate_core.topics apply </dev/null)
+  (
+    cd "$ROOT"
+    kafka_credentials admin
+    TOLLGATE_KAFKA_BOOTSTRAP=$(kafka_bootstrap)
+    export TOLLGATE_KAFKA_BOOTSTRAP
+    "$PY" -m tollgate_core.topics apply </dev/null
+    "$PY" -m tollgate_core.acls apply </dev/null
+  )
+}
+
+# cmd_as PRINCIPAL CMD...: CMD with the Kafka credentials of PRINCIPAL and the local stack's addresses.
+cmd_as() {
+  [ "$#" -ge 2 ] || die "usage: infra/stack.sh as PRINCIPAL CMD..."
+  case " $KAFKA_USERS " in *" $1 "*) ;; *) die "unknown Kafka principal $1 (one of: $KAFKA_USERS)" ;; esac
+  kafka_credentials "$1"
+  shift
+  export TOLLGATE_KAFKA_BOOTSTRAP=${TOLLGATE_KAFKA_BOOTSTRAP:-$LOCAL_BOOTSTRAP}
+  exec "$@"
 }
 
 cmd_services_up() {
@@ -762,6 +859,7 @@ cmd_services_up() {
     # shellcheck disable=SC2030,SC2031  # the service's environment, set in its own subshell
     (
       cd "$ROOT"
+      kafka_credentials "$svc"
       export TOLLGATE_KAFKA_BOOTSTRAP="${TOLLGATE_KAFKA_BOOTSTRAP:-$LOCAL_BOOTSTRAP}"
       export TOLLGATE_DATABASE_URL="${TOLLGATE_DATABASE_URL:-$LOCAL_DATABASE_URL}"
       export PYTHONUNBUFFERED=1
@@ -915,6 +1013,10 @@ main() {
     status) cmd_status ;;
     wait-kafka) wait_kafka ;;
     wait-pg) wait_pg ;;
+    as)
+      shift
+      cmd_as "$@"
+      ;;
     -h | --help | help) usage ;;
     *)
       usage >&2

@@ -21,12 +21,44 @@ import asyncpg
 import pytest
 
 from tests.auth_support import RoleKeys, make_keys
+from tollgate_core import kafka_auth
+from tollgate_core.acls import apply_acls
 from tollgate_core.settings import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP
 from tollgate_core.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
 BOOTSTRAP = os.environ.get("TOLLGATE_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
 ADMIN_DSN = os.environ.get("TOLLGATE_DATABASE_URL", DEFAULT_DATABASE_URL)
+STATE_DIR = Path(os.environ.get("STACK_STATE_DIR", ROOT / ".local"))
+SECRETS_FILE = STATE_DIR / "secrets.env"
+
+
+def local_secrets() -> dict[str, str]:
+    """What infra/stack.sh generated into .local/secrets.env (empty when there is no local stack)."""
+    if not SECRETS_FILE.is_file():
+        return {}
+    pairs = (line.split("=", 1) for line in SECRETS_FILE.read_text().splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs if not k.lstrip().startswith("#")}
+
+
+def kafka_principal_env(principal: str) -> dict[str, str]:
+    """The Kafka client settings of one principal of the local stack (``{}`` when the broker is not the local
+    stack's, whose credentials come from the environment as they are)."""
+    password = local_secrets().get(f"TOLLGATE_KAFKA_PASSWORD_{principal.upper().replace('-', '_')}")
+    if ("TOLLGATE_KAFKA_BOOTSTRAP" in os.environ and kafka_auth.ENV_USERNAME in os.environ) or not password:
+        return {}
+    return {
+        kafka_auth.ENV_SECURITY_PROTOCOL: "SASL_PLAINTEXT",
+        kafka_auth.ENV_SASL_MECHANISM: kafka_auth.DEFAULT_MECHANISM,
+        kafka_auth.ENV_USERNAME: principal,
+        kafka_auth.ENV_PASSWORD: password,
+    }
+
+
+# The suite's own clients (topic and ACL set-up, test producers and readers) are the broker's super user;
+# every service process it starts runs as its own principal (see ``services``).
+if kafka_auth.ENV_USERNAME not in os.environ:
+    os.environ.update(kafka_principal_env("admin"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -115,6 +147,8 @@ async def namespace(bootstrap: str) -> str:
     """A topic namespace of its own for one test, with every catalog topic created (3 partitions each)."""
     ns = f"t{uuid.uuid4().hex[:8]}"
     await ensure_topics(bootstrap, ns, partitions_override=3)
+    if kafka_auth.kafka_security():
+        await apply_acls(bootstrap, ns)
     return ns
 
 
@@ -183,6 +217,7 @@ def services(tmp_path: Path, namespace: str, database_url: str, bootstrap: str) 
         """Start ``tollgate_<name>``; ``extra`` are its own settings (prefix added), ``env_extra`` raw env vars."""
         prefix = f"TOLLGATE_{name.upper().replace('-', '_')}_"
         env = {
+            **kafka_principal_env(name),
             "TOLLGATE_KAFKA_BOOTSTRAP": bootstrap,
             "TOLLGATE_DATABASE_URL": database_url,
             "TOLLGATE_TOPIC_NAMESPACE": namespace,

@@ -13,6 +13,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
+from tollgate_core.kafka_auth import kafka_security
+
 
 def raw_event(
     payload: dict[str, Any], *, schema: str = "credit-default.v1", event_id: str | None = None
@@ -50,6 +52,7 @@ async def produce(
     also pre-loads large benchmark topics."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
+        **kafka_security(),
         acks="all",
         enable_idempotence=True,
         linger_ms=20,
@@ -73,6 +76,7 @@ def committed_reader(bootstrap: str, topic: str, **overrides: Any) -> AIOKafkaCo
     never commits offsets."""
     config: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
+        **kafka_security(),
         "auto_offset_reset": "earliest",
         "enable_auto_commit": False,
         "isolation_level": "read_committed",

@@ -34,6 +34,7 @@ from tests.kafka_helpers import good_record, produce, raw_event  # noqa: E402
 from tollgate_core.contracts import ContractRegistry  # noqa: E402
 from tollgate_core.db import create_pool  # noqa: E402
 from tollgate_core.kafka import TransactionalStage, producer_config  # noqa: E402
+from tollgate_core.kafka_auth import kafka_security  # noqa: E402
 from tollgate_core.settings import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP  # noqa: E402
 from tollgate_core.topics import ensure_topics  # noqa: E402
 from tollgate_ingest.app import MIGRATIONS as INGEST_MIGRATIONS  # noqa: E402
@@ -55,6 +56,7 @@ async def raw_loop(source: str, sink: str, n: int) -> float:
     consumer = AIOKafkaConsumer(
         source,
         bootstrap_servers=BOOTSTRAP,
+        **kafka_security(),
         group_id=f"bench-raw-{uuid.uuid4().hex}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",

@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer
 
 from tests.conftest import wait_http_ok
 from tests.kafka_helpers import collect, good_record, produce, raw_event
+from tollgate_core.kafka_auth import kafka_security
 
 TOTAL = 40_000
 
@@ -20,6 +21,7 @@ async def _count_committed(bootstrap: str, topic: str) -> int:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
+        **kafka_security(),
         isolation_level="read_committed",
         enable_auto_commit=False,
         auto_offset_reset="earliest",

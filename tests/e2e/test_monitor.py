@@ -22,6 +22,7 @@ from tests.conftest import wait_http_ok
 from tests.e2e.monitor_feed import Stream, publish_versions, wait_for
 from tests.kafka_helpers import collect, produce
 from tollgate_core.alerts import AlertEvent
+from tollgate_core.kafka_auth import kafka_security
 from tollgate_core.lifecycle import TrainingRequestEvent
 
 WINDOWS = 12
@@ -43,10 +44,12 @@ async def reset_group(bootstrap: str, group: str, topic: str, timeout: float = 6
     """Commit offset 0 for every partition of ``topic`` in ``group`` (once the killed member has expired):
     Kafka redelivers everything, as after losing committed offsets."""
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # the retries below are expected, not errors
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, **kafka_security(), group_id=group, enable_auto_commit=False
+    )
     await consumer.start()
     try:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, **kafka_security())
         await producer.start()
         try:
             parts = [TopicPartition(topic, p) for p in sorted(await producer.partitions_for(topic))]

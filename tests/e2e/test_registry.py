@@ -29,6 +29,7 @@ from tests.conftest import wait_http_ok
 from tests.kafka_helpers import collect, produce
 from tests.unit.registry.candidates import MODEL, candidate, candidate_event, spec
 from tollgate_core.artifacts import DirectoryArtifactStore
+from tollgate_core.kafka_auth import kafka_security
 from tollgate_core.lifecycle import CandidatePayload, LifecycleEvent
 
 APPROVAL_MODEL = "approval-risk"
@@ -41,6 +42,7 @@ class LifecycleFollower:
         self.consumer = AIOKafkaConsumer(
             topic,
             bootstrap_servers=bootstrap,
+            **kafka_security(),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             isolation_level="read_committed",

@@ -9,11 +9,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.kafka_helpers import collect
+from tollgate_core.kafka_auth import kafka_security
 
 
 async def _topic(bootstrap: str, partitions: int = 3) -> str:
     name = f"roundtrip-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_security())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
@@ -24,7 +25,9 @@ async def _topic(bootstrap: str, partitions: int = 3) -> str:
 
 async def test_idempotent_produce_and_group_consume(bootstrap: str) -> None:
     topic = await _topic(bootstrap)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, **kafka_security(), acks="all", enable_idempotence=True
+    )
     await producer.start()
     try:
         for i in range(300):
@@ -37,6 +40,7 @@ async def test_idempotent_produce_and_group_consume(bootstrap: str) -> None:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
+        **kafka_security(),
         group_id=group,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -55,7 +59,9 @@ async def test_idempotent_produce_and_group_consume(bootstrap: str) -> None:
     assert sum(v or 0 for v in committed.values()) == 300
 
     # A second member of the same group resumes from the committed offsets: nothing is read again.
-    again = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    again = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, **kafka_security(), group_id=group, enable_auto_commit=False
+    )
     await again.start()
     try:
         assert await again.getmany(timeout_ms=1500) == {}
@@ -65,7 +71,9 @@ async def test_idempotent_produce_and_group_consume(bootstrap: str) -> None:
 
 async def test_transactions_hide_aborted_writes(bootstrap: str) -> None:
     topic = await _topic(bootstrap, partitions=1)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"tx-{uuid.uuid4().hex[:6]}")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, **kafka_security(), transactional_id=f"tx-{uuid.uuid4().hex[:6]}"
+    )
     await producer.start()
     try:
         async with producer.transaction():

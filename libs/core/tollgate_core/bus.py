@@ -25,6 +25,7 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 
 from tollgate_core.kafka import dead_letter, is_transient
+from tollgate_core.kafka_auth import faststream_security
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
 
@@ -71,6 +72,7 @@ def create_broker(settings: ServiceSettings, service: str, **kwargs: Any) -> Kaf
         enable_idempotence=True,
         ack_policy=AckPolicy.MANUAL,
         allow_auto_create_topics=False,
+        security=faststream_security(),
         **kwargs,
     )
 

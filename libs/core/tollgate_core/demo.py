@@ -42,6 +42,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from tollgate_core.apikeys import ROLES, create_key, ensure_schema
+from tollgate_core.kafka_auth import kafka_security
 from tollgate_core.settings import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP
 from tollgate_core.topics import Topics
 
@@ -135,6 +136,7 @@ async def _follow(bootstrap: str, topics: Topics, state: State) -> None:
         topics.models_lifecycle,
         topics.monitor_alerts,
         topics.training_requests,
+        **kafka_security(),
         bootstrap_servers=bootstrap,
         auto_offset_reset="latest",
         enable_auto_commit=False,

@@ -26,6 +26,7 @@ from aiokafka.errors import KafkaError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from tollgate_core.kafka_auth import kafka_security
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.waiting import wait_event
 
@@ -125,8 +126,10 @@ class RetryPolicy:
 
 
 def producer_config(bootstrap: str, client_id: str, **overrides: Any) -> dict[str, Any]:
-    """The platform's producer settings: every write acknowledged by all in-sync replicas, idempotent."""
+    """The platform's producer settings: every write acknowledged by all in-sync replicas, idempotent,
+    authenticated as the principal in the environment (``tollgate_core.kafka_auth``)."""
     config: dict[str, Any] = {
+        **kafka_security(),
         "bootstrap_servers": bootstrap,
         "client_id": client_id,
         "acks": "all",
@@ -233,6 +236,7 @@ def read_committed_consumer(
 ) -> AIOKafkaConsumer:
     """A group consumer that never auto-commits and reads only committed transactional data."""
     config: dict[str, Any] = {
+        **kafka_security(),
         "bootstrap_servers": bootstrap,
         "group_id": group_id,
         "client_id": client_id,

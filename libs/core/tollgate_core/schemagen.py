@@ -18,14 +18,16 @@ What is generated:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.metadata
 import importlib.util
 import inspect
 import json
+import os
 import sys
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -133,14 +135,39 @@ def declared_broker(module: ModuleType) -> Any:
     """
     build = module.build_broker
     parameters = list(inspect.signature(build).parameters.values())
-    if not parameters:
-        return build()
     if len(parameters) > 1:
         raise TypeError(f"{module.__name__}.build_broker takes more than a settings object")
-    settings_class = typing.get_type_hints(build).get(parameters[0].name)
-    if not (isinstance(settings_class, type) and issubclass(settings_class, BaseModel)):
-        raise TypeError(f"{module.__name__}.build_broker: annotate its parameter with the settings class")
-    return build(settings_class.model_construct())
+    with _documented_kafka_security():
+        if not parameters:
+            return build()
+        settings_class = typing.get_type_hints(build).get(parameters[0].name)
+        if not (isinstance(settings_class, type) and issubclass(settings_class, BaseModel)):
+            raise TypeError(f"{module.__name__}.build_broker: annotate its parameter with the settings class")
+        return build(settings_class.model_construct())
+
+
+@contextlib.contextmanager
+def _documented_kafka_security() -> Iterator[None]:
+    """Brokers take their SASL settings from the environment: while a document is generated, the environment
+    says what every deployment of the platform uses (SASL/SCRAM-SHA-512), whatever this machine has."""
+    from tollgate_core import kafka_auth
+
+    documented = {
+        kafka_auth.ENV_SECURITY_PROTOCOL: "SASL_PLAINTEXT",
+        kafka_auth.ENV_SASL_MECHANISM: kafka_auth.DEFAULT_MECHANISM,
+        kafka_auth.ENV_USERNAME: "documentation",
+        kafka_auth.ENV_PASSWORD: "documentation",
+    }
+    saved = {name: os.environ.get(name) for name in documented}
+    os.environ.update(documented)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def asyncapi_document(service: str, module: ModuleType) -> dict[str, Any]:

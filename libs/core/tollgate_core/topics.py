@@ -170,7 +170,9 @@ async def ensure_topics(
     """Create every catalog topic that does not exist yet; returns the names created."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    from tollgate_core.kafka_auth import kafka_security
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_security())
     await admin.start()
     try:
         existing = set(await admin.list_topics())

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 from pydantic import ValidationError
 
+from tollgate_core.kafka_auth import kafka_security
 from tollgate_core.lifecycle import LifecycleEvent, LifecyclePayload
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class LifecycleFollower:
         self._apply = apply
         self._consumer = AIOKafkaConsumer(
             topic,  # without a group, a subscription is assigned every partition of the topic
+            **kafka_security(),
             bootstrap_servers=bootstrap,
             client_id=client_id,
             group_id=None,  # no group: every replica reads everything, nothing is committed

@@ -16,6 +16,7 @@ from typing import Any
 from tests.kafka_helpers import produce
 from tollgate_core.artifacts import DirectoryArtifactStore
 from tollgate_core.events import dumps, utcnow
+from tollgate_core.kafka_auth import kafka_security
 from tollgate_core.lifecycle import Artifact, LifecycleEvent, LifecyclePayload, Stage, Transition
 from tollgate_core.topics import Topics, current_schema_id, ensure_topics
 
@@ -160,6 +161,7 @@ async def count_results(bootstrap: str, namespace: str, n: int, timeout: float) 
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
+        **kafka_security(),
         group_id=f"bench-results-{uuid.uuid4().hex}",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -204,7 +206,7 @@ async def delete_namespace(bootstrap: str, namespace: str) -> None:
     """Drop the run's topics so that repeated runs do not pile them up on the broker."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_security())
     await admin.start()
     try:
         names = [t for t in await admin.list_topics() if t.startswith(f"{namespace}.")]
