@@ -3,7 +3,7 @@
 # plus the platform's services as background processes. State lives in .local/ (git-ignored):
 #   .local/kafka/   broker config, cluster id, data     .local/pgdata/  PostgreSQL data (owned by postgres)
 #   .local/logs/    one log per process                 .local/run/     pid files, PostgreSQL socket
-#   .local/secrets.env  generated secrets (mode 0600): Kafka passwords of every principal, ...
+#   .local/secrets.env  generated secrets (mode 0600): the PII key, the Kafka password of every principal
 #   .local/kafka/client.properties  the operator principal's Kafka client settings (mode 0600)
 #
 # Usage: infra/stack.sh <command>
@@ -15,6 +15,7 @@
 #   up              infra, topics, services            down   services, then infra
 #   status | wait-kafka | wait-pg
 #   as PRINCIPAL CMD...  run CMD with the Kafka credentials of PRINCIPAL (admin, operator, producer, a service)
+#   compose-env     generate docker-compose.yml's secrets (.local/compose.env, the audit signing key)
 #
 # TOLLGATE_KAFKA_BOOTSTRAP / TOLLGATE_DATABASE_URL set: that Kafka / PostgreSQL is used and nothing local
 # is started or stopped for it (the wait-* commands wait for the configured one).
@@ -187,13 +188,46 @@ ensure_secrets() {
   mkdir -p "$STATE"
   (umask 077 && touch "$SECRETS")
   chmod 600 "$SECRETS"
-  for var in TOLLGATE_KAFKA_PASSWORD_CONTROLLER $(for u in $KAFKA_USERS; do kafka_password_var "$u"; done); do
+  for var in TOLLGATE_PII_KEY TOLLGATE_KAFKA_PASSWORD_CONTROLLER $(for u in $KAFKA_USERS; do kafka_password_var "$u"; done); do
     if ! grep -q "^$var=" "$SECRETS"; then
       printf '%s=%s\n' "$var" "$(random_secret)" >>"$SECRETS"
       added+=("$var")
     fi
   done
   if [ "${#added[@]}" -gt 0 ]; then say "secrets: generated ${#added[@]} into ${SECRETS#"$ROOT"/} (mode 0600)"; fi
+}
+
+# The environment of a platform process of the local stack: development mode, with the generated PII key
+# (unless the caller set its own).
+platform_env() {
+  ensure_secrets
+  export TOLLGATE_ENV=${TOLLGATE_ENV:-development}
+  TOLLGATE_PII_KEY=${TOLLGATE_PII_KEY:-$(secret TOLLGATE_PII_KEY)}
+  export TOLLGATE_PII_KEY
+}
+
+# docker-compose.yml's secrets: .local/compose.env (mode 0600, for `docker compose --env-file`), generated
+# once and kept, and the audit-log's checkpoint signing key, readable by the image's user (uid 10001) only.
+cmd_compose_env() {
+  local file=$STATE/compose.env key=$STATE/compose/audit-ed25519.pem var added=0
+  mkdir -p "$STATE/compose"
+  (umask 077 && touch "$file")
+  chmod 600 "$file"
+  for var in TOLLGATE_PII_KEY POSTGRES_PASSWORD TOLLGATE_PG_PASSWORD TOLLGATE_AUDIT_LOG_WRITER_PASSWORD \
+    TOLLGATE_KAFKA_PASSWORD_CONTROLLER $(for u in $KAFKA_USERS; do kafka_password_var "$u"; done); do
+    if ! grep -q "^$var=" "$file"; then
+      printf '%s=%s\n' "$var" "$(random_secret)" >>"$file"
+      added=$((added + 1))
+    fi
+  done
+  if [ ! -s "$key" ]; then
+    command -v openssl >/dev/null 2>&1 || die "openssl is needed to generate the audit-log's signing key"
+    (umask 077 && openssl genpkey -algorithm ed25519 -out "$key")
+    if is_root; then chown 10001:10001 "$key"; fi
+    added=$((added + 1))
+  fi
+  say "compose secrets: ${file#"$ROOT"/} and ${key#"$ROOT"/} (mode 0600; $added generated)"
+  say "start with: docker compose --env-file ${file#"$ROOT"/} up --build -d"
 }
 
 secret() {
@@ -444,6 +478,7 @@ wait_kafka() {
 render_kafka_props() {
   (umask 077 && sed -e "s|@KAFKA_PORT@|$KAFKA_PORT|g" \
     -e "s|@CONTROLLER_PORT@|$KAFKA_CONTROLLER_PORT|g" \
+    -e "s|@LISTEN_HOST@|127.0.0.1|g" -e "s|@ADVERTISED_HOST@|127.0.0.1|g" \
     -e "s|@DATA_DIR@|$KAFKA_HOME/data|g" \
     -e "s|@ADMIN_PASSWORD@|$(secret TOLLGATE_KAFKA_PASSWORD_ADMIN)|g" \
     -e "s|@CONTROLLER_PASSWORD@|$(secret TOLLGATE_KAFKA_PASSWORD_CONTROLLER)|g" \
@@ -600,26 +635,11 @@ EOF
 pg_ensure_role() {
   local psql
   psql=$(pg_client psql)
-  "$psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d postgres <<EOF >/dev/null
-DO \$\$
-BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$PG_ROLE') THEN
-    CREATE ROLE $PG_ROLE LOGIN;
-  END IF;
-END
-\$\$;
-ALTER ROLE $PG_ROLE WITH LOGIN CREATEDB PASSWORD '$PG_PASSWORD';
--- The audit-log writes as a role that may only INSERT and SELECT (grants are given by its migrations).
-DO \$\$
-BEGIN
-  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tollgate_audit_writer') THEN
-    CREATE ROLE tollgate_audit_writer LOGIN;
-  END IF;
-END
-\$\$;
-ALTER ROLE tollgate_audit_writer WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT NOREPLICATION NOBYPASSRLS PASSWORD '${TOLLGATE_AUDIT_LOG_WRITER_PASSWORD:-tollgate-audit-writer}';
-SELECT 'CREATE DATABASE $PG_DB OWNER $PG_ROLE' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '$PG_DB')\gexec
-EOF
+  # PG_ROLE, PG_DB: infra/postgres/roles.sql names them (tollgate); the local password is the development one.
+  "$psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d postgres \
+    -v owner_password="$PG_PASSWORD" \
+    -v writer_password="${TOLLGATE_AUDIT_LOG_WRITER_PASSWORD:-tollgate-audit-writer}" \
+    -f "$ROOT/infra/postgres/roles.sql" </dev/null >/dev/null
 }
 
 # wait_pg [PID]: pg_isready until it accepts connections, then a real query.
@@ -830,6 +850,7 @@ cmd_as() {
   [ "$#" -ge 2 ] || die "usage: infra/stack.sh as PRINCIPAL CMD..."
   case " $KAFKA_USERS " in *" $1 "*) ;; *) die "unknown Kafka principal $1 (one of: $KAFKA_USERS)" ;; esac
   kafka_credentials "$1"
+  platform_env
   shift
   export TOLLGATE_KAFKA_BOOTSTRAP=${TOLLGATE_KAFKA_BOOTSTRAP:-$LOCAL_BOOTSTRAP}
   exec "$@"
@@ -860,6 +881,7 @@ cmd_services_up() {
     (
       cd "$ROOT"
       kafka_credentials "$svc"
+      platform_env
       export TOLLGATE_KAFKA_BOOTSTRAP="${TOLLGATE_KAFKA_BOOTSTRAP:-$LOCAL_BOOTSTRAP}"
       export TOLLGATE_DATABASE_URL="${TOLLGATE_DATABASE_URL:-$LOCAL_DATABASE_URL}"
       export PYTHONUNBUFFERED=1
@@ -1017,6 +1039,7 @@ main() {
       shift
       cmd_as "$@"
       ;;
+    compose-env) cmd_compose_env ;;
     -h | --help | help) usage ;;
     *)
       usage >&2
