@@ -28,6 +28,7 @@ from tollgate_audit_log.sink import Metrics, StreamWorker
 from tollgate_audit_log.streams import STREAMS, EntryBuilder
 from tollgate_audit_log.verify import verify_database
 from tollgate_core.kafka import producer_config
+from tollgate_core.kafka_auth import kafka_security
 from tollgate_core.topics import Topics
 
 ROWS = 200_000
@@ -158,7 +159,9 @@ async def test_forged_row_at_head_plus_one_is_tampering_and_never_signed(
 
 
 async def first_message(bootstrap: str, topic: str, timeout: float = 30) -> dict[str, Any]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, **kafka_security(), auto_offset_reset="earliest"
+    )
     await consumer.start()
     try:
         deadline = time.monotonic() + timeout

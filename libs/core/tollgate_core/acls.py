@@ -32,6 +32,7 @@ OPERATOR = "operator"
 # Catalog entries that are not services, and the principal each stands for.
 OUTSIDE_PRINCIPALS = {"external producers": PRODUCER, "clients": PRODUCER, "operators": OPERATOR}
 PRINCIPALS = (*SERVICES, PRODUCER, OPERATOR)
+REDRIVER = "audit-log"  # serves the operators' DLQ API
 
 
 class ResourceType(IntEnum):
@@ -118,6 +119,18 @@ def catalog_acls(namespace: str = "tollgate") -> list[AclBinding]:
             Operation.WRITE,
             Operation.DESCRIBE,
         )
+    # The audit-log redrives dead letters (tollgate_core.dlq): its cursor groups and transactional ids are
+    # <namespace>.dlq-redrive.<service>; the topics it may send them back to are in the catalog's producers.
+    redrive = f"{namespace}.dlq-redrive"
+    grant(REDRIVER, ResourceType.GROUP, redrive, PatternType.PREFIXED, Operation.READ)
+    grant(
+        REDRIVER,
+        ResourceType.TRANSACTIONAL_ID,
+        redrive,
+        PatternType.PREFIXED,
+        Operation.WRITE,
+        Operation.DESCRIBE,
+    )
     grant(PRODUCER, ResourceType.GROUP, f"{namespace}.clients", PatternType.PREFIXED, Operation.READ)
     grant(
         OPERATOR,

@@ -39,6 +39,7 @@ from tollgate_core.kafka import (
     DLQ_SOURCE_TOPIC,
     producer_config,
 )
+from tollgate_core.kafka_auth import kafka_security
 from tollgate_core.operations import MAX_RECORDS, OperationEvent, OperationPayload, RedrivenRecord
 from tollgate_core.topics import SERVICES, Topics, current_schema_id
 
@@ -182,6 +183,7 @@ class DeadLetterQueues:
     def _consumer(self, service: str) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
+            **kafka_security(),
             client_id=self.client_id,
             group_id=self.cursor_group(service),  # only to read the cursor: never joins, never commits
             enable_auto_commit=False,

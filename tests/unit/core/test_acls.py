@@ -45,7 +45,7 @@ def test_only_the_owners_write_the_control_topics() -> None:
     assert writers(acls, topics.models_lifecycle) == {"registry"}
     assert writers(acls, topics.inference_log) == {"scorer"}
     assert writers(acls, topics.models_candidates) == {"trainer"}
-    assert writers(acls, topics.events_raw) == {"ingest", PRODUCER}
+    assert writers(acls, topics.events_raw) == {"ingest", PRODUCER, "audit-log"}  # audit-log: DLQ redrive
 
 
 def test_outside_producers_write_only_events_raw_and_scoring_requests() -> None:
