@@ -880,7 +880,7 @@ cmd_services_up() {
     # shellcheck disable=SC2030,SC2031  # the service's environment, set in its own subshell
     (
       cd "$ROOT"
-      kafka_credentials "$svc"
+      kafka_credentials "${svc%@*}" # replicas share their service's principal
       platform_env
       export TOLLGATE_KAFKA_BOOTSTRAP="${TOLLGATE_KAFKA_BOOTSTRAP:-$LOCAL_BOOTSTRAP}"
       export TOLLGATE_DATABASE_URL="${TOLLGATE_DATABASE_URL:-$LOCAL_DATABASE_URL}"
