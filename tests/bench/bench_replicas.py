@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.kafka_helpers import good_record, produce  # noqa: E402
+from tollgate_core.kafka_auth import kafka_security  # noqa: E402
 from tollgate_core.settings import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP  # noqa: E402
 from tollgate_core.topics import ensure_topics  # noqa: E402
 
@@ -105,7 +106,7 @@ async def wait_ready(procs: list[tuple[subprocess.Popen[bytes], int]], timeout: 
 
 
 async def wait_members(group: str, count: int, timeout: float = 120) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, **kafka_security())
     await admin.start()
     try:
         deadline = time.monotonic() + timeout
@@ -127,6 +128,7 @@ async def count_until(topic: str, n: int, timeout: float = 900) -> float:
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=BOOTSTRAP,
+        **kafka_security(),
         isolation_level="read_committed",
         enable_auto_commit=False,
         auto_offset_reset="earliest",

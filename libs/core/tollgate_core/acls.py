@@ -30,7 +30,12 @@ from tollgate_core.topics import SERVICES, Topics
 PRODUCER = "producer"
 OPERATOR = "operator"
 # Catalog entries that are not services, and the principal each stands for.
-OUTSIDE_PRINCIPALS = {"external producers": PRODUCER, "clients": PRODUCER, "operators": OPERATOR}
+OUTSIDE_PRINCIPALS = {
+    "external producers": PRODUCER,
+    "clients": PRODUCER,
+    "operators": OPERATOR,
+    "auditors": OPERATOR,  # people too: `tollgate audit verify --kafka-heads` reads with the operator's settings
+}
 PRINCIPALS = (*SERVICES, PRODUCER, OPERATOR)
 REDRIVER = "audit-log"  # serves the operators' DLQ API
 

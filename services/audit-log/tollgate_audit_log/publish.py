@@ -30,6 +30,7 @@ from tollgate_audit_log.canonical import from_micros, micros
 from tollgate_audit_log.chain import Checkpoint
 from tollgate_audit_log.signing import ZERO_HASH, Statement
 from tollgate_core.audit_heads import TreeHeadEvent, TreeHeadPayload
+from tollgate_core.kafka_auth import kafka_security
 
 log = logging.getLogger(__name__)
 SCHEMA = "audit.checkpoints.v1"
@@ -170,7 +171,9 @@ class Publisher:
 
 async def kafka_heads(bootstrap: str, topic: str, timeout_s: float = 30.0) -> dict[str, list[PublishedHead]]:
     """Every head on the topic, by stream (read from the beginning to the end offsets, no consumer group)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, **kafka_security(), enable_auto_commit=False, group_id=None
+    )
     await consumer.start()
     out: dict[str, list[PublishedHead]] = {}
     try:
