@@ -34,6 +34,8 @@ import yaml
 from tests.audit_support import ensure_writer_role
 from tests.conftest import ServiceProcess, wait_http_ok
 from tests.kafka_helpers import collect, good_record, produce, raw_event
+from tollgate_core.acls import apply_acls
+from tollgate_core.kafka_auth import kafka_security
 from tollgate_core.paths import schemas_dir
 from tollgate_core.topics import ensure_topics
 
@@ -100,6 +102,8 @@ async def test_three_replicas_each_killed_five_times_lose_and_duplicate_nothing(
 ) -> None:
     namespace = f"s{uuid.uuid4().hex[:8]}"
     await ensure_topics(bootstrap, namespace, partitions_override=PARTITIONS)
+    if kafka_security():  # each service runs as its own Kafka principal
+        await apply_acls(bootstrap, namespace)
     await ensure_writer_role()
     env = {
         "TOLLGATE_TOPIC_NAMESPACE": namespace,

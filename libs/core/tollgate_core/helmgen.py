@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from tollgate_core.acls import REDRIVER, principal_of
 from tollgate_core.paths import repo_root
 from tollgate_core.topics import SERVICES, TopicSpec, catalog
 
@@ -44,9 +45,10 @@ def kafka_acls(
         for name in sorted(specs):
             spec = specs[name]
             operations: list[str] = []
-            if service in spec.consumers:
+            # The catalog's entries name principals as tollgate_core.acls reads them ("ingest (HTTP gateway)").
+            if service in {principal_of(entry) for entry in spec.consumers}:
                 operations += ["Read", "Describe"]
-            if service in spec.producers:
+            if service in {principal_of(entry) for entry in spec.producers}:
                 operations += ["Write", "Describe"]
             if not operations:
                 continue
@@ -77,6 +79,27 @@ def kafka_acls(
                 "operations": ["Describe", "Write"],
             }
         )
+        if service == REDRIVER:  # the DLQ redrive's cursor groups and transactions (tollgate_core.dlq)
+            acls.append(
+                {
+                    "resource": {
+                        "type": "group",
+                        "name": f"{namespace}.dlq-redrive",
+                        "patternType": "prefix",
+                    },
+                    "operations": ["Read"],
+                }
+            )
+            acls.append(
+                {
+                    "resource": {
+                        "type": "transactionalId",
+                        "name": f"{namespace}.dlq-redrive",
+                        "patternType": "prefix",
+                    },
+                    "operations": ["Describe", "Write"],
+                }
+            )
         out[service] = acls
     return out
 
