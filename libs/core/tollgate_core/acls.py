@@ -38,6 +38,15 @@ OUTSIDE_PRINCIPALS = {
 }
 PRINCIPALS = (*SERVICES, PRODUCER, OPERATOR)
 REDRIVER = "audit-log"  # serves the operators' DLQ API
+# Where the DLQ redrive may send dead letters back to (as the audit-log): never models.candidates,
+# models.lifecycle or inference.log, which only their owners write.
+REDRIVE_TARGETS = (
+    "events.raw",
+    "events.ingested",
+    "events.validated",
+    "training.requests",
+    "scoring.requests",
+)
 
 
 class ResourceType(IntEnum):
@@ -125,7 +134,12 @@ def catalog_acls(namespace: str = "tollgate") -> list[AclBinding]:
             Operation.DESCRIBE,
         )
     # The audit-log redrives dead letters (tollgate_core.dlq): its cursor groups and transactional ids are
-    # <namespace>.dlq-redrive.<service>; the topics it may send them back to are in the catalog's producers.
+    # <namespace>.dlq-redrive.<service>; the topics it may send them back to are REDRIVE_TARGETS.
+    for full, spec in Topics(namespace).all_names():
+        if spec.name in REDRIVE_TARGETS:
+            grant(
+                REDRIVER, ResourceType.TOPIC, full, PatternType.LITERAL, Operation.WRITE, Operation.DESCRIBE
+            )
     redrive = f"{namespace}.dlq-redrive"
     grant(REDRIVER, ResourceType.GROUP, redrive, PatternType.PREFIXED, Operation.READ)
     grant(

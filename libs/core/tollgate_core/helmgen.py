@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from tollgate_core.acls import REDRIVER, principal_of
+from tollgate_core.acls import REDRIVE_TARGETS, REDRIVER, principal_of
 from tollgate_core.paths import repo_root
 from tollgate_core.topics import SERVICES, TopicSpec, catalog
 
@@ -48,7 +48,9 @@ def kafka_acls(
             # The catalog's entries name principals as tollgate_core.acls reads them ("ingest (HTTP gateway)").
             if service in {principal_of(entry) for entry in spec.consumers}:
                 operations += ["Read", "Describe"]
-            if service in {principal_of(entry) for entry in spec.producers}:
+            if service in {principal_of(entry) for entry in spec.producers} or (
+                service == REDRIVER and spec.name in REDRIVE_TARGETS
+            ):
                 operations += ["Write", "Describe"]
             if not operations:
                 continue
