@@ -10,6 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.kafka_helpers import collect, produce
 from tests.runtime_cases import CASES, Record
+from tollgate_core.kafka_auth import kafka_security
 
 
 class RealHarness:
@@ -17,7 +18,7 @@ class RealHarness:
         self.bootstrap = bootstrap
 
     async def topic(self, name: str, partitions: int = 1, max_bytes: int | None = None) -> str:
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, **kafka_security())
         await admin.start()
         try:
             configs = {"max.message.bytes": str(max_bytes)} if max_bytes else {}
