@@ -9,7 +9,14 @@ health check everywhere. Sources of truth:
   from ``infra/services.env`` instead once that file exists;
 - a service's own default ``http_port`` and its environment names: its settings class, the
   ``tollgate_core.settings.ServiceSettings`` subclass in ``tollgate_<svc>.app``;
-- the Kafka version: ``<kafka.version>`` in ``infra/kafka/pom.xml``.
+- the Kafka version: ``<kafka.version>`` in ``infra/kafka/pom.xml``;
+- the broker's configuration: ``infra/kafka/server.properties.template``, which the compose broker renders too
+  (``infra/kafka/compose-start.sh``); the PostgreSQL roles: ``infra/postgres/roles.sql``;
+- the secrets: what ``infra/stack.sh compose-env`` generates into the env file.
+
+Secure by default: HTTP ports bound to 127.0.0.1 unless TOLLGATE_HTTP_BIND says otherwise, Kafka and
+PostgreSQL not published, every service its own Kafka principal, no superuser for the services, every secret
+from the env file without a default.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import subprocess
 import xml.etree.ElementTree as ET
 from functools import cache
 from pathlib import Path
@@ -36,6 +44,12 @@ SERVICES_FILE = ROOT / "infra" / "services.env"
 MAKEFILE = ROOT / "Makefile"
 KAFKA_POM = ROOT / "infra" / "kafka" / "pom.xml"
 TOPICS_MODULE = ROOT / "libs" / "core" / "tollgate_core" / "topics.py"
+KAFKA_TEMPLATE = ROOT / "infra" / "kafka" / "server.properties.template"
+KAFKA_START = ROOT / "infra" / "kafka" / "compose-start.sh"
+PG_ROLES = ROOT / "infra" / "postgres" / "roles.sql"
+PG_INIT = ROOT / "infra" / "postgres" / "compose-init.sh"
+# A secret in the compose file: an env-file variable that must be set (no default), e.g. ${NAME:?hint}.
+SECRET = re.compile(r"\$\{([A-Z][A-Z0-9_]*):\?[^}]*\}")
 
 INFRA = ("kafka", "postgres", "topics")
 ARTIFACT_SERVICES = ("trainer", "registry", "scorer")
@@ -222,6 +236,24 @@ def published_ports(name: str) -> list[tuple[int, int]]:
     return pairs
 
 
+def _default_of(value: str) -> str:
+    """``${VAR:-default}`` → default (what compose uses when VAR is unset); other values as they are."""
+    match = re.fullmatch(r"\$\{[A-Z0-9_]+:?-([^}]*)\}", value)
+    return match.group(1) if match else value
+
+
+def published_host_ips(name: str) -> list[str]:
+    """The host address of every published port, as compose resolves it with no variable set."""
+    ips = []
+    for entry in service(name).get("ports") or []:
+        if isinstance(entry, dict):
+            ips.append(_default_of(str(entry.get("host_ip", ""))))
+        else:
+            parts = str(entry).split("/")[0].split(":")
+            ips.append(parts[0] if len(parts) == 3 else "")
+    return ips
+
+
 def healthcheck_command(name: str) -> list[str]:
     check = service(name).get("healthcheck")
     assert isinstance(check, dict), f"{name}: no healthcheck"
@@ -232,18 +264,6 @@ def healthcheck_command(name: str) -> list[str]:
     )
     assert len(test) > 1, f"{name}: healthcheck.test runs nothing"
     return [str(t) for t in test]
-
-
-def kafka_listeners(variable: str) -> dict[str, str]:
-    """``NAME://host:port,...`` → {NAME: host:port}."""
-    value = environment("kafka").get(variable, "")
-    assert value, f"kafka: {variable} is not set"
-    out = {}
-    for item in value.split(","):
-        listener, sep, address = item.strip().partition("://")
-        assert sep, f"kafka: {variable} entry {item!r} is not NAME://host:port"
-        out[listener] = address
-    return out
 
 
 SERVICES = stack_services()
@@ -422,16 +442,29 @@ def test_artifact_store_is_shared() -> None:
 # ------------------------------------------------------------------------------------------- infrastructure
 
 
+def template_properties() -> dict[str, str]:
+    props = {}
+    for line in KAFKA_TEMPLATE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            props[key.strip()] = value.strip()
+    return props
+
+
+def compose_render(placeholder: str) -> str:
+    """What infra/kafka/compose-start.sh substitutes for ``@PLACEHOLDER@`` in the broker template."""
+    match = re.search(rf"s\|@{placeholder}@\|([^|]+)\|g", KAFKA_START.read_text())
+    assert match, f"infra/kafka/compose-start.sh does not render @{placeholder}@"
+    return match.group(1)
+
+
 def internal_bootstrap() -> str:
-    return kafka_listeners("KAFKA_ADVERTISED_LISTENERS")[
-        environment("kafka")["KAFKA_INTER_BROKER_LISTENER_NAME"]
-    ]
+    return f"{compose_render('ADVERTISED_HOST')}:{compose_render('KAFKA_PORT')}"
 
 
 def compose_database_url() -> str:
-    env = environment("postgres")
-    _, container = published_ports("postgres")[0]
-    return f"postgresql://{env['POSTGRES_USER']}:{env['POSTGRES_PASSWORD']}@postgres:{container}/{env['POSTGRES_DB']}"
+    owner, database = stack_literal("PG_ROLE"), stack_literal("PG_DB")
+    return f"postgresql://{owner}:${{TOLLGATE_PG_PASSWORD:?run infra/stack.sh compose-env}}@postgres:5432/{database}"
 
 
 def test_kafka_image_matches_pom() -> None:
@@ -440,69 +473,143 @@ def test_kafka_image_matches_pom() -> None:
     )
 
 
-def test_kafka_is_single_node_kraft() -> None:
-    env = environment("kafka")
-    assert env.get("KAFKA_PROCESS_ROLES") == "broker,controller"
-    node = env.get("KAFKA_NODE_ID")
-    assert node and env.get("KAFKA_CONTROLLER_QUORUM_VOTERS", "").startswith(f"{node}@")
-    assert env.get("KAFKA_AUTO_CREATE_TOPICS_ENABLE") == "false", (
-        "topics are created by the topics service only"
-    )
-    for name in (
-        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
-        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
-        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
-    ):
-        assert env.get(name) == "1", f"kafka: {name} must be 1 on a single broker"
-
-
-def test_kafka_listeners_match_the_stack() -> None:
-    listeners = kafka_listeners("KAFKA_LISTENERS")
-    advertised = kafka_listeners("KAFKA_ADVERTISED_LISTENERS")
-    internal = environment("kafka")["KAFKA_INTER_BROKER_LISTENER_NAME"]
-    assert advertised.get(internal) == "kafka:9092", "services reach the broker at kafka:9092"
-    stack_port = int(stack_default("KAFKA_PORT", "STACK_KAFKA_PORT"))
-    external = [name for name, address in advertised.items() if address == f"localhost:{stack_port}"]
-    assert len(external) == 1, f"one listener must be advertised as localhost:{stack_port} for host clients"
-    container_port = int(listeners[external[0]].rsplit(":", 1)[1])
-    assert (stack_port, container_port) in published_ports("kafka"), (
-        f"kafka: host port {stack_port} (the stack's) must map to "
-        f"the {external[0]} listener's port {container_port}"
-    )
+def test_kafka_runs_the_stacks_broker_configuration() -> None:
+    """One broker configuration for the local stack and compose: single-node KRaft, SASL/SCRAM-SHA-512 only,
+    the standard authorizer with nothing allowed without an ACL, topics never created on first use."""
+    spec = service("kafka")
+    assert spec.get("command") == ["bash", "/tollgate/kafka/compose-start.sh"]
+    assert "./infra/kafka:/tollgate/kafka:ro" in spec.get("volumes", [])
+    assert "server.properties.template" in KAFKA_START.read_text()
+    props = template_properties()
+    assert props["process.roles"] == "broker,controller"
+    assert props["auto.create.topics.enable"] == "false", "topics are created by the topics service only"
+    for name in ("offsets.topic.replication.factor", "transaction.state.log.replication.factor"):
+        assert props[name] == "1", f"{name} must be 1 on a single broker"
+    assert props["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    protocols = dict(item.split(":") for item in props["listener.security.protocol.map"].split(","))
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}, "no listener without authentication"
+    assert compose_render("LISTEN_HOST") == "0.0.0.0" and compose_render("ADVERTISED_HOST") == "kafka"
     test = healthcheck_command("kafka")
-    assert any(t.endswith("kafka-broker-api-versions.sh") for t in test), (
-        "kafka: check with kafka-broker-api-versions.sh"
-    )
-    internal_port = listeners[internal].rsplit(":", 1)[1]
-    assert f"localhost:{internal_port}" in test, (
-        f"kafka: the healthcheck must bootstrap from localhost:{internal_port}"
+    assert any(t.endswith("kafka-broker-api-versions.sh") for t in test)
+    assert f"localhost:{compose_render('KAFKA_PORT')}" in test and "--command-config" in test
+
+
+def test_kafka_has_a_scram_user_per_principal() -> None:
+    from tollgate_core.acls import PRINCIPALS
+
+    env = environment("kafka")
+    users = env.get("KAFKA_USERS", "").split()
+    assert set(users) == {"admin", *PRINCIPALS}, "one SCRAM user per ACL principal, plus the super user"
+    for user in (*users, "controller"):
+        variable = f"TOLLGATE_KAFKA_PASSWORD_{user.upper().replace('-', '_')}"
+        assert SECRET.fullmatch(env.get(variable, "")), f"kafka: {variable} must come from the env file"
+    stack_users = re.search(r'^KAFKA_USERS="([^"$]*)\$\(svc_table', stack_text(), re.M)
+    assert stack_users and stack_users.group(1).split() == users[:3], "the local stack's users, in order"
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_each_service_is_its_own_kafka_principal(svc: str) -> None:
+    env = environment(svc)
+    own = f"TOLLGATE_KAFKA_PASSWORD_{svc.upper().replace('-', '_')}"
+    assert env.get("TOLLGATE_KAFKA_USERNAME") == svc
+    match = SECRET.fullmatch(env.get("TOLLGATE_KAFKA_PASSWORD", ""))
+    assert match and match.group(1) == own, f"{svc}: its own password, {own}, from the env file"
+    assert env.get("TOLLGATE_KAFKA_SECURITY_PROTOCOL") == "SASL_PLAINTEXT"
+    assert env.get("TOLLGATE_KAFKA_SASL_MECHANISM") == "SCRAM-SHA-512"
+    others = [v for v in SECRET.findall(" ".join(env.values())) if v.startswith("TOLLGATE_KAFKA_PASSWORD_")]
+    assert others == [own], f"{svc} sees another principal's password: {others}"
+
+
+def test_infrastructure_ports_are_not_published() -> None:
+    for name in INFRA:
+        assert not service(name).get("ports"), f"{name}: not published (the services reach it in the network)"
+
+
+@pytest.mark.parametrize("svc", SERVICES)
+def test_http_ports_bind_to_loopback_by_default(svc: str) -> None:
+    assert published_host_ips(svc) == ["127.0.0.1"], (
+        f"{svc}: publish on 127.0.0.1 (host_ip: ${{TOLLGATE_HTTP_BIND:-127.0.0.1}}), not on every interface"
     )
 
 
-def test_postgres_matches_the_stack() -> None:
+def test_postgres_roles_are_not_superusers() -> None:
     env = environment("postgres")
-    assert str(service("postgres").get("image", "")).startswith("postgres:"), (
-        "use the official postgres image"
+    spec = service("postgres")
+    assert str(spec.get("image", "")).startswith("postgres:"), "use the official postgres image"
+    assert SECRET.fullmatch(env.get("POSTGRES_PASSWORD", "")), "the superuser's password from the env file"
+    assert (
+        "./infra/postgres/compose-init.sh:/docker-entrypoint-initdb.d/10-tollgate-roles.sh:ro"
+        in spec["volumes"]
     )
-    assert env.get("POSTGRES_USER") == stack_literal("PG_ROLE")
-    assert env.get("POSTGRES_PASSWORD") == stack_literal("PG_PASSWORD")
-    assert env.get("POSTGRES_DB") == stack_literal("PG_DB")
-    stack_port = int(stack_default("PG_PORT", "STACK_PG_PORT"))
-    assert published_ports("postgres") == [(stack_port, 5432)], f"postgres: publish {stack_port}:5432"
+    assert "./infra/postgres/roles.sql:/tollgate/roles.sql:ro" in spec["volumes"]
+    assert "/tollgate/roles.sql" in PG_INIT.read_text()
+    roles = PG_ROLES.read_text()
+    owner = stack_literal("PG_ROLE")
+    assert re.search(rf"^ALTER ROLE {owner} WITH [^;]*\bNOSUPERUSER\b", roles, re.M)
+    assert re.search(r"^ALTER ROLE tollgate_audit_writer WITH [^;]*\bNOSUPERUSER\b", roles, re.M)
+    assert "infra/postgres/roles.sql" in stack_text(), "the local stack creates the same roles"
+    superuser = env.get("POSTGRES_USER")
+    for svc in SERVICES:
+        url = environment(svc)["TOLLGATE_DATABASE_URL"]
+        assert url.startswith(f"postgresql://{owner}:"), f"{svc}: connects as {owner}, not {superuser}"
     test = healthcheck_command("postgres")
-    assert "pg_isready" in " ".join(test) and env["POSTGRES_USER"] in test
+    assert "pg_isready" in " ".join(test) and owner in test
 
 
-def test_topics_service_creates_the_catalog() -> None:
+def test_every_secret_comes_from_the_env_file_that_stack_sh_generates(tmp_path: Path) -> None:
+    """Passwords and keys are ${VAR:?...} interpolations (no default, no literal), and `infra/stack.sh
+    compose-env` generates every one of them."""
+    referenced: set[str] = set()
+    for name in compose()["services"]:
+        for variable, value in environment(name).items():
+            referenced.update(SECRET.findall(value))
+            if re.search(r"PASSWORD|_KEY$", variable) and not variable.endswith("_PATH"):
+                assert SECRET.fullmatch(value), f"{name}: {variable} must be ${{VAR:?...}} from the env file"
+            assert not re.search(r"://[^:/]+:(?!\$\{)[^@]*@", value), (
+                f"{name}: {variable} has a literal password"
+            )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOLLGATE_", "STACK_"))}
+    done = subprocess.run(
+        ["bash", str(STACK_FILE), "compose-env"],
+        env={**env, "STACK_STATE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    env_file = tmp_path / "compose.env"
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    generated = {line.split("=", 1)[0] for line in env_file.read_text().splitlines() if "=" in line}
+    assert referenced - generated == set(), "compose needs secrets that compose-env does not generate"
+    key = tmp_path / "compose" / "audit-ed25519.pem"
+    assert key.stat().st_mode & 0o777 == 0o600
+    secrets = compose().get("secrets") or {}
+    assert secrets.get("audit-signing-key", {}).get("file") == ".local/compose/audit-ed25519.pem"
+
+
+def test_services_run_in_production_mode() -> None:
+    for svc in SERVICES:
+        assert environment(svc).get("TOLLGATE_ENV") == "production", f"{svc}: production refuses dev secrets"
+
+
+def test_topics_service_creates_the_catalog_and_its_acls() -> None:
     spec = service("topics")
-    assert spec.get("command") == ["python", "-m", "tollgate_core.topics", "apply"]
+    assert spec.get("command") == [
+        "sh",
+        "-c",
+        "python -m tollgate_core.topics apply && python -m tollgate_core.acls apply",
+    ]
     assert spec.get("restart") == "no", "topics is one-shot: it must not be restarted after it exits"
     assert spec.get("depends_on", {}).get("kafka", {}).get("condition") == "service_healthy"
     env = environment("topics")
     assert env.get("TOLLGATE_KAFKA_BOOTSTRAP") == internal_bootstrap()
-    source = TOPICS_MODULE.read_text()
-    unread = [name for name in env if name not in source]
-    assert not unread, f"topics: {unread} are not read by tollgate_core.topics"
+    assert env.get("TOLLGATE_KAFKA_USERNAME") == "admin", "topics and ACLs are the super user's"
+    source = TOPICS_MODULE.read_text() + (TOPICS_MODULE.parent / "kafka_auth.py").read_text()
+    unread = [name for name in env if name not in source and f'"{name}"' not in source]
+    assert not unread, f"topics: {unread} are not read by tollgate_core.topics or kafka_auth"
 
 
 # ---------------------------------------------------------------------------------------------------- image

@@ -63,6 +63,27 @@ class ServiceSettings(BaseSettings):
         validation_alias=AliasChoices("TOLLGATE_ENV", "environment"),
         description="development, test or production; production refuses the built-in development secrets.",
     )
+    kafka_security_protocol: str | None = Field(
+        None,
+        validation_alias=AliasChoices("TOLLGATE_KAFKA_SECURITY_PROTOCOL", "kafka_security_protocol"),
+        description="PLAINTEXT, SASL_PLAINTEXT or SASL_SSL (default SASL_PLAINTEXT when a username is set). "
+        "Every Kafka client reads this and the three below when it is built (tollgate_core.kafka_auth).",
+    )
+    kafka_sasl_mechanism: str | None = Field(
+        None,
+        validation_alias=AliasChoices("TOLLGATE_KAFKA_SASL_MECHANISM", "kafka_sasl_mechanism"),
+        description="SCRAM-SHA-512 (default), SCRAM-SHA-256 or PLAIN.",
+    )
+    kafka_username: str | None = Field(
+        None,
+        validation_alias=AliasChoices("TOLLGATE_KAFKA_USERNAME", "kafka_username"),
+        description="The service's own Kafka principal (its name in the local stack and docker-compose).",
+    )
+    kafka_password: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("TOLLGATE_KAFKA_PASSWORD", "kafka_password"),
+        description="Password of that principal.",
+    )
     pii_key: SecretStr = Field(
         SecretStr(DEVELOPMENT_PII_KEY),
         validation_alias=AliasChoices("TOLLGATE_PII_KEY", "pii_key"),
