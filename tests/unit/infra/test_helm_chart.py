@@ -16,7 +16,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tollgate_core import helmgen
+from tollgate_core import helmgen, kafka_auth
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import SERVICES, catalog
 
@@ -236,3 +236,13 @@ def test_helm_lint_passes(values: str) -> None:
         args += ["-f", str(VALUES[values])]
     out = subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_services_get_kafka_credentials_under_the_names_the_clients_read(values: str) -> None:
+    wanted = {kafka_auth.ENV_USERNAME, kafka_auth.ENV_PASSWORD, kafka_auth.ENV_SASL_MECHANISM}
+    for deployment in of_kind(render(values), "Deployment"):
+        name = deployment["metadata"]["name"]
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            names = {env["name"] for env in container.get("env", [])}
+            assert wanted <= names, f"{name}/{container['name']}: missing {sorted(wanted - names)}"
