@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import orjson
 
-from tests.auth_support import RoleKeys
+from tests.auth_support import make_keys
 from tests.conftest import wait_http_ok
 from tests.e2e.test_trainer import validated, write_catalog
 from tests.kafka_helpers import collect, good_record, produce
@@ -45,15 +45,18 @@ async def _poll_metric(url: str, key: str, name: str, labels: str, want: float, 
 
 
 async def test_training_store_and_label_join_dead_letter_poison_and_go_on(
-    services: Any, namespace: str, bootstrap: str, tmp_path: Path, api_keys: RoleKeys
+    services: Any, namespace: str, bootstrap: str, tmp_path: Path, own_database: str
 ) -> None:
+    # A database of its own: the rows this test stores must not count towards another test's training run.
+    own = {"TOLLGATE_DATABASE_URL": own_database}
     trainer = services(
         "trainer",
-        env_extra={"TOLLGATE_MODELS_DIR": str(write_catalog(tmp_path / "models", min_rows=1_000_000))},
+        env_extra={**own, "TOLLGATE_MODELS_DIR": str(write_catalog(tmp_path / "models", min_rows=1_000_000))},
     )
-    monitor = services("monitor")
+    monitor = services("monitor", env_extra=own)
     await wait_http_ok(f"http://127.0.0.1:{trainer.port}/readyz", timeout=240, proc=trainer)
     await wait_http_ok(f"http://127.0.0.1:{monitor.port}/readyz", timeout=240, proc=monitor)
+    api_keys = await make_keys(own_database, prefix="poison")
 
     topic = f"{namespace}.events.validated.v1"
     pii_list = good_record(2) | {"customer_email": ["a@example.com", "b@example.com"]}

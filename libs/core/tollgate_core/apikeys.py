@@ -200,6 +200,7 @@ class KeyVerifier:
         self.loaded = False
         self.miss_reload_s = miss_reload_s
         self._loaded_at = -math.inf
+        self._miss_reload_at = -math.inf  # last reload a miss caused; scheduled loads do not count
         self._reloading = asyncio.Lock()
 
     @classmethod
@@ -213,18 +214,18 @@ class KeyVerifier:
         self._loaded_at = time.monotonic()
 
     async def verify_or_reload(self, presented: str) -> Principal | None:
-        """:meth:`verify`; on a miss, reload the keys first if the last load is older than
-        ``miss_reload_s``, so a key created a moment ago works at once. Unknown keys cost at most one
-        query per ``miss_reload_s``, however many are tried."""
+        """:meth:`verify`; on a miss, reload the keys first unless another miss did so within
+        ``miss_reload_s`` (scheduled loads do not count), so a key created a moment ago works at once.
+        Unknown keys cost at most one query per ``miss_reload_s``, however many are tried."""
         found = self.verify(presented)
-        if found is not None or time.monotonic() - self._loaded_at < self.miss_reload_s:
+        if found is not None or time.monotonic() - self._miss_reload_at < self.miss_reload_s:
             return found
         async with self._reloading:
-            if time.monotonic() - self._loaded_at >= self.miss_reload_s:
+            if time.monotonic() - self._miss_reload_at >= self.miss_reload_s:
+                self._miss_reload_at = time.monotonic()
                 try:
                     await self.refresh()
                 except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
-                    self._loaded_at = time.monotonic()  # do not hammer a database that is down
                     log.warning("API keys not reloaded on a miss: %s", exc)
         return self.verify(presented)
 

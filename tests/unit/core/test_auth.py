@@ -59,12 +59,26 @@ async def test_a_new_key_works_at_once_and_misses_are_rate_limited() -> None:
     verifier = KeyVerifier(load, miss_reload_s=3600)
     await verifier.refresh()
     active[key_hash("tgk_new")] = Principal("new", frozenset({"viewer"}))
-    verifier._loaded_at -= 7200  # the last load is old: a miss reloads once
+    verifier._miss_reload_at -= 7200  # no miss reloaded lately: a miss reloads once
     assert await verifier.verify_or_reload("tgk_new") == Principal("new", frozenset({"viewer"}))
     assert loads == 2
     for _ in range(5):  # unknown keys within miss_reload_s: no further loads
         assert await verifier.verify_or_reload("tgk_guess") is None
     assert loads == 2
+
+
+async def test_a_key_created_just_after_a_scheduled_load_works_at_once() -> None:
+    """A scheduled or start-up load a moment ago must not make a key created since then wait for the next one
+    (a service that had just started refused a new key with 401 for up to ``miss_reload_s``)."""
+    active: dict[str, Principal] = {}
+
+    async def load() -> dict[str, Principal]:
+        return dict(active)
+
+    verifier = KeyVerifier(load, miss_reload_s=3600)
+    await verifier.refresh()  # the start-up load, just now
+    active[key_hash("tgk_fresh")] = Principal("fresh", frozenset({"viewer"}))
+    assert await verifier.verify_or_reload("tgk_fresh") == Principal("fresh", frozenset({"viewer"}))
 
 
 def test_sessions_signed_expiring_and_bound_to_an_active_key() -> None:
