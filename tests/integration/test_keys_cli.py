@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import sys
 import uuid
 
 import asyncpg
 
-from tollgate_core.apikeys import KeyVerifier, active_keys, key_hash
+from tollgate_core.apikeys import KeyVerifier, active_keys, generate_key, key_hash
 
 
-async def tollgate(*args: str) -> tuple[int, str, str]:
+async def tollgate(*args: str, module: str = "tollgate_registry.cli") -> tuple[int, str, str]:
+    """``tollgate ARGS``; module="tollgate_core.keys_cli" runs ``tollgate keys`` as the chart's hook Job does."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tollgate_registry.cli",
+        module,
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -67,5 +69,71 @@ async def test_create_list_rotate_revoke(database_url: str) -> None:
         # A revoked key's name may be given to a new key.
         code, _, err = await tollgate("keys", "create", name, "viewer", "--dsn", database_url)
         assert code == 0, err
+    finally:
+        await pool.close()
+
+
+async def test_import_makes_a_key_from_a_file_the_active_key_of_a_name(
+    database_url: str, tmp_path: pathlib.Path
+) -> None:
+    """What the chart's hook Job runs on every install and upgrade: the key in the mounted Secret becomes
+    the named principal's key; again changes nothing; a new key in the file replaces the old one."""
+    name = f"prometheus-{uuid.uuid4().hex[:6]}"
+    key, new = generate_key(), generate_key()
+    path = tmp_path / "api-key"
+    path.write_text(key + "\n")
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1)
+    try:
+        verifier = KeyVerifier(lambda: active_keys(pool))
+        code, out, err = await tollgate(
+            "keys", "import", name, "operator", "--key-file", str(path), "--dsn", database_url
+        )
+        assert code == 0 and out == "" and err.strip().endswith(": created"), err
+        await verifier.refresh()
+        who = verifier.verify(key)
+        assert who is not None and who.name == name and who.roles == {"operator"}
+
+        # The chart's hook Job runs the same command as `python -m tollgate_core.keys_cli import ...`.
+        code, _, err = await tollgate(
+            "import",
+            name,
+            "operator",
+            "--key-file",
+            str(path),
+            "--dsn",
+            database_url,
+            module="tollgate_core.keys_cli",
+        )
+        assert code == 0 and err.strip().endswith(": unchanged"), err
+
+        path.write_text(new)
+        code, _, err = await tollgate(
+            "keys", "import", name, "operator", "--key-file", str(path), "--dsn", database_url
+        )
+        assert code == 0 and err.strip().endswith(": updated"), err
+        await verifier.refresh()
+        assert verifier.verify(key) is None
+        assert (again := verifier.verify(new)) is not None and again.name == name
+        row = await pool.fetchrow("SELECT key_hash, rotated_at FROM api_keys WHERE name = $1", name)
+        assert row["key_hash"] == key_hash(new) and row["rotated_at"] is not None
+
+        # A weak or malformed key is refused with the reason, never echoed; the stored key is untouched.
+        path.write_text("tgk_short")
+        code, out, err = await tollgate(
+            "keys", "import", name, "operator", "--key-file", str(path), "--dsn", database_url
+        )
+        assert code == 2 and "43 to 256 URL-safe" in err and "tgk_short" not in out + err
+        code, _, err = await tollgate(
+            "keys", "import", name, "operator", "--key-file", str(tmp_path / "missing"), "--dsn", database_url
+        )
+        assert code == 2 and "cannot read the key file" in err
+        # The same key under a second name would make one key two principals.
+        path.write_text(new)
+        code, _, err = await tollgate(
+            "keys", "import", f"x-{name}", "viewer", "--key-file", str(path), "--dsn", database_url
+        )
+        assert code == 2 and "another name" in err
+        await verifier.refresh()
+        assert (still := verifier.verify(new)) is not None and still.name == name
     finally:
         await pool.close()

@@ -58,6 +58,9 @@ ROLES = (
 MIGRATIONS = Path(__file__).parent / "migrations" / "apikeys"
 MIGRATION_SERVICE = "apikeys"
 KEY_PREFIX = "tgk_"
+# A key made elsewhere (e.g. kept in a Kubernetes Secret) and imported: at least 256 random bits, as
+# generate_key makes them (43 URL-safe base64 characters carry 258 bits).
+IMPORTED_KEY_PATTERN = re.compile(r"^tgk_[A-Za-z0-9_-]{43,256}$")
 # A key's name is the principal recorded as the actor of what it does: printable, no spaces or controls.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
 
@@ -138,6 +141,55 @@ async def create_key(pool: asyncpg.Pool, name: str, *roles: str) -> str:
             f"an active API key named {name!r} exists already; revoke or rotate it, or pick another name"
         ) from None
     return key
+
+
+def check_imported_key(key: str) -> str:
+    if not IMPORTED_KEY_PATTERN.match(key):
+        raise ValueError(
+            "an imported key must be 'tgk_' followed by 43 to 256 URL-safe base64 characters (256 random "
+            "bits or more), e.g. \"tgk_$(openssl rand -base64 32 | tr '+/' '-_' | tr -d '=')\""
+        )
+    return key
+
+
+async def import_key(pool: asyncpg.Pool, name: str, key: str, *roles: str) -> str:
+    """Make ``key`` (generated elsewhere, e.g. held in a Kubernetes Secret) the active key of ``name`` with
+    ``roles``. Idempotent: ``created`` when ``name`` had no active key, ``unchanged`` when it already has this
+    key and these roles, ``updated`` when its key or roles are replaced (the old key stops working like a
+    rotated one)."""
+    check_name(name)
+    chosen = check_roles(roles)
+    check_imported_key(key)
+    await ensure_schema(pool)
+    digest = key_hash(key)
+    try:
+        async with pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT key_hash, roles FROM api_keys WHERE name = $1 AND revoked_at IS NULL FOR UPDATE", name
+            )
+            if row is None:
+                await conn.execute(
+                    "INSERT INTO api_keys (name, roles, key_hash) VALUES ($1, $2, $3)",
+                    name,
+                    list(chosen),
+                    digest,
+                )
+                return "created"
+            if row["key_hash"] == digest and list(row["roles"]) == list(chosen):
+                return "unchanged"
+            await conn.execute(
+                "UPDATE api_keys SET key_hash = $2, roles = $3,"
+                " rotated_at = CASE WHEN key_hash = $2 THEN rotated_at ELSE now() END"
+                " WHERE name = $1 AND revoked_at IS NULL",
+                name,
+                digest,
+                list(chosen),
+            )
+            return "updated"
+    except asyncpg.UniqueViolationError:
+        raise ValueError(
+            "this key is (or was) stored under another name or was revoked; generate a new one"
+        ) from None
 
 
 async def revoke_key(pool: asyncpg.Pool, name: str) -> bool:

@@ -5,6 +5,9 @@
     tollgate keys revoke NAME                  the key stops working within the services' refresh interval
     tollgate keys rotate NAME                  a new key for the same principal and roles, printed once;
                                                the old one stops working like a revoked one
+    tollgate keys import NAME ROLE [ROLE...] --key-file PATH
+                                               make a key generated elsewhere (a Kubernetes Secret) the
+                                               active key of NAME; idempotent (the chart's hook Job runs it)
 
 The database comes from ``--dsn`` or ``TOLLGATE_DATABASE_URL``. The new key goes to stdout alone, so
 ``KEY=$(tollgate keys create ...)`` captures it; what happened goes to stderr.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import asyncpg
@@ -26,7 +30,10 @@ T = TypeVar("T")
 
 keys_app = typer.Typer(
     name="keys",
-    help="API keys: create NAME ROLE [ROLE...] | list | revoke NAME | rotate NAME (keys are stored hashed).",
+    help=(
+        "API keys: create NAME ROLE [ROLE...] | list | revoke NAME | rotate NAME | import NAME ROLE... --key-file"
+        " PATH (keys are stored hashed)."
+    ),
     no_args_is_help=True,
     add_completion=False,
 )
@@ -99,3 +106,31 @@ def rotate(name: Name, dsn: Dsn = DEFAULT_DATABASE_URL) -> None:
         raise typer.Exit(1)
     typer.echo(key)
     typer.echo(f"rotated key {name!r}: the old key stops working (shown once; store it now)", err=True)
+
+
+@keys_app.command("import")
+def import_(
+    name: Name,
+    roles: Annotated[list[str], typer.Argument(help=f"One or more of: {', '.join(apikeys.ROLES)}.")],
+    key_file: Annotated[
+        Path,
+        typer.Option(
+            "--key-file",
+            help="File holding the key (tgk_ + 43 or more URL-safe characters), e.g. a mounted Secret.",
+        ),
+    ],
+    dsn: Dsn = DEFAULT_DATABASE_URL,
+) -> None:
+    """Make the key in --key-file the active key of NAME with ROLES (stored hashed); running it again
+    changes nothing, a new key or new roles replace the old ones."""
+    try:
+        key = key_file.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        typer.echo(f"error: cannot read the key file: {exc}", err=True)
+        raise typer.Exit(2) from None
+    outcome = _with_pool(dsn, lambda pool: apikeys.import_key(pool, name, key, *roles))
+    typer.echo(f"key {name!r} with roles {', '.join(dict.fromkeys(roles))}: {outcome}", err=True)
+
+
+if __name__ == "__main__":
+    keys_app()
