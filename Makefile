@@ -45,7 +45,7 @@ $(SYNC_STAMP): uv.lock $(PYPROJECTS)
 
 deps: venv
 	$(STACK) deps
-	@bash infra/helm/tools.sh || echo "make: deps: helm and the KEDA CRDs could not be fetched (no network?); the chart tests need them: run make deps with network"
+	@bash infra/helm/tools.sh || echo "make: deps: helm and the operators' CRDs could not be fetched (no network?); the chart tests need them: run make deps with network"
 
 infra-up: deps
 	$(STACK) infra-up

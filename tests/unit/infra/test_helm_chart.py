@@ -1,11 +1,13 @@
 """The Helm chart (infra/helm/tollgate), rendered by the pinned helm (``make deps`` builds it from its Go
 module) with the default and a production-like values file: every object validates against the Kubernetes
-schemas (``kubernetes-validate``) and KEDA's objects against KEDA's CRDs; Strimzi topics and users equal
-what the topic catalog generates; pods are locked down; every service has a NetworkPolicy that lets it
-reach only Kafka, PostgreSQL, DNS and the trace collector."""
+schemas (``kubernetes-validate``) and the operators' objects against the CRDs their Go modules ship (KEDA,
+CloudNativePG, the Prometheus operator); Strimzi topics and users equal what the topic catalog generates;
+pods are locked down; every service has a NetworkPolicy that lets it reach only Kafka, PostgreSQL, DNS and
+the trace collector; Prometheus scrapes every service with an operator key the hook Job imports."""
 
 from __future__ import annotations
 
+import copy
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 import yaml
 
 from tollgate_core import helmgen, kafka_auth
+from tollgate_core.auth import METRICS_ROLES
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import SERVICES, catalog
 
@@ -25,7 +28,18 @@ CHART = ROOT / "infra" / "helm" / "tollgate"
 CACHE = ROOT / "infra" / ".cache"
 TOOLS = (ROOT / "infra" / "helm" / "tools.sh").read_text()
 HELM = CACHE / f"helm-{TOOLS.split('HELM_VERSION=')[1].split()[0]}" / "helm"
-KEDA_CRDS = CACHE / "crds" / f"keda-{TOOLS.split('KEDA_VERSION=')[1].split()[0]}"
+
+
+def pinned(variable: str) -> str:
+    return TOOLS.split(f"\n{variable}=")[1].split()[0]
+
+
+# API group -> the folder holding its operator's CRDs (fetched by infra/helm/tools.sh).
+CRDS = {
+    "keda.sh": CACHE / "crds" / f"keda-{pinned('KEDA_VERSION')}",
+    "postgresql.cnpg.io": CACHE / "crds" / f"cloudnative-pg-{pinned('CNPG_VERSION')}",
+    "monitoring.coreos.com": CACHE / "crds" / f"prometheus-operator-{pinned('PROMETHEUS_OPERATOR_VERSION')}",
+}
 K8S_VERSION = "1.33.0"
 VALUES = {"default": None, "production": CHART / "ci" / "production-values.yaml"}
 ALLOWED_EGRESS_PORTS = {53, 9092, 5432, 4318}
@@ -33,14 +47,19 @@ ALLOWED_EGRESS_PORTS = {53, 9092, 5432, 4318}
 Obj = dict[str, Any]
 
 
-@cache
-def render(values: str) -> tuple[Obj, ...]:
+def helm_template(*extra: str) -> subprocess.CompletedProcess[str]:
     if not HELM.exists():
         pytest.fail(f"{HELM} is missing: `make deps` builds it (infra/helm/tools.sh)")
-    args = [str(HELM), "template", "tollgate", str(CHART), "--namespace", "tollgate"]
-    if VALUES[values] is not None:
-        args += ["-f", str(VALUES[values])]
-    out = subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
+    args = [str(HELM), "template", "tollgate", str(CHART), "--namespace", "tollgate", *extra]
+    return subprocess.run(args, capture_output=True, text=True, check=False, timeout=120)
+
+
+@cache
+def render(values: str, *sets: str) -> tuple[Obj, ...]:
+    args = ["-f", str(VALUES[values])] if VALUES[values] is not None else []
+    for setting in sets:
+        args += ["--set", setting]
+    out = helm_template(*args)
     assert out.returncode == 0, out.stderr
     return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
 
@@ -54,15 +73,48 @@ def component(obj: Obj) -> str:
     return str(labels.get("app.kubernetes.io/name") or labels.get("app.kubernetes.io/component"))
 
 
+def closed(schema: Obj) -> Obj:
+    """The schema with every object that lists its properties closed to others: the API server drops an
+    unknown field silently (pruning), so a misspelled field would otherwise pass and do nothing."""
+    schema = copy.deepcopy(schema)
+
+    def close(node: Any) -> None:
+        if isinstance(node, dict):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
+                node["additionalProperties"] = False
+            for value in node.values():
+                close(value)
+        elif isinstance(node, list):
+            for value in node:
+                close(value)
+
+    close(schema)
+    return schema
+
+
+class CrdLoader(yaml.SafeLoader):
+    """Safe YAML, plus the lone ``=`` (YAML 1.1's value tag) that CloudNativePG's CRDs list as an operator."""
+
+
+CrdLoader.add_constructor("tag:yaml.org,2002:value", lambda loader, node: loader.construct_scalar(node))
+
+
 @cache
 def crd_schemas() -> dict[tuple[str, str], Obj]:
-    """(apiVersion, kind) -> openAPIV3Schema of each KEDA CRD version."""
+    """(apiVersion, kind) -> openAPIV3Schema (closed) of each version of every operator CRD."""
     schemas: dict[tuple[str, str], Obj] = {}
-    for path in sorted(KEDA_CRDS.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        for version in crd["spec"]["versions"]:
-            key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
-            schemas[key] = version["schema"]["openAPIV3Schema"]
+    for group, folder in CRDS.items():
+        paths = sorted(folder.glob("*.yaml"))
+        assert paths, f"no {group} CRDs under {folder}: `make deps` fetches them (infra/helm/tools.sh)"
+        for path in paths:
+            crd = yaml.load(path.read_text(), Loader=CrdLoader)  # a SafeLoader
+            for version in crd["spec"]["versions"]:
+                key = (f"{crd['spec']['group']}/{version['name']}", crd["spec"]["names"]["kind"])
+                schemas[key] = closed(version["schema"]["openAPIV3Schema"])
     return schemas
 
 
@@ -73,20 +125,41 @@ def test_the_committed_kafka_data_is_generated_from_the_catalog() -> None:
 @pytest.mark.parametrize("values", list(VALUES))
 def test_every_object_validates_against_its_schema(values: str) -> None:
     objects = render(values)
-    keda = crd_schemas()
-    assert keda, f"no KEDA CRDs under {KEDA_CRDS}: `make deps` fetches them"
-    checked = {"kubernetes": 0, "keda": 0}
+    schemas = crd_schemas()
+    checked: dict[str, int] = {"kubernetes": 0}
     for obj in objects:
         group = obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else ""
-        if group in ("kafka.strimzi.io", "postgresql.cnpg.io"):
-            continue  # no registry ships these operators' CRDs; their content is checked below
-        if group == "keda.sh":
-            jsonschema.validate(obj, keda[(obj["apiVersion"], obj["kind"])])
-            checked["keda"] += 1
+        if group == "kafka.strimzi.io":
+            continue  # no registry ships Strimzi's CRDs; their content is checked below
+        if group in CRDS:
+            schema = schemas.get((obj["apiVersion"], obj["kind"]))
+            assert schema is not None, (
+                f"{obj['apiVersion']} {obj['kind']}: no such CRD version in {CRDS[group]}"
+            )
+            jsonschema.validate(obj, schema)
+            checked[group] = checked.get(group, 0) + 1
             continue
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
         checked["kubernetes"] += 1
-    assert checked["kubernetes"] > 30 and checked["keda"] >= 4, checked
+    assert checked["kubernetes"] > 30 and checked["keda.sh"] >= 4, checked
+    assert checked["monitoring.coreos.com"] == len(SERVICES), checked
+    assert checked.get("postgresql.cnpg.io", 0) == (1 if values == "default" else 0), checked
+
+
+def test_operator_schemas_catch_a_misspelled_field() -> None:
+    """The CRD check is not vacuous: a field the operator does not know fails, as does a wrong type."""
+    schemas = crd_schemas()
+    for kind in ("ServiceMonitor", "Cluster", "ScaledObject"):
+        (obj,) = [o for o in render("default") if o["kind"] == kind][:1]
+        typo = copy.deepcopy(obj)
+        typo["spec"]["replicass"] = 2
+        with pytest.raises(jsonschema.ValidationError, match="replicass"):
+            jsonschema.validate(typo, schemas[(obj["apiVersion"], kind)])
+    (monitor,) = [o for o in render("default") if o["kind"] == "ServiceMonitor"][:1]
+    wrong = copy.deepcopy(monitor)
+    wrong["spec"]["endpoints"][0]["authorization"]["credentials"] = "tgk_inline"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(wrong, schemas[(monitor["apiVersion"], "ServiceMonitor")])
 
 
 @pytest.mark.parametrize("values", list(VALUES))
@@ -246,3 +319,66 @@ def test_services_get_kafka_credentials_under_the_names_the_clients_read(values:
         for container in deployment["spec"]["template"]["spec"]["containers"]:
             names = {env["name"] for env in container.get("env", [])}
             assert wanted <= names, f"{name}/{container['name']}: missing {sorted(wanted - names)}"
+
+
+def scraped_ports(objects: tuple[Obj, ...]) -> dict[str, Obj]:
+    """Service name -> the ServiceMonitor endpoint that scrapes it."""
+    found: dict[str, Obj] = {}
+    for monitor in of_kind(objects, "ServiceMonitor"):
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["tollgate"]}
+        for service in of_kind(objects, "Service"):
+            if selects(monitor["spec"]["selector"], service["metadata"]["labels"]):
+                assert service["metadata"]["name"] not in found, "scraped twice"
+                (endpoint,) = monitor["spec"]["endpoints"]
+                assert endpoint["port"] in [p["name"] for p in service["spec"]["ports"]]
+                found[service["metadata"]["name"]] = endpoint
+    return found
+
+
+@pytest.mark.parametrize("values", list(VALUES))
+def test_prometheus_scrapes_every_service_with_the_operator_key_the_hook_job_imports(values: str) -> None:
+    """/metrics needs the operator role: each ServiceMonitor sends the key of the metrics Secret as a bearer
+    token, and the hook Job stores that same key with a role /metrics accepts. No pod invites an
+    annotation-driven scrape, which would carry no key and only collect 401s."""
+    objects = render(values)
+    endpoints = scraped_ports(objects)
+    assert sorted(endpoints) == sorted(f"tollgate-{s}" for s in SERVICES)
+    secrets = set()
+    for endpoint in endpoints.values():
+        assert endpoint["path"] == "/metrics" and endpoint["authorization"]["type"] == "Bearer"
+        secrets.add(
+            (
+                endpoint["authorization"]["credentials"]["name"],
+                endpoint["authorization"]["credentials"]["key"],
+            )
+        )
+    ((secret, secret_key),) = secrets
+    (job,) = of_kind(objects, "Job")
+    pod = job["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == ["migrate"], "the key's table comes first"
+    (importer,) = pod["containers"]
+    command = importer["command"]
+    assert command[:4] == ["python", "-m", "tollgate_core.keys_cli", "import"]
+    principal, role, flag, path = command[4:]
+    assert principal == "prometheus" and role in METRICS_ROLES and flag == "--key-file"
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == secret
+    assert volume["secret"]["items"] == [{"key": secret_key, "path": Path(path).name}]
+    (mount,) = [m for m in importer["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True and Path(mount["mountPath"]) / Path(path).name == Path(path)
+    for obj in objects:
+        if obj["kind"] in ("Deployment", "Job"):
+            annotations = obj["spec"]["template"]["metadata"].get("annotations", {})
+            assert not any(k.startswith("prometheus.io/") for k in annotations), obj["metadata"]["name"]
+
+
+def test_without_a_metrics_key_nothing_scrapes_and_nothing_is_imported() -> None:
+    objects = render("default", "metrics.serviceMonitor.enabled=false", "metrics.apiKeySecret=")
+    assert of_kind(objects, "ServiceMonitor") == []
+    (job,) = of_kind(objects, "Job")
+    pod = job["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["containers"]] == ["migrate"] and "initContainers" not in pod
+    assert not any("secret" in v for v in pod["volumes"])
+    # ServiceMonitors without a key would only collect 401s: the chart refuses to render them.
+    out = helm_template("--set", "metrics.apiKeySecret=")
+    assert out.returncode != 0 and "metrics.apiKeySecret is required" in out.stderr

@@ -90,3 +90,30 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{ toYaml . }}
 {{- end }}
 {{- end -}}
+
+{{/* The hook Job's containers past name and command: (dict "root" $ "keyMount" bool) */}}
+{{- define "tollgate.jobContainer" -}}
+{{- $v := .root.Values -}}
+image: {{ include "tollgate.image" .root }}
+imagePullPolicy: {{ $v.image.pullPolicy }}
+env:
+  - name: TOLLGATE_DATABASE_URL
+    valueFrom:
+      secretKeyRef:
+      {{- if $v.postgresql.create }}
+        name: {{ printf "%s-app" $v.postgresql.clusterName }}
+        key: uri
+      {{- else }}
+        name: {{ required "postgresql.external.urlSecret is required when postgresql.create is false" $v.postgresql.external.urlSecret }}
+        key: {{ $v.postgresql.external.urlKey }}
+      {{- end }}
+resources:
+  requests: {cpu: 100m, memory: 256Mi}
+  limits: {memory: 512Mi}
+securityContext: {{- toYaml $v.containerSecurityContext | nindent 2 }}
+volumeMounts:
+  - {name: tmp, mountPath: /tmp}
+  {{- if .keyMount }}
+  - {name: metrics-key, mountPath: /etc/tollgate/metrics-key, readOnly: true}
+  {{- end }}
+{{- end -}}
