@@ -324,3 +324,42 @@ async def test_api_keys_from_postgres(
             assert "missing API key" in str(exc)
     finally:
         oip.close()
+
+
+async def test_a_reused_request_id_is_scored_logged_and_counted_on_metrics(
+    services: Launch, namespace: str, bootstrap: str, tmp_path: Path
+) -> None:
+    """Two different Kafka requests with one request id (event id): both are answered and both logged
+    with event ids of their own, and /metrics counts the reuse (the window is a setting)."""
+    await announce(bootstrap, namespace, lifecycle_event("1", production="1"))
+    _, base = await start_scorer(services, tmp_path, request_id_reuse_window="1000")
+    reused, other = str(uuid.uuid4()), str(uuid.uuid4())
+    rows = instances(3, start=7000)
+
+    def request(event_id: str, row: dict[str, Any]) -> tuple[bytes, bytes]:
+        return row["customer_id"].encode(), orjson.dumps(
+            {
+                "event_id": event_id,
+                "event_type": "scoring_request",
+                "schema": "scoring.requests.v1",
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "producer": "test",
+                "payload": {"model": MODEL, "instance": row},
+            }
+        )
+
+    assert await metric(base, "tollgate_scorer_reused_request_ids_total") == 0
+    await produce(
+        bootstrap,
+        f"{namespace}.scoring.requests.v1",
+        [request(reused, rows[0]), request(other, rows[1]), request(reused, rows[2])],
+    )
+    results = [
+        ScoringResultEvent.model_validate_json(r.value).payload
+        for r in await collect(bootstrap, f"{namespace}.scoring.results.v1", expect=3)
+    ]
+    assert sorted(r.request_id for r in results) == sorted([reused, reused, other])
+    events = log_events(await collect(bootstrap, f"{namespace}.inference.log.v1", expect=3, settle=2))
+    assert len({e.event_id for e in events}) == 3
+    assert sorted(e.payload.request_id for e in events) == sorted([reused, reused, other])
+    assert await metric(base, "tollgate_scorer_reused_request_ids_total") == 1

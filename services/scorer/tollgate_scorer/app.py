@@ -87,6 +87,7 @@ class ScorerService:
         ).get_tracer("tollgate.scorer")
         self.follower: LifecycleFollower | None = None
         self.stage: TransactionalStage | None = None
+        self.handler: ScoringStage | None = None
         self.pool: Any = None
         self.verifier: KeyVerifier | None = None
         self.registry = CollectorRegistry()
@@ -100,6 +101,7 @@ class ScorerService:
                 self.inference_log,
                 lambda: self.follower,
                 lambda: self.stage.stats if self.stage is not None else None,
+                lambda: self.handler.reused_request_ids if self.handler is not None else 0,
             )
         )
 
@@ -129,7 +131,9 @@ class ScorerService:
                 result_schema=current_schema_id("scoring.results"),
                 producer=f"{SERVICE}-{s.instance_id}",
                 tracer=self.tracer,
+                recent_request_ids=s.request_id_reuse_window,
             )
+            self.handler = handler
             self.stage = TransactionalStage.from_spec(
                 stage_spec(s), s, handler, s.batch_max_records, registry=self.registry
             )

@@ -31,6 +31,7 @@ class ScorerCollector(Collector):
         inference_log: InferenceLog | None,
         follower: Callable[[], LifecycleFollower | None],
         stage: Callable[[], StageStats | None],
+        reused_request_ids: Callable[[], int] = lambda: 0,
     ) -> None:
         self._stats = stats
         self._table = table
@@ -38,6 +39,7 @@ class ScorerCollector(Collector):
         self._log = inference_log
         self._follower = follower
         self._stage = stage
+        self._reused = reused_request_ids
 
     def collect(self) -> Iterator[Metric]:
         yield from self._scoring()
@@ -54,6 +56,13 @@ class ScorerCollector(Collector):
                 counter = CounterMetricFamily(P + name, what)
                 counter.add_metric([], value)
                 yield counter
+        reused = CounterMetricFamily(
+            P + "reused_request_ids",
+            "Kafka scoring requests whose request id came back from another Kafka position within the "
+            "reuse window (each still scored and logged with event ids of its own)",
+        )
+        reused.add_metric([], self._reused())
+        yield reused
 
     def _scoring(self) -> Iterator[Metric]:
         stats = self._stats

@@ -71,6 +71,14 @@ class ScorerSettings(ServiceSettings):
         None, description="Dataset contracts folder (default schemas/datasets)."
     )
 
+    request_id_reuse_window: int = Field(
+        100_000,
+        ge=0,
+        le=10_000_000,
+        description="Kafka request ids remembered (the latest, with their Kafka positions) to count a "
+        "request id that comes back from another position: tollgate_scorer_reused_request_ids_total. "
+        "A reused id is still scored and logged with event ids of its own; about 150 bytes each.",
+    )
     inference_log: bool = Field(
         True, description="Produce inference.log events. Off only to measure what logging costs (benchmarks)."
     )

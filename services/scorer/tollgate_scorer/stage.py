@@ -36,7 +36,9 @@ from tollgate_scorer.core import Part, Scorer, ScoringFailure
 from tollgate_scorer.ids import random_uuids
 
 SERVICE = "scorer"
-RECENT_REQUEST_IDS = 100_000  # request ids remembered to count reuse (about 15 MB at most)
+RECENT_REQUEST_IDS = (
+    100_000  # default of the request-id reuse window (ScorerSettings.request_id_reuse_window)
+)
 _log = logging.getLogger(__name__)
 _NO_HEADERS: list[tuple[str, bytes]] = []  # shared by results without a trace: read, never modified
 
@@ -56,8 +58,10 @@ class ScoringStage:
         result_schema: str,
         producer: str,
         tracer: trace.Tracer | None = None,
+        recent_request_ids: int = RECENT_REQUEST_IDS,
     ) -> None:
         self._scorer = scorer
+        self._window = recent_request_ids
         self._results = results_topic
         self._dlq = dlq_topic
         self._request_schema = request_schema
@@ -187,7 +191,7 @@ class ScoringStage:
             if seed not in seen:
                 recent[request_id] = (*seen[-3:], seed)
             recent.move_to_end(request_id)
-            if len(recent) > RECENT_REQUEST_IDS:
+            if len(recent) > self._window:
                 recent.popitem(last=False)
 
     def _parse(self, value: bytes | None) -> tuple[str, str, dict[str, Any]]:

@@ -50,7 +50,7 @@ def record(value: bytes, offset: int, key: bytes | None = b"C1") -> ConsumerReco
     )
 
 
-def make(tmp_path: Path) -> tuple[ScoringStage, InferenceLog, FakeSink]:
+def make(tmp_path: Path, window: int = 100_000) -> tuple[ScoringStage, InferenceLog, FakeSink]:
     table = ModelTable()
     table.set(ModelRoute(MODEL, serving("1"), serving("2"), shadow=True))
     sink = FakeSink()
@@ -67,6 +67,7 @@ def make(tmp_path: Path) -> tuple[ScoringStage, InferenceLog, FakeSink]:
         request_schema="scoring.requests.v1",
         result_schema="scoring.results.v1",
         producer="scorer-0",
+        recent_request_ids=window,
     )
     return stage, log, sink
 
@@ -148,6 +149,17 @@ async def test_a_reused_request_id_gets_inferences_of_its_own_and_is_counted(tmp
     assert len(ids) == 6 and len(set(ids)) == 4  # 2 requests x (answer + shadow); the redelivery repeats
     assert ids[4:] == ids[:2]
     assert stage.reused_request_ids == 1
+
+
+async def test_the_reuse_window_is_the_number_of_request_ids_remembered(tmp_path: Path) -> None:
+    """A request id comes back after one other: counted with a window of 2, forgotten with a window of 1."""
+    for window, counted in ((2, 1), (1, 0)):
+        stage, _, _ = make(tmp_path / str(window), window)
+        a, b, c = instances(3)
+        await stage([record(request(a, event_id="33333333-3333-4333-8333-333333333333"), 20)])
+        await stage([record(request(b, event_id="44444444-4444-4444-8444-444444444444"), 21)])
+        await stage([record(request(c, event_id="33333333-3333-4333-8333-333333333333"), 22)])
+        assert stage.reused_request_ids == counted, window
 
 
 async def test_a_full_log_pauses_the_stage(tmp_path: Path) -> None:
