@@ -29,9 +29,19 @@ def _compile_field(spec: FieldSpec) -> Check:
     kind = spec.type
     allowed = frozenset(spec.categories or ())
     shown = ", ".join(spec.categories or ())
+    # A personal-data field's value never goes into a message: the rejection record is read by every
+    # consumer of events.rejected (the value itself stays in the record's payload and "value", where the
+    # audit trail's redaction finds it); messages name the field and the rule instead.
+    personal = spec.pii is not None
 
     def bad(rule: str, message: str, value: Any) -> Violation:
         return {"field": name, "rule": rule, "message": message, "value": value}
+
+    def quoted(value: Any) -> str:
+        return "(value withheld: personal data)" if personal else repr(value)
+
+    def number(value: Any) -> str:
+        return "(value withheld: personal data)" if personal else str(value)
 
     def check(value: Any) -> Violation | None:
         if value is None:
@@ -55,7 +65,7 @@ def _compile_field(spec: FieldSpec) -> Check:
             if not isinstance(value, str):
                 return bad("type", f"{name} must be a category (string), got {_type_name(value)}", value)
             if value not in allowed:
-                return bad("category", f"{name} {value!r} is not one of: {shown}", value)
+                return bad("category", f"{name} {quoted(value)} is not one of: {shown}", value)
             return None
         elif kind is FieldType.BOOLEAN:
             if not isinstance(value, bool):
@@ -66,9 +76,9 @@ def _compile_field(spec: FieldSpec) -> Check:
                 return bad("type", f"{name} must be a string, got {_type_name(value)}", value)
             return None
         if lo is not None and value < lo:
-            return bad("minimum", f"{name} {value} is below the minimum {lo}", value)
+            return bad("minimum", f"{name} {number(value)} is below the minimum {lo}", value)
         if hi is not None and value > hi:
-            return bad("maximum", f"{name} {value} is above the maximum {hi}", value)
+            return bad("maximum", f"{name} {number(value)} is above the maximum {hi}", value)
         return None
 
     return check

@@ -84,3 +84,30 @@ def test_expectations_flag_far_outside_training() -> None:
         ("balance", "outside_training_range"),
         ("student", "unseen_category"),
     }
+
+
+def test_messages_never_quote_the_value_of_a_personal_data_field() -> None:
+    """A rejection (on events.rejected, readable by every consumer of the topic) names the field and the
+    rule of a PII field, never its value; other fields keep the value in the message."""
+    base = ContractRegistry.from_directory().get("credit-default.v1")
+    assert base is not None
+    doc = base.model_dump(mode="json")
+    for spec in doc["features"]:
+        if spec["name"] == "balance":
+            spec["pii"] = "mask"
+        if spec["name"] == "student":
+            spec["pii"] = "hash"
+    compiled = CompiledContract(type(base).model_validate(doc))
+    cases = [
+        ({"balance": -123456.5}, "balance", "minimum", "-123456.5"),
+        ({"balance": 987654321}, "balance", "maximum", "987654321"),
+        ({"student": "Secret-Value-77"}, "student", "category", "Secret-Value-77"),
+    ]
+    for change, field, rule, shown in cases:
+        (problem,) = compiled.violations({**good(), **change})
+        assert (problem["field"], problem["rule"]) == (field, rule)
+        assert shown not in problem["message"], problem["message"]
+        assert field in problem["message"] and "withheld" in problem["message"]
+    plain = CompiledContract(base)
+    (problem,) = plain.violations({**good(), "balance": -123456.5})
+    assert "-123456.5" in problem["message"]  # not personal data: the value helps whoever fixes it
