@@ -175,3 +175,69 @@ async def first_message(bootstrap: str, topic: str, timeout: float = 30) -> dict
         raise AssertionError(f"no message on {topic} within {timeout} s")
     finally:
         await consumer.stop()
+
+
+async def test_a_corrupted_stored_checkpoint_does_not_wedge_the_writer_after_acknowledgement(
+    bootstrap: str, namespace: str
+) -> None:
+    """The owner corrupts the stored tree (frontier) of the last checkpoint while no writer runs. Taking
+    the stream over finds it (damage recorded, nothing signed); once an auditor acknowledges, the writer
+    signs the rows after that checkpoint (never its seqs again: that was a unique-key conflict, retried
+    forever) and the trail verifies."""
+    async with fresh_database("corrupt_checkpoint") as dsn:
+        settings = AuditLogSettings(database_url=dsn)
+        await prepare_database(settings)
+        signer = Signer(Ed25519PrivateKey.generate())
+        conn = await asyncpg.connect(dsn)
+        try:
+            writer = await fill(conn, STREAM, 3000)
+            await writer.register_key(signer)
+            while await writer.checkpoint(signer, max_rows=1000) is not None:
+                pass
+        finally:
+            await conn.close()  # the writer is gone; its lock with it
+        owner = await asyncpg.connect(dsn)
+        try:
+            async with owner.transaction():
+                await owner.execute("ALTER TABLE audit_checkpoints DISABLE TRIGGER USER")
+                await owner.execute(
+                    "UPDATE audit_checkpoints SET frontier = $2 WHERE stream = $1 AND last_seq = 3000",
+                    STREAM,
+                    bytes(32) * (3000).bit_count(),
+                )
+                await owner.execute("ALTER TABLE audit_checkpoints ENABLE TRIGGER USER")
+        finally:
+            await owner.close()
+
+        worker = StreamWorker(
+            builder=EntryBuilder(next(s for s in STREAMS if s.name == STREAM)),
+            topic=Topics(namespace).name("inference.log"),
+            group_id="unused",
+            dlq_topic=Topics(namespace).dlq("audit-log"),
+            bootstrap=bootstrap,
+            client_id="test-audit-corrupt-checkpoint",
+            connect=lambda: asyncpg.connect(dsn),
+            signer=signer,
+            producer=None,  # type: ignore[arg-type]  # no alerts topic: nothing is sent
+            metrics=Metrics(CollectorRegistry()),
+            checkpoint_max_rows=100_000,
+        )
+        conn = await asyncpg.connect(dsn)
+        owner = await asyncpg.connect(dsn)
+        try:
+            await worker.take_over(conn)
+            assert worker.damaged is not None and "checkpoint_frontier" in worker.damaged
+            await worker.handle(inference_messages(10_000, 20))  # type: ignore[arg-type]
+            assert await worker.checkpoint() == []  # not acknowledged: nothing signed
+
+            await tamper.acknowledge(owner, STREAM, "auditor-alice", "stored tree corrupted, ticket 43")
+            made = await worker.checkpoint()
+            assert made and made[0].statement.first_seq == 3001 and worker.damaged is None
+            assert worker.writer is not None and made[-1].statement.last_seq == worker.writer.head_seq
+            report = await verify_database(
+                owner, streams=[STREAM], trusted={signer.key_id: signer.public_key}
+            )
+            assert report.ok, report.summary()
+        finally:
+            await conn.close()
+            await owner.close()

@@ -159,7 +159,15 @@ class ChainWriter:
         self.sealed_seq, self.frontier, self.last_statement = 0, Frontier(), None
         if cp is not None:
             statement = statement_of(cp)
-            frontier = await self._frontier_at(statement, cp["frontier"])
+            try:
+                frontier = await self._frontier_at(statement, cp["frontier"])
+            except ChainTampered:
+                # The stored tree is not the signed one. What is signed stays signed: the writer continues
+                # after this checkpoint (never over its seqs again), from the tree of the rows as they are,
+                # once the damage is acknowledged; the evidence stays in the table for the verifier.
+                self.sealed_seq, self.last_statement = statement.last_seq, statement
+                self.frontier = await self._rows_frontier(statement.last_seq)
+                raise
             self.sealed_seq, self.frontier, self.last_statement = statement.last_seq, frontier, statement
             prev = statement.head_hash
         tail = await conn.fetch(
@@ -203,6 +211,10 @@ class ChainWriter:
                 f"the stored tree of checkpoint at seq {size} does not give its signed root",
             )
         # A checkpoint of the first format: rebuild the tree from the rows (once, at takeover).
+        return await self._rows_frontier(size)
+
+    async def _rows_frontier(self, size: int) -> Frontier:
+        """The tree of the stream's rows ``1..size`` as they are in the table."""
         frontier = Frontier()
         rows = await self.conn.fetch(
             "SELECT row_hash FROM audit_events WHERE stream = $1 AND seq <= $2 ORDER BY seq",

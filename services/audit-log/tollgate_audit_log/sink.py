@@ -173,18 +173,8 @@ class StreamWorker:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await self._connect()
-                writer = ChainWriter(conn, self.stream)
                 self.state = "standby"
-                try:
-                    await writer.acquire()
-                except ChainTampered as exc:  # found when taking over: the rows after the last checkpoint
-                    await self._tampered(writer, exc)
-                try:
-                    await self._compare_with_witness(writer)
-                except ChainTampered as exc:  # the database is behind (or beside) what was published
-                    await self._tampered(writer, exc)
-                self.checkpointed_seq = writer.sealed_seq
-                self.writer = writer
+                writer = await self.take_over(conn)
                 self._metrics.head.labels(self.stream).set(writer.head_seq)
                 self.state = "active"
                 log.info("stream %s: writer active at seq %d", self.stream, writer.head_seq)
@@ -207,6 +197,23 @@ class StreamWorker:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
         self.state = "stopped"
+
+    async def take_over(self, conn: asyncpg.Connection) -> ChainWriter:
+        """Take the stream's lock on ``conn`` (waiting while another replica holds it) and resume from the
+        table; tampering found on the way (a broken tail, a stored checkpoint that is not the signed one,
+        a database behind its published heads) is recorded, and the writer goes on after the rows found."""
+        writer = ChainWriter(conn, self.stream)
+        try:
+            await writer.acquire()
+        except ChainTampered as exc:  # found when taking over: the last checkpoint or the rows after it
+            await self._tampered(writer, exc)
+        try:
+            await self._compare_with_witness(writer)
+        except ChainTampered as exc:  # the database is behind (or beside) what was published
+            await self._tampered(writer, exc)
+        self.checkpointed_seq = writer.sealed_seq
+        self.writer = writer
+        return writer
 
     async def stop(self) -> None:
         """Leave the consumer group cleanly (a standby elsewhere takes over at once) and stop the loop."""
