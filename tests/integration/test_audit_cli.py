@@ -158,3 +158,73 @@ async def test_a_key_rotation_signed_by_the_pinned_key_is_followed_and_no_other(
         "verify", "--dsn", database_url, "--public-key", str(old_pub), "--stream", "cli-rogue"
     )
     assert code == 1 and "first bad seq 1: checkpoint_signature" in out, out
+
+
+async def test_verify_follows_the_rotation_in_the_witness_directory_when_the_table_lost_it(
+    database_url: str, signed: tuple[Signer, Path], tmp_path: Path
+) -> None:
+    """The owner deletes the recorded hand-over from audit_key_rotations: the witness directory still has
+    it (``rotate-key --witness``), and ``verify --witness`` follows it; a line there signed by a key nobody
+    pinned, or altered after signing, adds no key."""
+    from cryptography.hazmat.primitives import serialization
+
+    old, old_pub = signed
+    successor = Signer(Ed25519PrivateKey.generate())
+    old_pem = tmp_path / "old.pem"
+    old_pem.write_bytes(
+        old._key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    new_pub = tmp_path / "new.pub"
+    new_pub.write_text(public_pem(successor.public_key))
+    witness = tmp_path / "witness"
+    code, out, err = await cli(
+        "rotate-key", "--previous", str(old_pem), "--new", str(new_pub), "--dsn", database_url,
+        "--witness", str(witness),
+    )  # fmt: skip
+    assert code == 0, err
+    await make_stream(database_url, "cli-witnessed-rotation", successor)
+    conn = await asyncpg.connect(database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("ALTER TABLE audit_key_rotations DISABLE TRIGGER USER")
+            await conn.execute("DELETE FROM audit_key_rotations WHERE new_key_id = $1", successor.key_id)
+            await conn.execute("ALTER TABLE audit_key_rotations ENABLE TRIGGER USER")
+    finally:
+        await conn.close()
+    args = (
+        "verify",
+        "--dsn",
+        database_url,
+        "--public-key",
+        str(old_pub),
+        "--stream",
+        "cli-witnessed-rotation",
+    )
+    code, out, _ = await cli(*args)
+    assert code == 1 and "first bad seq 1: checkpoint_signature" in out, out  # the table alone: unknown key
+    code, out, err = await cli(*args, "--witness", str(witness))
+    assert code == 0 and "OK: 600 rows" in out, out + err
+
+    # A line altered after signing (another new key), or signed by a key nobody pinned: not followed.
+    from datetime import UTC, datetime
+
+    from tollgate_audit_log.signing import sign_rotation
+
+    rogue, taken = Signer(Ed25519PrivateKey.generate()), Signer(Ed25519PrivateKey.generate())
+    rotation, signature = sign_rotation(rogue._key, taken.public_key, datetime.now(UTC))
+    forged = json.loads((witness / "key-rotations.log").read_text().splitlines()[0])
+    forged["rotation"]["new_public_key"] = taken.public_key.public_bytes_raw().hex()
+    forged["rotation"]["new_key_id"] = taken.key_id
+    with (witness / "key-rotations.log").open("a") as fh:
+        fh.write(json.dumps(forged) + "\n")
+        fh.write(
+            json.dumps({"rotation": json.loads(rotation.message()), "signature": signature.hex()}) + "\n"
+        )
+    await make_stream(database_url, "cli-witness-rogue", taken)
+    code, out, _ = await cli(
+        "verify", "--dsn", database_url, "--public-key", str(old_pub), "--stream", "cli-witness-rogue",
+        "--witness", str(witness),
+    )  # fmt: skip
+    assert code == 1 and "first bad seq 1: checkpoint_signature" in out, out

@@ -30,6 +30,7 @@ from tollgate_audit_log.receipts import verify_receipt
 from tollgate_audit_log.settings import DEVELOPMENT_WRITER_PASSWORD, WRITER_ROLE
 from tollgate_audit_log.signing import (
     TRUSTED_KEYS_ENV,
+    KeyRotation,
     load_or_create_private_key,
     load_public_key,
     pinned_keys,
@@ -121,11 +122,14 @@ def verify(
         if not as_json and sys.stderr.isatty():
             typer.echo(f"\r{name}: {rows} rows", err=True, nl=False)
 
+    rotations: list[tuple[KeyRotation, bytes]] = []
+
     async def published_heads() -> tuple[dict[str, list[PublishedHead]] | None, str]:
         heads: dict[str, list[PublishedHead]] = {}
         sources = []
         if witness is not None:
             directory = WitnessDir(witness)
+            rotations.extend(directory.rotations())  # followed only when a trusted key signed them
             for name in directory.streams():
                 heads.setdefault(name, []).extend(directory.heads(name))
             sources.append(f"witness {witness}")
@@ -154,6 +158,7 @@ def verify(
                 dsn=_dsn(dsn),
                 published=published,
                 published_from=published_from,
+                rotations=rotations,
             )
         finally:
             await conn.close()
@@ -283,10 +288,7 @@ def rotate_key(
 
     asyncio.run(run())
     if witness is not None:
-        witness.mkdir(parents=True, exist_ok=True)
-        line = orjson.dumps({"rotation": orjson.loads(rotation.message()), "signature": signature.hex()})
-        with (witness / "key-rotations.log").open("ab") as fh:
-            fh.write(line + b"\n")
+        WitnessDir(witness).append_rotation(rotation, signature)
     typer.echo(f"key {rotation.previous_key_id} hands over to {rotation.new_key_id}")
 
 

@@ -23,12 +23,13 @@ from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from tollgate_audit_log.canonical import from_micros, micros
 from tollgate_audit_log.chain import Checkpoint
-from tollgate_audit_log.signing import ZERO_HASH, Statement
+from tollgate_audit_log.signing import ZERO_HASH, KeyRotation, Statement
 from tollgate_core.audit_heads import TreeHeadEvent, TreeHeadPayload
 from tollgate_core.kafka_auth import kafka_security
 
@@ -148,6 +149,56 @@ class WitnessDir:
         if not self.path.is_dir():
             return []
         return sorted(p.stem for p in self.path.glob("*.jsonl"))
+
+    def append_rotation(self, rotation: KeyRotation, signature: bytes) -> None:
+        """One signed key hand-over as a line of ``key-rotations.log`` (appended, fsynced)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        line = orjson.dumps({"rotation": orjson.loads(rotation.message()), "signature": signature.hex()})
+        fd = os.open(self.path / ROTATIONS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def rotations(self) -> list[tuple[KeyRotation, bytes]]:
+        """Every hand-over in ``key-rotations.log``, as written (its signature is checked by whoever trusts
+        the previous key: :func:`tollgate_audit_log.signing.follow_rotations`); a line that is not one is an
+        error."""
+        path = self.path / ROTATIONS_FILE
+        if not path.exists():
+            return []
+        out = []
+        with path.open("rb") as fh:
+            for n, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                if len(line) > MAX_LINE:
+                    raise ValueError(f"{path}:{n}: line of {len(line)} bytes is not a key rotation")
+                try:
+                    out.append(parse_rotation(line))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise ValueError(f"{path}:{n}: not a key rotation: {exc!r}") from None
+        return out
+
+
+ROTATIONS_FILE = "key-rotations.log"
+
+
+def parse_rotation(line: bytes) -> tuple[KeyRotation, bytes]:
+    """A ``key-rotations.log`` line: the rotation's signed message (as JSON) and the signature (hex)."""
+    doc = orjson.loads(line)
+    fields = doc["rotation"]
+    if fields.get("format") != "tollgate-audit-key-rotation/1":
+        raise ValueError(f"unknown format {fields.get('format')!r}")
+    rotation = KeyRotation(
+        str(fields["previous_key_id"]),
+        bytes.fromhex(fields["new_public_key"]),
+        from_micros(int(fields["created_at_us"])),
+    )
+    if rotation.new_key_id != fields["new_key_id"]:
+        raise ValueError("new_key_id is not the id of new_public_key")
+    return rotation, bytes.fromhex(doc["signature"])
 
 
 class Publisher:

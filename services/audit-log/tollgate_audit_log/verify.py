@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import multiprocessing
+import os
+import pickle
+import struct
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,14 +57,17 @@ from tollgate_audit_log.signing import (
     verify_statement,
 )
 
-# Columns in the order ChainChecker.feed unpacks them; timestamps as exact microseconds.
+# Columns in the order ChainChecker.feed unpacks them. Timestamps come as they are stored (binary int64
+# microseconds, turned into Unix microseconds by the codec of :func:`_exact_timestamps`: PostgreSQL's
+# numeric ``extract(epoch ...)`` cost more than the rest of the query), the envelope as its UTF-8 bytes
+# (what is hashed: no decoding into ``str`` and encoding back per row).
 VERIFY_SQL = """
-SELECT seq, event_id::text, topic, kafka_partition, kafka_offset, event_type,
-       (extract(epoch FROM occurred_at) * 1000000)::bigint,
-       (extract(epoch FROM recorded_at) * 1000000)::bigint,
-       request_id, entity_id, model, version, trace_id, envelope, content_hash, prev_hash, row_hash
+SELECT seq, event_id::text, topic, kafka_partition, kafka_offset, event_type, occurred_at, recorded_at,
+       request_id, entity_id, model, version, trace_id, convert_to(envelope, 'UTF8'), content_hash,
+       prev_hash, row_hash
 FROM audit_events WHERE stream = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq
 """
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 (PostgreSQL's epoch) in Unix microseconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,10 +264,7 @@ class ChainChecker:
                 break
             if limit is not None and seq >= limit:
                 break
-            h = sha(dumps((HASH_FORMAT, stream, *r[:13])))
-            h.update(b"\n")
-            h.update(r[13].encode())
-            content = h.digest()
+            content = sha(b"%b\n%b" % (dumps((HASH_FORMAT, stream, *r[:13])), r[13])).digest()
             stored, prev_hash, row_hash = r[14], r[15], r[16]
             if prev_hash != prev or content != stored:
                 self._classify(seq, content, bytes(stored), bytes(prev_hash), bytes(row_hash), prev)
@@ -415,6 +418,23 @@ async def _locate(conn: Conn, problem: Problem, prev_hash: bytes | None) -> Prob
 END_OF_CHAIN = 2**63 - 1
 
 
+@asynccontextmanager
+async def _exact_timestamps(conn: Conn) -> AsyncIterator[None]:
+    """``timestamptz`` columns decoded as exact Unix microseconds (from the binary int64), for the rows
+    read; the connection's default codec is back afterwards (it may be a service's pooled connection)."""
+    await conn.set_type_codec(
+        "timestamptz",
+        schema="pg_catalog",
+        encoder=lambda us: (us - _PG_EPOCH_US,),
+        decoder=lambda t: t[0] + _PG_EPOCH_US,
+        format="tuple",
+    )
+    try:
+        yield
+    finally:
+        await conn.reset_type_codec("timestamptz", schema="pg_catalog")
+
+
 async def _check_rows(
     conn: Conn,
     checker: ChainChecker,
@@ -425,19 +445,29 @@ async def _check_rows(
     progress: Callable[[str, int], None] | None = None,
 ) -> bytes | None:
     """Feed the checker seqs ``checker.first_seq..last`` (to the end when None) through a server-side
-    cursor; returns the failing row's prev_hash (to locate a misplaced row), if any."""
-    cursor = await conn.cursor(
-        VERIFY_SQL, checker.stream, checker.first_seq, END_OF_CHAIN if last is None else last
-    )
+    cursor; returns the failing row's prev_hash (to locate a misplaced row), if any.
+
+    The next chunk is asked for before the current one is hashed, so PostgreSQL reads and sends it
+    (another core) while this process hashes."""
     failing: bytes | None = None
-    while chunk := await cursor.fetch(fetch_size):
-        ok = await asyncio.to_thread(checker.feed, chunk) if offload else checker.feed(chunk)
-        if not ok:
-            row = next((r for r in chunk if r[0] == checker.expected), None)
-            failing = bytes(row[15]) if row is not None else None
-            break
-        if progress is not None:
-            progress(checker.stream, checker.rows)
+    async with _exact_timestamps(conn):
+        cursor = await conn.cursor(
+            VERIFY_SQL, checker.stream, checker.first_seq, END_OF_CHAIN if last is None else last
+        )
+        pending = asyncio.ensure_future(cursor.fetch(fetch_size))
+        try:
+            while chunk := await pending:
+                pending = asyncio.ensure_future(cursor.fetch(fetch_size))
+                await asyncio.sleep(0)  # let the request go out before hashing
+                ok = await asyncio.to_thread(checker.feed, chunk) if offload else checker.feed(chunk)
+                if not ok:
+                    row = next((r for r in chunk if r[0] == checker.expected), None)
+                    failing = bytes(row[15]) if row is not None else None
+                    break
+                if progress is not None:
+                    progress(checker.stream, checker.rows)
+        finally:
+            await pending  # the connection serves one request at a time: never leave one in flight
     checker.finish(last)
     return failing
 
@@ -623,45 +653,92 @@ def split_ranges(
     return [(start, end) for start, end in zip(starts, [*cuts, None], strict=True)]
 
 
-def _verify_range_process(job: RangeJob) -> RangeResult:
-    return asyncio.run(_verify_range(job))
-
-
-async def _verify_range(job: RangeJob) -> RangeResult:
+async def verify_range(job: RangeJob) -> RangeResult:
+    """One range, in the exported snapshot, over a connection of its own (a worker process's work)."""
     conn = await asyncpg.connect(job.dsn)
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             await conn.execute(f"SET TRANSACTION SNAPSHOT '{job.snapshot}'")
-            checker = ChainChecker(
-                job.stream,
-                job.checkpoints,
-                first_seq=job.first,
-                prev_hash=job.prev_hash,
-                check_statements=False,
-                frontier=Frontier.from_bytes(job.first - 1, job.frontier),
-            )
-            failing = await _check_rows(conn, checker, job.last, fetch_size=job.fetch_size)
-            return RangeResult(checker.rows, checker.checkpoints_verified, checker.problem, failing)
+            return await _verify_range_on(conn, job)
     finally:
         await conn.close()
 
 
+async def _verify_range_on(conn: Conn, job: RangeJob) -> RangeResult:
+    checker = ChainChecker(
+        job.stream,
+        job.checkpoints,
+        first_seq=job.first,
+        prev_hash=job.prev_hash,
+        check_statements=False,
+        frontier=Frontier.from_bytes(job.first - 1, job.frontier),
+    )
+    failing = await _check_rows(conn, checker, job.last, fetch_size=job.fetch_size)
+    return RangeResult(checker.rows, checker.checkpoints_verified, checker.problem, failing)
+
+
+_HEADER = struct.Struct(">I")
+
+
 class WorkerPool:
-    """Processes for parallel verification: started on first use, shared by every stream of one run."""
+    """``size`` processes for parallel verification: the caller's own (it verifies the first range of a
+    stream on its connection, already in the snapshot) and ``size - 1`` worker processes
+    (:mod:`tollgate_audit_log.verify_worker`), started by :meth:`start` before the work is planned so
+    their start-up overlaps it, and shared by every stream of one run."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._executor: ProcessPoolExecutor | None = None
+        self._idle: asyncio.Queue[asyncio.subprocess.Process] = asyncio.Queue()
+        self._procs: list[asyncio.subprocess.Process] = []
 
-    def executor(self) -> ProcessPoolExecutor:
-        if self._executor is None:
-            # spawn, not fork: the parent holds an event loop and open connections a child must not inherit
-            self._executor = ProcessPoolExecutor(self.size, mp_context=multiprocessing.get_context("spawn"))
-        return self._executor
+    async def start(self) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        for _ in range(self.size - 1 - len(self._procs)):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tollgate_audit_log.verify_worker",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env=env,
+            )
+            self._procs.append(proc)
+            self._idle.put_nowait(proc)
 
-    def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown()
+    async def run(self, job: RangeJob) -> RangeResult:
+        """Verify ``job`` in an idle worker process (waits for one)."""
+        proc = await self._idle.get()
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            data = pickle.dumps(job)
+            proc.stdin.write(_HEADER.pack(len(data)) + data)
+            await proc.stdin.drain()
+            try:
+                (size,) = _HEADER.unpack(await proc.stdout.readexactly(_HEADER.size))
+                result = pickle.loads(await proc.stdout.readexactly(size))
+            except asyncio.IncompleteReadError as exc:
+                raise RuntimeError(
+                    f"verification worker {proc.pid} ended (exit code {await proc.wait()})"
+                ) from exc
+        finally:
+            self._idle.put_nowait(proc)
+        if isinstance(result, BaseException):
+            raise result
+        if not isinstance(result, RangeResult):
+            raise RuntimeError(f"verification worker {proc.pid} answered {type(result).__name__}")
+        return result
+
+    async def close(self) -> None:
+        for proc in self._procs:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        for proc in self._procs:
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        self._procs.clear()
 
 
 async def verify_stream_parallel(
@@ -731,11 +808,16 @@ async def verify_stream_parallel(
         raise RuntimeError(
             f"stream {stream}: {len(statements.checkpoints) - assigned} checkpoint(s) straddle a cut"
         )
-    loop = asyncio.get_running_loop()
-    executor = pool.executor()
-    results = await asyncio.gather(
-        *(loop.run_in_executor(executor, _verify_range_process, job) for job in jobs)
-    )
+    remote = [asyncio.ensure_future(pool.run(job)) for job in jobs[1:]]
+    await asyncio.sleep(0)  # the workers' jobs go out before this process starts hashing its own range
+    try:
+        here = await _verify_range_on(conn, jobs[0])  # this connection is in the snapshot already
+    except BaseException:
+        for task in remote:
+            task.cancel()
+        await asyncio.gather(*remote, return_exceptions=True)
+        raise
+    results = [here, *await asyncio.gather(*remote)]
     problems = [(r.problem, r.failing_prev) for r in results if r.problem is not None]
     if statements.problem is not None:
         problems.append((statements.problem, None))
@@ -767,11 +849,13 @@ async def verify_database(
     min_rows_per_worker: int = MIN_ROWS_PER_WORKER,
     published: Mapping[str, Sequence[PublishedHead]] | None = None,
     published_from: str = "none",
+    rotations: Sequence[tuple[KeyRotation, bytes]] = (),
 ) -> Report:
     """Verify every stream (or the ones named). ``trusted`` maps key ids to the public keys pinned by the
     operator (out of band, never from the database): without any there is no trust anchor and no verdict,
-    so an empty mapping is refused. Key rotations recorded in the database count only when signed by a key
-    already trusted. With ``workers`` > 1 and the ``dsn`` to reach the database again, large streams are
+    so an empty mapping is refused. Key rotations recorded in the database, or given in ``rotations`` (read
+    from a witness directory's ``key-rotations.log``, which outlives a deleted table row), count only when
+    signed by a key already trusted. With ``workers`` > 1 and the ``dsn`` to reach the database again, large streams are
     verified by several processes."""
     if not trusted:
         raise NoTrustedKeys(
@@ -781,10 +865,12 @@ async def verify_database(
     started = time.perf_counter()
     reports: list[StreamReport] = []
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        keys = follow_rotations(trusted, await load_rotations(conn))
+        keys = follow_rotations(trusted, [*await load_rotations(conn), *rotations])
         snapshot = await conn.fetchval("SELECT pg_export_snapshot()") if workers > 1 and dsn else None
         pool = WorkerPool(workers)
         try:
+            if snapshot is not None:
+                await pool.start()
             names = streams if streams is not None else await list_streams(conn)
             if streams is None and published is not None:
                 names = sorted({*names, *published})  # a stream whose every row is gone is still checked
@@ -813,7 +899,7 @@ async def verify_database(
                     )
                 reports.append(report)
         finally:
-            pool.close()
+            await pool.close()
     bad = [r for r in reports if not r.ok]
     first_bad = None
     if bad:

@@ -28,9 +28,17 @@ RECORDED = datetime(2026, 2, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def as_selected(record: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A COPY record as VERIFY_SQL returns it (timestamps as microseconds, no stream column)."""
+    """A COPY record as VERIFY_SQL returns it (timestamps as microseconds, the envelope as its UTF-8
+    bytes, no stream column)."""
     # COPY_COLUMNS order: stream, seq .. event_type, occurred_at, recorded_at, request_id .. row_hash
-    return (*record[1:7], micros(record[7]), micros(record[8]), *record[9:])
+    return (
+        *record[1:7],
+        micros(record[7]),
+        micros(record[8]),
+        *record[9:14],
+        record[14].encode(),
+        *record[15:],
+    )
 
 
 def build(n: int) -> list[tuple[Any, ...]]:
@@ -89,7 +97,7 @@ def signer() -> Signer:
 def test_chain_links_every_row_and_matches_the_documented_hash(rows: list[tuple[Any, ...]]) -> None:
     prev = genesis_hash(STREAM)
     for r in rows:
-        assert content_hash(STREAM, *r[:14]) == r[14]
+        assert content_hash(STREAM, *r[:13], r[13].decode()) == r[14]
         assert r[15] == prev and link(prev, r[14]) == r[16]
         prev = r[16]
     assert [r[0] for r in rows] == list(range(1, 501))
@@ -133,7 +141,7 @@ def test_timestamps_are_exact_microseconds() -> None:
 
 TAMPER = {
     "envelope byte": (
-        lambda r: replace(r, 13, r[13].replace('"route":"champion"', '"route":"champioN"')),
+        lambda r: replace(r, 13, r[13].replace(b'"route":"champion"', b'"route":"champioN"')),
         "content_changed",
     ),
     "index column": (lambda r: replace(r, 10, "another-model"), "content_changed"),
@@ -177,8 +185,8 @@ def test_rehashed_chain_is_caught_by_the_checkpoint_root(rows: list[tuple[Any, .
     bad = list(rows[:350])
     prev = bad[-1][16]
     for r in rows[350:]:  # change seq 351 and recompute every hash after it: a consistent chain again
-        envelope = r[13].replace("champion", "shadow") if r[0] == 351 else r[13]
-        content = content_hash(STREAM, *r[:13], envelope)
+        envelope = r[13].replace(b"champion", b"shadow") if r[0] == 351 else r[13]
+        content = content_hash(STREAM, *r[:13], envelope.decode())
         row = link(prev, content)
         bad.append((*r[:13], envelope, content, prev, row))
         prev = row
