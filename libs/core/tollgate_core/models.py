@@ -12,7 +12,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tollgate_core.contracts import DatasetContract
+from tollgate_core.metrics import UnknownMetricError, check_metric_names, imbalance_warning
 from tollgate_core.paths import schemas_dir
+from tollgate_core.thresholds import ThresholdPolicy
 
 
 class Bound(BaseModel):
@@ -40,6 +43,11 @@ class TrainingPolicy(BaseModel):
     max_rows: int = Field(200_000, description="Train on at most the newest this many rows.")
     parity_tolerance: float = Field(1e-5, description="Max |p_onnx - p_sklearn| allowed.")
     parity_label_agreement: float = Field(1.0, description="Share of identical labels required.")
+    decision_threshold: ThresholdPolicy | None = Field(
+        None,
+        description="Binary classifiers: the probability of the positive class from which the decision is "
+        "positive, fixed or chosen by a rule on a validation split (tollgate_core.thresholds). Unset: 0.5.",
+    )
 
 
 class Gates(BaseModel):
@@ -60,6 +68,19 @@ class Gates(BaseModel):
     fairness_metric: str | None = Field(None, description="Metric compared across segments.")
     fairness_max_gap: float | None = Field(None, ge=0)
     require_parity: bool = True
+
+    def gated_metrics(self) -> list[str]:
+        """Every metric a gate names: bounds, tolerances and the fairness metric, in that order, once each."""
+        names = [*self.metrics, *self.regression_tolerance, *self.degradation_tolerance]
+        if self.fairness_metric is not None:
+            names.append(self.fairness_metric)
+        return list(dict.fromkeys(names))
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> Gates:
+        # Gates on metrics the trainer never computes would refuse every version (tollgate_core.metrics).
+        check_metric_names(self.gated_metrics())
+        return self
 
 
 class Rollout(BaseModel):
@@ -119,6 +140,23 @@ class ModelSpec(BaseModel):
     @property
     def approvals_required(self) -> int:
         return TIER_APPROVALS[self.risk_tier]
+
+
+def check_model(spec: ModelSpec, contract: DatasetContract) -> list[str]:
+    """Check a catalog entry against its dataset contract; return warnings, raise on errors.
+
+    Errors: the contract is another one, or a gate names a metric the trainer does not compute for the
+    contract's task. Warnings: gates that a trivial model passes when one class is rare.
+    """
+    if contract.schema_id != spec.contract:
+        raise ValueError(f"{spec.model}: learns {spec.contract}, not {contract.schema_id}")
+    task = contract.label.task
+    try:
+        check_metric_names(spec.gates.gated_metrics(), task)
+    except UnknownMetricError as exc:
+        raise ValueError(f"{spec.model}: {exc}") from None
+    warning = imbalance_warning(spec.gates.metrics, task)
+    return [f"{spec.model}: {warning}"] if warning else []
 
 
 def load_model_spec(path: Path) -> ModelSpec:

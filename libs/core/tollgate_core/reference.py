@@ -85,3 +85,8 @@ class ReferenceProfile(BaseModel):
     fairness_gap: dict[str, float] = Field(
         default_factory=dict, description="Metric name to (max - min) across segments."
     )
+    decision_threshold: float | None = Field(
+        None,
+        description="Binary classifiers: the positive-class probability from which the version decides "
+        "positive (the catalog's decision_threshold); None: 0.5. The monitor's live metrics decide the same way.",
+    )

@@ -333,7 +333,8 @@ class Monitor:
             return None
         assert self.store is not None
         scores, truth = await self.store.labeled(model, version, start, end)
-        return Labeled(info.task, scores, truth, info.metrics)
+        threshold = (info.reference or {}).get("decision_threshold")
+        return Labeled(info.task, scores, truth, info.metrics, threshold)
 
     # ------------------------------------------------------------------------------------------- labels
 

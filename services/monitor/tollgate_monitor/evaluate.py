@@ -60,6 +60,7 @@ class Labeled:
     scores: np.ndarray
     truth: np.ndarray
     holdout: dict[str, float]
+    decision_threshold: float | None = None
 
 
 @dataclass
@@ -124,7 +125,7 @@ def judge(layout: Layout, window: DueWindow, th: Thresholds, labeled: Labeled | 
     performance: dict[str, Any] = {"labels": 0}
     perf_verdict: bool | None = None
     if labeled is not None:
-        metrics = live_metrics(labeled.task, labeled.scores, labeled.truth)
+        metrics = live_metrics(labeled.task, labeled.scores, labeled.truth, labeled.decision_threshold)
         found = breaches(metrics, labeled.holdout, th.tolerance, th.relative_tolerance)
         performance = {
             "labels": int(metrics.get("count", 0)),

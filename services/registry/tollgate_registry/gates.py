@@ -13,7 +13,7 @@ Gates, in the order they are evaluated and reported (the first failing one names
 * ``fairness:<metric>`` — the gap of ``fairness_metric`` across segments (``reference.fairness_gap``) is at
   most ``fairness_max_gap``.
 
-"Worse" depends on the metric: :data:`METRIC_DIRECTIONS` says which metrics are better high (roc_auc, f1, ...)
+"Worse" depends on the metric: :data:`tollgate_core.metrics.METRICS` says which are better high (roc_auc, f1, ...)
 and which better low (log_loss, rmse, brier, ece, ...). A tolerance on a metric without a known direction
 is a configuration error, raised by :func:`check_gates` when the catalog is loaded, so a typo fails at start
 instead of passing silently.
@@ -27,39 +27,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 from tollgate_core.lifecycle import CandidatePayload, GateResult
+from tollgate_core.metrics import Direction, UnknownMetricError
+from tollgate_core.metrics import direction as metric_direction
 from tollgate_core.models import Gates
 
 EPSILON = 1e-9
-
-
-class Direction(StrEnum):
-    HIGHER_IS_BETTER = "higher"
-    LOWER_IS_BETTER = "lower"
-
-
-METRIC_DIRECTIONS: Mapping[str, Direction] = {
-    **dict.fromkeys(
-        (
-            "roc_auc",
-            "pr_auc",
-            "average_precision",
-            "accuracy",
-            "balanced_accuracy",
-            "f1",
-            "precision",
-            "recall",
-            "r2",
-        ),
-        Direction.HIGHER_IS_BETTER,
-    ),
-    **dict.fromkeys(
-        ("log_loss", "brier", "ece", "rmse", "mae", "mse", "mape"),
-        Direction.LOWER_IS_BETTER,
-    ),
-}
 
 
 class GateConfigError(ValueError):
@@ -68,10 +42,9 @@ class GateConfigError(ValueError):
 
 def direction(metric: str) -> Direction:
     try:
-        return METRIC_DIRECTIONS[metric]
-    except KeyError:
-        known = ", ".join(sorted(METRIC_DIRECTIONS))
-        raise GateConfigError(f"metric {metric!r} has no known direction (known: {known})") from None
+        return metric_direction(metric)
+    except UnknownMetricError as exc:
+        raise GateConfigError(str(exc)) from None
 
 
 def check_gates(model: str, gates: Gates) -> None:

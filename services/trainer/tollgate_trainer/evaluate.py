@@ -17,11 +17,14 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import (
     accuracy_score,
+    average_precision_score,
     brier_score_loss,
     f1_score,
     log_loss,
     mean_absolute_error,
+    precision_score,
     r2_score,
+    recall_score,
     roc_auc_score,
     root_mean_squared_error,
 )
@@ -29,6 +32,7 @@ from sklearn.metrics import (
 from tollgate_core.contracts import DatasetContract
 from tollgate_core.reference import category_key
 from tollgate_trainer.features import is_missing
+from tollgate_trainer.threshold import decide
 
 DEFAULT_HOLDOUT_FRACTION = 0.2
 CALIBRATION_BINS = 10
@@ -77,39 +81,61 @@ def out_of_time_split(
     )
 
 
-def classification_metrics(y: np.ndarray, proba: np.ndarray, positive_index: int | None) -> dict[str, float]:
-    """ROC AUC, log loss, accuracy, F1, Brier score and expected calibration error.
+def classification_metrics(
+    y: np.ndarray, proba: np.ndarray, positive_index: int | None, threshold: float | None = None
+) -> dict[str, float]:
+    """The classification metrics of ``tollgate_core.metrics``: accuracy, balanced accuracy, precision,
+    recall, F1, average precision (PR AUC), ROC AUC, log loss, Brier score and expected calibration error.
 
-    Binary: F1, Brier, ROC AUC and calibration use the positive-class probability. Multi-class: macro F1,
-    one-vs-rest ROC AUC, multi-class Brier (mean squared distance to the one-hot label) and calibration of
-    the top class.
+    Binary: decisions use ``threshold`` on the positive-class probability (the most probable class when
+    None); precision, recall, F1, average precision, Brier, ROC AUC and calibration are of the positive class.
+    Multi-class: macro precision, recall and F1, one-vs-rest macro average precision and ROC AUC, multi-class
+    Brier (mean squared distance to the one-hot label) and calibration of the top class.
     """
     n_classes = proba.shape[1]
-    predicted = proba.argmax(axis=1)
     labels = list(range(n_classes))
+    pos = 1 if positive_index is None else positive_index
+    predicted = decide(proba, pos, threshold if n_classes == 2 else None)
     out = {
         "accuracy": float(accuracy_score(y, predicted)),
+        "balanced_accuracy": balanced_accuracy(y, predicted),
         "log_loss": float(log_loss(y, proba, labels=labels)),
         "count": float(len(y)),
     }
     present = np.unique(y)
     if n_classes == 2:
-        pos = 1 if positive_index is None else positive_index
         score = proba[:, pos]
         truth = (y == pos).astype(int)
-        out["f1"] = float(f1_score(truth, (predicted == pos).astype(int), zero_division=0.0))
+        decided = (predicted == pos).astype(int)
+        out["precision"] = float(precision_score(truth, decided, zero_division=0.0))
+        out["recall"] = float(recall_score(truth, decided, zero_division=0.0))
+        out["f1"] = float(f1_score(truth, decided, zero_division=0.0))
         out["brier"] = float(brier_score_loss(truth, score))
         out["ece"] = expected_calibration_error(truth, score)
         if len(present) == 2:
             out["roc_auc"] = float(roc_auc_score(truth, score))
+            out["average_precision"] = float(average_precision_score(truth, score))
     else:
-        out["f1"] = float(f1_score(y, predicted, average="macro", labels=labels, zero_division=0.0))
+        macro = {"average": "macro", "labels": labels, "zero_division": 0.0}
+        out["precision"] = float(precision_score(y, predicted, **macro))
+        out["recall"] = float(recall_score(y, predicted, **macro))
+        out["f1"] = float(f1_score(y, predicted, **macro))
         onehot = np.eye(n_classes)[y]
         out["brier"] = float(np.mean(np.sum((proba - onehot) ** 2, axis=1)))
         out["ece"] = expected_calibration_error((predicted == y).astype(int), proba.max(axis=1))
         if len(present) == n_classes:
             out["roc_auc"] = float(roc_auc_score(y, proba, multi_class="ovr", labels=labels))
+            out["average_precision"] = float(average_precision_score(onehot, proba, average="macro"))
     return out
+
+
+def balanced_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean recall over the classes present in ``y`` (sklearn's definition, without its warning on a
+    segment that holds one class)."""
+    present = np.unique(y)
+    if len(present) == 0:
+        return 0.0
+    return float(np.mean([np.mean(predicted[y == c] == c) for c in present]))
 
 
 def expected_calibration_error(truth: np.ndarray, score: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
@@ -142,6 +168,7 @@ def evaluate(
     task: str,
     positive_index: int | None = None,
     segments: np.ndarray | None = None,
+    threshold: float | None = None,
 ) -> Evaluation:
     """Holdout metrics overall and per segment value, and the max - min gap of each metric across segments.
 
@@ -151,7 +178,7 @@ def evaluate(
 
     def measure(mask: slice | np.ndarray) -> dict[str, float]:
         if task == "classification":
-            return classification_metrics(y[mask], output[mask], positive_index)
+            return classification_metrics(y[mask], output[mask], positive_index, threshold)
         return regression_metrics(y[mask], output[mask])
 
     overall = measure(slice(None))

@@ -60,6 +60,11 @@ class ModelSignature(BaseModel):
         None, description="Label value of each probability column / label index (classification)."
     )
     positive_index: int | None = Field(None, description="Probability column of the positive class.")
+    decision_threshold: float | None = Field(
+        None,
+        description="Binary classifiers with a catalog threshold: the label is the positive class where its "
+        "probability reaches this value (the graph decides so); None: the most probable class.",
+    )
     opset: dict[str, int]
 
 
@@ -71,9 +76,16 @@ class ExportedModel(BaseModel):
 
 
 def export_onnx(
-    pipeline: Pipeline, contract: DatasetContract, labels: LabelEncoding | None = None
+    pipeline: Pipeline,
+    contract: DatasetContract,
+    labels: LabelEncoding | None = None,
+    threshold: float | None = None,
 ) -> ExportedModel:
-    """Convert ``pipeline`` (fitted by :func:`tollgate_trainer.pipeline.build_pipeline`) to ONNX."""
+    """Convert ``pipeline`` (fitted by :func:`tollgate_trainer.pipeline.build_pipeline`) to ONNX.
+
+    ``threshold`` (binary classifiers) makes the graph's ``label`` output the positive class where the
+    positive-class probability reaches it, so every consumer of the artifact decides the same way.
+    """
     _register_converters()
     layout = FeatureLayout.from_contract(contract)
     initial_types: list[tuple[str, Any]] = []
@@ -100,6 +112,10 @@ def export_onnx(
             name=contract.schema_id,
         )
     _rename_outputs(model.graph, _RENAMED_OUTPUTS)
+    if threshold is not None:
+        if labels is None or len(labels.classes) != 2 or labels.positive_index is None:
+            raise ValueError("a decision threshold needs a binary classifier with a positive class")
+        _decide_by_threshold(model.graph, labels.positive_index, threshold)
     _sort_opset_imports(model)
 
     columns = {NUMERIC_INPUT: list(layout.numeric), CATEGORY_INPUT: list(layout.category)}
@@ -111,6 +127,7 @@ def export_onnx(
         outputs=[_tensor_spec(v, []) for v in model.graph.output],
         classes=list(labels.classes) if labels is not None else None,
         positive_index=labels.positive_index if labels is not None else None,
+        decision_threshold=threshold,
         opset=dict(TARGET_OPSET),
     )
     entry = model.metadata_props.add()
@@ -133,6 +150,56 @@ def _tensor_spec(value: onnx.ValueInfoProto, columns: list[str]) -> TensorSpec:
     dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
     dtype = TensorProto.DataType.Name(tensor.elem_type).lower()
     return TensorSpec(name=value.name, dtype=dtype, shape=dims, columns=columns)
+
+
+def _decide_by_threshold(graph: onnx.GraphProto, positive: int, threshold: float) -> None:
+    """Replace the classifier's argmax label by ``probabilities[:, positive] >= threshold``.
+
+    The classifier node's own label output is renamed and left unused; Gather, GreaterOrEqual and Where
+    compute the graph output ``label`` with the same element type.
+    """
+    label = next(o for o in graph.output if o.name == "label")
+    proba = next(o for o in graph.output if o.name == "probabilities")
+    unused = "label_most_probable"
+    for node in graph.node:
+        node.output[:] = [unused if o == "label" else o for o in node.output]
+    proba_type = proba.type.tensor_type.elem_type
+    label_type = label.type.tensor_type.elem_type
+    h = onnx.helper
+    const = onnx.numpy_helper.from_array
+    graph.initializer.extend(
+        [
+            const(np.array(positive, dtype=np.int64), "decision_positive_column"),
+            const(np.array(threshold, dtype=h.tensor_dtype_to_np_dtype(proba_type)), "decision_threshold"),
+            const(np.array([positive], dtype=h.tensor_dtype_to_np_dtype(label_type)), "decision_positive"),
+            const(
+                np.array([1 - positive], dtype=h.tensor_dtype_to_np_dtype(label_type)), "decision_negative"
+            ),
+        ]
+    )
+    graph.node.extend(
+        [
+            h.make_node(
+                "Gather",
+                ["probabilities", "decision_positive_column"],
+                ["positive_probability"],
+                axis=1,
+                name="DecisionGather",
+            ),
+            h.make_node(
+                "GreaterOrEqual",
+                ["positive_probability", "decision_threshold"],
+                ["decision_is_positive"],
+                name="DecisionCompare",
+            ),
+            h.make_node(
+                "Where",
+                ["decision_is_positive", "decision_positive", "decision_negative"],
+                ["label"],
+                name="DecisionLabel",
+            ),
+        ]
+    )
 
 
 def _sort_opset_imports(model: onnx.ModelProto) -> None:

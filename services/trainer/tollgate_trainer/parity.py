@@ -15,6 +15,7 @@ tolerance means the same thing whatever the label's unit (the raw difference is 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -24,6 +25,7 @@ from sklearn.pipeline import Pipeline
 
 from tollgate_trainer.export import onnx_session
 from tollgate_trainer.features import FeatureLayout
+from tollgate_trainer.threshold import decide
 
 DEFAULT_TOLERANCE = 1e-5
 DEFAULT_MIN_LABEL_AGREEMENT = 1.0
@@ -65,11 +67,17 @@ def check_parity(
     bisection_steps: int = DEFAULT_BISECTION_STEPS,
     label_scale: float = 1.0,
     seed: int = 0,
+    decision: Decision | None = None,
 ) -> ParityResult:
-    """Score ``holdout`` (a model frame) and boundary rows with both implementations and compare."""
+    """Score ``holdout`` (a model frame) and boundary rows with both implementations and compare.
+
+    ``decision`` is the classifier's decision threshold and positive class when the catalog sets one: the
+    exported graph decides by it, so the pipeline's labels are taken the same way, and the boundary rows are
+    found along that threshold's boundary.
+    """
     rng = np.random.default_rng(seed)
     if task == "classification":
-        extra = boundary_rows(pipeline, layout, holdout, boundary_pairs, bisection_steps, rng)
+        extra = boundary_rows(pipeline, layout, holdout, boundary_pairs, bisection_steps, rng, decision)
     else:
         extra = interpolated_rows(layout, holdout, boundary_pairs, rng)
     rows = pd.concat([holdout, extra], ignore_index=True) if len(extra) else holdout
@@ -85,7 +93,7 @@ def check_parity(
     }
     if task == "classification":
         diff = _max_abs(outputs["probabilities"], pipeline.predict_proba(rows))
-        agree = np.asarray(outputs["label"]).ravel() == pipeline.predict(rows)
+        agree = np.asarray(outputs["label"]).ravel() == _labels(pipeline, rows, decision)
         agreement = float(agree.mean()) if len(agree) else 1.0
         return ParityResult(
             passed=diff <= tolerance and agreement >= min_label_agreement,
@@ -124,6 +132,20 @@ def _interpolate(layout: FeatureLayout, a: pd.DataFrame, b: pd.DataFrame, t: np.
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A binary classifier's decision rule: positive where ``proba[:, positive] >= threshold``."""
+
+    threshold: float
+    positive: int
+
+
+def _labels(pipeline: Pipeline, rows: pd.DataFrame, decision: Decision | None) -> np.ndarray:
+    if decision is None:
+        return np.asarray(pipeline.predict(rows))
+    return decide(pipeline.predict_proba(rows), decision.positive, decision.threshold)
+
+
 def boundary_rows(
     pipeline: Pipeline,
     layout: FeatureLayout,
@@ -131,11 +153,12 @@ def boundary_rows(
     pairs: int,
     steps: int,
     rng: np.random.Generator,
+    decision: Decision | None = None,
 ) -> pd.DataFrame:
     """Rows on both sides of the decision boundary, found by bisection between oppositely labelled rows."""
     if pairs <= 0 or len(frame) < 2 or not layout.numeric:
         return frame.iloc[:0]
-    predicted = pipeline.predict(frame)
+    predicted = _labels(pipeline, frame, decision)
     first = rng.choice(len(frame), size=pairs)
     second = np.empty(pairs, dtype=np.int64)
     keep = np.zeros(pairs, dtype=bool)
@@ -150,7 +173,7 @@ def boundary_rows(
     b = frame.iloc[second[keep]].reset_index(drop=True)
     start_label = predicted[first[keep]]
     # The far end keeps a's categories; only pairs whose label still changes along the path are used.
-    crosses = pipeline.predict(_interpolate(layout, a, b, np.ones(len(a)))) != start_label
+    crosses = _labels(pipeline, _interpolate(layout, a, b, np.ones(len(a))), decision) != start_label
     a, b, start_label = (
         a[crosses].reset_index(drop=True),
         b[crosses].reset_index(drop=True),
@@ -161,7 +184,7 @@ def boundary_rows(
     low, high = np.zeros(len(a)), np.ones(len(a))
     for _ in range(steps):
         mid = (low + high) / 2
-        same = pipeline.predict(_interpolate(layout, a, b, mid)) == start_label
+        same = _labels(pipeline, _interpolate(layout, a, b, mid), decision) == start_label
         low = np.where(same, mid, low)
         high = np.where(same, high, mid)
     return pd.concat([_interpolate(layout, a, b, low), _interpolate(layout, a, b, high)], ignore_index=True)

@@ -43,6 +43,7 @@ def build_reference_profile(
     scores: np.ndarray,
     evaluation: Evaluation,
     bins: int = DEFAULT_BINS,
+    decision_threshold: float | None = None,
 ) -> ReferenceProfile:
     """The reference profile of one run: training-row distributions, holdout scores and segment metrics."""
     features: dict[str, FieldSummary] = {
@@ -58,6 +59,7 @@ def build_reference_profile(
         segment_field=contract.segment,
         segment_metrics=evaluation.segment_metrics,
         fairness_gap=evaluation.fairness_gap,
+        decision_threshold=decision_threshold,
     )
 
 

@@ -55,6 +55,7 @@ def training_config(spec: ModelSpec) -> TrainingConfig:
         holdout_fraction=t.holdout_fraction,
         parity_tolerance=t.parity_tolerance,
         min_label_agreement=t.parity_label_agreement,
+        decision_threshold=t.decision_threshold,
         threads=1,
     )
 

@@ -32,6 +32,7 @@ from threadpoolctl import threadpool_limits
 from tollgate_core.artifacts import sha256_digest
 from tollgate_core.contracts import DatasetContract, FieldType
 from tollgate_core.reference import ReferenceProfile
+from tollgate_core.thresholds import ThresholdPolicy
 from tollgate_trainer.evaluate import (
     DEFAULT_HOLDOUT_FRACTION,
     evaluate,
@@ -53,11 +54,13 @@ from tollgate_trainer.parity import (
     DEFAULT_BOUNDARY_PAIRS,
     DEFAULT_MIN_LABEL_AGREEMENT,
     DEFAULT_TOLERANCE,
+    Decision,
     ParityResult,
     check_parity,
 )
 from tollgate_trainer.pipeline import ModelFamily, build_pipeline, hyperparameters_for, task_of
 from tollgate_trainer.reference import build_reference_profile
+from tollgate_trainer.threshold import ThresholdChoice, ThresholdError, choose_threshold
 
 # Distributions whose versions change what a run produces; recorded with every model.
 RECORDED_LIBRARIES = (
@@ -85,6 +88,9 @@ class TrainingConfig(BaseModel):
     parity_tolerance: float = Field(DEFAULT_TOLERANCE, ge=0)
     min_label_agreement: float = Field(DEFAULT_MIN_LABEL_AGREEMENT, ge=0, le=1)
     boundary_pairs: int = Field(DEFAULT_BOUNDARY_PAIRS, ge=0)
+    decision_threshold: ThresholdPolicy | None = Field(
+        None, description="Binary classifiers: a fixed threshold or the rule that chooses it."
+    )
     threads: int | None = Field(
         None,
         ge=1,
@@ -123,6 +129,7 @@ class TrainingResult:
     split_ordered_by: str
     timings: dict[str, float] = field(default_factory=dict)
     threads: int | None = None
+    threshold: ThresholdChoice | None = None
 
 
 def train_model(
@@ -164,6 +171,13 @@ def train_model(
     params = hyperparameters_for(config.family, task, overrides, config.seed)
     limits = threadpool_limits(limits=config.threads) if config.threads is not None else nullcontext()
     with limits:
+        choice: ThresholdChoice | None = None
+        if config.decision_threshold is not None:
+            with timer("threshold"):
+                choice = _threshold(
+                    contract, config, raw.iloc[split.train], features.iloc[split.train], y_train, encoding
+                )
+        threshold = choice.threshold if choice is not None else None
         with timer("fit"):
             pipeline = build_pipeline(contract, config.family, overrides, config.seed)
             pipeline.fit(x_train, y_train)
@@ -181,10 +195,10 @@ def train_model(
             segments = None
             if contract.segment is not None and contract.segment in raw.columns:
                 segments = segment_keys(raw[contract.segment].iloc[split.holdout])
-            evaluation = evaluate(y_holdout, output, task, positive, segments)
+            evaluation = evaluate(y_holdout, output, task, positive, segments, threshold)
 
         with timer("convert"):
-            exported = export_onnx(pipeline, contract, encoding)
+            exported = export_onnx(pipeline, contract, encoding, threshold)
             digest = sha256_digest(exported.onnx)
 
         with timer("parity"):
@@ -200,10 +214,13 @@ def train_model(
                 boundary_pairs=config.boundary_pairs,
                 label_scale=label_scale,
                 seed=config.seed,
+                decision=_decision(choice, encoding),
             )
 
     with timer("reference"):
-        reference = build_reference_profile(contract, raw.iloc[split.train], scores, evaluation)
+        reference = build_reference_profile(
+            contract, raw.iloc[split.train], scores, evaluation, decision_threshold=threshold
+        )
 
     return TrainingResult(
         contract=contract.schema_id,
@@ -229,7 +246,48 @@ def train_model(
         split_ordered_by=split.ordered_by,
         timings={**timer.seconds, "total": sum(timer.seconds.values())},
         threads=config.threads,
+        threshold=choice,
     )
+
+
+def _threshold(
+    contract: DatasetContract,
+    config: TrainingConfig,
+    raw_train: pd.DataFrame,
+    x_train: pd.DataFrame,
+    y_train: np.ndarray,
+    encoding: LabelEncoding | None,
+) -> ThresholdChoice:
+    """The catalog's decision threshold: fixed, or chosen on a validation split of the training rows.
+
+    The validation split is the newest ``holdout_fraction`` of the training rows (out of time, like the
+    holdout, which stays untouched); a model of the same configuration fitted on the older rows scores it.
+    """
+    policy = config.decision_threshold
+    assert policy is not None
+    if encoding is None or len(encoding.classes) != 2 or encoding.positive_index is None:
+        raise TrainingDataError("decision_threshold needs a binary classification label")
+    if policy.rule == "fixed":
+        return choose_threshold(policy, np.zeros(0), np.zeros(0))
+    inner = out_of_time_split(raw_train.reset_index(drop=True), contract, config.holdout_fraction)
+    if len(np.unique(y_train[inner.train])) < 2:
+        raise TrainingDataError(
+            "the rows before the validation split have one class: no threshold rule applies"
+        )
+    model = build_pipeline(contract, config.family, dict(config.hyperparameters), config.seed)
+    model.fit(x_train.iloc[inner.train], y_train[inner.train])
+    score = model.predict_proba(x_train.iloc[inner.holdout])[:, encoding.positive_index]
+    truth = (y_train[inner.holdout] == encoding.positive_index).astype(int)
+    try:
+        return choose_threshold(policy, truth, score)
+    except ThresholdError as exc:
+        raise TrainingDataError(str(exc)) from None
+
+
+def _decision(choice: ThresholdChoice | None, encoding: LabelEncoding | None) -> Decision | None:
+    if choice is None or encoding is None or encoding.positive_index is None:
+        return None
+    return Decision(choice.threshold, encoding.positive_index)
 
 
 def library_versions() -> dict[str, str]:

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, log_loss, mean_absolute_error, roc_auc_score
 
-from tollgate_monitor.performance import breaches, classification_metrics, regression_metrics
+from tollgate_monitor.performance import (
+    HIGHER_IS_BETTER,
+    LOWER_IS_BETTER,
+    breaches,
+    classification_metrics,
+    live_metrics,
+    regression_metrics,
+)
 
 
 def test_classification_metrics_match_sklearn() -> None:
@@ -33,3 +40,17 @@ def test_breaches_use_absolute_drops_and_relative_rises() -> None:
     assert breaches({"roc_auc": 0.86, "accuracy": 0.84, "log_loss": 0.36}, holdout, 0.05, 0.25) == []
     found = breaches({"roc_auc": 0.80, "accuracy": 0.84, "log_loss": 0.40}, holdout, 0.05, 0.25)
     assert [b.metric for b in found] == ["roc_auc", "log_loss"]
+
+
+def test_live_accuracy_decides_at_the_versions_threshold() -> None:
+    scores = np.array([0.1, 0.25, 0.3, 0.6, 0.05])
+    truth = np.array([0.0, 1.0, 1.0, 1.0, 0.0])
+    assert live_metrics("classification", scores, truth)["accuracy"] == pytest.approx(0.6)
+    assert live_metrics("classification", scores, truth, 0.2)["accuracy"] == pytest.approx(1.0)
+
+
+def test_live_limits_take_their_directions_from_the_metric_catalog() -> None:
+    from tollgate_core.metrics import Direction, direction
+
+    assert all(direction(m) is Direction.HIGHER_IS_BETTER for m in HIGHER_IS_BETTER)
+    assert all(direction(m) is Direction.LOWER_IS_BETTER for m in LOWER_IS_BETTER)

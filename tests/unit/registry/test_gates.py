@@ -139,8 +139,14 @@ def test_several_failures_name_the_first_and_list_the_rest() -> None:
 
 def test_a_tolerance_on_a_metric_of_unknown_direction_is_a_configuration_error() -> None:
     check_gates("m", GATES)
-    with pytest.raises(GateConfigError, match="model m: metric 'roc_acu' has no known direction"):
-        check_gates("m", Gates(regression_tolerance={"roc_acu": 0.02}))
+    # The catalog refuses it when the entry is loaded ...
+    with pytest.raises(
+        ValueError, match="metric 'roc_acu' is not computed by the trainer; did you mean 'roc_auc'"
+    ):
+        Gates(regression_tolerance={"roc_acu": 0.02})
+    # ... and the registry's own check still refuses an entry built without validation.
+    with pytest.raises(GateConfigError, match="model m: metric 'roc_acu' is not computed by the trainer"):
+        check_gates("m", Gates.model_construct(regression_tolerance={"roc_acu": 0.02}))
     with pytest.raises(GateConfigError, match="neither min nor max"):
         check_gates("m", Gates(metrics={"roc_auc": {}}))  # type: ignore[dict-item]
 
