@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tollgate_core.artifacts import ArtifactStore
-from tollgate_core.contracts import ContractRegistry
+from tollgate_core.contracts import ContractRegistry, DatasetContract
 from tollgate_core.events import dumps, utcnow
 from tollgate_core.lifecycle import (
     Artifact,
@@ -29,7 +29,7 @@ from tollgate_core.models import ModelSpec
 from tollgate_core.topics import current_schema_id
 from tollgate_core.waiting import wait_event
 from tollgate_trainer.features import TrainingDataError
-from tollgate_trainer.store import TrainerRepository, TrainingData
+from tollgate_trainer.store import LabelKey, TrainerRepository, TrainingData
 from tollgate_trainer.train import TrainingConfig, TrainingResult, train_model
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,11 @@ class RunOutcome:
     result: TrainingResult | None = None
     candidate: CandidateEvent | None = None
     error: str | None = None
+
+
+def label_key(contract: DatasetContract) -> LabelKey:
+    """Rows of the same entity and event time are one observation (see :class:`LabelKey`)."""
+    return LabelKey(contract.entity_id.name, contract.event_time)
 
 
 def training_config(spec: ModelSpec) -> TrainingConfig:
@@ -157,7 +162,9 @@ class TrainingRunner:
             contract = self.contracts.get(spec.contract)
             if contract is None:
                 return RunOutcome(spec.model, "failed", error=f"unknown contract {spec.contract}")
-            data = await self.repo.load_newest(spec.contract, spec.training.max_rows)
+            data = await self.repo.load_newest(spec.contract, spec.training.max_rows, label_key(contract))
+            if data.superseded:
+                log.info("%s: %d labeled row(s) superseded by a newer label", spec.model, data.superseded)
             run_id, version = await self.repo.start_run(spec.model, trigger, data.last_seq)
             return await self._train(spec, contract, data, run_id, version, trigger, request_ids)
 
@@ -218,7 +225,7 @@ class TrainingRunner:
         contract = self.contracts.get(lineage.contract)
         if contract is None:
             raise LookupError(f"unknown contract {lineage.contract}")
-        data = await self.repo.load_lineage(lineage.contract, lineage.offsets)
+        data = await self.repo.load_lineage(lineage.contract, lineage.offsets, label_key(contract))
         config = training_config(spec).model_copy(
             update={
                 "family": lineage.family,

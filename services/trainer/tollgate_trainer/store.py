@@ -33,6 +33,37 @@ class TrainingData:
     records: list[dict[str, Any]]
     offsets: list[OffsetRange]
     last_seq: int
+    superseded: int = 0  # rows left out because a newer label of the same entity and event time arrived
+
+
+@dataclass(frozen=True)
+class LabelKey:
+    """What makes two labeled rows the same observation: the entity id and, when the contract has one, the
+    event time. Of rows with the same key only the newest arrival (highest ``seq``) is trained on, so a
+    label sent again (a correction, or a producer's retry under a new event id) replaces the earlier one
+    instead of adding a row that could sit on both sides of the time-ordered holdout."""
+
+    entity: str
+    event_time: str | None = None
+
+    def of(self, record: dict[str, Any]) -> tuple[str, str]:
+        time = record.get(self.event_time) if self.event_time is not None else None
+        return (orjson.dumps(record.get(self.entity)).decode(), "" if time is None else str(time))
+
+
+def newest_per_key(
+    rows: Sequence[tuple[int, dict[str, Any]]], key: LabelKey | None
+) -> tuple[list[dict[str, Any]], int]:
+    """Keep, per key, the record with the highest seq; the order of the kept records is unchanged."""
+    if key is None:
+        return [record for _, record in rows], 0
+    newest: dict[tuple[str, str], int] = {}
+    for seq, record in rows:
+        k = key.of(record)
+        if seq > newest.get(k, -1):
+            newest[k] = seq
+    kept = [record for seq, record in rows if newest[key.of(record)] == seq]
+    return kept, len(rows) - len(kept)
 
 
 def offset_ranges(positions: Sequence[tuple[str, int, int]]) -> list[OffsetRange]:
@@ -120,8 +151,9 @@ class TrainerRepository:
             )
         return row
 
-    async def load_newest(self, contract: str, max_rows: int) -> TrainingData:
-        """The newest ``max_rows`` rows (arrival order), returned in event-time order for the holdout split."""
+    async def load_newest(self, contract: str, max_rows: int, key: LabelKey | None = None) -> TrainingData:
+        """The newest ``max_rows`` rows (arrival order), returned in event-time order for the holdout split;
+        of rows with the same ``key`` only the newest arrival."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 """SELECT * FROM (
@@ -131,10 +163,13 @@ class TrainerRepository:
                 contract,
                 max_rows,
             )
-        return self._data(rows)
+        return self._data(rows, key)
 
-    async def load_lineage(self, contract: str, offsets: Sequence[OffsetRange]) -> TrainingData:
-        """Exactly the rows a lineage names (contract + offset ranges), in the same order as the run saw them."""
+    async def load_lineage(
+        self, contract: str, offsets: Sequence[OffsetRange], key: LabelKey | None = None
+    ) -> TrainingData:
+        """Exactly the rows a lineage names (contract + offset ranges), in the same order as the run saw them,
+        with the same rule for labels sent again."""
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 """SELECT r.seq, r.topic, r.partition, r."offset", r.occurred_at, r.payload
@@ -149,14 +184,16 @@ class TrainerRepository:
                 [o.first_offset for o in offsets],
                 [o.last_offset for o in offsets],
             )
-        return self._data(rows)
+        return self._data(rows, key)
 
     @staticmethod
-    def _data(rows: Sequence[asyncpg.Record]) -> TrainingData:
+    def _data(rows: Sequence[asyncpg.Record], key: LabelKey | None) -> TrainingData:
+        records, superseded = newest_per_key([(r["seq"], orjson.loads(r["payload"])) for r in rows], key)
         return TrainingData(
-            records=[orjson.loads(r["payload"]) for r in rows],
+            records=records,
             offsets=offset_ranges([(r["topic"], r["partition"], r["offset"]) for r in rows]),
             last_seq=max((r["seq"] for r in rows), default=0),
+            superseded=superseded,
         )
 
     async def start_run(self, model: str, trigger: str, last_seq: int) -> tuple[uuid.UUID, int]:
