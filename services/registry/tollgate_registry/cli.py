@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tollgate_core.contracts_cli import contracts_app
 from tollgate_core.keys_cli import keys_app
 
 DEFAULT_REGISTRY_URL = "http://127.0.0.1:8082"
@@ -296,6 +297,7 @@ def rollback(model: Model, reason: Reason, registry_url: RegistryUrl = DEFAULT_R
 
 
 app.add_typer(keys_app, name="keys")
+app.add_typer(contracts_app, name="contracts")
 
 
 def _mount_optional_groups() -> None:
