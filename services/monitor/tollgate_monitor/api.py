@@ -91,7 +91,12 @@ def create_app(monitor: Monitor) -> FastAPI:
         summary="The dashboard (without a session: a redirect to /login)",
         responses={303: {"description": "Not signed in: to the sign-in form"}},
     )
-    async def dashboard(request: Request) -> Response:
+    async def dashboard(
+        request: Request,
+        feature: str = Query(
+            "", max_length=64, description="Show only features whose name contains this text (heat map)."
+        ),
+    ) -> Response:
         try:
             await read_dashboard(request, request.headers.get("x-api-key"), None)
         except HTTPException as exc:
@@ -103,7 +108,7 @@ def create_app(monitor: Monitor) -> FastAPI:
         for v in everything:
             by_model.setdefault(v["model"], []).append(v)
         views = [await model_view(monitor, m, vs) for m, vs in sorted(by_model.items())]
-        return HTMLResponse(render_page(views, utcnow()))
+        return HTMLResponse(render_page(views, utcnow(), feature_filter=feature))
 
     @app.get(
         "/v1/models",

@@ -75,10 +75,51 @@ def headline_metric(metrics: dict[str, Any]) -> str | None:
 # ----------------------------------------------------------------------------------------------- charts
 
 
-def heatmap_svg(windows: Sequence[dict[str, Any]], width: int = 1100) -> str:
+HEATMAP_ROWS = 15  # features shown open; the rest are one click away, so 100 features stay readable
+
+
+def _drift_ratio(feature: dict[str, Any]) -> float:
+    effect = feature.get("effect")
+    return (
+        -1.0 if effect is None or not math.isfinite(effect) else float(effect) / float(feature["threshold"])
+    )
+
+
+def ranked_features(windows: Sequence[dict[str, Any]], match: str = "") -> list[str]:
+    """Feature names of the last window, most drifted first (drifted ones, then by effect / threshold),
+    keeping those whose name contains ``match`` (case-insensitive)."""
+    if not windows:
+        return []
+    needle = match.strip().lower()
+    last = [f for f in windows[-1]["features"] if needle in f["feature"].lower()]
+    last.sort(key=lambda f: (not f["drifted"], -_drift_ratio(f), f["feature"]))
+    return [f["feature"] for f in last]
+
+
+def heatmap(windows: Sequence[dict[str, Any]], match: str = "", rows: int = HEATMAP_ROWS) -> str:
+    """The drift heat map: the ``rows`` most drifted features open, the others folded under a summary."""
     if not windows:
         return '<p class="empty">No window judged yet.</p>'
-    features = [f["feature"] for f in windows[-1]["features"]]
+    names = ranked_features(windows, match)
+    if not names:
+        return f'<p class="empty">No feature name contains {esc(match)!s}.</p>'
+    shown, rest = names[:rows], names[rows:]
+    html = heatmap_svg(windows, shown)
+    if rest:
+        html += (
+            f'<details class="more"><summary>{len(rest)} more feature{"s" if len(rest) != 1 else ""}, '
+            f"less drifted</summary>{heatmap_svg(windows, rest)}</details>"
+        )
+    return html
+
+
+def heatmap_svg(
+    windows: Sequence[dict[str, Any]], features: Sequence[str] | None = None, width: int = 1100
+) -> str:
+    if not windows:
+        return '<p class="empty">No window judged yet.</p>'
+    features = list(features) if features is not None else [f["feature"] for f in windows[-1]["features"]]
+    last_of = {f["feature"]: f for f in windows[-1]["features"]}
     label_w, top, cell_h = 200, 22, 20
     n = len(windows)
     cell_w = max(4.0, (width - label_w - 70) / n)
@@ -109,8 +150,7 @@ def heatmap_svg(windows: Sequence[dict[str, Any]], width: int = 1100) -> str:
                 parts.append(
                     f'<circle cx="{x + cell_w / 2 - 0.5:.1f}" cy="{y + cell_h / 2 - 1}" r="2.2" fill="#7f1d1d"/>'
                 )
-        last = windows[-1]["features"][row]
-        value = last["effect"]
+        value = last_of[name]["effect"] if name in last_of else None
         parts.append(
             f'<text x="{label_w + n * cell_w + 6:.1f}" y="{y + 13}" class="axis value">{_fmt(value)}</text>'
         )
@@ -290,6 +330,9 @@ svg.chart .bar-live { fill:#93c5fd; } svg.chart .bar-ref { fill:none; stroke:#0f
 .legend i { width:12px; height:4px; border-radius:2px; display:inline-block; }
 .legend i.live { background:#93c5fd; height:10px; } .legend i.ref { border:1.5px solid #0f172a; height:10px; }
 .scale { display:flex; align-items:center; gap:6px; font-size:12px; color:var(--muted); }
+.filter { display:flex; gap:8px; align-items:center; margin:6px 0; font-size:13px; color:var(--muted); }
+.filter input { font:inherit; padding:2px 6px; width:220px; }
+details.more summary { cursor:pointer; font-size:13px; color:var(--muted); margin:4px 0; }
 .scale b { width:110px; height:10px; border-radius:3px;
            background:linear-gradient(90deg,#ecfdf5,#a7f3d0 25%,#fde68a 42%,#f59e0b 50%,#dc2626); display:inline-block; }
 table { width:100%; border-collapse:collapse; font-size:13px; }
@@ -389,7 +432,16 @@ def _alerts_table(alerts: Sequence[dict[str, Any]]) -> str:
     )
 
 
-def model_section(view: ModelView, top_features: int = 4) -> str:
+def _filter_form(view: ModelView, match: str) -> str:
+    """A plain GET form (no script): the page reloads with ``?feature=`` and the heat maps keep matching rows."""
+    return (
+        f'<form class="filter" method="get" action="/dashboard#model-{esc(view.model)}">'
+        f'<label>Filter features <input type="search" name="feature" value="{esc(match)}" maxlength="64"></label>'
+        '<button type="submit">Filter</button></form>'
+    )
+
+
+def model_section(view: ModelView, top_features: int = 4, match: str = "") -> str:
     w = view.windows
     times = [x["end"] for x in w]
     active = len(view.active)
@@ -455,7 +507,8 @@ def model_section(view: ModelView, top_features: int = 4) -> str:
   <h3>Drift per feature over windows <span>{version_note} · colour = effect size / threshold (PSI for numbers,
   Jensen-Shannon for categories) · dot = drifted</span></h3>
   <div class="scale">0 <b></b> 2&times; threshold</div>
-  {heatmap_svg(w)}
+  {_filter_form(view, match) if w else ""}
+  {heatmap(w, match)}
   <div class="grid3">
     <div><h3>PSI of the most drifted numbers</h3>{line_chart_svg(times, [*psi_series, ("prediction", pred_psi)], limit=threshold_psi, limit_label=f"threshold {threshold_psi}", floor=0.0)}</div>
     <div><h3>Score distribution <span>last window vs training</span></h3>{histogram_svg(w[-1]["prediction"] if w else None)}</div>
@@ -470,9 +523,11 @@ def model_section(view: ModelView, top_features: int = 4) -> str:
 </section>"""
 
 
-def render_page(views: Sequence[ModelView], generated_at: datetime, refresh_s: int = 30) -> str:
+def render_page(
+    views: Sequence[ModelView], generated_at: datetime, refresh_s: int = 30, feature_filter: str = ""
+) -> str:
     active = sum(len(v.active) for v in views)
-    sections = "".join(model_section(v) for v in views) or (
+    sections = "".join(model_section(v, match=feature_filter) for v in views) or (
         '<section class="model"><p class="empty">No model version known yet: the monitor learns versions from '
         "models.candidates and their stages from models.lifecycle.</p></section>"
     )
