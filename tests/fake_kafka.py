@@ -37,8 +37,12 @@ class FakeBroker:
                 out.append(_record(topic, p, offset, key, value, headers))
         return out
 
-    def consumer(self, bootstrap: str, group_id: str, client_id: str, **_: Any) -> FakeConsumer:
-        return FakeConsumer(self, group_id)
+    def consumer(
+        self, bootstrap: str, group_id: str | None, client_id: str, *, topics: Any = (), **_: Any
+    ) -> FakeConsumer:
+        """A group consumer (``subscribe``), or without a group one assigned every partition of ``topics``
+        when it starts (what aiokafka does for a consumer built with topics and no group)."""
+        return FakeConsumer(self, group_id, tuple(topics))
 
     def producer(self, **config: Any) -> FakeProducer:
         return FakeProducer(self, config.get("transactional_id"))
@@ -63,13 +67,16 @@ def _record(
 
 
 class FakeConsumer:
-    def __init__(self, broker: FakeBroker, group_id: str) -> None:
+    def __init__(self, broker: FakeBroker, group_id: str | None, topics: tuple[str, ...] = ()) -> None:
         self._broker = broker
         self._group = group_id
+        self._topics = topics
         self._positions: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
-        return None
+        for topic in self._topics:  # no group: every partition, from the start
+            for p in range(self._broker.partitions.get(topic, 0)):
+                self._positions[TopicPartition(topic, p)] = 0
 
     async def stop(self) -> None:
         return None
@@ -89,8 +96,18 @@ class FakeConsumer:
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self._positions[tp] = offset
 
-    async def seek_to_beginning(self, tp: TopicPartition) -> None:
-        self._positions[tp] = 0
+    async def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        for tp in tps or tuple(self._positions):
+            self._positions[tp] = 0
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self._broker.logs[tp]) for tp in tps}
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self._positions[tp]
+
+    def highwater(self, tp: TopicPartition) -> int:
+        return len(self._broker.logs[tp])
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():

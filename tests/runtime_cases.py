@@ -12,6 +12,7 @@ from typing import Any, Protocol
 from aiokafka.structs import ConsumerRecord
 
 from tollgate_core.kafka import BatchSink, OutRecord, RetryPolicy, TransactionalStage, TransientError
+from tollgate_core.runtime import CompactedFollower
 
 Record = ConsumerRecord[bytes, bytes]
 FAST_RETRY = RetryPolicy(backoff_s=0.01, max_backoff_s=0.05)
@@ -78,7 +79,24 @@ def _sink(h: Harness, src: str, dlq: str, handler: Any, **kw: Any) -> BatchSink:
     )
 
 
-async def _running(loop: TransactionalStage | BatchSink, body: Callable[[], Awaitable[None]]) -> None:
+def _follower(h: Harness, src: str, dlq: str, handler: Any, **kw: Any) -> CompactedFollower:
+    tag = uuid.uuid4().hex[:6]
+    return CompactedFollower(
+        name="svc-follower",
+        service="svc",
+        bootstrap=h.bootstrap,
+        topics=[src],
+        client_id=f"c-{tag}",
+        handler=handler,
+        dlq_topic=dlq,
+        **h.factories(),
+        **kw,
+    )
+
+
+async def _running(
+    loop: TransactionalStage | BatchSink | CompactedFollower, body: Callable[[], Awaitable[None]]
+) -> None:
     await loop.start()
     task = asyncio.create_task(loop.run())
     try:
@@ -251,6 +269,93 @@ async def sink_retries_transient_errors(h: Harness) -> None:
     assert await h.read(dlq, 0) == []
 
 
+async def follower_reads_from_the_beginning_catches_up_then_follows(h: Harness) -> None:
+    src, _out, dlq = await _topics(h)
+    applied: list[bytes] = []
+    caught_up_at: list[int] = []
+
+    async def handler(records: list[Record]) -> None:
+        applied.extend(r.value or b"" for r in records)
+
+    async def on_caught_up() -> None:
+        caught_up_at.append(len(applied))
+
+    before = _inputs(6, {})
+    await h.produce(src, before)
+    follower = _follower(h, src, dlq, handler, on_caught_up=on_caught_up)
+    await follower.start()
+    try:
+        await follower.catch_up()
+        assert follower.caught_up and applied == before and caught_up_at == [6]
+        task = asyncio.create_task(follower.run())
+        after = [b"later-1", b"later-2"]
+        await h.produce(src, after)
+        await _until(lambda: len(applied) >= 8)
+        assert applied == before + after and caught_up_at == [6]  # caught up once
+        # Another replica (no group, nothing committed) reads the whole topic too.
+        again: list[bytes] = []
+
+        async def record(records: list[Record]) -> None:
+            again.extend(r.value or b"" for r in records)
+
+        second = _follower(h, src, dlq, record)
+        await second.start()
+        await second.catch_up()
+        assert again == before + after
+        await second.stop()
+    finally:
+        await follower.stop()
+    await asyncio.wait_for(task, 30)  # run() returns once stopped
+
+
+async def follower_dead_letters_poison_and_goes_on(h: Harness) -> None:
+    src, _out, dlq = await _topics(h)
+    applied: list[bytes] = []
+
+    async def handler(records: list[Record]) -> None:
+        if any(r.value == b"poison" for r in records):  # parse the batch first: a bad record folds nothing
+            raise ValueError("not a lifecycle event")
+        applied.extend(r.value or b"" for r in records)
+
+    values = _inputs(10, {2: b"poison", 8: b"poison"})
+    await h.produce(src, values)
+    follower = _follower(h, src, dlq, handler)
+
+    async def body() -> None:
+        await _until(lambda: follower.caught_up)
+        assert applied == [v for v in values if v != b"poison"]  # in order, each once
+        _check_dead(await h.read(dlq, 2), src, [b"poison", b"poison"], b"ValueError")
+        await h.produce(src, [b"next"])
+        await _until(lambda: b"next" in applied)
+        assert follower.stats.dead_lettered == 2 and follower.healthy
+
+    await _running(follower, body)
+
+
+async def follower_retries_transient_errors_and_never_dead_letters_them(h: Harness) -> None:
+    src, _out, dlq = await _topics(h)
+    applied: list[bytes] = []
+    calls = {"n": 0}
+
+    async def handler(records: list[Record]) -> None:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            raise TransientError("artifact store unreachable")
+        applied.extend(r.value or b"" for r in records)
+
+    values = _inputs(5, {})
+    await h.produce(src, values)
+    follower = _follower(h, src, dlq, handler, retry=FAST_RETRY)
+
+    async def body() -> None:
+        await _until(lambda: follower.caught_up)
+        assert applied == values  # sought back to the first record not applied: nothing skipped or doubled
+        assert follower.stats.aborted >= 2 and follower.stats.dead_lettered == 0
+
+    await _running(follower, body)
+    assert await h.read(dlq, 0) == []
+
+
 CASES = [
     stage_isolates_poison_and_goes_on,
     stage_retries_transient_errors_and_never_dead_letters_them,
@@ -258,4 +363,7 @@ CASES = [
     stage_survives_a_refused_write_rebuilds_its_producer_and_isolates_the_record,
     sink_isolates_poison_and_refused_records_before_committing,
     sink_retries_transient_errors,
+    follower_reads_from_the_beginning_catches_up_then_follows,
+    follower_dead_letters_poison_and_goes_on,
+    follower_retries_transient_errors_and_never_dead_letters_them,
 ]

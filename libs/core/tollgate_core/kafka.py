@@ -27,7 +27,6 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from tollgate_core.kafka_auth import kafka_security
-from tollgate_core.settings import ServiceSettings
 from tollgate_core.waiting import wait_event
 
 log = logging.getLogger(__name__)
@@ -632,36 +631,6 @@ class TransactionalStage(_BatchLoop):
         self._producer_started = False
         self._writer = PartitionedWriter(self._producer)
 
-    @classmethod
-    def from_spec(
-        cls,
-        spec: StageSpec,
-        settings: ServiceSettings,
-        handler: StageHandler,
-        max_records: int = 5000,
-        *,
-        registry: CollectorRegistry | None = None,
-        retry: RetryPolicy | None = None,
-    ) -> TransactionalStage:
-        """The stage a service declares in its ``asyncapi.stage_spec``, with the replica's stable
-        transactional id ``<namespace>.<service>-<instance_id>``, dead letters to ``spec.dlq``."""
-        from tollgate_core.topics import max_message_bytes
-
-        return cls(
-            name=spec.service,
-            bootstrap=settings.kafka_bootstrap,
-            source_topics=list(spec.sources),
-            group_id=spec.group_id,
-            transactional_id=f"{settings.topic_namespace}.{spec.service}-{settings.instance_id}",
-            client_id=settings.client_id(spec.service),
-            handler=handler,
-            dlq_topic=spec.dlq,
-            max_records=max_records,
-            registry=registry,
-            retry=retry,
-            max_message_bytes=max_message_bytes,
-        )
-
     async def start(self) -> None:
         await self._start_producer()
         await self._consumer.start()
@@ -813,41 +782,6 @@ class TransactionalStage(_BatchLoop):
         self._write_succeeded()
         self._dead_lettered(dead)
         self._count(len(records), len(outputs))
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """What a transactional stage reads and writes: used to run it and to document it (AsyncAPI)."""
-
-    service: str
-    group_id: str
-    sources: tuple[str, ...]
-    outputs: tuple[tuple[str, str], ...]  # (topic, what goes there)
-    description: str
-    dlq: str | None = None  # the service's dead-letter topic (poison records go there)
-
-
-def declare_stage(broker: Any, spec: StageSpec) -> None:
-    """Describe a stage's channels on a faststream broker for the AsyncAPI document.
-
-    The stage itself runs on ``TransactionalStage``; its offsets are committed inside the output transaction,
-    which is what ``AckPolicy.MANUAL`` (no commit by faststream) states here.
-    """
-    from faststream import AckPolicy
-
-    async def stage(body: bytes) -> None:  # documentation only: the broker holding it is never started
-        raise NotImplementedError
-
-    stage.__doc__ = spec.description
-    broker.subscriber(
-        *spec.sources,
-        group_id=spec.group_id,
-        ack_policy=AckPolicy.MANUAL,
-        isolation_level="read_committed",
-        description=spec.description,
-    )(stage)
-    for topic, what in spec.outputs:
-        broker.publisher(topic, description=what)
 
 
 class BatchSink(_BatchLoop):

@@ -39,6 +39,7 @@ from tollgate_audit_log.chain import (
     LockLost,
     statement_of,
 )
+from tollgate_audit_log.consumers import stream_consumer
 from tollgate_audit_log.publish import Publisher
 from tollgate_audit_log.signing import Signer
 from tollgate_audit_log.streams import EntryBuilder
@@ -56,11 +57,10 @@ from tollgate_core.kafka import (
     DLQ_ERROR,
     BatchSink,
     OutRecord,
-    RetryPolicy,
     TransientError,
     dead_letter,
-    is_transient,
 )
+from tollgate_core.runtime import build_sink
 from tollgate_core.telemetry import header_value, record_consumed_span
 
 log = logging.getLogger(__name__)
@@ -105,13 +105,6 @@ class Metrics:
             registry=registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
         )
-
-
-def _transient_for_the_trail(exc: BaseException) -> bool:
-    """The runtime's classification, plus the writer's own conditions: a lost lock, a chain that moved under
-    the writer (tampering included) or damaged rows are the trail's state, not a record's fault, so the batch
-    is retried (the writer takes the lock again or stops) and never dead-lettered."""
-    return is_transient(exc) or isinstance(exc, LockLost | ChainMoved | ChainDamaged)
 
 
 class StreamWorker:
@@ -226,18 +219,14 @@ class StreamWorker:
         self._lost.clear()
         if self._stopping:
             return
-        sink = BatchSink(
-            name=f"{SERVICE}-{self.stream}",
-            bootstrap=self._bootstrap,
-            topics=[self.topic],
-            group_id=self.group_id,
-            client_id=self._client_id,
-            handler=self.handle,
+        spec = stream_consumer(
+            self.builder.spec,
+            topic=self.topic,
+            group=self.group_id,
+            dlq=self.dlq_topic,
             max_records=self._batch_max_records,
-            dlq_topic=self.dlq_topic,
-            service=SERVICE,
-            retry=RetryPolicy(classify=_transient_for_the_trail),
         )
+        sink = build_sink(spec.bind(self.handle), bootstrap=self._bootstrap, client_id=self._client_id)
         await sink.start()
         self.sink = sink
         running = asyncio.create_task(sink.run(), name=f"audit-sink-{self.stream}")

@@ -22,10 +22,11 @@ from tollgate_core.db import create_pool, ping
 from tollgate_core.http import create_http_app
 from tollgate_core.kafka import TransactionalStage, producer_config
 from tollgate_core.limits import BodyLimits
+from tollgate_core.runtime import build_stage
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
-from tollgate_ingest.asyncapi import stage_spec
+from tollgate_ingest import consumers
 from tollgate_ingest.claims import PostgresClaimStore
 from tollgate_ingest.core import Normaliser
 from tollgate_ingest.gateway import gateway_router
@@ -85,8 +86,8 @@ class Ingest:
             metrics=self.metrics,
             tracer=self.tracer,
         )
-        self.stage = TransactionalStage.from_spec(
-            stage_spec(s), s, handler, s.batch_max_records, registry=self.registry
+        self.stage = build_stage(
+            consumers.stage(s).bind(handler, max_records=s.batch_max_records), s, registry=self.registry
         )
         await self.stage.start()
 

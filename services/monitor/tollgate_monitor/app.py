@@ -15,13 +15,11 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
-from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter
 
 from tollgate_core.alerts import AlertEvent, AlertKind, AlertPayload, AlertState
 from tollgate_core.apikeys import KeyVerifier
 from tollgate_core.auth import key_verifier
-from tollgate_core.bus import create_broker
 from tollgate_core.contracts import ContractRegistry, DatasetContract, FieldType
 from tollgate_core.db import create_pool, ping
 from tollgate_core.events import utcnow
@@ -29,9 +27,10 @@ from tollgate_core.kafka import BatchSink, OutRecord, TransientError, dead_lette
 from tollgate_core.lifecycle import CandidateEvent, LifecycleEvent
 from tollgate_core.pii import PiiRedactor
 from tollgate_core.reference import ReferenceProfile, label_key
+from tollgate_core.runtime import bind_all, build_sink, per_record
 from tollgate_core.topics import Topics, current_schema_id
 from tollgate_monitor.alerts import alert_id, event_id, severity, wants_retraining
-from tollgate_monitor.asyncapi import SERVICE, declare_version_subscribers
+from tollgate_monitor.consumers import SERVICE, consumer_specs
 from tollgate_monitor.drift import Layout
 from tollgate_monitor.evaluate import Labeled, Thresholds, alert_event, judge, observe, training_request
 from tollgate_monitor.processor import LogEntry, PartitionState, ingest, parse_entry
@@ -103,7 +102,8 @@ class Monitor:
         self.producer: AIOKafkaProducer | None = None
         self.windows_sink: BatchSink | None = None
         self.labels_sink: BatchSink | None = None
-        self.broker: KafkaBroker | None = None
+        self.candidates_sink: BatchSink | None = None
+        self.lifecycle_sink: BatchSink | None = None
 
     # --------------------------------------------------------------------------------------- lifecycle
 
@@ -114,49 +114,41 @@ class Monitor:
         self.keys = await key_verifier(self.pool)
         self.producer = AIOKafkaProducer(**producer_config(s.kafka_bootstrap, s.client_id(SERVICE)))
         await self.producer.start()
-        self.windows_sink = BatchSink(
-            name=f"{SERVICE}-windows",
-            bootstrap=s.kafka_bootstrap,
-            topics=[self.topics.inference_log],
-            group_id=s.consumer_group(SERVICE, "windows"),
-            client_id=s.client_id(SERVICE),
-            handler=self.on_inference,
-            max_records=s.max_batch_records,
-            dlq_topic=self.topics.dlq(SERVICE),
-            service=SERVICE,
-            registry=self.registry,
+        specs = bind_all(
+            consumer_specs(s),
+            {
+                f"{SERVICE}-windows": self.on_inference,
+                f"{SERVICE}-labels": self.on_labels,
+                f"{SERVICE}-candidates": per_record(self.on_candidate),
+                f"{SERVICE}-lifecycle": per_record(self.on_lifecycle),
+            },
         )
-        self.labels_sink = BatchSink(
-            name=f"{SERVICE}-labels",
-            bootstrap=s.kafka_bootstrap,
-            topics=[self.topics.events_validated],
-            group_id=s.consumer_group(SERVICE, "labels"),
-            client_id=s.client_id(SERVICE),
-            handler=self.on_labels,
-            dlq_topic=self.topics.dlq(SERVICE),
-            service=SERVICE,
-            registry=self.registry,
+        specs[f"{SERVICE}-windows"] = specs[f"{SERVICE}-windows"].bind(
+            self.on_inference, max_records=s.max_batch_records
         )
-        self.broker = create_broker(s, SERVICE)
-        declare_version_subscribers(self.broker, s, self.on_candidate, self.on_lifecycle)
-        await self.broker.start()
-        await self.windows_sink.start()
-        await self.labels_sink.start()
+        sinks = {name: build_sink(spec, s, registry=self.registry) for name, spec in specs.items()}
+        self.windows_sink = sinks[f"{SERVICE}-windows"]
+        self.labels_sink = sinks[f"{SERVICE}-labels"]
+        self.candidates_sink = sinks[f"{SERVICE}-candidates"]
+        self.lifecycle_sink = sinks[f"{SERVICE}-lifecycle"]
+        for sink in self._sinks():
+            await sink.start()
+
+    def _sinks(self) -> list[BatchSink]:
+        found = [self.candidates_sink, self.lifecycle_sink, self.windows_sink, self.labels_sink]
+        return [sink for sink in found if sink is not None]
 
     async def stop(self) -> None:
-        if self.broker is not None:
-            await self.broker.stop()
-        for sink in (self.windows_sink, self.labels_sink):
-            if sink is not None:
-                await sink.stop()
+        for sink in self._sinks():
+            await sink.stop()
         if self.producer is not None:
             await self.producer.stop()
         if self.pool is not None:
             await self.pool.close()
 
     def loops(self) -> list[Any]:
-        assert self.windows_sink is not None and self.labels_sink is not None
-        return [self.windows_sink.run, self.labels_sink.run, self.relay, self.watch_staleness]
+        assert len(self._sinks()) == 4, "start() first"
+        return [*(sink.run for sink in self._sinks()), self.relay, self.watch_staleness]
 
     async def relay(self) -> None:
         assert self.store is not None and self.producer is not None
@@ -165,12 +157,14 @@ class Monitor:
     # ---------------------------------------------------------------------------------------- versions
 
     async def on_candidate(self, body: bytes) -> None:
+        """Store each version's reference profile and holdout metrics (PostgreSQL, upsert by version)."""
         event = CandidateEvent.model_validate_json(body)
         assert self.store is not None
         await self.store.upsert_candidate(event.payload)
         self._forget((event.payload.model, event.payload.version))
 
     async def on_lifecycle(self, body: bytes) -> None:
+        """Store each version's stage (production, staging, ...): alerts and retraining depend on it."""
         event = LifecycleEvent.model_validate_json(body)
         assert self.store is not None
         await self.store.upsert_lifecycle(event.payload, event.occurred_at)
@@ -465,9 +459,9 @@ class Monitor:
     # ---------------------------------------------------------------------------------------- readiness
 
     async def kafka_ready(self) -> None:
-        for sink in (self.windows_sink, self.labels_sink):
-            if sink is None or not sink.healthy:
-                raise RuntimeError("a consumer is not running")
+        sinks = self._sinks()
+        if len(sinks) < 4 or not all(sink.healthy for sink in sinks):
+            raise RuntimeError("a consumer is not running")
         assert self.producer is not None
         await self.producer.client.fetch_all_metadata()
 

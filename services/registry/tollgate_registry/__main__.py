@@ -17,7 +17,7 @@ async def main() -> None:
         registry.http_app(),
         host=settings.http_host,
         port=settings.http_port,
-        loops=[registry.relay_lifecycle_events, registry.end_canary_periods],
+        loops=registry.loops(),
         on_stop=registry.stop,
     )
 

@@ -17,18 +17,18 @@ from pydantic_settings import SettingsConfigDict
 from tollgate_core.apikeys import KeyVerifier
 from tollgate_core.artifacts import DirectoryArtifactStore
 from tollgate_core.auth import key_verifier
-from tollgate_core.bus import create_broker
 from tollgate_core.db import create_pool, ping
 from tollgate_core.http import create_http_app
-from tollgate_core.kafka import producer_config
+from tollgate_core.kafka import BatchSink, producer_config
 from tollgate_core.lifecycle import CandidateEvent
 from tollgate_core.models import model_catalog
 from tollgate_core.outbox import Outbox
+from tollgate_core.runtime import bind_all, build_sink, per_record
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics, current_schema_id
 from tollgate_core.waiting import wait_event
 from tollgate_registry.api import install
-from tollgate_registry.asyncapi import SERVICE, declare_candidate_subscriber
+from tollgate_registry.consumers import SERVICE, consumer_specs
 from tollgate_registry.core import ModelRegistry
 from tollgate_registry.postgres import OUTBOX_TABLE, PostgresRepository
 from tollgate_registry.state import Change
@@ -81,13 +81,12 @@ class Registry:
         self.store = DirectoryArtifactStore(settings.artifact_path())
         self.registry = CollectorRegistry()
         self.metrics = RegistryMetrics(self.registry)
-        self.broker = create_broker(settings, SERVICE)
-        declare_candidate_subscriber(self.broker, settings, self.on_candidate)
         self.pool: Any = None
         self.outbox: Outbox | None = None
         self.producer: AIOKafkaProducer | None = None
         self.core: ModelRegistry | None = None
         self.keys: KeyVerifier | None = None
+        self.candidates_sink: BatchSink | None = None
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -106,12 +105,15 @@ class Registry:
             **producer_config(s.kafka_bootstrap, s.client_id(SERVICE) + "-outbox")
         )
         await self.producer.start()
-        await self.broker.start()
+        specs = bind_all(consumer_specs(s), {f"{SERVICE}-candidates": per_record(self.on_candidate)})
+        self.candidates_sink = build_sink(specs[f"{SERVICE}-candidates"], s, registry=self.registry)
+        await self.candidates_sink.start()
         log.info("registry: %d model(s) in the catalog, artifacts in %s", len(self.catalog), self.store.root)
 
     async def stop(self) -> None:
         self._stopping.set()
-        await self.broker.stop()
+        if self.candidates_sink is not None:
+            await self.candidates_sink.stop()
         if self.producer is not None:
             await self.producer.stop()
         if self.pool is not None:
@@ -120,7 +122,13 @@ class Registry:
     def _count(self, model: str, change: Change) -> None:
         self.metrics.transitions.labels(model, change.transition.value).inc()
 
+    def loops(self) -> list[Any]:
+        assert self.candidates_sink is not None
+        return [self.candidates_sink.run, self.relay_lifecycle_events, self.end_canary_periods]
+
     async def on_candidate(self, body: bytes) -> None:
+        """Verify the artifact, evaluate the gates, store the version and its transitions; idempotent by
+        event_id, committed only after the version and its lifecycle events are stored."""
         assert self.core is not None, "start() first"
         event = CandidateEvent.model_validate_json(body)
         outcome = await self.core.on_candidate(event)
@@ -145,8 +153,8 @@ class Registry:
     async def _kafka_ready(self) -> None:
         assert self.producer is not None
         await self.producer.client.fetch_all_metadata()
-        if not await self.broker.ping(timeout=2):
-            raise RuntimeError("broker not reachable")
+        if self.candidates_sink is None or not self.candidates_sink.healthy:
+            raise RuntimeError("candidate consumer not running")
 
     async def _db_ready(self) -> None:
         await ping(self.pool)

@@ -18,9 +18,10 @@ from tollgate_core.db import ping
 from tollgate_core.http import create_http_app
 from tollgate_core.kafka import TransactionalStage
 from tollgate_core.limits import BodyLimits
+from tollgate_core.runtime import build_stage
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics, current_schema_id
-from tollgate_scorer.asyncapi import stage_spec
+from tollgate_scorer import consumers
 from tollgate_scorer.auth import Authenticator
 from tollgate_scorer.core import Scorer, ScoringStats
 from tollgate_scorer.follower import LifecycleFollower
@@ -116,10 +117,11 @@ class ScorerService:
             )
             await self.verifier.refresh()
         self.follower = LifecycleFollower(
-            bootstrap=s.kafka_bootstrap,
-            topic=self.topics.models_lifecycle,
+            spec=consumers.lifecycle(s),
+            settings=s,
             client_id=s.client_id(SERVICE) + "-lifecycle",
             apply=self.manager.apply,
+            registry=self.registry,
         )
         await self.follower.start()  # serve the right versions from the first request on
         if s.kafka_scoring:
@@ -134,8 +136,8 @@ class ScorerService:
                 recent_request_ids=s.request_id_reuse_window,
             )
             self.handler = handler
-            self.stage = TransactionalStage.from_spec(
-                stage_spec(s), s, handler, s.batch_max_records, registry=self.registry
+            self.stage = build_stage(
+                consumers.stage(s).bind(handler, max_records=s.batch_max_records), s, registry=self.registry
             )
             await self.stage.start()
 

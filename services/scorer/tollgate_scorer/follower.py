@@ -4,25 +4,28 @@ Every lifecycle event states what serves after it (``production_version``, ``sta
 ``canary_weight``, ``shadow``), and the event of each version carries its artifact. Folding the topic from
 its beginning therefore gives the current decision for every model, whatever the scorer missed.
 
-The consumer has no group and commits nothing: on start it is assigned every partition, reads from the
-beginning up to the end offsets it saw at start (read_committed), applies the final state of each model
-once (intermediate versions are never loaded), and only then reports itself caught up; after that it
-follows new events as they come. A restarted scorer thus serves the right versions from its first request.
+It runs on the consumer runtime as a compacted follower (spec: ``tollgate_scorer.consumers.lifecycle``): no
+group, nothing committed; on start it is assigned every partition, reads from the beginning up to the end
+offsets it saw at start (read_committed), applies the final state of each model once (intermediate versions
+are never loaded), and only then reports itself caught up; after that it follows new events as they come. A
+restarted scorer thus serves the right versions from its first request. A record that is not a lifecycle
+event is dead-lettered to the scorer's DLQ with headers (the fold goes on without it).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
-from pydantic import ValidationError
+from prometheus_client import CollectorRegistry
 
-from tollgate_core.kafka_auth import kafka_security
+from tollgate_core.kafka import TransientError
 from tollgate_core.lifecycle import LifecycleEvent, LifecyclePayload
+from tollgate_core.runtime import CompactedFollower, ConsumerSpec, build_follower
+from tollgate_core.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -89,81 +92,80 @@ ApplyRoute = Callable[[DesiredRoute], Awaitable[None]]
 
 
 class LifecycleFollower:
-    def __init__(self, *, bootstrap: str, topic: str, client_id: str, apply: ApplyRoute) -> None:
-        self.topic = topic
+    """The lifecycle fold on a :class:`~tollgate_core.runtime.CompactedFollower` built from ``spec``."""
+
+    def __init__(
+        self,
+        *,
+        spec: ConsumerSpec,
+        settings: ServiceSettings,
+        apply: ApplyRoute,
+        client_id: str | None = None,
+        registry: CollectorRegistry | None = None,
+        **factories: Any,
+    ) -> None:
+        self.topic = spec.topics[0]
         self.state = LifecycleState()
-        self.caught_up = False
-        self.events = 0
-        self.invalid = 0
         self._apply = apply
-        self._consumer = AIOKafkaConsumer(
-            topic,  # without a group, a subscription is assigned every partition of the topic
-            **kafka_security(),
-            bootstrap_servers=bootstrap,
+        self._pending: dict[str, DesiredRoute] = {}  # changed routes not applied yet, per model
+        self.consumer: CompactedFollower = build_follower(
+            spec.bind(self._fold_batch),
+            settings,
             client_id=client_id,
-            group_id=None,  # no group: every replica reads everything, nothing is committed
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
+            registry=registry,
+            on_caught_up=self._apply_pending,
+            **factories,
         )
+
+    @property
+    def caught_up(self) -> bool:
+        return self.consumer.caught_up
+
+    @property
+    def events(self) -> int:
+        """Records read (dead-lettered ones included)."""
+        return self.consumer.stats.consumed
+
+    @property
+    def invalid(self) -> int:
+        """Records that were not lifecycle events (dead-lettered)."""
+        return self.consumer.stats.dead_lettered
+
+    @property
+    def healthy(self) -> bool:
+        return self.consumer.healthy
 
     async def start(self) -> None:
         """Connect, read the topic from the beginning to its current end and apply the result."""
-        consumer = self._consumer
-        await consumer.start()
-        assigned = sorted(consumer.assignment())
-        if not assigned:
-            await consumer.stop()
-            raise RuntimeError(f"topic {self.topic} does not exist (python -m tollgate_core.topics apply)")
-        await consumer.seek_to_beginning(*assigned)
-        end = await consumer.end_offsets(assigned)
-        changed: dict[str, DesiredRoute] = {}
-
-        async def behind() -> bool:
-            for tp in assigned:
-                if await consumer.position(tp) < end[tp]:
-                    return True
-            return False
-
-        while await behind():
-            self._fold_batch(await consumer.getmany(timeout_ms=500), changed)
-        for route in changed.values():
-            await self._apply(route)
-        self.caught_up = True
+        await self.consumer.start()
+        await self.consumer.catch_up()
         log.info("lifecycle: caught up on %d events, %d models", self.events, len(self.state.desired))
 
     async def run(self) -> None:
         """Follow new events; within a fetched batch only each model's last state is applied."""
-        while True:
-            changed: dict[str, DesiredRoute] = {}
-            self._fold_batch(await self._consumer.getmany(timeout_ms=1000), changed)
-            for route in changed.values():
-                await self._apply(route)
-
-    def _fold_batch(
-        self, batch: Mapping[Any, list[ConsumerRecord[bytes, bytes]]], changed: dict[str, DesiredRoute]
-    ) -> None:
-        """Fold a fetched batch into the desired state; ``changed`` keeps each touched model's last route."""
-        for records in batch.values():
-            for record in records:
-                route = self._fold(record)
-                if route is not None:
-                    changed[route.model] = route
+        await self.consumer.run()
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        await self.consumer.stop()
 
-    def _fold(self, record: ConsumerRecord[bytes, bytes]) -> DesiredRoute | None:
-        self.events += 1
-        try:
-            event = LifecycleEvent.model_validate_json(record.value or b"")
-        except ValidationError as exc:
-            self.invalid += 1
-            log.error(
-                "lifecycle: offset %d of %s is not a lifecycle event, skipped: %s",
-                record.offset,
-                record.topic,
-                str(exc)[:500],
-            )
-            return None
-        return self.state.apply(event.payload)
+    async def _fold_batch(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Fold a batch (every record parsed first: one that is not a lifecycle event raises before anything
+        is folded, and the runtime isolates and dead-letters it); once caught up, apply what changed."""
+        events = [LifecycleEvent.model_validate_json(record.value or b"") for record in records]
+        for event in events:
+            route = self.state.apply(event.payload)
+            if route is not None:
+                self._pending[route.model] = route
+        if self.consumer.caught_up:
+            await self._apply_pending()
+
+    async def _apply_pending(self) -> None:
+        """Apply each model's newest desired route once; what fails stays pending and is retried."""
+        for model in list(self._pending):
+            route = self._pending[model]
+            try:
+                await self._apply(route)
+            except Exception as exc:  # the record is fine; serving it failed: retried, never dead-lettered
+                raise TransientError(f"applying {model}'s route failed: {exc!r}") from exc
+            if self._pending.get(model) is route:
+                del self._pending[model]

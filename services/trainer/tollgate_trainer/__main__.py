@@ -18,7 +18,7 @@ async def main() -> None:
         trainer.http_app(),
         host=settings.http_host,
         port=settings.http_port,
-        loops=[trainer.sink.run, trainer.scheduler.loop, trainer.relay],
+        loops=trainer.loops(),
         on_stop=trainer.stop,
     )
 

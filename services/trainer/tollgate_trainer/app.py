@@ -14,7 +14,6 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from fastapi import Depends, FastAPI, HTTPException
-from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field
 from pydantic_settings import SettingsConfigDict
@@ -29,9 +28,10 @@ from tollgate_core.http import create_http_app
 from tollgate_core.kafka import BatchSink, producer_config
 from tollgate_core.lifecycle import TrainingRequestEvent, TrainingRequestPayload
 from tollgate_core.models import model_catalog
+from tollgate_core.runtime import bind_all, build_sink, per_record
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics, current_schema_id
-from tollgate_trainer.asyncapi import SERVICE, declare_request_subscriber
+from tollgate_trainer.consumers import SERVICE, consumer_specs
 from tollgate_trainer.runner import Scheduler, TrainingRunner
 from tollgate_trainer.store import StoredRow, TrainerRepository
 
@@ -96,12 +96,12 @@ class Trainer:
         self.runs = Counter(
             "tollgate_trainer_runs", "Training runs by outcome", ["model", "status"], registry=self.registry
         )
-        self.broker: KafkaBroker | None = None
         self.pool: Any = None
         self.keys: KeyVerifier | None = None
         self.repo: TrainerRepository | None = None
         self.scheduler: Scheduler | None = None
         self.sink: BatchSink | None = None
+        self.requests_sink: BatchSink | None = None
         self.producer: AIOKafkaProducer | None = None
         self.known_contracts = {s.contract for s in self.specs.values()}
 
@@ -142,8 +142,6 @@ class Trainer:
         self.scheduler.poke()
 
     async def start(self) -> None:
-        from tollgate_core.bus import create_broker
-
         s = self.settings
         self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=4)
         self.keys = await key_verifier(self.pool)
@@ -158,25 +156,22 @@ class Trainer:
         self.scheduler = Scheduler(self.repo, runner, self.specs, poll_s=s.poll_seconds)
         self.producer = AIOKafkaProducer(**producer_config(s.kafka_bootstrap, s.client_id(SERVICE)))
         await self.producer.start()
-        self.sink = BatchSink(
-            name=f"{SERVICE}-store",
-            bootstrap=s.kafka_bootstrap,
-            topics=[self.topics.events_validated],
-            group_id=s.consumer_group(SERVICE),
-            client_id=s.client_id(SERVICE),
-            handler=self.store_rows,
-            dlq_topic=self.topics.dlq(SERVICE),
-            service=SERVICE,
-            registry=self.registry,
+        specs = bind_all(
+            consumer_specs(s),
+            {f"{SERVICE}-store": self.store_rows, f"{SERVICE}-requests": per_record(self.on_request)},
         )
+        self.sink = build_sink(specs[f"{SERVICE}-store"], s, registry=self.registry)
+        self.requests_sink = build_sink(specs[f"{SERVICE}-requests"], s, registry=self.registry)
         await self.sink.start()
-        self.broker = create_broker(s, SERVICE)
-        declare_request_subscriber(self.broker, s, self.on_request)
-        await self.broker.start()
+        await self.requests_sink.start()
+
+    def loops(self) -> list[Any]:
+        assert self.sink is not None and self.requests_sink is not None and self.scheduler is not None
+        return [self.sink.run, self.requests_sink.run, self.scheduler.loop, self.relay]
 
     async def stop(self) -> None:
-        if self.broker is not None:
-            await self.broker.stop()
+        if self.requests_sink is not None:
+            await self.requests_sink.stop()
         if self.sink is not None:
             await self.sink.stop()
         if self.producer is not None:
@@ -191,6 +186,8 @@ class Trainer:
     async def _kafka_ready(self) -> None:
         if self.sink is None or not self.sink.healthy:
             raise RuntimeError("training-store consumer not running")
+        if self.requests_sink is None or not self.requests_sink.healthy:
+            raise RuntimeError("training-request consumer not running")
         assert self.producer is not None
         await self.producer.client.fetch_all_metadata()
 

@@ -18,7 +18,7 @@ async def main() -> None:
         validator.http_app(),
         host=settings.http_host,
         port=settings.http_port,
-        loops=[validator.stage.run],
+        loops=validator.loops(),
         on_stop=validator.stop,
     )
 

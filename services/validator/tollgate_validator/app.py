@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import orjson
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import Field
@@ -13,16 +14,16 @@ from pydantic_settings import SettingsConfigDict
 
 from tollgate_core.apikeys import KeyVerifier
 from tollgate_core.auth import READERS, key_verifier, require
-from tollgate_core.bus import create_broker
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import create_pool, ping
 from tollgate_core.http import create_http_app
-from tollgate_core.kafka import TransactionalStage
+from tollgate_core.kafka import BatchSink, TransactionalStage
 from tollgate_core.reference import ReferenceProfile
+from tollgate_core.runtime import bind_all, build_sink, build_stage, per_record
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
-from tollgate_validator.asyncapi import declare_reference_subscriber, stage_spec
+from tollgate_validator.consumers import consumer_specs
 from tollgate_validator.stage import SERVICE, References, ValidatorMetrics, ValidatorStage
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,14 @@ class Validator:
         self.tracer = setup_tracing(
             SERVICE, sample_ratio=settings.trace_sample_ratio, console=settings.otel_console
         ).get_tracer("tollgate.validator")
-        self.broker = create_broker(settings, SERVICE)
-        declare_reference_subscriber(self.broker, settings, self.on_candidate)
         self.pool: Any = None
         self.keys: KeyVerifier | None = None
         self.stage: TransactionalStage | None = None
+        self.references_sink: BatchSink | None = None
+
+    async def on_candidate_record(self, body: bytes) -> None:
+        """Keep the newest training reference per dataset contract for statistical expectations."""
+        await self.on_candidate(orjson.loads(body))
 
     async def on_candidate(self, event: dict[str, Any]) -> None:
         payload = event["payload"]
@@ -97,14 +101,24 @@ class Validator:
             tracer=self.tracer,
             max_violations=s.max_violations,
         )
-        self.stage = TransactionalStage.from_spec(
-            stage_spec(s), s, handler, s.batch_max_records, registry=self.registry
+        specs = bind_all(
+            consumer_specs(s),
+            {SERVICE: handler, f"{SERVICE}-references": per_record(self.on_candidate_record)},
         )
+        self.stage = build_stage(
+            specs[SERVICE].bind(handler, max_records=s.batch_max_records), s, registry=self.registry
+        )
+        self.references_sink = build_sink(specs[f"{SERVICE}-references"], s, registry=self.registry)
         await self.stage.start()
-        await self.broker.start()
+        await self.references_sink.start()
+
+    def loops(self) -> list[Any]:
+        assert self.stage is not None and self.references_sink is not None
+        return [self.stage.run, self.references_sink.run]
 
     async def stop(self) -> None:
-        await self.broker.stop()
+        if self.references_sink is not None:
+            await self.references_sink.stop()
         if self.stage is not None:
             await self.stage.stop()
         if self.pool is not None:
@@ -113,8 +127,8 @@ class Validator:
     async def _kafka_ready(self) -> None:
         if self.stage is None or not self.stage.healthy:
             raise RuntimeError("stream stage not running")
-        if not await self.broker.ping(timeout=2):
-            raise RuntimeError("broker not reachable")
+        if self.references_sink is None or not self.references_sink.healthy:
+            raise RuntimeError("reference consumer not running")
 
     async def _db_ready(self) -> None:
         await ping(self.pool)

@@ -1,9 +1,10 @@
 """The topic catalog's producer and consumer lists agree with what the services declare.
 
-Every service declares its Kafka channels in its ``asyncapi`` module (the source of the AsyncAPI documents):
-a subscriber per consumed topic (the runtime's stages and sinks, and the faststream subscribers), a
-publisher per produced topic. The catalog (``schemas/topics/*.yaml``, the source of the broker's ACLs) must
-name exactly those services; names that are not services (operators, clients, external producers) are free.
+Every service declares each of its Kafka consumers as a spec in its ``consumers`` module (what the running
+service starts, and what its AsyncAPI document declares), and each produced topic as a publisher in its
+``asyncapi`` module. The catalog (``schemas/topics/*.yaml``, the source of the broker's ACLs) must name
+exactly those services; names that are not services (operators, clients, external producers) are free.
+The AsyncAPI document's subscribers must be exactly the specs, channel for channel.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections import defaultdict
 
 import pytest
 
+from tollgate_core.runtime import ConsumerSpec, channel_title
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import SERVICES, catalog
 
@@ -27,13 +29,27 @@ def _declared() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
             from tollgate_audit_log.settings import AuditLogSettings
 
             settings = AuditLogSettings(audit_validated=True)
-        broker = module.build_broker(settings)
-        for sub in broker.subscribers:
-            for topic in sub.topic_names:
+        for spec in _specs(service, settings):
+            for topic in spec.topics:
                 consumed[_catalog_name(topic)].add(service)
+        broker = module.build_broker(settings)
         for pub in broker.publishers:
             produced[_catalog_name(pub.topic)].add(service)
     return consumed, produced
+
+
+def _specs(service: str, settings: ServiceSettings) -> list[ConsumerSpec]:
+    module = importlib.import_module(f"tollgate_{service.replace('-', '_')}.consumers")
+    specs: list[ConsumerSpec] = module.consumer_specs(settings)
+    return specs
+
+
+def _settings(service: str) -> ServiceSettings:
+    if service == "audit-log":
+        from tollgate_audit_log.settings import AuditLogSettings
+
+        return AuditLogSettings(audit_validated=True)
+    return ServiceSettings()
 
 
 def _catalog_name(full: str) -> str:
@@ -65,3 +81,37 @@ def test_catalog_producers_are_the_services_that_publish(topic: str) -> None:
         f"{topic}: catalog producers {sorted(_services(spec.producers))}, "
         f"declared publishers {sorted(PRODUCED.get(topic, set()))}"
     )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_asyncapi_subscribers_are_the_consumer_specs(service: str) -> None:
+    """What the document declares is what runs: one subscriber per spec topic, with its group and title."""
+    settings = _settings(service)
+    module = importlib.import_module(f"tollgate_{service.replace('-', '_')}.asyncapi")
+    broker = module.build_broker(settings)
+    declared = sorted(
+        (topic, sub.group_id, sub.specification.config.title_)  # type: ignore[attr-defined]
+        for sub in broker.subscribers
+        for topic in sub.topic_names  # type: ignore[attr-defined]
+    )
+    specs = _specs(service, settings)
+    expected = sorted(
+        (topic, spec.group, channel_title(spec, topic)) for spec in specs for topic in spec.topics
+    )
+    assert specs, f"{service} declares no consumer"
+    assert declared == expected
+    assert all(not sub.calls for sub in broker.subscribers), (
+        "a subscriber has a handler: consumers run on the runtime"
+    )
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_every_consumer_spec_writes_its_dead_letters_to_its_services_dlq(service: str) -> None:
+    from tollgate_core.topics import Topics
+
+    settings = _settings(service)
+    for spec in _specs(service, settings):
+        assert spec.service == service
+        assert spec.dlq == Topics(settings.topic_namespace).dlq(service), spec.name
+        if spec.group is not None:
+            assert spec.group.startswith(settings.consumer_group(service)), spec.name

@@ -128,3 +128,63 @@ async def test_nothing_to_serve_creates_no_route(empty: DesiredRoute) -> None:
     models, table = manager(InMemoryArtifactStore())
     await models.apply(empty)
     assert table.get(MODEL) is None
+
+
+async def test_the_follower_folds_the_topic_dead_letters_what_is_not_an_event_and_applies_once() -> None:
+    """On the runtime (fake broker): everything up to the end is folded before anything is applied, each
+    model's final route is applied once, a record that is not a lifecycle event goes to the scorer's DLQ
+    with its headers and the fold goes on; after catching up, new events are applied as they come."""
+    import asyncio
+
+    from tests.fake_kafka import FakeBroker
+    from tollgate_core.settings import ServiceSettings
+    from tollgate_core.topics import Topics
+    from tollgate_scorer import consumers
+    from tollgate_scorer.follower import LifecycleFollower
+
+    settings = ServiceSettings()
+    topics = Topics(settings.topic_namespace)
+    broker = FakeBroker()
+    broker.create_topic(topics.models_lifecycle)
+    broker.create_topic(topics.dlq("scorer"))
+    for raw in (
+        lifecycle_event("1", production="1"),
+        b"{not json",
+        lifecycle_event("2", production="1", staging="2", canary_weight=0.2, to_stage="staging"),
+        lifecycle_event("2", production="2"),
+    ):
+        broker.append(topics.models_lifecycle, 0, (MODEL.encode(), raw, []))
+    applied: list[DesiredRoute] = []
+
+    async def apply(route: DesiredRoute) -> None:
+        applied.append(route)
+
+    follower = LifecycleFollower(
+        spec=consumers.lifecycle(settings),
+        settings=settings,
+        apply=apply,
+        consumer_factory=broker.consumer,
+        producer_factory=broker.producer,
+    )
+    await follower.start()
+    try:
+        assert follower.caught_up
+        assert applied == [DesiredRoute(MODEL, ref("2"), None, 0.0, False)]  # the final state, once
+        assert (follower.events, follower.invalid) == (4, 1)
+        [dead] = broker.records(topics.dlq("scorer"))
+        headers = dict(dead.headers)
+        assert dead.value == b"{not json"
+        assert headers["tollgate-dlq-source-topic"] == topics.models_lifecycle.encode()
+        assert headers["tollgate-dlq-source-offset"] == b"1"
+        assert headers["tollgate-dlq-service"] == b"scorer"
+        assert headers["tollgate-dlq-error-type"] == b"ValidationError"
+        task = asyncio.create_task(follower.run())
+        broker.append(topics.models_lifecycle, 0, (MODEL.encode(), lifecycle_event("1", production="1"), []))
+        for _ in range(500):
+            if len(applied) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert applied[-1] == DesiredRoute(MODEL, ref("1"), None, 0.0, False)
+    finally:
+        await follower.stop()
+    await asyncio.wait_for(task, 10)
