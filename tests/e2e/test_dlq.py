@@ -106,6 +106,7 @@ async def test_dlq_list_show_redrive_recorded_in_the_audit_trail(
         assert (await anonymous.get("/v1/dlq")).status_code == 401
         overview = {q["service"]: q for q in (await as_operator.get("/v1/dlq")).json()}
         assert overview["validator"]["pending"] == 5 and overview["ingest"]["pending"] == 0
+        assert overview["validator"]["pending_exact"] is True  # counted, well below the reading limit
         listed = (await as_operator.get("/v1/dlq/validator")).json()
         assert [r["source_offset"] for r in listed] == [100, 101, 102, 103, 104]
         assert {r["error_type"] for r in listed} == {"ValueError"} and listed[0]["attempt"] == 1
@@ -121,6 +122,13 @@ async def test_dlq_list_show_redrive_recorded_in_the_audit_trail(
         assert refused.status_code == 403
         no_reason = await as_operator.post("/v1/dlq/validator/redrive", json={"reason": ""})
         assert no_reason.status_code == 422
+        # A redrive the DLQ refuses gets the platform's 422 shape, naming the parameter at fault.
+        no_partition = await as_operator.post(
+            "/v1/dlq/validator/redrive", json={"reason": "x", "offset": first["offset"]}
+        )
+        assert no_partition.status_code == 422
+        [problem] = no_partition.json()["detail"]
+        assert problem["loc"] == ["body", "partition"] and "needs its partition" in problem["msg"]
 
         # One record: the first pending one, so the cursor moves past it.
         done = await as_operator.post(

@@ -5,6 +5,12 @@ group ``<namespace>.dlq-redrive.<service>``, which only a redrive moves. Records
 *pending*; a service's DLQ depth is the number of pending records and its oldest age the age of the
 oldest pending one.
 
+Reading the depth is bounded: when the pending span (end offsets minus the cursor, over every partition) is
+at most ``DEPTH_EXACT_MAX_OFFSETS``, the pending records are counted exactly (transaction markers and
+aborted records are not records); beyond it nothing is read and the depth is the span itself, an upper
+bound (it counts the markers the stages' transactions leave), reported with ``exact`` false. The oldest age
+comes from the first pending record of each partition only (one record read per partition).
+
 A redrive sends records back to the topic they failed on, unchanged (key, value, the original headers)
 except for the ``tollgate-dlq-*`` headers, which are dropped, and ``tollgate-dlq-attempt``, set to the
 attempt the copy is (2 after the first failure, and so on). One Kafka transaction holds the redriven
@@ -44,10 +50,19 @@ from tollgate_core.operations import MAX_RECORDS, OperationEvent, OperationPaylo
 from tollgate_core.topics import SERVICES, Topics, current_schema_id
 
 READ_TIMEOUT_S = 30.0
+# Largest pending span (offsets, all partitions of one DLQ) counted record by record; beyond it the depth is
+# the span (end offset minus cursor), without reading.
+DEPTH_EXACT_MAX_OFFSETS = 10_000
 
 
 class DlqError(Exception):
-    """A request the DLQ cannot answer (unknown service, no such record): a 4xx, not a crash."""
+    """A request the DLQ cannot answer (unknown service, no such record): a 4xx, not a crash. ``location``
+    and ``name`` say which parameter of the request is at fault (``("path", "service")`` etc.)."""
+
+    def __init__(self, message: str, location: str = "path", name: str = "service") -> None:
+        super().__init__(message)
+        self.location = location
+        self.name = name
 
 
 class UnknownRecord(DlqError):
@@ -130,7 +145,9 @@ class DeadLetter:
         topic = self.source_topic
         if not topic:
             raise DlqError(
-                f"dlq.{self.service} {self.partition}/{self.offset} names no source topic: it cannot be redriven"
+                f"dlq.{self.service} {self.partition}/{self.offset} names no source topic: it cannot be redriven",
+                "body",
+                "offset",
             )
         headers = [(k, v) for k, v in self.headers if not k.startswith(DLQ_HEADER_PREFIX)]
         headers.append((DLQ_ATTEMPT, str(self.attempt + 1).encode()))
@@ -144,6 +161,7 @@ class Depth:
     oldest_failed_at_ms: int | None
     cursor: dict[int, int]  # partition -> first pending offset
     end: dict[int, int]  # partition -> end offset
+    exact: bool = True  # False: ``pending`` is the offset span, an upper bound (nothing was read)
 
     def oldest_age_s(self, now_ms: int | None = None) -> float | None:
         if self.oldest_failed_at_ms is None:
@@ -246,22 +264,37 @@ class DeadLetterQueues:
                         return out
         return out
 
-    async def depth(self, service: str) -> Depth:
+    async def depth(self, service: str, exact_max_offsets: int = DEPTH_EXACT_MAX_OFFSETS) -> Depth:
+        """Pending records and the oldest one's failure time, reading at most ``exact_max_offsets`` offsets
+        (else the offset span, ``exact`` false) plus the first pending record of each partition."""
         topic = self._check(service)
         consumer = self._consumer(service)
         await consumer.start()
         try:
             tps = await self._partitions(consumer, topic)
             cursor, end = await self._cursor(consumer, tps)
-            records = await self._read(consumer, service, {tp: (cursor[tp], end[tp]) for tp in tps}, None)
+            span = sum(max(0, end[tp] - cursor[tp]) for tp in tps)
+            exact = span <= exact_max_offsets
+            oldest: int | None = None
+            if exact:
+                records = await self._read(consumer, service, {tp: (cursor[tp], end[tp]) for tp in tps}, None)
+                pending = len(records)
+                oldest = min((r.failed_at_ms for r in records), default=None)
+            else:
+                pending = span
+                for tp in tps:
+                    first = await self._read(consumer, service, {tp: (cursor[tp], end[tp])}, 1)
+                    if first and (oldest is None or first[0].failed_at_ms < oldest):
+                        oldest = first[0].failed_at_ms
         finally:
             await consumer.stop()
         return Depth(
             service,
-            len(records),
-            min((r.failed_at_ms for r in records), default=None),
+            pending,
+            oldest,
             {tp.partition: cursor[tp] for tp in tps},
             {tp.partition: end[tp] for tp in tps},
+            exact,
         )
 
     async def pending(
@@ -324,7 +357,7 @@ class DeadLetterQueues:
         limit = max(1, min(limit, MAX_RECORDS))
         if offset is not None:
             if partition is None:
-                raise DlqError("an offset needs its partition")
+                raise DlqError("an offset needs its partition", "body", "partition")
             records = [await self.get(service, partition, offset)]
             # The cursor moves only when this is the partition's first pending record.
             first = await self.pending(service, limit=1, partition=partition)

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from tollgate_audit_log.access import ALLOWED, Action, sees_payloads
 from tollgate_audit_log.api import require
 from tollgate_core.apikeys import Principal
-from tollgate_core.dlq import DeadLetterQueues, Depth, DlqError, UnknownRecord
+from tollgate_core.dlq import DEPTH_EXACT_MAX_OFFSETS, DeadLetterQueues, Depth, DlqError, UnknownRecord
+from tollgate_core.http import invalid
 from tollgate_core.operations import MAX_RECORDS
 from tollgate_core.topics import SERVICES
 
@@ -60,7 +61,8 @@ class DlqMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily(
             "tollgate_dlq_depth",
-            "Pending records in the service's DLQ (not yet redriven)",
+            "Pending records in the service's DLQ (not yet redriven); beyond "
+            f"{DEPTH_EXACT_MAX_OFFSETS} pending offsets, the offset span (an upper bound)",
             labels=["service"],
         )
         age = GaugeMetricFamily(
@@ -97,7 +99,10 @@ class RedriveIn(BaseModel):
 
 
 def _not_found(exc: DlqError) -> HTTPException:
-    return HTTPException(404 if isinstance(exc, UnknownRecord) else 422, str(exc))
+    """404 for what does not exist; otherwise a 422 naming the parameter, shaped like every other 422."""
+    if isinstance(exc, UnknownRecord):
+        return HTTPException(404, str(exc))
+    return invalid(exc.location, exc.name, str(exc))
 
 
 def build_dlq_router() -> APIRouter:
@@ -121,6 +126,7 @@ def build_dlq_router() -> APIRouter:
                     "service": service,
                     "topic": queues(request).topics.dlq(service),
                     "pending": d.pending,
+                    "pending_exact": d.exact,
                     "oldest_age_s": d.oldest_age_s(),
                     "cursor": d.cursor,
                     "end": d.end,

@@ -138,7 +138,9 @@ class ScorerCollector(Collector):
         follower = self._follower()
         if follower is not None:
             events = CounterMetricFamily(
-                P + "lifecycle_events", "Lifecycle records read (invalid ones dead-lettered)", labels=["valid"]
+                P + "lifecycle_events",
+                "Lifecycle records read (invalid ones dead-lettered)",
+                labels=["valid"],
             )
             events.add_metric(["true"], follower.events - follower.invalid)
             events.add_metric(["false"], follower.invalid)
