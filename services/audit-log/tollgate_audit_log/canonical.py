@@ -131,14 +131,11 @@ def iter_chain(stream: str, entries: list[Entry], head: Head, recorded_at: datet
     dumps = orjson.dumps
     for e in entries:
         seq += 1
-        h = sha(dumps((
+        content = sha(b"%b\n%b" % (dumps((
             HASH_FORMAT, stream, seq, e.event_id, e.topic, e.partition, e.offset, e.event_type,
             (e.occurred_at - EPOCH) // _MICRO, recorded_us, e.request_id, e.entity_id, e.model, e.version,
             e.trace_id,
-        )))  # fmt: skip
-        h.update(b"\n")
-        h.update(e.envelope.encode())
-        content = h.digest()
+        )), e.envelope.encode())).digest()  # fmt: skip
         row = sha(prev + content).digest()
         yield (
             stream, seq, e.event_id, e.topic, e.partition, e.offset, e.event_type, e.occurred_at, recorded_at,

@@ -30,7 +30,12 @@ from typing import Any, Literal
 import asyncpg
 
 from tollgate_audit_log.canonical import COPY_COLUMNS, Entry, Head, Record, genesis_hash, iter_chain, link
-from tollgate_audit_log.merkle import Frontier, frontier_consistency_proof, merkle_root
+from tollgate_audit_log.merkle import (
+    Frontier,
+    frontier_consistency_proof_of_leaves,
+    leaf_hashes,
+    root_of_leaf_hashes,
+)
 from tollgate_audit_log.signing import Signer, Statement, public_bytes
 
 log = logging.getLogger(__name__)
@@ -44,17 +49,19 @@ _INSERT = (
 )
 
 
-async def _yielding(rows: Iterator[Record]) -> AsyncIterator[Record]:
-    """The rows, letting the event loop run other tasks every ``YIELD_EVERY`` rows (hashing a batch takes
-    tens of milliseconds)."""
+async def _yielding(rows: Iterator[Record], into: list[bytes]) -> AsyncIterator[Record]:
+    """The rows, keeping each one's row hash (the writer signs from what it wrote), and letting the event
+    loop run other tasks every ``YIELD_EVERY`` rows (hashing a batch takes tens of milliseconds)."""
+    keep = into.append
     for i, row in enumerate(rows, 1):
+        keep(row[17])
         yield row
         if i % YIELD_EVERY == 0:
             await asyncio.sleep(0)
 
 
 def _collecting(rows: Iterator[Record], into: list[bytes]) -> Iterator[Record]:
-    """The rows, keeping each one's row hash (the writer signs from what it wrote)."""
+    """The rows, keeping each one's row hash (for ``executemany``, which takes a plain iterator)."""
     for row in rows:
         into.append(row[17])
         yield row
@@ -329,13 +336,13 @@ class ChainWriter:
         (two processes, two cores) while Python hashes the next ones. One statement per batch: a ``COPY``
         has a fixed cost on the server (its insert buffers) that smaller statements would pay again."""
         head = Head(self.head_seq, self.head_hash)
-        rows = _collecting(iter_chain(self.stream, entries, head, recorded_at), written)
+        rows = iter_chain(self.stream, entries, head, recorded_at)
         if self.insert_mode == "copy":
             await self.conn.copy_records_to_table(
-                "audit_events", records=_yielding(rows), columns=COPY_COLUMNS
+                "audit_events", records=_yielding(rows, written), columns=COPY_COLUMNS
             )
         else:  # asyncpg encodes and sends the arguments as it takes them from the iterator, too
-            await self.conn.executemany(_INSERT, rows)
+            await self.conn.executemany(_INSERT, _collecting(rows, written))
         if head.seq != self.head_seq + len(entries):  # every row taken, so head is the last one
             raise RuntimeError(f"stream {self.stream}: the insert did not take every row")
         return head.seq, head.hash
@@ -393,14 +400,15 @@ class ChainWriter:
                         f"the row at seq {end} is not the one the writer wrote",
                     )
             old = self.frontier
-            proof = frontier_consistency_proof(old, rows) if old.size else []
+            leaves = leaf_hashes(rows)  # once, for the range's root, the tree and the consistency proof
+            proof = frontier_consistency_proof_of_leaves(old, leaves) if old.size else []
             tree = old.copy()
-            tree.extend(rows)
+            tree.extend_leaf_hashes(leaves)
             statement = Statement(
                 stream=self.stream,
                 first_seq=first,
                 last_seq=end,
-                merkle_root=merkle_root(rows),
+                merkle_root=root_of_leaf_hashes(leaves),
                 head_hash=rows[-1],
                 created_at=datetime.now(UTC),
                 key_id=signer.key_id,

@@ -199,6 +199,12 @@ def _subproof(m: int, lo: int, hi: int, complete: bool, mth: Callable[[int, int]
 def frontier_consistency_proof(old: Frontier, new_rows: Sequence[bytes]) -> list[bytes]:
     """The consistency proof from ``old`` to ``old`` plus ``new_rows`` (row hashes), from the old frontier
     and the new rows alone (what the writer holds at a checkpoint)."""
+    return frontier_consistency_proof_of_leaves(old, leaf_hashes(new_rows))
+
+
+def frontier_consistency_proof_of_leaves(old: Frontier, new_leaves: Sequence[bytes]) -> list[bytes]:
+    """:func:`frontier_consistency_proof` for new leaves already hashed with :func:`leaf_hash` (the writer
+    hashes a checkpoint's leaves once for its range root, its tree and this proof)."""
     m = old.size
     nodes = dict(zip(old.ranges(), old.nodes, strict=True))
 
@@ -207,9 +213,9 @@ def frontier_consistency_proof(old: Frontier, new_rows: Sequence[bytes]) -> list
             return nodes[(lo, hi)]
         if lo < m:
             raise ValueError(f"subtree [{lo}, {hi}) is neither in the old frontier nor after it")
-        return merkle_root(new_rows[lo - m : hi - m])
+        return root_of_leaf_hashes(new_leaves[lo - m : hi - m])
 
-    return consistency_proof(m, m + len(new_rows), mth)
+    return consistency_proof(m, m + len(new_leaves), mth)
 
 
 def verify_consistency(
