@@ -38,31 +38,31 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
-    """Sibling hashes from leaf ``index`` up to the root (RFC 6962 audit path)."""
+    """Sibling hashes from leaf ``index`` up to the root (RFC 6962 audit path).
+
+    Level by level, as :func:`merkle_root` builds the same tree: at each level the node's neighbour in
+    its pair is the next hash of the path; a last node without a neighbour is carried up unchanged and adds
+    nothing. Each level is one list comprehension (a receipt over a 10,000-row checkpoint hashes about
+    20,000 times; the recursive split recomputed subtrees through many Python calls)."""
     if not 0 <= index < len(leaves):
         raise IndexError(index)
-    return _path(index, [leaf_hash(x) for x in leaves])
-
-
-def _subtree(nodes: Sequence[bytes]) -> bytes:
-    if len(nodes) == 1:
-        return nodes[0]
-    k = _split(len(nodes))
-    return hashlib.sha256(_NODE + _subtree(nodes[:k]) + _subtree(nodes[k:])).digest()
+    sha = hashlib.sha256
+    level = [sha(_LEAF + leaf).digest() for leaf in leaves]
+    path: list[bytes] = []
+    while len(level) > 1:
+        sibling = index ^ 1
+        if sibling < len(level):
+            path.append(level[sibling])
+        nxt = [sha(_NODE + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level, index = nxt, index >> 1
+    return path
 
 
 def _split(n: int) -> int:
     """Largest power of two smaller than ``n``."""
     return 1 << ((n - 1).bit_length() - 1)
-
-
-def _path(index: int, nodes: Sequence[bytes]) -> list[bytes]:
-    if len(nodes) <= 1:
-        return []
-    k = _split(len(nodes))
-    if index < k:
-        return [*_path(index, nodes[:k]), _subtree(nodes[k:])]
-    return [*_path(index - k, nodes[k:]), _subtree(nodes[:k])]
 
 
 def verify_inclusion(leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes) -> bool:

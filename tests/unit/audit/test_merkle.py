@@ -19,7 +19,24 @@ def rfc6962(leaves: list[bytes]) -> bytes:
     return hashlib.sha256(b"\x01" + rfc6962(leaves[:k]) + rfc6962(leaves[k:])).digest()
 
 
+def rfc6962_path(index: int, leaves: list[bytes]) -> list[bytes]:
+    """The specification's recursive audit path (RFC 6962 2.1.1), as the reference."""
+    if len(leaves) <= 1:
+        return []
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    if index < k:
+        return [*rfc6962_path(index, leaves[:k]), rfc6962(leaves[k:])]
+    return [*rfc6962_path(index - k, leaves[k:]), rfc6962(leaves[:k])]
+
+
 LEAVES = [hashlib.sha256(str(i).encode()).digest() for i in range(40)]
+
+
+def test_inclusion_proofs_are_the_recursive_definitions_paths() -> None:
+    many = [hashlib.sha256(str(i).encode()).digest() for i in range(300)]
+    for n in [*range(1, 70), 127, 128, 129, 255, 256, 257, 300]:
+        for i in range(n):
+            assert inclusion_proof(many[:n], i) == rfc6962_path(i, many[:n]), (n, i)
 
 
 @pytest.mark.parametrize("n", [0, 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31, 33, 40])
