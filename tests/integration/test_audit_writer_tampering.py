@@ -9,6 +9,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -22,6 +23,7 @@ from tests.audit_support import ensure_writer_role, envelope, fill, fresh_databa
 from tollgate_audit_log import tamper
 from tollgate_audit_log.app import prepare_database
 from tollgate_audit_log.canonical import COPY_COLUMNS, chain_records
+from tollgate_audit_log.publish import Publisher, WitnessDir
 from tollgate_audit_log.settings import AuditLogSettings
 from tollgate_audit_log.signing import Signer
 from tollgate_audit_log.sink import Metrics, StreamWorker
@@ -240,4 +242,107 @@ async def test_a_corrupted_stored_checkpoint_does_not_wedge_the_writer_after_ack
             assert report.ok, report.summary()
         finally:
             await conn.close()
+            await owner.close()
+
+
+async def test_a_row_forged_at_head_plus_one_while_no_writer_runs_is_found_and_never_signed(
+    bootstrap: str, namespace: str, tmp_path: Path
+) -> None:
+    """The writer stops with rows not signed yet (its last few seconds); while no writer runs, the owner
+    appends a correctly hashed row at head + 1. The verifier names that exact seq from the writer's journal
+    of unsealed heads in the witness directory, and the next writer records the damage instead of signing
+    the forged row; it signs again once an auditor acknowledges."""
+    async with fresh_database("forge_offline") as dsn:
+        await prepare_database(AuditLogSettings(database_url=dsn))
+        signer = Signer(Ed25519PrivateKey.generate())
+        trusted = {signer.key_id: signer.public_key}
+        witness = WitnessDir(tmp_path / "witness")
+
+        def worker_for() -> StreamWorker:
+            return StreamWorker(
+                builder=EntryBuilder(next(s for s in STREAMS if s.name == STREAM)),
+                topic=Topics(namespace).name("inference.log"),
+                group_id="unused",
+                dlq_topic=Topics(namespace).dlq("audit-log"),
+                bootstrap=bootstrap,
+                client_id="test-audit-forge-offline",
+                connect=lambda: asyncpg.connect(dsn),
+                signer=signer,
+                producer=None,  # type: ignore[arg-type]  # no alerts topic: nothing is sent
+                metrics=Metrics(CollectorRegistry()),
+                publisher=Publisher(witness, None, None),
+            )
+
+        first = worker_for()
+        conn = await asyncpg.connect(dsn)
+        try:
+            await (await first.take_over(conn)).register_key(signer)
+            await first.handle(inference_messages(20_000, 300))  # type: ignore[arg-type]
+            assert [cp.statement.last_seq for cp in await first.checkpoint()] == [300]
+            for part in range(3):  # three batches the writer wrote but did not sign before it stopped
+                await first.handle(inference_messages(20_300 + 20 * part, 20))  # type: ignore[arg-type]
+            assert first.writer is not None and first.writer.head_seq == 360
+            head_hash = first.writer.head_hash
+        finally:
+            await conn.close()
+
+        owner = await asyncpg.connect(dsn)
+        try:
+            forged, _, _ = chain_records(STREAM, [inference_entry(99_999)], 360, head_hash, datetime.now(UTC))
+            await owner.copy_records_to_table("audit_events", records=forged, columns=COPY_COLUMNS)
+
+            published = {STREAM: witness.heads(STREAM)}
+            report = await verify_database(
+                owner, streams=[STREAM], trusted=trusted, published=published, known_heads=witness.known_heads
+            )
+            assert not report.ok and report.first_bad is not None
+            assert (report.first_bad.seq, report.first_bad.kind) == (361, "foreign_rows"), report.summary()
+            without = await verify_database(owner, streams=[STREAM], trusted=trusted, published=published)
+            assert without.ok  # what the journal adds: without it the forged row passes as unsealed
+
+            second = worker_for()
+            conn = await asyncpg.connect(dsn)
+            try:
+                await second.take_over(conn)
+                assert second.damaged is not None and "foreign_rows" in second.damaged
+                assert await second.checkpoint() == []  # nothing signed, the forged row least of all
+                assert (
+                    await owner.fetchval(
+                        "SELECT max(last_seq) FROM audit_checkpoints WHERE stream = $1", STREAM
+                    )
+                    == 300
+                )
+                damage = await owner.fetchrow(
+                    "SELECT envelope FROM audit_events WHERE stream = $1 AND event_type = $2",
+                    STREAM,
+                    tamper.DAMAGE_EVENT,
+                )
+                record = orjson.loads(damage["envelope"])["payload"]
+                assert (record["kind"], record["expected_seq"], record["found_seq"]) == (
+                    "foreign_rows",
+                    360,
+                    361,
+                )
+            finally:
+                await conn.close()
+
+            third = worker_for()  # a restart before the acknowledgement: the same damage, not a new one
+            conn = await asyncpg.connect(dsn)
+            try:
+                await third.take_over(conn)
+                assert (
+                    await owner.fetchval(
+                        "SELECT count(*) FROM audit_events WHERE stream = $1 AND event_type = $2",
+                        STREAM,
+                        tamper.DAMAGE_EVENT,
+                    )
+                    == 1
+                )
+                assert await third.checkpoint() == []
+                await tamper.acknowledge(owner, STREAM, "auditor-alice", "offline forgery investigated")
+                made = await third.checkpoint()
+                assert made and made[0].statement.first_seq == 301 and third.damaged is None
+            finally:
+                await conn.close()
+        finally:
             await owner.close()

@@ -50,6 +50,8 @@ class AuditBackend(Protocol):
 
     def published_heads(self) -> dict[str, list[PublishedHead]] | None: ...
 
+    def known_heads(self, stream: str) -> list[tuple[int, bytes]] | None: ...
+
 
 # ---------------------------------------------------------------------------------------------- models
 
@@ -592,6 +594,7 @@ def build_router() -> APIRouter:
                 offload=True,
                 published=published,
                 published_from="witness" if published is not None else "none",
+                known_heads=b.known_heads,
             )
         report.keys = "service"
         return {**report.to_dict(), "summary": report.summary()}

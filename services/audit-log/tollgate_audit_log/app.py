@@ -103,6 +103,10 @@ class AuditLog:
             return None
         return {name: self.witness.heads(name) for name in self.witness.streams()}
 
+    def known_heads(self, stream: str) -> list[tuple[int, bytes]] | None:
+        """The heads the writer noted for ``stream`` outside the database (None without a journal)."""
+        return self.witness.known_heads(stream) if self.witness is not None else None
+
     async def _connect(self) -> asyncpg.Connection:
         return await asyncpg.connect(self.runtime_dsn)
 

@@ -25,7 +25,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import asyncpg
 
@@ -123,11 +123,31 @@ class Checkpoint:
     consistency: tuple[bytes, ...] = ()  # RFC 6962 proof from the previous tree head
 
 
+class HeadJournal(Protocol):
+    """Where the writer notes, outside the database, each head before committing the batch that makes it
+    (:class:`tollgate_audit_log.publish.WitnessDir`): rows after the last checkpoint that it does not name
+    were written by someone else, even while no writer ran."""
+
+    def intend(self, stream: str, seq: int, row_hash: bytes) -> None: ...
+
+    def sealed(self, stream: str, seq: int, row_hash: bytes) -> None: ...
+
+    def unsealed_heads(self, stream: str) -> list[tuple[int, bytes]] | None: ...
+
+
 class ChainWriter:
-    def __init__(self, conn: asyncpg.Connection, stream: str, *, insert_mode: InsertMode = "copy") -> None:
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        stream: str,
+        *,
+        insert_mode: InsertMode = "copy",
+        journal: HeadJournal | None = None,
+    ) -> None:
         self.conn = conn
         self.stream = stream
         self.insert_mode = insert_mode
+        self.journal = journal
         self.head_seq = 0
         self.head_hash = genesis_hash(stream)
         self.locked = False
@@ -203,6 +223,40 @@ class ChainWriter:
             expected += 1
         self.unsealed = hashes
         self.head_seq, self.head_hash = expected - 1, prev
+        self._check_journal()
+
+    def _check_journal(self) -> None:
+        """Rows after the last checkpoint must end where a batch of this writer ended (its journal): the
+        ones after the last such head were written by someone else (while no writer ran: one that runs
+        finds them at its next append)."""
+        heads = self.journal.unsealed_heads(self.stream) if self.journal is not None else None
+        if heads is None or not self.unsealed:
+            return
+        known = set(heads)
+        good = (
+            self.sealed_seq,
+            self.last_statement.head_hash if self.last_statement else genesis_hash(self.stream),
+        )
+        if self.sealed_seq and good not in known:
+            log.warning(
+                "stream %s: the journal of unsealed heads does not know the last checkpoint (seq %d): another "
+                "writer with another witness directory wrote since; not used",
+                self.stream,
+                self.sealed_seq,
+            )
+            return
+        for seq, row_hash in enumerate(self.unsealed, self.sealed_seq + 1):
+            if (seq, row_hash) in known:
+                good = (seq, row_hash)
+        if good[0] != self.head_seq:
+            raise ChainTampered(
+                self.stream,
+                "foreign_rows",
+                good,
+                (self.head_seq, self.head_hash),
+                f"rows {good[0] + 1}..{self.head_seq} after the last checkpoint are not in the writer's journal "
+                "of unsealed heads: written by someone else than the writer",
+            )
 
     async def _frontier_at(self, statement: Statement, stored: bytes | None) -> Frontier:
         size = statement.last_seq
@@ -294,6 +348,8 @@ class ChainWriter:
             await self._check_head()
             written: list[bytes] = []
             seq, prev = await self._insert(entries, datetime.now(UTC), written)
+            if self.journal is not None:  # before the commit: a committed head is always in the journal
+                self.journal.intend(self.stream, seq, prev)
         self.head_seq, self.head_hash = seq, prev
         self.unsealed.extend(written)
         return len(entries)
@@ -327,6 +383,9 @@ class ChainWriter:
         self.head_seq, self.head_hash = await self._stored_head()
         if self.head_seq < self.sealed_seq:  # signed rows removed: nothing later can extend the signed tree
             self.unsealed = []
+        elif self.journal is not None and self.head_seq > self.sealed_seq:
+            # the rows found are on record as damage now: a restart must not report them again
+            self.journal.intend(self.stream, self.head_seq, self.head_hash)
 
     async def _insert(
         self, entries: list[Entry], recorded_at: datetime, written: list[bytes]

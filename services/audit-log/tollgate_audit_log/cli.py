@@ -123,6 +123,7 @@ def verify(
             typer.echo(f"\r{name}: {rows} rows", err=True, nl=False)
 
     rotations: list[tuple[KeyRotation, bytes]] = []
+    known_heads = WitnessDir(witness).known_heads if witness is not None else None
 
     async def published_heads() -> tuple[dict[str, list[PublishedHead]] | None, str]:
         heads: dict[str, list[PublishedHead]] = {}
@@ -159,6 +160,7 @@ def verify(
                 published=published,
                 published_from=published_from,
                 rotations=rotations,
+                known_heads=known_heads,
             )
         finally:
             await conn.close()

@@ -150,6 +150,68 @@ class WitnessDir:
             return []
         return sorted(p.stem for p in self.path.glob("*.jsonl"))
 
+    # The journal of unsealed heads, ``<stream>.unsealed``: before the writer commits a batch it appends
+    # the head the batch will make (``<seq> <row hash hex>``); once a checkpoint over them is published, the
+    # file is rewritten as ``sealed <seq> <row hash hex>`` (that checkpoint's end) plus the lines after it:
+    # it holds the few seconds not signed yet. Not fsynced: a crash of the host may lose the last lines,
+    # which then reads as foreign rows (an alarm, never a silent pass). A journal whose heads do not include
+    # the database's last signed head is not this trail's current one (another writer, with another
+    # witness directory, wrote since): it proves nothing and is not used.
+
+    def unsealed_file(self, stream: str) -> Path:
+        return self.file(stream).with_suffix(UNSEALED_SUFFIX)
+
+    def intend(self, stream: str, seq: int, row_hash: bytes) -> None:
+        """The head a batch about to be committed makes."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.unsealed_file(stream), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{seq} {row_hash.hex()}\n".encode())
+        finally:
+            os.close(fd)
+
+    def sealed(self, stream: str, seq: int, row_hash: bytes) -> None:
+        """A published checkpoint signed the rows up to ``seq`` (ending at ``row_hash``)."""
+        path = self.unsealed_file(stream)
+        keep = [(s, h) for s, h in self.unsealed_heads(stream) or [] if s > seq]
+        temporary = path.with_suffix(UNSEALED_SUFFIX + ".tmp")
+        temporary.write_bytes(
+            f"sealed {seq} {row_hash.hex()}\n".encode()
+            + b"".join(f"{s} {h.hex()}\n".encode() for s, h in keep)
+        )
+        os.replace(temporary, path)
+
+    def unsealed_heads(self, stream: str) -> list[tuple[int, bytes]] | None:
+        """The heads the writer committed (or was about to) since its last published checkpoint, and that
+        checkpoint's end; None when the stream has no journal (a writer without a witness directory)."""
+        path = self.unsealed_file(stream)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        out = []
+        for n, line in enumerate(data.splitlines(), 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if fields[0] == b"sealed":
+                fields = fields[1:]
+            try:
+                seq, digest = fields
+                out.append((int(seq), bytes.fromhex(digest.decode())))
+            except ValueError:
+                raise ValueError(f"{path}:{n}: not '[sealed] <seq> <row hash hex>'") from None
+        return out
+
+    def known_heads(self, stream: str) -> list[tuple[int, bytes]] | None:
+        """What the verifier accepts as the end of a batch the writer wrote: the journal's heads and the
+        published heads' (a checkpoint made since the snapshot dropped its journal lines); None without a
+        journal."""
+        journal = self.unsealed_heads(stream)
+        if journal is None:
+            return None
+        return [*journal, *((h.statement.last_seq, h.statement.head_hash) for h in self.heads(stream))]
+
     def append_rotation(self, rotation: KeyRotation, signature: bytes) -> None:
         """One signed key hand-over as a line of ``key-rotations.log`` (appended, fsynced)."""
         self.path.mkdir(parents=True, exist_ok=True)
@@ -183,6 +245,7 @@ class WitnessDir:
 
 
 ROTATIONS_FILE = "key-rotations.log"
+UNSEALED_SUFFIX = ".unsealed"
 
 
 def parse_rotation(line: bytes) -> tuple[KeyRotation, bytes]:

@@ -195,7 +195,8 @@ class StreamWorker:
         """Take the stream's lock on ``conn`` (waiting while another replica holds it) and resume from the
         table; tampering found on the way (a broken tail, a stored checkpoint that is not the signed one,
         a database behind its published heads) is recorded, and the writer goes on after the rows found."""
-        writer = ChainWriter(conn, self.stream)
+        witness = self.publisher.witness if self.publisher is not None else None
+        writer = ChainWriter(conn, self.stream, journal=witness)
         try:
             await writer.acquire()
         except ChainTampered as exc:  # found when taking over: the last checkpoint or the rows after it
@@ -400,12 +401,20 @@ class StreamWorker:
             self._unpublished.clear()
             return
         while self._unpublished:
+            cp = self._unpublished[0]
             try:
-                await self.publisher.publish(self._unpublished[0])
+                await self.publisher.publish(cp)
             except (OSError, KafkaError) as exc:
                 log.warning("stream %s: tree head not published yet: %s", self.stream, exc)
                 return
             self._unpublished.pop(0)
+            writer = self.writer
+            if writer is not None and writer.journal is not None:
+                # Only once the head is published: a verifier that read the journal without these lines
+                # finds the head in the witness directory instead. Under the writer's lock: an append
+                # notes its head in the same file.
+                async with writer.mutex:
+                    writer.journal.sealed(self.stream, cp.statement.last_seq, cp.statement.head_hash)
 
     async def _compare_with_witness(self, writer: ChainWriter) -> None:
         """At takeover: the last head in the witness directory must be the database's last checkpoint, or an

@@ -351,6 +351,46 @@ class ChainChecker:
                 )
 
 
+KnownHeads = Callable[[str], Sequence[tuple[int, bytes]] | None]
+
+
+async def _check_unsealed(
+    conn: Conn, stream: str, checkpoints: Sequence[CheckpointRecord], known_heads: KnownHeads | None
+) -> list[Problem]:
+    """Rows after the last signed head must end at a head the writer noted before committing (its journal,
+    :meth:`tollgate_audit_log.publish.WitnessDir.intend`); the first row after the last such head is the
+    first one someone else wrote."""
+    heads = known_heads(stream) if known_heads is not None else None
+    if heads is None:
+        return []
+    last = max(checkpoints, key=lambda cp: cp.statement.last_seq, default=None)
+    sealed = last.statement.last_seq if last is not None else 0
+    known = set(heads)
+    if last is not None and (sealed, last.statement.head_hash) not in known:
+        return []  # not this trail's current journal (another writer, another witness, wrote since)
+    rows = await conn.fetch(
+        "SELECT seq, row_hash FROM audit_events WHERE stream = $1 AND seq > $2 ORDER BY seq", stream, sealed
+    )
+    if not rows:
+        return []
+    good = sealed
+    for seq, row_hash in rows:
+        if (seq, bytes(row_hash)) in known:
+            good = seq
+    end = rows[-1][0]
+    if good == end:
+        return []
+    return [
+        Problem(
+            stream,
+            good + 1,
+            "foreign_rows",
+            f"seq {good + 1}..{end} after the last signed head are not in the writer's journal of unsealed "
+            "heads: written by someone else than the writer",
+        )
+    ]
+
+
 async def list_streams(conn: Conn) -> list[str]:
     """Streams with rows or checkpoints (a loose index scan over the primary key: no full table scan)."""
     rows = await conn.fetch(
@@ -573,12 +613,14 @@ async def verify_stream(
     progress: Callable[[str, int], None] | None = None,
     offload: bool = False,
     published: Mapping[str, Sequence[PublishedHead]] | None = None,
+    known_heads: KnownHeads | None = None,
 ) -> StreamReport:
     """Verify one stream inside the caller's transaction (a read-only snapshot), against its checkpoints
     and, when given, the heads published outside the database. ``offload`` hashes in a worker thread so a
     service's event loop keeps serving meanwhile."""
     checkpoints, problems, heads = await stream_checkpoints(conn, stream, published)
     checker = ChainChecker(stream, checkpoints, trusted)
+    problems.extend(await _check_unsealed(conn, stream, checkpoints, known_heads))
     for problem in problems:
         checker._fail(problem.seq, problem.kind, problem.detail)
     failing = await _check_rows(
@@ -752,6 +794,7 @@ async def verify_stream_parallel(
     fetch_size: int = 20000,
     min_rows_per_worker: int = MIN_ROWS_PER_WORKER,
     published: Mapping[str, Sequence[PublishedHead]] | None = None,
+    known_heads: KnownHeads | None = None,
 ) -> StreamReport:
     """Verify one stream with ``workers`` processes, each over a seq range, all in the caller's snapshot
     (exported with ``pg_export_snapshot()``): Python's hashing is the bottleneck, and it is per process.
@@ -772,8 +815,11 @@ async def verify_stream_parallel(
     parts = min(pool.size, max(1, head // min_rows_per_worker))
     ranges = split_ranges(head, checkpoints, parts, cuttable=list(frontiers))
     if len(ranges) == 1:
-        return await verify_stream(conn, stream, trusted, fetch_size=fetch_size, published=published)
+        return await verify_stream(
+            conn, stream, trusted, fetch_size=fetch_size, published=published, known_heads=known_heads
+        )
     statements = ChainChecker(stream, checkpoints, trusted)  # signatures, contiguity, the chain, once
+    merge_problems.extend(await _check_unsealed(conn, stream, checkpoints, known_heads))
     for problem in merge_problems:
         statements._fail(problem.seq, problem.kind, problem.detail)
     jobs = []
@@ -850,13 +896,16 @@ async def verify_database(
     published: Mapping[str, Sequence[PublishedHead]] | None = None,
     published_from: str = "none",
     rotations: Sequence[tuple[KeyRotation, bytes]] = (),
+    known_heads: KnownHeads | None = None,
 ) -> Report:
     """Verify every stream (or the ones named). ``trusted`` maps key ids to the public keys pinned by the
     operator (out of band, never from the database): without any there is no trust anchor and no verdict,
     so an empty mapping is refused. Key rotations recorded in the database, or given in ``rotations`` (read
     from a witness directory's ``key-rotations.log``, which outlives a deleted table row), count only when
     signed by a key already trusted. With ``workers`` > 1 and the ``dsn`` to reach the database again, large streams are
-    verified by several processes."""
+    verified by several processes. ``known_heads(stream)`` gives the heads the writer noted outside the
+    database (its journal of unsealed heads, and the published heads; None without a journal), read after
+    the snapshot: rows after the last signed head that end no such head were not written by the writer."""
     if not trusted:
         raise NoTrustedKeys(
             "no trusted public keys: pin the checkpoint signer's key (--public-key or "
@@ -886,6 +935,7 @@ async def verify_database(
                         fetch_size=fetch_size,
                         min_rows_per_worker=min_rows_per_worker,
                         published=published,
+                        known_heads=known_heads,
                     )
                 else:
                     report = await verify_stream(
@@ -896,6 +946,7 @@ async def verify_database(
                         progress=progress,
                         offload=offload,
                         published=published,
+                        known_heads=known_heads,
                     )
                 reports.append(report)
         finally:
