@@ -409,7 +409,12 @@ class StreamWorker:
                 return
             self._unpublished.pop(0)
             writer = self.writer
-            if writer is not None and writer.journal is not None:
+            if (
+                writer is not None
+                and writer.journal is not None
+                and writer.locked
+                and not writer.conn.is_closed()
+            ):
                 # Only once the head is published: a verifier that read the journal without these lines
                 # finds the head in the witness directory instead. Under the writer's lock: an append
                 # notes its head in the same file.
