@@ -24,18 +24,15 @@ import asyncpg
 import typer
 
 from tollgate_core import apikeys
+from tollgate_core.cli import group
 from tollgate_core.settings import DEFAULT_DATABASE_URL
 
 T = TypeVar("T")
 
-keys_app = typer.Typer(
-    name="keys",
-    help=(
-        "API keys: create NAME ROLE [ROLE...] | list | revoke NAME | rotate NAME | import NAME ROLE... --key-file"
-        " PATH (keys are stored hashed)."
-    ),
-    no_args_is_help=True,
-    add_completion=False,
+keys_app = group(
+    "keys",
+    "API keys: create NAME ROLE [ROLE...] | list | revoke NAME | rotate NAME | import NAME ROLE... --key-file"
+    " PATH (keys are stored hashed).",
 )
 
 Dsn = Annotated[

@@ -5,50 +5,24 @@ are: the audit trail names the key's principal."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
-import httpx
 import orjson
 import typer
-from rich.console import Console
 from rich.table import Table
 
-DEFAULT_AUDIT_URL = "http://127.0.0.1:8084"
+from tollgate_core.cli import call, console, group
 
-dlq_app = typer.Typer(
-    name="dlq",
-    help="Dead-letter queues: pending records per service, one record, redrive.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-console = Console()
-errors = Console(stderr=True)
+DEFAULT_AUDIT_URL = "http://127.0.0.1:8084"
+TIMEOUT_S = 60.0
+
+dlq_app = group("dlq", "Dead-letter queues: pending records per service, one record, redrive.")
 
 AuditUrl = Annotated[
     str, typer.Option("--audit-url", envvar="TOLLGATE_AUDIT_URL", help="Base URL of the audit-log API.")
 ]
 ApiKey = Annotated[str, typer.Option("--api-key", envvar="TOLLGATE_API_KEY", help="Your API key.")]
 Service = Annotated[str, typer.Argument(help="The service whose DLQ, e.g. validator.")]
-
-
-def _fail(message: str, code: int = 1) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _call(method: str, url: str, key: str, path: str, **kwargs: Any) -> Any:
-    try:
-        with httpx.Client(base_url=url, timeout=60, headers={"x-api-key": key}) as client:
-            response = client.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        _fail(f"cannot reach {url}: {exc}", code=2)
-    if response.is_success:
-        return response.json()
-    try:
-        detail = response.json().get("detail", response.text)
-    except ValueError:
-        detail = response.text
-    _fail(f"{response.status_code} {response.reason_phrase}: {detail}")
 
 
 def _records_table(title: str, records: list[dict[str, Any]]) -> Table:
@@ -77,13 +51,13 @@ def list_dlq(
         table = Table(title="dead-letter queues")
         for column in ("service", "pending", "oldest", "topic"):
             table.add_column(column)
-        for q in _call("GET", audit_url, api_key, "/v1/dlq"):
+        for q in call("GET", audit_url, "/v1/dlq", key=api_key, timeout=TIMEOUT_S):
             age = q["oldest_age_s"]
             table.add_row(q["service"], str(q["pending"]), "" if age is None else f"{age:.0f} s", q["topic"])
         console.print(table)
         return
     params: dict[str, Any] = {"limit": limit, "all": everything}
-    records = _call("GET", audit_url, api_key, f"/v1/dlq/{service}", params=params)
+    records = call("GET", audit_url, f"/v1/dlq/{service}", key=api_key, timeout=TIMEOUT_S, params=params)
     console.print(_records_table(f"dlq.{service}", records))
 
 
@@ -96,7 +70,7 @@ def show(
     api_key: ApiKey = "",
 ) -> None:
     """One record: where it came from, why it failed, its headers (and value, if your role sees values)."""
-    record = _call("GET", audit_url, api_key, f"/v1/dlq/{service}/{partition}/{offset}")
+    record = call("GET", audit_url, f"/v1/dlq/{service}/{partition}/{offset}", key=api_key, timeout=TIMEOUT_S)
     console.print_json(orjson.dumps(record).decode())
 
 
@@ -112,6 +86,6 @@ def redrive(
 ) -> None:
     """Send pending records (or one) back to their source topics with their attempt count."""
     body: dict[str, Any] = {"reason": reason, "limit": limit, "partition": partition, "offset": offset}
-    done = _call("POST", audit_url, api_key, f"/v1/dlq/{service}/redrive", json=body)
+    done = call("POST", audit_url, f"/v1/dlq/{service}/redrive", key=api_key, timeout=TIMEOUT_S, json=body)
     console.print(_records_table(f"redriven from dlq.{service}", done["records"]))
     console.print(f"{done['redriven']} record(s) redriven; audit event {done['operation_event_id']}")

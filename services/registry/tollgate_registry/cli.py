@@ -4,34 +4,26 @@ key from ``--api-key`` (before the command: ``tollgate --api-key tgk_... promote
 ``TOLLGATE_API_KEY``; the registry records its principal as the actor. ``tollgate keys`` manages the keys.
 
 Other parts of the platform add their commands to the same :data:`app`: a command group is a
-``typer.Typer()`` added with ``app.add_typer(group, name="audit")``; :func:`request` and :func:`fail` are
-shared so every command reports HTTP errors the same way (the server's message, exit status 1; exit status
+``typer.Typer()`` added with ``app.add_typer(group, name="audit")``; :mod:`tollgate_core.cli` holds what they
+share, so every command reports HTTP errors the same way (the server's message, exit status 1; exit status
 2 when the service cannot be reached).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
-import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from tollgate_core.cli import call, console, fail, group
 from tollgate_core.contracts_cli import contracts_app
 from tollgate_core.keys_cli import keys_app
 
 DEFAULT_REGISTRY_URL = "http://127.0.0.1:8082"
 
-app = typer.Typer(
-    name="tollgate",
-    help="tollgate: models, versions, promotions, approvals and rollbacks.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-console = Console()
-errors = Console(stderr=True)
+app = group("tollgate", "tollgate: models, versions, promotions, approvals and rollbacks.")
 
 RegistryUrl = Annotated[
     str, typer.Option("--registry-url", envvar="TOLLGATE_REGISTRY_URL", help="Base URL of the registry API.")
@@ -64,29 +56,9 @@ def main(
         os.environ["TOLLGATE_API_KEY"] = api_key
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
 def request(method: str, base_url: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    """Call a tollgate HTTP API; a non-2xx answer ends the command with the server's message."""
-    key = _credentials["api_key"]
-    headers = {"x-api-key": key} if key else {}
-    try:
-        with httpx.Client(base_url=base_url, timeout=30, headers=headers) as client:
-            response = client.request(method, path, json=body)
-    except httpx.HTTPError as exc:
-        fail(f"cannot reach {base_url}: {exc}", code=2)
-    if response.is_success:
-        return response.json()
-    try:
-        detail = response.json().get("detail", response.text)
-    except ValueError:
-        detail = response.text
-    if isinstance(detail, list):  # FastAPI validation errors
-        detail = "; ".join(f"{'.'.join(str(p) for p in d.get('loc', []))}: {d.get('msg')}" for d in detail)
-    fail(f"{response.status_code} {response.reason_phrase}: {detail}")
+    """Call a tollgate HTTP API with the key; a non-2xx answer ends the command with the server's message."""
+    return call(method, base_url, path, key=_credentials["api_key"], timeout=30.0, json=body)
 
 
 def _time(value: str | None) -> str:
