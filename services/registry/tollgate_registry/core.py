@@ -301,16 +301,7 @@ class ModelRegistry:
                 "%s %s: approval %d of %d by %s: %s", model, version, len(approvals), required, actor, reason
             )
         self._observe(model, changes)
-        after = _replay(states, changes)
-        production, staging = state.production_of(after), state.staging_of(after)
-        return ActionResult(
-            model=model,
-            applied=applied,
-            production_version=production.version if production else None,
-            staging_version=staging.version if staging else None,
-            approvals=approvals,
-            approvals_required=required,
-        )
+        return _result(model, states, changes, applied, approvals, required)
 
     async def reject(self, model: str, version: str, actor: str, reason: str) -> ActionResult:
         return await self._act(model, version, lambda s, _: state.plan_reject(s, version, actor, reason))
@@ -356,14 +347,7 @@ class ModelRegistry:
             if applied:
                 await tx.apply([(a.change, a.event) for a in applied], now)
         self._observe(model, changes)
-        after = _replay(states, changes)
-        production, staging = state.production_of(after), state.staging_of(after)
-        return ActionResult(
-            model=model,
-            applied=applied,
-            production_version=production.version if production else None,
-            staging_version=staging.version if staging else None,
-        )
+        return _result(model, states, changes, applied)
 
     # ---- events -----------------------------------------------------------------------------------
 
@@ -465,6 +449,27 @@ def _replay(states: Mapping[str, VersionState], changes: Sequence[Change]) -> di
     for change in changes:
         after = state.apply(after, change)
     return after
+
+
+def _result(
+    model: str,
+    states: Mapping[str, VersionState],
+    changes: Sequence[Change],
+    applied: list[Applied],
+    approvals: list[ApprovalRecord] | None = None,
+    approvals_required: int | None = None,
+) -> ActionResult:
+    """What an action did, and which versions serve once its changes are applied to ``states``."""
+    after = _replay(states, changes)
+    production, staging = state.production_of(after), state.staging_of(after)
+    return ActionResult(
+        model=model,
+        applied=applied,
+        production_version=production.version if production else None,
+        staging_version=staging.version if staging else None,
+        approvals=approvals if approvals is not None else [],
+        approvals_required=approvals_required,
+    )
 
 
 __all__ = [
