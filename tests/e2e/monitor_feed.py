@@ -3,7 +3,6 @@ inference-log events in event-time windows (drift injected from a given window o
 
 from __future__ import annotations
 
-import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +14,7 @@ import numpy as np
 import orjson
 
 from tests.kafka_helpers import produce
+from tests.polling import get_until
 from tests.unit.monitor.standin import CONTRACT_ID as CONTRACT
 from tests.unit.monitor.standin import contract, stand_in_scores
 from tollgate_core.datasets import generate_records
@@ -218,15 +218,4 @@ async def publish_versions(bootstrap: str, namespace: str, model: str) -> None:
 
 async def wait_for(client: httpx.AsyncClient, path: str, predicate: Any, timeout: float = 90) -> Any:
     """GET ``path`` until ``predicate(json)`` holds; returns that JSON."""
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    body: Any = None
-    while time.monotonic() < deadline:
-        response = await client.get(path)
-        if response.status_code == 200:
-            body = response.json()
-            if predicate(body):
-                return body
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"{path} never satisfied the condition; last body: {str(body)[:1500]}")
+    return await get_until(client, path, lambda body: body if predicate(body) else None, timeout=timeout)

@@ -4,10 +4,8 @@ and fails over between two replicas (one writer per chain, the other on standby)
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import pytest
 from tests.audit_support import MODEL, ensure_writer_role, fresh_database, lineage_scenario
 from tests.conftest import ServiceProcess, wait_http_ok
 from tests.kafka_helpers import collect, produce
+from tests.polling import eventually
 from tollgate_core import apikeys
 from tollgate_core.kafka import DLQ_ERROR, DLQ_SOURCE_TOPIC
 from tollgate_core.topics import Topics
@@ -32,17 +31,6 @@ async def database_url() -> AsyncIterator[str]:
     """This module's own database (it counts and verifies whole tables)."""
     async with fresh_database("e2e") as dsn:
         yield dsn
-
-
-async def wait_for(check: Callable[[], Any], timeout: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
 
 
 class Api:
@@ -102,8 +90,8 @@ async def test_audit_service_end_to_end(
 
     # The key is newer than the service: it is picked up by the periodic refresh.
     api = Api(first.port, key)  # type: ignore[attr-defined]
-    await wait_for(lambda: _status(api), timeout=45, what="the new API key to be loaded")
-    await wait_for(lambda: _has(api, len(events)), what=f"{len(events)} rows")
+    await eventually(lambda: _status(api), timeout=45, what="the new API key to be loaded")
+    await eventually(lambda: _has(api, len(events)), what=f"{len(events)} rows")
 
     dead = await collect(bootstrap, topics.dlq("audit-log"), expect=1, settle=0.5)
     assert len(dead) == 1 and dead[0].value == b"{not json"
@@ -112,7 +100,7 @@ async def test_audit_service_end_to_end(
 
     # Redelivery of everything (same event ids): no new row.
     await publish(bootstrap, messages(events, topics))
-    await wait_for(
+    await eventually(
         lambda: _metric(first.port, operator_key, "tollgate_audit_duplicates_total", len(events)),
         what="duplicates seen",
     )  # type: ignore[attr-defined]
@@ -138,12 +126,12 @@ async def test_audit_service_end_to_end(
     more = lineage_scenario(datetime.now(UTC).replace(microsecond=0), "req-e2e-2", version="9")
     await publish(bootstrap, messages(more, topics))
     api = Api(second.port, key)  # type: ignore[attr-defined]
-    await wait_for(
+    await eventually(
         lambda: _has(api, len(events) + len(more)), timeout=90, what="rows recorded by the second replica"
     )
     assert "inference active" in await ready_states(second.port)  # type: ignore[attr-defined]
 
-    await wait_for(lambda: _sealed(api), timeout=30, what="checkpoints over every row")
+    await eventually(lambda: _sealed(api), timeout=30, what="checkpoints over every row")
     report = await api.get("/v1/audit/verify")
     assert report["ok"] and report["rows"] == len(events) + len(more), report
     assert sum(s["checkpoints_verified"] for s in report["streams"]) >= len(report["streams"])

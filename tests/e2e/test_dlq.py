@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from aiokafka.structs import ConsumerRecord
 from tests.audit_support import ensure_writer_role
 from tests.conftest import ServiceProcess, wait_http_ok
 from tests.kafka_helpers import collect
+from tests.polling import eventually
 from tollgate_core import apikeys
 from tollgate_core.dlq import DeadLetterQueues
 from tollgate_core.kafka import DLQ_ATTEMPT, DLQ_SOURCE_TOPIC, dead_letter, producer_config
@@ -31,17 +31,6 @@ from tollgate_core.topics import Topics
 
 pytestmark = pytest.mark.timeout(240)
 TOLLGATE = str(Path(sys.executable).parent / "tollgate")  # the platform's command, as installed
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 60, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}: last {last!r}")
 
 
 async def dead_letters(bootstrap: str, topics: Topics, values: list[bytes]) -> None:

@@ -5,8 +5,6 @@ the gate report they approved. A forged actor field changes nothing."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import yaml
 from tests.auth_support import RoleKeys, header, make_keys
 from tests.conftest import wait_http_ok
 from tests.e2e.test_registry import LifecycleFollower, offer
+from tests.polling import get_until
 from tests.unit.registry.candidates import candidate, spec
 from tollgate_core.artifacts import DirectoryArtifactStore
 from tollgate_core.lifecycle import CandidatePayload
@@ -27,18 +26,6 @@ MODEL = "high-risk-limits"
 def requested(payload: CandidatePayload, *by: str) -> CandidatePayload:
     lineage = payload.lineage.model_copy(update={"requested_by": list(by), "trigger": "request"})
     return payload.model_copy(update={"lineage": lineage})
-
-
-async def poll(client: httpx.AsyncClient, path: str, found: Any, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        body = (await client.get(path)).json()
-        hit = found(body)
-        if hit:
-            return hit
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{path}: not found within {timeout}s; last {str(body)[:500]}")
-        await asyncio.sleep(0.5)
 
 
 async def test_high_tier_promotion_needs_two_approvers_who_did_not_build_it(
@@ -127,7 +114,9 @@ async def test_high_tier_promotion_needs_two_approvers_who_did_not_build_it(
             ]
             return rows[0] if rows else None
 
-        row = await poll(trail, f"/v1/audit/events?model={MODEL}&stream=lifecycle&limit=100", approval_row)
+        row = await get_until(
+            trail, f"/v1/audit/events?model={MODEL}&stream=lifecycle&limit=100", approval_row
+        )
     payload = row["event"]["payload"]
     assert payload["actor"] == second.names["approver"]
     assert [(a["by"], a["report_digest"]) for a in payload["approvals"]] == [

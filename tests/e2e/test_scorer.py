@@ -9,9 +9,8 @@ consumer.
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import ServiceProcess, wait_http_ok
 from tests.kafka_helpers import collect, produce
+from tests.polling import eventually
 from tests.unit.scorer.support import (
     CONTRACT,
     MODEL,
@@ -80,15 +80,6 @@ async def metric(base: str, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     raise AssertionError(f"{name} not on /metrics")
-
-
-async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await condition():
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("condition not met in time")
 
 
 async def test_parity_exactly_one_log_event_per_inference_kafka_path_and_oip(
@@ -212,13 +203,13 @@ async def test_hot_swap_under_continuous_load_fails_no_request(
         return all(sum(1 for v in seen[-count:] if v == version) >= count for seen in versions)
 
     load = [asyncio.create_task(hammer(w)) for w in range(2)]
-    await wait_for(lambda: answered("1", 40), timeout=120)
+    await eventually(lambda: answered("1", 40), timeout=120)
     await announce(bootstrap, namespace, lifecycle_event("2", production="2"))
-    await wait_for(lambda: _last_is(versions, "2"))
-    await wait_for(lambda: answered("2", 40), timeout=120)
+    await eventually(lambda: _last_is(versions, "2"))
+    await eventually(lambda: answered("2", 40), timeout=120)
     await announce(bootstrap, namespace, lifecycle_event("3", production="3"))
-    await wait_for(lambda: _last_is(versions, "3"))
-    await wait_for(lambda: answered("3", 40), timeout=120)
+    await eventually(lambda: _last_is(versions, "3"))
+    await eventually(lambda: answered("3", 40), timeout=120)
     stop.set()
     await asyncio.gather(*load)
 
@@ -269,7 +260,7 @@ async def test_canary_split_is_sticky_and_shadow_is_logged_never_returned(
             ),
         )
         polls: list[int] = []
-        await wait_for(lambda: _no_canary(http, polls))
+        await eventually(lambda: _no_canary(http, polls))
         shadowed = rows[1000:1200]
         response = (await http.post(SCORE, json={"instances": shadowed})).json()["results"]
     assert {(r["route"], r["version"]) for r in response} == {("champion", "1")}

@@ -18,8 +18,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import ServiceProcess
-from tests.e2e.test_scorer import SCORE, Launch, announce, log_events, start_scorer, wait_for
+from tests.e2e.test_scorer import SCORE, Launch, announce, log_events, start_scorer
 from tests.kafka_helpers import collect
+from tests.polling import eventually
 from tests.unit.scorer.support import instances, lifecycle_event
 
 WORKERS = 2
@@ -70,7 +71,7 @@ async def test_two_workers_one_port_exactly_one_log_event_per_request(
     async def all_serving() -> bool:
         return len(await per_worker(base, "tollgate_scorer_serving")) == WORKERS
 
-    await wait_for(all_serving, timeout=90)  # every worker has loaded the model (not just the first)
+    await eventually(all_serving, timeout=90)  # every worker has loaded the model (not just the first)
 
     n = 600
     answered = await score_each_on_new_connection(base, instances(n, start=7000))
@@ -87,7 +88,7 @@ async def test_two_workers_one_port_exactly_one_log_event_per_request(
         acked = await per_worker(base, "tollgate_scorer_inference_log_acked_total")
         return len(acked) == WORKERS and sum(acked.values()) == n
 
-    await wait_for(acked_adds_up)
+    await eventually(acked_adds_up)
     acked = await per_worker(base, "tollgate_scorer_inference_log_acked_total")
     assert acked == {str(i): float(by_producer[f"scorer-0-w{i}"]) for i in range(WORKERS)}
 
@@ -100,8 +101,8 @@ async def test_two_workers_one_port_exactly_one_log_event_per_request(
         now = worker_pids(supervisor)
         return len(now) == WORKERS and pids[0] not in now
 
-    await wait_for(replaced)
-    await wait_for(all_serving, timeout=90)
+    await eventually(replaced)
+    await eventually(all_serving, timeout=90)
     more = await score_each_on_new_connection(base, instances(100, start=9000))
     events = log_events(await collect(bootstrap, f"{namespace}.inference.log.v1", expect=n + 100, settle=3))
     assert len(events) == n + 100 and len({e.event_id for e in events}) == n + 100
