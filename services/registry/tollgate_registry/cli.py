@@ -234,14 +234,7 @@ def approve(
     registry_url: RegistryUrl = DEFAULT_REGISTRY_URL,
 ) -> None:
     """Approve a staging version into production."""
-    _print_action(
-        request(
-            "POST",
-            registry_url,
-            f"/v1/models/{model}/versions/{version}/approve",
-            {"reason": reason},
-        )
-    )
+    _decide("approve", model, version, reason, registry_url)
 
 
 @app.command("reject")
@@ -252,14 +245,13 @@ def reject(
     registry_url: RegistryUrl = DEFAULT_REGISTRY_URL,
 ) -> None:
     """Reject a candidate or staging version."""
-    _print_action(
-        request(
-            "POST",
-            registry_url,
-            f"/v1/models/{model}/versions/{version}/reject",
-            {"reason": reason},
-        )
-    )
+    _decide("reject", model, version, reason, registry_url)
+
+
+def _decide(decision: str, model: str, version: str, reason: str, registry_url: str) -> None:
+    """POST .../versions/VERSION/approve or /reject with the reason, and print the changes."""
+    path = f"/v1/models/{model}/versions/{version}/{decision}"
+    _print_action(request("POST", registry_url, path, {"reason": reason}))
 
 
 @app.command("rollback")
