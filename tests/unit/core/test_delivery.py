@@ -87,3 +87,25 @@ def test_consumer_groups_are_named_within_the_namespace() -> None:
     settings = ServiceSettings(topic_namespace="ns")
     assert settings.consumer_group("trainer") == "ns.trainer"
     assert settings.consumer_group("monitor", "windows") == "ns.monitor.windows"
+
+
+# One-shot readers that are not consumers of the platform (read to an end offset and stop): allowed.
+ONE_SHOT_READERS = {"tollgate_audit_log/publish.py"}  # kafka_heads: the verifier's read of audit.checkpoints
+
+
+def test_every_service_consumer_is_built_from_a_spec() -> None:
+    """No service builds a Kafka consumer of its own: stages, sinks and followers come from the specs in its
+    ``consumers`` module (``tollgate_core.runtime.build_*``), and faststream subscribers are gone."""
+    forbidden = ("BatchSink(", "TransactionalStage(", "CompactedFollower(", ".subscriber(", "subscribe(")
+    offenders = []
+    for service in SERVICES:
+        root = Path(importlib.import_module(f"tollgate_{service.replace('-', '_')}").__path__[0])
+        for path in sorted(root.rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            rel = f"{root.name}/{path.relative_to(root).as_posix()}"
+            found = [f for f in forbidden if f in text]
+            if "AIOKafkaConsumer(" in text and rel not in ONE_SHOT_READERS:
+                found.append("AIOKafkaConsumer(")
+            if found:
+                offenders.append(f"{rel}: {found}")
+    assert offenders == []
