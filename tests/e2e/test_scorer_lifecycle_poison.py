@@ -8,8 +8,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.test_scorer import SCORE, Launch, announce, metric, start_scorer, wait_for
+from tests.e2e.test_scorer import SCORE, Launch, announce, metric, start_scorer
 from tests.kafka_helpers import collect
+from tests.polling import eventually
 from tests.unit.scorer.support import instances, lifecycle_event
 from tollgate_core.topics import Topics
 
@@ -46,5 +47,5 @@ async def test_lifecycle_poison_is_dead_lettered_and_the_follower_goes_on(
         async def serves_v2() -> bool:
             return bool((await http.post(SCORE, json={"instance": instances(1)[0]})).json()["version"] == "2")
 
-        await wait_for(serves_v2, timeout=60)
+        await eventually(serves_v2, timeout=60, what="version 2 served")
     assert await metric(base, 'tollgate_scorer_lifecycle_events_total{valid="true"}') == 2

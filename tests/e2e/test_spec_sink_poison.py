@@ -17,6 +17,7 @@ from tests.conftest import wait_http_ok
 from tests.e2e.test_sink_poison import _poll_metric
 from tests.e2e.test_trainer import write_catalog
 from tests.kafka_helpers import collect, produce
+from tests.polling import eventually
 from tests.unit.scorer.support import MODEL, lifecycle_event
 from tollgate_core.events import dumps, utcnow
 from tollgate_core.lifecycle import TrainingRequestEvent, TrainingRequestPayload
@@ -97,16 +98,17 @@ async def test_training_requests_candidates_and_lifecycle_dead_letter_poison_and
     # The normal records after the poison were stored.
     conn = await asyncpg.connect(own_database)
     try:
-        for _ in range(300):
+
+        async def stored() -> tuple[int, str | None] | None:
             request = await conn.fetchval(
                 "SELECT count(*) FROM trainer_requests WHERE event_id = $1", uuid.UUID(valid_id)
             )
             stage = await conn.fetchval(
                 "SELECT stage FROM monitor_versions WHERE model = $1 AND version = '1'", MODEL
             )
-            if request and stage:
-                break
-            await asyncio.sleep(0.3)
+            return (request, stage) if request and stage else None
+
+        request, stage = await eventually(stored, timeout=90, what="the normal records stored")
         assert request == 1 and stage == "production"
         assert (
             await conn.fetchval(
