@@ -145,3 +145,66 @@ async def test_csv_structure_errors_are_400_naming_the_line(services: Any, api_k
     assert "field larger than field limit" in huge.json()["detail"]["problems"][0]["error"]
     assert extra.status_code == 400, extra.text
     assert extra.json()["detail"]["problems"] == [{"line": 3, "error": "6 values, the header names 5 fields"}]
+
+
+async def test_a_dry_run_lists_every_violation_by_line_and_publishes_nothing(
+    services: Any, namespace: str, bootstrap: str, api_keys: RoleKeys
+) -> None:
+    ingest = services("ingest")
+    base = f"http://127.0.0.1:{ingest.port}"
+    await wait_http_ok(f"{base}/readyz", proc=ingest)
+    params = {"schema": "credit-default.v1", "producer": "batch", "format": "csv", "dry_run": "true"}
+    body = (
+        "customer_id,student,balance,income,default,customer_email\n"
+        "D1,No,10.5,100,false,d1@example.com\n"  # line 2: valid
+        "D2,Maybe,-5,100,true,d2@example.com\n"  # line 3: category and minimum
+        "D3,Yes,lots,,true,\n"  # line 4: not a number
+        "D4,Yes,20000,41,false,secret@example.com\n"  # line 5: above the maximum
+    )
+    async with httpx.AsyncClient(base_url=base, timeout=30, headers=header(api_keys["producer"])) as client:
+        checked = await client.post("/v1/events/upload", params=params, content=body)
+        events = await client.post(
+            "/v1/events",
+            params={"dry_run": "true"},
+            json=[
+                {
+                    "schema": "credit-default.v1",
+                    "producer": "p",
+                    "payload": {"customer_id": "E1", "student": "No", "balance": 1},
+                },
+                {"schema": "credit-default.v7", "producer": "p", "payload": {}},
+                {
+                    "schema": "credit-default.v1",
+                    "producer": "p",
+                    "payload": {"customer_id": "E3", "student": "No", "balance": 1, "extra": 1},
+                },
+            ],
+        )
+    assert checked.status_code == 200, checked.text
+    reply = checked.json()
+    assert (reply["dry_run"], reply["events"], reply["valid"], reply["invalid"]) == (True, 4, 1, 3)
+    assert [(v["line"], v["field"], v["rule"]) for v in reply["violations"]] == [
+        (4, "row", "unreadable"),
+        (3, "student", "category"),
+        (3, "balance", "minimum"),
+        (5, "balance", "maximum"),
+    ]
+    messages = [v["message"] for v in reply["violations"]]
+    assert messages[0] == "cannot convert: balance 'lots' is not a number"
+    assert messages[2] == "balance -5 is below the minimum 0"  # whole numbers print whole
+    assert messages[3] == "balance 20000 is above the maximum 10000"
+    assert events.status_code == 200, events.text
+    assert [(v["index"], v["field"], v["rule"]) for v in events.json()["violations"]] == [
+        (1, "envelope", "envelope"),
+        (2, "extra", "unknown_field"),
+    ]
+    assert "unknown schema 'credit-default.v7'" in events.json()["violations"][0]["message"]
+    # Nothing was published: a marker event sent afterwards is the only record on the raw topic.
+    async with httpx.AsyncClient(base_url=base, timeout=30, headers=header(api_keys["producer"])) as client:
+        marker = await client.post(
+            "/v1/events",
+            json=[{"schema": "credit-default.v1", "producer": "p", "payload": {"customer_id": "MARK"}}],
+        )
+    assert marker.status_code == 202
+    raw = await collect(bootstrap, f"{namespace}.events.raw.v1", expect=1, timeout=20)
+    assert [orjson.loads(r.value)["payload"]["customer_id"] for r in raw] == ["MARK"]

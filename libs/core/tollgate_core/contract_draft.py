@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import yaml
 
+from tollgate_core.contract_rules import jsonl_records
 from tollgate_core.contracts import DatasetContract
 
 TRUE_WORDS = frozenset({"true", "yes", "t", "y"})
@@ -84,18 +84,11 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a CSV (text values, empty = missing) or JSONL file (one JSON object per line)."""
     text = path.read_text(encoding="utf-8-sig")
     if not is_text_file(path):
-        rows = []
-        for line, raw in enumerate(text.splitlines(), start=1):
-            if not raw.strip():
-                continue
-            try:
-                item = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise DraftError(f"line {line}: not JSON: {exc}") from None
-            if not isinstance(item, dict):
-                raise DraftError(f"line {line}: not a JSON object")
-            rows.append(item)
-        return rows
+        records, problems = jsonl_records(text)
+        if problems:
+            line, message = problems[0]
+            raise DraftError(f"line {line}: {message}")
+        return [record for _, record in records]
     reader = csv.DictReader(io.StringIO(text))
     rows = []
     for line, row in enumerate(reader, start=2):

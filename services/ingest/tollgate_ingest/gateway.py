@@ -2,6 +2,10 @@
 
 A request is accepted whole or not at all: every event is checked first, and the response is 202 only after
 Kafka acknowledged every event (``acks=all``). Errors name the event index or file line and the reason.
+
+``?dry_run=true`` publishes nothing: the events are checked against their envelope and their dataset
+contract (the validator's rules, ``tollgate_core.contract_rules``) and the reply (200) lists every violation
+by event index or file line, so a person uploading a file sees what is wrong without a Kafka client.
 """
 
 from __future__ import annotations
@@ -10,14 +14,15 @@ import csv
 import io
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from opentelemetry import trace
 from pydantic import BaseModel, Field
 
-from tollgate_core.contracts import ContractRegistry, DatasetContract, FieldType
+from tollgate_core.contract_rules import CompiledContract, jsonl_records, read_text
+from tollgate_core.contracts import ContractRegistry
 from tollgate_core.events import now_iso
 from tollgate_core.telemetry import TRACEPARENT, server_span
 from tollgate_ingest.core import Malformed, Normaliser
@@ -32,6 +37,44 @@ Publish = Callable[[Sequence[tuple[bytes | None, bytes]], list[tuple[str, bytes]
 class Accepted(BaseModel):
     accepted: int = Field(description="Events written to the raw topic.")
     event_ids: list[str]
+
+
+class Problem(BaseModel):
+    line: int | None = Field(None, description="File line (uploads; the header is line 1).")
+    index: int | None = Field(None, description="Event index (JSON batches).")
+    field: str = Field(description="The field, or 'envelope' / 'schema' / 'row'.")
+    rule: str
+    message: str
+
+
+class DryRun(BaseModel):
+    dry_run: bool = True
+    events: int = Field(description="Events (rows) checked; nothing was published.")
+    valid: int = Field(description="Events that would pass the validator.")
+    invalid: int
+    violations: list[Problem] = Field(description=f"Every broken rule, at most {1000} listed.")
+    violations_omitted: int = Field(0, description="Violations beyond the listed ones.")
+
+
+MAX_LISTED_VIOLATIONS = 1000
+
+DryRunParam = Annotated[
+    bool,
+    Query(
+        alias="dry_run",
+        description="Check the events against their envelope and contract, list every violation (by event "
+        "index, or by line for uploads) and publish nothing: 200 with the list instead of 202.",
+    ),
+]
+
+
+def _responses(what: str) -> dict[int | str, dict[str, Any]]:
+    return {
+        200: {"model": DryRun, "description": "dry_run=true: every violation; nothing published"},
+        413: {"description": f"{what} too large"},
+        422: {"description": "Invalid events"},
+        503: {"description": "Kafka unavailable"},
+    }
 
 
 class EventBatch(BaseModel):
@@ -100,24 +143,6 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _convert(contract: DatasetContract, name: str, text: str) -> Any:
-    spec = contract.fields_by_name.get(name)
-    if text == "":
-        return None
-    if spec is None or spec.type in (FieldType.CATEGORY, FieldType.STRING):
-        return text
-    if spec.type is FieldType.NUMBER:
-        return float(text)
-    if spec.type is FieldType.INTEGER:
-        return int(text)
-    lowered = text.strip().lower()
-    if lowered in ("true", "yes", "1", "y", "t"):
-        return True
-    if lowered in ("false", "no", "0", "n", "f"):
-        return False
-    raise ValueError(f"{text!r} is not a boolean")
-
-
 def gateway_router(
     *,
     contracts: ContractRegistry,
@@ -132,6 +157,47 @@ def gateway_router(
     ``traceparent`` header when present; every event it writes carries that span's ``traceparent``."""
     tracer_ = tracer or trace.get_tracer("tollgate.ingest")
     router = APIRouter(prefix="/v1/events", tags=["events"])
+
+    compiled: dict[str, CompiledContract] = {}
+
+    def dry_run(docs: list[dict[str, Any]], places: list[int], where: str, unread: list[Problem]) -> DryRun:
+        """Every violation of ``docs`` (at ``places``: their lines or indexes) and the rows that could not be
+        read, as the validator would find them."""
+        problems = list(unread)
+        valid = 0
+        stamp = now_iso()
+        for at, doc in zip(places, docs, strict=True):
+            place = {where: at}
+            found: list[Problem] = []
+            try:
+                normaliser.normalise_document(doc, None, stamp)
+            except Malformed as exc:
+                found.append(Problem(**place, field="envelope", rule="envelope", message=str(exc)))
+            schema = doc.get("schema")
+            contract = contracts.get(schema) if isinstance(schema, str) else None
+            payload = doc.get("payload")
+            if contract is None:
+                if not found:
+                    found.append(
+                        Problem(**place, field="schema", rule="schema", message=f"unknown schema {schema!r}")
+                    )
+            elif isinstance(payload, dict):
+                rules = compiled.setdefault(contract.schema_id, CompiledContract(contract))
+                found.extend(
+                    Problem(**place, field=v.field, rule=v.rule, message=v.message)
+                    for v in rules.violations(payload)
+                )
+            problems.extend(found)
+            valid += not found
+        listed = problems[:MAX_LISTED_VIOLATIONS]
+        total = len(docs) + len(unread)
+        return DryRun(
+            events=total,
+            valid=valid,
+            invalid=total - valid,
+            violations=listed,
+            violations_omitted=len(problems) - len(listed),
+        )
 
     def complete(doc: dict[str, Any], producer: str | None) -> dict[str, Any]:
         doc.setdefault("event_id", str(uuid.uuid4()))
@@ -182,15 +248,13 @@ def gateway_router(
     @router.post(
         "",
         status_code=202,
-        response_model=Accepted,
+        response_model=Accepted | DryRun,
         summary="Send a batch of events (JSON)",
-        responses={
-            413: {"description": "Body or batch too large"},
-            422: {"description": "Invalid events"},
-            503: {"description": "Kafka unavailable"},
-        },
+        responses=_responses("Body or batch"),
     )
-    async def post_events(request: Request) -> Accepted:
+    async def post_events(
+        request: Request, response: Response, dry_run_: DryRunParam = False
+    ) -> Accepted | DryRun:
         body = await read_limited(request, max_body_bytes)
         try:
             parsed = orjson.loads(body)
@@ -210,26 +274,30 @@ def gateway_router(
                 [{"index": i, "error": "not an object"} for i in bad],
             )
         producer = request.headers.get("x-tollgate-producer")
-        return await check_and_publish([complete(dict(d), producer) for d in items], "index", "json", request)
+        docs = [complete(dict(d), producer) for d in items]
+        if dry_run_:
+            if len(docs) > max_events:
+                raise _error(413, f"{len(docs)} events is over the limit of {max_events} per request")
+            response.status_code = 200
+            return dry_run(docs, list(range(len(docs))), "index", [])
+        return await check_and_publish(docs, "index", "json", request)
 
     @router.post(
         "/upload",
         status_code=202,
-        response_model=Accepted,
+        response_model=Accepted | DryRun,
         summary="Upload a JSONL or CSV file of records for one dataset contract",
-        responses={
-            413: {"description": "File too large"},
-            422: {"description": "Invalid rows"},
-            503: {"description": "Kafka unavailable"},
-        },
+        responses=_responses("File"),
     )
     async def upload(
         request: Request,
+        response: Response,
         schema: str = Query(description="Dataset contract of the rows, e.g. credit-default.v1"),
         producer: str = Query(description="Who produced the rows"),
         format: str | None = Query(None, pattern="^(jsonl|csv)$", description="Defaults from Content-Type"),
         event_type: str = Query("observation"),
-    ) -> Accepted:
+        dry_run_: DryRunParam = False,
+    ) -> Accepted | DryRun:
         contract = contracts.get(schema)
         if contract is None:
             raise _error(422, f"unknown schema {schema!r}: no dataset contract has that name and version")
@@ -240,27 +308,21 @@ def gateway_router(
         except UnicodeDecodeError as exc:
             raise _error(400, f"file is not UTF-8: {exc}") from None
         rows: list[dict[str, Any]] = []
+        lines: list[int] = []
         problems: list[dict[str, Any]] = []
         if kind == "csv":
             for line, row in _csv_rows(text):
                 try:
-                    rows.append({k: _convert(contract, k, v) for k, v in row.items()})
+                    rows.append({k: read_text(contract, k, v) for k, v in row.items()})
+                    lines.append(line)
                 except ValueError as exc:
                     problems.append({"line": line, "error": f"cannot convert: {exc}"})
         else:
-            for line, raw in enumerate(text.splitlines(), start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    item = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    problems.append({"line": line, "error": f"not JSON: {exc}"})
-                    continue
-                if not isinstance(item, dict):
-                    problems.append({"line": line, "error": "not a JSON object"})
-                    continue
-                rows.append(item)
-        if problems:
+            records, unreadable = jsonl_records(text)
+            problems.extend({"line": line, "error": error} for line, error in unreadable)
+            rows.extend(record for _, record in records)
+            lines.extend(line for line, _ in records)
+        if problems and not dry_run_:
             raise _error(422, f"{len(problems)} rows could not be read; none was accepted", problems)
         docs = []
         for row in rows:
@@ -285,6 +347,16 @@ def gateway_router(
                     "payload": row,
                 }
             )
+        if dry_run_:
+            if len(docs) + len(problems) > max_events:
+                raise _error(
+                    413, f"{len(docs) + len(problems)} rows is over the limit of {max_events} per request"
+                )
+            unread = [
+                Problem(line=p["line"], field="row", rule="unreadable", message=p["error"]) for p in problems
+            ]
+            response.status_code = 200
+            return dry_run(docs, lines, "line", unread)
         return await check_and_publish(docs, "line", kind, request)
 
     return router

@@ -7,7 +7,10 @@ converts; there is no second pass to build the arrays. A single-row request writ
 once per model (the common case on the hot path); a batch fills two flat lists that numpy converts in one
 call each.
 
-The rules are the validator's (``tollgate_validator.rules``) seen from the scorer's side: features only.
+The rules are the contract compiler's (``tollgate_core.contract_rules``, which the validator and the gateway
+use too). The converters below are a fast path that accepts exactly the values those rules accept; when a
+value is not plainly valid they ask the compiled rule for the violation, so every message is the compiler's
+(a property test holds both to the same verdicts).
 A missing or null nullable feature becomes NaN / ``""``, which the model imputes. The entity id and the
 contract's attributes may be sent along (the entity id routes canaries, attributes are logged with PII
 protected); they are type-checked but never required. The label is refused, as is any unknown field, with
@@ -27,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from tollgate_core import contract_rules
+from tollgate_core.contract_rules import FieldCheck, compile_field
 from tollgate_core.contracts import DatasetContract, FieldSpec, FieldType
 from tollgate_scorer.signature import CATEGORY_INPUT, NUMERIC_INPUT, Signature
 
@@ -55,29 +60,23 @@ class _Bad(Exception):
 
 
 def _type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    names: dict[type, str] = {dict: "object", list: "array", str: "string"}
-    return names.get(type(value), type(value).__name__)
+    return contract_rules.json_type(value)
 
 
-def _range_check(spec: FieldSpec) -> Callable[[float, Any], None]:
-    name, lo, hi = spec.name, spec.minimum, spec.maximum
-
-    def check(number: float, shown: Any) -> None:
-        if lo is not None and number < lo:
-            raise _Bad("minimum", f"{name} {shown} is below the minimum {lo:g}", shown)
-        if hi is not None and number > hi:
-            raise _Bad("maximum", f"{name} {shown} is above the maximum {hi:g}", shown)
-
-    return check
+def _refusal(rule: FieldCheck, value: Any) -> _Bad:
+    """The compiled rule's violation for a value the fast path did not accept."""
+    found = rule(value)
+    if found is None:  # the fast path refused what the rule accepts: a defect, reported, never silent
+        return _Bad("type", f"value {value!r} refused by the scorer but valid for the contract", value)
+    return _Bad(found.rule, found.message, found.value)
 
 
 def numeric_converter(spec: FieldSpec) -> Callable[[Any], float]:
-    """A function that returns the model's float64 value for a (non-null) JSON value, or raises ``_Bad``."""
-    name = spec.name
-    in_range = _range_check(spec)
-    bounded = spec.minimum is not None or spec.maximum is not None
+    """A function that returns the model's float64 value for a (non-null) JSON value, or raises ``_Bad``
+    with the contract compiler's violation."""
+    rule = compile_field(spec)
+    lo = -math.inf if spec.minimum is None else spec.minimum
+    hi = math.inf if spec.maximum is None else spec.maximum
     if spec.type is FieldType.BOOLEAN:
 
         def boolean(value: Any) -> float:
@@ -85,7 +84,7 @@ def numeric_converter(spec: FieldSpec) -> Callable[[Any], float]:
                 return 1.0
             if value is False:
                 return 0.0
-            raise _Bad("type", f"{name} must be true or false, got {_type_name(value)}", value)
+            raise _refusal(rule, value)
 
         return boolean
     if spec.type is FieldType.INTEGER:
@@ -97,57 +96,37 @@ def numeric_converter(spec: FieldSpec) -> Callable[[Any], float]:
             elif kind is float and value.is_integer():
                 number = value
             else:
-                raise _Bad("type", f"{name} must be an integer, got {_type_name(value)} {value!r}", value)
-            if bounded:
-                in_range(number, value)
-            return number
+                raise _refusal(rule, value)
+            if lo <= number <= hi:
+                return number
+            raise _refusal(rule, value)
 
         return integer
 
     def number(value: Any) -> float:
         kind = type(value)
         if kind is float:
-            if not math.isfinite(value):
-                raise _Bad("type", f"{name} must be a finite number", str(value))
-            number = value
+            if lo <= value <= hi and value - value == 0.0:  # in range and finite (inf - inf is NaN)
+                return float(value)
         elif kind is int:
             number = float(value)
-        else:
-            raise _Bad("type", f"{name} must be a number, got {_type_name(value)}", value)
-        if bounded:
-            in_range(number, value)
-        return float(number)
+            if lo <= number <= hi:
+                return number
+        raise _refusal(rule, value)
 
     return number
 
 
 def value_checker(spec: FieldSpec) -> Callable[[Any], None]:
-    """Type check of a field that is not a model input (entity id, attributes): raises ``_Bad``."""
-    name = spec.name
-    if spec.type in (FieldType.NUMBER, FieldType.INTEGER, FieldType.BOOLEAN):
-        convert = numeric_converter(spec)
+    """Check of a field that is not a model input (entity id, attributes): raises ``_Bad``."""
+    rule = compile_field(spec)
 
-        def numeric(value: Any) -> None:
-            convert(value)
+    def check(value: Any) -> None:
+        found = rule(value)
+        if found is not None:
+            raise _Bad(found.rule, found.message, found.value)
 
-        return numeric
-    if spec.type is FieldType.CATEGORY:
-        allowed = frozenset(spec.categories or ())
-        shown = ", ".join(spec.categories or ())
-
-        def category(value: Any) -> None:
-            if type(value) is not str:
-                raise _Bad("type", f"{name} must be a category (string), got {_type_name(value)}", value)
-            if value not in allowed:
-                raise _Bad("category", f"{name} {value!r} is not one of: {shown}", value)
-
-        return category
-
-    def string(value: Any) -> None:
-        if type(value) is not str:
-            raise _Bad("type", f"{name} must be a string, got {_type_name(value)}", value)
-
-    return string
+    return check
 
 
 class ColumnBatch(Sequence[dict[str, Any]]):
@@ -231,12 +210,7 @@ class InstanceReader:
         self.layout: tuple[tuple[str, ...], tuple[str, ...]] = (tuple(numeric), tuple(category))
         self._numeric = tuple((n, numeric_converter(fields[n]), fields[n].nullable) for n in numeric)
         self._category = tuple(
-            (
-                n,
-                frozenset(fields[n].categories or ()),
-                fields[n].nullable,
-                ", ".join(fields[n].categories or ()),
-            )
+            (n, frozenset(fields[n].categories or ()), fields[n].nullable, compile_field(fields[n]))
             for n in category
         )
         used = set(numeric) | set(category)
@@ -302,7 +276,7 @@ class InstanceReader:
                 except _Bad as bad:
                     append_num(NAN)
                     violations.append(_from_bad(bad, name, indices, position))
-            for name, allowed, nullable, shown in self._category:
+            for name, allowed, nullable, rule in self._category:
                 value = get(name)
                 if value is None:
                     append_cat(MISSING_CATEGORY)
@@ -312,13 +286,7 @@ class InstanceReader:
                     append_cat(value)
                 else:
                     append_cat(MISSING_CATEGORY)
-                    if type(value) is not str:
-                        problem = _Bad(
-                            "type", f"{name} must be a category (string), got {_type_name(value)}", value
-                        )
-                    else:
-                        problem = _Bad("category", f"{name} {value!r} is not one of: {shown}", value)
-                    violations.append(_from_bad(problem, name, indices, position))
+                    violations.append(_from_bad(_refusal(rule, value), name, indices, position))
             for name, check in self._extra:
                 value = get(name)
                 if value is not None:
@@ -354,11 +322,8 @@ class InstanceReader:
         self, instance: Mapping[str, Any], name: str, indices: Sequence[int] | None, position: int
     ) -> Violation:
         index = indices[position] if indices is not None else position
-        if name in instance:
-            return _violation(
-                index, name, "nullable", f"{name} is null but the contract requires a value", None
-            )
-        return _violation(index, name, "required", f"{name} is missing", None)
+        found = contract_rules.null(name) if name in instance else contract_rules.required(name)
+        return _violation(index, name, found.rule, found.message, None)
 
     def _unknown(
         self, instance: Mapping[str, Any], indices: Sequence[int] | None, position: int
@@ -378,15 +343,8 @@ class InstanceReader:
                     )
                 )
             elif key not in self._known:
-                found.append(
-                    _violation(
-                        index,
-                        key,
-                        "unknown_field",
-                        f"{key} is not a field of {self.contract.schema_id}",
-                        None,
-                    )
-                )
+                unknown = contract_rules.unknown_field(key, self.contract.schema_id)
+                found.append(_violation(index, key, unknown.rule, unknown.message, None))
         return found
 
 

@@ -11,12 +11,13 @@ from aiokafka.structs import ConsumerRecord
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter
 
+from tollgate_core.contract_rules import CompiledContract, Violation
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.events import now_iso
 from tollgate_core.kafka import OutRecord, dead_letter
 from tollgate_core.reference import ReferenceProfile
 from tollgate_core.telemetry import TRACEPARENT, forward_traceparent
-from tollgate_validator.rules import CompiledContract, Expectations
+from tollgate_validator.rules import Expectations
 
 SERVICE = "validator"
 # A rejection record lists at most this many violations (and counts the rest), so one event with thousands
@@ -99,16 +100,9 @@ class ValidatorStage:
                 dead += 1
                 continue
             problems = (
-                compiled.violations(payload)
+                [v.as_dict() for v in compiled.violations(payload)]
                 if isinstance(payload, dict)
-                else [
-                    {
-                        "field": "payload",
-                        "rule": "type",
-                        "message": "payload must be an object",
-                        "value": None,
-                    }
-                ]
+                else [Violation("payload", "type", "payload must be an object").as_dict()]
             )
             if problems:
                 doc["rejected_at"] = stamp

@@ -11,11 +11,11 @@ import pytest
 from typer.testing import CliRunner
 
 from tollgate_core.contract_draft import DraftError, draft_contract, read_rows
+from tollgate_core.contract_rules import CompiledContract, read_text
 from tollgate_core.contracts import ContractRegistry, DatasetContract, load_contract
 from tollgate_core.datasets import generate_records, load_islp_default
-from tollgate_ingest.gateway import _convert, _csv_rows
+from tollgate_ingest.gateway import _csv_rows
 from tollgate_registry.cli import app
-from tollgate_validator.rules import CompiledContract
 
 CONTRACTS = ContractRegistry.from_directory()
 
@@ -51,7 +51,7 @@ def violations(contract: DatasetContract, path: Path) -> list[tuple[int, list[di
     compiled = CompiledContract(contract)
     if path.suffix == ".csv":
         rows = [
-            (line, {k: _convert(contract, k, v) for k, v in row.items()})
+            (line, {k: read_text(contract, k, v) for k, v in row.items()})
             for line, row in _csv_rows(path.read_text(encoding="utf-8"))
         ]
     else:

@@ -4,9 +4,10 @@ import math
 
 import pytest
 
+from tollgate_core.contract_rules import CompiledContract
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.reference import CategorySummary, NumericSummary, ReferenceProfile
-from tollgate_validator.rules import CompiledContract, Expectations
+from tollgate_validator.rules import Expectations
 
 
 @pytest.fixture(scope="module")
@@ -46,13 +47,13 @@ def test_valid_record_has_no_violations(compiled: CompiledContract) -> None:
 def test_each_rule(compiled: CompiledContract, change: dict[str, object], field: str, rule: str) -> None:
     rec = {**good(), **change}
     problems = compiled.violations(rec)
-    assert [(p["field"], p["rule"]) for p in problems] == [(field, rule)]
-    assert field in problems[0]["message"]
+    assert [(p.field, p.rule) for p in problems] == [(field, rule)]
+    assert field in problems[0].message
 
 
 def test_every_failure_is_listed(compiled: CompiledContract) -> None:
     rec = {"student": "Maybe", "balance": -3, "income": None}
-    rules = {(p["field"], p["rule"]) for p in compiled.violations(rec)}
+    rules = {(p.field, p.rule) for p in compiled.violations(rec)}
     assert rules == {("customer_id", "required"), ("student", "category"), ("balance", "minimum")}
 
 
@@ -105,9 +106,9 @@ def test_messages_never_quote_the_value_of_a_personal_data_field() -> None:
     ]
     for change, field, rule, shown in cases:
         (problem,) = compiled.violations({**good(), **change})
-        assert (problem["field"], problem["rule"]) == (field, rule)
-        assert shown not in problem["message"], problem["message"]
-        assert field in problem["message"] and "withheld" in problem["message"]
+        assert (problem.field, problem.rule) == (field, rule)
+        assert shown not in problem.message, problem.message
+        assert field in problem.message and "withheld" in problem.message
     plain = CompiledContract(base)
     (problem,) = plain.violations({**good(), "balance": -123456.5})
-    assert "-123456.5" in problem["message"]  # not personal data: the value helps whoever fixes it
+    assert "-123456.5" in problem.message  # not personal data: the value helps whoever fixes it
