@@ -37,6 +37,7 @@ MONITOR_SETTINGS = {
     "clear_after": "3",
     "retrain_cooldown_seconds": "3600",
     "reference_wait_seconds": "30",
+    "idle_close_seconds": "3600",  # event-time windows only here: the wall-clock close has its own test
 }
 
 
@@ -155,3 +156,35 @@ async def test_drift_alert_retraining_and_restart_without_double_counting(
         "monitor",
     )
     assert request.alert_id in {a.payload.alert_id for a in alerts}
+
+
+async def test_a_window_closes_without_later_traffic_and_joins_labels_that_came_after_it(
+    services: Any, namespace: str, bootstrap: str, api_keys: RoleKeys
+) -> None:
+    """Traffic stops: the last window closes once its partition has been idle for idle_close_seconds (event
+    time moves on with the wall clock), with the labels that arrived after the last inference."""
+    stream = Stream.recent(1, ROWS, DRIFT_FROM, {})
+    await publish_versions(bootstrap, namespace, stream.model)
+    idle = 20  # room for the labels to be joined first, on a loaded machine
+    monitor = services("monitor", **{**MONITOR_SETTINGS, "idle_close_seconds": str(idle)})
+    base = f"http://127.0.0.1:{monitor.port}"
+    await wait_http_ok(f"{base}/readyz", proc=monitor)
+    async with httpx.AsyncClient(base_url=base, timeout=10, headers=header(api_keys["viewer"])) as client:
+        await produce(bootstrap, f"{namespace}.inference.log.v1", stream.log_events(0))
+        await wait_for(
+            client,
+            f"/v1/models/{stream.model}/performance",
+            lambda b: b["labels"].get("1", {}).get("predictions") == ROWS,
+        )
+        assert (await client.get(f"/v1/models/{stream.model}/drift")).json()["windows"] == []
+        # No more inference traffic. The labels of window 0 arrive (inside window 0's span).
+        await produce(
+            bootstrap, f"{namespace}.events.validated.v1", stream.label_events(0, arrive_in_window=0)
+        )
+        # Window 0 is judged although nothing later arrived: within its end + lateness + idle + a check.
+        body = await wait_for(
+            client, f"/v1/models/{stream.model}/drift", lambda b: len(b["windows"]) == 1, timeout=idle + 60
+        )
+        assert body["windows"][0]["rows"] == ROWS and body["windows"][0]["end"] == stream.window_end(0)
+        perf = (await client.get(f"/v1/models/{stream.model}/performance")).json()
+        assert perf["windows"][0]["performance"]["labels"] == ROWS, perf["windows"][0]["performance"]

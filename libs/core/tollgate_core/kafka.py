@@ -845,6 +845,10 @@ class BatchSink(_BatchLoop):
         if self._producer is not None:
             await self._producer.stop()
 
+    def assignment(self) -> set[TopicPartition]:
+        """The partitions this replica's consumer holds now (empty before the group assigned any)."""
+        return set(self._consumer.assignment()) if self.started else set()
+
     async def _written(self, records: list[Record]) -> list[OutRecord]:
         refused = await self._handler(records)
         return [self._dead_letter(rec, why) for rec, why in refused or ()]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -35,7 +36,14 @@ from tollgate_monitor.drift import Layout
 from tollgate_monitor.evaluate import Labeled, Thresholds, alert_event, judge, observe, training_request
 from tollgate_monitor.processor import LogEntry, PartitionState, ingest, parse_entry
 from tollgate_monitor.settings import MonitorSettings
-from tollgate_monitor.store import LabelRow, MonitorStore, PredictionRow, Retrain, VersionInfo
+from tollgate_monitor.store import (
+    LabelRow,
+    MonitorStore,
+    PredictionRow,
+    Retrain,
+    StaleCheckpoint,
+    VersionInfo,
+)
 from tollgate_monitor.windows import Series
 
 log = logging.getLogger(__name__)
@@ -95,6 +103,9 @@ class Monitor:
         self.layouts: dict[Series, Layout] = {}
         self.versions: dict[Series, VersionInfo] = {}
         self.partitions: dict[tuple[str, int], PartitionState] = {}
+        # Per partition: one batch or wall-clock close at a time, and when its last batch was processed.
+        self._partition_locks: dict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._last_batch: dict[tuple[str, int], float] = {}
         self._missing_since: dict[Series, float] = {}
         self.pool: Any = None
         self.keys: KeyVerifier | None = None
@@ -148,7 +159,12 @@ class Monitor:
 
     def loops(self) -> list[Any]:
         assert len(self._sinks()) == 4, "start() first"
-        return [*(sink.run for sink in self._sinks()), self.relay, self.watch_staleness]
+        return [
+            *(sink.run for sink in self._sinks()),
+            self.relay,
+            self.watch_staleness,
+            self.close_idle_windows,
+        ]
 
     async def relay(self) -> None:
         assert self.store is not None and self.producer is not None
@@ -221,12 +237,16 @@ class Monitor:
         for rec in records:
             by_partition[(rec.topic, rec.partition)].append(rec)
         for (topic, partition), recs in by_partition.items():
-            try:
-                await self._process(await self._state(topic, partition), recs)
-            except Exception:
-                # The in-memory state may hold part of this batch: reload it from the checkpoint next time.
-                self.partitions.pop((topic, partition), None)
-                raise
+            key = (topic, partition)
+            async with self._partition_locks[key]:
+                try:
+                    state = await self._state(topic, partition)
+                    await self._process(state, recs)
+                    self._last_batch[key] = time.monotonic()
+                except Exception:
+                    # The in-memory state may hold part of this batch: reload it from the checkpoint next time.
+                    self.partitions.pop(key, None)
+                    raise
 
     async def _process(self, state: PartitionState, recs: list[ConsumerRecord[bytes, bytes]]) -> None:
         assert self.store is not None and self.producer is not None
@@ -264,11 +284,80 @@ class Monitor:
             sum(1 for e in entries if (e.model, e.version) in unknown)
         )
         self.metrics.records.labels("dead_lettered").inc(len(dead))
+        predictions = [
+            PredictionRow(
+                e.request_id,
+                e.model,
+                e.version,
+                e.contract,
+                e.entity_id,
+                None if e.score != e.score else e.score,
+                e.predicted,
+                datetime.fromtimestamp(e.at, tz=UTC),
+            )
+            for e in entries
+            if (e.model, e.version) not in unknown and e.offset > expected
+        ]
+        await self._judge(state, expected, state.watermark, predictions)
 
+    async def close_idle_windows(self) -> None:
+        """Close windows on the wall clock for partitions that went quiet (see :meth:`close_idle`)."""
+        s = self.settings
+        every = min(max(s.idle_close_seconds / 2, 0.5), 5.0)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.close_idle()
+            except Exception:  # retried at the next check; the monitor keeps serving
+                log.exception("monitor: closing idle windows failed")
+
+    async def close_idle(self) -> int:
+        """Let event time pass with the wall clock in every partition this replica holds that received
+        nothing for ``idle_close_seconds``, and judge the windows that closes (with the labels that arrived
+        meanwhile): a window ends when its period has passed, traffic or not. Returns the windows judged.
+
+        The partition's event time advances by the wall-clock time since its last batch (from its newest
+        event time then), so a live stream's windows close at their end (plus lateness, the idle time and one
+        check interval) and a replay of old events that pauses is not cut short. A partition with a backlog
+        keeps receiving batches and is never idle, so none of its records turn late this way.
+        """
+        assert self.windows_sink is not None
+        s = self.settings
+        judged = 0
+        for tp in sorted(self.windows_sink.assignment(), key=lambda tp: (tp.topic, tp.partition)):
+            key = (tp.topic, tp.partition)
+            idle = time.monotonic() - self._last_batch.setdefault(key, time.monotonic())
+            if idle < s.idle_close_seconds:
+                continue
+            async with self._partition_locks[key]:
+                try:
+                    state = await self._state(tp.topic, tp.partition)
+                    if state.book.buckets and math.isfinite(state.watermark):
+                        passed = state.watermark + idle
+                        judged += await self._judge(state, state.last_offset, passed, [])
+                except StaleCheckpoint:  # another replica took the partition over: its state is newer
+                    self.partitions.pop(key, None)
+                except Exception:
+                    self.partitions.pop(key, None)
+                    raise
+        return judged
+
+    async def _judge(
+        self, state: PartitionState, expected: int, watermark: float, predictions: list[PredictionRow]
+    ) -> int:
+        """Judge the windows closed by ``watermark`` and checkpoint the partition with them (atomically).
+
+        A batch always checkpoints (its offsets moved); a wall-clock close (no predictions) only when a
+        window closed. Returns the windows judged.
+        """
+        assert self.store is not None
+        s = self.settings
         reports: list[dict[str, Any]] = []
         alerts: list[AlertEvent] = []
         retrains: list[Retrain] = []
-        due = list(state.book.due(state.watermark, s.allowed_lateness_seconds))
+        due = list(state.book.due(watermark, s.allowed_lateness_seconds))
+        if not due and expected == state.last_offset:
+            return 0  # a wall-clock check that closed nothing: the checkpoint stays as it is
         stages = await self.store.stages() if due else {}
         for window in due:
             series = (window.model, window.version)
@@ -290,20 +379,6 @@ class Monitor:
             reports.append(report.to_json())
             self.metrics.windows.labels(window.model).inc()
 
-        predictions = [
-            PredictionRow(
-                e.request_id,
-                e.model,
-                e.version,
-                e.contract,
-                e.entity_id,
-                None if e.score != e.score else e.score,
-                e.predicted,
-                datetime.fromtimestamp(e.at, tz=UTC),
-            )
-            for e in entries
-            if (e.model, e.version) not in unknown and e.offset > expected
-        ]
         queued = await self.store.commit_batch(
             topic=state.topic,
             partition=state.partition,
@@ -318,6 +393,7 @@ class Monitor:
         )
         for retrain in retrains[:queued]:
             self.metrics.retrains.labels(retrain.event.payload.model).inc()
+        return len(due)
 
     async def _labeled(
         self, model: str, version: str, start: float, end: float, info: VersionInfo | None

@@ -50,6 +50,13 @@ class MonitorSettings(ServiceSettings):
         ge=0,
         description="A bucket is evaluated once the partition's newest event time passed its end by this.",
     )
+    idle_close_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Windows also close on the wall clock: once a partition received nothing for this long, "
+        "every window whose end plus the allowed lateness has passed is judged, traffic or not (a window "
+        "closes at most window + lateness + this + one check interval after its start).",
+    )
     min_window_rows: int = Field(
         500,
         ge=1,

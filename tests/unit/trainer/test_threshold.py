@@ -128,3 +128,26 @@ def test_a_threshold_policy_is_checked_when_the_catalog_is_read() -> None:
         ThresholdPolicy(rule="fixed")
     with pytest.raises(ValidationError, match="max_f1 takes no value"):
         ThresholdPolicy(rule="max_f1", value=0.3)
+
+
+def test_a_pr_auc_gate_refuses_a_model_without_signal_that_an_accuracy_gate_passes() -> None:
+    """On a 5 %-positive label, "always no" is 95 % accurate: accuracy cannot tell a useful model from a
+    useless one, average precision (PR AUC) can."""
+    from tollgate_core.models import Gates
+    from tollgate_registry.gates import bound_gates
+
+    useful = trained(None)
+    rng = np.random.default_rng(11)
+    records = [dict(r) for r in rare_records()]
+    labels = [r["event"] for r in records]
+    for r, y in zip(records, rng.permutation(labels), strict=True):
+        r["event"] = bool(y)  # the same rate, no relation to the features
+    useless = train_model(RARE, records, TrainingConfig(family="logistic_regression", threads=1, seed=3))
+
+    accuracy_only = Gates(metrics={"accuracy": {"min": 0.9}}, require_parity=False)  # type: ignore[dict-item]
+    pr_auc = Gates(metrics={"average_precision": {"min": 0.2}}, require_parity=False)  # type: ignore[dict-item]
+    assert all(r.passed for r in bound_gates(useful.metrics, accuracy_only))
+    assert all(r.passed for r in bound_gates(useless.metrics, accuracy_only))  # the trap
+    assert all(r.passed for r in bound_gates(useful.metrics, pr_auc)), useful.metrics
+    (refused,) = bound_gates(useless.metrics, pr_auc)
+    assert not refused.passed and refused.gate == "min:average_precision", useless.metrics
