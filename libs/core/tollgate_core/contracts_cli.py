@@ -18,6 +18,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from tollgate_core.cli import group
 from tollgate_core.contract_draft import (
     DEFAULT_MARGIN,
     DEFAULT_MAX_CATEGORIES,
@@ -30,13 +31,10 @@ from tollgate_core.contract_draft import (
 from tollgate_core.contracts import ContractRegistry, DatasetContract, load_contract
 from tollgate_core.models import check_model, load_model_spec
 
-contracts_app = typer.Typer(
-    name="contracts",
-    help="Dataset contracts: draft FILE --entity-id COL --label COL | check FILE | check-model FILE.",
-    no_args_is_help=True,
-    add_completion=False,
+contracts_app = group(
+    "contracts", "Dataset contracts: draft FILE --entity-id COL --label COL | check FILE | check-model FILE."
 )
-_out = Console(stderr=True, highlight=False, soft_wrap=True)
+_out = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per file, never wrapped
 
 
 def _problem(path: Path, message: str) -> None:
