@@ -214,7 +214,7 @@ cmd_compose_env() {
   (umask 077 && touch "$file")
   chmod 600 "$file"
   for var in TOLLGATE_PII_KEY POSTGRES_PASSWORD TOLLGATE_PG_PASSWORD TOLLGATE_AUDIT_LOG_WRITER_PASSWORD \
-    TOLLGATE_KAFKA_PASSWORD_CONTROLLER $(for u in $KAFKA_USERS; do kafka_password_var "$u"; done); do
+    TOLLGATE_MONITOR_SESSION_SECRET TOLLGATE_KAFKA_PASSWORD_CONTROLLER $(for u in $KAFKA_USERS; do kafka_password_var "$u"; done); do
     if ! grep -q "^$var=" "$file"; then
       printf '%s=%s\n' "$var" "$(random_secret)" >>"$file"
       added=$((added + 1))

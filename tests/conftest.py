@@ -27,6 +27,9 @@ from tollgate_core.settings import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP
 from tollgate_core.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
+# Services refuse to start without their secrets outside development and test; the suite runs as test
+# (tests of that refusal set TOLLGATE_ENV themselves).
+os.environ.setdefault("TOLLGATE_ENV", "test")
 BOOTSTRAP = os.environ.get("TOLLGATE_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
 ADMIN_DSN = os.environ.get("TOLLGATE_DATABASE_URL", DEFAULT_DATABASE_URL)
 STATE_DIR = Path(os.environ.get("STACK_STATE_DIR", ROOT / ".local"))

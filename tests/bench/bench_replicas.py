@@ -73,6 +73,7 @@ def start_replicas(ns: str, count: int, logs: Path) -> list[tuple[subprocess.Pop
     for k in range(count):
         port = free_port()
         env = {
+            "TOLLGATE_ENV": "test",  # no secrets of its own (``make bench`` sets development)
             **os.environ,
             "TOLLGATE_KAFKA_BOOTSTRAP": BOOTSTRAP,
             "TOLLGATE_DATABASE_URL": DSN,

@@ -595,6 +595,22 @@ def test_services_run_in_production_mode() -> None:
         assert environment(svc).get("TOLLGATE_ENV") == "production", f"{svc}: production refuses dev secrets"
 
 
+@pytest.mark.parametrize("svc", SERVICES)
+def test_each_service_gets_every_secret_it_needs_to_start(svc: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In production a service refuses to start without its secrets; compose passes every one, each from
+    the env file (here filled in as ``compose-env`` would)."""
+    cls = require_settings(svc)
+    for name in list(os.environ):
+        if name.upper().startswith("TOLLGATE_") or name == "PGPASSWORD":
+            monkeypatch.delenv(name)
+    for name, value in environment(svc).items():
+        monkeypatch.setenv(name, SECRET.sub(lambda m: f"generated-{m.group(1).lower()}", value))
+    settings = cls()
+    assert settings.environment == "production"
+    assert settings.missing_secrets() == [], f"{svc}: compose does not pass {settings.missing_secrets()}"
+    settings.require_secrets()
+
+
 def test_topics_service_creates_the_catalog_and_its_acls() -> None:
     spec = service("topics")
     assert spec.get("command") == [

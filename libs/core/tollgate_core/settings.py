@@ -6,10 +6,12 @@ everything else is read as ``TOLLGATE_<SERVICE>_<FIELD>``.
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tollgate_core.limits import BodyLimits
@@ -18,6 +20,17 @@ DEFAULT_KAFKA_BOOTSTRAP = "localhost:9092"
 DEFAULT_DATABASE_URL = "postgresql://tollgate:tollgate@127.0.0.1:5432/tollgate"
 # The key personal data is hashed with outside production. It is public, so production must set its own.
 DEVELOPMENT_PII_KEY = "tollgate-development-pii-key"
+# The environments that may run without secrets of their own (the built-in development values stand in).
+# Every other value of TOLLGATE_ENV, and TOLLGATE_ENV unset, is treated as production.
+DEVELOPMENT_ENVIRONMENTS = frozenset({"development", "test"})
+# The password in DEFAULT_DATABASE_URL: public, like the development PII key.
+DEVELOPMENT_DATABASE_PASSWORD = "tollgate"
+
+
+class MissingSecrets(SystemExit):
+    """A service was started outside development and test without its secrets. A ``SystemExit``: raised
+    from a service's entry point, the message (naming every missing setting) is printed and the process
+    exits with status 1, without a traceback."""
 
 
 class ServiceSettings(BaseSettings):
@@ -59,9 +72,10 @@ class ServiceSettings(BaseSettings):
         description="Model catalog folder (default schemas/models).",
     )
     environment: str = Field(
-        "development",
+        "production",
         validation_alias=AliasChoices("TOLLGATE_ENV", "environment"),
-        description="development, test or production; production refuses the built-in development secrets.",
+        description="development, test or production (the default). Outside development and test a service "
+        "refuses to start without its secrets (require_secrets); the local stack sets development.",
     )
     kafka_security_protocol: str | None = Field(
         None,
@@ -102,11 +116,37 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field("INFO", description="Python logging level.")
     otel_console: bool = Field(False, description="Print finished spans to stdout (debugging).")
 
-    @model_validator(mode="after")
-    def _no_development_secrets_in_production(self) -> ServiceSettings:
-        if self.environment == "production" and self.pii_key.get_secret_value() == DEVELOPMENT_PII_KEY:
-            raise ValueError("TOLLGATE_PII_KEY must be set in production: the development key is public")
-        return self
+    def is_development(self) -> bool:
+        """development or test: the built-in development secrets may stand in for missing ones."""
+        return self.environment in DEVELOPMENT_ENVIRONMENTS
+
+    def missing_secrets(self) -> list[str]:
+        """The secrets this service runs without (or with their public development values), each named by
+        the setting that provides it. Services with secrets of their own extend the list."""
+        missing = []
+        if self.pii_key.get_secret_value() in ("", DEVELOPMENT_PII_KEY):
+            missing.append("TOLLGATE_PII_KEY")
+        if not self.kafka_username:
+            missing.append("TOLLGATE_KAFKA_USERNAME")
+        if self.kafka_password is None or not self.kafka_password.get_secret_value():
+            missing.append("TOLLGATE_KAFKA_PASSWORD")
+        password = urlsplit(self.database_url).password
+        if password in (None, "", DEVELOPMENT_DATABASE_PASSWORD) and not os.environ.get("PGPASSWORD"):
+            missing.append("TOLLGATE_DATABASE_URL (its password)")
+        return missing
+
+    def require_secrets(self) -> None:
+        """Refuse to start (:class:`MissingSecrets`) outside development and test while a secret is missing.
+        Every service's entry point calls this before it connects to anything."""
+        if self.is_development():
+            return
+        missing = self.missing_secrets()
+        if missing:
+            raise MissingSecrets(
+                f"TOLLGATE_ENV is {self.environment!r}: refusing to start without {', '.join(missing)}. "
+                "Set them (the local stack generates its own into .local/secrets.env), or run with "
+                "TOLLGATE_ENV=development or TOLLGATE_ENV=test, where public development values stand in."
+            )
 
     def body_limits(self) -> BodyLimits:
         return BodyLimits(max_body_bytes=self.http_max_body_bytes, max_json_depth=self.http_max_json_depth)

@@ -11,6 +11,7 @@ from tollgate_core.service import configure_logging, run_service
 
 async def main() -> None:
     settings = AuditLogSettings()
+    settings.require_secrets()
     configure_logging(settings.log_level)
     service = AuditLog(settings)
     await service.start()

@@ -130,9 +130,7 @@ class AuditLog:
                 raise RuntimeError(f"the restricted writer role is required: {self.role_problem}")
             log.warning("audit trail protected by triggers only: %s", self.role_problem)
         self.pool = await create_pool(self.runtime_dsn, SERVICE, None, max_size=4)
-        self.signer = Signer(
-            load_or_create_private_key(s.signing_key_file(), create=s.environment != "production")
-        )
+        self.signer = Signer(load_or_create_private_key(s.signing_key_file(), create=s.is_development()))
         await register_key(self.pool, self.signer)
         await self.keys.refresh()
         self.contracts = ContractRegistry.from_directory()

@@ -81,14 +81,18 @@ class AuditLogSettings(ServiceSettings):
     )
 
     @model_validator(mode="after")
-    def _production_needs_its_own_secrets(self) -> AuditLogSettings:
-        if self.environment == "production":
-            if self.writer_password.get_secret_value() == DEVELOPMENT_WRITER_PASSWORD:
-                raise ValueError("TOLLGATE_AUDIT_LOG_WRITER_PASSWORD must be set in production")
-            if not self.signing_key_path:
-                raise ValueError("TOLLGATE_AUDIT_LOG_SIGNING_KEY_PATH must be set in production")
+    def _production_writes_as_the_writer_role(self) -> AuditLogSettings:
+        if not self.is_development():
             self.require_writer_role = True
         return self
+
+    def missing_secrets(self) -> list[str]:
+        missing = super().missing_secrets()
+        if self.writer_password.get_secret_value() in ("", DEVELOPMENT_WRITER_PASSWORD):
+            missing.append("TOLLGATE_AUDIT_LOG_WRITER_PASSWORD")
+        if not self.signing_key_path:
+            missing.append("TOLLGATE_AUDIT_LOG_SIGNING_KEY_PATH")
+        return missing
 
     def signing_key_file(self) -> Path:
         if self.signing_key_path:

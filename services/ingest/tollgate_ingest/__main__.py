@@ -10,6 +10,7 @@ from tollgate_ingest.app import Ingest, IngestSettings
 
 async def main() -> None:
     settings = IngestSettings()
+    settings.require_secrets()
     configure_logging(settings.log_level)
     ingest = Ingest(settings)
     await ingest.start()

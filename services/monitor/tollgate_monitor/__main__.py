@@ -12,6 +12,7 @@ from tollgate_monitor.settings import MonitorSettings
 
 async def main() -> None:
     settings = MonitorSettings()
+    settings.require_secrets()
     configure_logging(settings.log_level)
     monitor = Monitor(settings)
     await monitor.start()

@@ -139,3 +139,9 @@ class MonitorSettings(ServiceSettings):
         if self.window_buckets * self.window_seconds > 7 * DAY:
             raise ValueError("a window longer than seven days cannot be checkpointed compactly")
         return self
+
+    def missing_secrets(self) -> list[str]:
+        missing = super().missing_secrets()
+        if self.session_secret is None or not self.session_secret.get_secret_value():
+            missing.append("TOLLGATE_MONITOR_SESSION_SECRET")
+        return missing

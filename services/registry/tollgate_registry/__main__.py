@@ -10,6 +10,7 @@ from tollgate_registry.app import Registry, RegistrySettings
 
 async def main() -> None:
     settings = RegistrySettings()
+    settings.require_secrets()
     configure_logging(settings.log_level)
     registry = Registry(settings)
     await registry.start()

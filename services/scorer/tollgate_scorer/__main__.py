@@ -44,6 +44,7 @@ async def main(settings: ScorerSettings) -> None:
 def run() -> None:
     """A lone scorer, a worker, or (``TOLLGATE_SCORER_WORKERS`` > 1) the supervisor of the workers."""
     settings = ScorerSettings()
+    settings.require_secrets()
     configure_logging(settings.log_level)
     if settings.workers > 1 and settings.worker_index is None:
         sys.exit(Supervisor(settings).run())

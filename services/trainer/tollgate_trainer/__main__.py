@@ -10,6 +10,7 @@ from tollgate_trainer.app import Trainer, TrainerSettings
 
 async def main() -> None:
     settings = TrainerSettings()
+    settings.require_secrets()
     configure_logging(settings.log_level)
     trainer = Trainer(settings)
     await trainer.start()

@@ -10,6 +10,7 @@ from tollgate_validator.app import Validator, ValidatorSettings
 
 async def main() -> None:
     settings = ValidatorSettings()
+    settings.require_secrets()
     configure_logging(settings.log_level)
     validator = Validator(settings)
     await validator.start()

@@ -54,7 +54,8 @@ class Server:
             argv,
             stdout=self._log_fh,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            # A benchmark's services run without secrets of their own (``make bench`` sets development).
+            env={"TOLLGATE_ENV": "test", **os.environ, **(env or {})},
             cwd=cwd,
             start_new_session=True,  # its own process group: stop() reaches the workers it forks
         )

@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from tollgate_audit_log.settings import AuditLogSettings, with_credentials
 from tollgate_audit_log.signing import (
@@ -21,6 +20,7 @@ from tollgate_audit_log.signing import (
     verify_statement,
 )
 from tollgate_audit_log.verify import CheckpointRecord, split_ranges
+from tollgate_core.settings import MissingSecrets
 
 
 def test_defaults_and_writer_dsn() -> None:
@@ -36,14 +36,19 @@ def test_defaults_and_writer_dsn() -> None:
 
 def test_production_refuses_development_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOLLGATE_PII_KEY", "a-real-pii-key")
-    with pytest.raises(ValidationError, match="WRITER_PASSWORD"):
-        AuditLogSettings(environment="production")
-    with pytest.raises(ValidationError, match="SIGNING_KEY_PATH"):
-        AuditLogSettings(environment="production", writer_password="s3cret")
+    monkeypatch.setenv("TOLLGATE_KAFKA_USERNAME", "audit-log")
+    monkeypatch.setenv("TOLLGATE_KAFKA_PASSWORD", "kafka-s3cret")
+    monkeypatch.setenv("TOLLGATE_DATABASE_URL", "postgresql://tollgate:db-s3cret@db/tollgate")
+    with pytest.raises(MissingSecrets, match="WRITER_PASSWORD"):
+        AuditLogSettings(environment="production").require_secrets()
+    with pytest.raises(MissingSecrets, match="SIGNING_KEY_PATH"):
+        AuditLogSettings(environment="production", writer_password="s3cret").require_secrets()
     s = AuditLogSettings(
         environment="production", writer_password="s3cret", signing_key_path="/keys/audit.pem"
     )
+    s.require_secrets()
     assert s.require_writer_role
+    assert not AuditLogSettings(environment="test").require_writer_role
 
 
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,6 +9,7 @@ CRDs come from no registry as YAML: tools.sh generates them from Strimzi's Maven
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 from functools import cache
 from pathlib import Path
@@ -395,3 +396,31 @@ def test_without_a_metrics_key_nothing_scrapes_and_nothing_is_imported() -> None
     # ServiceMonitors without a key would only collect 401s: the chart refuses to render them.
     out = helm_template("--set", "metrics.apiKeySecret=")
     assert out.returncode != 0 and "metrics.apiKeySecret is required" in out.stderr
+@pytest.mark.parametrize("values", sorted(VALUES))
+def test_services_run_in_production_with_every_secret_they_need_from_secrets(
+    values: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside development and test a service refuses to start without its secrets: the chart runs them
+    in production and passes each one from a Secret (never a plain value)."""
+    from tests.unit.test_compose import settings_class
+
+    for name in list(os.environ):
+        if name.startswith("TOLLGATE_") or name == "PGPASSWORD":
+            monkeypatch.delenv(name)
+
+    for deployment in of_kind(render(values), "Deployment"):
+        svc = component(deployment)
+        cls = settings_class(svc)
+        assert cls is not None, svc
+        needed = {name.split()[0] for name in cls(environment="production").missing_secrets()}
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert env["TOLLGATE_ENV"].get("value") == "production", f"{svc}: TOLLGATE_ENV"
+            for name in sorted(needed):
+                if name == "TOLLGATE_KAFKA_USERNAME" or name.endswith("_PATH"):
+                    # a principal's name, not a secret; a file the pod mounts from a Secret
+                    assert name in env, f"{svc}: {name} missing"
+                    continue
+                assert "secretKeyRef" in env.get(name, {}).get("valueFrom", {}), (
+                    f"{svc}: {name} is not passed from a Secret: {env.get(name)}"
+                )

@@ -5,13 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import pytest
-from pydantic import ValidationError
 
 from tests.unit.scorer.support import CONTRACT
 from tollgate_core.apikeys import KeyVerifier, Principal, generate_key, key_hash
 from tollgate_core.contracts import DatasetContract
 from tollgate_core.pii import MASK, PiiRedactor, pii_hash
-from tollgate_core.settings import DEVELOPMENT_PII_KEY, ServiceSettings
+from tollgate_core.settings import DEVELOPMENT_PII_KEY, MissingSecrets, ServiceSettings
 from tollgate_scorer.auth import Authenticator
 
 
@@ -88,10 +87,12 @@ def test_pii_hash_mask_drop() -> None:
 
 def test_production_refuses_the_development_pii_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOLLGATE_ENV", "production")
-    with pytest.raises(ValidationError, match="TOLLGATE_PII_KEY"):
-        ServiceSettings()
+    with pytest.raises(MissingSecrets, match="TOLLGATE_PII_KEY"):
+        ServiceSettings().require_secrets()
     monkeypatch.setenv("TOLLGATE_PII_KEY", "a-real-secret")
     assert ServiceSettings().pii_key.get_secret_value() == "a-real-secret"
-    monkeypatch.delenv("TOLLGATE_ENV")
+    assert "TOLLGATE_PII_KEY" not in ServiceSettings().missing_secrets()
+    monkeypatch.setenv("TOLLGATE_ENV", "development")
     monkeypatch.delenv("TOLLGATE_PII_KEY")
     assert ServiceSettings().pii_key.get_secret_value() == DEVELOPMENT_PII_KEY
+    ServiceSettings().require_secrets()
