@@ -59,10 +59,25 @@ async def test_high_tier_promotion_needs_two_approvers_who_did_not_build_it(
     follower = LifecycleFollower(bootstrap, f"{namespace}.models.lifecycle.v1")
     await follower.start()
     try:
+        await offer(bootstrap, topic, candidate("1", model=MODEL, store=store))
+        # The first version honours the tier too: staged, and in production only after two approvals, the
+        # first of which is recorded and published alone.
+        await follower.until("v1 staged", lambda: len(follower.of(MODEL, "1")) == 2)
+        assert follower.moves(MODEL, "1")[-1] == ("staged", "staging")
+        async with httpx.AsyncClient(base_url=base, timeout=10) as api:
+            for n, key in enumerate((people["approver"], second["approver"]), 1):
+                answer = await api.post(
+                    f"/v1/models/{MODEL}/versions/1/approve", json={"reason": "first"}, headers=header(key)
+                )
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["production_version"] == ("1" if n == 2 else None)
+        await follower.until(
+            "v1 approved", lambda: follower.moves(MODEL, "1")[-1] == ("approved", "production")
+        )
+        assert follower.moves(MODEL, "1")[-2] == ("approved", "staging")
         await offer(
             bootstrap,
             topic,
-            candidate("1", model=MODEL, store=store),
             requested(candidate("2", model=MODEL, roc_auc=0.87, store=store), builder.names["all-roles"]),
         )
         await follower.until("v2 staged", lambda: len(follower.of(MODEL, "2")) == 2)
@@ -81,7 +96,10 @@ async def test_high_tier_promotion_needs_two_approvers_who_did_not_build_it(
             assert own.status_code == 403 and "approver-not-requester" in own.json()["detail"]
 
             first = await act("approve", people["approver"], by="chief-risk-officer", report_digest=digest)
-            assert first.status_code == 200 and first.json()["changes"] == []
+            assert first.status_code == 200
+            assert [(c["transition"], c["to_stage"]) for c in first.json()["changes"]] == [
+                ("approved", "staging")
+            ]
             assert (await api.get(path, headers=header(people["viewer"]))).json()["stage"] == "staging"
             twice = await act("approve", people["approver"])
             assert twice.status_code == 403 and "distinct-approvers" in twice.json()["detail"]
@@ -110,7 +128,10 @@ async def test_high_tier_promotion_needs_two_approvers_who_did_not_build_it(
             rows = [
                 i
                 for i in page["items"]
-                if i["event"]["payload"].get("model") == MODEL and i["event"]["event_type"] == "approved"
+                if i["event"]["payload"].get("model") == MODEL
+                and i["event"]["payload"].get("version") == "2"
+                and i["event"]["event_type"] == "approved"
+                and i["event"]["payload"].get("to_stage") == "production"
             ]
             return rows[0] if rows else None
 

@@ -253,7 +253,9 @@ class ModelRegistry:
         if not all(g.passed for g in gates):
             rejected = state.plan_gate_rejection(registered, version, rejection_reason(gates))
             return gates, [register, *rejected], Outcome.REJECTED
-        accepted = state.plan_accept(registered, version, spec.rollout, now)
+        accepted = state.plan_accept(
+            registered, version, spec.rollout, now, needs_approval=tiers.needs_approval(spec)
+        )
         outcome = Outcome.PROMOTED if accepted[0].to_stage is Stage.PRODUCTION else Outcome.STAGED
         return gates, [register, *accepted], outcome
 
@@ -292,14 +294,12 @@ class ModelRegistry:
             await tx.add_approval(version, approval)
             approvals = [*prior, approval]
             if len(approvals) < required:
-                changes = []
+                changes = state.plan_partial_approval(
+                    states, version, actor, reason, len(approvals), required
+                )
             applied = self._events(model, records, changes, now, [], approvals)
             if applied:
                 await tx.apply([(a.change, a.event) for a in applied], now)
-        if not changes:
-            log.info(
-                "%s %s: approval %d of %d by %s: %s", model, version, len(approvals), required, actor, reason
-            )
         self._observe(model, changes)
         return _result(model, states, changes, applied, approvals, required)
 

@@ -26,7 +26,11 @@ Decisions:
 * At most one production and one staging version per model. A new staging version supersedes the old one
   (archived first, so no event shows two staging versions).
 * The first version that passes its gates goes straight to production, whatever the rollout mode: a model
-  with no production version has nothing to canary against and nothing would serve otherwise.
+  with no production version has nothing to canary against and nothing would serve otherwise. Unless its
+  risk tier needs approvals (medium, high): then it waits in staging for them like any later version.
+* An approval that leaves the version short of the approvals its tier needs changes no stage; it is
+  recorded and published alone, as an ``approved`` event from staging to staging
+  (:func:`plan_partial_approval`).
 * Rollout mode ``approval``: only :func:`plan_approve` (or a rollback) moves a version into production;
   a manual ``promote`` to production is refused with the reason. Mode ``canary``: the canary period
   ends with an automatic promotion (:func:`plan_canary_promotion`); an approval or a manual promotion
@@ -259,9 +263,21 @@ def plan_gate_rejection(versions: Versions, version: str, reason: str) -> list[C
     ]
 
 
-def plan_accept(versions: Versions, version: str, rollout: Rollout, now: datetime) -> list[Change]:
-    """A registered candidate passed its gates: production if nothing serves yet, otherwise staging."""
+def plan_accept(
+    versions: Versions, version: str, rollout: Rollout, now: datetime, *, needs_approval: bool = False
+) -> list[Change]:
+    """A registered candidate passed its gates: production if nothing serves yet (and its risk tier needs
+    no approval), otherwise staging."""
     state = _get(versions, version)
+    if production_of(versions) is None and needs_approval:
+        return _enter_staging(
+            versions,
+            state,
+            rollout,
+            "gates passed; first version of the model, staged: its risk tier needs approval before it serves",
+            REGISTRY_ACTOR,
+            now,
+        )
     if production_of(versions) is None:
         return _enter_production(
             versions,
@@ -317,6 +333,32 @@ def plan_approve(versions: Versions, version: str, actor: str, reason: str) -> l
             f"only a staging version can be approved; this one is {state.stage.value}",
         )
     return _enter_production(versions, state, Transition.APPROVED, reason, actor)
+
+
+def plan_partial_approval(
+    versions: Versions, version: str, actor: str, reason: str, given: int, required: int
+) -> list[Change]:
+    """An approval that is not the last one the version's risk tier needs: recorded and published alone,
+    the version stays in staging (who approved is the event's actor, why its reason)."""
+    state = _get(versions, version)
+    if state.stage is not Stage.STAGING:
+        raise IllegalTransition(
+            version,
+            state.stage,
+            Stage.PRODUCTION,
+            f"only a staging version can be approved; this one is {state.stage.value}",
+        )
+    return [
+        Change(
+            version=version,
+            transition=Transition.APPROVED,
+            from_stage=Stage.STAGING,
+            to_stage=Stage.STAGING,
+            reason=f"approval {given} of {required}, production after {required}: {reason}",
+            actor=actor,
+            canary_until=state.canary_until,
+        )
+    ]
 
 
 def plan_reject(versions: Versions, version: str, actor: str, reason: str) -> list[Change]:

@@ -11,6 +11,10 @@ high     two approvals by distinct principals, neither of whom asked for the tra
          the version (``lineage.requested_by``); a manual promotion to production is refused
 =======  ===========================================================================================
 
+The tier binds from the first version on: a medium or high model's first version waits in staging for its
+approvals like any later one (nothing serves until then). An approval short of the number needed is
+recorded and published on its own (an ``approved`` event that leaves the version in staging).
+
 Rollback is never restricted by the tier: operators and approvers may always roll back, and it is always
 recorded. A refusal is :class:`TierForbidden` (HTTP 403), naming the rule.
 
@@ -41,6 +45,11 @@ class TierForbidden(PermissionError):
     def __init__(self, rule: str, message: str) -> None:
         super().__init__(f"risk tier rule {rule}: {message}")
         self.rule = rule
+
+
+def needs_approval(spec: ModelSpec | None) -> bool:
+    """Whether a version enters production only by approvals, the model's first version included."""
+    return spec is not None and spec.risk_tier != "low"
 
 
 def approvals_required(spec: ModelSpec | None) -> int:

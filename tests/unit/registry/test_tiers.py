@@ -12,10 +12,11 @@ from tests.auth_support import header, memory_keys
 from tests.unit.registry.candidates import candidate, candidate_event, spec
 from tollgate_core.artifacts import InMemoryArtifactStore
 from tollgate_core.auth import install_keys
-from tollgate_core.lifecycle import CandidatePayload, Transition
+from tollgate_core.lifecycle import CandidatePayload, Stage, Transition
 from tollgate_registry.api import install
 from tollgate_registry.core import ModelRegistry
 from tollgate_registry.memory import InMemoryRepository
+from tollgate_registry.tiers import TierForbidden
 
 HIGH, MEDIUM = "high-risk", "medium-risk"
 VERIFIER, KEYS = memory_keys(
@@ -43,8 +44,10 @@ async def world() -> tuple[AsyncClient, ModelRegistry, InMemoryRepository]:
         store,
         lifecycle_schema="models.lifecycle.v1",
     )
-    for model in (HIGH, MEDIUM):
+    for model, approvers in ((HIGH, ("frank", "hana")), (MEDIUM, ("frank",))):
         await core.on_candidate(candidate_event(candidate("1", model=model, store=store)))
+        for approver in approvers:  # the first version needs its tier's approvals too
+            await core.approve(model, "1", approver, "first version reviewed")
         await core.on_candidate(
             candidate_event(requested(candidate("2", model=model, roc_auc=0.87, store=store), "dana"))
         )
@@ -79,8 +82,20 @@ async def test_high_tier_needs_two_distinct_approvers_who_did_not_ask_for_the_tr
         )
         assert first.status_code == 200, first.text
         body = first.json()
-        assert body["changes"] == [] and body["production_version"] == "1" and body["staging_version"] == "2"
+        assert body["production_version"] == "1" and body["staging_version"] == "2"
         assert [a["by"] for a in body["approvals"]] == ["frank"] and body["approvals_required"] == 2
+        # recorded and published alone: an approval event that leaves the version in staging
+        [alone] = body["changes"]
+        assert (alone["transition"], alone["from_stage"], alone["to_stage"], alone["actor"]) == (
+            "approved",
+            "staging",
+            "staging",
+            "frank",
+        )
+        [published] = [e for e in repo.published if e.payload.version == "2" and e.payload.actor == "frank"]
+        assert published.payload.transition is Transition.APPROVED
+        assert published.payload.to_stage.value == "staging" and published.payload.production_version == "1"
+        assert [(a.by, a.report_digest) for a in published.payload.approvals] == [("frank", digest)]
 
         again = await client.post(f"{base}/approve", json={"reason": "twice"}, headers=header(KEYS["frank"]))
         assert again.status_code == 403
@@ -99,7 +114,13 @@ async def test_high_tier_needs_two_distinct_approvers_who_did_not_ask_for_the_tr
         entered = second.json()["changes"][0]
         assert (entered["transition"], entered["actor"]) == ("approved", "hana")
 
-        [event] = [e for e in repo.published if e.payload.transition is Transition.APPROVED]
+        [event] = [
+            e
+            for e in repo.published
+            if e.payload.version == "2"
+            and e.payload.transition is Transition.APPROVED
+            and e.payload.to_stage.value == "production"
+        ]
         approvals = event.payload.approvals
         assert [(a.by, a.reason, a.report_digest) for a in approvals] == [
             ("frank", "holdout and fairness reviewed", digest),
@@ -125,6 +146,61 @@ async def test_medium_tier_needs_one_approver_and_no_promotion() -> None:
         approved = await client.post(f"{base}/approve", json={"reason": "ok"}, headers=header(KEYS["dana"]))
         assert approved.status_code == 200 and approved.json()["production_version"] == "2"
         assert approved.json()["approvals_required"] == 1
+
+
+async def test_the_first_version_of_a_tiered_model_waits_for_its_approvals() -> None:
+    """Regression: the first version went straight to production whatever the tier."""
+    store = InMemoryArtifactStore()
+    repo = InMemoryRepository()
+    core = ModelRegistry(
+        repo,
+        {
+            HIGH: spec(HIGH, risk_tier="high", mode="approval"),
+            MEDIUM: spec(MEDIUM, risk_tier="medium", mode="approval"),
+            "low-risk": spec("low-risk"),
+        },
+        store,
+        lifecycle_schema="models.lifecycle.v1",
+    )
+    for model in (HIGH, MEDIUM, "low-risk"):
+        await core.on_candidate(candidate_event(requested(candidate("1", model=model, store=store), "dana")))
+    assert (await core.version("low-risk", "1")).record.state.stage.value == "production"
+    for model in (HIGH, MEDIUM):
+        first = (await core.version(model, "1")).record.state
+        assert first.stage.value == "staging" and first.canary_until is None
+        assert not [
+            e for e in repo.published if e.payload.model == model and e.payload.to_stage.value == "production"
+        ]
+    with pytest.raises(TierForbidden, match="tier-needs-approval"):
+        await core.promote(HIGH, "1", Stage.PRODUCTION, "frank", "no")
+    with pytest.raises(TierForbidden, match="approver-not-requester"):
+        await core.approve(HIGH, "1", "dana", "mine")
+
+    one = await core.approve(HIGH, "1", "frank", "reviewed")
+    assert one.production_version is None and one.staging_version == "1"
+    [alone] = [a.event.payload for a in one.applied]
+    assert (alone.transition, alone.from_stage, alone.to_stage, alone.actor) == (
+        Transition.APPROVED,
+        Stage.STAGING,
+        Stage.STAGING,
+        "frank",
+    )
+    assert alone.production_version is None and [a.by for a in alone.approvals] == ["frank"]
+    assert "approval 1 of 2" in alone.reason and alone.reason.endswith("reviewed")
+    assert repo.published[-1].payload == alone
+
+    two = await core.approve(HIGH, "1", "hana", "second look")
+    assert two.production_version == "1"
+    [entered] = [a.event.payload for a in two.applied]
+    assert (entered.transition, entered.to_stage, entered.actor) == (
+        Transition.APPROVED,
+        Stage.PRODUCTION,
+        "hana",
+    )
+    assert [a.by for a in entered.approvals] == ["frank", "hana"]
+
+    medium = await core.approve(MEDIUM, "1", "frank", "ok")
+    assert medium.production_version == "1"
 
 
 def test_a_tier_above_low_needs_the_approval_rollout() -> None:
