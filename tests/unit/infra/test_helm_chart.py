@@ -396,6 +396,8 @@ def test_without_a_metrics_key_nothing_scrapes_and_nothing_is_imported() -> None
     # ServiceMonitors without a key would only collect 401s: the chart refuses to render them.
     out = helm_template("--set", "metrics.apiKeySecret=")
     assert out.returncode != 0 and "metrics.apiKeySecret is required" in out.stderr
+
+
 @pytest.mark.parametrize("values", sorted(VALUES))
 def test_services_run_in_production_with_every_secret_they_need_from_secrets(
     values: str, monkeypatch: pytest.MonkeyPatch
