@@ -15,6 +15,7 @@ from tollgate_core.auth import READERS
 from tollgate_core.sessions import KeySessions
 
 MAX_FORM_BYTES = 4096
+MAX_FORM_FIELDS = 4
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>tollgate monitor: sign in</title>
@@ -48,7 +49,8 @@ async def _form_key(request: Request) -> str | None:
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             return None
-    values = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=4)
+    # More than a few fields is not the sign-in form: parse_qs raises ValueError, answered as a 400.
+    values = parse_qs(body.decode("utf-8", errors="replace"), max_num_fields=MAX_FORM_FIELDS)
     found = values.get("key", [])
     return found[0].strip() if found else None
 
@@ -67,6 +69,7 @@ def login_router(keys: KeyVerifier | None, sessions: KeySessions) -> APIRouter:
         summary="Exchange an API key (form field 'key') for a session cookie",
         responses={
             303: {"description": "Signed in: the session cookie is set, on to the dashboard"},
+            400: {"description": "No key in the form: the form again", "content": {"text/html": {}}},
             401: {"description": "Invalid, revoked or rotated key"},
             403: {"description": "The key has no read-only role"},
         },
@@ -86,7 +89,12 @@ def login_router(keys: KeyVerifier | None, sessions: KeySessions) -> APIRouter:
         },
     )
     async def login(request: Request) -> Response:
-        key = await _form_key(request)
+        try:
+            key = await _form_key(request)
+        except ValueError:
+            return login_page(
+                f"The form has more fields than the sign-in form sends ({MAX_FORM_FIELDS}).", 400
+            )
         if not key:
             return login_page("Enter an API key.", 400)
         who = await keys.verify_or_reload(key) if keys is not None else None
@@ -101,7 +109,13 @@ def login_router(keys: KeyVerifier | None, sessions: KeySessions) -> APIRouter:
         sessions.set_cookie(response, key)
         return response
 
-    @router.post("/logout", status_code=303, summary="End the dashboard session")
+    @router.post(
+        "/logout",
+        status_code=303,
+        response_class=Response,
+        summary="End the dashboard session",
+        responses={303: {"description": "Signed out: the session cookie is cleared, on to the sign-in form"}},
+    )
     async def logout() -> Response:
         response = RedirectResponse("/login", status_code=303)
         sessions.clear_cookie(response)
