@@ -76,6 +76,57 @@ def ops_router(registry: CollectorRegistry, checks: Mapping[str, ReadinessCheck]
     return router
 
 
+ERROR_SCHEMA: dict[str, Any] = {
+    "title": "ErrorDetail",
+    "type": "object",
+    "properties": {"detail": {"type": "string", "title": "Detail"}},
+    "required": ["detail"],
+}
+# What every route can answer, whatever it does: the request limits (``tollgate_core.limits``) see every
+# request before any route, and the auth dependency (``tollgate_core.auth``) guards every route that has a
+# security requirement.
+LIMIT_RESPONSES = {
+    "400": "A NUL byte in the path or the query string, or a JSON body nested too deeply",
+    "413": "The request body is larger than the service accepts",
+}
+AUTH_RESPONSES = {
+    "401": "No API key (or session), or an unknown, revoked or rotated key",
+    "403": "The key's roles do not allow this operation; the message names the roles that do",
+}
+
+
+def error_response(description: str) -> dict[str, Any]:
+    """An entry of a route's ``responses``: an answer whose body is ``{"detail": "..."}``."""
+    return {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+
+
+def declare_error_responses(document: dict[str, Any]) -> dict[str, Any]:
+    """Add the answers of the shared layers to every operation of ``document`` that does not declare them
+    itself, so a response is checked against what the document says (the fuzz test's conformance)."""
+    for item in document.get("paths", {}).values():
+        for method, operation in item.items():
+            if method not in ("get", "put", "post", "delete", "patch", "head", "options"):
+                continue
+            responses = operation.setdefault("responses", {})
+            shared = dict(LIMIT_RESPONSES)
+            if operation.get("security"):
+                shared.update(AUTH_RESPONSES)
+            for status, description in shared.items():
+                responses.setdefault(status, error_response(description))
+    return document
+
+
+def _with_error_responses(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = declare_error_responses(generate())
+        return app.openapi_schema
+
+    return openapi
+
+
 def invalid(location: str, name: str, message: str) -> HTTPException:
     """A 422 for a parameter that parsed but is not acceptable, shaped like FastAPI's own validation
     errors: that is the shape the OpenAPI documents declare for every 422 (``HTTPValidationError``)."""
@@ -118,4 +169,5 @@ def create_http_app(
     app.add_middleware(RequestLimitMiddleware, limits=limits or BodyLimits())
     install_keys(app, keys, required=auth_required)
     app.include_router(ops_router(registry, checks))
+    app.openapi = _with_error_responses(app)  # type: ignore[method-assign]
     return app

@@ -25,7 +25,7 @@ from tollgate_audit_log.access import ALLOWED, Action, sees_payloads
 from tollgate_audit_log.api import require
 from tollgate_core.apikeys import Principal
 from tollgate_core.dlq import DEPTH_EXACT_MAX_OFFSETS, DeadLetterQueues, Depth, DlqError, UnknownRecord
-from tollgate_core.http import invalid
+from tollgate_core.http import error_response, invalid
 from tollgate_core.operations import MAX_RECORDS
 from tollgate_core.topics import SERVICES
 
@@ -105,6 +105,9 @@ def _not_found(exc: DlqError) -> HTTPException:
     return invalid(exc.location, exc.name, str(exc))
 
 
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error_response("No such DLQ record")}
+
+
 def build_dlq_router() -> APIRouter:
     router = APIRouter(prefix="/v1/dlq", tags=["dead letters"])
 
@@ -134,7 +137,9 @@ def build_dlq_router() -> APIRouter:
             )
         return out
 
-    @router.get("/{service}", summary="Records of one DLQ: pending ones, or every retained one")
+    @router.get(
+        "/{service}", summary="Records of one DLQ: pending ones, or every retained one", responses=NOT_FOUND
+    )
     async def records(
         request: Request,
         service: ServiceName,
@@ -151,7 +156,9 @@ def build_dlq_router() -> APIRouter:
             raise _not_found(exc) from None
         return [r.describe(with_value=False) for r in found]
 
-    @router.get("/{service}/{partition}/{offset}", summary="One DLQ record with its headers")
+    @router.get(
+        "/{service}/{partition}/{offset}", summary="One DLQ record with its headers", responses=NOT_FOUND
+    )
     async def show(
         request: Request,
         service: ServiceName,
@@ -168,6 +175,7 @@ def build_dlq_router() -> APIRouter:
     @router.post(
         "/{service}/redrive",
         summary="Send pending records (or one) back to their source topics; recorded in the audit trail",
+        responses=NOT_FOUND,
     )
     async def redrive(
         request: Request,

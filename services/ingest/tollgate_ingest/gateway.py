@@ -71,9 +71,13 @@ DryRunParam = Annotated[
 def _responses(what: str) -> dict[int | str, dict[str, Any]]:
     return {
         200: {"model": DryRun, "description": "dry_run=true: every violation; nothing published"},
-        413: {"description": f"{what} too large"},
-        422: {"description": "Invalid events"},
-        503: {"description": "Kafka unavailable"},
+        400: {
+            "model": GatewayError,
+            "description": "Not JSON or not UTF-8, or CSV records that cannot be read",
+        },
+        413: {"model": GatewayError, "description": f"{what} too large"},
+        422: {"model": GatewayError, "description": "Invalid events"},
+        503: {"model": GatewayError, "description": "Kafka unavailable"},
     }
 
 
@@ -82,6 +86,21 @@ class EventBatch(BaseModel):
         description="Envelopes: event_id, event_type, schema, occurred_at, "
         "producer, payload. event_id/occurred_at/producer may be left out."
     )
+
+
+class GatewayErrorDetail(BaseModel):
+    error: str
+    problems: list[dict[str, Any]] | None = Field(
+        None, description="At most 100, each naming its line or index."
+    )
+    more_problems: int | None = Field(None, description="How many problems were left out of the list.")
+
+
+class GatewayError(BaseModel):
+    """The gateway's refusals carry an object; the shared request limits' (NUL byte, size) a string;
+    FastAPI's parameter validation (a 422) a list of errors."""
+
+    detail: GatewayErrorDetail | str | list[dict[str, Any]]
 
 
 def _error(status: int, message: str, problems: list[dict[str, Any]] | None = None) -> HTTPException:

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from tollgate_core.auth import READERS, require
 from tollgate_core.events import utcnow
-from tollgate_core.http import create_http_app
+from tollgate_core.http import create_http_app, error_response
 from tollgate_core.sessions import KeySessions
 from tollgate_monitor.app import Monitor
 from tollgate_monitor.dashboard import ModelView, render_page
@@ -82,14 +82,20 @@ def create_app(monitor: Monitor) -> FastAPI:
         response_class=HTMLResponse,
         tags=["dashboard"],
         summary="The dashboard (without a session: a redirect to /login)",
-        responses={303: {"description": "Not signed in: to the sign-in form"}},
+        responses={
+            303: {"description": "Not signed in: to the sign-in form"},
+            403: error_response("The key or session has no read-only role"),
+        },
     )
     @app.get(
         "/dashboard",
         response_class=HTMLResponse,
         tags=["dashboard"],
         summary="The dashboard (without a session: a redirect to /login)",
-        responses={303: {"description": "Not signed in: to the sign-in form"}},
+        responses={
+            303: {"description": "Not signed in: to the sign-in form"},
+            403: error_response("The key or session has no read-only role"),
+        },
     )
     async def dashboard(
         request: Request,
@@ -140,6 +146,7 @@ def create_app(monitor: Monitor) -> FastAPI:
     @app.get(
         "/v1/models/{model}/drift",
         tags=["monitoring"],
+        responses={404: error_response("Unknown model")},
         summary="Window reports: drift per feature over time",
         dependencies=reader,
     )
@@ -171,6 +178,7 @@ def create_app(monitor: Monitor) -> FastAPI:
     @app.get(
         "/v1/models/{model}/performance",
         tags=["monitoring"],
+        responses={404: error_response("Unknown model")},
         summary="Live performance and latency per window, with the joined label counts",
         dependencies=reader,
     )

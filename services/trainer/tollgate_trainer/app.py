@@ -24,7 +24,7 @@ from tollgate_core.auth import READERS, key_verifier, require
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import create_pool, ping
 from tollgate_core.events import dumps, utcnow
-from tollgate_core.http import create_http_app
+from tollgate_core.http import create_http_app, error_response
 from tollgate_core.kafka import BatchSink, producer_config
 from tollgate_core.lifecycle import TrainingRequestEvent, TrainingRequestPayload
 from tollgate_core.models import model_catalog
@@ -217,6 +217,7 @@ class Trainer:
             tags=["training"],
             status_code=202,
             summary="Ask for a training run (published on training.requests, debounced)",
+            responses={404: error_response("Unknown model")},
         )
         async def train(model: str, body: TrainRequest, who: TrainingRequester) -> dict[str, str]:
             spec = self.specs.get(model)
