@@ -343,6 +343,18 @@ async def test_only_an_auditor_acknowledges_damage(audit: dict[str, Any], role: 
     assert missing.status_code == 422
 
 
+async def test_a_nul_in_a_reason_is_a_422_not_a_500(audit: dict[str, Any]) -> None:
+    """Regression (found by the OpenAPI fuzz test): a reason holding \\u0000 reached PostgreSQL, whose text
+    cannot hold NUL, and the driver's error was a 500."""
+    response = await audit["client"].post(
+        "/v1/audit/streams/lifecycle/acknowledge",
+        json={"reason": "a\x00b"},
+        headers=headers(audit, "auditor"),
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "reason"]
+
+
 async def test_receipts_for_one_decision_verify_offline_and_forgeries_are_refused(
     audit: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -35,6 +35,12 @@ _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
+# The pattern of every free-text field a request body carries into the database (reasons and the like):
+# anything but NUL, which PostgreSQL text cannot hold (the driver's error was a 500). A NUL in a JSON body
+# is the escape \u0000, so the middleware, which sees only bytes, cannot tell it from a harmless one.
+TEXT_PATTERN = r"^[^\x00]*$"
+
+
 @dataclass(frozen=True)
 class BodyLimits:
     """Limits on request bodies (``ServiceSettings.http_max_body_bytes`` / ``http_max_json_depth``)."""

@@ -34,6 +34,7 @@ from tollgate_core import auth
 from tollgate_core.apikeys import KeyVerifier, Principal
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.http import invalid
+from tollgate_core.limits import TEXT_PATTERN
 
 
 class AuditBackend(Protocol):
@@ -119,7 +120,10 @@ class ReceiptsOut(BaseModel):
 
 class AcknowledgeIn(BaseModel):
     reason: str = Field(
-        min_length=1, max_length=2000, description="Why signing may resume (recorded in the trail)."
+        min_length=1,
+        max_length=2000,
+        pattern=TEXT_PATTERN,
+        description="Why signing may resume (recorded in the trail).",
     )
 
 

@@ -26,6 +26,7 @@ from tollgate_audit_log.api import require
 from tollgate_core.apikeys import Principal
 from tollgate_core.dlq import DEPTH_EXACT_MAX_OFFSETS, DeadLetterQueues, Depth, DlqError, UnknownRecord
 from tollgate_core.http import error_response, invalid
+from tollgate_core.limits import TEXT_PATTERN
 from tollgate_core.operations import MAX_RECORDS
 from tollgate_core.topics import SERVICES
 
@@ -92,7 +93,9 @@ class DlqMetrics(Collector):
 class RedriveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=1000, description="Why: recorded in the audit trail.")
+    reason: str = Field(
+        min_length=1, max_length=1000, pattern=TEXT_PATTERN, description="Why: recorded in the audit trail."
+    )
     partition: int | None = Field(None, ge=0, description="Only this DLQ partition.")
     offset: int | None = Field(None, ge=0, description="Only the record at this offset (needs partition).")
     limit: int = Field(1000, ge=1, le=MAX_RECORDS, description="At most this many pending records.")

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tollgate_core.apikeys import APPROVER, OPERATOR, Principal
 from tollgate_core.auth import READERS, require
 from tollgate_core.lifecycle import Artifact, GateResult, Lineage, Parity, Stage, Transition
+from tollgate_core.limits import TEXT_PATTERN
 from tollgate_core.models import Gates, Rollout
 from tollgate_registry.core import (
     ActionResult,
@@ -39,7 +40,7 @@ from tollgate_registry.ports import VersionDetail, VersionRecord
 from tollgate_registry.state import IllegalTransition
 from tollgate_registry.tiers import TierForbidden, gate_report_digest
 
-Text = Field(min_length=1, max_length=2000)
+Text = Field(min_length=1, max_length=2000, pattern=TEXT_PATTERN)
 
 
 class Problem(BaseModel):

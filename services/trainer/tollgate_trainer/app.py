@@ -27,6 +27,7 @@ from tollgate_core.events import dumps, utcnow
 from tollgate_core.http import create_http_app, error_response
 from tollgate_core.kafka import BatchSink, producer_config
 from tollgate_core.lifecycle import TrainingRequestEvent, TrainingRequestPayload
+from tollgate_core.limits import TEXT_PATTERN
 from tollgate_core.models import model_catalog
 from tollgate_core.runtime import bind_all, build_sink, per_record
 from tollgate_core.settings import ServiceSettings
@@ -74,7 +75,7 @@ TrainingRequester = Annotated[Principal, Depends(require("ask for training", DAT
 
 
 class TrainRequest(BaseModel):
-    reason: str = Field(min_length=1, max_length=500)
+    reason: str = Field(min_length=1, max_length=500, pattern=TEXT_PATTERN)
     requested_by: str | None = Field(
         None,
         max_length=128,
