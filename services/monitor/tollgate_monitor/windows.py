@@ -175,7 +175,10 @@ class WindowBook:
 
     def due(self, watermark: float, lateness: float) -> Iterator[DueWindow]:
         """Windows whose last bucket closed (end + lateness <= watermark), oldest first; marks them done and
-        drops buckets no later window needs."""
+        drops buckets no later window needs. Nothing is due before the partition has an event time (a
+        watermark of -inf: only unreadable records so far)."""
+        if not math.isfinite(watermark):
+            return
         closed_below = self.bucket_of(watermark - lateness)  # buckets < this one have ended
         for series in sorted(self.buckets):
             held = self.buckets[series]

@@ -155,3 +155,16 @@ def test_parse_inference_log_event(contract: DatasetContract) -> None:
     )
     with pytest.raises((KeyError, ValueError)):
         parse_entry(8, b'{"payload": {}}')
+
+
+def test_nothing_is_due_before_a_partition_has_an_event_time(
+    contract: DatasetContract, layout: Layout
+) -> None:
+    # Regression: a first batch of a partition holding only unreadable records left the watermark at -inf,
+    # and judging due windows raised OverflowError; the runtime then dead-lettered those records a second
+    # time (once by the monitor, once as the batch's failure).
+    book = WindowBook(60.0, 3)
+    assert list(book.due(-math.inf, 0.0)) == []
+    book.add(("m", "1"), 5, counts_of(contract, layout, 10, seed=1))
+    assert list(book.due(-math.inf, 30.0)) == []
+    assert [w.bucket for w in book.due(10_000.0, 0.0)] == [5]
