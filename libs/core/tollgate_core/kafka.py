@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import random
 import struct
 import time
@@ -59,6 +60,35 @@ class TransientError(Exception):
 
 class OutputTooLarge(ValueError):
     """An output record larger than its topic accepts: the input that produced it is dead-lettered."""
+
+
+# Test-only fault injection. A record carrying this header makes a stage raise ``InjectedFault`` in place of
+# its handler, so that poison tests reach the "handler raised" path of consumers that no real input makes
+# fail. Off unless TOLLGATE_FAULT_INJECTION=1; refused (the consumer does not start) when TOLLGATE_ENV is
+# production.
+FAULT_HEADER = "tollgate-test-fault"
+FAULT_INJECTION_ENV = "TOLLGATE_FAULT_INJECTION"
+
+
+class InjectedFault(RuntimeError):
+    """Raised for a record with the fault header while fault injection is on: not transient, so poison."""
+
+
+def fault_injection_enabled(env: dict[str, str] | None = None) -> bool:
+    """Whether TOLLGATE_FAULT_INJECTION turns the test-only fault hook on; raises in production."""
+    env = dict(os.environ) if env is None else env
+    if env.get(FAULT_INJECTION_ENV, "").strip().lower() not in {"1", "true", "yes"}:
+        return False
+    if env.get("TOLLGATE_ENV", "development").strip().lower() == "production":
+        raise RuntimeError(f"{FAULT_INJECTION_ENV} is a test hook and cannot be enabled in production")
+    return True
+
+
+def raise_injected_faults(records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+    """``InjectedFault`` if any of ``records`` carries the fault header (call only when the hook is on)."""
+    for rec in records:
+        if any(name == FAULT_HEADER for name, _ in rec.headers or ()):
+            raise InjectedFault(f"fault injected by a test at {rec.topic}[{rec.partition}]@{rec.offset}")
 
 
 def _transient_types() -> tuple[type[BaseException], ...]:
@@ -448,6 +478,7 @@ class _BatchLoop:
         self._limits: dict[str, int] = {}  # limits learnt from the broker's refusals
         self._lag_at = 0.0
         self._lag_keys: set[tuple[str, str, str]] = set()
+        self._inject_faults = fault_injection_enabled()
 
     async def _observe_lag(self) -> None:
         """Set the lag gauge of every assigned partition from the fetcher's highwater (no request to the
@@ -690,6 +721,8 @@ class TransactionalStage(_BatchLoop):
 
     async def _outputs_of(self, records: list[Record]) -> list[OutRecord]:
         """The handler's outputs for ``records``, each checked against its topic's size limit."""
+        if self._inject_faults:
+            raise_injected_faults(records)
         outputs = list(await self._handler(records))
         for out in outputs:
             limit = self._limit_for(out.topic)
@@ -850,6 +883,8 @@ class BatchSink(_BatchLoop):
         return set(self._consumer.assignment()) if self.started else set()
 
     async def _written(self, records: list[Record]) -> list[OutRecord]:
+        if self._inject_faults:
+            raise_injected_faults(records)
         refused = await self._handler(records)
         return [self._dead_letter(rec, why) for rec, why in refused or ()]
 
