@@ -413,7 +413,7 @@ def _is(rec: ConsumerRecord[bytes, bytes], p: Poison) -> bool:
     return isinstance(doc, dict) and doc.get("original_bytes") == len(p.value)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 async def test_poison_lands_in_each_consumers_dlq_and_the_next_record_goes_on(
     case: Case, own_database: str, services: Any, namespace: str, bootstrap: str, tmp_path: Path
@@ -431,7 +431,7 @@ async def test_poison_lands_in_each_consumers_dlq_and_the_next_record_goes_on(
     for name, settings in case.services.items():
         ctx.procs[name] = services(name, env_extra=env, **settings)
     for proc in ctx.procs.values():
-        await wait_http_ok(f"http://127.0.0.1:{proc.port}/readyz", proc=proc, timeout=240)  # type: ignore[attr-defined]
+        await wait_http_ok(f"http://127.0.0.1:{proc.port}/readyz", proc=proc, timeout=600)  # type: ignore[attr-defined]
     if case.setup is not None:
         await case.setup(ctx)
 
