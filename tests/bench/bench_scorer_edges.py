@@ -17,8 +17,13 @@ the median of the per-round ratios hardened/before, and the same ratio per serve
 a shared machine). The target (hardened >= 0.97x before) is printed as met or not, never asserted; results
 go to ``.local/bench/scorer_edges.json``.
 
-Usage: ``python tests/bench/bench_scorer_edges.py [--rounds 5] [--duration 8] [--warmup 2]``; needs wrk
-and Kafka (``make bench`` starts it).
+``--secured``: the hardened scorer as production runs it -- API keys checked on every request (a
+``scorer-client`` key created in ``TOLLGATE_DATABASE_URL``, sent by wrk) and the inference log on, written to
+Kafka over SASL/SCRAM as the ``scorer`` principal -- against the server from before with neither keys nor
+the log. Results go to ``.local/bench/scorer_secured.json``.
+
+Usage: ``python tests/bench/bench_scorer_edges.py [--rounds 5] [--duration 8] [--warmup 2] [--secured]``;
+needs wrk and Kafka (``make bench`` starts it).
 """
 
 from __future__ import annotations
@@ -42,8 +47,10 @@ sys.path.insert(0, str(ROOT))
 from tests.bench.scorer.procs import Server, free_port  # noqa: E402
 from tests.bench.scorer.tollgate import model_ready, prepare_namespace, score_url, scorer_env  # noqa: E402
 from tests.bench.scorer.wrk import run_wrk  # noqa: E402
+from tests.conftest import local_secrets  # noqa: E402
 from tests.kafka_helpers import produce  # noqa: E402
 from tests.unit.scorer.support import MODEL, instances, lifecycle_event, store_all  # noqa: E402
+from tollgate_core import kafka_auth  # noqa: E402
 from tollgate_core.artifacts import DirectoryArtifactStore  # noqa: E402
 from tollgate_core.settings import DEFAULT_KAFKA_BOOTSTRAP  # noqa: E402
 
@@ -52,6 +59,36 @@ COMMANDS = {
     "hardened": [sys.executable, "-m", "tollgate_scorer"],
     "before": [sys.executable, str(ROOT / "tests" / "bench" / "scorer" / "scorer_before.py")],
 }
+
+
+async def scorer_client_key() -> str:
+    """A new ``scorer-client`` key in the database the scorer checks keys against."""
+    import asyncpg
+
+    from tollgate_core import apikeys
+    from tollgate_core.settings import DEFAULT_DATABASE_URL
+
+    pool = await asyncpg.create_pool(
+        os.environ.get("TOLLGATE_DATABASE_URL", DEFAULT_DATABASE_URL), min_size=1, max_size=1
+    )
+    try:
+        await apikeys.ensure_schema(pool)
+        return await apikeys.create_key(pool, f"bench-scorer-{os.getpid()}", apikeys.SCORER_CLIENT)
+    finally:
+        await pool.close()
+
+
+def scorer_principal() -> dict[str, str]:
+    """The scorer's own Kafka principal of the local stack (its password from .local/secrets.env)."""
+    password = local_secrets().get("TOLLGATE_KAFKA_PASSWORD_SCORER")
+    if not password:
+        return {}
+    return {
+        kafka_auth.ENV_SECURITY_PROTOCOL: "SASL_PLAINTEXT",
+        kafka_auth.ENV_SASL_MECHANISM: kafka_auth.DEFAULT_MECHANISM,
+        kafka_auth.ENV_USERNAME: "scorer",
+        kafka_auth.ENV_PASSWORD: password,
+    }
 
 
 def cpus() -> tuple[str | None, str | None]:
@@ -65,14 +102,26 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=2.0)
-    parser.add_argument("--out", type=Path, default=ROOT / ".local" / "bench" / "scorer_edges.json")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--secured",
+        action="store_true",
+        help="hardened scorer with API keys checked and the inference log on over SASL, vs before without",
+    )
     args = parser.parse_args()
+    name = "scorer_secured" if args.secured else "scorer_edges"
+    args.out = args.out or ROOT / ".local" / "bench" / f"{name}.json"
+    api_key = asyncio.run(scorer_client_key()) if args.secured else None
     bootstrap = os.environ.get("TOLLGATE_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
     server_cpus, client_cpus = cpus()
     work = Path(tempfile.mkdtemp(prefix="bench-scorer-edges-"))
     artifacts = work / "artifacts"
     store_all(DirectoryArtifactStore(artifacts), "1")
     namespace = asyncio.run(prepare_namespace(bootstrap))
+    if args.secured:  # the scorer runs as its own principal: the catalog's ACLs for this namespace
+        from tollgate_core.acls import apply_acls
+
+        asyncio.run(apply_acls(bootstrap, namespace))
     topic = f"{namespace}.models.lifecycle.v1"
     asyncio.run(produce(bootstrap, topic, [(MODEL.encode(), lifecycle_event("1", production="1"))]))
     body = work / "body.json"
@@ -83,15 +132,19 @@ def main() -> None:
     try:
         for name, command in COMMANDS.items():
             port = free_port()
+            secured = args.secured and name == "hardened"
             env = scorer_env(
                 port=port,
                 namespace=namespace,
                 artifacts=artifacts,
-                logging_on=False,
+                logging_on=secured,
                 bootstrap=bootstrap,
                 instance=f"edges-{name}",
             )
             env["OMP_NUM_THREADS"] = "1"
+            if secured:
+                env["TOLLGATE_SCORER_AUTH_REQUIRED"] = "true"
+                env.update(scorer_principal())
             servers[name] = Server(
                 name, command, log=work / f"{name}.log", cpus=server_cpus, env=env, cwd=ROOT
             )
@@ -105,9 +158,12 @@ def main() -> None:
             row: dict[str, Any] = {}
             for name in order:
                 url = score_url(bases[name], MODEL)
-                run_wrk(url, body, seconds=args.warmup, connections=8, cpus=client_cpus)
+                key = api_key if name == "hardened" else None
+                run_wrk(url, body, seconds=args.warmup, connections=8, cpus=client_cpus, api_key=key)
                 cpu_before = servers[name].cpu_seconds()
-                result = run_wrk(url, body, seconds=args.duration, connections=8, cpus=client_cpus)
+                result = run_wrk(
+                    url, body, seconds=args.duration, connections=8, cpus=client_cpus, api_key=key
+                )
                 cpu = servers[name].cpu_seconds() - cpu_before
                 row[name] = {
                     "rps": result.rps,
@@ -133,10 +189,15 @@ def main() -> None:
     ratio = statistics.median(r["ratio"] for r in rounds)
     ratio_cpu = statistics.median(r["ratio_per_cpu"] for r in rounds)
     result = {
-        "benchmark": "scorer_edges",
+        "benchmark": name,
         "at": datetime.now(UTC).isoformat(),
-        "method": "wrk -t1 -c8, one-row JSON body, inference log off, server CPU 1 / wrk CPU 0, "
-        "rounds alternating the contenders",
+        "method": "wrk -t1 -c8, one-row JSON body, server CPU 1 / wrk CPU 0, rounds alternating the "
+        "contenders; "
+        + (
+            "hardened: API key checked per request, inference log on over SASL/SCRAM; before: neither"
+            if args.secured
+            else "inference log off, no API keys"
+        ),
         "rounds": rounds,
         "median_rps": {n: statistics.median(r[n]["rps"] for r in rounds) for n in COMMANDS},
         "median_ratio_hardened_to_before": ratio,

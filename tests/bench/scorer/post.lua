@@ -13,6 +13,11 @@ wrk.body = fh:read("*a")
 fh:close()
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+-- An API key (WRK_API_KEY), for a contender that checks them.
+local key = os.getenv("WRK_API_KEY")
+if key ~= nil and key ~= "" then
+  wrk.headers["X-API-Key"] = key
+end
 
 function done(summary, latency, requests)
   local e = summary.errors

@@ -57,6 +57,7 @@ def run_wrk(
     connections: int,
     cpus: str | None,
     timeout_s: int = 5,
+    api_key: str | None = None,
 ) -> WrkResult:
     """One closed-loop wrk run: ``connections`` connections, one wrk thread, pinned to ``cpus`` when given."""
     command = [
@@ -71,7 +72,7 @@ def run_wrk(
     ]
     if cpus is not None:
         command = ["taskset", "-c", cpus, *command]
-    env = {**os.environ, "WRK_BODY_FILE": str(body_file)}
+    env = {**os.environ, "WRK_BODY_FILE": str(body_file), "WRK_API_KEY": api_key or ""}
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False)
     line = next((x for x in done.stdout.splitlines() if x.startswith(MARKER)), None)
     if done.returncode != 0 or line is None:
