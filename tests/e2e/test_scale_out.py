@@ -20,8 +20,9 @@ trail; every inference record exactly once in the monitor's predictions and in t
 monitor's window counts (summed over the partitions' checkpoints) equal to the records sent.
 
 ``TOLLGATE_SCALE_EVENTS`` sets the number of events (default 3,000 so that ``make test`` stays within
-minutes on two cores; inference records are a fifth of it); the 100,000-event run is
-``TOLLGATE_SCALE_EVENTS=100000 TOLLGATE_SCALE_WAIT_S=900 ip netns exec NAME .venv/bin/pytest
+minutes on two cores; inference records are a fifth of it); the 100,000-event run (about 45 minutes on a
+loaded two-core machine, hence the longer test timeout) is ``TOLLGATE_SCALE_EVENTS=100000
+TOLLGATE_SCALE_WAIT_S=900 TOLLGATE_SCALE_TIMEOUT=4000 ip netns exec NAME .venv/bin/pytest
 tests/e2e/test_scale_out.py -s``.
 """
 
