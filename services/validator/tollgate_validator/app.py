@@ -19,7 +19,7 @@ from tollgate_core.db import create_pool, ping
 from tollgate_core.http import create_http_app
 from tollgate_core.kafka import BatchSink, TransactionalStage
 from tollgate_core.reference import ReferenceProfile
-from tollgate_core.runtime import bind_all, build_sink, build_stage, per_record
+from tollgate_core.runtime import bind_all, build_follower, build_stage, per_record
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
@@ -108,7 +108,7 @@ class Validator:
         self.stage = build_stage(
             specs[SERVICE].bind(handler, max_records=s.batch_max_records), s, registry=self.registry
         )
-        self.references_sink = build_sink(specs[f"{SERVICE}-references"], s, registry=self.registry)
+        self.references_sink = build_follower(specs[f"{SERVICE}-references"], s, registry=self.registry)
         await self.stage.start()
         await self.references_sink.start()
 

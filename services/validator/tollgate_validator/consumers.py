@@ -33,11 +33,12 @@ def references(settings: ServiceSettings) -> ConsumerSpec:
     return ConsumerSpec(
         service=SERVICE,
         name=f"{SERVICE}-references",
-        kind="database_sink",
+        kind="compacted_follower",
         topics=(topics.models_candidates,),
-        group=settings.consumer_group(SERVICE, "references"),
-        description="Keep the newest training reference per dataset contract for statistical expectations "
-        "(PostgreSQL, upsert by contract).",
+        group=None,
+        description="Keep the newest training reference per dataset contract for statistical expectations: "
+        "every replica reads every candidate (a consumer group would give each replica only its share), "
+        "and stores the newest per contract (PostgreSQL, upsert by contract).",
         dlq=topics.dlq(SERVICE),
         max_records=50,
     )
