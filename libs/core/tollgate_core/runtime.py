@@ -29,7 +29,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, cast
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
@@ -153,80 +153,55 @@ def build_consumer(
         from tollgate_core.topics import max_message_bytes as declared_max_message_bytes
 
         max_message_bytes = declared_max_message_bytes
-    factories: dict[str, Any] = {"consumer_factory": consumer_factory, "producer_factory": producer_factory}
+    # What every kind takes alike: the spec's handler, DLQ and batch policy, the broker and the factories.
+    common: dict[str, Any] = {
+        "name": spec.name,
+        "bootstrap": bootstrap,
+        "client_id": client,
+        "handler": spec.handler,
+        "dlq_topic": spec.dlq,
+        "max_records": spec.max_records,
+        "retry": spec.retry,
+        "registry": registry,
+        "max_message_bytes": max_message_bytes,
+        "consumer_factory": consumer_factory,
+        "producer_factory": producer_factory,
+    }
     if spec.kind == "transactional_stage":
         assert spec.group is not None and settings is not None
         return TransactionalStage(
-            name=spec.name,
-            bootstrap=bootstrap,
             source_topics=list(spec.topics),
             group_id=spec.group,
             transactional_id=transactional_id(spec, settings),
-            client_id=client,
-            handler=spec.handler,
-            dlq_topic=spec.dlq,
-            max_records=spec.max_records,
-            retry=spec.retry,
-            registry=registry,
-            max_message_bytes=max_message_bytes,
-            **factories,
+            **common,
         )
     if spec.kind == "database_sink":
         assert spec.group is not None
-        return BatchSink(
-            name=spec.name,
-            service=spec.service,
-            bootstrap=bootstrap,
-            topics=list(spec.topics),
-            group_id=spec.group,
-            client_id=client,
-            handler=spec.handler,
-            dlq_topic=spec.dlq,
-            max_records=spec.max_records,
-            retry=spec.retry,
-            registry=registry,
-            max_message_bytes=max_message_bytes,
-            **factories,
-        )
-    return CompactedFollower(
-        name=spec.name,
-        service=spec.service,
-        bootstrap=bootstrap,
-        topics=spec.topics,
-        client_id=client,
-        handler=spec.handler,
-        dlq_topic=spec.dlq,
-        max_records=spec.max_records,
-        retry=spec.retry,
-        registry=registry,
-        max_message_bytes=max_message_bytes,
-        on_caught_up=on_caught_up,
-        **factories,
-    )
+        return BatchSink(service=spec.service, topics=list(spec.topics), group_id=spec.group, **common)
+    return CompactedFollower(service=spec.service, topics=spec.topics, on_caught_up=on_caught_up, **common)
+
+
+def _require_kind(spec: ConsumerSpec, kind: ConsumerKind) -> None:
+    if spec.kind != kind:
+        raise TypeError(f"consumer {spec.name!r} is a {spec.kind}, not a {kind.replace('_', ' ')}")
 
 
 def build_stage(spec: ConsumerSpec, settings: ServiceSettings, **kwargs: Any) -> TransactionalStage:
     """:func:`build_consumer` for a ``transactional_stage`` spec."""
-    built = build_consumer(spec, settings, **kwargs)
-    if not isinstance(built, TransactionalStage):
-        raise TypeError(f"consumer {spec.name!r} is a {spec.kind}, not a transactional stage")
-    return built
+    _require_kind(spec, "transactional_stage")
+    return cast(TransactionalStage, build_consumer(spec, settings, **kwargs))
 
 
 def build_sink(spec: ConsumerSpec, settings: ServiceSettings | None = None, **kwargs: Any) -> BatchSink:
     """:func:`build_consumer` for a ``database_sink`` spec."""
-    built = build_consumer(spec, settings, **kwargs)
-    if spec.kind != "database_sink" or not isinstance(built, BatchSink):
-        raise TypeError(f"consumer {spec.name!r} is a {spec.kind}, not a database sink")
-    return built
+    _require_kind(spec, "database_sink")
+    return cast(BatchSink, build_consumer(spec, settings, **kwargs))
 
 
 def build_follower(spec: ConsumerSpec, settings: ServiceSettings, **kwargs: Any) -> CompactedFollower:
     """:func:`build_consumer` for a ``compacted_follower`` spec."""
-    built = build_consumer(spec, settings, **kwargs)
-    if not isinstance(built, CompactedFollower):
-        raise TypeError(f"consumer {spec.name!r} is a {spec.kind}, not a compacted follower")
-    return built
+    _require_kind(spec, "compacted_follower")
+    return cast(CompactedFollower, build_consumer(spec, settings, **kwargs))
 
 
 def per_record(handle: Callable[[bytes], Awaitable[None]]) -> Handler:

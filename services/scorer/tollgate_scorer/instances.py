@@ -59,10 +59,6 @@ class _Bad(Exception):
         self.rule, self.message, self.value = rule, message, value
 
 
-def _type_name(value: Any) -> str:
-    return contract_rules.json_type(value)
-
-
 def _refusal(rule: FieldCheck, value: Any) -> _Bad:
     """The compiled rule's violation for a value the fast path did not accept."""
     found = rule(value)
@@ -258,7 +254,7 @@ class InstanceReader:
                         index,
                         "instance",
                         "type",
-                        f"an instance is an object, got {_type_name(instance)}",
+                        f"an instance is an object, got {contract_rules.json_type(instance)}",
                         None,
                     )
                 )
