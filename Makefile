@@ -79,19 +79,11 @@ test-unit: venv
 demo: export TOLLGATE_MONITOR_WINDOW_SECONDS ?= 10
 demo: export TOLLGATE_MONITOR_RETRAIN_COOLDOWN_SECONDS ?= 60
 demo: up
-	@if [ -f libs/core/tollgate_core/demo.py ] || [ -f libs/core/tollgate_core/demo/__main__.py ]; then \
-	  $(STACK) as operator $(PY) -m tollgate_core.demo; \
-	else \
-	  echo "make: demo: tollgate_core.demo does not exist yet, nothing to run"; \
-	fi
+	$(STACK) as operator $(PY) -m tollgate_core.demo
 
 bench: topics
 	@mkdir -p .local/bench
-	@if [ -f tests/bench/run.py ]; then \
-	  $(STACK) as admin $(PY) tests/bench/run.py; \
-	else \
-	  echo "make: bench: tests/bench/run.py does not exist yet, nothing to run"; \
-	fi
+	$(STACK) as admin $(PY) tests/bench/run.py
 
 lint: venv
 	.venv/bin/ruff check .
@@ -99,12 +91,8 @@ lint: venv
 	.venv/bin/mypy libs services
 
 generate: venv
-	@if [ -f libs/core/tollgate_core/schemagen.py ] || [ -f libs/core/tollgate_core/schemagen/__main__.py ]; then \
-	  $(PY) -m tollgate_core.schemagen write; \
-	  $(PY) -m tollgate_core.helmgen write; \
-	else \
-	  echo "make: generate: tollgate_core.schemagen does not exist yet, skipped"; \
-	fi
+	$(PY) -m tollgate_core.schemagen write
+	$(PY) -m tollgate_core.helmgen write
 
 clean:
 	$(STACK) down

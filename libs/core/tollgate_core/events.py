@@ -100,7 +100,3 @@ class RejectedEvent(IngestedEvent):
 def dumps(model: BaseModel) -> bytes:
     """Serialise a model to compact JSON bytes (by alias, so the envelope says ``schema``)."""
     return orjson.dumps(model.model_dump(mode="json", by_alias=True))
-
-
-def new_event_id() -> uuid.UUID:
-    return uuid.uuid4()

@@ -216,9 +216,3 @@ def record_consumed_span(
         start_time=start_time_ns,
     )
     span.end()
-
-
-def new_trace_headers(tracer: trace.Tracer, name: str) -> tuple[Span, bytes]:
-    """Start a producer span that begins a new trace (e.g. an event entering over HTTP); caller ends it."""
-    span = tracer.start_span(name, kind=trace.SpanKind.PRODUCER)
-    return span, traceparent_of(span)

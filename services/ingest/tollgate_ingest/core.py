@@ -77,9 +77,6 @@ class Normaliser:
         self._contracts = contracts
         self._entity_field = {c.schema_id: c.entity_id.name for c in contracts}
 
-    def known_schema(self, schema_id: str) -> bool:
-        return schema_id in self._entity_field
-
     def normalise(self, raw: bytes | None, key: bytes | None, ingested_at: str) -> Ingested:
         if not raw:
             raise Malformed("empty message")

@@ -204,7 +204,3 @@ class WindowBook:
                     del held[b]
             if not held:
                 del self.buckets[series]
-
-    def drop_series(self, series: Series) -> None:
-        self.buckets.pop(series, None)
-        self.evaluated_through.pop(series, None)

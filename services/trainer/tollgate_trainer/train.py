@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from importlib.metadata import version
@@ -337,26 +337,3 @@ class _Timer:
             yield
         finally:
             self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - start
-
-
-def result_summary(result: TrainingResult) -> Mapping[str, Any]:
-    """A JSON-ready view of a result without the artifact bytes (for logs, events and benchmarks)."""
-    return {
-        "contract": result.contract,
-        "family": result.family,
-        "task": result.task,
-        "digest": result.digest,
-        "onnx_bytes": len(result.onnx),
-        "metrics": result.metrics,
-        "fairness_gap": result.fairness_gap,
-        "parity": result.parity.model_dump(mode="json"),
-        "hyperparameters": result.hyperparameters,
-        "seed": result.seed,
-        "library_versions": result.library_versions,
-        "row_count": result.row_count,
-        "train_rows": result.train_rows,
-        "holdout_rows": result.holdout_rows,
-        "data_hash": result.data_hash,
-        "timings": result.timings,
-        "threads": result.threads,
-    }
