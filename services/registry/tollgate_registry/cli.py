@@ -12,6 +12,7 @@ share, so every command reports HTTP errors the same way (the server's message, 
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Sequence
 from typing import Annotated, Any
 
 import typer
@@ -34,6 +35,14 @@ Reason = Annotated[str, typer.Option("--reason", help="Why: recorded with the ch
 
 # The key every HTTP call sends (set by the --api-key option or TOLLGATE_API_KEY).
 _credentials: dict[str, str | None] = {"api_key": None}
+
+
+def _table(title: str, columns: Sequence[str], right: Collection[str] = ()) -> Table:
+    """A table whose headers and cells fold onto more lines on a narrow terminal: no value is ever cut."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold", justify="right" if column in right else "left")
+    return table
 
 
 @app.callback()
@@ -81,9 +90,7 @@ def _stage(stage: str | None) -> str:
 
 
 def _print_action(result: dict[str, Any]) -> None:
-    table = Table(title=f"{result['model']}: changes")
-    for column in ("version", "transition", "from → to", "actor", "reason"):
-        table.add_column(column)
+    table = _table(f"{result['model']}: changes", ("version", "transition", "from → to", "actor", "reason"))
     for c in result["changes"]:
         table.add_row(
             c["version"],
@@ -102,9 +109,7 @@ def _print_action(result: dict[str, Any]) -> None:
 @app.command("models")
 def list_models(registry_url: RegistryUrl = DEFAULT_REGISTRY_URL) -> None:
     """List models with their production and staging versions."""
-    table = Table(title="models")
-    for column in ("model", "production", "staging", "versions", "rollout", "contract"):
-        table.add_column(column)
+    table = _table("models", ("model", "production", "staging", "versions", "rollout", "contract"))
     for m in request("GET", registry_url, "/v1/models"):
         rollout = m["rollout"] or {}
         mode = rollout.get("mode", "")
@@ -126,9 +131,9 @@ def list_versions(model: Model, registry_url: RegistryUrl = DEFAULT_REGISTRY_URL
     """List a model's versions, oldest first."""
     versions = request("GET", registry_url, f"/v1/models/{model}/versions")
     metric_names = sorted({k for v in versions for k in v["metrics"]} - {"count"})[:6]
-    table = Table(title=f"{model}: versions")
-    for column in ("version", "stage", "gates", "registered", *metric_names):
-        table.add_column(column, justify="right" if column in metric_names else "left")
+    table = _table(
+        f"{model}: versions", ("version", "stage", "gates", "registered", *metric_names), metric_names
+    )
     for v in versions:
         table.add_row(
             v["version"],
@@ -157,9 +162,7 @@ def show_version(model: Model, version: Version, registry_url: RegistryUrl = DEF
         a = v["approval"]
         console.print(f"approved by [bold]{a['by']}[/] at {_time(a['at'])}: {a['reason']}")
 
-    gates = Table(title="gates")
-    for column in ("gate", "result", "observed", "threshold", "detail"):
-        gates.add_column(column)
+    gates = _table("gates", ("gate", "result", "observed", "threshold", "detail"))
     for g in v["gates"]:
         gates.add_row(
             g["gate"],
@@ -170,16 +173,12 @@ def show_version(model: Model, version: Version, registry_url: RegistryUrl = DEF
         )
     console.print(gates)
 
-    metrics = Table(title="holdout metrics")
-    metrics.add_column("metric")
-    metrics.add_column("value", justify="right")
+    metrics = _table("holdout metrics", ("metric", "value"), ("value",))
     for name, value in sorted(v["metrics"].items()):
         metrics.add_row(name, _num(value))
     console.print(metrics)
 
-    history = Table(title="transitions")
-    for column in ("at", "transition", "from → to", "actor", "reason"):
-        history.add_column(column)
+    history = _table("transitions", ("at", "transition", "from → to", "actor", "reason"))
     for t in v["transitions"]:
         history.add_row(
             _time(t["at"]),

@@ -104,3 +104,21 @@ def test_unreachable_registry_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "200")
     result = CliRunner().invoke(cli.app, ["models", "--registry-url", "http://127.0.0.1:9"])
     assert result.exit_code == 2 and "cannot reach http://127.0.0.1:9" in result.output
+
+
+@pytest.mark.parametrize("command", [["models"], ["versions", MODEL], ["show", MODEL, "3"]])
+def test_narrow_terminals_fold_values_instead_of_cutting_them(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "40")
+    result = runner.invoke(cli.app, command)
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    # Every cell is whole: a column's fragments, read top to bottom, hold each full value.
+    columns: dict[int, str] = {}
+    for line in result.output.splitlines():
+        if "│" in line:
+            for i, fragment in enumerate(line.split("│")[1:-1]):
+                columns[i] = columns.get(i, "") + fragment.strip()
+    if command == ["models"]:
+        assert MODEL in columns[0]
