@@ -1,15 +1,17 @@
 """What the platform's command groups share (``tollgate`` itself, ``tollgate dlq``, ``tollgate keys``): a
-Typer group set up one way, the two consoles, :func:`fail` and :func:`call`, one keyed request to a tollgate
-HTTP API, so every command reports errors the same way: the server's message with exit status 1, exit
-status 2 when the service cannot be reached."""
+Typer group set up one way, the two consoles, :func:`table` (nothing cut on a narrow terminal), :func:`fail`
+and :func:`call`, one keyed request to a tollgate HTTP API, so every command reports errors the same way: the
+server's message with exit status 1, exit status 2 when the service cannot be reached."""
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from typing import Any, NoReturn
 
 import httpx
 import typer
 from rich.console import Console
+from rich.table import Table
 
 console = Console()
 errors = Console(stderr=True)
@@ -18,6 +20,14 @@ errors = Console(stderr=True)
 def group(name: str, help: str) -> typer.Typer:
     """A command group: its help when called without a command, no shell-completion commands."""
     return typer.Typer(name=name, help=help, no_args_is_help=True, add_completion=False)
+
+
+def table(title: str, columns: Sequence[str], right: Collection[str] = ()) -> Table:
+    """A table whose headers and cells fold onto more lines on a narrow terminal: no value is ever cut."""
+    out = Table(title=title)
+    for column in columns:
+        out.add_column(column, overflow="fold", justify="right" if column in right else "left")
+    return out
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from tollgate_core.cli import call, console, group
+from tollgate_core.cli import table as cli_table
 
 DEFAULT_AUDIT_URL = "http://127.0.0.1:8084"
 TIMEOUT_S = 60.0
@@ -26,9 +27,7 @@ Service = Annotated[str, typer.Argument(help="The service whose DLQ, e.g. valida
 
 
 def _records_table(title: str, records: list[dict[str, Any]]) -> Table:
-    table = Table(title=title)
-    for column in ("partition/offset", "failed at", "attempt", "source", "error"):
-        table.add_column(column)
+    table = cli_table(title, ("partition/offset", "failed at", "attempt", "source", "error"))
     for r in records:
         source = f"{r['source_topic']} {r['source_partition']}/{r['source_offset']}"
         error = f"{r['error_type']}: {r['error']}"
@@ -48,9 +47,7 @@ def list_dlq(
 ) -> None:
     """Without a service: every DLQ's pending count and oldest age. With one: its records."""
     if service is None:
-        table = Table(title="dead-letter queues")
-        for column in ("service", "pending", "oldest", "topic"):
-            table.add_column(column)
+        table = cli_table("dead-letter queues", ("service", "pending", "oldest", "topic"))
         for q in call("GET", audit_url, "/v1/dlq", key=api_key, timeout=TIMEOUT_S):
             age = q["oldest_age_s"]
             table.add_row(q["service"], str(q["pending"]), "" if age is None else f"{age:.0f} s", q["topic"])

@@ -12,13 +12,12 @@ share, so every command reports HTTP errors the same way (the server's message, 
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Sequence
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from tollgate_core.cli import call, console, fail, group
+from tollgate_core.cli import table as cli_table
 from tollgate_core.contracts_cli import contracts_app
 from tollgate_core.keys_cli import keys_app
 
@@ -35,14 +34,6 @@ Reason = Annotated[str, typer.Option("--reason", help="Why: recorded with the ch
 
 # The key every HTTP call sends (set by the --api-key option or TOLLGATE_API_KEY).
 _credentials: dict[str, str | None] = {"api_key": None}
-
-
-def _table(title: str, columns: Sequence[str], right: Collection[str] = ()) -> Table:
-    """A table whose headers and cells fold onto more lines on a narrow terminal: no value is ever cut."""
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, overflow="fold", justify="right" if column in right else "left")
-    return table
 
 
 @app.callback()
@@ -90,7 +81,9 @@ def _stage(stage: str | None) -> str:
 
 
 def _print_action(result: dict[str, Any]) -> None:
-    table = _table(f"{result['model']}: changes", ("version", "transition", "from → to", "actor", "reason"))
+    table = cli_table(
+        f"{result['model']}: changes", ("version", "transition", "from → to", "actor", "reason")
+    )
     for c in result["changes"]:
         table.add_row(
             c["version"],
@@ -109,7 +102,7 @@ def _print_action(result: dict[str, Any]) -> None:
 @app.command("models")
 def list_models(registry_url: RegistryUrl = DEFAULT_REGISTRY_URL) -> None:
     """List models with their production and staging versions."""
-    table = _table("models", ("model", "production", "staging", "versions", "rollout", "contract"))
+    table = cli_table("models", ("model", "production", "staging", "versions", "rollout", "contract"))
     for m in request("GET", registry_url, "/v1/models"):
         rollout = m["rollout"] or {}
         mode = rollout.get("mode", "")
@@ -131,7 +124,7 @@ def list_versions(model: Model, registry_url: RegistryUrl = DEFAULT_REGISTRY_URL
     """List a model's versions, oldest first."""
     versions = request("GET", registry_url, f"/v1/models/{model}/versions")
     metric_names = sorted({k for v in versions for k in v["metrics"]} - {"count"})[:6]
-    table = _table(
+    table = cli_table(
         f"{model}: versions", ("version", "stage", "gates", "registered", *metric_names), metric_names
     )
     for v in versions:
@@ -162,7 +155,7 @@ def show_version(model: Model, version: Version, registry_url: RegistryUrl = DEF
         a = v["approval"]
         console.print(f"approved by [bold]{a['by']}[/] at {_time(a['at'])}: {a['reason']}")
 
-    gates = _table("gates", ("gate", "result", "observed", "threshold", "detail"))
+    gates = cli_table("gates", ("gate", "result", "observed", "threshold", "detail"))
     for g in v["gates"]:
         gates.add_row(
             g["gate"],
@@ -173,12 +166,12 @@ def show_version(model: Model, version: Version, registry_url: RegistryUrl = DEF
         )
     console.print(gates)
 
-    metrics = _table("holdout metrics", ("metric", "value"), ("value",))
+    metrics = cli_table("holdout metrics", ("metric", "value"), ("value",))
     for name, value in sorted(v["metrics"].items()):
         metrics.add_row(name, _num(value))
     console.print(metrics)
 
-    history = _table("transitions", ("at", "transition", "from → to", "actor", "reason"))
+    history = cli_table("transitions", ("at", "transition", "from → to", "actor", "reason"))
     for t in v["transitions"]:
         history.add_row(
             _time(t["at"]),
