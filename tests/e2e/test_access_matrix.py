@@ -55,6 +55,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "POST /v1/models/{model}/versions/{version}/approve": {"approver"},
         "POST /v1/models/{model}/versions/{version}/reject": {"approver"},
         "POST /v1/models/{model}/rollback": {"approver", "operator"},
+        "GET /v1/contracts": READ,
+        "POST /v1/contracts": {"data-scientist"},
+        "POST /v1/models": {"data-scientist"},
     },
     "monitor": {
         **OPS,

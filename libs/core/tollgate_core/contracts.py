@@ -180,6 +180,13 @@ class ContractRegistry:
     def get(self, schema_id: str) -> DatasetContract | None:
         return self._by_id.get(schema_id)
 
+    def put(self, contract: DatasetContract) -> DatasetContract | None:
+        """Add a contract version or replace the one with its schema id (a live registration); returns the
+        one replaced, if any."""
+        previous = self._by_id.get(contract.schema_id)
+        self._by_id[contract.schema_id] = contract
+        return previous
+
     def latest(self, name: str) -> DatasetContract:
         versions = [c for c in self._by_id.values() if c.contract == name]
         if not versions:
@@ -187,7 +194,7 @@ class ContractRegistry:
         return max(versions, key=lambda c: c.version)
 
     def __iter__(self) -> Any:
-        return iter(self._by_id.values())
+        return iter(list(self._by_id.values()))  # a copy: a registration may arrive while iterating
 
     def __len__(self) -> int:
         return len(self._by_id)

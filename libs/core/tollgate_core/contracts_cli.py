@@ -3,6 +3,12 @@
     tollgate contracts draft FILE --entity-id COL --label COL [--event-time COL] [--name NAME] [-o OUT]
     tollgate contracts check FILE...         a dataset contract is valid (schema and rules)
     tollgate contracts check-model FILE...   a model catalog entry is valid against its contract
+    tollgate contracts register FILE...      register contracts live with the registry (role data-scientist)
+
+``register`` (and ``tollgate models register``) sends each file to the registry (``TOLLGATE_REGISTRY_URL``,
+default http://127.0.0.1:8082) with the API key from ``--api-key`` or ``TOLLGATE_API_KEY``; the registry
+validates it, refuses a breaking change to a registered version (409, naming the change) and publishes it;
+every service applies it within seconds, without a restart.
 
 ``draft`` writes YAML to stdout (or ``-o``) for a person to review; ``check`` and ``check-model`` exit 1
 naming every problem, and print the warnings of an entry that is valid but questionable (a classifier gated
@@ -11,14 +17,16 @@ only on metrics that a majority-class model passes on rare labels).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import yaml
 from pydantic import ValidationError
 from rich.console import Console
 
-from tollgate_core.cli import group
+from tollgate_core.cli import call, console, fail, group
 from tollgate_core.contract_draft import (
     DEFAULT_MARGIN,
     DEFAULT_MAX_CATEGORIES,
@@ -148,3 +156,53 @@ def check_model_files(
         _out.print(f"{path}: ok, {spec.model} learns {spec.contract} (risk tier {spec.risk_tier})")
     if failed:
         raise typer.Exit(1)
+
+
+DEFAULT_REGISTRY_URL = "http://127.0.0.1:8082"
+RegistryUrl = Annotated[
+    str, typer.Option("--registry-url", envvar="TOLLGATE_REGISTRY_URL", help="Base URL of the registry API.")
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="TOLLGATE_API_KEY",
+        help="API key of a data-scientist (X-API-Key); its principal is recorded as who registered.",
+        show_default=False,
+    ),
+]
+
+
+def register_files(files: list[Path], path: str, registry_url: str, api_key: str | None) -> None:
+    """POST each YAML file's document to the registry (``path``: /v1/contracts or /v1/models) and print
+    what is in force now; the first refusal ends the command with the registry's message (exit 1)."""
+    key = api_key or os.environ.get("TOLLGATE_API_KEY")
+    for file in files:
+        try:
+            document: Any = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            fail(f"{file}: {exc}")
+        if not isinstance(document, dict):
+            fail(f"{file}: not a YAML mapping")
+        result = call("POST", registry_url, path, key=key, timeout=30.0, json=document)
+        what = f"{result['name']}.v{result['version']}" if result["kind"] == "contract" else result["name"]
+        state = "registered" if result["created"] else "unchanged (already registered)"
+        console.print(
+            f"{file}: {result['kind']} {what} {state}: revision {result['revision']}, "
+            f"digest {result['digest'][:12]}, by {result['registered_by']}",
+            highlight=False,
+        )
+        for change in result["changes"]:
+            console.print(f"  change: {change}", highlight=False)
+        for warning in result["warnings"]:
+            console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
+
+
+@contracts_app.command("register")
+def register(
+    files: Annotated[list[Path], typer.Argument(help="Dataset contract YAML files.")],
+    registry_url: RegistryUrl = DEFAULT_REGISTRY_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Register dataset contracts with the registry; every service applies them without a restart."""
+    register_files(files, "/v1/contracts", registry_url, api_key)

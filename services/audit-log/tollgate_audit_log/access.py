@@ -72,7 +72,9 @@ _VIOLATION_KEYS = frozenset({"field", "rule"})
 _FLAG_KEYS = frozenset({"field", "check"})
 _ITEM_VALUE_COLUMNS = ("entity_id",)  # index columns that are values of a record
 # Streams whose payload holds no customer data: decisions about models, alerts over aggregates, requests.
-_DECISION_STREAMS = frozenset({"lifecycle", "candidates", "requests", "alerts", "operations"})
+_DECISION_STREAMS = frozenset(
+    {"lifecycle", "candidates", "requests", "alerts", "operations", "registrations"}
+)
 
 
 def sees_payloads(who: Principal) -> bool:

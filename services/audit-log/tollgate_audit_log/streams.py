@@ -80,6 +80,15 @@ def operation_index(doc: dict[str, Any]) -> Index:
     return _s(doc.get("event_id")), None, None, None, None
 
 
+def registration_index(doc: dict[str, Any]) -> Index:
+    """A registration is looked up by its own event id (what the registry answers with); a model catalog
+    entry's by its model too; a contract's version goes in the version column."""
+    p = _payload(doc)
+    model = _s(p.get("name")) if p.get("kind") == "model" else None
+    version = _s(p.get("version")) if p.get("kind") == "contract" else None
+    return _s(doc.get("event_id")), None, model, version, None
+
+
 def data_record_index(doc: dict[str, Any]) -> Index:
     """Rejected/validated records: the entity id (validated events carry it; for rejected ones it is read
     from the record through the contract while the record is protected)."""
@@ -131,6 +140,13 @@ STREAMS: tuple[StreamSpec, ...] = (
         "operations",
         operation_index,
         description="What operators did to the running platform (DLQ redrives): who, why, which records.",
+    ),
+    StreamSpec(
+        "registrations",
+        "registrations",
+        registration_index,
+        description="Dataset contracts and model catalog entries registered live: the document, its digest "
+        "and the principal that registered it.",
     ),
     StreamSpec(
         "rejected",

@@ -14,12 +14,11 @@ async def main() -> None:
     configure_logging(settings.log_level)
     ingest = Ingest(settings)
     await ingest.start()
-    assert ingest.stage is not None
     await run_service(
         ingest.http_app(),
         host=settings.http_host,
         port=settings.http_port,
-        loops=[ingest.stage.run, ingest.prune_claims],
+        loops=ingest.loops(),
         on_stop=ingest.stop,
     )
 

@@ -22,7 +22,8 @@ from tollgate_core.db import create_pool, ping
 from tollgate_core.http import create_http_app
 from tollgate_core.kafka import TransactionalStage, producer_config
 from tollgate_core.limits import BodyLimits
-from tollgate_core.runtime import build_stage
+from tollgate_core.registrations import LiveCatalog, start_following
+from tollgate_core.runtime import CompactedFollower, build_stage
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
@@ -60,6 +61,10 @@ class Ingest:
         self.topics = Topics(settings.topic_namespace)
         self.contracts = ContractRegistry.from_directory(settings.contracts_dir)
         self.normaliser = Normaliser(self.contracts)
+        # The schemas/ seed, then every registration followed (tollgate_core.registrations).
+        self.live = LiveCatalog(self.contracts)
+        self.live.on_change(lambda applied: self.normaliser.refresh())
+        self.registrations: CompactedFollower | None = None
         self.registry = CollectorRegistry()
         self.metrics = IngestMetrics(self.registry)
         self.tracer = setup_tracing(
@@ -78,6 +83,9 @@ class Ingest:
             **producer_config(s.kafka_bootstrap, s.client_id(SERVICE) + "-gateway")
         )
         await self.producer.start()
+        self.registrations = await start_following(
+            consumers.registrations(s), self.live, s, registry=self.registry
+        )
         handler = IngestStage(
             self.normaliser,
             PostgresClaimStore(self.pool),
@@ -91,9 +99,15 @@ class Ingest:
         )
         await self.stage.start()
 
+    def loops(self) -> list[Any]:
+        assert self.stage is not None and self.registrations is not None
+        return [self.stage.run, self.registrations.run, self.prune_claims]
+
     async def stop(self) -> None:
         if self.stage is not None:
             await self.stage.stop()
+        if self.registrations is not None:
+            await self.registrations.stop()
         if self.producer is not None:
             await self.producer.stop()
         if self.pool is not None:
@@ -121,6 +135,8 @@ class Ingest:
         await self.producer.client.fetch_all_metadata()
         if self.stage is None or not self.stage.healthy:
             raise RuntimeError("stream stage not running")
+        if self.registrations is None or not self.registrations.healthy:
+            raise RuntimeError("registrations follower not running")
 
     async def _db_ready(self) -> None:
         await ping(self.pool)

@@ -3,6 +3,7 @@ and the AsyncAPI document (``make generate``) declares them from these specs."""
 
 from __future__ import annotations
 
+from tollgate_core.registrations import follower_spec
 from tollgate_core.runtime import ConsumerSpec
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
@@ -30,5 +31,14 @@ def stage(settings: ServiceSettings) -> ConsumerSpec:
     )
 
 
+def registrations(settings: ServiceSettings) -> ConsumerSpec:
+    return follower_spec(
+        SERVICE,
+        settings,
+        "the dataset contracts whose events are accepted, and that dry runs and CSV uploads are read "
+        "against.",
+    )
+
+
 def consumer_specs(settings: ServiceSettings) -> list[ConsumerSpec]:
-    return [stage(settings)]
+    return [stage(settings), registrations(settings)]

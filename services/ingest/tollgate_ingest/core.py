@@ -77,6 +77,10 @@ class Normaliser:
         self._contracts = contracts
         self._entity_field = {c.schema_id: c.entity_id.name for c in contracts}
 
+    def refresh(self) -> None:
+        """Take in contracts registered live since (new versions, or changed ones)."""
+        self._entity_field = {c.schema_id: c.entity_id.name for c in self._contracts}
+
     def normalise(self, raw: bytes | None, key: bytes | None, ingested_at: str) -> Ingested:
         if not raw:
             raise Malformed("empty message")

@@ -28,7 +28,8 @@ from tollgate_core.kafka import BatchSink, OutRecord, TransientError, dead_lette
 from tollgate_core.lifecycle import CandidateEvent, LifecycleEvent
 from tollgate_core.pii import PiiRedactor
 from tollgate_core.reference import ReferenceProfile, label_key
-from tollgate_core.runtime import bind_all, build_sink, per_record
+from tollgate_core.registrations import Applied, LiveCatalog, start_following
+from tollgate_core.runtime import CompactedFollower, bind_all, build_sink, per_record
 from tollgate_core.topics import Topics, current_schema_id
 from tollgate_monitor.alerts import alert_id, event_id, severity, wants_retraining
 from tollgate_monitor.consumers import SERVICE, consumer_specs
@@ -96,6 +97,10 @@ class Monitor:
         self.redactors = {
             c.schema_id: PiiRedactor(c, settings.pii_key.get_secret_value().encode()) for c in self.contracts
         }
+        # The schemas/ seed, then every registration followed (tollgate_core.registrations).
+        self.live = LiveCatalog(self.contracts)
+        self.live.on_change(self._registered)
+        self.registrations: CompactedFollower | None = None
         self.registry = CollectorRegistry()
         self.metrics = MonitorMetrics(self.registry)
         self.alert_schema = current_schema_id("monitor.alerts")
@@ -132,7 +137,11 @@ class Monitor:
                 f"{SERVICE}-labels": self.on_labels,
                 f"{SERVICE}-candidates": per_record(self.on_candidate),
                 f"{SERVICE}-lifecycle": per_record(self.on_lifecycle),
+                f"{SERVICE}-registrations": per_record(self.live.apply_record),
             },
+        )
+        self.registrations = await start_following(
+            specs.pop(f"{SERVICE}-registrations"), self.live, s, registry=self.registry
         )
         specs[f"{SERVICE}-windows"] = specs[f"{SERVICE}-windows"].bind(
             self.on_inference, max_records=s.max_batch_records
@@ -149,7 +158,19 @@ class Monitor:
         found = [self.candidates_sink, self.lifecycle_sink, self.windows_sink, self.labels_sink]
         return [sink for sink in found if sink is not None]
 
+    def _registered(self, applied: Applied) -> None:
+        """A contract registered live: its personal-data rules and the layouts built from it are renewed."""
+        if applied.kind != "contract":
+            return
+        contract = self.contracts.get(applied.name)
+        if contract is not None:
+            key = self.settings.pii_key.get_secret_value().encode()
+            self.redactors[applied.name] = PiiRedactor(contract, key)
+        self.layouts.clear()
+
     async def stop(self) -> None:
+        if self.registrations is not None:
+            await self.registrations.stop()
         for sink in self._sinks():
             await sink.stop()
         if self.producer is not None:
@@ -158,9 +179,10 @@ class Monitor:
             await self.pool.close()
 
     def loops(self) -> list[Any]:
-        assert len(self._sinks()) == 4, "start() first"
+        assert len(self._sinks()) == 4 and self.registrations is not None, "start() first"
         return [
             *(sink.run for sink in self._sinks()),
+            self.registrations.run,
             self.relay,
             self.watch_staleness,
             self.close_idle_windows,

@@ -3,6 +3,7 @@ AsyncAPI document (``make generate``) declares them from these specs."""
 
 from __future__ import annotations
 
+from tollgate_core.registrations import follower_spec
 from tollgate_core.runtime import ConsumerSpec
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
@@ -70,5 +71,19 @@ def lifecycle(settings: ServiceSettings) -> ConsumerSpec:
     )
 
 
+def registrations(settings: ServiceSettings) -> ConsumerSpec:
+    return follower_spec(
+        SERVICE,
+        settings,
+        "the dataset contracts that choose drift tests per feature type and protect personal data.",
+    )
+
+
 def consumer_specs(settings: ServiceSettings) -> list[ConsumerSpec]:
-    return [windows(settings), labels(settings), candidates(settings), lifecycle(settings)]
+    return [
+        windows(settings),
+        labels(settings),
+        candidates(settings),
+        lifecycle(settings),
+        registrations(settings),
+    ]

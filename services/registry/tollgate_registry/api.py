@@ -18,11 +18,11 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from tollgate_core.apikeys import APPROVER, OPERATOR, Principal
+from tollgate_core.apikeys import APPROVER, DATA_SCIENTIST, OPERATOR, Principal
 from tollgate_core.auth import READERS, require
 from tollgate_core.lifecycle import Artifact, GateResult, Lineage, Parity, Stage, Transition
 from tollgate_core.limits import TEXT_PATTERN
@@ -37,6 +37,7 @@ from tollgate_registry.core import (
     staging_traffic,
 )
 from tollgate_registry.ports import VersionDetail, VersionRecord
+from tollgate_registry.registrar import BreakingChange, InvalidDocument, Registered, Registrar
 from tollgate_registry.state import IllegalTransition
 from tollgate_registry.tiers import TierForbidden, gate_report_digest
 
@@ -417,7 +418,121 @@ def registry_router(core: ModelRegistry) -> APIRouter:
     return router
 
 
-def install(app: FastAPI, core: ModelRegistry) -> None:
+class RegistrationOut(BaseModel):
+    """A registration: what is now in force on every service (within seconds, without a restart)."""
+
+    kind: Literal["contract", "model"]
+    name: str
+    version: int | None = Field(None, description="The contract's version (contracts only).")
+    revision: int = Field(description="How many times this key was registered, this one included.")
+    digest: str = Field(description="sha256 of the document.")
+    registered_by: str = Field(description="The principal of the API key that registered it.")
+    registered_at: datetime
+    event_id: uuid.UUID = Field(description="Id of the registrations event that publishes it.")
+    created: bool = Field(
+        description="False when exactly this document was registered already: nothing was published."
+    )
+    changes: list[str] = Field(description="How it differs from the revision or version before it.")
+    warnings: list[str] = Field(description="Valid but questionable, e.g. gates unsuited to rare labels.")
+
+
+class ContractOut(BaseModel):
+    schema_id: str = Field(alias="schema")
+    digest: str
+    features: int
+    registered_by: str | None = Field(description="Who registered it; null for a schemas/ seed file.")
+    revision: int | None
+
+
+Registrant = Annotated[
+    Principal,
+    Depends(require("register dataset contracts and model catalog entries", DATA_SCIENTIST)),
+]
+REGISTER: dict[int | str, dict[str, Any]] = {
+    **AUTH,
+    200: {"model": RegistrationOut, "description": "Exactly this document was registered: nothing published"},
+    409: {"model": Problem, "description": "A breaking change to a contract version in force"},
+    422: {"model": Problem, "description": "Not a valid contract or catalog entry (every problem named)"},
+}
+DOCUMENT = Body(
+    description="The document as JSON: a dataset contract (schemas/datasets/*.yaml) or a model catalog "
+    "entry (schemas/models/*.yaml).",
+    media_type="application/json",
+)
+
+
+def _registration(result: Registered) -> RegistrationOut:
+    p = result.payload
+    return RegistrationOut(
+        kind=p.kind,
+        name=p.name,
+        version=p.version,
+        revision=p.revision,
+        digest=p.digest,
+        registered_by=p.registered_by,
+        registered_at=p.registered_at,
+        event_id=result.event_id,
+        created=result.created,
+        changes=p.changes,
+        warnings=p.warnings,
+    )
+
+
+def registrations_router(registrar: Registrar) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["registrations"])
+
+    @router.post(
+        "/contracts",
+        status_code=201,
+        responses=REGISTER,
+        summary="Register a dataset contract version; every service applies it within seconds. A change "
+        "to a version in force must keep every record it accepted valid (else 409: a new version)",
+    )
+    async def register_contract(
+        who: Registrant, response: Response, document: Annotated[dict[str, Any], DOCUMENT]
+    ) -> RegistrationOut:
+        result = await registrar.register_contract(document, who.name)
+        registrar.notify()
+        response.status_code = 201 if result.created else 200
+        return _registration(result)
+
+    @router.post(
+        "/models",
+        status_code=201,
+        responses=REGISTER,
+        summary="Register a model catalog entry (validated against its registered contract); the trainer, "
+        "registry, scorer and monitor apply it within seconds",
+    )
+    async def register_model(
+        who: Registrant, response: Response, document: Annotated[dict[str, Any], DOCUMENT]
+    ) -> RegistrationOut:
+        result = await registrar.register_model(document, who.name)
+        registrar.notify()
+        response.status_code = 201 if result.created else 200
+        return _registration(result)
+
+    @router.get("/contracts", responses=AUTH, summary="Dataset contracts in force, with who registered them")
+    async def list_contracts(_: Reader) -> list[ContractOut]:
+        live = registrar.live
+        out = []
+        for c in sorted(live.contracts, key=lambda c: (c.contract, c.version)):
+            reg = live.registrations.get(f"contract/{c.contract}/v{c.version}")
+            in_force = reg is not None and reg.digest == c.digest
+            out.append(
+                ContractOut(
+                    schema=c.schema_id,
+                    digest=c.digest,
+                    features=len(c.features),
+                    registered_by=reg.registered_by if reg is not None and in_force else None,
+                    revision=reg.revision if reg is not None and in_force else None,
+                )
+            )
+        return out
+
+    return router
+
+
+def install(app: FastAPI, core: ModelRegistry, registrar: Registrar | None = None) -> None:
     """Mount the API on ``app`` and map the core's errors to HTTP statuses."""
 
     async def not_found(_: Request, exc: Exception) -> JSONResponse:
@@ -436,3 +551,11 @@ def install(app: FastAPI, core: ModelRegistry) -> None:
     app.add_exception_handler(ReportMismatch, conflict)
     app.add_exception_handler(TierForbidden, forbidden)
     app.include_router(registry_router(core))
+    if registrar is not None:
+
+        async def invalid(_: Request, exc: Exception) -> JSONResponse:
+            return JSONResponse({"detail": str(exc)}, status_code=422)
+
+        app.add_exception_handler(InvalidDocument, invalid)
+        app.add_exception_handler(BreakingChange, conflict)
+        app.include_router(registrations_router(registrar))

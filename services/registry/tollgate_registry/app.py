@@ -17,13 +17,15 @@ from pydantic_settings import SettingsConfigDict
 from tollgate_core.apikeys import KeyVerifier
 from tollgate_core.artifacts import DirectoryArtifactStore
 from tollgate_core.auth import key_verifier
+from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import create_pool, ping
 from tollgate_core.http import create_http_app
 from tollgate_core.kafka import BatchSink, producer_config
 from tollgate_core.lifecycle import CandidateEvent
 from tollgate_core.models import model_catalog
 from tollgate_core.outbox import Outbox
-from tollgate_core.runtime import bind_all, build_sink, per_record
+from tollgate_core.registrations import LiveCatalog
+from tollgate_core.runtime import CompactedFollower, bind_all, build_follower, build_sink, per_record
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics, current_schema_id
 from tollgate_core.waiting import wait_event
@@ -31,6 +33,7 @@ from tollgate_registry.api import install
 from tollgate_registry.consumers import SERVICE, consumer_specs
 from tollgate_registry.core import ModelRegistry
 from tollgate_registry.postgres import OUTBOX_TABLE, PostgresRepository
+from tollgate_registry.registrar import Registrar
 from tollgate_registry.state import Change
 
 log = logging.getLogger(__name__)
@@ -77,7 +80,9 @@ class Registry:
     def __init__(self, settings: RegistrySettings) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_namespace)
-        self.catalog = model_catalog(settings.models_path())
+        # The schemas/ seed, then every registration followed (tollgate_core.registrations).
+        self.live = LiveCatalog(ContractRegistry.from_directory(), model_catalog(settings.models_path()))
+        self.catalog = self.live.models
         self.store = DirectoryArtifactStore(settings.artifact_path())
         self.registry = CollectorRegistry()
         self.metrics = RegistryMetrics(self.registry)
@@ -87,6 +92,8 @@ class Registry:
         self.core: ModelRegistry | None = None
         self.keys: KeyVerifier | None = None
         self.candidates_sink: BatchSink | None = None
+        self.registrations: CompactedFollower | None = None
+        self.registrar: Registrar | None = None
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -105,7 +112,23 @@ class Registry:
             **producer_config(s.kafka_bootstrap, s.client_id(SERVICE) + "-outbox")
         )
         await self.producer.start()
-        specs = bind_all(consumer_specs(s), {f"{SERVICE}-candidates": per_record(self.on_candidate)})
+        self.registrar = Registrar(
+            self.pool,
+            self.outbox,
+            self.topics.registrations,
+            current_schema_id("registrations"),
+            self.live,
+        )
+        specs = bind_all(
+            consumer_specs(s),
+            {
+                f"{SERVICE}-candidates": per_record(self.on_candidate),
+                f"{SERVICE}-registrations": per_record(self.live.apply_record),
+            },
+        )
+        self.registrations = build_follower(specs[f"{SERVICE}-registrations"], s, registry=self.registry)
+        await self.registrations.start()
+        await self.registrations.catch_up()  # gate with the registered catalog from the first candidate on
         self.candidates_sink = build_sink(specs[f"{SERVICE}-candidates"], s, registry=self.registry)
         await self.candidates_sink.start()
         log.info("registry: %d model(s) in the catalog, artifacts in %s", len(self.catalog), self.store.root)
@@ -114,6 +137,8 @@ class Registry:
         self._stopping.set()
         if self.candidates_sink is not None:
             await self.candidates_sink.stop()
+        if self.registrations is not None:
+            await self.registrations.stop()
         if self.producer is not None:
             await self.producer.stop()
         if self.pool is not None:
@@ -123,8 +148,13 @@ class Registry:
         self.metrics.transitions.labels(model, change.transition.value).inc()
 
     def loops(self) -> list[Any]:
-        assert self.candidates_sink is not None
-        return [self.candidates_sink.run, self.relay_lifecycle_events, self.end_canary_periods]
+        assert self.candidates_sink is not None and self.registrations is not None
+        return [
+            self.candidates_sink.run,
+            self.registrations.run,
+            self.relay_lifecycle_events,
+            self.end_canary_periods,
+        ]
 
     async def on_candidate(self, body: bytes) -> None:
         """Verify the artifact, evaluate the gates, store the version and its transitions; idempotent by
@@ -155,6 +185,8 @@ class Registry:
         await self.producer.client.fetch_all_metadata()
         if self.candidates_sink is None or not self.candidates_sink.healthy:
             raise RuntimeError("candidate consumer not running")
+        if self.registrations is None or not self.registrations.healthy:
+            raise RuntimeError("registrations follower not running")
 
     async def _db_ready(self) -> None:
         await ping(self.pool)
@@ -171,5 +203,5 @@ class Registry:
             checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
             keys=self.keys,
         )
-        install(app, self.core)
+        install(app, self.core, self.registrar)
         return app

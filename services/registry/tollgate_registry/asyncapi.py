@@ -23,5 +23,10 @@ def build_broker(settings: ServiceSettings) -> KafkaBroker:
         description="Every state change of a model version, keyed by model name (transactional "
         "outbox: published after the change is stored).",
     )
+    broker.publisher(
+        topics.registrations,
+        description="Dataset contracts and model catalog entries registered live (POST /v1/contracts, "
+        "/v1/models), keyed contract/<name>/v<N> or model/<name> (transactional outbox).",
+    )
     broker.publisher(topics.dlq(SERVICE), description="Candidate messages that could not be processed.")
     return broker

@@ -18,7 +18,7 @@ import typer
 
 from tollgate_core.cli import call, console, fail, group
 from tollgate_core.cli import table as cli_table
-from tollgate_core.contracts_cli import contracts_app
+from tollgate_core.contracts_cli import ApiKey, contracts_app, register_files
 from tollgate_core.keys_cli import keys_app
 
 DEFAULT_REGISTRY_URL = "http://127.0.0.1:8082"
@@ -99,8 +99,35 @@ def _print_action(result: dict[str, Any]) -> None:
     )
 
 
-@app.command("models")
-def list_models(registry_url: RegistryUrl = DEFAULT_REGISTRY_URL) -> None:
+models_app = typer.Typer(
+    name="models",
+    help="List models (no command), or register catalog entries: tollgate models register FILE.",
+    invoke_without_command=True,
+    add_completion=False,
+)
+
+
+@models_app.callback()
+def models(ctx: typer.Context, registry_url: RegistryUrl = DEFAULT_REGISTRY_URL) -> None:
+    """List models with their production and staging versions (or run a command: register)."""
+    if ctx.invoked_subcommand is None:
+        list_models(registry_url)
+
+
+@models_app.command("register")
+def register_models(
+    files: Annotated[list[str], typer.Argument(help="Model catalog YAML files.")],
+    registry_url: RegistryUrl = DEFAULT_REGISTRY_URL,
+    api_key: ApiKey = None,
+) -> None:
+    """Register model catalog entries with the registry (checked against their registered contract);
+    the trainer, registry, scorer and monitor apply them without a restart."""
+    from pathlib import Path
+
+    register_files([Path(f) for f in files], "/v1/models", registry_url, api_key or _credentials["api_key"])
+
+
+def list_models(registry_url: str) -> None:
     """List models with their production and staging versions."""
     table = cli_table("models", ("model", "production", "staging", "versions", "rollout", "contract"))
     for m in request("GET", registry_url, "/v1/models"):
@@ -252,6 +279,7 @@ def rollback(model: Model, reason: Reason, registry_url: RegistryUrl = DEFAULT_R
     _print_action(request("POST", registry_url, f"/v1/models/{model}/rollback", {"reason": reason}))
 
 
+app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(contracts_app, name="contracts")
 

@@ -3,6 +3,7 @@ AsyncAPI document (``make generate``) declares them from these specs."""
 
 from __future__ import annotations
 
+from tollgate_core.registrations import follower_spec
 from tollgate_core.runtime import ConsumerSpec
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
@@ -25,5 +26,14 @@ def candidates(settings: ServiceSettings) -> ConsumerSpec:
     )
 
 
+def registrations(settings: ServiceSettings) -> ConsumerSpec:
+    return follower_spec(
+        SERVICE,
+        settings,
+        "the gates, rollout and risk tier of each model, and the contracts new registrations are "
+        "checked against.",
+    )
+
+
 def consumer_specs(settings: ServiceSettings) -> list[ConsumerSpec]:
-    return [candidates(settings)]
+    return [candidates(settings), registrations(settings)]

@@ -152,7 +152,8 @@ class ModelRegistry:
         for spec in catalog.values():
             check_gates(spec.model, spec.gates)
         self.repository = repository
-        self.catalog = dict(catalog)
+        # Not a copy: a live registration (tollgate_core.registrations.LiveCatalog) updates it in place.
+        self.catalog = catalog
         self.store = store
         self.lifecycle_schema = lifecycle_schema
         self.clock = clock

@@ -18,7 +18,8 @@ from tollgate_core.db import ping
 from tollgate_core.http import create_http_app
 from tollgate_core.kafka import TransactionalStage
 from tollgate_core.limits import BodyLimits
-from tollgate_core.runtime import build_stage
+from tollgate_core.registrations import Applied, LiveCatalog, start_following
+from tollgate_core.runtime import CompactedFollower, build_stage
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics, current_schema_id
 from tollgate_scorer import consumers
@@ -53,6 +54,9 @@ class ScorerService:
         self.settings = settings
         self.topics = Topics(settings.topic_namespace)
         self.contracts = ContractRegistry.from_directory(settings.contracts_dir)
+        # The schemas/ seed, then every registration followed (tollgate_core.registrations).
+        self.live = LiveCatalog(self.contracts)
+        self.registrations: CompactedFollower | None = None
         self.table = ModelTable()
         self.stats = ScoringStats()
         self.manager = ModelManager(
@@ -116,6 +120,11 @@ class ScorerService:
                 self.pool, refresh_s=s.api_key_refresh_s, cache_size=s.api_key_cache_size
             )
             await self.verifier.refresh()
+        self.live.on_change(self._contract_registered)
+        # Contracts first, so that versions load against the registered ones.
+        self.registrations = await start_following(
+            consumers.registrations(s), self.live, s, registry=self.registry
+        )
         self.follower = LifecycleFollower(
             spec=consumers.lifecycle(s),
             settings=s,
@@ -144,6 +153,8 @@ class ScorerService:
     def loops(self) -> list[Any]:
         """Background loops for ``run_service``; each runs until the process stops."""
         loops: list[Any] = []
+        if self.registrations is not None:
+            loops.append(self.registrations.run)
         if self.follower is not None:
             loops.append(self.follower.run)
         if self.inference_log is not None:
@@ -161,10 +172,16 @@ class ScorerService:
             await self.stage.stop()
         if self.follower is not None:
             await self.follower.stop()
+        if self.registrations is not None:
+            await self.registrations.stop()
         if self.inference_log is not None:
             await self.inference_log.close()
         if self.pool is not None:
             await self.pool.close()
+
+    async def _contract_registered(self, applied: Applied) -> None:
+        if applied.kind == "contract":
+            await self.manager.contract_changed(applied.name)
 
     # ---- readiness
 

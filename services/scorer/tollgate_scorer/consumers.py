@@ -3,12 +3,14 @@ AsyncAPI document (``make generate``) declares them from these specs.
 
 * ``scoring.requests`` → ``scoring.results`` (+ ``dlq.scorer``): a transactional stage, offsets committed
   with the results.
+* ``registrations``: a compacted follower of the contracts registered live (requests are read against them).
 * ``models.lifecycle``: a compacted follower, read whole by every replica on every start, without a consumer
   group and without commits (see ``tollgate_scorer.follower``).
 """
 
 from __future__ import annotations
 
+from tollgate_core.registrations import follower_spec
 from tollgate_core.runtime import ConsumerSpec
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
@@ -52,5 +54,14 @@ def lifecycle(settings: ServiceSettings) -> ConsumerSpec:
     )
 
 
+def registrations(settings: ServiceSettings) -> ConsumerSpec:
+    return follower_spec(
+        SERVICE,
+        settings,
+        "the dataset contracts requests are read against (a served version whose contract changes is "
+        "reloaded with it and swapped in).",
+    )
+
+
 def consumer_specs(settings: ServiceSettings) -> list[ConsumerSpec]:
-    return [stage(settings), lifecycle(settings)]
+    return [stage(settings), lifecycle(settings), registrations(settings)]

@@ -47,9 +47,21 @@ class ModelManager:
         self.loads: defaultdict[str, int] = defaultdict(int)
         self.load_failures: defaultdict[str, int] = defaultdict(int)
         self.swaps: defaultdict[str, int] = defaultdict(int)
+        self._desired: dict[str, DesiredRoute] = {}
+
+    async def contract_changed(self, schema_id: str) -> None:
+        """A contract was registered live: reload the versions read against it (the current ones serve
+        until the reloaded ones are swapped in)."""
+        for desired in list(self._desired.values()):
+            route = self.table.get(desired.model)
+            served = route.models() if route is not None else []
+            refs = [ref for ref in (desired.production, desired.staging) if ref is not None]
+            if any(m.contract_id == schema_id for m in served) or any(r.contract == schema_id for r in refs):
+                await self.apply(desired)
 
     async def apply(self, desired: DesiredRoute) -> None:
         async with self._lock:
+            self._desired[desired.model] = desired
             current = self.table.get(desired.model)
             production = await self._model(desired.production, current)
             if desired.production is not None and production is None and current is not None:
@@ -89,8 +101,12 @@ class ModelManager:
             return None
         if current is not None:
             for model in current.models():
-                if model.version == ref.version and model.digest == ref.digest:
-                    return model
+                if (
+                    model.version == ref.version
+                    and model.digest == ref.digest
+                    and self._contracts.get(model.contract_id) is model.contract
+                ):
+                    return model  # same artifact, read against the contract in force
         try:
             model = await asyncio.to_thread(self._load, ref)
         except (ArtifactError, ModelLoadError, ValueError, OSError) as exc:

@@ -29,7 +29,8 @@ from tollgate_core.kafka import BatchSink, producer_config
 from tollgate_core.lifecycle import TrainingRequestEvent, TrainingRequestPayload
 from tollgate_core.limits import TEXT_PATTERN
 from tollgate_core.models import model_catalog
-from tollgate_core.runtime import bind_all, build_sink, per_record
+from tollgate_core.registrations import Applied, LiveCatalog, start_following
+from tollgate_core.runtime import CompactedFollower, bind_all, build_sink, per_record
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics, current_schema_id
 from tollgate_trainer.consumers import SERVICE, consumer_specs
@@ -89,7 +90,12 @@ class Trainer:
         self.settings = settings
         self.topics = Topics(settings.topic_namespace)
         self.contracts = ContractRegistry.from_directory(settings.contracts_dir)
-        self.specs = model_catalog(settings.models_path())
+        # The schemas/ seed, then every registration followed (tollgate_core.registrations); the runner and
+        # the scheduler hold these very objects, so a registration is in force for the next run.
+        self.live = LiveCatalog(self.contracts, model_catalog(settings.models_path()))
+        self.live.on_change(self._registered)
+        self.specs = self.live.models
+        self.registrations: CompactedFollower | None = None
         self.registry = CollectorRegistry()
         self.rows = Counter(
             "tollgate_trainer_rows", "Labeled rows stored", ["contract"], registry=self.registry
@@ -105,6 +111,12 @@ class Trainer:
         self.requests_sink: BatchSink | None = None
         self.producer: AIOKafkaProducer | None = None
         self.known_contracts = {s.contract for s in self.specs.values()}
+
+    def _registered(self, applied: Applied) -> None:
+        if applied.kind == "model":
+            self.known_contracts = {s.contract for s in self.specs.values()}
+            if self.scheduler is not None:
+                self.scheduler.poke()
 
     async def store_rows(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         rows = []
@@ -159,7 +171,15 @@ class Trainer:
         await self.producer.start()
         specs = bind_all(
             consumer_specs(s),
-            {f"{SERVICE}-store": self.store_rows, f"{SERVICE}-requests": per_record(self.on_request)},
+            {
+                f"{SERVICE}-store": self.store_rows,
+                f"{SERVICE}-requests": per_record(self.on_request),
+                f"{SERVICE}-registrations": per_record(self.live.apply_record),
+            },
+        )
+        # Models registered live are known before the first row or request is read.
+        self.registrations = await start_following(
+            specs[f"{SERVICE}-registrations"], self.live, s, registry=self.registry
         )
         self.sink = build_sink(specs[f"{SERVICE}-store"], s, registry=self.registry)
         self.requests_sink = build_sink(specs[f"{SERVICE}-requests"], s, registry=self.registry)
@@ -168,9 +188,18 @@ class Trainer:
 
     def loops(self) -> list[Any]:
         assert self.sink is not None and self.requests_sink is not None and self.scheduler is not None
-        return [self.sink.run, self.requests_sink.run, self.scheduler.loop, self.relay]
+        assert self.registrations is not None
+        return [
+            self.sink.run,
+            self.requests_sink.run,
+            self.registrations.run,
+            self.scheduler.loop,
+            self.relay,
+        ]
 
     async def stop(self) -> None:
+        if self.registrations is not None:
+            await self.registrations.stop()
         if self.requests_sink is not None:
             await self.requests_sink.stop()
         if self.sink is not None:
@@ -189,6 +218,8 @@ class Trainer:
             raise RuntimeError("training-store consumer not running")
         if self.requests_sink is None or not self.requests_sink.healthy:
             raise RuntimeError("training-request consumer not running")
+        if self.registrations is None or not self.registrations.healthy:
+            raise RuntimeError("registrations follower not running")
         assert self.producer is not None
         await self.producer.client.fetch_all_metadata()
 

@@ -3,6 +3,7 @@ AsyncAPI document (``make generate``) declares them from these specs."""
 
 from __future__ import annotations
 
+from tollgate_core.registrations import follower_spec
 from tollgate_core.runtime import ConsumerSpec
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
@@ -39,5 +40,13 @@ def requests(settings: ServiceSettings) -> ConsumerSpec:
     )
 
 
+def registrations(settings: ServiceSettings) -> ConsumerSpec:
+    return follower_spec(
+        SERVICE,
+        settings,
+        "the models to train (policy, threshold rule) and the contracts their preprocessing is built from.",
+    )
+
+
 def consumer_specs(settings: ServiceSettings) -> list[ConsumerSpec]:
-    return [store(settings), requests(settings)]
+    return [store(settings), requests(settings), registrations(settings)]

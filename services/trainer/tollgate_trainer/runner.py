@@ -288,7 +288,7 @@ class Scheduler:
     async def tick(self) -> list[RunOutcome]:
         now = time.monotonic()
         ran: list[RunOutcome] = []
-        for spec in self.specs.values():
+        for spec in list(self.specs.values()):  # a registration may add one meanwhile
             triggers, requests = await self.due_triggers(spec)
             window = self._windows.get(spec.model)
             if triggers and window is None:

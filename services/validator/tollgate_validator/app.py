@@ -19,7 +19,8 @@ from tollgate_core.db import create_pool, ping
 from tollgate_core.http import create_http_app
 from tollgate_core.kafka import BatchSink, TransactionalStage
 from tollgate_core.reference import ReferenceProfile
-from tollgate_core.runtime import bind_all, build_follower, build_stage, per_record
+from tollgate_core.registrations import Applied, LiveCatalog, start_following
+from tollgate_core.runtime import CompactedFollower, bind_all, build_follower, build_stage, per_record
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
@@ -52,6 +53,9 @@ class Validator:
         self.settings = settings
         self.topics = Topics(settings.topic_namespace)
         self.contracts = ContractRegistry.from_directory(settings.contracts_dir)
+        # The schemas/ seed, then every registration followed (tollgate_core.registrations).
+        self.live = LiveCatalog(self.contracts)
+        self.registrations: CompactedFollower | None = None
         self.references = References(settings.iqr_factor)
         self.registry = CollectorRegistry()
         self.metrics = ValidatorMetrics(self.registry)
@@ -101,9 +105,18 @@ class Validator:
             tracer=self.tracer,
             max_violations=s.max_violations,
         )
+        self.live.on_change(lambda applied: self._recompile(handler, applied))
         specs = bind_all(
             consumer_specs(s),
-            {SERVICE: handler, f"{SERVICE}-references": per_record(self.on_candidate_record)},
+            {
+                SERVICE: handler,
+                f"{SERVICE}-references": per_record(self.on_candidate_record),
+                f"{SERVICE}-registrations": per_record(self.live.apply_record),
+            },
+        )
+        # Judge the first event with every registered contract in force.
+        self.registrations = await start_following(
+            specs[f"{SERVICE}-registrations"], self.live, s, registry=self.registry
         )
         self.stage = build_stage(
             specs[SERVICE].bind(handler, max_records=s.batch_max_records), s, registry=self.registry
@@ -112,11 +125,19 @@ class Validator:
         await self.stage.start()
         await self.references_sink.start()
 
+    @staticmethod
+    def _recompile(handler: ValidatorStage, applied: Applied) -> None:
+        if applied.kind == "contract":
+            handler.recompile(applied.name)
+
     def loops(self) -> list[Any]:
         assert self.stage is not None and self.references_sink is not None
-        return [self.stage.run, self.references_sink.run]
+        assert self.registrations is not None
+        return [self.stage.run, self.references_sink.run, self.registrations.run]
 
     async def stop(self) -> None:
+        if self.registrations is not None:
+            await self.registrations.stop()
         if self.references_sink is not None:
             await self.references_sink.stop()
         if self.stage is not None:
@@ -129,6 +150,8 @@ class Validator:
             raise RuntimeError("stream stage not running")
         if self.references_sink is None or not self.references_sink.healthy:
             raise RuntimeError("reference consumer not running")
+        if self.registrations is None or not self.registrations.healthy:
+            raise RuntimeError("registrations follower not running")
 
     async def _db_ready(self) -> None:
         await ping(self.pool)

@@ -3,6 +3,7 @@ AsyncAPI document (``make generate``) declares them from these specs."""
 
 from __future__ import annotations
 
+from tollgate_core.registrations import follower_spec
 from tollgate_core.runtime import ConsumerSpec
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
@@ -44,5 +45,9 @@ def references(settings: ServiceSettings) -> ConsumerSpec:
     )
 
 
+def registrations(settings: ServiceSettings) -> ConsumerSpec:
+    return follower_spec(SERVICE, settings, "the dataset contracts events are validated against.")
+
+
 def consumer_specs(settings: ServiceSettings) -> list[ConsumerSpec]:
-    return [stage(settings), references(settings)]
+    return [stage(settings), references(settings), registrations(settings)]

@@ -73,6 +73,7 @@ class ValidatorStage:
         max_violations: int = MAX_VIOLATIONS,
     ) -> None:
         self._max_violations = max_violations
+        self._contracts = contracts
         self._compiled = {c.schema_id: CompiledContract(c) for c in contracts}
         self._references = references
         self._validated = validated_topic
@@ -80,6 +81,12 @@ class ValidatorStage:
         self._dlq = dlq_topic
         self._metrics = metrics
         self._tracer = tracer or trace.get_tracer("tollgate.validator")
+
+    def recompile(self, schema_id: str) -> None:
+        """Compile a contract version registered live (new, or replacing the one in force)."""
+        contract = self._contracts.get(schema_id)
+        if contract is not None:
+            self._compiled = {**self._compiled, schema_id: CompiledContract(contract)}
 
     async def __call__(self, records: list[ConsumerRecord[bytes, bytes]]) -> Sequence[OutRecord]:
         stamp = now_iso()

@@ -50,6 +50,7 @@ def test_streams_cover_the_audited_topics_and_validated_is_opt_in() -> None:
         "inference.log",
         "monitor.alerts",
         "operations",
+        "registrations",
         "events.rejected",
     ]
     assert stream_specs(audit_validated=True)[-1].topic == "events.validated"
