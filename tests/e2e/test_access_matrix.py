@@ -42,6 +42,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "trainer": {
         **OPS,
         "GET /v1/runs": READ,
+        "GET /v1/models": READ,
         "POST /v1/models/{model}/train": {"data-scientist"},
     },
     "registry": {

@@ -29,7 +29,7 @@ from tollgate_core.kafka import BatchSink, producer_config
 from tollgate_core.lifecycle import TrainingRequestEvent, TrainingRequestPayload
 from tollgate_core.limits import TEXT_PATTERN
 from tollgate_core.models import model_catalog
-from tollgate_core.registrations import Applied, LiveCatalog, start_following
+from tollgate_core.registrations import Applied, LiveCatalog, model_digest, start_following
 from tollgate_core.runtime import CompactedFollower, bind_all, build_sink, per_record
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics, current_schema_id
@@ -243,6 +243,27 @@ class Trainer:
         async def runs(model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
             assert self.repo is not None
             return await self.repo.runs(model, min(max(limit, 1), 500))
+
+        @app.get(
+            "/v1/models",
+            tags=["training"],
+            summary="The models this trainer trains (the schemas/ seed and every registration applied)",
+            dependencies=[reader],
+        )
+        async def models() -> list[dict[str, Any]]:
+            out = []
+            for name, spec in sorted(self.specs.items()):
+                registered = self.live.registrations.get(f"model/{name}")
+                out.append(
+                    {
+                        "model": name,
+                        "contract": spec.contract,
+                        "digest": model_digest(spec),
+                        "contract_known": self.contracts.get(spec.contract) is not None,
+                        "registered_by": registered.registered_by if registered is not None else None,
+                    }
+                )
+            return out
 
         @app.post(
             "/v1/models/{model}/train",
