@@ -34,7 +34,6 @@ from tollgate_audit_log.merkle import (
     Frontier,
     frontier_consistency_proof_of_leaves,
     leaf_hashes,
-    root_of_leaf_hashes,
 )
 from tollgate_audit_log.signing import Signer, Statement, public_bytes
 
@@ -462,12 +461,12 @@ class ChainWriter:
             leaves = leaf_hashes(rows)  # once, for the range's root, the tree and the consistency proof
             proof = frontier_consistency_proof_of_leaves(old, leaves) if old.size else []
             tree = old.copy()
-            tree.extend_leaf_hashes(leaves)
+            range_root = tree.extend_and_root(leaves)
             statement = Statement(
                 stream=self.stream,
                 first_seq=first,
                 last_seq=end,
-                merkle_root=root_of_leaf_hashes(leaves),
+                merkle_root=range_root,
                 head_hash=rows[-1],
                 created_at=datetime.now(UTC),
                 key_id=signer.key_id,

@@ -148,6 +148,46 @@ class Frontier:
             size += 1
         self.size = size
 
+    def extend_and_root(self, leaves: Sequence[bytes]) -> bytes:
+        """Append ``leaves`` (already hashed with :func:`leaf_hash`) and return the root of those leaves
+        alone (:func:`root_of_leaf_hashes`, a checkpoint's range root), hashing the levels both trees share
+        once: while the range starts at a multiple of ``2**h``, its level-``h`` nodes are perfect subtrees of
+        the whole tree too. Above that height each tree is finished on its own, over ``n / 2**h`` nodes.
+        A range of 10,000 leaves starting at a multiple of 10,000 (16 = 2**4 divides it) costs about 1.06
+        node hashes a leaf instead of 2 (the range's tree, then the frontier's)."""
+        n = len(leaves)
+        if not n:
+            return EMPTY_ROOT
+        start = self.size
+        align = (start & -start).bit_length() - 1 if start else n.bit_length()
+        levels = [list(leaves)]
+        while len(levels[-1]) > 1 and len(levels) - 1 < align:
+            levels.append(_parent_level(levels[-1]))
+        height = len(levels) - 1
+        full = n >> height  # level-`height` nodes over whole blocks (a last, shorter one is carried up)
+        for node in levels[height][:full]:
+            self._push(node, height)
+        offset = full << height
+        for j in reversed(range(height)):  # the leaves left: whole aligned blocks of decreasing size
+            if (n - offset) >> j & 1:
+                self._push(levels[j][offset >> j], j)
+                offset += 1 << j
+        top = levels[height]
+        while len(top) > 1:
+            top = _parent_level(top)
+        return top[0]
+
+    def _push(self, node: bytes, height: int) -> None:
+        """Append a perfect subtree of ``2**height`` leaves (root ``node``) at a size that is a multiple of
+        its width: merged like one leaf at that height."""
+        nodes, sha = self.nodes, hashlib.sha256
+        s = self.size >> height
+        while s & 1:
+            node = sha(_NODE + nodes.pop() + node).digest()
+            s >>= 1
+        nodes.append(node)
+        self.size += 1 << height
+
     def root(self) -> bytes:
         if not self.nodes:
             return EMPTY_ROOT
@@ -259,15 +299,20 @@ def leaf_hashes(row_hashes: Sequence[bytes]) -> list[bytes]:
     return [sha(_LEAF + x).digest() for x in row_hashes]
 
 
+def _parent_level(nodes: Sequence[bytes]) -> list[bytes]:
+    """One level up: each pair hashed, an odd last node carried up unchanged (see :func:`merkle_root`)."""
+    sha = hashlib.sha256
+    up = [sha(_NODE + nodes[i] + nodes[i + 1]).digest() for i in range(0, len(nodes) - 1, 2)]
+    if len(nodes) % 2:
+        up.append(nodes[-1])
+    return up
+
+
 def root_of_leaf_hashes(level: Sequence[bytes]) -> bytes:
     """:func:`merkle_root` for leaves already hashed with :func:`leaf_hash`."""
     if not level:
         return EMPTY_ROOT
-    sha = hashlib.sha256
     nodes = list(level)
     while len(nodes) > 1:
-        nxt = [sha(_NODE + nodes[i] + nodes[i + 1]).digest() for i in range(0, len(nodes) - 1, 2)]
-        if len(nodes) % 2:
-            nxt.append(nodes[-1])
-        nodes = nxt
+        nodes = _parent_level(nodes)
     return nodes[0]

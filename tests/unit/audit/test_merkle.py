@@ -108,3 +108,40 @@ def test_consistency_proofs_between_every_pair_of_sizes() -> None:
                 changed = [*leaves[:n]]
                 changed[0] = bytes(32)
                 assert not verify_consistency(m, n, old_root, merkle_root(changed), proof)
+
+
+def test_frontier_extended_in_blocks_equals_leaf_by_leaf() -> None:
+    """extend/extend_leaf_hashes append aligned perfect subtrees at once: the same nodes as one leaf at a
+    time, from any starting size and for any block length."""
+    from tollgate_audit_log.merkle import Frontier
+
+    leaves = [hashlib.sha256(str(i).encode()).digest() for i in range(600)]
+    one_by_one = [Frontier()]
+    for leaf in leaves:
+        f = one_by_one[-1].copy()
+        f.append(leaf)
+        one_by_one.append(f)
+    for start in [0, 1, 2, 3, 5, 8, 63, 64, 65, 127, 200]:
+        for length in [0, 1, 2, 3, 7, 16, 33, 100, 255, 256, 257, 399]:
+            f = one_by_one[start].copy()
+            f.extend(leaves[start : start + length])
+            assert (f.size, f.nodes) == (start + length, one_by_one[start + length].nodes), (start, length)
+
+
+def test_extend_and_root_shares_levels_and_equals_the_separate_computations() -> None:
+    """A checkpoint's range root and the whole tree's frontier from one pass: the same range root as
+    root_of_leaf_hashes and the same frontier as appending leaf by leaf, from any start and length."""
+    from tollgate_audit_log.merkle import Frontier, leaf_hashes, root_of_leaf_hashes
+
+    leaves = leaf_hashes([hashlib.sha256(str(i).encode()).digest() for i in range(700)])
+    one_by_one = [Frontier()]
+    for leaf in leaves:
+        f = one_by_one[-1].copy()
+        f.append_leaf_hash(leaf)
+        one_by_one.append(f)
+    for start in [0, 1, 2, 3, 5, 8, 16, 48, 63, 64, 65, 127, 200, 256]:
+        for length in [0, 1, 2, 3, 4, 7, 16, 33, 100, 255, 256, 257, 399, 444]:
+            f = one_by_one[start].copy()
+            root = f.extend_and_root(leaves[start : start + length])
+            assert root == root_of_leaf_hashes(leaves[start : start + length]), (start, length)
+            assert (f.size, f.nodes) == (start + length, one_by_one[start + length].nodes), (start, length)
