@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import resource
@@ -64,7 +65,7 @@ from tollgate_audit_log.receipts import receipts_for, verify_receipt  # noqa: E4
 from tollgate_audit_log.settings import AuditLogSettings  # noqa: E402
 from tollgate_audit_log.signing import Signer  # noqa: E402
 from tollgate_audit_log.streams import STREAMS, EntryBuilder  # noqa: E402
-from tollgate_audit_log.verify import verify_database  # noqa: E402
+from tollgate_audit_log.verify import SCAN_SETTINGS, VERIFY_SQL, verify_database  # noqa: E402
 from tollgate_core.settings import DEFAULT_DATABASE_URL  # noqa: E402
 
 ADMIN_DSN = os.environ.get("TOLLGATE_DATABASE_URL", DEFAULT_DATABASE_URL)
@@ -346,31 +347,50 @@ async def measure_verify(dsn: str, builder: EntryBuilder, args: argparse.Namespa
         backend = await conn.fetchval("SELECT pg_backend_pid()")
         for workers in sorted({1, args.workers}):
             runs, client_cpu, server_cpu = [], [], []
+            floor_runs, floor_cpu = [], []
             for _ in range(args.verify_repeat):
+                floor_wall, floor_cpu_s = await copy_floor(dsn, stream, args.verify_rows, workers)
+                floor_runs.append(floor_wall)
+                floor_cpu.append(floor_cpu_s)
+                print(
+                    f"floor: COPY of the same {args.verify_rows:,} rows over {workers} connection(s), hashed as "
+                    f"they arrive, in {floor_wall:.2f} s (CPU: this process and the COPY backends {floor_cpu_s:.2f} s)"
+                )
                 cpu = cpu_seconds()
-                served = backend_cpu_seconds(backend)
+                served = backend_cpu_seconds(backend) + ended_backends_cpu_seconds(backend)
                 started = time.perf_counter()
                 report = await verify_database(
                     conn, streams=[stream], trusted=trusted, workers=workers, dsn=dsn
                 )
                 runs.append(time.perf_counter() - started)
                 client_cpu.append(cpu_seconds() - cpu)
-                server_cpu.append(backend_cpu_seconds(backend) - served)
+                server_cpu.append(backend_cpu_seconds(backend) + ended_backends_cpu_seconds(backend) - served)
                 assert report.ok and report.rows == args.verify_rows, report.summary()
                 print(
                     f"verified {report.rows:,} rows ({report.streams[0].checkpoints_verified} tree heads) with "
                     f"{workers} process(es) in {runs[-1]:.2f} s (CPU: verifier processes {client_cpu[-1]:.2f} s, "
-                    f"the first range's PostgreSQL backend {server_cpu[-1]:.2f} s)"
+                    f"their PostgreSQL backends {server_cpu[-1]:.2f} s)"
                 )
             seconds = statistics.median(runs)
             # On a loaded machine the wall time says how much CPU the others left; the CPU seconds say what
             # verification itself costs (the verifier's processes, workers included, and the PostgreSQL
-            # backend of the calling process's connection, which serves the whole stream with 1 process).
+            # backends serving them: the calling process's connection, and the workers' connections, counted
+            # once they ended; other backends that end meanwhile, such as autovacuum's, count too).
             timings[f"verify_cpu_seconds_{workers}_workers"] = round(statistics.median(client_cpu), 2)
             timings[f"verify_backend_cpu_seconds_{workers}_workers"] = round(statistics.median(server_cpu), 2)
             timings[f"verify_seconds_{workers}_workers"] = round(seconds, 2)
             timings[f"verify_rows_per_second_{workers}_workers"] = round(args.verify_rows / seconds)
             timings[f"verify_runs_{workers}_workers"] = [round(r, 2) for r in runs]
+            floor = statistics.median(floor_runs)
+            timings[f"floor_seconds_{workers}_workers"] = round(floor, 2)
+            timings[f"floor_cpu_seconds_{workers}_workers"] = round(statistics.median(floor_cpu), 2)
+            timings[f"floor_runs_{workers}_workers"] = [round(r, 2) for r in floor_runs]
+            timings[f"verify_vs_floor_{workers}_workers"] = round(seconds / floor, 2)
+            timings[f"verify_vs_floor_cpu_{workers}_workers"] = round(
+                (statistics.median(client_cpu) + statistics.median(server_cpu))
+                / statistics.median(floor_cpu),
+                2,
+            )
         if args.workers > 1:
             timings["verify_speedup_workers"] = round(
                 timings["verify_seconds_1_workers"] / timings[f"verify_seconds_{args.workers}_workers"], 2
@@ -381,10 +401,66 @@ async def measure_verify(dsn: str, builder: EntryBuilder, args: argparse.Namespa
         await conn.close()
 
 
+async def copy_floor(dsn: str, stream: str, rows: int, connections: int) -> tuple[float, float]:
+    """The floor of verification: the same rows and columns as the verifier reads (VERIFY_SQL, the same
+    plan settings), streamed out with binary ``COPY`` over ``connections`` connections (one seq range
+    each, in one exported snapshot) and hashed with SHA-256 as the bytes arrive: reading and hashing every
+    byte once, no rows decoded, no checks. Returns wall seconds and CPU seconds (this process and the COPY
+    backends)."""
+    conns = [await asyncpg.connect(dsn) for _ in range(connections)]
+    try:
+        pids = [await c.fetchval("SELECT pg_backend_pid()") for c in conns]
+        cuts = [1 + rows * k // connections for k in range(connections + 1)]
+        txs = [c.transaction(isolation="repeatable_read", readonly=True) for c in conns]
+        for tx in txs:
+            await tx.start()
+        try:
+            snapshot = await conns[0].fetchval("SELECT pg_export_snapshot()")
+            for c in conns[1:]:
+                await c.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+            for c in conns:
+                await c.execute(SCAN_SETTINGS)
+            digests = [hashlib.sha256() for _ in conns]
+
+            def sink(h: Any) -> Any:
+                async def write(data: bytes) -> None:
+                    h.update(data)
+
+                return write
+
+            cpu, served, started = cpu_seconds(), sum(map(backend_cpu_seconds, pids)), time.perf_counter()
+            await asyncio.gather(
+                *(
+                    c.copy_from_query(VERIFY_SQL, stream, lo, hi - 1, output=sink(h), format="binary")
+                    for c, h, lo, hi in zip(conns, digests, cuts, cuts[1:], strict=False)
+                )
+            )
+            wall = time.perf_counter() - started
+            used = cpu_seconds() - cpu + sum(map(backend_cpu_seconds, pids)) - served
+        finally:
+            for tx in txs:
+                await tx.rollback()
+    finally:
+        for c in conns:
+            await c.close()
+    return wall, used
+
+
 def cpu_seconds() -> float:
     """CPU time of this process and of its children that ended (the verification workers)."""
     me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def ended_backends_cpu_seconds(backend: int) -> float:
+    """CPU time of the PostgreSQL backends that ended (and were reaped by the postmaster, the parent of
+    ``backend``): a verification worker's connection; 0 when /proc cannot be read."""
+    try:
+        parent = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1]
+        fields = Path(f"/proc/{parent}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
 def backend_cpu_seconds(pid: int) -> float:
@@ -469,7 +545,15 @@ def main() -> None:
     )
     for key, value in result.items():
         if key.startswith("verify_seconds"):
-            print(f"verify {result['verify_rows']:,} rows: {value} s ({key.rsplit('_', 2)[1]} process(es))")
+            n = key.rsplit("_", 2)[1]
+            print(
+                f"verify {result['verify_rows']:,} rows: {value} s ({n} process(es), CPU "
+                f"{result[f'verify_cpu_seconds_{n}_workers']} s + backend "
+                f"{result[f'verify_backend_cpu_seconds_{n}_workers']} s); floor (COPY + SHA-256 of the bytes) "
+                f"{result[f'floor_seconds_{n}_workers']} s, CPU {result[f'floor_cpu_seconds_{n}_workers']} s: "
+                f"verify/floor {result[f'verify_vs_floor_{n}_workers']}x wall, "
+                f"{result[f'verify_vs_floor_cpu_{n}_workers']}x CPU"
+            )
     for target in result["targets"]:
         print(f"target {target['name']}: {'met' if target['met'] else 'NOT met'} ({target['value']})")
     args.out.parent.mkdir(parents=True, exist_ok=True)

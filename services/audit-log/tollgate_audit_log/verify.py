@@ -59,7 +59,7 @@ from tollgate_audit_log.signing import (
 # Columns in the order ChainChecker.feed unpacks them. Timestamps come as they are stored (binary int64
 # microseconds, turned into Unix microseconds by the codec of :func:`_exact_timestamps`: PostgreSQL's
 # numeric ``extract(epoch ...)`` cost more than the rest of the query), the envelope as its UTF-8 bytes
-# (what is hashed: no decoding into ``str`` and encoding back per row). Read under :data:`_SCAN_SETTINGS`.
+# (what is hashed: no decoding into ``str`` and encoding back per row). Read under :data:`SCAN_SETTINGS`.
 VERIFY_SQL = """
 SELECT seq, event_id::text, topic, kafka_partition, kafka_offset, event_type, occurred_at, recorded_at,
        request_id, entity_id, model, version, trace_id, convert_to(envelope, 'UTF8'), content_hash,
@@ -71,7 +71,7 @@ _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 (PostgreSQL's epoch) in Unix mi
 # select list or another range, a (parallel) sequential scan of the whole table and a sort: a cursor's
 # portal runs without parallel workers, so the backend scanned every stream and sorted (4.5-5 us a row
 # against 2 us along the index, measured on 200,000 rows). JIT compilation buys nothing for this scan.
-_SCAN_SETTINGS = "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL jit = off"
+SCAN_SETTINGS = "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; SET LOCAL jit = off"
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,7 +493,7 @@ async def _check_rows(
     The next chunk is asked for before the current one is hashed, so PostgreSQL reads and sends it
     (another core) while this process hashes."""
     failing: bytes | None = None
-    await conn.execute(_SCAN_SETTINGS)  # until the end of the caller's transaction
+    await conn.execute(SCAN_SETTINGS)  # until the end of the caller's transaction
     async with _exact_timestamps(conn):
         cursor = await conn.cursor(
             VERIFY_SQL, checker.stream, checker.first_seq, END_OF_CHAIN if last is None else last
