@@ -15,6 +15,13 @@ against in-process onnxruntime before anything is timed):
 * ``tollgate``  -- ``python -m tollgate_scorer``, inference logging on (the default), models learnt from a
                    ``models.lifecycle.v1`` promotion event in a fresh topic namespace.
 * ``tollgate_nolog`` -- the same with inference logging off (``TOLLGATE_SCORER_INFERENCE_LOG=false``).
+* ``tollgate_single`` -- the same with logging on and coalescing off (``TOLLGATE_SCORER_COALESCE=false``):
+                   every request scored alone, the scorer before requests arriving together were scored
+                   together (``tollgate_scorer/coalesce.py``).
+* ``tollgate_unscored`` -- a limit, not a peer: the ``tollgate`` process answering the same body for a model
+                   it does not serve (read, parsed, answered 404 without scoring or logging). No server
+                   that scores and logs can beat it; where ``tollgate`` falls short of a target, this shows
+                   what the HTTP path alone allows on the same core.
 
 Method. Load comes from ``wrk`` (Debian's package): one thread, 8 connections, closed loop, one fixed JSON
 body per contender (``tests/bench/scorer/post.lua``). With two cores, every server runs on CPU 1 and wrk on
@@ -112,7 +119,13 @@ NO_SUCH_MODEL = "no-such-model"
 # Every server gets the same single-threaded math libraries: one pinned core, no spinning thread pools.
 SERVER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
+COALESCING_OFF = "tollgate_single"
+UNSCORED = "tollgate_unscored"
+SINGLE_ONLY = {COALESCING_OFF, UNSCORED}  # contenders measured with one-row requests only
+
 TARGETS = {
+    "rps_logging_on": 10_000.0,  # tollgate requests/s, logging on, one server core, 8 connections
+    "p99_vs_bare": 0.75,  # tollgate p99 over the bare endpoint's p99
     "vs_mlserver": 5.0,  # tollgate requests/s over MLServer's
     "vs_bare": 0.7,  # tollgate requests/s over the bare limit's
     "p99_ms": 2.0,  # tollgate p99 at 8 connections
@@ -126,6 +139,8 @@ LABELS = {
     "mlserver_estimator": "  MLServer, estimator only*",
     "tollgate": "tollgate, logging on",
     "tollgate_nolog": "tollgate, logging off",
+    COALESCING_OFF: "tollgate, not coalescing",
+    UNSCORED: "  tollgate, not scored (404)*",
 }
 
 
@@ -330,7 +345,12 @@ async def promote(models: dict[str, BenchModel], namespace: str) -> None:
 
 
 async def start_tollgate(
-    key: str, models: dict[str, BenchModel], cpus: str | None, namespace: str, logging_on: bool
+    key: str,
+    models: dict[str, BenchModel],
+    cpus: str | None,
+    namespace: str,
+    logging_on: bool,
+    coalesce: bool = True,
 ) -> Contender:
     """A scorer on a namespace whose lifecycle topic already holds the promotions (it folds it from the start)."""
     port = free_port()
@@ -344,6 +364,7 @@ async def start_tollgate(
             bootstrap=BOOTSTRAP,
             instance=key,
         ),
+        "TOLLGATE_SCORER_COALESCE": "true" if coalesce else "false",
     }
     server = Server(
         key, [sys.executable, "-m", "tollgate_scorer"], log=WORK / "logs" / f"{key}.log", cpus=cpus, env=env
@@ -600,6 +621,21 @@ async def main() -> int:
             contenders.append(
                 await start_tollgate("tollgate_nolog", models, args.server_cpus, namespace, logging_on=False)
             )
+            contenders.append(
+                await start_tollgate(
+                    COALESCING_OFF, models, args.server_cpus, namespace, logging_on=True, coalesce=False
+                )
+            )
+            scorer = next(c for c in contenders if c.key == "tollgate")
+            contenders.append(
+                Contender(
+                    UNSCORED,
+                    scorer.server,
+                    partial(lambda base, name: tollgate.score_url(base, NO_SUCH_MODEL), scorer.base_url),
+                    owns_server=False,
+                    base_url=scorer.base_url,
+                )
+            )
         for m in models.values():
             for rows, suffix in ((single_rows, "1"), (batch_rows, f"{BATCH_ROWS}")):
                 frame = layout.model_frame(raw_frame(spec, rows))
@@ -616,21 +652,29 @@ async def main() -> int:
                     single, batch = "instances-1.json", f"instances-{BATCH_ROWS}.json"
                 c.single_body[m.key] = bodies / single
                 c.batch_body[m.key] = bodies / batch
-        agreement = check_answers(contenders, models, single_rows, batch_rows, (oip_batch, oip_header_length))
+        agreement = check_answers(
+            [c for c in contenders if c.key != UNSCORED],
+            models,
+            single_rows,
+            batch_rows,
+            (oip_batch, oip_header_length),
+        )
         worst = max((d for per in agreement.values() for d in per.values()), default=0.0)
         print(f"  all contenders answer with the same probabilities (max |dp| {worst:.1e})", flush=True)
 
         runs: dict[str, dict[str, list[dict[str, Any]]]] = {
             m: {c.key: [] for c in contenders} for m in models
         }
-        batch_runs: dict[str, dict[str, list[float]]] = {m: {c.key: [] for c in contenders} for m in models}
+        batch_runs: dict[str, dict[str, list[float]]] = {
+            m: {c.key: [] for c in contenders if c.key not in SINGLE_ONLY} for m in models
+        }
         if any(c.key == "tollgate" for c in contenders):
             for m in models:
                 batch_runs[m][OIP_BINARY] = []
                 for key, _, _ in TRANSPORTS:
                     batch_runs[m][key] = []
         sustained_runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-            m: {c.key: [] for c in contenders} for m in models
+            m: {c.key: [] for c in contenders if c.key not in SINGLE_ONLY} for m in models
         }
         inproc: dict[str, list[dict[str, float]]] = {m: [] for m in models}
         # A 1,000-row request timed alone, from the client's CPU.
@@ -676,6 +720,8 @@ async def main() -> int:
                     inprocess_per_row_us(m, batch_rows, cpu_set(args.server_cpus), args.batch_duration / 2)
                 )
                 for c in contenders:
+                    if c.key in SINGLE_ONLY:
+                        continue
                     await asyncio.to_thread(settle, contenders)
                     url = c.single_url(m.name)
                     body = c.batch_body[m.key]
@@ -811,6 +857,14 @@ def summarise(
             "logging_on_vs_off": paired(per, "tollgate", "tollgate_nolog"),
             "mlserver_vs_bare": paired(per, "mlserver", "bare"),
             "mlserver_estimator_vs_bare": paired(per, "mlserver_estimator", "bare"),
+            # Coalescing: the same scorer with logging on, requests arriving together scored together or not.
+            "coalescing_on_vs_off": paired(per, "tollgate", COALESCING_OFF),
+            "coalescing_off_vs_bare": paired(per, COALESCING_OFF, "bare"),
+            # The limit: the same process answering the same request without scoring it.
+            "tollgate_vs_unscored": paired(per, "tollgate", UNSCORED),
+            # Latency: p99 over the bare endpoint's p99, and the scorer not coalescing against the bare one.
+            "p99_vs_bare": paired(per, "tollgate", "bare", "p99_ms"),
+            "p99_coalescing_off_vs_bare": paired(per, COALESCING_OFF, "bare", "p99_ms"),
         }
         # The same ratios per server CPU-second: what each contender does with the CPU it actually got, which
         # other work on a shared machine disturbs far less than requests/s (the broker's share of the
@@ -822,6 +876,7 @@ def summarise(
                 "tollgate_vs_bare": ("tollgate", "bare"),
                 "logging_on_vs_off": ("tollgate", "tollgate_nolog"),
                 "mlserver_vs_bare": ("mlserver", "bare"),
+                "coalescing_on_vs_off": ("tollgate", COALESCING_OFF),
             }.items()
         }
         batch = {k: median(v) for k, v in batch_runs[mk].items()} if any(batch_runs[mk].values()) else {}
@@ -835,6 +890,8 @@ def summarise(
         kafka_rate = kafka.get(mk, {}).get("events_per_s") if isinstance(kafka.get(mk), dict) else None
         tg = medians.get("tollgate", {})
         checks = [
+            ("tollgate requests/s, logging on", ">=", TARGETS["rps_logging_on"], tg.get("rps")),
+            ("tollgate p99 / bare endpoint p99", "<=", TARGETS["p99_vs_bare"], ratios["p99_vs_bare"]),
             ("tollgate / MLServer requests/s", ">=", TARGETS["vs_mlserver"], ratios["tollgate_vs_mlserver"]),
             ("tollgate / bare limit requests/s", ">=", TARGETS["vs_bare"], ratios["tollgate_vs_bare"]),
             ("tollgate p99 at 8 connections (ms)", "<=", TARGETS["p99_ms"], tg.get("p99_ms")),
@@ -987,12 +1044,23 @@ def print_report(summary: dict[str, Any]) -> None:
             f"tollgate/bare {fmt(r['tollgate_vs_bare'], '.2f')}, logging on/off {fmt(r['logging_on_vs_off'], '.2f')}, "
             f"MLServer/bare {fmt(r['mlserver_vs_bare'], '.3f')}"
         )
+        print(
+            f"  coalescing: on/off {fmt(r['coalescing_on_vs_off'], '.2f')} (off/bare "
+            f"{fmt(r['coalescing_off_vs_bare'], '.2f')}); p99/bare p99 {fmt(r['p99_vs_bare'], '.2f')} (not "
+            f"coalescing {fmt(r['p99_coalescing_off_vs_bare'], '.2f')}); tollgate/not scored (the HTTP path's "
+            f"limit) {fmt(r['tollgate_vs_unscored'], '.2f')}"
+        )
         c = res["ratios_per_server_cpu_second"]
         print(
             f"  per server CPU-second:               tollgate/MLServer {fmt(c['tollgate_vs_mlserver'], '.2f', 'x')}, "
             f"tollgate/bare {fmt(c['tollgate_vs_bare'], '.2f')}, logging on/off {fmt(c['logging_on_vs_off'], '.2f')}, "
             f"MLServer/bare {fmt(c['mlserver_vs_bare'], '.3f')}"
         )
+        if UNSCORED in res["median"]:
+            print(
+                "  * a limit, not a peer: the logging-on scorer answering the same body for a model it does not "
+                "serve (read, parsed, 404; nothing scored or logged; wrk counts the 404s as errors)"
+            )
         if "mlserver_estimator" in res["median"]:
             print(
                 "  * reference, not a target peer: MLServer serving the pipeline's final estimator alone, the "

@@ -249,4 +249,7 @@ class ScorerService:
             model_errors=self.manager.errors.get,
             server_version=_version(),
             tracer=self.tracer,
+            coalesce=self.settings.coalesce,
+            coalesce_wait_us=self.settings.coalesce_wait_us,
+            coalesce_max_rows=self.settings.coalesce_max_rows,
         )

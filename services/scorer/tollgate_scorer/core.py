@@ -8,10 +8,10 @@ broken rule; a shadow run can never change or fail the answer.
 Each answered instance is one inference-log entry (a tuple appended to a queue); a shadow run adds one more
 per instance, with the same request id and route ``shadow``.
 
-Concurrent single-row requests are not micro-batched: one onnxruntime call for a row costs 15-40 us of the
-roughly 130 us of CPU a request takes end to end (most of it the HTTP server and the kernel's TCP), so
-merging calls could save a few percent at best, while every request would pay an event-loop hop and wait
-for its batch to form.
+Single-row requests that arrive together (parsed in one event-loop turn, see ``tollgate_scorer.coalesce``)
+are scored together by :meth:`Scorer.score_rows`: one onnxruntime run per version for all of them, each
+request otherwise scored, answered, counted and logged exactly as :meth:`Scorer.score` would one alone
+(its own request id, route, failure, one log entry).
 """
 
 from __future__ import annotations
@@ -76,6 +76,9 @@ class ScoringStats:
     shadow_failures: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     # (model, channel) -> [count, sum of ms, count per bucket ..., +Inf]
     latency: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    # Requests scored by score_rows, and the calls (batches) they came in: their ratio is the mean batch.
+    coalesced_requests: int = 0
+    coalesced_batches: int = 0
 
     def observe(self, model: str, channel: str, latency_ms: float) -> None:
         cell = self.latency.get((model, channel))
@@ -217,6 +220,156 @@ class Scorer:
                 id_seeds=id_seeds if id_seeds is not None else request_ids,
             )
         return Scored(list(request_ids), parts, latency_ms), failures
+
+    def score_rows(
+        self, name: str, instances: Sequence[Any], traceparents: Sequence[bytes | None], channel: str
+    ) -> list[Scored | ScoringFailure]:
+        """Score one-instance requests together: entry ``i`` is what ``score(name, [instances[i]], channel,
+        traceparent=traceparents[i])`` returns or raises.
+
+        The route is read once for all of them; rows are grouped by the version that answers each (canary
+        routing stays per row) and each group is read and run at once. A row that breaks the contract
+        fails its own request only (the group is read again without it), and a failed run falls back to
+        one run per row, so that only the row the model cannot score fails. A shadow version scores the
+        answered rows together, one by one if that fails, so each request gets its shadow output or not
+        exactly as alone.
+        """
+        n = len(instances)
+        self.stats.coalesced_requests += n
+        self.stats.coalesced_batches += 1
+        if n == 1:
+            try:
+                return [self.score(name, instances, channel, traceparent=traceparents[0])]
+            except ScoringFailure as failure:
+                return [failure]
+        start = time.perf_counter()
+        try:
+            route = self.route(name)
+        except ScoringFailure as failure:
+            return [failure] * n
+        if self.log is not None and not self.log.accepting:
+            refused: list[Scored | ScoringFailure] = []
+            for _ in range(n):  # counted per request, as each would be alone
+                try:
+                    self.check_accepting(name)
+                except ScoringFailure as failure:
+                    refused.append(failure)
+            return refused
+        results: list[Scored | ScoringFailure | None] = [None] * n
+        some = route.production or route.staging
+        if some is None:
+            return [ScoringFailure(503, "no_version", f"no version of {route.name} is in production yet")] * n
+        request_ids = self.new_request_id.many(n)
+        field_name = some.reader.entity_field
+        groups: dict[tuple[int, str], tuple[ServingModel, str, list[int]]] = {}
+        for index, instance in enumerate(instances):
+            picked = route.pick(_entity(instance, field_name) or request_ids[index])
+            if picked is None:
+                results[index] = ScoringFailure(
+                    503, "no_version", f"no version of {route.name} is in production yet"
+                )
+                continue
+            model, why = picked
+            group = groups.get((id(model), why))
+            if group is None:
+                groups[(id(model), why)] = (model, why, [index])
+            else:
+                group[2].append(index)
+        parts: list[Part | None] = [None] * n
+        for group_model, group_route, rows in groups.values():
+            self._run_rows(name, channel, group_model, group_route, rows, instances, parts, results)
+        shadow = route.shadow_model
+        answered = [i for i in range(n) if parts[i] is not None]
+        shadows: list[Predictions | None] = (
+            self._shadow_rows(shadow, [instances[i] for i in answered])
+            if shadow is not None and answered
+            else []
+        )
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        for position, index in enumerate(answered):
+            part = parts[index]
+            assert part is not None
+            shadow_outputs = shadows[position] if shadows else None
+            row_shadow = shadow if shadow_outputs is not None else None
+            self.stats.observe(name, channel, latency_ms)
+            count = self._count([part], channel, row_shadow, shadow_outputs)
+            if self.log is not None:
+                self._log(
+                    [part],
+                    [instances[index]],
+                    [request_ids[index]],
+                    channel,
+                    latency_ms,
+                    traceparents[index],
+                    row_shadow,
+                    shadow_outputs,
+                    count,
+                )
+            results[index] = Scored([request_ids[index]], [part], latency_ms)
+        done: list[Scored | ScoringFailure] = []
+        for result in results:
+            assert result is not None
+            done.append(result)
+        return done
+
+    def _run_rows(
+        self,
+        name: str,
+        channel: str,
+        model: ServingModel,
+        why: str,
+        rows: list[int],
+        instances: Sequence[Any],
+        parts: list[Part | None],
+        results: list[Scored | ScoringFailure | None],
+    ) -> None:
+        """Read and run the rows one version answers (see :meth:`score_rows`); each row gets a part of its
+        own in ``parts``, or its failure in ``results``."""
+        reader = model.reader
+        subset = [instances[i] for i in rows]
+        try:
+            feeds = reader.read(subset)
+        except InvalidInstances:
+            kept = []
+            for index in rows:  # alone, each row gets the very error its request would get alone
+                try:
+                    reader.read([instances[index]])
+                    kept.append(index)
+                except InvalidInstances as invalid:
+                    self.stats.invalid[(name, channel)] += 1
+                    results[index] = ScoringFailure(
+                        422, "invalid_instance", _summary(invalid.violations), invalid.violations
+                    )
+            rows = kept
+            if not rows:
+                return
+            subset = [instances[i] for i in rows]
+            feeds = reader.read(subset)
+        try:
+            outputs = model.run(feeds)
+        except Exception:  # one run per row finds the row(s) the model cannot score
+            for index in rows:
+                try:
+                    row_feeds = reader.read([instances[index]])
+                    out = model.run(row_feeds)
+                except Exception as exc:
+                    self.stats.failures[(name, "model_error")] += 1
+                    log.exception("%s %s failed to run", model.name, model.version)
+                    results[index] = ScoringFailure(
+                        500, "model_error", f"{model.name} {model.version} failed: {exc}"
+                    )
+                    continue
+                parts[index] = Part(model, why, None, out, row_feeds)
+            return
+        for index, out in zip(rows, outputs.split(), strict=True):
+            parts[index] = Part(model, why, None, out, feeds)
+
+    def _shadow_rows(self, shadow: ServingModel, instances: list[Any]) -> list[Predictions | None]:
+        """Shadow outputs per row (None where the shadow version cannot score the row)."""
+        try:
+            return list(shadow.run(shadow.reader.read(instances)).split())
+        except Exception:  # scored one by one, each row's shadow fails (and is counted) as it would alone
+            return [self._shadow(shadow, [instance], []) for instance in instances]
 
     # ---- steps
 

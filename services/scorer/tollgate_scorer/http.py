@@ -9,6 +9,12 @@ both ways, no routing table, no middleware, no request or response objects. Anyt
 request goes to the FastAPI app, whose OpenAPI document also describes these routes
 (``tollgate_scorer.openapi``).
 
+A single-row ``/v1`` request, when the app has a coalescer (``TOLLGATE_SCORER_COALESCE``, on by default),
+is not scored by its step: the step returns a :class:`PendingScore` and queues it, and the coalescer
+scores every such request of the same model parsed in the same event-loop turn in one go
+(:meth:`~tollgate_scorer.core.Scorer.score_rows`), then hands each its answer. Whoever drives the step
+waits for that answer with :meth:`PendingScore.then`.
+
 Two servers drive the same steps: the scorer's own HTTP/1.1 server (``tollgate_scorer.server``), which
 calls them straight from the parser's callbacks, and any ASGI server through :meth:`ScoringApp.__call__`
 (the in-process tests use that one).
@@ -16,8 +22,10 @@ calls them straight from the parser's callbacks, and any ASGI server through :me
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -28,6 +36,7 @@ from tollgate_core.scoring import Channel
 from tollgate_core.telemetry import is_sampled, server_span
 from tollgate_scorer import oip
 from tollgate_scorer.auth import CHALLENGE, METADATA_ROLES, Authenticator, Denied
+from tollgate_scorer.coalesce import Coalescer
 from tollgate_scorer.core import Scored, Scorer, ScoringFailure
 
 log = logging.getLogger(__name__)
@@ -41,8 +50,40 @@ Headers = Sequence[tuple[bytes, bytes]]
 
 # (status, body, headers without content-length): an answer, ready to be written.
 Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]
-# The second step: takes the request body (which may exceed the limit: the step then answers 413).
-Finish = Callable[[bytes], Reply]
+
+
+@dataclass(slots=True, eq=False)
+class PendingScore:
+    """A parsed single-row ``/v1`` request queued for its turn's batch (see ``tollgate_scorer.coalesce``)."""
+
+    name: str
+    instance: Any
+    single: bool  # sent as {"instance": ...}: answered with the result itself, not {"results": [...]}
+    traceparent: bytes | None
+    reply: Reply | None = None
+    on_reply: Callable[[Reply], None] | None = None
+
+    def then(self, callback: Callable[[Reply], None]) -> None:
+        """Call ``callback`` with the answer: now if it is ready, else when it is."""
+        if self.reply is not None:
+            callback(self.reply)
+        else:
+            self.on_reply = callback
+
+    def finish(self, reply: Reply) -> None:
+        if self.reply is not None:
+            return  # answered already: the first answer stands
+        self.reply = reply
+        if self.on_reply is not None:
+            try:
+                self.on_reply(reply)
+            except Exception:  # the waiter's bug: the other requests of the batch still get their answers
+                log.exception("scorer: delivering an answer for %s failed", self.name)
+
+
+# The second step: takes the request body (which may exceed the limit: the step then answers 413), and
+# answers, or queues the request for its batch.
+Finish = Callable[[bytes], Reply | PendingScore]
 
 JSON_TYPE = (b"content-type", b"application/json")
 BINARY_TYPE = (b"content-type", b"application/octet-stream")
@@ -118,6 +159,9 @@ class ScoringApp:
         model_errors: Callable[[str], str | None],
         server_version: str,
         tracer: trace.Tracer | None = None,
+        coalesce: bool = False,
+        coalesce_wait_us: int = 0,
+        coalesce_max_rows: int = 64,
     ) -> None:
         self.scorer = scorer
         self.tracer = tracer
@@ -127,6 +171,11 @@ class ScoringApp:
         self.max_instances = max_instances
         self._ready = ready
         self._model_errors = model_errors
+        self.coalescer: Coalescer[PendingScore] | None = (
+            Coalescer(self._score_pending, wait_us=coalesce_wait_us, max_items=coalesce_max_rows)
+            if coalesce
+            else None
+        )
         self._server = orjson.dumps(
             {"name": "tollgate-scorer", "version": server_version, "extensions": ["binary_tensor_data"]}
         )
@@ -150,13 +199,21 @@ class ScoringApp:
         if step is None:
             await self.fallback(scope, receive, send)
             return
-        if type(step) is not tuple:
+        if type(step) is tuple:
+            reply: Reply = step
+        else:
             try:
                 body = await self._read(receive)
             except _ClientGone:
                 return
-            step = step(body)  # type: ignore[operator]
-        status, body, headers = step
+            outcome: Reply | PendingScore = step(body)  # type: ignore[operator]
+            if isinstance(outcome, PendingScore):
+                answer: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+                outcome.then(answer.set_result)
+                reply = await answer
+            else:
+                reply = outcome
+        status, body, headers = reply
         await respond(send, status, body, headers)
 
     # ---- /v1/models/{name}/score
@@ -172,7 +229,7 @@ class ScoringApp:
             return _v1_failure(reject)
         return partial(self._v1_score, name, request)
 
-    def _v1_score(self, name: str, request: _Request, body: bytes) -> Reply:
+    def _v1_score(self, name: str, request: _Request, body: bytes) -> Reply | PendingScore:
         try:
             self._check_body(body)
             try:
@@ -180,11 +237,48 @@ class ScoringApp:
             except orjson.JSONDecodeError as exc:
                 raise _Reject(400, "invalid_request", f"the body is not JSON: {exc}") from None
             instances, single = self._instances(document)
+            coalescer = self.coalescer
+            if (
+                coalescer is not None
+                and len(instances) == 1
+                and (self.tracer is None or not is_sampled(request.traceparent))
+                and self.scorer.table.get(name) is not None  # an unknown model's 404 needs no batch
+            ):
+                pending = PendingScore(name, instances[0], single, request.traceparent)
+                coalescer.submit(name, pending)
+                return pending
             scored = self._score(name, instances, Channel.HTTP, request)
         except ScoringFailure as failure:
             return _v1_failure(failure)
         rows = result_rows(name, scored, instances)
         return 200, orjson.dumps(rows[0] if single else {"model": name, "results": rows}), JSON_HEADERS
+
+    def _score_pending(self, name: str, batch: list[PendingScore]) -> None:
+        """Score a turn's single-row requests for one model together and answer each (the coalescer's
+        ``run``). Every request gets an answer, a 500 of its own if scoring itself broke."""
+        try:
+            outcomes = self.scorer.score_rows(
+                name, [p.instance for p in batch], [p.traceparent for p in batch], Channel.HTTP
+            )
+        except Exception:
+            log.exception("scorer: scoring %d request(s) for %s together failed", len(batch), name)
+            outcomes = []
+        for index, pending in enumerate(batch):
+            if index >= len(outcomes):
+                pending.finish((500, b'{"error":"internal error"}', JSON_HEADERS))
+                continue
+            outcome = outcomes[index]
+            if isinstance(outcome, ScoringFailure):
+                pending.finish(_v1_failure(outcome))
+                continue
+            try:
+                (row,) = result_rows(name, outcome, [pending.instance])
+                body = orjson.dumps(row if pending.single else {"model": name, "results": [row]})
+            except Exception:
+                log.exception("scorer: answering a request for %s failed", name)
+                pending.finish((500, b'{"error":"internal error"}', JSON_HEADERS))
+                continue
+            pending.finish((200, body, JSON_HEADERS))
 
     def _score(
         self,

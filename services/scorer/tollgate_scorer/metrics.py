@@ -63,6 +63,21 @@ class ScorerCollector(Collector):
         )
         reused.add_metric([], self._reused())
         yield reused
+        for name, value, what in (
+            (
+                "coalesced_requests",
+                self._stats.coalesced_requests,
+                "Single-row HTTP requests scored with the others of their event-loop turn",
+            ),
+            (
+                "coalesced_batches",
+                self._stats.coalesced_batches,
+                "Batches those requests were scored in (requests / batches: the mean batch size)",
+            ),
+        ):
+            counter = CounterMetricFamily(P + name, what)
+            counter.add_metric([], value)
+            yield counter
 
     def _scoring(self) -> Iterator[Metric]:
         stats = self._stats

@@ -118,6 +118,21 @@ class Predictions:
             self._probabilities = self.matrix.tolist()
         return self._probabilities
 
+    def split(self) -> list[Predictions]:
+        """One :class:`Predictions` per row, its Python values taken from this run's lists (each array is
+        converted once for all rows, not once per row): the outputs of requests scored together."""
+        matrix, classes, positive = self.matrix, self.classes, self.positive
+        predictions, scores, probabilities = self.predictions, self.scores, self.probabilities
+        rows = []
+        for i, labels in enumerate(self.labels.reshape(-1, 1)):
+            row = Predictions(labels, None if matrix is None else matrix[i : i + 1], classes, positive)
+            row._predictions = [predictions[i]]
+            if scores is not None and probabilities is not None:
+                row._scores = [scores[i]]
+                row._probabilities = [probabilities[i]]
+            rows.append(row)
+        return rows
+
     def score_array(self) -> np.ndarray:
         """The positive class's probability per row, or the predicted class's when there is none."""
         assert self.matrix is not None

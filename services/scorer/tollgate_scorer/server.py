@@ -6,7 +6,9 @@ the parser uvicorn uses), calls :meth:`ScoringApp.begin` once the headers are in
 once the body is complete, and writes the answer to the transport in the same callback. Any other route
 (``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``, ``/docs``) runs the FastAPI operations app in
 a task, through a small ASGI bridge. Answers on a connection keep the order of its requests (HTTP/1.1
-pipelining), whichever way they were made.
+pipelining), whichever way they were made: an answer made later (a request scored with the others of its
+event-loop turn, see ``tollgate_scorer.coalesce``) holds its place in the connection's queue until it is
+ready, and answers behind it wait for it.
 
 Measured with wrk (1 thread, 8 connections, one row per request, server and wrk pinned to one core each,
 same machine and run): a bare Starlette + onnxruntime endpoint on uvicorn ~6,000 requests/s, the same
@@ -50,13 +52,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from email.utils import formatdate
+from functools import partial
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote
 
 import httptools
 
-from tollgate_scorer.http import Message, Reply, ScoringApp
+from tollgate_scorer.http import Message, PendingScore, Reply, ScoringApp
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,17 @@ class HttpLimits:
 def _status_line(status: int) -> bytes:
     line = _STATUS_LINES.get(status)
     return line if line is not None else b"HTTP/1.1 %d Unknown\r\n" % status
+
+
+class _Waiting:
+    """A connection's place for an answer that is being made elsewhere (a request waiting for its batch)."""
+
+    __slots__ = ("data", "head", "keep_alive")
+
+    def __init__(self, keep_alive: bool, head: bool) -> None:
+        self.keep_alive = keep_alive
+        self.head = head
+        self.data: bytes | None = None
 
 
 class _Abort(Exception):
@@ -230,7 +244,7 @@ class _Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.body_size = 0
         # Answers: written at once, or queued behind an operations request still running.
-        self.pending: deque[tuple[bytes, bool] | tuple[dict[str, Any], bytes, bool]] = deque()
+        self.pending: deque[tuple[bytes, bool] | tuple[dict[str, Any], bytes, bool] | _Waiting] = deque()
         self.task: asyncio.Task[None] | None = None
         self.gone: asyncio.Event | None = None
         self.idle_since: float | None = time.monotonic()
@@ -387,10 +401,10 @@ class _Connection(asyncio.Protocol):
         self.body.append(chunk)
         if self.body_size > self.limit:
             if step is None:
-                reply: Reply = (413, b"the body exceeds %d bytes\n" % self.limit, _PLAIN)
+                reply: Reply | PendingScore = (413, b"the body exceeds %d bytes\n" % self.limit, _PLAIN)
             else:
                 reply = self._run(step, b"".join(self.body))
-            self._answer(reply, keep_alive=False)
+            self._answer_step(reply, keep_alive=False)
             self._close_after_write()
             raise _Abort
 
@@ -402,7 +416,7 @@ class _Connection(asyncio.Protocol):
             self._answer(step, keep_alive)
         elif step is not None:
             body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-            self._answer(self._run(step, body), keep_alive)
+            self._answer_step(self._run(step, body), keep_alive)
         else:
             self._queue_operations(keep_alive)
         self.body = []
@@ -412,13 +426,32 @@ class _Connection(asyncio.Protocol):
 
     # ---- answers
 
-    def _run(self, step: Any, body: bytes) -> Reply:
+    def _run(self, step: Any, body: bytes) -> Reply | PendingScore:
         try:
-            reply: Reply = step(body)
+            reply: Reply | PendingScore = step(body)
             return reply
         except Exception:  # a bug, not the client's fault: a 500 for this request, the server lives on
             log.exception("scorer: %s %s failed", self.method, self.url[:200])
             return 500, b'{"error":"internal error"}', [(b"content-type", b"application/json")]
+
+    def _answer_step(self, outcome: Reply | PendingScore, keep_alive: bool) -> None:
+        """Answer now, or hold this request's place until its batch answers it."""
+        if type(outcome) is tuple:
+            self._answer(outcome, keep_alive)
+            return
+        assert type(outcome) is PendingScore
+        waiting = _Waiting(keep_alive, self.method == "HEAD")
+        self.idle_since = None
+        self.pending.append(waiting)
+        if len(self.pending) >= _MAX_PENDING:
+            self._pause_reading()
+        outcome.then(partial(self._delivered, waiting))
+
+    def _delivered(self, waiting: _Waiting, reply: Reply) -> None:
+        status, body, headers = reply
+        waiting.data = self._encode(status, body, headers, waiting.keep_alive, waiting.head)
+        if self.task is None:
+            self._flush_pending()
 
     def _answer(self, reply: Reply, keep_alive: bool) -> None:
         status, body, headers = reply
@@ -524,7 +557,14 @@ class _Connection(asyncio.Protocol):
 
     def _flush_pending(self) -> None:
         while self.pending and self.task is None:
-            item = self.pending.popleft()
+            item = self.pending[0]
+            if isinstance(item, _Waiting):
+                if item.data is None:
+                    break  # its batch answers it, and calls this again
+                self.pending.popleft()
+                self._write(item.data, item.keep_alive)
+                continue
+            self.pending.popleft()
             if len(item) == 2:
                 self._write(item[0], item[1])
             else:

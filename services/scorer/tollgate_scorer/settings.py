@@ -67,6 +67,26 @@ class ScorerSettings(ServiceSettings):
     http_idle_timeout_s: float = Field(
         5.0, description="A kept-alive connection with no request for this long is closed."
     )
+    coalesce: bool = Field(
+        True,
+        description="Score single-row /v1 requests parsed in the same event-loop turn (from different "
+        "connections) for the same model in one onnxruntime run; each is still routed, answered, counted and "
+        "logged by itself. Off: every request is scored alone as soon as it is parsed.",
+    )
+    coalesce_wait_us: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="With coalescing, how long (microseconds) the first request of a turn may wait for others "
+        "before its batch is scored. 0 (default): no waiting; a request with nothing else ready is scored at "
+        "once.",
+    )
+    coalesce_max_rows: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="Most requests scored together; a batch that reaches it is scored at once.",
+    )
     contracts_dir: str | None = Field(
         None, description="Dataset contracts folder (default schemas/datasets)."
     )

@@ -212,6 +212,7 @@ def make_app(
     max_body: int = 1_000_000,
     ready: str | None = None,
     route: ModelRoute | None = None,
+    coalesce: bool = False,
 ) -> tuple[ScoringApp, InferenceLog]:
     table = ModelTable()
     table.set(route or ModelRoute(MODEL, serving("1")))
@@ -246,6 +247,7 @@ def make_app(
         ready=lambda: ready,
         model_errors=lambda name: None,
         server_version="9.9",
+        coalesce=coalesce,
     )
     return app, log
 
