@@ -426,3 +426,34 @@ def test_services_run_in_production_with_every_secret_they_need_from_secrets(
                 assert "secretKeyRef" in env.get(name, {}).get("valueFrom", {}), (
                     f"{svc}: {name} is not passed from a Secret: {env.get(name)}"
                 )
+
+
+@pytest.mark.parametrize("values", VALUES)
+def test_audit_log_replicas_share_one_witness_directory(values: str) -> None:
+    """Every audit-log replica mounts the same ReadWriteMany claim where TOLLGATE_AUDIT_LOG_WITNESS_DIR
+    points (published heads, the journal of unsealed heads, key rotations): a standby that takes a stream
+    over reads what the last writer journaled. Without the volume the default directory would sit on the
+    read-only root file system."""
+    objects = render(values)
+    (deployment,) = [o for o in of_kind(objects, "Deployment") if component(o) == "audit-log"]
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["name"]: m for m in container["volumeMounts"]}
+    assert env["TOLLGATE_AUDIT_LOG_WITNESS_DIR"] == mounts["witness"]["mountPath"]
+    assert not mounts["witness"].get("readOnly")
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "witness"]
+    claim = volume["persistentVolumeClaim"]["claimName"]
+    (pvc,) = [o for o in of_kind(objects, "PersistentVolumeClaim") if o["metadata"]["name"] == claim]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]  # the replicas may run on different nodes
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"  # outlives an uninstall
+    if deployment["spec"].get("replicas") is not None:
+        assert deployment["spec"]["replicas"] >= 2
+
+
+def test_an_existing_witness_claim_is_mounted_and_none_is_created() -> None:
+    objects = render("default", "auditWitness.existingClaim=witness-on-another-host")
+    (deployment,) = [o for o in of_kind(objects, "Deployment") if component(o) == "audit-log"]
+    (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "witness"]
+    assert volume["persistentVolumeClaim"]["claimName"] == "witness-on-another-host"
+    assert not [o for o in of_kind(objects, "PersistentVolumeClaim") if "witness" in o["metadata"]["name"]]
