@@ -142,6 +142,9 @@ def main() -> None:
                 instance=f"edges-{name}",
             )
             env["OMP_NUM_THREADS"] = "1"
+            # What differs is the HTTP server: requests scored alone on both (the server from before cannot
+            # hold a place for an answer made with the others of its event-loop turn).
+            env["TOLLGATE_SCORER_COALESCE"] = "false"
             if secured:
                 env["TOLLGATE_SCORER_AUTH_REQUIRED"] = "true"
                 env.update(scorer_principal())

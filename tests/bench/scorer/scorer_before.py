@@ -24,6 +24,7 @@ def server_before(app: Any, host: str, port: int, *, reuse_port: bool = False, *
 
 if __name__ == "__main__":
     entry.HttpServer = server_before  # type: ignore[assignment,misc]
-    settings = ScorerSettings()
+    # The server from before answers in the parser's callback only: no request waits for its turn's batch.
+    settings = ScorerSettings(coalesce=False)
     configure_logging(settings.log_level)
     uvloop.run(entry.main(settings))
