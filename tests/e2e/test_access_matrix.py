@@ -51,6 +51,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "GET /v1/models/{model}": READ,
         "GET /v1/models/{model}/versions": READ,
         "GET /v1/models/{model}/versions/{version}": READ,
+        "GET /v1/models/{model}/compare": READ,
         "GET /v1/models/{model}/production": READ,
         "POST /v1/models/{model}/versions/{version}/promote": {"approver"},
         "POST /v1/models/{model}/versions/{version}/approve": {"approver"},

@@ -83,6 +83,34 @@ class Artifact(BaseModel):
     outputs: list[dict[str, Any]] = Field(description="ONNX output signature.")
 
 
+class TrialRecord(BaseModel):
+    """One configuration tried by champion selection, measured on the validation split."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    number: int = Field(ge=1)
+    family: str
+    hyperparameters: dict[str, Any] = Field(description="The exact estimator arguments.")
+    metrics: dict[str, float] = Field(description="Validation-split metrics.")
+    seconds: float = Field(ge=0, description="Fit and measure time.")
+    digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the trial's ONNX export.")
+
+
+class Experiment(BaseModel):
+    """The champion selection a training run made: every trial, the winner and the budget."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field(description="Selection metric (validation split).")
+    chosen: int = Field(ge=1, description="Number of the winning trial (its configuration is the version).")
+    trials: list[TrialRecord]
+    skipped: int = Field(ge=0, description="Trials of the grid left out by the time budget.")
+    fit_rows: int = Field(ge=0)
+    validation_rows: int = Field(ge=0)
+    budget_seconds: float
+    max_rows: int = Field(ge=0, description="Row budget of the trials.")
+
+
 class CandidatePayload(BaseModel):
     """A trained model version offered for promotion (or, when parity failed, reported as not offered)."""
 
@@ -100,6 +128,14 @@ class CandidatePayload(BaseModel):
     lineage: Lineage
     timings_s: dict[str, float] = Field(default_factory=dict)
     trained_at: AwareDatetime
+    experiment: Experiment | None = Field(
+        None, description="The champion selection that chose this configuration (when the catalog asks)."
+    )
+    baselines: dict[str, dict[str, float]] = Field(
+        default_factory=dict,
+        description="Holdout metrics of simple models trained on the same rows (majority class or mean; "
+        "linear), for the cost-of-sophistication gate.",
+    )
 
 
 class Transition(StrEnum):

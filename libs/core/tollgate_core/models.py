@@ -5,6 +5,7 @@ it; a new model is a new file, not new code.
 
 from __future__ import annotations
 
+import itertools
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -25,11 +26,86 @@ class Bound(BaseModel):
     max: float | None = None
 
 
+ModelFamily = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
+LINEAR_FAMILY: ModelFamily = "logistic_regression"
+
+
+class Configuration(BaseModel):
+    """One model family and a grid of hyperparameter values to try with it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: ModelFamily
+    hyperparameters: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Per hyperparameter, the values to try; the trials are every combination (the grid). "
+        "Hyperparameters not named keep the family's defaults.",
+    )
+
+    @model_validator(mode="after")
+    def _values(self) -> Configuration:
+        empty = sorted(name for name, values in self.hyperparameters.items() if not values)
+        if empty:
+            raise ValueError(f"{self.family}: no value to try for {', '.join(empty)}")
+        return self
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the listed values, hyperparameters in name order (one trial each)."""
+        names = sorted(self.hyperparameters)
+        return [
+            dict(zip(names, values, strict=True))
+            for values in itertools.product(*(self.hyperparameters[n] for n in names))
+        ]
+
+
+class SelectionPolicy(BaseModel):
+    """Champion selection: train every configuration on the older training rows, measure each on the newest
+    ones (a validation split; the holdout stays untouched), and train the best as the run's model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    configurations: list[Configuration] = Field(min_length=1)
+    metric: str = Field(description="The metric that picks the champion (its direction from the catalog).")
+    max_trials: int = Field(24, ge=1, le=200, description="The grid may hold at most this many trials.")
+    max_seconds: float = Field(
+        600.0, gt=0, description="Time budget: no trial starts after this many seconds (one always runs)."
+    )
+    max_rows: int = Field(
+        50_000, ge=20, description="Row budget: trials fit and measure on at most the newest this many rows."
+    )
+    validation_fraction: float = Field(0.2, gt=0, lt=1, description="Newest share of those rows measured.")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> SelectionPolicy:
+        check_metric_names([self.metric])
+        size = self.trial_count()
+        if size > self.max_trials:
+            raise ValueError(f"the configurations hold {size} trials, more than max_trials {self.max_trials}")
+        return self
+
+    def trial_count(self) -> int:
+        return sum(len(c.grid()) for c in self.configurations)
+
+
+class SophisticationGate(BaseModel):
+    """The cost of sophistication: a model must beat simple models trained on the same rows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field(description="Holdout metric compared.")
+    margin: float = Field(
+        0.0,
+        ge=0,
+        description="How much better than each baseline the candidate must be: the majority class (or the "
+        "mean) always, and a linear model when the candidate is not linear itself.",
+    )
+
+
 class TrainingPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    family: str = Field(
-        "logistic_regression", description="logistic_regression | random_forest | hist_gradient_boosting"
+    family: ModelFamily = Field(
+        "logistic_regression", description="The family trained when no selection is configured."
     )
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     seed: int = 42
@@ -47,6 +123,9 @@ class TrainingPolicy(BaseModel):
         None,
         description="Binary classifiers: the probability of the positive class from which the decision is "
         "positive, fixed or chosen by a rule on a validation split (tollgate_core.thresholds). Unset: 0.5.",
+    )
+    selection: SelectionPolicy | None = Field(
+        None, description="Champion selection over several configurations (unset: train `family` alone)."
     )
 
 
@@ -68,12 +147,18 @@ class Gates(BaseModel):
     fairness_metric: str | None = Field(None, description="Metric compared across segments.")
     fairness_max_gap: float | None = Field(None, ge=0)
     require_parity: bool = True
+    cost_of_sophistication: SophisticationGate | None = Field(
+        None, description="Refuse a version that does not beat simple baselines trained on the same rows."
+    )
 
     def gated_metrics(self) -> list[str]:
-        """Every metric a gate names: bounds, tolerances and the fairness metric, in that order, once each."""
+        """Every metric a gate names: bounds, tolerances, the fairness metric and the baseline comparison, in
+        that order, once each."""
         names = [*self.metrics, *self.regression_tolerance, *self.degradation_tolerance]
         if self.fairness_metric is not None:
             names.append(self.fairness_metric)
+        if self.cost_of_sophistication is not None:
+            names.append(self.cost_of_sophistication.metric)
         return list(dict.fromkeys(names))
 
     @model_validator(mode="after")
@@ -145,14 +230,17 @@ class ModelSpec(BaseModel):
 def check_model(spec: ModelSpec, contract: DatasetContract) -> list[str]:
     """Check a catalog entry against its dataset contract; return warnings, raise on errors.
 
-    Errors: the contract is another one, or a gate names a metric the trainer does not compute for the
-    contract's task. Warnings: gates that a trivial model passes when one class is rare.
+    Errors: the contract is another one, or a gate (or the selection) names a metric the trainer does not
+    compute for the contract's task. Warnings: gates that a trivial model passes when one class is rare.
     """
     if contract.schema_id != spec.contract:
         raise ValueError(f"{spec.model}: learns {spec.contract}, not {contract.schema_id}")
     task = contract.label.task
+    selection = spec.training.selection
     try:
         check_metric_names(spec.gates.gated_metrics(), task)
+        if selection is not None:
+            check_metric_names([selection.metric], task)
     except UnknownMetricError as exc:
         raise ValueError(f"{spec.model}: {exc}") from None
     warning = imbalance_warning(spec.gates.metrics, task)

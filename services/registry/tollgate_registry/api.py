@@ -18,15 +18,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, Body, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from tollgate_core.apikeys import APPROVER, DATA_SCIENTIST, OPERATOR, Principal
 from tollgate_core.auth import READERS, require
-from tollgate_core.lifecycle import Artifact, GateResult, Lineage, Parity, Stage, Transition
+from tollgate_core.lifecycle import Artifact, Experiment, GateResult, Lineage, Parity, Stage, Transition
 from tollgate_core.limits import TEXT_PATTERN
 from tollgate_core.models import Gates, Rollout
+from tollgate_registry.compare import Comparison, compare_versions
 from tollgate_registry.core import (
     ActionResult,
     ModelRegistry,
@@ -105,6 +106,12 @@ class VersionOut(VersionSummary):
     lineage: Lineage
     reference: ReferenceSummary
     timings_s: dict[str, float]
+    experiment: Experiment | None = Field(
+        None, description="The champion selection that chose this configuration: every trial."
+    )
+    baselines: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Holdout metrics of the simple baselines trained on the same rows."
+    )
     candidate_event_id: uuid.UUID
     approval: Approval | None = Field(None, description="Who approved it into production, when and why.")
     approvals: list[ApprovalOut] = Field(
@@ -269,6 +276,8 @@ def _version_out(d: VersionDetail) -> VersionOut:
             },
         ),
         timings_s=c.timings_s,
+        experiment=c.experiment,
+        baselines=c.baselines,
         candidate_event_id=d.candidate_event_id,
         approval=approval,
         approvals=[ApprovalOut(**a.model_dump()) for a in d.approvals],
@@ -362,6 +371,19 @@ def registry_router(core: ModelRegistry) -> APIRouter:
     )
     async def show_version(model: str, version: str, _: Reader) -> VersionOut:
         return _version_out(await core.version(model, version))
+
+    @router.get(
+        "/{model}/compare",
+        responses=NOT_FOUND,
+        summary="Two versions side by side: metrics, gates, training data and parameters",
+    )
+    async def compare(
+        model: str,
+        _: Reader,
+        a: Annotated[str, Query(description="The first version.", max_length=64)],
+        b: Annotated[str, Query(description="The second version.", max_length=64)],
+    ) -> Comparison:
+        return compare_versions(await core.version(model, a), await core.version(model, b))
 
     @router.get(
         "/{model}/production",

@@ -22,11 +22,15 @@ from tollgate_core.contracts_cli import ApiKey, contracts_app, register_files
 from tollgate_core.keys_cli import keys_app
 
 DEFAULT_REGISTRY_URL = "http://127.0.0.1:8082"
+DEFAULT_TRAINER_URL = "http://127.0.0.1:8086"
 
 app = group("tollgate", "tollgate: models, versions, promotions, approvals and rollbacks.")
 
 RegistryUrl = Annotated[
     str, typer.Option("--registry-url", envvar="TOLLGATE_REGISTRY_URL", help="Base URL of the registry API.")
+]
+TrainerUrl = Annotated[
+    str, typer.Option("--trainer-url", envvar="TOLLGATE_TRAINER_URL", help="Base URL of the trainer API.")
 ]
 Model = Annotated[str, typer.Argument(help="Model name, e.g. credit-default-risk.")]
 Version = Annotated[str, typer.Argument(help="Model version.")]
@@ -56,9 +60,15 @@ def main(
         os.environ["TOLLGATE_API_KEY"] = api_key
 
 
-def request(method: str, base_url: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def request(
+    method: str,
+    base_url: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+) -> Any:
     """Call a tollgate HTTP API with the key; a non-2xx answer ends the command with the server's message."""
-    return call(method, base_url, path, key=_credentials["api_key"], timeout=30.0, json=body)
+    return call(method, base_url, path, key=_credentials["api_key"], timeout=30.0, json=body, params=params)
 
 
 def _time(value: str | None) -> str:
@@ -197,6 +207,14 @@ def show_version(model: Model, version: Version, registry_url: RegistryUrl = DEF
     for name, value in sorted(v["metrics"].items()):
         metrics.add_row(name, _num(value))
     console.print(metrics)
+    if v.get("baselines"):
+        names = sorted(v["baselines"])
+        baselines = cli_table("baselines (holdout)", ("metric", *names), names)
+        for name in sorted({m for b in v["baselines"].values() for m in b} - {"count"}):
+            baselines.add_row(name, *(_num(v["baselines"][b].get(name)) for b in names))
+        console.print(baselines)
+    if v.get("experiment"):
+        _print_experiment(v["experiment"])
 
     history = cli_table("transitions", ("at", "transition", "from → to", "actor", "reason"))
     for t in v["transitions"]:
@@ -208,6 +226,85 @@ def show_version(model: Model, version: Version, registry_url: RegistryUrl = DEF
             t["reason"],
         )
     console.print(history)
+
+
+def _print_experiment(experiment: dict[str, Any]) -> None:
+    metric = experiment["metric"]
+    trials = cli_table(
+        f"champion selection by {metric} (validation split: {experiment['fit_rows']} rows fitted, "
+        f"{experiment['validation_rows']} measured)",
+        ("trial", "family", "hyperparameters", metric, "seconds", "digest"),
+        (metric, "seconds"),
+    )
+    for t in experiment["trials"]:
+        mark = " [bold green]chosen[/]" if t["number"] == experiment["chosen"] else ""
+        params = ", ".join(f"{k}={v}" for k, v in sorted(t["hyperparameters"].items()))
+        trials.add_row(
+            f"{t['number']}{mark}",
+            t["family"],
+            params,
+            _num(t["metrics"].get(metric)),
+            f"{t['seconds']:.2f}",
+            t["digest"][:12],
+        )
+    console.print(trials)
+    if experiment["skipped"]:
+        console.print(f"{experiment['skipped']} trial(s) left out by the time budget")
+
+
+@app.command("compare")
+def compare(
+    model: Model,
+    a: Annotated[str, typer.Argument(help="The first version.")],
+    b: Annotated[str, typer.Argument(help="The second version.")],
+    registry_url: RegistryUrl = DEFAULT_REGISTRY_URL,
+) -> None:
+    """Two versions side by side: metrics (which is better), gates, training data and parameters."""
+    c = request("GET", registry_url, f"/v1/models/{model}/compare", params={"a": a, "b": b})
+    metrics = cli_table(f"{model}: {a} vs {b}", ("metric", a, b, "b - a", "better"), (a, b, "b - a"))
+    for name, m in c["metrics"].items():
+        metrics.add_row(name, _num(m["a"]), _num(m["b"]), _num(m["delta"]), m["better"] or "")
+    console.print(metrics)
+
+    def passed(value: bool | None) -> str:
+        return "" if value is None else "[green]pass[/]" if value else "[red]FAIL[/]"
+
+    gates = cli_table("gates", ("gate", a, b))
+    for name, g in c["gates"].items():
+        gates.add_row(name, passed(g["a"]), passed(g["b"]))
+    console.print(gates)
+    differences = cli_table("what differs", ("field", a, b))
+    for d in c["differences"]:
+        differences.add_row(d["field"], str(d["a"]), str(d["b"]))
+    console.print(differences if c["differences"] else "same data, parameters, code and libraries")
+
+
+@app.command("runs")
+def runs(
+    model: Annotated[str | None, typer.Argument(help="Only this model's runs.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs, newest first.")] = 20,
+    trainer_url: TrainerUrl = DEFAULT_TRAINER_URL,
+) -> None:
+    """Training runs, newest first, and the trials of each run's champion selection (the experiments)."""
+    params: dict[str, Any] = {"limit": limit} | ({"model": model} if model else {})
+    found = request("GET", trainer_url, "/v1/runs", params=params)
+    table = cli_table("training runs", ("model", "version", "status", "trigger", "started", "rows", "trials"))
+    for r in found:
+        experiment = r.get("experiment")
+        table.add_row(
+            r["model"],
+            str(r["version"]),
+            r["status"],
+            r["trigger"],
+            _time(r["started_at"]),
+            "" if r["row_count"] is None else str(r["row_count"]),
+            str(len(experiment["trials"])) if experiment else "",
+        )
+    console.print(table)
+    for r in found:
+        if r.get("experiment"):
+            console.print(f"[bold]{r['model']} {r['version']}[/]")
+            _print_experiment(r["experiment"])
 
 
 @app.command("serving")

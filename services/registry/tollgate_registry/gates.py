@@ -12,6 +12,10 @@ Gates, in the order they are evaluated and reported (the first failing one names
   little worse than the one before, passes the sudden-drop gate every time; this gate catches the series.
 * ``fairness:<metric>`` — the gap of ``fairness_metric`` across segments (``reference.fairness_gap``) is at
   most ``fairness_max_gap``.
+* ``cost of sophistication:<baseline>`` — the candidate beats each simple baseline trained on its rows
+  (``majority`` or ``mean``; ``linear`` for a model that is not linear) by at least the configured margin on the
+  configured holdout metric. A candidate that reports no baselines fails: it cannot show it is worth its
+  complexity.
 
 "Worse" depends on the metric: :data:`tollgate_core.metrics.METRICS` says which are better high (roc_auc, f1, ...)
 and which better low (log_loss, rmse, brier, ece, ...). A tolerance on a metric without a known direction
@@ -256,6 +260,48 @@ def fairness_gate(candidate: CandidatePayload, gates: Gates) -> list[GateResult]
     ]
 
 
+def sophistication_gates(candidate: CandidatePayload, gates: Gates) -> list[GateResult]:
+    rule = gates.cost_of_sophistication
+    if rule is None:
+        return []
+    metric, margin = rule.metric, rule.margin
+    value = candidate.metrics.get(metric)
+    if not candidate.baselines:
+        return [
+            GateResult(
+                gate="cost of sophistication",
+                passed=False,
+                detail="the candidate reports no baselines to compare with",
+            )
+        ]
+    results = []
+    higher = direction(metric) is Direction.HIGHER_IS_BETTER
+    for name, metrics in sorted(candidate.baselines.items()):
+        gate = f"cost of sophistication:{name}"
+        reference = metrics.get(metric)
+        if value is None:
+            results.append(_not_reported(gate, metric))
+            continue
+        if reference is None:
+            results.append(
+                GateResult(gate=gate, passed=True, observed=value, detail=f"{name} reports no {metric}")
+            )
+            continue
+        limit = reference + margin if higher else reference - margin
+        ok = value >= limit - EPSILON if higher else value <= limit + EPSILON
+        results.append(
+            GateResult(
+                gate=gate,
+                passed=ok,
+                observed=value,
+                threshold=limit,
+                detail=f"{metric} {_f(value)} {'beats' if ok else 'does not beat'} the {name} baseline's "
+                f"{_f(reference)} by the margin {_f(margin)}",
+            )
+        )
+    return results
+
+
 def evaluate_gates(
     candidate: CandidatePayload,
     gates: Gates,
@@ -274,6 +320,7 @@ def evaluate_gates(
     results += regression_gates(candidate.metrics, gates, production)
     results += degradation_gates(candidate.metrics, gates, recent)
     results += fairness_gate(candidate, gates)
+    results += sophistication_gates(candidate, gates)
     return results
 
 

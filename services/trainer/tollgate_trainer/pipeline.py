@@ -51,9 +51,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from tollgate_core.contracts import DatasetContract
+from tollgate_core.models import ModelFamily
 from tollgate_trainer.features import MISSING_CATEGORY, FeatureLayout
 
-ModelFamily = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
 Task = Literal["classification", "regression"]
 MODEL_FAMILIES: tuple[ModelFamily, ...] = get_args(ModelFamily)
 TREE_FAMILIES: frozenset[str] = frozenset({"random_forest", "hist_gradient_boosting"})

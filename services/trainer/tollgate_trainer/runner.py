@@ -21,9 +21,11 @@ from tollgate_core.lifecycle import (
     Artifact,
     CandidateEvent,
     CandidatePayload,
+    Experiment,
     Lineage,
     OffsetRange,
     Parity,
+    TrialRecord,
 )
 from tollgate_core.models import ModelSpec
 from tollgate_core.topics import current_schema_id
@@ -61,7 +63,36 @@ def training_config(spec: ModelSpec) -> TrainingConfig:
         parity_tolerance=t.parity_tolerance,
         min_label_agreement=t.parity_label_agreement,
         decision_threshold=t.decision_threshold,
+        selection=t.selection,
+        baselines=spec.gates.cost_of_sophistication is not None,
         threads=1,
+    )
+
+
+def experiment_of(result: TrainingResult) -> Experiment | None:
+    """The run's champion selection as the candidate records it."""
+    selection = result.selection
+    if selection is None:
+        return None
+    return Experiment(
+        metric=selection.metric,
+        chosen=selection.champion.number,
+        trials=[
+            TrialRecord(
+                number=t.number,
+                family=t.family,
+                hyperparameters=t.hyperparameters,
+                metrics=t.metrics,
+                seconds=t.seconds,
+                digest=t.digest,
+            )
+            for t in selection.trials
+        ],
+        skipped=selection.skipped,
+        fit_rows=selection.fit_rows,
+        validation_rows=selection.validation_rows,
+        budget_seconds=selection.budget_seconds,
+        max_rows=selection.max_rows,
     )
 
 
@@ -130,6 +161,8 @@ def candidate_event(
         lineage=lineage,
         timings_s=result.timings,
         trained_at=utcnow(),
+        experiment=experiment_of(result),
+        baselines=result.baselines,
     )
     return CandidateEvent(
         event_id=uuid.uuid4(),
@@ -209,6 +242,7 @@ class TrainingRunner:
             request_ids=request_ids,
             candidate=(self.candidates_topic, spec.model.encode(), dumps(event)),
             candidate_event_id=str(event.event_id),
+            experiment=event.payload.experiment.model_dump(mode="json") if event.payload.experiment else None,
         )
         log.info(
             "%s v%d: %s (%s rows, %s)",

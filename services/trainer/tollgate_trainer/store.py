@@ -229,12 +229,15 @@ class TrainerRepository:
         candidate: tuple[str, bytes, bytes] | None = None,
         request_ids: Sequence[str] = (),
         candidate_event_id: str | None = None,
+        experiment: dict[str, Any] | None = None,
     ) -> None:
-        """Record the outcome; the candidate event goes into the outbox in the same transaction."""
+        """Record the outcome (with the run's experiment: every trial of its champion selection); the
+        candidate event goes into the outbox in the same transaction."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """UPDATE trainer_runs SET status = $2, finished_at = now(), row_count = $3, metrics = $4::jsonb,
-                       lineage = $5::jsonb, error = $6, candidate_event_id = $7 WHERE run_id = $1""",
+                       lineage = $5::jsonb, error = $6, candidate_event_id = $7, experiment = $8::jsonb
+                   WHERE run_id = $1""",
                 run_id,
                 status,
                 row_count,
@@ -242,6 +245,7 @@ class TrainerRepository:
                 orjson.dumps(lineage).decode() if lineage is not None else None,
                 error,
                 candidate_event_id,
+                orjson.dumps(experiment).decode() if experiment is not None else None,
             )
             if request_ids:
                 await conn.execute(
@@ -257,8 +261,8 @@ class TrainerRepository:
     async def runs(self, model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
-                "SELECT run_id, model, version, trigger, status, started_at, finished_at, row_count, metrics, error "
-                "FROM trainer_runs WHERE $1::text IS NULL OR model = $1 ORDER BY started_at DESC LIMIT $2",
+                "SELECT run_id, model, version, trigger, status, started_at, finished_at, row_count, metrics, error, "
+                "experiment FROM trainer_runs WHERE $1::text IS NULL OR model = $1 ORDER BY started_at DESC LIMIT $2",
                 model,
                 limit,
             )
@@ -267,6 +271,7 @@ class TrainerRepository:
                 **dict(r),
                 "run_id": str(r["run_id"]),
                 "metrics": orjson.loads(r["metrics"]) if r["metrics"] else None,
+                "experiment": orjson.loads(r["experiment"]) if r["experiment"] else None,
             }
             for r in rows
         ]

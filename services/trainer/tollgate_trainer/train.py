@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from tollgate_core.artifacts import sha256_digest
 from tollgate_core.contracts import DatasetContract, FieldType
+from tollgate_core.models import ModelFamily, SelectionPolicy
 from tollgate_core.reference import ReferenceProfile
 from tollgate_core.thresholds import ThresholdPolicy
 from tollgate_trainer.evaluate import (
@@ -58,8 +59,9 @@ from tollgate_trainer.parity import (
     ParityResult,
     check_parity,
 )
-from tollgate_trainer.pipeline import ModelFamily, build_pipeline, hyperparameters_for, task_of
+from tollgate_trainer.pipeline import build_pipeline, hyperparameters_for, task_of
 from tollgate_trainer.reference import build_reference_profile
+from tollgate_trainer.selection import Selection, baseline_metrics, select_configuration
 from tollgate_trainer.threshold import ThresholdChoice, ThresholdError, choose_threshold
 
 # Distributions whose versions change what a run produces; recorded with every model.
@@ -90,6 +92,13 @@ class TrainingConfig(BaseModel):
     boundary_pairs: int = Field(DEFAULT_BOUNDARY_PAIRS, ge=0)
     decision_threshold: ThresholdPolicy | None = Field(
         None, description="Binary classifiers: a fixed threshold or the rule that chooses it."
+    )
+    selection: SelectionPolicy | None = Field(
+        None, description="Champion selection: the family and hyperparameters above are replaced by the best."
+    )
+    baselines: bool = Field(
+        False,
+        description="Also measure the simple baselines on the holdout (the cost-of-sophistication gate).",
     )
     threads: int | None = Field(
         None,
@@ -130,6 +139,8 @@ class TrainingResult:
     timings: dict[str, float] = field(default_factory=dict)
     threads: int | None = None
     threshold: ThresholdChoice | None = None
+    selection: Selection | None = None
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def train_model(
@@ -165,12 +176,32 @@ def train_model(
         x_train, x_holdout = features.iloc[split.train], features.iloc[split.holdout]
         y_train, y_holdout = y[split.train], y[split.holdout]
 
+    threads = config.threads
+
+    def limits() -> AbstractContextManager[Any]:
+        """The thread limit, applied anew for each block (threadpoolctl applies it when it is created)."""
+        return threadpool_limits(limits=threads) if threads is not None else nullcontext()
+
+    selection: Selection | None = None
+    if config.selection is not None:
+        with limits(), timer("selection"):
+            selection = select_configuration(
+                contract,
+                raw.iloc[split.train],
+                x_train,
+                y_train,
+                encoding,
+                config.selection,
+                config.seed,
+                threads=config.threads,
+            )
+        champion = selection.champion
+        config = config.model_copy(update={"family": champion.family, "hyperparameters": champion.overrides})
     overrides = dict(config.hyperparameters)
     if config.family == "random_forest" and config.threads is not None:
         overrides.setdefault("n_jobs", config.threads)
     params = hyperparameters_for(config.family, task, overrides, config.seed)
-    limits = threadpool_limits(limits=config.threads) if config.threads is not None else nullcontext()
-    with limits:
+    with limits():
         choice: ThresholdChoice | None = None
         if config.decision_threshold is not None:
             with timer("threshold"):
@@ -196,6 +227,21 @@ def train_model(
             if contract.segment is not None and contract.segment in raw.columns:
                 segments = segment_keys(raw[contract.segment].iloc[split.holdout])
             evaluation = evaluate(y_holdout, output, task, positive, segments, threshold)
+
+        baselines: dict[str, dict[str, float]] = {}
+        if config.baselines:
+            with timer("baselines"):
+                baselines = baseline_metrics(
+                    contract,
+                    config.family,
+                    x_train,
+                    y_train,
+                    x_holdout,
+                    y_holdout,
+                    encoding,
+                    config.seed,
+                    threshold,
+                )
 
         with timer("convert"):
             exported = export_onnx(pipeline, contract, encoding, threshold)
@@ -247,6 +293,8 @@ def train_model(
         timings={**timer.seconds, "total": sum(timer.seconds.values())},
         threads=config.threads,
         threshold=choice,
+        selection=selection,
+        baselines=baselines,
     )
 
 

@@ -202,6 +202,7 @@ async def test_openapi_documents_every_endpoint(
         "/v1/models/{model}": {"get"},
         "/v1/models/{model}/versions": {"get"},
         "/v1/models/{model}/versions/{version}": {"get"},
+        "/v1/models/{model}/compare": {"get"},
         "/v1/models/{model}/production": {"get"},
         "/v1/models/{model}/versions/{version}/promote": {"post"},
         "/v1/models/{model}/versions/{version}/approve": {"post"},

@@ -14,7 +14,32 @@ from typer.testing import CliRunner
 from tests.unit.registry.candidates import MODEL, candidate, candidate_event
 from tests.unit.registry.test_api import KEYS, build_app
 from tollgate_core import cli as core_cli
+from tollgate_core.lifecycle import Experiment, TrialRecord
 from tollgate_registry import cli
+
+EXPERIMENT = Experiment(
+    metric="roc_auc",
+    chosen=2,
+    trials=[
+        TrialRecord(
+            number=n,
+            family=family,
+            hyperparameters={"random_state": 0},
+            metrics={"roc_auc": auc},
+            seconds=0.5,
+            digest=f"{n}" * 64,
+        )
+        for n, family, auc in (
+            (1, "logistic_regression", 0.70),
+            (2, "hist_gradient_boosting-long-name", 0.72),
+        )
+    ],
+    skipped=1,
+    fit_rows=800,
+    validation_rows=200,
+    budget_seconds=60,
+    max_rows=50_000,
+)
 
 
 class SyncASGITransport(httpx.BaseTransport):
@@ -45,6 +70,10 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
         await core.on_candidate(candidate_event(candidate("1", store=store)))
         await core.on_candidate(candidate_event(candidate("2", roc_auc=0.87, store=store)))
         await core.on_candidate(candidate_event(candidate("3", roc_auc=0.70, store=store)))
+        selected = candidate("4", roc_auc=0.71, store=store).model_copy(
+            update={"experiment": EXPERIMENT, "baselines": {"majority": {"roc_auc": 0.5}}}
+        )
+        await core.on_candidate(candidate_event(selected))
 
     loop.run_until_complete(seed())
 
@@ -122,3 +151,20 @@ def test_narrow_terminals_fold_values_instead_of_cutting_them(
                 columns[i] = columns.get(i, "") + fragment.strip()
     if command == ["models"]:
         assert MODEL in columns[0]
+
+
+def test_show_lists_the_trials_and_baselines_and_compare_puts_two_versions_side_by_side(
+    runner: CliRunner,
+) -> None:
+    shown = runner.invoke(cli.app, ["show", MODEL, "4"])
+    assert shown.exit_code == 0, shown.output
+    assert "champion selection by roc_auc" in shown.output and "2 chosen" in shown.output
+    assert "1 trial(s) left out by the time budget" in shown.output
+    assert "baselines (holdout)" in shown.output and "majority" in shown.output
+    compared = runner.invoke(cli.app, ["compare", MODEL, "1", "2"])
+    assert compared.exit_code == 0, compared.output
+    assert "1 vs 2" in compared.output and "roc_auc" in compared.output
+    row = next(line for line in compared.output.splitlines() if "roc_auc" in line)
+    assert "0.8600" in row and "0.8700" in row and "0.0100" in row and row.rstrip(" │").endswith("b")
+    missing = runner.invoke(cli.app, ["compare", MODEL, "1", "9"])
+    assert missing.exit_code == 1 and "404 Not Found" in missing.output

@@ -156,3 +156,61 @@ def test_the_shipped_catalog_is_evaluable() -> None:
 
     for name, model_spec in model_catalog().items():
         check_gates(name, model_spec.gates)
+
+
+SOPHISTICATED = Gates.model_validate(
+    {"require_parity": False, "cost_of_sophistication": {"metric": "roc_auc", "margin": 0.02}}
+)
+
+
+def with_baselines(roc_auc: float, baselines: dict[str, dict[str, float]]):  # type: ignore[no-untyped-def]
+    return candidate("1", roc_auc=roc_auc).model_copy(update={"baselines": baselines})
+
+
+def test_a_model_that_beats_its_baselines_by_the_margin_passes() -> None:
+    results = evaluate_gates(
+        with_baselines(0.86, {"majority": {"roc_auc": 0.5}, "linear": {"roc_auc": 0.84}}),
+        SOPHISTICATED,
+        production=None,
+        recent=[],
+    )
+    assert [(r.gate, r.passed) for r in results] == [
+        ("cost of sophistication:linear", True),
+        ("cost of sophistication:majority", True),
+    ]
+    assert by_name(results)["cost of sophistication:linear"].threshold == pytest.approx(0.86)
+
+
+def test_a_model_no_better_than_a_linear_one_is_refused_naming_the_rule() -> None:
+    results = evaluate_gates(
+        with_baselines(0.85, {"majority": {"roc_auc": 0.5}, "linear": {"roc_auc": 0.84}}),
+        SOPHISTICATED,
+        production=None,
+        recent=[],
+    )
+    assert rejection_reason(results) == (
+        "gate cost of sophistication:linear failed: roc_auc 0.8500 does not beat the linear baseline's "
+        "0.8400 by the margin 0.0200"
+    )
+
+
+def test_lower_is_better_metrics_must_be_lower_by_the_margin() -> None:
+    gates = Gates.model_validate(
+        {"require_parity": False, "cost_of_sophistication": {"metric": "log_loss", "margin": 0.05}}
+    )
+    ok = with_baselines(0.86, {"majority": {"log_loss": 0.69}})  # the candidate's log_loss is 0.25
+    assert all(r.passed for r in evaluate_gates(ok, gates, production=None, recent=[]))
+    close = with_baselines(0.86, {"majority": {"log_loss": 0.28}})
+    [result] = evaluate_gates(close, gates, production=None, recent=[])
+    assert not result.passed and result.threshold == pytest.approx(0.23)
+
+
+def test_a_candidate_without_baselines_cannot_show_it_is_worth_its_complexity() -> None:
+    [result] = evaluate_gates(candidate("1"), SOPHISTICATED, production=None, recent=[])
+    assert (result.gate, result.passed) == ("cost of sophistication", False)
+    assert result.detail == "the candidate reports no baselines to compare with"
+
+
+def test_without_the_rule_baselines_change_nothing() -> None:
+    gates = Gates.model_validate({"require_parity": False})
+    assert evaluate_gates(with_baselines(0.5, {"linear": {"roc_auc": 0.9}}), gates, None, []) == []
