@@ -70,12 +70,14 @@ async def test_champion_selection_is_recorded_and_a_model_not_worth_its_complexi
         "TOLLGATE_ARTIFACT_DIR": str(tmp_path / "artifacts"),
         "TOLLGATE_DATABASE_URL": own_database,
     }
+    # One after the other: on a loaded machine, two cold starts at once (scikit-learn, onnxruntime) can take
+    # longer than a minute.
     trainer = services("trainer", poll_seconds="0.2", env_extra=env)
-    registry = services("registry", env_extra=env)
     trainer_url = f"http://127.0.0.1:{trainer.port}"
+    await wait_http_ok(f"{trainer_url}/readyz", timeout=180, proc=trainer)
+    registry = services("registry", env_extra=env)
     registry_url = f"http://127.0.0.1:{registry.port}"
-    await wait_http_ok(f"{trainer_url}/readyz", proc=trainer)
-    await wait_http_ok(f"{registry_url}/readyz", proc=registry)
+    await wait_http_ok(f"{registry_url}/readyz", timeout=180, proc=registry)
 
     records = load_islp_default()[:2500]
     await produce(
