@@ -3,7 +3,8 @@
 # plus the platform's services as background processes. State lives in .local/ (git-ignored):
 #   .local/kafka/   broker config, cluster id, data     .local/pgdata/  PostgreSQL data (owned by postgres)
 #   .local/logs/    one log per process                 .local/run/     pid files, PostgreSQL socket
-#   .local/secrets.env  generated secrets (mode 0600): the PII key, the Kafka password of every principal
+#   .local/secrets.env  generated secrets (mode 0600): the PII key, the Kafka password of every principal, the
+#                       PostgreSQL password of every service role
 #   .local/kafka/client.properties  the operator principal's Kafka client settings (mode 0600)
 #
 # Usage: infra/stack.sh <command>
@@ -11,7 +12,8 @@
 #   venv            install uv if missing, then `uv sync --frozen --all-packages`
 #   kafka-up | kafka-down | pg-up | pg-down | infra-up | infra-down
 #   topics          create the platform's topics (when tollgate_core.topics exists)
-#   services-up | services-down
+#   migrate         every service's migrations and grants, as the owner (services-up runs it first)
+#   services-up | services-down   each service connects to PostgreSQL as its own role (tollgate_<service>)
 #   up              infra, topics, services            down   services, then infra
 #   status | wait-kafka | wait-pg
 #   as PRINCIPAL CMD...  run CMD with the Kafka credentials of PRINCIPAL (admin, operator, producer, a service)
@@ -63,6 +65,10 @@ KAFKA_CLIENT_PROPS=$KAFKA_HOME/client.properties
 KAFKA_USERS="admin operator producer $(svc_table | awk '{print $1}' | xargs)"
 KAFKA_MECHANISM=SCRAM-SHA-512
 LOCAL_DATABASE_URL=postgresql://$PG_ROLE:$PG_PASSWORD@127.0.0.1:$PG_PORT/$PG_DB
+# Services with a PostgreSQL login role of their own, tollgate_<service> (infra/postgres/roles.sql); the
+# audit-log's is tollgate_audit_writer. Their passwords are generated into .local/secrets.env.
+PG_SERVICE_ROLES="ingest validator trainer registry scorer monitor"
+PG_WRITER_ROLE=tollgate_audit_writer
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -179,6 +185,12 @@ kafka_password_var() {
   echo "TOLLGATE_KAFKA_PASSWORD_${name^^}"
 }
 
+# pg_password_var SERVICE: the variable in .local/secrets.env (and compose.env) holding SERVICE's database password.
+pg_password_var() {
+  local name=${1//-/_}
+  echo "TOLLGATE_PG_PASSWORD_${name^^}"
+}
+
 random_secret() { head -c 32 /dev/urandom | sha256sum | cut -c1-40; }
 
 # Every secret the local stack needs, generated once into .local/secrets.env (mode 0600); missing entries are
@@ -188,7 +200,8 @@ ensure_secrets() {
   mkdir -p "$STATE"
   (umask 077 && touch "$SECRETS")
   chmod 600 "$SECRETS"
-  for var in TOLLGATE_PII_KEY TOLLGATE_KAFKA_PASSWORD_CONTROLLER $(for u in $KAFKA_USERS; do kafka_password_var "$u"; done); do
+  for var in TOLLGATE_PII_KEY TOLLGATE_KAFKA_PASSWORD_CONTROLLER $(for u in $KAFKA_USERS; do kafka_password_var "$u"; done) \
+    $(for u in $PG_SERVICE_ROLES; do pg_password_var "$u"; done); do
     if ! grep -q "^$var=" "$SECRETS"; then
       printf '%s=%s\n' "$var" "$(random_secret)" >>"$SECRETS"
       added+=("$var")
@@ -214,7 +227,8 @@ cmd_compose_env() {
   (umask 077 && touch "$file")
   chmod 600 "$file"
   for var in TOLLGATE_PII_KEY POSTGRES_PASSWORD TOLLGATE_PG_PASSWORD TOLLGATE_AUDIT_LOG_WRITER_PASSWORD \
-    TOLLGATE_MONITOR_SESSION_SECRET TOLLGATE_KAFKA_PASSWORD_CONTROLLER $(for u in $KAFKA_USERS; do kafka_password_var "$u"; done); do
+    TOLLGATE_MONITOR_SESSION_SECRET TOLLGATE_KAFKA_PASSWORD_CONTROLLER $(for u in $KAFKA_USERS; do kafka_password_var "$u"; done) \
+    $(for u in $PG_SERVICE_ROLES; do pg_password_var "$u"; done); do
     if ! grep -q "^$var=" "$file"; then
       printf '%s=%s\n' "$var" "$(random_secret)" >>"$file"
       added=$((added + 1))
@@ -633,13 +647,46 @@ EOF
 }
 
 pg_ensure_role() {
-  local psql
+  local psql svc args=()
   psql=$(pg_client psql)
-  # PG_ROLE, PG_DB: infra/postgres/roles.sql names them (tollgate); the local password is the development one.
+  ensure_secrets
+  for svc in $PG_SERVICE_ROLES; do args+=(-v "${svc}_password=$(secret "$(pg_password_var "$svc")")"); done
+  # PG_ROLE, PG_DB: infra/postgres/roles.sql names them (tollgate); the owner's and the audit writer's local
+  # passwords are the development ones, every other service role's is generated (.local/secrets.env).
   "$psql" -X -q -v ON_ERROR_STOP=1 -h "$PG_SOCK" -p "$PG_PORT" -U postgres -d postgres \
     -v owner_password="$PG_PASSWORD" \
     -v writer_password="${TOLLGATE_AUDIT_LOG_WRITER_PASSWORD:-tollgate-audit-writer}" \
-    -f "$ROOT/infra/postgres/roles.sql" </dev/null >/dev/null
+    "${args[@]}" -f "$ROOT/infra/postgres/roles.sql" </dev/null >/dev/null
+}
+
+# service_database_url SERVICE: the DSN SERVICE connects with: its own role on the local PostgreSQL, or the
+# configured TOLLGATE_DATABASE_URL as it is.
+service_database_url() {
+  local svc=$1
+  if [ -n "${TOLLGATE_DATABASE_URL:-}" ]; then
+    echo "$TOLLGATE_DATABASE_URL"
+  elif [ "$svc" = audit-log ]; then
+    echo "postgresql://$PG_WRITER_ROLE:${TOLLGATE_AUDIT_LOG_WRITER_PASSWORD:-tollgate-audit-writer}@127.0.0.1:$PG_PORT/$PG_DB"
+  else
+    echo "postgresql://tollgate_${svc//-/_}:$(secret "$(pg_password_var "$svc")")@127.0.0.1:$PG_PORT/$PG_DB"
+  fi
+}
+
+# Every service's migrations and every service role's grants, as the owner (the services' own roles may
+# create nothing, so this runs before they start).
+cmd_migrate() {
+  [ -x "$PY" ] || die "no .venv: run 'make venv' first"
+  state_dirs
+  rotate_log migrate
+  (
+    cd "$ROOT"
+    export TOLLGATE_DATABASE_URL="${TOLLGATE_DATABASE_URL:-$LOCAL_DATABASE_URL}"
+    "$PY" -m tollgate_core.migrate </dev/null >>"$LOGS/migrate.log" 2>&1 || {
+      log_tail "$LOGS/migrate.log"
+      die "migrations failed; see $LOGS/migrate.log"
+    }
+  )
+  say "migrations and grants applied (log ${LOGS#"$ROOT"/}/migrate.log)"
 }
 
 # wait_pg [PID]: pg_isready until it accepts connections, then a real query.
@@ -860,6 +907,7 @@ cmd_services_up() {
   local svc mod pid port replica started=()
   [ -x "$PY" ] || die "no .venv: run 'make venv' first"
   state_dirs
+  cmd_migrate
   for svc in $(replica_names); do
     mod=$(svc_module "$svc")
     replica=0
@@ -883,7 +931,8 @@ cmd_services_up() {
       kafka_credentials "${svc%@*}" # replicas share their service's principal
       platform_env
       export TOLLGATE_KAFKA_BOOTSTRAP="${TOLLGATE_KAFKA_BOOTSTRAP:-$LOCAL_BOOTSTRAP}"
-      export TOLLGATE_DATABASE_URL="${TOLLGATE_DATABASE_URL:-$LOCAL_DATABASE_URL}"
+      TOLLGATE_DATABASE_URL=$(service_database_url "${svc%@*}")
+      export TOLLGATE_DATABASE_URL
       export PYTHONUNBUFFERED=1
       svcenv=${svc%@*}
       svcenv=${svcenv//-/_}
@@ -999,7 +1048,7 @@ lock_stack() {
 main() {
   local cmd=${1:-}
   case $cmd in
-    deps | kafka-up | kafka-down | pg-up | pg-down | infra-up | infra-down | topics | services-up | services-down | up | down)
+    deps | kafka-up | kafka-down | pg-up | pg-down | infra-up | infra-down | topics | migrate | services-up | services-down | up | down)
       lock_stack
       ;;
   esac
@@ -1020,6 +1069,7 @@ main() {
       ;;
     topics) cmd_topics ;;
     services-up) cmd_services_up ;;
+    migrate) cmd_migrate ;;
     services-down) cmd_services_down ;;
     up)
       cmd_pg_up

@@ -21,8 +21,9 @@ import asyncpg
 import pytest
 
 from tests.auth_support import RoleKeys, make_keys
-from tollgate_core import kafka_auth
+from tollgate_core import db_roles, kafka_auth
 from tollgate_core.acls import apply_acls
+from tollgate_core.migrate import migrate_all
 from tollgate_core.settings import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP
 from tollgate_core.topics import ensure_topics
 
@@ -83,6 +84,34 @@ def _dsn_with_database(dsn: str, database: str) -> str:
     return f"{base}/{database}"
 
 
+def with_credentials(dsn: str, user: str, password: str) -> str:
+    from urllib.parse import quote, urlunsplit
+
+    parts = urlsplit(dsn)
+    netloc = f"{quote(user, safe='')}:{quote(password, safe='')}@{parts.hostname}" + (
+        f":{parts.port}" if parts.port else ""
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def role_password(service: str) -> str | None:
+    """The password of ``service``'s own PostgreSQL role in the local stack (None without one)."""
+    if service == "audit-log":
+        from tollgate_audit_log.settings import DEVELOPMENT_WRITER_PASSWORD
+
+        return os.environ.get("TOLLGATE_AUDIT_LOG_WRITER_PASSWORD", DEVELOPMENT_WRITER_PASSWORD)
+    return local_secrets().get(f"TOLLGATE_PG_PASSWORD_{service.upper().replace('-', '_')}")
+
+
+def service_dsn(service: str, owner_dsn: str) -> str:
+    """The DSN ``service`` connects with: its own role (``tollgate_core.db_roles``) on ``owner_dsn``'s
+    database when the local stack made that role, else ``owner_dsn`` itself (the service then migrates)."""
+    password = role_password(service)
+    if service not in db_roles.ROLES_BY_SERVICE or not password or "TOLLGATE_DATABASE_URL" in os.environ:
+        return owner_dsn
+    return with_credentials(owner_dsn, db_roles.role_of(service).role, password)
+
+
 @contextlib.asynccontextmanager
 async def fresh_database(prefix: str) -> AsyncIterator[str]:
     """Create a database with a unique name, yield its DSN, drop it afterwards."""
@@ -126,8 +155,10 @@ async def _drop_database(name: str) -> None:
 
 @pytest.fixture(scope="session")
 async def database_url() -> AsyncIterator[str]:
-    """A fresh database for this test run, dropped afterwards."""
+    """A fresh database for this test run (the owner's DSN), dropped afterwards. Every migration and every
+    service role's grants are applied, as ``python -m tollgate_core.migrate`` does before services start."""
     async with fresh_database("tollgate_test") as dsn:
+        await migrate_all(dsn)
         yield dsn
 
 
@@ -217,12 +248,13 @@ def services(tmp_path: Path, namespace: str, database_url: str, bootstrap: str) 
     started: list[ServiceProcess] = []
 
     def launch(name: str, env_extra: dict[str, str] | None = None, **extra: str) -> ServiceProcess:
-        """Start ``tollgate_<name>``; ``extra`` are its own settings (prefix added), ``env_extra`` raw env vars."""
+        """Start ``tollgate_<name>``; ``extra`` are its own settings (prefix added), ``env_extra`` raw env vars.
+        The service connects to the session database as its own role (``service_dsn``)."""
         prefix = f"TOLLGATE_{name.upper().replace('-', '_')}_"
         env = {
             **kafka_principal_env(name),
             "TOLLGATE_KAFKA_BOOTSTRAP": bootstrap,
-            "TOLLGATE_DATABASE_URL": database_url,
+            "TOLLGATE_DATABASE_URL": service_dsn(name, database_url),
             "TOLLGATE_TOPIC_NAMESPACE": namespace,
             f"{prefix}HTTP_PORT": str(free_port()),
             **{f"{prefix}{k.upper()}": v for k, v in extra.items()},

@@ -77,8 +77,12 @@ async def test_writer_role_can_append_and_read_only(audit_db: AuditLogSettings) 
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await conn.execute("ALTER TABLE audit_events DISABLE TRIGGER USER")
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
-            await conn.execute("SELECT * FROM tollgate_migrations")
+            await conn.execute("SELECT rolpassword FROM pg_authid")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM tollgate_migrations")
         assert await conn.fetchval("SELECT count(*) FROM api_keys") >= 0  # reads API keys to authenticate
+        # ... and the migration ledger, to check its migrations are applied when it connects as itself
+        assert await conn.fetchval("SELECT count(*) FROM tollgate_migrations WHERE service = 'audit-log'") > 0
     finally:
         await conn.close()
 

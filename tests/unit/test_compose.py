@@ -51,7 +51,7 @@ PG_INIT = ROOT / "infra" / "postgres" / "compose-init.sh"
 # A secret in the compose file: an env-file variable that must be set (no default), e.g. ${NAME:?hint}.
 SECRET = re.compile(r"\$\{([A-Z][A-Z0-9_]*):\?[^}]*\}")
 
-INFRA = ("kafka", "postgres", "topics")
+INFRA = ("kafka", "postgres", "topics", "migrate")
 ARTIFACT_SERVICES = ("trainer", "registry", "scorer")
 ARTIFACT_DIR = "/var/lib/tollgate/artifacts"
 
@@ -362,7 +362,7 @@ def test_published_ports_are_unique() -> None:
 def test_environment_points_at_compose_infrastructure(svc: str) -> None:
     env = environment(svc)
     assert env.get("TOLLGATE_KAFKA_BOOTSTRAP") == internal_bootstrap()
-    assert env.get("TOLLGATE_DATABASE_URL") == compose_database_url()
+    assert env.get("TOLLGATE_DATABASE_URL") == compose_database_url(svc)
     for name in env:
         assert name in PLATFORM_ENV or name.startswith(env_prefix_of(svc)), (
             f"{svc}: {name} is neither platform-wide ({sorted(PLATFORM_ENV)}) "
@@ -407,6 +407,9 @@ def test_service_waits_for_infrastructure(svc: str) -> None:
     assert depends.get("kafka", {}).get("condition") == "service_healthy"
     assert depends.get("postgres", {}).get("condition") == "service_healthy"
     assert depends.get("topics", {}).get("condition") == "service_completed_successfully"
+    assert depends.get("migrate", {}).get("condition") == "service_completed_successfully", (
+        f"{svc}: its own database role may create nothing; start it after migrate applied the migrations"
+    )
 
 
 @pytest.mark.parametrize("svc", SERVICES)
@@ -462,9 +465,17 @@ def internal_bootstrap() -> str:
     return f"{compose_render('ADVERTISED_HOST')}:{compose_render('KAFKA_PORT')}"
 
 
-def compose_database_url() -> str:
+def compose_database_url(svc: str | None = None) -> str:
+    """The owner's DSN (svc None: the migrate job's), else the service's own role with its own password."""
+    from tollgate_core import db_roles
+
     owner, database = stack_literal("PG_ROLE"), stack_literal("PG_DB")
-    return f"postgresql://{owner}:${{TOLLGATE_PG_PASSWORD:?run infra/stack.sh compose-env}}@postgres:5432/{database}"
+    user, password = owner, "TOLLGATE_PG_PASSWORD"
+    if svc == "audit-log":
+        user, password = db_roles.role_of(svc).role, "TOLLGATE_AUDIT_LOG_WRITER_PASSWORD"
+    elif svc is not None:
+        user, password = db_roles.role_of(svc).role, f"TOLLGATE_PG_PASSWORD_{svc.upper().replace('-', '_')}"
+    return f"postgresql://{user}:${{{password}:?run infra/stack.sh compose-env}}@postgres:5432/{database}"
 
 
 def test_kafka_image_matches_pom() -> None:
@@ -548,12 +559,24 @@ def test_postgres_roles_are_not_superusers() -> None:
     roles = PG_ROLES.read_text()
     owner = stack_literal("PG_ROLE")
     assert re.search(rf"^ALTER ROLE {owner} WITH [^;]*\bNOSUPERUSER\b", roles, re.M)
-    assert re.search(r"^ALTER ROLE tollgate_audit_writer WITH [^;]*\bNOSUPERUSER\b", roles, re.M)
+    from tollgate_core import db_roles
+
     assert "infra/postgres/roles.sql" in stack_text(), "the local stack creates the same roles"
-    superuser = env.get("POSTGRES_USER")
     for svc in SERVICES:
+        role = db_roles.role_of(svc).role
+        for attribute in ("NOSUPERUSER", "NOCREATEDB", "NOCREATEROLE", "NOBYPASSRLS", "NOINHERIT"):
+            assert re.search(rf"^ALTER ROLE {role} WITH [^;]*\b{attribute}\b", roles, re.M), (role, attribute)
         url = environment(svc)["TOLLGATE_DATABASE_URL"]
-        assert url.startswith(f"postgresql://{owner}:"), f"{svc}: connects as {owner}, not {superuser}"
+        assert url.startswith(f"postgresql://{role}:"), f"{svc}: connects as its own role {role}"
+        password = SECRET.search(url)
+        assert password is not None and password.group(1) in env, f"{svc}: roles.sql needs its password"
+        assert f":'{role.removeprefix('tollgate_').replace('audit_writer', 'writer')}_password'" in roles
+    migrate = service("migrate")
+    assert migrate.get("command") == ["python", "-m", "tollgate_core.migrate"]
+    assert migrate.get("restart") == "no", "migrate is one-shot"
+    assert environment("migrate")["TOLLGATE_DATABASE_URL"] == compose_database_url(), (
+        "migrate runs as the owner"
+    )
     test = healthcheck_command("postgres")
     assert "pg_isready" in " ".join(test) and owner in test
 

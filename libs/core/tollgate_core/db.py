@@ -43,8 +43,56 @@ def _migration_files(directory: Path) -> list[tuple[int, Path]]:
     return found
 
 
+def _checksum(path: Path) -> str:
+    return hashlib.sha256(path.read_text(encoding="utf-8").encode()).hexdigest()
+
+
+class MigrationsPending(RuntimeError):
+    """Migrations are not applied and the connected role may not apply them (a service's own role)."""
+
+
+async def _applied(conn: Conn, service: str) -> dict[int, str] | None:
+    """version -> checksum of the service's applied migrations; None when there is no ledger yet."""
+    if not await conn.fetchval("SELECT to_regclass('tollgate_migrations') IS NOT NULL"):
+        return None
+    try:
+        rows = await conn.fetch(
+            "SELECT version, checksum FROM tollgate_migrations WHERE service = $1", service
+        )
+    except asyncpg.InsufficientPrivilegeError:
+        user = await conn.fetchval("SELECT current_user")
+        raise MigrationsPending(
+            f"{service}: the role {user} may not read the migration ledger: its grants are not applied; run "
+            "`python -m tollgate_core.migrate` with TOLLGATE_DATABASE_URL set to the owner's DSN"
+        ) from None
+    return {r["version"]: r["checksum"] for r in rows}
+
+
 async def migrate(conn: Conn, service: str, directory: Path) -> list[str]:
-    """Apply the service's pending migrations; refuse if an applied file was edited afterwards."""
+    """Apply the service's pending migrations; refuse if an applied file was edited afterwards.
+
+    Nothing is changed (no DDL, no lock) when every migration is applied already, so a service connected as
+    its own role, which may not create anything (``tollgate_core.db_roles``), only checks; with migrations
+    pending such a role gets :class:`MigrationsPending` naming them and the command that applies them."""
+    files = _migration_files(directory)
+    applied_before = await _applied(conn, service)
+    if applied_before is not None:
+        pending = []
+        for version, path in files:
+            if version not in applied_before:
+                pending.append(path.name)
+            elif applied_before[version] != _checksum(path):
+                raise RuntimeError(f"migration {path.name} of {service} changed after it was applied")
+        if not pending:
+            return []
+    else:
+        pending = [path.name for _, path in files]
+    if not await conn.fetchval("SELECT has_schema_privilege(current_schema(), 'CREATE')"):
+        user = await conn.fetchval("SELECT current_user")
+        raise MigrationsPending(
+            f"{service}: migrations {', '.join(pending)} are not applied and the role {user} may not apply "
+            "them; run `python -m tollgate_core.migrate` with TOLLGATE_DATABASE_URL set to the owner's DSN"
+        )
     lock_key = int.from_bytes(
         hashlib.sha256(f"tollgate-migrate-{service}".encode()).digest()[:8], "big", signed=True
     )
@@ -58,7 +106,7 @@ async def migrate(conn: Conn, service: str, directory: Path) -> list[str]:
         applied = {r["version"]: r["checksum"] for r in rows}
         for version, path in _migration_files(directory):
             sql = path.read_text(encoding="utf-8")
-            checksum = hashlib.sha256(sql.encode()).hexdigest()
+            checksum = _checksum(path)
             if version in applied:
                 if applied[version] != checksum:
                     raise RuntimeError(f"migration {path.name} of {service} changed after it was applied")

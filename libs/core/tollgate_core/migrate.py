@@ -1,9 +1,13 @@
-"""``python -m tollgate_core.migrate``: apply every service's pending migrations, then exit.
+"""``python -m tollgate_core.migrate``: apply every service's pending migrations and the services' grants,
+then exit. Run it as the owner role (``TOLLGATE_DATABASE_URL`` with the owner's credentials).
 
-Services also migrate when they start (``create_pool``, under an advisory lock per service); this runs the
-same migrations once before a rollout, as the Kubernetes chart's migration Job does, so a failing migration
-stops the release instead of crash-looping every replica. It finds each installed service package's
-``migrations`` folder without importing the service.
+It runs before the services start (the Kubernetes chart's migration Job, ``infra/stack.sh``, the test suite),
+so a failing migration stops the release instead of crash-looping every replica. Each service then connects
+as its own role (``tollgate_core.db_roles``), which may not create anything: it only checks that its
+migrations are applied. A service given the owner's DSN still migrates on start (``create_pool``, under an
+advisory lock per service). It finds each installed service package's ``migrations`` folder without
+importing the service. After the migrations every declared service role gets exactly its privileges
+(:func:`tollgate_core.db_roles.apply_grants`), so running it again on an existing database converges.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from pathlib import Path
 
 import asyncpg
 
-from tollgate_core import apikeys
+from tollgate_core import apikeys, db_roles
 from tollgate_core.db import migrate
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import SERVICES
@@ -38,9 +42,13 @@ def migration_folders() -> list[tuple[str, Path]]:
 
 
 async def migrate_all(dsn: str) -> dict[str, list[str]]:
+    """Every migration, then every service role's grants (their outcome is logged)."""
     conn = await asyncpg.connect(dsn)
     try:
-        return {name: await migrate(conn, name, folder) for name, folder in migration_folders()}
+        applied = {name: await migrate(conn, name, folder) for name, folder in migration_folders()}
+        for role, outcome in (await db_roles.apply_grants(conn)).items():
+            log.info("role %s: %s", role, outcome)
+        return applied
     finally:
         await conn.close()
 

@@ -39,13 +39,19 @@ _LOGIN_ERRORS = (asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpeci
 
 
 async def prepare_database(settings: AuditLogSettings) -> str | None:
-    """As the owner: apply migrations, make sure the writer role has exactly its grants.
+    """As the owner: apply migrations, make sure the writer role has exactly its grants. Connected as the
+    writer itself: only check that the migrations are applied.
 
     Returns why the writer role cannot be used (None when it can). Creating the role needs CREATEROLE; the
     owner normally lacks it, so the stack creates the role as the superuser (``roles.setup_sql``).
     """
     conn = await asyncpg.connect(settings.database_url)
     try:
+        if settings.connects_as_writer():
+            # The writer may create nothing: migrate (as the owner) applied the migrations and its grants.
+            await migrate(conn, SERVICE, MIGRATIONS)
+            await migrate(conn, apikeys.MIGRATION_SERVICE, apikeys.MIGRATIONS)
+            return None
         await migrate(conn, SERVICE, MIGRATIONS)
         await migrate(conn, apikeys.MIGRATION_SERVICE, apikeys.MIGRATIONS)
         role = settings.writer_role
@@ -54,7 +60,7 @@ async def prepare_database(settings: AuditLogSettings) -> str | None:
                 return f"role {role} does not exist and {await conn.fetchval('SELECT current_user')} may not create roles"
             await conn.execute(roles.setup_sql(role, settings.writer_password.get_secret_value()))
             log.info("created the database role %s", role)
-        await roles.grant(conn, role, extra_select=("api_keys",))
+        await roles.grant(conn, role)
         return None
     finally:
         await conn.close()
@@ -118,7 +124,9 @@ class AuditLog:
         """Database (migrations, grants, runtime pool), signing key, API keys: everything the HTTP API needs."""
         s = self.settings
         self.role_problem = await prepare_database(s)
-        if self.role_problem is None:
+        if self.role_problem is None and s.connects_as_writer():
+            self.runtime_dsn = s.database_url
+        elif self.role_problem is None:
             try:
                 probe = await asyncpg.connect(s.writer_dsn())
                 await probe.close()

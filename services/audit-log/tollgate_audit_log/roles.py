@@ -11,27 +11,24 @@ Three layers, each independent of the others:
    who disabled the triggers.
 
 Creating a role needs CREATEROLE, which the platform's owner role does not have: the stack creates the
-writer role as the database superuser (``SETUP_SQL``; ``tollgate audit db-setup`` runs it), and the service
-only grants privileges on the tables it owns (``grant``), on every start, so a role created later is
-picked up at the next restart. Without the role, the service writes as the owner and reports the trail as
+writer role as the database superuser (``SETUP_SQL``; ``tollgate audit db-setup`` runs it). The service
+normally connects as the writer itself (``TOLLGATE_DATABASE_URL`` names it; the local stack, docker-compose
+and the chart do so): ``python -m tollgate_core.migrate``, run as the owner, applied its migrations and grants.
+Given the owner's DSN instead, the service migrates and grants the writer its privileges (``grant``) on
+every start, then writes as the writer; without the role it writes as the owner and reports the trail as
 "triggers only" in ``/readyz``.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import asyncpg
 
-AUDIT_TABLES = (
-    "audit_events",
-    "audit_checkpoints",
-    "audit_signing_keys",
-    "audit_stream_damage",
-    "audit_damage_acks",
-    "audit_key_rotations",
-)
+from tollgate_core import db_roles
+
+AUDIT_TABLES = db_roles.AUDIT_TABLES
 TRIGGERS = {
     "audit_events": ("audit_events_append_only", "audit_events_no_truncate"),
     "audit_checkpoints": ("audit_checkpoints_append_only", "audit_checkpoints_no_truncate"),
@@ -82,27 +79,11 @@ async def can_create_roles(conn: asyncpg.Connection) -> bool:
     )
 
 
-async def grant(conn: asyncpg.Connection, role: str, *, extra_select: tuple[str, ...] = ()) -> None:
-    """As the tables' owner: INSERT and SELECT for the writer, and explicitly nothing else.
-
-    ``extra_select`` are other tables the service only reads at run time (the API keys).
-    """
-    r = _ident(role)
-    tables = ", ".join(AUDIT_TABLES)
-    async with conn.transaction():
-        # Replicas starting together would otherwise race on the same catalog rows ("tuple concurrently updated").
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('tollgate-audit-grants'))")
-        await conn.execute(f"REVOKE ALL ON {tables} FROM {r}")
-        await conn.execute(f"GRANT SELECT, INSERT ON {tables} TO {r}")
-        for sequence in (
-            "audit_checkpoints_id_seq",
-            "audit_stream_damage_id_seq",
-            "audit_damage_acks_id_seq",
-        ):
-            await conn.execute(f"GRANT USAGE ON SEQUENCE {sequence} TO {r}")
-        await conn.execute(f"GRANT SELECT ON audit_trail TO {r}")
-        for table in extra_select:
-            await conn.execute(f"GRANT SELECT ON {_ident(table)} TO {r}")
+async def grant(conn: asyncpg.Connection, role: str) -> None:
+    """As the tables' owner: INSERT and SELECT for the writer on the audit tables, SELECT on the trail's view,
+    the API keys and the migration ledger, and explicitly nothing else (``tollgate_core.db_roles``, which
+    ``python -m tollgate_core.migrate`` applies to every service role)."""
+    await db_roles.grant(conn, replace(db_roles.role_of("audit-log"), role=_ident(role)))
 
 
 @dataclass(frozen=True)

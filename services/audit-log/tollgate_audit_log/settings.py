@@ -22,10 +22,13 @@ class AuditLogSettings(ServiceSettings):
     writer_role: str = Field(
         WRITER_ROLE,
         description="Restricted PostgreSQL role the service writes and reads with at run time (INSERT and "
-        "SELECT only). Migrations and grants run as the owner role of TOLLGATE_DATABASE_URL.",
+        "SELECT only). When TOLLGATE_DATABASE_URL names this role the service connects with it and expects "
+        "migrations and grants applied (python -m tollgate_core.migrate as the owner); when it names the "
+        "owner, the service migrates, grants and then writes as this role.",
     )
     writer_password: SecretStr = Field(
-        SecretStr(DEVELOPMENT_WRITER_PASSWORD), description="Password of the writer role."
+        SecretStr(DEVELOPMENT_WRITER_PASSWORD),
+        description="Password of the writer role (not needed when TOLLGATE_DATABASE_URL names the writer).",
     )
     require_writer_role: bool = Field(
         False,
@@ -88,7 +91,12 @@ class AuditLogSettings(ServiceSettings):
 
     def missing_secrets(self) -> list[str]:
         missing = super().missing_secrets()
-        if self.writer_password.get_secret_value() in ("", DEVELOPMENT_WRITER_PASSWORD):
+        if self.connects_as_writer():
+            from urllib.parse import unquote, urlsplit
+
+            if unquote(urlsplit(self.database_url).password or "") == DEVELOPMENT_WRITER_PASSWORD:
+                missing.append("TOLLGATE_DATABASE_URL (its password)")
+        elif self.writer_password.get_secret_value() in ("", DEVELOPMENT_WRITER_PASSWORD):
             missing.append("TOLLGATE_AUDIT_LOG_WRITER_PASSWORD")
         if not self.signing_key_path:
             missing.append("TOLLGATE_AUDIT_LOG_SIGNING_KEY_PATH")
@@ -114,6 +122,13 @@ class AuditLogSettings(ServiceSettings):
         # whose published heads went missing.
         database = urlsplit(self.database_url).path.strip("/") or "default"
         return repo_root() / ".local" / "audit" / "witness" / f"{self.topic_namespace}.{database}"
+
+    def connects_as_writer(self) -> bool:
+        """TOLLGATE_DATABASE_URL names the writer role itself (its password is in it): the service neither
+        migrates nor grants, and writes with that DSN."""
+        from urllib.parse import unquote, urlsplit
+
+        return unquote(urlsplit(self.database_url).username or "") == self.writer_role
 
     def writer_dsn(self) -> str:
         """TOLLGATE_DATABASE_URL with the writer role's credentials."""

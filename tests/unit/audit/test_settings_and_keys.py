@@ -51,6 +51,38 @@ def test_production_refuses_development_secrets(monkeypatch: pytest.MonkeyPatch)
     assert not AuditLogSettings(environment="test").require_writer_role
 
 
+def test_connected_as_the_writer_it_needs_no_writer_password_but_a_real_one_in_its_dsn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The DSN of the writer role itself (the local stack, compose, the chart): no separate writer password,
+    but the DSN's own password must not be the public development one."""
+    for name, value in {
+        "TOLLGATE_PII_KEY": "a-real-pii-key",
+        "TOLLGATE_KAFKA_USERNAME": "audit-log",
+        "TOLLGATE_KAFKA_PASSWORD": "kafka-s3cret",
+        "TOLLGATE_AUDIT_LOG_SIGNING_KEY_PATH": "/keys/audit.pem",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("TOLLGATE_AUDIT_LOG_WRITER_PASSWORD", raising=False)
+    own = AuditLogSettings(
+        environment="production", database_url="postgresql://tollgate_audit_writer:w-s3cret@db/tollgate"
+    )
+    assert own.connects_as_writer()
+    own.require_secrets()
+    public = AuditLogSettings(
+        environment="production",
+        database_url="postgresql://tollgate_audit_writer:tollgate-audit-writer@db/tollgate",
+    )
+    with pytest.raises(MissingSecrets, match=r"TOLLGATE_DATABASE_URL \(its password\)"):
+        public.require_secrets()
+    owner = AuditLogSettings(
+        environment="production", database_url="postgresql://tollgate:o-s3cret@db/tollgate"
+    )
+    assert not owner.connects_as_writer()
+    with pytest.raises(MissingSecrets, match="WRITER_PASSWORD"):
+        owner.require_secrets()
+
+
 def test_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOLLGATE_AUDIT_LOG_CHECKPOINT_ROWS", "7")
     monkeypatch.setenv("TOLLGATE_AUDIT_LOG_AUDIT_VALIDATED", "true")
