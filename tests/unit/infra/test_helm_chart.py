@@ -457,3 +457,35 @@ def test_an_existing_witness_claim_is_mounted_and_none_is_created() -> None:
     (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "witness"]
     assert volume["persistentVolumeClaim"]["claimName"] == "witness-on-another-host"
     assert not [o for o in of_kind(objects, "PersistentVolumeClaim") if "witness" in o["metadata"]["name"]]
+
+
+@pytest.mark.parametrize("values", sorted(VALUES))
+def test_each_service_connects_as_its_own_database_role_and_only_the_job_as_the_owner(values: str) -> None:
+    """One Secret entry per service DSN (its own role, tollgate_core.db_roles); the owner's DSN goes to the
+    migration Job alone; with CloudNativePG every service role is a managed role with no dangerous attribute."""
+    from tollgate_core import db_roles
+
+    objects = render(values)
+    url_secret = "tollgate-prod-db-services" if values != "default" else "tollgate-db-services"
+    for deployment in of_kind(objects, "Deployment"):
+        svc = component(deployment)
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container.get("env", [])}
+        ref = env["TOLLGATE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == (url_secret, svc), svc
+    (job,) = of_kind(objects, "Job")
+    pod = job["spec"]["template"]["spec"]
+    (migrate,) = [c for c in pod["containers"] + pod.get("initContainers", []) if c["name"] == "migrate"]
+    owner = {e["name"]: e for e in migrate["env"]}["TOLLGATE_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert owner["name"] != url_secret
+    clusters = of_kind(objects, "Cluster")
+    if values == "default":
+        (cluster,) = clusters
+        managed = {r["name"]: r for r in cluster["spec"]["managed"]["roles"]}
+        assert set(managed) == {r.role for r in db_roles.SERVICE_ROLES}
+        for role in managed.values():
+            assert role["login"] is True and role["passwordSecret"]["name"]
+            for attribute in ("superuser", "createdb", "createrole", "replication", "bypassrls", "inherit"):
+                assert role[attribute] is False, (role["name"], attribute)
+    else:
+        assert not clusters

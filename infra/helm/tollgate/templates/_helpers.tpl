@@ -60,16 +60,12 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
     secretKeyRef:
       name: {{ if $v.kafka.create }}{{ include "tollgate.kafkaUser" . }}{{ else }}{{ $v.kafka.external.credentialsSecret }}{{ end }}
       key: password
+# The service's own database role (tollgate_core.db_roles), never the owner's.
 - name: TOLLGATE_DATABASE_URL
   valueFrom:
     secretKeyRef:
-{{- if $v.postgresql.create }}
-      name: {{ printf "%s-app" $v.postgresql.clusterName }}
-      key: uri
-{{- else }}
-      name: {{ required "postgresql.external.urlSecret is required when postgresql.create is false" $v.postgresql.external.urlSecret }}
-      key: {{ $v.postgresql.external.urlKey }}
-{{- end }}
+      name: {{ required "postgresql.serviceUrlSecret is required" $v.postgresql.serviceUrlSecret }}
+      key: {{ .name }}
 - name: TOLLGATE_PII_KEY
   valueFrom: {secretKeyRef: {name: {{ $v.secrets.existingSecret }}, key: pii-key}}
 - name: TOLLGATE_ARTIFACT_DIR
