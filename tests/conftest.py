@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -243,8 +243,16 @@ async def wait_http_ok(url: str, timeout: float = 60, proc: ServiceProcess | Non
     raise AssertionError(f"{url} not ready after {timeout}s" + (f":\n{proc.log()}" if proc else ""))
 
 
+_MIGRATED: set[str] = set()
+
+
 @pytest.fixture
-def services(tmp_path: Path, namespace: str, database_url: str, bootstrap: str) -> Iterator[Any]:
+async def services(tmp_path: Path, namespace: str, database_url: str, bootstrap: str) -> AsyncIterator[Any]:
+    # Services connect as their own roles, which may create nothing: the database (a module's own one too)
+    # is migrated and granted as the owner first, as `python -m tollgate_core.migrate` does before a rollout.
+    if database_url not in _MIGRATED:
+        await migrate_all(database_url)
+        _MIGRATED.add(database_url)
     started: list[ServiceProcess] = []
 
     def launch(name: str, env_extra: dict[str, str] | None = None, **extra: str) -> ServiceProcess:
