@@ -415,6 +415,48 @@ async def test_receipts_for_one_decision_verify_offline_and_forgeries_are_refuse
     assert code == 2 and "no trusted public keys" in err
 
 
+async def test_receipts_read_one_block_of_rows_and_give_the_whole_ranges_path(
+    audit: dict[str, Any], database_url: str
+) -> None:
+    """A checkpoint stores its block roots (level 6 of its range tree); a receipt reads the 64 row hashes
+    of its row's block and those roots, and its audit path is the one over every row of the range, for
+    rows in the first block, a later one, and the last (shorter) block of a checkpoint."""
+    from tollgate_audit_log.merkle import block_roots, inclusion_proof, leaf_hashes
+    from tollgate_audit_log.receipts import receipts_for, verify_receipt
+
+    trusted = {audit["service"].signer.key_id: audit["service"].signer.public_key}
+    conn = await asyncpg.connect(database_url)
+    try:
+        checkpoints = await conn.fetch(
+            "SELECT first_seq, last_seq, block_roots FROM audit_checkpoints WHERE stream = 'inference' ORDER BY first_seq"
+        )
+        assert [(c["first_seq"], c["last_seq"]) for c in checkpoints] == [(1, 100), (101, 200), (201, 232)]
+        ranges = {}
+        for c in checkpoints:
+            rows = await conn.fetch(
+                "SELECT row_hash FROM audit_events WHERE stream = 'inference' AND seq BETWEEN $1 AND $2 ORDER BY seq",
+                c["first_seq"],
+                c["last_seq"],
+            )
+            range_hashes = [bytes(r[0]) for r in rows]
+            ranges[c["first_seq"]] = range_hashes
+            assert bytes(c["block_roots"]) == b"".join(block_roots(leaf_hashes(range_hashes)))
+        for seq in (3, 64, 65, 100, 101, 170, 200, 201, 232):
+            request_id = await conn.fetchval(
+                "SELECT request_id FROM audit_events WHERE stream = 'inference' AND seq = $1", seq
+            )
+            (receipt,) = [
+                r for r in (await receipts_for(conn, request_id)).receipts if r["row"]["seq"] == seq
+            ]
+            first = receipt["checkpoint"]["first_seq"]
+            whole = inclusion_proof(ranges[first], seq - first)
+            assert receipt["path"] == [h.hex() for h in whole], seq
+            assert receipt["tree_size"] == len(ranges[first])
+            assert verify_receipt(receipt, trusted).ok, seq
+    finally:
+        await conn.close()
+
+
 @pytest.mark.parametrize(
     "event_id",
     ["------------------------------------", "gggggggg" * 4, "0123456789abcdef0123456789abcde-f", "%00" * 12],

@@ -31,6 +31,7 @@ import asyncpg
 
 from tollgate_audit_log.canonical import COPY_COLUMNS, Entry, Head, Record, genesis_hash, iter_chain, link
 from tollgate_audit_log.merkle import (
+    BLOCK_HEIGHT,
     Frontier,
     frontier_consistency_proof_of_leaves,
     leaf_hashes,
@@ -461,7 +462,7 @@ class ChainWriter:
             leaves = leaf_hashes(rows)  # once, for the range's root, the tree and the consistency proof
             proof = frontier_consistency_proof_of_leaves(old, leaves) if old.size else []
             tree = old.copy()
-            range_root = tree.extend_and_root(leaves)
+            range_root, blocks = tree.extend_with_range(leaves, BLOCK_HEIGHT)
             statement = Statement(
                 stream=self.stream,
                 first_seq=first,
@@ -477,8 +478,8 @@ class ChainWriter:
             signature = signer.sign(statement)
             checkpoint_id = await self.conn.fetchval(
                 "INSERT INTO audit_checkpoints (stream, first_seq, last_seq, merkle_root, head_hash, created_at, "
-                "key_id, signature, tree_root, prev_root, prev_statement, frontier, consistency) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id",
+                "key_id, signature, tree_root, prev_root, prev_statement, frontier, consistency, block_roots) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
                 statement.stream,
                 statement.first_seq,
                 statement.last_seq,
@@ -492,6 +493,7 @@ class ChainWriter:
                 statement.prev_statement,
                 tree.to_bytes(),
                 b"".join(proof),
+                b"".join(blocks),
             )
             self.sealed_seq, self.frontier, self.last_statement = end, tree, statement
             del self.unsealed[:n]

@@ -60,6 +60,41 @@ def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
     return path
 
 
+# Receipts: a checkpoint stores its range tree's nodes at this level (roots of blocks of 64 rows), so the
+# audit path of one row needs the 64 row hashes of its block and those roots, not every row of the range.
+BLOCK_HEIGHT = 6
+
+
+def block_roots(leaves: Sequence[bytes], height: int = BLOCK_HEIGHT) -> list[bytes]:
+    """Level ``height`` of the tree :func:`root_of_leaf_hashes` builds over ``leaves`` (leaf hashes): the
+    roots of the blocks of ``2**height`` leaves, the last, shorter block's root as the tree carries it up."""
+    level = list(leaves)
+    for _ in range(height):
+        if len(level) <= 1:
+            break
+        level = _parent_level(level)
+    return level
+
+
+def inclusion_proof_from_blocks(
+    block: Sequence[bytes], index: int, roots: Sequence[bytes], height: int = BLOCK_HEIGHT
+) -> list[bytes]:
+    """:func:`inclusion_proof` of leaf ``index`` of a range, from the row hashes of its block (``block``:
+    rows ``(index >> height) << height`` onwards, at most ``2**height``) and the range's block roots
+    (:func:`block_roots`): the path inside the block, then the path over the roots. Equal to the path over
+    the whole range (levels below ``height`` never pair nodes of two blocks)."""
+    number = index >> height
+    if not 0 <= number < len(roots):
+        raise IndexError(index)
+    path = inclusion_proof(block, index - (number << height))
+    level, i = list(roots), number
+    while len(level) > 1:
+        if i ^ 1 < len(level):
+            path.append(level[i ^ 1])
+        level, i = _parent_level(level), i >> 1
+    return path
+
+
 def _split(n: int) -> int:
     """Largest power of two smaller than ``n``."""
     return 1 << ((n - 1).bit_length() - 1)
@@ -149,21 +184,28 @@ class Frontier:
         self.size = size
 
     def extend_and_root(self, leaves: Sequence[bytes]) -> bytes:
+        """:meth:`extend_with_range` without the block roots."""
+        return self.extend_with_range(leaves)[0]
+
+    def extend_with_range(self, leaves: Sequence[bytes], block_height: int = 0) -> tuple[bytes, list[bytes]]:
         """Append ``leaves`` (already hashed with :func:`leaf_hash`) and return the root of those leaves
         alone (:func:`root_of_leaf_hashes`, a checkpoint's range root), hashing the levels both trees share
         once: while the range starts at a multiple of ``2**h``, its level-``h`` nodes are perfect subtrees of
         the whole tree too. Above that height each tree is finished on its own, over ``n / 2**h`` nodes.
         A range of 10,000 leaves starting at a multiple of 10,000 (16 = 2**4 divides it) costs about 1.06
-        node hashes a leaf instead of 2 (the range's tree, then the frontier's)."""
+        node hashes a leaf instead of 2 (the range's tree, then the frontier's).
+
+        Also returns the range tree's level ``block_height`` (:func:`block_roots`), which a checkpoint
+        stores for receipts."""
         n = len(leaves)
         if not n:
-            return EMPTY_ROOT
+            return EMPTY_ROOT, []
         start = self.size
         align = (start & -start).bit_length() - 1 if start else n.bit_length()
         levels = [list(leaves)]
-        while len(levels[-1]) > 1 and len(levels) - 1 < align:
+        while len(levels[-1]) > 1 and len(levels) - 1 < max(align, block_height):
             levels.append(_parent_level(levels[-1]))
-        height = len(levels) - 1
+        height = min(align, len(levels) - 1)
         full = n >> height  # level-`height` nodes over whole blocks (a last, shorter one is carried up)
         for node in levels[height][:full]:
             self._push(node, height)
@@ -172,10 +214,11 @@ class Frontier:
             if (n - offset) >> j & 1:
                 self._push(levels[j][offset >> j], j)
                 offset += 1 << j
-        top = levels[height]
+        blocks = levels[min(block_height, len(levels) - 1)]
+        top = levels[-1]
         while len(top) > 1:
             top = _parent_level(top)
-        return top[0]
+        return top[0], blocks
 
     def _push(self, node: bytes, height: int) -> None:
         """Append a perfect subtree of ``2**height`` leaves (root ``node``) at a size that is a multiple of

@@ -22,7 +22,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tollgate_audit_log.canonical import content_hash, link
 from tollgate_audit_log.chain import Checkpoint, statement_of
-from tollgate_audit_log.merkle import inclusion_proof, leaf_hash, verify_inclusion
+from tollgate_audit_log.merkle import (
+    BLOCK_HEIGHT,
+    inclusion_proof,
+    inclusion_proof_from_blocks,
+    leaf_hash,
+    verify_inclusion,
+)
 from tollgate_audit_log.publish import head_event, head_from_payload
 from tollgate_audit_log.signing import Statement, verify_statement
 from tollgate_core.audit_heads import TreeHeadPayload
@@ -42,12 +48,25 @@ _ROW_FIELDS = (
 )  # fmt: skip
 
 
-def build_receipt(row: Any, checkpoint: Checkpoint, leaves: Sequence[bytes]) -> dict[str, Any]:
-    """``row`` (RECEIPT_SQL columns), its checkpoint and the row hashes of the checkpoint's range."""
+def build_receipt(
+    row: Any, checkpoint: Checkpoint, leaves: Sequence[bytes], roots: Sequence[bytes] | None = None
+) -> dict[str, Any]:
+    """``row`` (RECEIPT_SQL columns), its checkpoint and the row hashes of the checkpoint's range; or, with
+    the checkpoint's block ``roots``, the row hashes of the row's block only (from its first seq)."""
     st = checkpoint.statement
     index = int(row["seq"]) - st.first_seq
-    if not 0 <= index < len(leaves) or leaves[index] != bytes(row["row_hash"]):
+    offset = (index >> BLOCK_HEIGHT) << BLOCK_HEIGHT if roots is not None else 0
+    if not 0 <= index - offset < len(leaves) or leaves[index - offset] != bytes(row["row_hash"]):
         raise ValueError(f"row {row['seq']} is not at its place in checkpoint {checkpoint.id}")
+    if roots is None:
+        path = inclusion_proof(leaves, index)
+    else:
+        path = inclusion_proof_from_blocks(leaves, index, roots)
+        size = st.last_seq - st.first_seq + 1
+        if not verify_inclusion(bytes(row["row_hash"]), index, size, path, st.merkle_root):
+            raise ValueError(
+                f"the stored block roots of checkpoint {checkpoint.id} do not lead to its signed root"
+            )
     out_row = {name: row[name] for name in _ROW_FIELDS}
     out_row.update(
         content_hash=bytes(row["content_hash"]).hex(),
@@ -59,8 +78,8 @@ def build_receipt(row: Any, checkpoint: Checkpoint, leaves: Sequence[bytes]) -> 
         "row": out_row,
         "leaf_hash": leaf_hash(bytes(row["row_hash"])).hex(),
         "leaf_index": index,
-        "tree_size": len(leaves),
-        "path": [h.hex() for h in inclusion_proof(leaves, index)],
+        "tree_size": st.last_seq - st.first_seq + 1,
+        "path": [h.hex() for h in path],
         "checkpoint": head_event(checkpoint).payload.model_dump(mode="json"),
     }
 
@@ -90,13 +109,19 @@ async def receipts_for(conn: Any, request_id: str, *, limit: int = 100) -> Found
         if cp is None:
             found.unsealed.append((row["stream"], row["seq"], row["event_id"]))
             continue
+        stored = bytes(cp["block_roots"] or b"")
+        roots = [stored[i : i + 32] for i in range(0, len(stored), 32)] or None
+        first, last = cp["first_seq"], cp["last_seq"]
+        if roots is not None:  # the row's block of 64 and the stored roots, not the whole range
+            first += ((row["seq"] - first) >> BLOCK_HEIGHT) << BLOCK_HEIGHT
+            last = min(last, first + (1 << BLOCK_HEIGHT) - 1)
         leaves = [
             bytes(r[0])
             for r in await conn.fetch(
                 "SELECT row_hash FROM audit_events WHERE stream = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq",
                 row["stream"],
-                cp["first_seq"],
-                cp["last_seq"],
+                first,
+                last,
             )
         ]
         raw = bytes(cp["consistency"] or b"")
@@ -107,7 +132,7 @@ async def receipts_for(conn: Any, request_id: str, *, limit: int = 100) -> Found
             tuple(raw[i : i + 32] for i in range(0, len(raw), 32)),
         )
         try:
-            found.receipts.append(build_receipt(row, checkpoint, leaves))
+            found.receipts.append(build_receipt(row, checkpoint, leaves, roots))
         except ValueError as exc:  # the table no longer matches its checkpoint
             found.broken = f"seq {row['seq']} of {row['stream']}: {exc}"
     return found

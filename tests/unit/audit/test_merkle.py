@@ -145,3 +145,31 @@ def test_extend_and_root_shares_levels_and_equals_the_separate_computations() ->
             root = f.extend_and_root(leaves[start : start + length])
             assert root == root_of_leaf_hashes(leaves[start : start + length]), (start, length)
             assert (f.size, f.nodes) == (start + length, one_by_one[start + length].nodes), (start, length)
+
+
+@pytest.mark.parametrize("height", [0, 1, 2, 3, 6])
+def test_a_path_from_the_block_roots_is_the_path_over_the_whole_range(height: int) -> None:
+    """A receipt's audit path from its row's block and the checkpoint's stored block roots equals the path
+    over every row of the range (the RFC 6962 path), for ranges of any length; block_roots is the level
+    extend_with_range returns."""
+    from tollgate_audit_log.merkle import (
+        Frontier,
+        block_roots,
+        inclusion_proof_from_blocks,
+        leaf_hashes,
+    )
+
+    many = [hashlib.sha256(str(i).encode()).digest() for i in range(300)]
+    width = 1 << height
+    for n in [1, 2, 3, 5, 8, 9, 63, 64, 65, 100, 128, 129, 300]:
+        rows = many[:n]
+        roots = block_roots(leaf_hashes(rows), height)
+        for start in (0, 16, 100):
+            root, blocks = Frontier(start, [b"\x00" * 32] * start.bit_count()).extend_with_range(
+                leaf_hashes(rows), height
+            )
+            assert blocks == roots and root == merkle_root(rows), (n, start)
+        for i in range(n):
+            first = (i >> height) << height
+            block = rows[first : first + width]
+            assert inclusion_proof_from_blocks(block, i, roots, height) == inclusion_proof(rows, i), (n, i)
