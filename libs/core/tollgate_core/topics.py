@@ -135,7 +135,9 @@ def max_message_bytes(full_name: str) -> int:
 
 
 class Topics:
-    """Resolves catalog names to full topic names under one namespace: ``Topics(ns).events_raw`` etc."""
+    """Resolves catalog names to full topic names under one namespace: ``Topics(ns).events_raw`` is the
+    current version of ``events.raw``; :meth:`name` takes any catalog name and version, :meth:`dlq` a service's
+    dead-letter topic."""
 
     def __init__(self, namespace: str = "tollgate") -> None:
         self.namespace = namespace
@@ -157,11 +159,63 @@ class Topics:
                 if version.status != "deprecated":
                     yield spec.full_name(version.version, self.namespace), spec
 
-    def __getattr__(self, attr: str) -> str:
-        # events_raw -> events.raw
-        if attr.startswith("_"):
-            raise AttributeError(attr)
-        return self.name(attr.replace("_", "."))
+    # One property per catalog topic (current version), so that every use is visible to grep and mypy;
+    # tests/unit/core/test_topics_catalog.py fails when the catalog and these disagree.
+    @property
+    def audit_checkpoints(self) -> str:
+        return self.name("audit.checkpoints")
+
+    @property
+    def events_ingested(self) -> str:
+        return self.name("events.ingested")
+
+    @property
+    def events_raw(self) -> str:
+        return self.name("events.raw")
+
+    @property
+    def events_rejected(self) -> str:
+        return self.name("events.rejected")
+
+    @property
+    def events_validated(self) -> str:
+        return self.name("events.validated")
+
+    @property
+    def inference_log(self) -> str:
+        return self.name("inference.log")
+
+    @property
+    def models_candidates(self) -> str:
+        return self.name("models.candidates")
+
+    @property
+    def models_lifecycle(self) -> str:
+        return self.name("models.lifecycle")
+
+    @property
+    def monitor_alerts(self) -> str:
+        return self.name("monitor.alerts")
+
+    @property
+    def operations(self) -> str:
+        return self.name("operations")
+
+    @property
+    def registrations(self) -> str:
+        return self.name("registrations")
+
+    @property
+    def scoring_requests(self) -> str:
+        return self.name("scoring.requests")
+
+    @property
+    def scoring_results(self) -> str:
+        return self.name("scoring.results")
+
+    @property
+    def training_requests(self) -> str:
+        return self.name("training.requests")
 
 
 async def ensure_topics(
