@@ -486,3 +486,35 @@ async def test_a_422_has_the_declared_shape(
     openapi = (await declared.get("/openapi.json")).json()
     schema = openapi["paths"]["/v1/audit/events"]["get"]["responses"]["422"]["content"]["application/json"]
     assert schema["schema"]["$ref"].endswith("/HTTPValidationError")
+
+
+async def test_inclusion_proof_by_event_reads_one_block_and_equals_the_whole_ranges_path(
+    audit: dict[str, Any], database_url: str
+) -> None:
+    """GET /v1/audit/events/{id}/proof uses the checkpoint's block roots too: for a row in the second block
+    of a 100-row checkpoint, the path over every row of the range."""
+    from tollgate_audit_log.merkle import inclusion_proof
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        event_id, seq = await conn.fetchrow(
+            "SELECT event_id::text, seq FROM audit_events WHERE stream = 'inference' AND seq = 77"
+        )
+        range_hashes = [
+            bytes(r[0])
+            for r in await conn.fetch(
+                "SELECT row_hash FROM audit_events WHERE stream = 'inference' AND seq BETWEEN 1 AND 100 ORDER BY seq"
+            )
+        ]
+    finally:
+        await conn.close()
+    proof = (await get(audit, "auditor", f"/v1/audit/events/{event_id}/proof")).json()
+    assert (proof["seq"], proof["leaf_index"], proof["tree_size"]) == (seq, 76, 100)
+    assert proof["path"] == [h.hex() for h in inclusion_proof(range_hashes, 76)]
+    assert verify_inclusion(
+        range_hashes[76],
+        76,
+        100,
+        [bytes.fromhex(h) for h in proof["path"]],
+        bytes.fromhex(proof["checkpoint"]["merkle_root"]),
+    )

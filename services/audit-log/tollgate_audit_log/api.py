@@ -25,9 +25,8 @@ from pydantic import BaseModel, Field
 from tollgate_audit_log import queries, tamper
 from tollgate_audit_log.access import ALLOWED, Action, redact_item, redact_lineage
 from tollgate_audit_log.lineage import lineage as build_lineage
-from tollgate_audit_log.merkle import inclusion_proof
 from tollgate_audit_log.publish import PublishedHead
-from tollgate_audit_log.receipts import receipts_for
+from tollgate_audit_log.receipts import audit_path, receipts_for
 from tollgate_audit_log.sink import StreamWorker
 from tollgate_audit_log.verify import verify_database
 from tollgate_core import auth
@@ -643,7 +642,10 @@ def build_router() -> APIRouter:
         "/events/{event_id}/proof",
         response_model=InclusionProof,
         summary="Merkle inclusion proof of one row in its signed checkpoint",
-        responses={404: {"description": "Not recorded, or not sealed by a checkpoint yet"}},
+        responses={
+            404: {"description": "Not recorded, or not sealed by a checkpoint yet"},
+            409: {"description": "The row no longer matches its checkpoint (the trail was tampered with)"},
+        },
     )
     async def proof(
         request: Request,
@@ -665,15 +667,12 @@ def build_router() -> APIRouter:
                 raise HTTPException(
                     404, f"event {event_id} (seq {row['seq']}) is not sealed by a checkpoint yet"
                 )
-            leaves = [
-                bytes(r["row_hash"])
-                for r in await conn.fetch(
-                    "SELECT row_hash FROM audit_events WHERE stream = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq",
-                    row["stream"],
-                    cp["first_seq"],
-                    cp["last_seq"],
-                )
-            ]
+            try:
+                path = await audit_path(conn, row["stream"], row["seq"], bytes(row["row_hash"]), cp)
+            except ValueError as exc:
+                raise HTTPException(
+                    409, f"event {event_id} (seq {row['seq']}) no longer matches its checkpoint: {exc}"
+                ) from exc
         index = row["seq"] - cp["first_seq"]
         return InclusionProof(
             event_id=str(event_id),
@@ -681,8 +680,8 @@ def build_router() -> APIRouter:
             seq=row["seq"],
             row_hash=bytes(row["row_hash"]).hex(),
             leaf_index=index,
-            tree_size=len(leaves),
-            path=[h.hex() for h in inclusion_proof(leaves, index)],
+            tree_size=cp["last_seq"] - cp["first_seq"] + 1,
+            path=[h.hex() for h in path],
             checkpoint=_checkpoint_out(cp),
         )
 

@@ -48,25 +48,40 @@ _ROW_FIELDS = (
 )  # fmt: skip
 
 
-def build_receipt(
-    row: Any, checkpoint: Checkpoint, leaves: Sequence[bytes], roots: Sequence[bytes] | None = None
-) -> dict[str, Any]:
-    """``row`` (RECEIPT_SQL columns), its checkpoint and the row hashes of the checkpoint's range; or, with
-    the checkpoint's block ``roots``, the row hashes of the row's block only (from its first seq)."""
+async def audit_path(conn: Any, stream: str, seq: int, row_hash: bytes, cp: Any) -> list[bytes]:
+    """The RFC 6962 audit path of row ``seq`` (its ``row_hash``) to the range root of its checkpoint ``cp``
+    (an ``audit_checkpoints`` row): from the 64 row hashes of the row's block and the checkpoint's stored
+    block roots, checked against the signed ``merkle_root``; for a checkpoint without block roots (older
+    ones), from every row of its range. ValueError when the rows no longer match the checkpoint."""
+    stored = bytes(cp["block_roots"] or b"")
+    roots = [stored[i : i + 32] for i in range(0, len(stored), 32)] or None
+    first, last = int(cp["first_seq"]), int(cp["last_seq"])
+    index = seq - first
+    offset = (index >> BLOCK_HEIGHT) << BLOCK_HEIGHT if roots is not None else 0
+    hi = min(last, first + offset + (1 << BLOCK_HEIGHT) - 1) if roots is not None else last
+    leaves = [
+        bytes(r[0])
+        for r in await conn.fetch(
+            "SELECT row_hash FROM audit_events WHERE stream = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq",
+            stream,
+            first + offset,
+            hi,
+        )
+    ]
+    if not 0 <= index - offset < len(leaves) or leaves[index - offset] != row_hash:
+        raise ValueError(f"row {seq} is not at its place in checkpoint {cp['id']}")
+    if roots is None:
+        return inclusion_proof(leaves, index)
+    path = inclusion_proof_from_blocks(leaves, index, roots)
+    if not verify_inclusion(row_hash, index, last - first + 1, path, bytes(cp["merkle_root"])):
+        raise ValueError(f"the stored block roots of checkpoint {cp['id']} do not lead to its signed root")
+    return path
+
+
+def build_receipt(row: Any, checkpoint: Checkpoint, path: Sequence[bytes]) -> dict[str, Any]:
+    """``row`` (RECEIPT_SQL columns), its checkpoint and its audit path (:func:`audit_path`)."""
     st = checkpoint.statement
     index = int(row["seq"]) - st.first_seq
-    offset = (index >> BLOCK_HEIGHT) << BLOCK_HEIGHT if roots is not None else 0
-    if not 0 <= index - offset < len(leaves) or leaves[index - offset] != bytes(row["row_hash"]):
-        raise ValueError(f"row {row['seq']} is not at its place in checkpoint {checkpoint.id}")
-    if roots is None:
-        path = inclusion_proof(leaves, index)
-    else:
-        path = inclusion_proof_from_blocks(leaves, index, roots)
-        size = st.last_seq - st.first_seq + 1
-        if not verify_inclusion(bytes(row["row_hash"]), index, size, path, st.merkle_root):
-            raise ValueError(
-                f"the stored block roots of checkpoint {checkpoint.id} do not lead to its signed root"
-            )
     out_row = {name: row[name] for name in _ROW_FIELDS}
     out_row.update(
         content_hash=bytes(row["content_hash"]).hex(),
@@ -109,21 +124,6 @@ async def receipts_for(conn: Any, request_id: str, *, limit: int = 100) -> Found
         if cp is None:
             found.unsealed.append((row["stream"], row["seq"], row["event_id"]))
             continue
-        stored = bytes(cp["block_roots"] or b"")
-        roots = [stored[i : i + 32] for i in range(0, len(stored), 32)] or None
-        first, last = cp["first_seq"], cp["last_seq"]
-        if roots is not None:  # the row's block of 64 and the stored roots, not the whole range
-            first += ((row["seq"] - first) >> BLOCK_HEIGHT) << BLOCK_HEIGHT
-            last = min(last, first + (1 << BLOCK_HEIGHT) - 1)
-        leaves = [
-            bytes(r[0])
-            for r in await conn.fetch(
-                "SELECT row_hash FROM audit_events WHERE stream = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq",
-                row["stream"],
-                first,
-                last,
-            )
-        ]
         raw = bytes(cp["consistency"] or b"")
         checkpoint = Checkpoint(
             cp["id"],
@@ -132,7 +132,8 @@ async def receipts_for(conn: Any, request_id: str, *, limit: int = 100) -> Found
             tuple(raw[i : i + 32] for i in range(0, len(raw), 32)),
         )
         try:
-            found.receipts.append(build_receipt(row, checkpoint, leaves, roots))
+            path = await audit_path(conn, row["stream"], row["seq"], bytes(row["row_hash"]), cp)
+            found.receipts.append(build_receipt(row, checkpoint, path))
         except ValueError as exc:  # the table no longer matches its checkpoint
             found.broken = f"seq {row['seq']} of {row['stream']}: {exc}"
     return found
