@@ -23,7 +23,10 @@ other half of the sink's work.
 Verification: ``--verify-rows`` rows (default 1,000,000) appended through the writer with a signed tree head
 every 10,000, then verified from the database as ``tollgate audit verify`` does (content hash of every row,
 every link, every head's range and tree roots, chain, consistency proof and signature), with 1 process and
-with ``--workers`` (median of ``--verify-repeat`` runs; target <= 5 s with 2).
+with ``--workers`` (median of ``--verify-repeat`` runs; target <= 5 s with 2). Each run reports the CPU time
+of the verifier's processes and of the PostgreSQL backends serving them. Beside each run, the floor: the same
+rows and columns read with binary ``COPY`` over as many connections (one snapshot) and hashed with SHA-256 as
+the bytes arrive, with no row decoded and no check; reported as verify/floor ratios of wall and CPU time.
 
 Receipts: ``--proofs`` receipts (``GET /v1/audit/proof``'s work) for rows spread over that trail: p50/p95
 time and median size; each is checked offline.
