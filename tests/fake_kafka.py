@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.errors import MessageSizeTooLargeError, ProducerFenced
 from aiokafka.structs import ConsumerRecord
 
 Stored = tuple[bytes | None, bytes, list[tuple[str, bytes]]]
@@ -22,6 +22,8 @@ class FakeBroker:
     max_bytes: dict[str, int] = field(default_factory=dict)
     logs: dict[TopicPartition, list[Stored]] = field(default_factory=lambda: defaultdict(list))
     committed: dict[tuple[str, TopicPartition], int] = field(default_factory=dict)
+    # The newest epoch of each transactional id: starting a producer bumps it and fences the older ones.
+    epochs: dict[str, int] = field(default_factory=dict)
 
     def create_topic(self, name: str, partitions: int = 1, max_bytes: int = 1_048_576) -> None:
         self.partitions[name] = partitions
@@ -72,6 +74,8 @@ class FakeConsumer:
         self._group = group_id
         self._topics = topics
         self._positions: dict[TopicPartition, int] = {}
+        self._listener: Any = None
+        self._announced = False
 
     async def start(self) -> None:
         for topic in self._topics:  # no group: every partition, from the start
@@ -82,6 +86,9 @@ class FakeConsumer:
         return None
 
     def subscribe(self, topics: list[str], listener: Any = None) -> None:
+        """Every partition of ``topics`` (the fake has no group: each consumer gets them all); the listener
+        hears of the assignment at the first ``getmany``, as aiokafka's does after its first join."""
+        self._listener = listener
         for topic in topics:
             for p in range(self._broker.partitions[topic]):
                 tp = TopicPartition(topic, p)
@@ -116,6 +123,9 @@ class FakeConsumer:
     async def getmany(
         self, timeout_ms: int = 0, max_records: int | None = None
     ) -> dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
+        if self._listener is not None and not self._announced:
+            self._announced = True
+            await self._listener.on_partitions_assigned(set(self._positions))
         budget = max_records or 1 << 30
         out: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = {}
         for tp in sorted(self._positions):
@@ -160,17 +170,21 @@ class _Client:
 
 
 class FakeProducer:
-    """Transactional when given a transactional id: writes and offsets appear together at commit."""
+    """Transactional when given a transactional id: writes and offsets appear together at commit. Starting
+    a producer with a transactional id fences every producer that started with it before (its commit raises
+    ``ProducerFenced`` and its transaction is dropped), as InitProducerId does."""
 
     def __init__(self, broker: FakeBroker, transactional_id: str | None) -> None:
         self._broker = broker
         self._txn = transactional_id
+        self._epoch = 0
         self._pending: list[tuple[str, int, Stored]] = []
         self._offsets: dict[tuple[str, TopicPartition], int] = {}
         self.client = _Client(broker)
 
     async def start(self) -> None:
-        return None
+        if self._txn is not None:
+            self._epoch = self._broker.epochs[self._txn] = self._broker.epochs.get(self._txn, 0) + 1
 
     async def stop(self) -> None:
         self._pending.clear()
@@ -181,6 +195,10 @@ class FakeProducer:
         self._offsets.clear()
 
     async def commit_transaction(self) -> None:
+        if self._txn is not None and self._broker.epochs.get(self._txn) != self._epoch:
+            self._pending.clear()
+            self._offsets.clear()
+            raise ProducerFenced()
         for topic, partition, rec in self._pending:
             self._broker.append(topic, partition, rec)
         self._broker.committed.update(self._offsets)

@@ -401,24 +401,36 @@ class _ConsumerMetrics:
     _registry: CollectorRegistry
 
 
+Batch = dict[TopicPartition, list[Record]]
+
+
 class _RevokeGuard(ConsumerRebalanceListener):  # type: ignore[misc]
-    """On a rebalance: let the transaction in flight finish and throw away work not yet committed, so offsets
-    are never committed for a partition this replica no longer owns."""
+    """A stage's rebalances: on revocation, let the transactions in flight finish and throw away work not yet
+    committed, so offsets are never committed for a partition this replica no longer owns; on assignment,
+    open the new partitions' producers (fencing their previous owners) before seeking to the committed
+    offsets. Both are logged at INFO with the partitions."""
 
     def __init__(self, stage: TransactionalStage) -> None:
         self._stage = stage
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        try:
-            await self._stage._settle(discard_next=True)
-        except Exception:  # the failed transaction was aborted; the loop rewinds (discard_next is set)
-            log.warning("%s: transaction in flight failed during a rebalance", self._stage.name)
+        await self._stage._on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        return None
+        await self._stage._on_assigned(set(assigned))
 
 
-Batch = dict[TopicPartition, list[Record]]
+class _LogRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """A sink's rebalances, logged at INFO with the partitions (what moved, and when)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("%s: rebalance: partitions revoked %s", self._name, _tps(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("%s: rebalance: partitions assigned %s", self._name, _tps(assigned))
 
 
 def _records_and_offsets(batch: Batch) -> tuple[list[Record], dict[TopicPartition, int]]:
@@ -591,11 +603,39 @@ class _BatchLoop:
         return left + right, dead_left + dead_right
 
 
+@dataclass
+class _PartitionProducer:
+    """The transactional producer of one input partition, and its writer."""
+
+    producer: Any
+    writer: PartitionedWriter
+
+
 class TransactionalStage(_BatchLoop):
     """consume → transform → produce + commit offsets, atomically, in batches.
 
-    Delivery: exactly-once into downstream ``read_committed`` consumers. ``transactional_id`` must be stable
-    per replica (``<service>-<instance_id>``) so a restarted replica fences its predecessor's open transaction.
+    Delivery: exactly-once into downstream ``read_committed`` consumers, also when a replica is expelled from
+    its group while it still holds a transaction (a "zombie": stalled past its session timeout, its partitions
+    given to another replica, then resuming).
+
+    Fencing (the pre-KIP-447 model of Kafka Streams' EOS v1): one transactional producer per *input
+    partition*, with the transactional id ``<transactional_id>.<group>-<topic>-<partition>``, the same in
+    every replica. A replica opens a partition's producer when the partition is assigned to it, and only
+    then reads the partition's committed offset and seeks there; opening (InitProducerId) bumps the id's epoch,
+    which aborts the previous owner's open transaction (or waits for one being committed to finish) and fences
+    that producer, so a zombie can commit nothing for the partition any more. A batch's records are grouped
+    by input partition; each group's outputs and offset go in that partition's transaction, and the
+    partitions' transactions commit concurrently. (aiokafka 0.14 sends ``TxnOffsetCommit`` v0, without the
+    group generation, so the broker cannot refuse a zombie's offsets by generation; fencing by transactional
+    id is what remains. Checking the generation before committing would leave a race between the check and
+    the commit.)
+
+    The invariant that makes this exactly-once whatever the group does: for each input partition, a
+    producer is initialised, then the committed offset is read, then records from there are processed and
+    committed by that producer; any failure drops the producer, and the partition starts over with a new one
+    (a new epoch) from the offset committed by then. Of two replicas that both believe they own a partition,
+    only the one whose producer was initialised last can commit, and it read the committed offset after the
+    other's last commit.
 
     Every write is proven: each produce future of a transaction is awaited before the offsets are added
     and the transaction committed; any failure aborts it and the batch is retried from the committed
@@ -605,9 +645,11 @@ class TransactionalStage(_BatchLoop):
     Poison: a record whose handling raises a non-transient error, or whose output is larger than its topic
     accepts, is isolated and dead-lettered inside the same transaction; the rest of the batch goes on.
 
-    Throughput: the handler for batch *k+1* (parsing, database work) runs while the transaction of batch *k*
-    commits. If that commit fails, batch *k+1*'s outputs are discarded with it and the consumer rewinds to the
-    committed offsets; handlers must therefore tolerate seeing a batch again (ingest's claims do).
+    Throughput: the handler for batch *k+1* (parsing, database work) runs while the transactions of batch *k*
+    commit. If one of them fails, batch *k+1*'s outputs are discarded and the consumer rewinds to the
+    committed offsets; handlers must therefore tolerate seeing a batch again (ingest's claims do). The handler
+    is called once per input partition of a batch (so that each output belongs to one partition's
+    transaction).
     """
 
     def __init__(
@@ -645,7 +687,7 @@ class TransactionalStage(_BatchLoop):
         self._discard_next = False
         self._looping = asyncio.Event()
         self._loop_done = asyncio.Event()
-        # Offsets are committed inside the output transaction only.
+        # Offsets are committed inside the output transactions only.
         self._consumer = (consumer_factory or read_committed_consumer)(
             bootstrap,
             group_id,
@@ -654,41 +696,97 @@ class TransactionalStage(_BatchLoop):
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=32 * 1024 * 1024,
         )
-        self._producer_config = producer_config(
-            bootstrap, client_id, transactional_id=transactional_id, transaction_timeout_ms=30000
-        )
+        self._bootstrap = bootstrap
+        self._client_id = client_id
+        self._transactional_prefix = transactional_id
         self._producer_factory = producer_factory or AIOKafkaProducer
-        self._producer = self._producer_factory(**self._producer_config)
-        self._producer_started = False
-        self._writer = PartitionedWriter(self._producer)
+        self._producers: dict[TopicPartition, _PartitionProducer] = {}
+        self._producers_lock = asyncio.Lock()
+        # A rebalance in progress (revoked, not yet assigned) and how many there were: a batch fetched before
+        # or during one is discarded, never committed.
+        self._rebalancing = False
+        self._generation = 0
+
+    def partition_transactional_id(self, tp: TopicPartition) -> str:
+        """The transactional id of ``tp``'s producer, the same in every replica of the stage."""
+        return f"{self._transactional_prefix}.{self._group_id}-{tp.topic}-{tp.partition}"
 
     async def start(self) -> None:
-        await self._start_producer()
         await self._consumer.start()
         self._consumer.subscribe(self._source_topics, listener=_RevokeGuard(self))
         self.started = True
 
-    async def _start_producer(self) -> None:
-        await self._producer.start()
-        self._producer_started = True
+    async def _open(self, tp: TopicPartition) -> None:
+        """Start ``tp``'s producer: InitProducerId fences every other producer with its transactional id."""
+        config = producer_config(
+            self._bootstrap,
+            self._client_id,
+            transactional_id=self.partition_transactional_id(tp),
+            transaction_timeout_ms=30000,
+        )
+        producer = self._producer_factory(**config)
+        try:
+            await producer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 10)
+            raise
+        self._producers[tp] = _PartitionProducer(producer, PartitionedWriter(producer))
 
-    async def _rebuild_producer(self) -> None:
-        """Replace the producer after a failed transaction. The new one registers the same transactional id,
-        which bumps its epoch, aborts whatever the old one left open and starts every partition's sequence
-        numbers afresh. If the broker is away, the next commit starts it."""
-        old = self._producer
+    async def _close(self, tp: TopicPartition) -> None:
+        slot = self._producers.pop(tp, None)
+        if slot is not None:
+            await self._stop_quietly(slot.producer)
+
+    async def _stop_quietly(self, producer: Any) -> None:
         try:
-            await asyncio.wait_for(old.stop(), 10)
+            await asyncio.wait_for(producer.stop(), 10)
         except Exception:
-            log.warning("%s: the failed producer did not stop cleanly", self.name, exc_info=True)
-        self.stats.producer_rebuilds += 1
-        self._producer = self._producer_factory(**self._producer_config)
-        self._producer_started = False
-        self._writer = PartitionedWriter(self._producer)
+            log.warning("%s: a producer did not stop cleanly", self.name, exc_info=True)
+
+    async def _open_and_seek(self, assigned: set[TopicPartition] | None) -> bool:
+        """Open, concurrently, the producer of every assigned partition that has none (closing those of
+        partitions no longer assigned), and only then seek every assigned partition to its committed offset.
+        Under one lock, so that a recovery and a rebalance never interleave their seeks: whichever seeks last
+        did so after every producer was opened. True when every assigned partition has its producer."""
+        async with self._producers_lock:
+            owned = set(self._consumer.assignment()) if assigned is None else assigned
+            for tp in [tp for tp in self._producers if tp not in owned]:
+                await self._close(tp)
+            missing = sorted(tp for tp in owned if tp not in self._producers)
+            results = await asyncio.gather(*(self._open(tp) for tp in missing), return_exceptions=True)
+            await rewind_to_committed(self._consumer)
+        failed = [(tp, r) for tp, r in zip(missing, results, strict=True) if isinstance(r, BaseException)]
+        for tp, exc in failed:
+            log.warning("%s: producer for %s[%d] not started yet: %s", self.name, tp.topic, tp.partition, exc)
+        return not failed
+
+    async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        self._rebalancing = True
+        self._generation += 1
+        log.info("%s: rebalance: partitions revoked %s", self.name, _tps(revoked))
         try:
-            await self._start_producer()
-        except Exception:
-            log.warning("%s: new producer not started yet", self.name, exc_info=True)
+            await self._settle(discard_next=True)
+        except Exception:  # the failed transaction was aborted; the loop rewinds (discard_next is set)
+            log.warning("%s: transaction in flight failed during a rebalance", self.name)
+
+    async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Open the producers of the new assignment *before* reading its committed offsets (see the class
+        documentation), then seek every assigned partition to its committed offset."""
+        started = time.monotonic()
+        try:
+            await self._open_and_seek(set(assigned))
+        except Exception:  # the loop's first commit of such a partition fails, and recovery starts over
+            log.warning("%s: could not prepare the new assignment", self.name, exc_info=True)
+        finally:
+            self._generation += 1
+            self._rebalancing = False
+        log.info(
+            "%s: rebalance: partitions assigned %s (producers ready in %.2f s)",
+            self.name,
+            _tps(assigned),
+            time.monotonic() - started,
+        )
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -701,10 +799,12 @@ class TransactionalStage(_BatchLoop):
             log.warning("%s: last transaction failed during shutdown", self.name)
         self.started = False
         await self._consumer.stop()
-        await self._producer.stop()
+        async with self._producers_lock:
+            for tp in list(self._producers):
+                await self._close(tp)
 
     async def _settle(self, discard_next: bool) -> None:
-        """Wait for the transaction in flight; optionally drop the batch being prepared meanwhile."""
+        """Wait for the transactions in flight; optionally drop the batch being prepared meanwhile."""
         if discard_next:
             self._discard_next = True
         task, self._in_flight = self._in_flight, None
@@ -738,6 +838,9 @@ class TransactionalStage(_BatchLoop):
         while not self._stopping.is_set():
             try:
                 batch = await self._consumer.getmany(timeout_ms=200, max_records=self._max_records)
+                # Noted before anything else awaits: whether this batch was fetched under the assignment
+                # (and so after the seeks) that will be current when it commits.
+                generation, rebalancing = self._generation, self._rebalancing
                 await self._observe_lag()
             except KafkaError as exc:
                 log.warning("%s: fetch failed: %s", self.name, exc)
@@ -747,26 +850,59 @@ class TransactionalStage(_BatchLoop):
                 if not batch:
                     await self._settle(discard_next=False)
                     continue
-                self._discard_next = False
-                records, offsets = _records_and_offsets(batch)
-                outputs, dead = await self._isolate(records, self._outputs_of)
-                await self._settle(discard_next=False)  # batch k must be committed before k+1 starts its own
-                if self._discard_next or self._stopping.is_set():
-                    await rewind_to_committed(self._consumer)
+                if rebalancing:  # the assignment is changing: give the records back, the new owner seeks
+                    self._seek_back(batch)
                     continue
-                self._in_flight = asyncio.create_task(self._commit(records, outputs, offsets, dead))
+                self._discard_next = False
+                groups: list[_PartitionWork] = []
+                for tp, recs in batch.items():
+                    outputs, dead = await self._isolate(list(recs), self._outputs_of)
+                    groups.append(_PartitionWork(tp, len(recs), outputs, recs[-1].offset + 1, dead))
+                await self._settle(discard_next=False)  # batch k must be committed before k+1 starts its own
+                if self._rebalancing or generation != self._generation:
+                    continue  # a rebalance came in between: it sought every assigned partition itself
+                if self._discard_next or self._stopping.is_set():
+                    self._seek_back(batch)
+                    continue
+                self._in_flight = asyncio.create_task(self._commit(groups))
                 backoff = self._retry.backoff_s
             except Exception:
-                self._in_flight = None
+                with contextlib.suppress(Exception):  # its failure is the one being recovered from, or moot
+                    await self._settle(discard_next=True)
                 backoff = await self._recover(backoff)
 
-    def _lower_limits(self, outputs: Sequence[OutRecord], results: list[Any]) -> None:
+    def _seek_back(self, batch: Batch) -> None:
+        """Return each partition of ``batch`` to the batch's first offset (where it was fetched from)."""
+        assigned = self._consumer.assignment()
+        for tp, recs in batch.items():
+            if recs and tp in assigned:
+                self._consumer.seek(tp, recs[0].offset)
+
+    async def _recover(self, backoff: float) -> float:
+        """After a failed batch: count and log it, wait ``backoff`` (or until stopped), open a new producer
+        for every assigned partition whose producer failed, and only then rewind to the committed offsets;
+        returns the next, doubled backoff. Waiting first gives a replica that was fenced because it lost its
+        partitions the time to learn it from the group before it opens (and so fences) anything again."""
+        self.stats.aborted += 1
+        if self._metrics is not None:
+            self._metrics.retried_batches.labels(self.name).inc()
+        log.warning("%s: batch failed, rewinding to the committed offsets", self.name, exc_info=True)
+        await self._sleep(backoff)
+        try:
+            await self._open_and_seek(None)
+        except Exception:  # the broker is away: the next fetch or commit fails too and backs off again
+            log.warning("%s: could not rewind yet", self.name, exc_info=True)
+        return min(backoff * 2, self._retry.max_backoff_s)
+
+    def _lower_limits(
+        self, writer: PartitionedWriter, outputs: Sequence[OutRecord], results: list[Any]
+    ) -> None:
         """The broker refused a batch as too large although it passed the size check: believe the broker.
         Every topic with a refused batch gets a limit below the largest record sent to it, so the retried
         batch isolates that record (dead-lettered as too large) instead of failing again and again."""
         refused = {
             topic
-            for topic, r in zip(self._writer.sent_topics, results, strict=False)
+            for topic, r in zip(writer.sent_topics, results, strict=False)
             if r is not None and isinstance(r, BaseException)
         }
         for topic in refused:
@@ -781,40 +917,80 @@ class TransactionalStage(_BatchLoop):
                     self._limits[topic],
                 )
 
-    async def _commit(
-        self,
-        records: list[Record],
-        outputs: Sequence[OutRecord],
-        offsets: dict[TopicPartition, int],
-        dead: int,
-    ) -> None:
+    async def _commit(self, groups: list[_PartitionWork]) -> None:
+        """Commit each partition's outputs and offset in that partition's transaction, concurrently; raises
+        the first failure once every transaction has ended (the others may have committed)."""
+        results = await asyncio.gather(
+            *(self._commit_partition(work) for work in groups), return_exceptions=True
+        )
+        consumed = produced = dead = 0
+        failed: BaseException | None = None
+        for work, result in zip(groups, results, strict=True):
+            if isinstance(result, BaseException):
+                failed = failed or result
+            else:
+                consumed, produced, dead = (
+                    consumed + work.consumed,
+                    produced + len(work.outputs),
+                    dead + work.dead,
+                )
+        if consumed:
+            self._dead_lettered(dead)
+            self._count(consumed, produced)
+        if failed is not None:
+            raise failed
+        self._write_succeeded()
+
+    async def _commit_partition(self, work: _PartitionWork) -> None:
+        tp = work.tp
+        slot = self._producers.get(tp)
+        if slot is None:
+            raise TransientError(f"{self.name}: no producer for {tp.topic}[{tp.partition}] yet")
+        producer = slot.producer
         try:
-            if not self._producer_started:
-                await self._start_producer()
-            await self._producer.begin_transaction()
-            futures = await self._writer.write(outputs)
+            await producer.begin_transaction()
+            futures = await slot.writer.write(work.outputs)
             # Proven writes: every batch of this transaction acknowledged before its offsets are added.
             results = await asyncio.gather(*futures, return_exceptions=True)
             failed = next((r for r in results if isinstance(r, BaseException)), None)
             if failed is not None:
                 if not is_transient(failed):  # the broker refused a record: its topic's limit is lower
-                    self._lower_limits(outputs, results)
+                    self._lower_limits(slot.writer, work.outputs, results)
                 raise failed
-            await self._producer.send_offsets_to_transaction(offsets, self._group_id)
-            await self._producer.commit_transaction()
+            await producer.send_offsets_to_transaction({tp: work.offset}, self._group_id)
+            await producer.commit_transaction()
         except BaseException as exc:
             self._write_failed()
             if isinstance(exc, ProducerFenced):
-                log.error(
-                    "%s: producer fenced (another replica with the same id, or a timed-out "
-                    "transaction); rebuilding it",
+                log.warning(
+                    "%s: the producer of %s[%d] was fenced: another replica opened it (this one lost the "
+                    "partition, e.g. expelled from the group); its transaction is aborted",
                     self.name,
+                    tp.topic,
+                    tp.partition,
                 )
-            await self._rebuild_producer()
+            # A failed producer is never used again: a new one (a new epoch) is opened before the partition
+            # is read again from its committed offset.
+            if self._producers.get(tp) is slot:
+                del self._producers[tp]
+            self.stats.producer_rebuilds += 1
+            await self._stop_quietly(producer)
             raise
-        self._write_succeeded()
-        self._dead_lettered(dead)
-        self._count(len(records), len(outputs))
+
+
+@dataclass(slots=True)
+class _PartitionWork:
+    """One input partition's share of a batch: its outputs (dead letters included) and the offset to commit."""
+
+    tp: TopicPartition
+    consumed: int
+    outputs: list[OutRecord]
+    offset: int
+    dead: int
+
+
+def _tps(tps: Any) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)) or "none"
 
 
 class BatchSink(_BatchLoop):
@@ -868,7 +1044,7 @@ class BatchSink(_BatchLoop):
 
     async def start(self) -> None:
         await self._consumer.start()
-        self._consumer.subscribe(self._topics)
+        self._consumer.subscribe(self._topics, listener=_LogRebalance(self.name))
         self.started = True
 
     async def stop(self) -> None:

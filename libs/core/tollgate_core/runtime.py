@@ -123,8 +123,12 @@ def bind_all(specs: Sequence[ConsumerSpec], handlers: Mapping[str, Handler]) -> 
 
 
 def transactional_id(spec: ConsumerSpec, settings: ServiceSettings) -> str:
-    """A stage replica's stable transactional id ``<namespace>.<service>-<instance_id>`` (the ACLs grant it)."""
-    return f"{settings.topic_namespace}.{spec.service}-{settings.instance_id}"
+    """The prefix of a stage's transactional ids, ``<namespace>.<service>`` (the ACLs grant it by prefix).
+
+    The stage adds ``.<group>-<topic>-<partition>``: one transactional id per input partition, the same in
+    every replica, so that the replica a partition moves to fences the one it moved from
+    (:class:`~tollgate_core.kafka.TransactionalStage`)."""
+    return f"{settings.topic_namespace}.{spec.service}"
 
 
 def build_consumer(

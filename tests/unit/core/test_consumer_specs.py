@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
@@ -80,7 +81,10 @@ def test_each_kind_builds_its_runtime_consumer() -> None:
         _spec(kind="transactional_stage", outputs=(("t.out", "what"),)).bind(_noop), settings, **factories
     )
     assert isinstance(stage, TransactionalStage)
-    assert stage._producer_config["transactional_id"] == "ns.svc-r2"  # the id the ACLs grant
+    # One transactional id per input partition, the same in every replica, under the prefix the ACLs grant.
+    assert (
+        stage.partition_transactional_id(TopicPartition("t.things", 3)) == "ns.svc.ns.svc.things-t.things-3"
+    )
     sink = build_sink(_spec().bind(_noop), settings, **factories)
     assert isinstance(sink, BatchSink) and not isinstance(sink, CompactedFollower)
     follower = build_follower(_spec(kind="compacted_follower", group=None).bind(_noop), settings, **factories)
