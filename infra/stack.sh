@@ -26,7 +26,7 @@
 # STACK_KAFKA_HEAP ("-Xms256m -Xmx1g").
 # Replicas: REPLICAS (1) runs every service as that many processes, REPLICAS_<service> (e.g.
 # REPLICAS_validator=2, REPLICAS_audit_log=2) one service; replica k gets TOLLGATE_<SERVICE>_INSTANCE_ID=k
-# (its Kafka transactional id and client id) and HTTP port <port> + 100*k; its pid file and log are
+# (its Kafka client id) and HTTP port <port> + 100*k; its pid file and log are
 # <service>@k (replica 0 keeps the plain <service> names).
 set -euo pipefail
 

@@ -649,7 +649,7 @@ class TransactionalStage(_BatchLoop):
     commit. If one of them fails, batch *k+1*'s outputs are discarded and the consumer rewinds to the
     committed offsets; handlers must therefore tolerate seeing a batch again (ingest's claims do). The handler
     is called once per input partition of a batch (so that each output belongs to one partition's
-    transaction).
+    transaction), and those calls run concurrently: a handler must not keep per-call state across its awaits.
     """
 
     def __init__(
@@ -854,10 +854,15 @@ class TransactionalStage(_BatchLoop):
                     self._seek_back(batch)
                     continue
                 self._discard_next = False
-                groups: list[_PartitionWork] = []
-                for tp, recs in batch.items():
-                    outputs, dead = await self._isolate(list(recs), self._outputs_of)
-                    groups.append(_PartitionWork(tp, len(recs), outputs, recs[-1].offset + 1, dead))
+                # One handler call per input partition (each output must belong to one partition's
+                # transaction), run concurrently so that a handler's I/O (ingest's claims) overlaps.
+                handled = await asyncio.gather(
+                    *(self._isolate(list(recs), self._outputs_of) for recs in batch.values())
+                )
+                groups = [
+                    _PartitionWork(tp, len(recs), outputs, recs[-1].offset + 1, dead)
+                    for (tp, recs), (outputs, dead) in zip(batch.items(), handled, strict=True)
+                ]
                 await self._settle(discard_next=False)  # batch k must be committed before k+1 starts its own
                 if self._rebalancing or generation != self._generation:
                     continue  # a rebalance came in between: it sought every assigned partition itself

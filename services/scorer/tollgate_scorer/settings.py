@@ -25,7 +25,7 @@ class ScorerSettings(ServiceSettings):
         le=64,
         description="Worker processes serving the one HTTP port (SO_REUSEPORT: the kernel spreads "
         "connections over them). Each worker is a whole scorer with its own inference-log producer, spool "
-        "and Kafka transactional id (instance id <instance_id>-w<N>); a supervisor restarts a worker "
+        "and Kafka client id (instance id <instance_id>-w<N>); a supervisor restarts a worker "
         "that dies. 1: a single process, no supervisor.",
     )
     worker_index: int | None = Field(

@@ -4,9 +4,10 @@
 workers (``python -m tollgate_scorer`` again, with ``TOLLGATE_SCORER_WORKER_INDEX=i``), forwards
 SIGTERM/SIGINT to them, and restarts a worker that dies. Each worker is a whole scorer: it binds the HTTP
 port with ``SO_REUSEPORT`` (the kernel spreads new connections over the workers), follows the model
-lifecycle itself, and has its own inference-log producer and spool, and its own Kafka transactional id
-(the worker's instance id is ``<instance_id>-w<i>``), so one worker's crash fences nothing of the others
-and loses no log event of theirs. The workers die with the supervisor (``PR_SET_PDEATHSIG``).
+lifecycle itself, and has its own inference-log producer and spool (the worker's instance id is
+``<instance_id>-w<i>``), so one worker's crash loses no log event of the others'. Its Kafka stage's
+transactional producers are per input partition, like every stage's: a partition that moves to another
+worker fences only the producer of that partition. The workers die with the supervisor (``PR_SET_PDEATHSIG``).
 
 Metrics: a scrape reaches one worker, chosen by the kernel. Every worker writes a snapshot of its own
 metrics to a shared folder once a second (and right before it answers a scrape), and answers ``/metrics``
