@@ -333,7 +333,17 @@ class Scheduler:
             if now < window.due:
                 continue
             del self._windows[spec.model]
-            outcome = await self.runner.run(spec, "+".join(sorted(window.triggers)), requests)
+            # Every replica runs this scheduler over every model, on one shared store: the run needs the
+            # model's training lease, and what is due is read again under it (a run another replica just
+            # ended may have consumed the requests and the new rows).
+            async with self.repo.training_lease(spec.model) as held:
+                if not held:
+                    log.info("%s: another replica is training it; no run here", spec.model)
+                    continue
+                triggers, requests = await self.due_triggers(spec)
+                if not triggers:
+                    continue
+                outcome = await self.runner.run(spec, "+".join(sorted(triggers)), requests)
             ran.append(outcome)
             self.outcomes.append(outcome)
         return ran

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -195,6 +196,25 @@ class TrainerRepository:
             last_seq=max((r["seq"] for r in rows), default=0),
             superseded=superseded,
         )
+
+    @contextlib.asynccontextmanager
+    async def training_lease(self, model: str) -> AsyncIterator[bool]:
+        """Hold ``model``'s training lease (a PostgreSQL session advisory lock) if no other replica holds it:
+        yields True while held, False at once when another replica has it. Dropped when the block ends, or by
+        PostgreSQL when the holder's connection dies (a killed replica holds nothing)."""
+        async with self.pool.acquire() as conn:
+            held = bool(
+                await conn.fetchval(
+                    "SELECT pg_try_advisory_lock(hashtext('trainer-run'), hashtext($1))", model
+                )
+            )
+            try:
+                yield held
+            finally:
+                if held:
+                    await conn.execute(
+                        "SELECT pg_advisory_unlock(hashtext('trainer-run'), hashtext($1))", model
+                    )
 
     async def start_run(self, model: str, trigger: str, last_seq: int) -> tuple[uuid.UUID, int]:
         """Reserve the next version number of ``model`` for a new run."""
