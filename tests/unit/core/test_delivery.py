@@ -6,22 +6,11 @@ import importlib
 import pkgutil
 from pathlib import Path
 
-import pytest
 from faststream import AckPolicy
 
-from tollgate_core.bus import Delivery, subscriber_policies
+from tollgate_core.bus import subscriber_policies
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import SERVICES
-
-
-def test_at_most_once_is_refused() -> None:
-    with pytest.raises(ValueError, match="loses messages"):
-        Delivery(group_id="g", ack_policy=AckPolicy.ACK_FIRST)
-
-
-def test_ack_after_a_raised_handler_is_refused() -> None:
-    with pytest.raises(ValueError, match="commits even when the handler raised"):
-        Delivery(group_id="g", ack_policy=AckPolicy.ACK)
 
 
 def _service_brokers() -> list[tuple[str, object]]:
