@@ -474,8 +474,7 @@ REGISTER: dict[int | str, dict[str, Any]] = {
     **AUTH,
     200: {"model": RegistrationOut, "description": "Exactly this document was registered: nothing published"},
     409: {"model": Problem, "description": "A breaking change to a contract version in force"},
-    422: {"model": Problem, "description": "Not a valid contract or catalog entry (every problem named)"},
-}
+}  # 422 (not a valid contract or catalog entry, every problem named) has FastAPI's validation shape
 DOCUMENT = Body(
     description="The document as JSON: a dataset contract (schemas/datasets/*.yaml) or a model catalog "
     "entry (schemas/models/*.yaml).",
@@ -576,7 +575,9 @@ def install(app: FastAPI, core: ModelRegistry, registrar: Registrar | None = Non
     if registrar is not None:
 
         async def invalid(_: Request, exc: Exception) -> JSONResponse:
-            return JSONResponse({"detail": str(exc)}, status_code=422)
+            # FastAPI's validation shape: what the document declares for every 422.
+            problem = {"loc": ["body"], "msg": str(exc), "type": "value_error"}
+            return JSONResponse({"detail": [problem]}, status_code=422)
 
         app.add_exception_handler(InvalidDocument, invalid)
         app.add_exception_handler(BreakingChange, conflict)

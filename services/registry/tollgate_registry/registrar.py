@@ -72,7 +72,10 @@ def _errors(exc: ValidationError) -> str:
 
 
 def _size_checked(document: dict[str, Any]) -> None:
-    encoded = orjson.dumps(document)
+    try:
+        encoded = orjson.dumps(document)
+    except orjson.JSONEncodeError as exc:  # e.g. a lone surrogate: no UTF-8 text, no jsonb
+        raise InvalidDocument(f"the document cannot be stored as JSON text: {exc}") from None
     if len(encoded) > MAX_DOCUMENT_BYTES:
         raise InvalidDocument(
             f"the document is {len(encoded)} bytes; at most {MAX_DOCUMENT_BYTES} are registered"

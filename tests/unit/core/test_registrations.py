@@ -179,3 +179,14 @@ async def test_a_registration_whose_key_and_document_disagree_is_refused() -> No
     wrong = _payload("contract", BASE.contract, BASE.version + 5, contract_document(BASE), BASE.digest)
     with pytest.raises(ValueError, match="not its key's"):
         await live.apply_record(_event(wrong))
+
+
+def test_a_document_that_cannot_be_json_text_is_invalid_not_a_server_error() -> None:
+    """Found by the OpenAPI fuzz test: a lone surrogate made orjson raise, a 500."""
+    from tollgate_registry.registrar import InvalidDocument, parse_contract, parse_model
+
+    for parse in (parse_contract, parse_model):
+        with pytest.raises(InvalidDocument, match="cannot be stored as JSON text"):
+            parse({"contract": "x\ud800"})
+        with pytest.raises(InvalidDocument, match="NUL"):
+            parse({"contract": "x\u0000"})
