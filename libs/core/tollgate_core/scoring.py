@@ -93,6 +93,11 @@ class ScoringResultPayload(BaseModel):
         None, description="Class label (as JSON text) to probability."
     )
     error: ScoringError | None = None
+    threshold: float | None = Field(
+        None,
+        description="Binary classifiers: the positive-class probability from which the prediction is "
+        "positive (the version's decision threshold, or 0.5).",
+    )
 
 
 class InferenceOutputs(BaseModel):
@@ -101,6 +106,9 @@ class InferenceOutputs(BaseModel):
     prediction: Prediction
     score: float | None = None
     probabilities: dict[str, float] | None = None
+    threshold: float | None = Field(
+        None, description="Binary classifiers: the decision threshold the prediction was made with."
+    )
 
 
 class InferenceLogPayload(BaseModel):

@@ -487,6 +487,7 @@ def result_rows(name: str, scored: Scored, instances: Sequence[Any]) -> list[dic
         model, route, out = part.model, part.route, part.outputs
         version, keys, entity_field = model.version, model.class_keys, model.reader.entity_field
         predictions, scores, probabilities = out.predictions, out.scores, out.probabilities
+        threshold = model.threshold
         indices = part.rows if part.rows is not None else range(len(instances))
         for position, index in enumerate(indices):
             row: dict[str, Any] = {
@@ -500,6 +501,8 @@ def result_rows(name: str, scored: Scored, instances: Sequence[Any]) -> list[dic
                 row["score"] = scores[position]
             if probabilities is not None:
                 row["probabilities"] = dict(zip(keys, probabilities[position], strict=True))
+            if threshold is not None:
+                row["threshold"] = threshold
             entity = instances[index].get(entity_field)
             if entity is not None:
                 row["entity_id"] = entity

@@ -208,6 +208,8 @@ class InferenceEventEncoder:
                 outputs["score"] = score
             if probs is not None:
                 outputs["probabilities"] = dict(zip(class_keys, probs, strict=True))
+            if model.threshold is not None:
+                outputs["threshold"] = model.threshold
             variable = dumps(
                 {
                     "request_id": request_id,

@@ -170,6 +170,9 @@ class ServingModel:
     class_keys: tuple[str, ...] = field(init=False)
     positive_index: int | None = field(init=False)
     output_names: list[str] = field(init=False)
+    # Binary classifiers: the positive-class probability from which the decision is positive (the graph
+    # decides by it: the catalog's threshold, else the most probable class, i.e. 0.5); None otherwise.
+    threshold: float | None = field(init=False)
 
     def __post_init__(self) -> None:
         classes = tuple(self.signature.classes or ())
@@ -180,6 +183,9 @@ class ServingModel:
         set_(self, "positive_index", self.signature.positive_index)
         names = ["label", "probabilities"] if self.signature.task == "classification" else ["prediction"]
         set_(self, "output_names", names)
+        binary = self.signature.task == "classification" and len(classes) == 2
+        decided = self.signature.decision_threshold
+        set_(self, "threshold", (0.5 if decided is None else decided) if binary else None)
 
     @property
     def contract_id(self) -> str:

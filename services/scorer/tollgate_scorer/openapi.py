@@ -41,6 +41,11 @@ class ScoreResult(BaseModel):
         None, description="Class label (JSON text) to probability."
     )
     entity_id: str | None = Field(None, description="The instance's entity id, when it carried one.")
+    threshold: float | None = Field(
+        None,
+        description="Binary classifiers: the positive-class probability from which the prediction is "
+        "positive (the catalog's decision threshold, or 0.5), i.e. the threshold this decision used.",
+    )
 
 
 class BatchScoreResponse(BaseModel):

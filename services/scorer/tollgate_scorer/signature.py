@@ -35,6 +35,7 @@ class Signature(BaseModel):
     outputs: list[TensorSpec]
     classes: list[bool | int | str] | None = None
     positive_index: int | None = None
+    decision_threshold: float | None = None
 
     def input(self, name: str) -> TensorSpec | None:
         return next((spec for spec in self.inputs if spec.name == name), None)

@@ -163,7 +163,10 @@ class ScoringStage:
             + b',"producer":'
             + dumps(self._producer)
             + b',"payload":'
-            + dumps({"model": model, "status": "ok", "version": version, "route": route})[:-1]
+            + dumps(
+                {"model": model, "status": "ok", "version": version, "route": route}
+                | ({} if served.threshold is None else {"threshold": served.threshold})
+            )[:-1]
             + b","
         )
         rows = part.rows if part.rows is not None else range(len(items))

@@ -40,7 +40,9 @@ async def test_one_instance_and_a_batch(tmp_path: Path) -> None:
         "score",
         "probabilities",
         "entity_id",
+        "threshold",
     }
+    assert result["threshold"] == 0.5 and result["prediction"] == (result["score"] >= 0.5)
     assert (result["model"], result["version"], result["route"], result["entity_id"]) == (
         MODEL,
         "1",
