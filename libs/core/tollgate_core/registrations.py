@@ -258,14 +258,16 @@ class LiveCatalog:
                 await result
 
 
-def follower_spec(service: str, settings: ServiceSettings, uses: str) -> ConsumerSpec:
+def follower_spec(
+    service: str, settings: ServiceSettings, uses: str, name: str | None = None
+) -> ConsumerSpec:
     """A service's follower of the registrations topic (declared in its ``consumers`` module): every
     replica reads the whole topic on start and then follows it. ``uses`` says what the service does with
     the registrations."""
     topics = Topics(settings.topic_namespace)
     return ConsumerSpec(
         service=service,
-        name=f"{service}-registrations",
+        name=name or f"{service}-registrations",
         kind="compacted_follower",
         topics=(topics.registrations,),
         group=None,

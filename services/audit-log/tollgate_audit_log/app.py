@@ -19,6 +19,7 @@ import tollgate_core.apikeys as apikeys
 from tollgate_audit_log import roles
 from tollgate_audit_log.api import build_router
 from tollgate_audit_log.chain import register_key
+from tollgate_audit_log.consumers import contracts_follower
 from tollgate_audit_log.dlq_api import DlqMetrics, build_dlq_router
 from tollgate_audit_log.publish import PublishedHead, Publisher, WitnessDir
 from tollgate_audit_log.settings import AuditLogSettings
@@ -30,6 +31,8 @@ from tollgate_core.db import create_pool, migrate, ping
 from tollgate_core.dlq import DeadLetterQueues
 from tollgate_core.http import create_http_app
 from tollgate_core.kafka import producer_config
+from tollgate_core.registrations import Applied, LiveCatalog, start_following
+from tollgate_core.runtime import CompactedFollower
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
 
@@ -73,6 +76,7 @@ class AuditLog:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.contracts: ContractRegistry | None = None
+        self.contracts_follower: CompactedFollower | None = None
         self.pool: Any = None
         self.runtime_dsn = settings.database_url
         self.role_problem: str | None = None
@@ -150,6 +154,13 @@ class AuditLog:
         self.producer = AIOKafkaProducer(**producer_config(s.kafka_bootstrap, s.client_id(SERVICE)))
         await self.producer.start()
         pii_key = s.pii_key.get_secret_value().encode()
+        # Contracts registered live: their PII rules protect data records from the first one on.
+        assert self.contracts is not None
+        live = LiveCatalog(self.contracts)
+        live.on_change(self._contract_registered)
+        self.contracts_follower = await start_following(
+            contracts_follower(s), live, s, registry=self.registry
+        )
         self.publisher = Publisher(
             self.witness,
             self.producer if s.publish_heads else None,
@@ -175,10 +186,16 @@ class AuditLog:
                 publisher=self.publisher,
             )
 
+    def _contract_registered(self, applied: Applied) -> None:
+        if applied.kind == "contract":
+            for worker in self.workers.values():
+                worker.builder.forget(applied.name)
+
     def loops(self) -> list[Any]:
         """Background loops for run_service: one per stream, the checkpoint timer, the DLQ figures (the API
         keys are reloaded by the HTTP app while it runs)."""
-        return [*(w.run for w in self.workers.values()), self.checkpoint_loop, self.dlq_loop]
+        follow = [self.contracts_follower.run] if self.contracts_follower is not None else []
+        return [*(w.run for w in self.workers.values()), *follow, self.checkpoint_loop, self.dlq_loop]
 
     async def dlq_loop(self) -> None:
         """Every service's DLQ depth and oldest pending age, for /metrics."""
@@ -199,6 +216,8 @@ class AuditLog:
     async def stop(self) -> None:
         for worker in self.workers.values():
             await worker.stop()
+        if self.contracts_follower is not None:
+            await self.contracts_follower.stop()
         if self.producer is not None:
             await self.producer.stop()
         if self.pool is not None:

@@ -8,6 +8,7 @@ from tollgate_audit_log.chain import ChainDamaged, ChainMoved, LockLost
 from tollgate_audit_log.settings import AuditLogSettings
 from tollgate_audit_log.streams import StreamSpec, stream_specs
 from tollgate_core.kafka import RetryPolicy, is_transient
+from tollgate_core.registrations import follower_spec
 from tollgate_core.runtime import ConsumerSpec
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
@@ -40,6 +41,16 @@ def stream_consumer(
     )
 
 
+def contracts_follower(settings: ServiceSettings) -> ConsumerSpec:
+    """The dataset contracts registered live, whose PII rules protect rejected and validated records."""
+    return follower_spec(
+        SERVICE,
+        settings,
+        "the dataset contracts whose personal-data rules protect rejected and validated records.",
+        name=f"{SERVICE}-contracts",
+    )
+
+
 def consumer_specs(settings: ServiceSettings) -> list[ConsumerSpec]:
     """Every stream's sink; with plain ``ServiceSettings`` the defaults of ``AuditLogSettings`` apply."""
     topics = Topics(settings.topic_namespace)
@@ -54,4 +65,4 @@ def consumer_specs(settings: ServiceSettings) -> list[ConsumerSpec]:
             max_records=max_records,
         )
         for spec in stream_specs(audit_validated=audit_validated)
-    ]
+    ] + [contracts_follower(settings)]

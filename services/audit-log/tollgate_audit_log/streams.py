@@ -181,6 +181,33 @@ def parse_occurred_at(value: Any) -> datetime:
     return moment.astimezone(UTC)
 
 
+UNKNOWN_CONTRACT = "(withheld: contract not known to the audit-log when recorded)"
+
+
+def _withheld(doc: dict[str, Any]) -> dict[str, Any]:
+    """A data record of an unknown contract with every value of its record, violations and flags withheld
+    (field names and rules kept)."""
+    out = dict(doc)
+    record = doc.get("payload")
+    if isinstance(record, Mapping):
+        out["payload"] = {str(k): UNKNOWN_CONTRACT for k in record}
+    out.pop("entity_id", None)
+    for key in ("violations", "quality_flags"):
+        items = doc.get(key)
+        if not isinstance(items, list):
+            continue
+        kept: list[Any] = []
+        for item in items:
+            if not isinstance(item, Mapping):
+                kept.append(UNKNOWN_CONTRACT)
+            elif key == "violations":
+                kept.append({**item, "value": UNKNOWN_CONTRACT, "message": pii_safe_message(item)})
+            else:
+                kept.append({**item, "value": UNKNOWN_CONTRACT})
+        out[key] = kept
+    return out
+
+
 def pii_safe_message(violation: Mapping[str, Any]) -> str:
     """A violation message that names the field and the rule, never the value."""
     return f"{violation.get('field')}: rule {violation.get('rule')} failed (value withheld: personal data)"
@@ -242,6 +269,10 @@ class EntryBuilder:
             envelope=envelope,
         )
 
+    def forget(self, schema: str) -> None:
+        """A contract was registered live: build its protection again from the registry."""
+        self._protection.pop(schema, None)
+
     def _protection_for(self, schema: Any) -> tuple[DatasetContract, PiiRedactor] | None:
         """The contract named by ``schema`` and its redactor (built once per contract); None when unknown."""
         if not isinstance(schema, str) or self._contracts is None:
@@ -259,6 +290,10 @@ class EntryBuilder:
         entity_id = _s(doc.get("entity_id"))
         found = self._protection_for(doc.get("schema"))
         if found is None:
+            if self._contracts is not None:
+                # A contract this replica does not know (yet: registered moments ago) cannot say which
+                # fields are personal: every value is withheld rather than kept in the clear for years.
+                return _withheld(doc), None
             return doc, entity_id
         contract, redactor = found
         out = dict(doc)

@@ -152,6 +152,31 @@ def test_rejected_record_has_its_pii_protected_and_entity_indexed() -> None:
     assert stored["payload"]["student"] == "Maybe"  # not personal data: kept for the compliance record
 
 
+def test_a_record_of_a_contract_registered_live_is_withheld_until_known_then_protected() -> None:
+    """A contract registered moments ago may reach the audit-log's data stream before its follower applied
+    it: its values are withheld (which fields are personal is unknown), never kept in the clear; once the
+    contract is in force (``forget`` after a registration) its own PII rules apply."""
+    contracts = ContractRegistry.from_directory()
+    builder = EntryBuilder(SPECS["rejected"], contracts, PII_KEY)
+    doc = example("events.rejected", "credit-default-out-of-range")
+    doc["schema"] = "onboarded.v1"
+    doc["payload"]["customer_email"] = "jane@example.com"
+    unknown = builder.build(orjson.dumps(doc), "t.events.rejected.v1", 0, 1)
+    assert (
+        "jane@example.com" not in unknown.envelope and doc["payload"]["customer_id"] not in unknown.envelope
+    )
+    stored = orjson.loads(unknown.envelope)
+    assert set(stored["payload"]) == set(doc["payload"]) and unknown.entity_id is None
+    assert [v["field"] for v in stored["violations"]] == [v["field"] for v in doc["violations"]]
+
+    onboarded = contracts.latest("credit-default").model_copy(update={"contract": "onboarded"})
+    contracts.put(onboarded)
+    builder.forget(onboarded.schema_id)
+    known = orjson.loads(builder.build(orjson.dumps(doc), "t.events.rejected.v1", 0, 2).envelope)
+    hashed = hmac.new(PII_KEY, b"jane@example.com", hashlib.sha256).hexdigest()
+    assert known["payload"]["customer_email"] == hashed and known["payload"]["student"] == "Maybe"
+
+
 def test_validated_events_carry_their_entity_id() -> None:
     doc = example("events.validated", "credit-default-no-flags")
     assert build(VALIDATED, doc).entity_id == doc["entity_id"]
