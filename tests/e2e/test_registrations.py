@@ -79,7 +79,7 @@ def cli(*args: str, key: str, registry: str) -> subprocess.CompletedProcess[str]
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=240,  # a cold interpreter importing the CLI on a loaded two-core machine
         check=False,
     )
 
