@@ -59,7 +59,9 @@ async def test_count_trigger_and_debounced_requests(
         "trainer",
         poll_seconds="0.2",
         env_extra={
-            "TOLLGATE_MODELS_DIR": str(write_catalog(tmp_path / "models")),
+            # Three requests sent one after another must fall in one debounce window even when each takes
+            # a second on a loaded machine (with 1 s, a burst was seen to train twice).
+            "TOLLGATE_MODELS_DIR": str(write_catalog(tmp_path / "models", debounce_seconds=5.0)),
             "TOLLGATE_ARTIFACT_DIR": str(artifacts),
         },
     )
