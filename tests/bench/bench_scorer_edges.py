@@ -22,7 +22,13 @@ go to ``.local/bench/scorer_edges.json``.
 Kafka over SASL/SCRAM as the ``scorer`` principal -- against the server from before with neither keys nor
 the log. Results go to ``.local/bench/scorer_secured.json``.
 
-Usage: ``python tests/bench/bench_scorer_edges.py [--rounds 5] [--duration 8] [--warmup 2] [--secured]``;
+``--authenticated``: the hardened scorer with API keys checked on every request and the inference log off,
+against the server from before without keys: the issue's "authentication and the hardened server" alone,
+without the log's cost (``bench_scorer`` measures that: logging on / off). Results go to
+``.local/bench/scorer_authenticated.json``.
+
+Usage: ``python tests/bench/bench_scorer_edges.py [--rounds 5] [--duration 8] [--warmup 2] [--secured |
+--authenticated]``;
 needs wrk and Kafka (``make bench`` starts it).
 """
 
@@ -103,15 +109,24 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument(
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument(
         "--secured",
         action="store_true",
         help="hardened scorer with API keys checked and the inference log on over SASL, vs before without",
     )
+    mode.add_argument(
+        "--authenticated",
+        action="store_true",
+        help="hardened scorer with API keys checked, inference log off, vs before without keys",
+    )
     args = parser.parse_args()
-    name = "scorer_secured" if args.secured else "scorer_edges"
+    keyed = args.secured or args.authenticated
+    name = (
+        "scorer_secured" if args.secured else "scorer_authenticated" if args.authenticated else "scorer_edges"
+    )
     args.out = args.out or ROOT / ".local" / "bench" / f"{name}.json"
-    api_key = asyncio.run(scorer_client_key()) if args.secured else None
+    api_key = asyncio.run(scorer_client_key()) if keyed else None
     bootstrap = os.environ.get("TOLLGATE_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
     server_cpus, client_cpus = cpus()
     work = Path(tempfile.mkdtemp(prefix="bench-scorer-edges-"))
@@ -133,6 +148,7 @@ def main() -> None:
         for name, command in COMMANDS.items():
             port = free_port()
             secured = args.secured and name == "hardened"
+            checks_keys = keyed and name == "hardened"
             env = scorer_env(
                 port=port,
                 namespace=namespace,
@@ -145,8 +161,9 @@ def main() -> None:
             # What differs is the HTTP server: requests scored alone on both (the server from before cannot
             # hold a place for an answer made with the others of its event-loop turn).
             env["TOLLGATE_SCORER_COALESCE"] = "false"
-            if secured:
+            if checks_keys:
                 env["TOLLGATE_SCORER_AUTH_REQUIRED"] = "true"
+            if secured:
                 env.update(scorer_principal())
             servers[name] = Server(
                 name, command, log=work / f"{name}.log", cpus=server_cpus, env=env, cwd=ROOT
@@ -199,6 +216,8 @@ def main() -> None:
         + (
             "hardened: API key checked per request, inference log on over SASL/SCRAM; before: neither"
             if args.secured
+            else "hardened: API key checked per request, inference log off; before: no API keys, log off"
+            if args.authenticated
             else "inference log off, no API keys"
         ),
         "rounds": rounds,
