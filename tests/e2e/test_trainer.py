@@ -12,7 +12,7 @@ import httpx
 import orjson
 import yaml
 
-from tests.auth_support import RoleKeys, header
+from tests.auth_support import RoleKeys, header, make_keys
 from tests.conftest import wait_http_ok
 from tests.kafka_helpers import collect, produce
 from tollgate_core.artifacts import DirectoryArtifactStore
@@ -51,8 +51,11 @@ def write_catalog(directory: Path, **training: Any) -> Path:
 
 
 async def test_count_trigger_and_debounced_requests(
-    services: Any, namespace: str, bootstrap: str, tmp_path: Path, api_keys: RoleKeys
+    services: Any, namespace: str, bootstrap: str, tmp_path: Path, own_database: str
 ) -> None:
+    # A database of its own: the runs listed below are this test's alone (in the session's database, other
+    # tests' trainers train the same catalog model on their rows).
+    api_keys: RoleKeys = await make_keys(own_database)
     records = load_islp_default()[:3000]
     artifacts = tmp_path / "artifacts"
     trainer = services(
@@ -63,6 +66,7 @@ async def test_count_trigger_and_debounced_requests(
             # a second on a loaded machine (with 1 s, a burst was seen to train twice).
             "TOLLGATE_MODELS_DIR": str(write_catalog(tmp_path / "models", debounce_seconds=5.0)),
             "TOLLGATE_ARTIFACT_DIR": str(artifacts),
+            "TOLLGATE_DATABASE_URL": own_database,
         },
     )
     base = f"http://127.0.0.1:{trainer.port}"
