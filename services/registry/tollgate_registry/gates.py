@@ -261,6 +261,7 @@ def fairness_gate(candidate: CandidatePayload, gates: Gates) -> list[GateResult]
 
 
 def sophistication_gates(candidate: CandidatePayload, gates: Gates) -> list[GateResult]:
+    """The candidate beats each simple baseline trained on its rows by the configured margin."""
     rule = gates.cost_of_sophistication
     if rule is None:
         return []
@@ -275,7 +276,6 @@ def sophistication_gates(candidate: CandidatePayload, gates: Gates) -> list[Gate
             )
         ]
     results = []
-    higher = direction(metric) is Direction.HIGHER_IS_BETTER
     for name, metrics in sorted(candidate.baselines.items()):
         gate = f"cost of sophistication:{name}"
         reference = metrics.get(metric)
@@ -287,8 +287,8 @@ def sophistication_gates(candidate: CandidatePayload, gates: Gates) -> list[Gate
                 GateResult(gate=gate, passed=True, observed=value, detail=f"{name} reports no {metric}")
             )
             continue
-        limit = reference + margin if higher else reference - margin
-        ok = value >= limit - EPSILON if higher else value <= limit + EPSILON
+        limit = _worse_limit(metric, reference, -margin)  # better than the baseline by the margin
+        ok = _within(metric, value, limit)
         results.append(
             GateResult(
                 gate=gate,

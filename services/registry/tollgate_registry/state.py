@@ -322,8 +322,8 @@ def plan_promote(
     return _enter_production(versions, state, Transition.PROMOTED, reason, actor)
 
 
-def plan_approve(versions: Versions, version: str, actor: str, reason: str) -> list[Change]:
-    """An approval: the staging version into production, with who and why recorded."""
+def _approvable(versions: Versions, version: str) -> VersionState:
+    """The version an approval is for; only a staging version can be approved."""
     state = _get(versions, version)
     if state.stage is not Stage.STAGING:
         raise IllegalTransition(
@@ -332,6 +332,12 @@ def plan_approve(versions: Versions, version: str, actor: str, reason: str) -> l
             Stage.PRODUCTION,
             f"only a staging version can be approved; this one is {state.stage.value}",
         )
+    return state
+
+
+def plan_approve(versions: Versions, version: str, actor: str, reason: str) -> list[Change]:
+    """An approval: the staging version into production, with who and why recorded."""
+    state = _approvable(versions, version)
     return _enter_production(versions, state, Transition.APPROVED, reason, actor)
 
 
@@ -340,14 +346,7 @@ def plan_partial_approval(
 ) -> list[Change]:
     """An approval that is not the last one the version's risk tier needs: recorded and published alone,
     the version stays in staging (who approved is the event's actor, why its reason)."""
-    state = _get(versions, version)
-    if state.stage is not Stage.STAGING:
-        raise IllegalTransition(
-            version,
-            state.stage,
-            Stage.PRODUCTION,
-            f"only a staging version can be approved; this one is {state.stage.value}",
-        )
+    state = _approvable(versions, version)
     return [
         Change(
             version=version,
