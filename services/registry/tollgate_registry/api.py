@@ -27,6 +27,7 @@ from tollgate_core.auth import READERS, require
 from tollgate_core.lifecycle import Artifact, Experiment, GateResult, Lineage, Parity, Stage, Transition
 from tollgate_core.limits import TEXT_PATTERN
 from tollgate_core.models import Gates, Rollout
+from tollgate_core.registrations import CONTRACT, registration_key
 from tollgate_registry.compare import Comparison, compare_versions
 from tollgate_registry.core import (
     ActionResult,
@@ -502,6 +503,12 @@ def _registration(result: Registered) -> RegistrationOut:
 def registrations_router(registrar: Registrar) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["registrations"])
 
+    def _answer(result: Registered, response: Response) -> RegistrationOut:
+        """201 for a new registration (published now: the relay is woken), 200 for one already in force."""
+        registrar.notify()
+        response.status_code = 201 if result.created else 200
+        return _registration(result)
+
     @router.post(
         "/contracts",
         status_code=201,
@@ -512,10 +519,7 @@ def registrations_router(registrar: Registrar) -> APIRouter:
     async def register_contract(
         who: Registrant, response: Response, document: Annotated[dict[str, Any], DOCUMENT]
     ) -> RegistrationOut:
-        result = await registrar.register_contract(document, who.name)
-        registrar.notify()
-        response.status_code = 201 if result.created else 200
-        return _registration(result)
+        return _answer(await registrar.register_contract(document, who.name), response)
 
     @router.post(
         "/models",
@@ -527,17 +531,14 @@ def registrations_router(registrar: Registrar) -> APIRouter:
     async def register_model(
         who: Registrant, response: Response, document: Annotated[dict[str, Any], DOCUMENT]
     ) -> RegistrationOut:
-        result = await registrar.register_model(document, who.name)
-        registrar.notify()
-        response.status_code = 201 if result.created else 200
-        return _registration(result)
+        return _answer(await registrar.register_model(document, who.name), response)
 
     @router.get("/contracts", responses=AUTH, summary="Dataset contracts in force, with who registered them")
     async def list_contracts(_: Reader) -> list[ContractOut]:
         live = registrar.live
         out = []
         for c in sorted(live.contracts, key=lambda c: (c.contract, c.version)):
-            reg = live.registrations.get(f"contract/{c.contract}/v{c.version}")
+            reg = live.registrations.get(registration_key(CONTRACT, c.contract, c.version))
             in_force = reg is not None and reg.digest == c.digest
             out.append(
                 ContractOut(

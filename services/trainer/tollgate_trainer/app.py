@@ -29,7 +29,14 @@ from tollgate_core.kafka import BatchSink, producer_config
 from tollgate_core.lifecycle import TrainingRequestEvent, TrainingRequestPayload
 from tollgate_core.limits import TEXT_PATTERN
 from tollgate_core.models import model_catalog
-from tollgate_core.registrations import Applied, LiveCatalog, model_digest, start_following
+from tollgate_core.registrations import (
+    MODEL,
+    Applied,
+    LiveCatalog,
+    model_digest,
+    registration_key,
+    start_following,
+)
 from tollgate_core.runtime import CompactedFollower, bind_all, build_sink, per_record
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics, current_schema_id
@@ -253,7 +260,7 @@ class Trainer:
         async def models() -> list[dict[str, Any]]:
             out = []
             for name, spec in sorted(self.specs.items()):
-                registered = self.live.registrations.get(f"model/{name}")
+                registered = self.live.registrations.get(registration_key(MODEL, name))
                 out.append(
                     {
                         "model": name,
