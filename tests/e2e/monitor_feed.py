@@ -161,26 +161,8 @@ class Stream:
         for j, (record, score) in enumerate(zip(records, scores, strict=True)):
             at = self.base + timedelta(seconds=WINDOW_S * window + WINDOW_S * j / self.rows)
             inputs = {k: v for k, v in record.items() if k != label}
-            event = InferenceLogEvent.model_validate(
-                {
-                    "event_id": str(uuid.uuid4()),
-                    "event_type": "inference",
-                    "schema": "inference.log.v1",
-                    "occurred_at": at.isoformat(),
-                    "producer": "scorer",
-                    "payload": {
-                        "request_id": str(uuid.uuid4()),
-                        "model": self.model,
-                        "version": "1",
-                        "route": "champion",
-                        "channel": "http",
-                        "contract": CONTRACT,
-                        "entity_id": record["account_id"],
-                        "inputs": inputs,
-                        "outputs": {"prediction": bool(score >= 0.5), "score": float(score)},
-                        "latency_ms": 2.0 + (j % 7) * 0.5,
-                    },
-                }
+            event = inference_event(
+                self.model, CONTRACT, record["account_id"], inputs, score, at, 2.0 + (j % 7) * 0.5
             )
             out.append((self.model.encode(), dumps(event)))
         return out
@@ -205,6 +187,39 @@ class Stream:
             }
             out.append((record["account_id"].encode(), orjson.dumps(doc)))
         return out
+
+
+def inference_event(
+    model: str,
+    contract: str,
+    entity_id: str,
+    inputs: dict[str, Any],
+    score: float,
+    at: datetime,
+    latency_ms: float = 2.0,
+) -> InferenceLogEvent:
+    """One champion inference of ``model`` version 1 over HTTP, decided at 0.5, as the scorer logs it."""
+    return InferenceLogEvent.model_validate(
+        {
+            "event_id": str(uuid.uuid4()),
+            "event_type": "inference",
+            "schema": "inference.log.v1",
+            "occurred_at": at.isoformat(),
+            "producer": "scorer",
+            "payload": {
+                "request_id": str(uuid.uuid4()),
+                "model": model,
+                "version": "1",
+                "route": "champion",
+                "channel": "http",
+                "contract": contract,
+                "entity_id": entity_id,
+                "inputs": inputs,
+                "outputs": {"prediction": bool(score >= 0.5), "score": float(score)},
+                "latency_ms": latency_ms,
+            },
+        }
+    )
 
 
 async def publish_versions(bootstrap: str, namespace: str, model: str) -> None:

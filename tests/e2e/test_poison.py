@@ -31,7 +31,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -40,6 +39,7 @@ from aiokafka.structs import ConsumerRecord
 
 from tests.audit_support import ensure_writer_role
 from tests.conftest import ServiceProcess, wait_http_ok
+from tests.db_support import fetch_rows
 from tests.e2e.monitor_feed import Stream, candidate_event
 from tests.kafka_helpers import collect, good_record, produce, raw_event
 from tollgate_core.events import dumps
@@ -148,16 +148,6 @@ def padded(doc: dict[str, Any], size: int, where: Callable[[dict[str, Any], str]
 # ------------------------------------------------------------------------------------------- checks
 
 
-async def _rows(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    except asyncpg.UndefinedTableError:
-        return []
-    finally:
-        await conn.close()
-
-
 async def _ids_on(ctx: Ctx, topic: str, ids: list[str], pick: Callable[[dict[str, Any]], str]) -> bool:
     got = await collect(ctx.bootstrap, ctx.topic(topic), expect=len(ids), timeout=5, settle=0.2)
     seen = [pick(orjson.loads(r.value)) for r in got]
@@ -165,7 +155,7 @@ async def _ids_on(ctx: Ctx, topic: str, ids: list[str], pick: Callable[[dict[str
 
 
 async def _ids_in(ctx: Ctx, sql: str, ids: list[str], *args: Any) -> bool:
-    return sorted(str(r[0]) for r in await _rows(ctx.dsn, sql, *args)) == sorted(ids)
+    return sorted(str(r[0]) for r in await fetch_rows(ctx.dsn, sql, *args)) == sorted(ids)
 
 
 async def publish_monitored_version(ctx: Ctx) -> None:
@@ -174,7 +164,7 @@ async def publish_monitored_version(ctx: Ctx) -> None:
     event = candidate_event(model, "1")
     await produce(ctx.bootstrap, ctx.topic("models.candidates"), [(model.encode(), dumps(event))])
     deadline = time.monotonic() + 120
-    while not await _rows(ctx.dsn, "SELECT 1 FROM monitor_versions WHERE model = $1", model):
+    while not await fetch_rows(ctx.dsn, "SELECT 1 FROM monitor_versions WHERE model = $1", model):
         assert time.monotonic() < deadline, "the monitor never stored the version"
         await asyncio.sleep(0.5)
 

@@ -51,7 +51,8 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from tests.audit_support import ensure_writer_role
 from tests.conftest import ServiceProcess, wait_http_ok
-from tests.e2e.monitor_feed import candidate_event
+from tests.db_support import fetch_rows
+from tests.e2e.monitor_feed import candidate_event, inference_event
 from tests.kafka_helpers import collect, good_record, produce, raw_event
 from tests.unit.monitor.standin import CONTRACT_ID as MONITORED_CONTRACT
 from tests.unit.monitor.standin import contract as monitored_contract
@@ -62,7 +63,6 @@ from tollgate_core.events import dumps
 from tollgate_core.kafka import murmur2
 from tollgate_core.kafka_auth import kafka_security
 from tollgate_core.paths import schemas_dir
-from tollgate_core.scoring import InferenceLogEvent
 from tollgate_core.topics import ensure_topics
 
 EVENTS = int(os.environ.get("TOLLGATE_SCALE_EVENTS", "3000"))
@@ -112,27 +112,8 @@ def inference_log(models: list[str], n: int, at: datetime) -> list[tuple[bytes, 
     out = []
     for j, (row, score) in enumerate(zip(rows, scores, strict=True)):
         model = models[j % len(models)]
-        event = InferenceLogEvent.model_validate(
-            {
-                "event_id": str(uuid.uuid4()),
-                "event_type": "inference",
-                "schema": "inference.log.v1",
-                "occurred_at": at.isoformat(),
-                "producer": "scorer",
-                "payload": {
-                    "request_id": str(uuid.uuid4()),
-                    "model": model,
-                    "version": "1",
-                    "route": "champion",
-                    "channel": "http",
-                    "contract": MONITORED_CONTRACT,
-                    "entity_id": row["account_id"],
-                    "inputs": {k: v for k, v in row.items() if k != label},
-                    "outputs": {"prediction": bool(score >= 0.5), "score": float(score)},
-                    "latency_ms": 2.0,
-                },
-            }
-        )
+        inputs = {k: v for k, v in row.items() if k != label}
+        event = inference_event(model, MONITORED_CONTRACT, row["account_id"], inputs, score, at)
         out.append((model.encode(), dumps(event)))
     return out
 
@@ -142,19 +123,9 @@ def partition_of(key: str) -> int:
     return (murmur2(key.encode()) & 0x7FFFFFFF) % PARTITIONS
 
 
-async def query(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    except asyncpg.UndefinedTableError:
-        return []
-    finally:
-        await conn.close()
-
-
 async def progress(dsn: str) -> dict[str, int]:
     """What has been written so far, per sink."""
-    rows = await query(
+    rows = await fetch_rows(
         dsn,
         """SELECT (SELECT count(*) FROM trainer_rows) AS stored,
                   (SELECT count(*) FROM audit_events WHERE stream IN ('validated', 'rejected')) AS audited,
@@ -358,39 +329,40 @@ async def test_three_replicas_of_every_consumer_killed_and_every_owner_failed_ov
         return Counter(str(r[column]) for r in rows)
 
     stored = ids_of(
-        await query(own_database, "SELECT event_id FROM trainer_rows WHERE contract = $1", CONTRACT)
+        await fetch_rows(own_database, "SELECT event_id FROM trainer_rows WHERE contract = $1", CONTRACT)
     )
     audited = ids_of(
-        await query(
+        await fetch_rows(
             own_database, "SELECT event_id FROM audit_events WHERE stream IN ('validated', 'rejected')"
         )
     )
     audited_inference = ids_of(
-        await query(own_database, "SELECT event_id FROM audit_events WHERE stream = 'inference'")
+        await fetch_rows(own_database, "SELECT event_id FROM audit_events WHERE stream = 'inference'")
     )
     audited_candidates = ids_of(
-        await query(own_database, "SELECT event_id FROM audit_events WHERE stream = 'candidates'")
+        await fetch_rows(own_database, "SELECT event_id FROM audit_events WHERE stream = 'candidates'")
     )
     predictions = ids_of(
-        await query(own_database, "SELECT request_id FROM monitor_predictions"), "request_id"
+        await fetch_rows(own_database, "SELECT request_id FROM monitor_predictions"), "request_id"
     )
     registered = ids_of(
-        await query(own_database, "SELECT candidate_event FROM registry_versions"), "candidate_event"
+        await fetch_rows(own_database, "SELECT candidate_event FROM registry_versions"), "candidate_event"
     )
     lifecycle_ids = {
-        str(r["event_id"]) for r in await query(own_database, "SELECT event_id FROM registry_transitions")
+        str(r["event_id"])
+        for r in await fetch_rows(own_database, "SELECT event_id FROM registry_transitions")
     }
     audited_lifecycle = ids_of(
-        await query(own_database, "SELECT event_id FROM audit_events WHERE stream = 'lifecycle'")
+        await fetch_rows(own_database, "SELECT event_id FROM audit_events WHERE stream = 'lifecycle'")
     )
     transitions = Counter(
         f"{r['model']}/{r['version']}"
-        for r in await query(own_database, "SELECT model, version FROM registry_transitions")
+        for r in await fetch_rows(own_database, "SELECT model, version FROM registry_transitions")
     )
     versions = {f"{m}/{v}" for m in models for v in map(str, range(1, CHUNKS + 2))} | {f"{models[0]}/probe"}
     # The monitor's windows: every record counted once, summed over the partitions' checkpoints.
     window_rows = late = unreferenced = 0
-    checkpoints = await query(
+    checkpoints = await fetch_rows(
         own_database, "SELECT state FROM monitor_partitions WHERE topic = $1", inference_topic
     )
     for row in checkpoints:
@@ -432,7 +404,7 @@ async def test_three_replicas_of_every_consumer_killed_and_every_owner_failed_ov
 
 
 async def _count(dsn: str, sql: str, want: int) -> bool:
-    rows = await query(dsn, sql)
+    rows = await fetch_rows(dsn, sql)
     return bool(rows) and int(rows[0][0]) >= want
 
 
@@ -494,7 +466,7 @@ async def kill_owner(
         last = await end_offset(bootstrap, topic, partition) - 1
 
         async def done() -> bool:
-            rows = await query(
+            rows = await fetch_rows(
                 dsn,
                 "SELECT last_offset FROM monitor_partitions WHERE topic = $1 AND partition = $2",
                 topic,
@@ -507,7 +479,7 @@ async def kill_owner(
 
         async def done() -> bool:
             sql = "SELECT 1 FROM registry_versions WHERE model = $1 AND version = 'probe'"
-            return bool(await query(dsn, sql, model))
+            return bool(await fetch_rows(dsn, sql, model))
 
     await poll(f"{topic}[{partition}] processed while its owner {holder} is dead", done, WAIT_S)
     taken = time.monotonic() - t0

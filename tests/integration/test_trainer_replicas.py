@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
-import orjson
 
+from tests.integration.test_trainer_lineage import rows
 from tollgate_core.artifacts import DirectoryArtifactStore
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.datasets import load_islp_default
@@ -22,25 +21,9 @@ from tollgate_core.db import create_pool
 from tollgate_core.models import model_catalog
 from tollgate_trainer.app import MIGRATIONS
 from tollgate_trainer.runner import Scheduler, TrainingRunner
-from tollgate_trainer.store import StoredRow, TrainerRepository
+from tollgate_trainer.store import TrainerRepository
 
 MODEL = "credit-default-risk"
-
-
-def _rows(records: list[dict[str, object]], topic: str) -> list[StoredRow]:
-    base = datetime(2026, 1, 1, tzinfo=UTC)
-    return [
-        StoredRow(
-            str(uuid.uuid4()),
-            "credit-default.v1",
-            topic,
-            i % 3,
-            i,
-            base + timedelta(minutes=i),
-            orjson.dumps(r),
-        )
-        for i, r in enumerate(records)
-    ]
 
 
 async def test_two_replicas_train_one_request_once(own_database: str, tmp_path: Path) -> None:
@@ -66,7 +49,7 @@ async def test_two_replicas_train_one_request_once(own_database: str, tmp_path: 
             replicas.append(Scheduler(repo, runner, {MODEL: spec}, poll_s=0.1))
         repo = replicas[0].repo
         await repo.add_rows(
-            _rows(load_islp_default()[:1500], f"replicas-{uuid.uuid4().hex[:6]}.events.validated")
+            rows(load_islp_default()[:1500], 0, f"replicas-{uuid.uuid4().hex[:6]}.events.validated")
         )
         request_id = str(uuid.uuid4())
         assert await repo.add_request(request_id, MODEL, "operator asked", "alice")

@@ -13,6 +13,7 @@ from tests.unit.registry.candidates import candidate, candidate_event, spec
 from tollgate_core.artifacts import InMemoryArtifactStore
 from tollgate_core.auth import install_keys
 from tollgate_core.lifecycle import CandidatePayload, Stage, Transition
+from tollgate_core.models import ModelSpec
 from tollgate_registry.api import install
 from tollgate_registry.core import ModelRegistry
 from tollgate_registry.memory import InMemoryRepository
@@ -32,18 +33,20 @@ def requested(payload: CandidatePayload, *by: str) -> CandidatePayload:
     return payload.model_copy(update={"lineage": lineage})
 
 
+def tiered_registry(
+    repo: InMemoryRepository, store: InMemoryArtifactStore, *more: ModelSpec
+) -> ModelRegistry:
+    """The registry's core over a high-tier and a medium-tier model (both in approval mode), and ``more``."""
+    specs = [spec(HIGH, risk_tier="high", mode="approval"), spec(MEDIUM, risk_tier="medium", mode="approval")]
+    return ModelRegistry(
+        repo, {s.model: s for s in [*specs, *more]}, store, lifecycle_schema="models.lifecycle.v1"
+    )
+
+
 async def world() -> tuple[AsyncClient, ModelRegistry, InMemoryRepository]:
     store = InMemoryArtifactStore()
     repo = InMemoryRepository()
-    core = ModelRegistry(
-        repo,
-        {
-            HIGH: spec(HIGH, risk_tier="high", mode="approval"),
-            MEDIUM: spec(MEDIUM, risk_tier="medium", mode="approval"),
-        },
-        store,
-        lifecycle_schema="models.lifecycle.v1",
-    )
+    core = tiered_registry(repo, store)
     for model, approvers in ((HIGH, ("frank", "hana")), (MEDIUM, ("frank",))):
         await core.on_candidate(candidate_event(candidate("1", model=model, store=store)))
         for approver in approvers:  # the first version needs its tier's approvals too
@@ -152,16 +155,7 @@ async def test_the_first_version_of_a_tiered_model_waits_for_its_approvals() -> 
     """Regression: the first version went straight to production whatever the tier."""
     store = InMemoryArtifactStore()
     repo = InMemoryRepository()
-    core = ModelRegistry(
-        repo,
-        {
-            HIGH: spec(HIGH, risk_tier="high", mode="approval"),
-            MEDIUM: spec(MEDIUM, risk_tier="medium", mode="approval"),
-            "low-risk": spec("low-risk"),
-        },
-        store,
-        lifecycle_schema="models.lifecycle.v1",
-    )
+    core = tiered_registry(repo, store, spec("low-risk"))
     for model in (HIGH, MEDIUM, "low-risk"):
         await core.on_candidate(candidate_event(requested(candidate("1", model=model, store=store), "dana")))
     assert (await core.version("low-risk", "1")).record.state.stage.value == "production"
