@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from tollgate_core.service import configure_logging, run_service
-from tollgate_ingest.app import Ingest, IngestSettings
+from tollgate_ingest.app import Ingest
+from tollgate_ingest.settings import IngestSettings
 
 
 async def main() -> None:

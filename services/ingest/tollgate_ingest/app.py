@@ -12,8 +12,6 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from tollgate_core.apikeys import PRODUCER, KeyVerifier
 from tollgate_core.auth import key_verifier, require
@@ -24,33 +22,17 @@ from tollgate_core.kafka import TransactionalStage, producer_config
 from tollgate_core.limits import BodyLimits
 from tollgate_core.registrations import LiveCatalog, start_following
 from tollgate_core.runtime import CompactedFollower, build_stage
-from tollgate_core.settings import ServiceSettings
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
 from tollgate_ingest import consumers
 from tollgate_ingest.claims import PostgresClaimStore
 from tollgate_ingest.core import Normaliser
 from tollgate_ingest.gateway import gateway_router
+from tollgate_ingest.settings import IngestSettings
 from tollgate_ingest.stage import SERVICE, IngestMetrics, IngestStage
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-class IngestSettings(ServiceSettings):
-    """Settings of the ingest service (environment prefix ``TOLLGATE_INGEST_``)."""
-
-    model_config = SettingsConfigDict(env_prefix="TOLLGATE_INGEST_", extra="ignore")
-
-    http_port: int = Field(8081, description="Port of the HTTP gateway.")
-    max_body_bytes: int = Field(16 * 1024 * 1024, description="Largest accepted HTTP body (413 above).")
-    max_events_per_request: int = Field(50_000, description="Most events in one HTTP request (413 above).")
-    batch_max_records: int = Field(5000, description="Most raw messages processed in one transaction.")
-    dedup_window_hours: int = Field(24 * 7, description="How long an event id stays claimed (raw retention).")
-    trace_sample_ratio: float = Field(0.01, description="Share of new traces recorded as spans.")
-    contracts_dir: str | None = Field(
-        None, description="Dataset contracts folder (default schemas/datasets)."
-    )
 
 
 class Ingest:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from tollgate_core.service import configure_logging, run_service
-from tollgate_registry.app import Registry, RegistrySettings
+from tollgate_registry.app import Registry
+from tollgate_registry.settings import RegistrySettings
 
 
 async def main() -> None:

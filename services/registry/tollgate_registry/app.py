@@ -11,8 +11,6 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from tollgate_core.apikeys import KeyVerifier
 from tollgate_core.artifacts import DirectoryArtifactStore
@@ -26,7 +24,6 @@ from tollgate_core.models import model_catalog
 from tollgate_core.outbox import Outbox
 from tollgate_core.registrations import LiveCatalog
 from tollgate_core.runtime import CompactedFollower, bind_all, build_follower, build_sink, per_record
-from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics, current_schema_id
 from tollgate_core.waiting import wait_event
 from tollgate_registry.api import install
@@ -34,26 +31,11 @@ from tollgate_registry.consumers import SERVICE, consumer_specs
 from tollgate_registry.core import ModelRegistry
 from tollgate_registry.postgres import OUTBOX_TABLE, PostgresRepository
 from tollgate_registry.registrar import Registrar
+from tollgate_registry.settings import RegistrySettings
 from tollgate_registry.state import Change
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-class RegistrySettings(ServiceSettings):
-    """Settings of the registry (environment prefix ``TOLLGATE_REGISTRY_``; the artifact store and the model
-    catalog are shared settings: ``TOLLGATE_ARTIFACT_DIR``, ``TOLLGATE_MODELS_DIR``)."""
-
-    model_config = SettingsConfigDict(env_prefix="TOLLGATE_REGISTRY_", extra="ignore")
-
-    http_port: int = Field(8082, description="Port of the registry API.")
-    canary_poll_seconds: float = Field(
-        1.0, gt=0, description="How often ended canary periods are looked for."
-    )
-    outbox_poll_seconds: float = Field(
-        0.5, gt=0, description="Outbox relay poll interval (it is also woken after every commit)."
-    )
-    db_pool_size: int = Field(5, ge=2, description="Most PostgreSQL connections.")
 
 
 def lifecycle_schema_id() -> str:

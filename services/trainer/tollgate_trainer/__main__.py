@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from tollgate_core.service import configure_logging, run_service
-from tollgate_trainer.app import Trainer, TrainerSettings
+from tollgate_trainer.app import Trainer
+from tollgate_trainer.settings import TrainerSettings
 
 
 async def main() -> None:

@@ -16,7 +16,6 @@ from aiokafka.structs import ConsumerRecord
 from fastapi import Depends, FastAPI, HTTPException
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field
-from pydantic_settings import SettingsConfigDict
 
 from tollgate_core.apikeys import DATA_SCIENTIST, KeyVerifier, Principal
 from tollgate_core.artifacts import DirectoryArtifactStore
@@ -38,27 +37,14 @@ from tollgate_core.registrations import (
     start_following,
 )
 from tollgate_core.runtime import CompactedFollower, bind_all, build_sink, per_record
-from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics, current_schema_id
 from tollgate_trainer.consumers import SERVICE, consumer_specs
 from tollgate_trainer.runner import Scheduler, TrainingRunner
+from tollgate_trainer.settings import TrainerSettings
 from tollgate_trainer.store import StoredRow, TrainerRepository
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-class TrainerSettings(ServiceSettings):
-    """Settings of the trainer (environment prefix ``TOLLGATE_TRAINER_``)."""
-
-    model_config = SettingsConfigDict(env_prefix="TOLLGATE_TRAINER_", extra="ignore")
-
-    http_port: int = Field(8086, description="Port of the operations API (runs, training requests, metrics).")
-    poll_seconds: float = Field(1.0, description="How often the scheduler checks the triggers.")
-    code_version: str | None = Field(None, description="Recorded in lineage; default: the git commit.")
-    contracts_dir: str | None = Field(
-        None, description="Dataset contracts folder (default schemas/datasets)."
-    )
 
 
 def _code_version() -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from tollgate_core.service import configure_logging, run_service
-from tollgate_validator.app import Validator, ValidatorSettings
+from tollgate_validator.app import Validator
+from tollgate_validator.settings import ValidatorSettings
 
 
 async def main() -> None:

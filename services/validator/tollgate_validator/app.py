@@ -9,8 +9,6 @@ from typing import Any
 import orjson
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from tollgate_core.apikeys import KeyVerifier
 from tollgate_core.auth import READERS, key_verifier, require
@@ -21,31 +19,14 @@ from tollgate_core.kafka import BatchSink, TransactionalStage
 from tollgate_core.reference import ReferenceProfile
 from tollgate_core.registrations import Applied, LiveCatalog, start_following
 from tollgate_core.runtime import CompactedFollower, bind_all, build_follower, build_stage, per_record
-from tollgate_core.settings import ServiceSettings
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
 from tollgate_validator.consumers import consumer_specs
+from tollgate_validator.settings import ValidatorSettings
 from tollgate_validator.stage import SERVICE, References, ValidatorMetrics, ValidatorStage
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
-
-
-class ValidatorSettings(ServiceSettings):
-    """Settings of the validator (environment prefix ``TOLLGATE_VALIDATOR_``)."""
-
-    model_config = SettingsConfigDict(env_prefix="TOLLGATE_VALIDATOR_", extra="ignore")
-
-    http_port: int = Field(8085, description="Port of /healthz, /readyz, /metrics and the contracts listing.")
-    batch_max_records: int = Field(5000, description="Most events validated in one transaction.")
-    max_violations: int = Field(
-        100, ge=1, description="Most violations one rejection record lists; the rest are counted."
-    )
-    iqr_factor: float = Field(3.0, description="How many IQRs beyond the 0.1%/99.9% training quantiles flag.")
-    trace_sample_ratio: float = Field(0.01, description="Share of new traces recorded as spans.")
-    contracts_dir: str | None = Field(
-        None, description="Dataset contracts folder (default schemas/datasets)."
-    )
 
 
 class Validator:

@@ -1,0 +1,21 @@
+"""Settings of the trainer service: one pydantic-settings class, every field documented."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from tollgate_core.settings import ServiceSettings
+
+
+class TrainerSettings(ServiceSettings):
+    """Settings of the trainer (environment prefix ``TOLLGATE_TRAINER_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TOLLGATE_TRAINER_", extra="ignore")
+
+    http_port: int = Field(8086, description="Port of the operations API (runs, training requests, metrics).")
+    poll_seconds: float = Field(1.0, description="How often the scheduler checks the triggers.")
+    code_version: str | None = Field(None, description="Recorded in lineage; default: the git commit.")
+    contracts_dir: str | None = Field(
+        None, description="Dataset contracts folder (default schemas/datasets)."
+    )
