@@ -28,6 +28,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from sklearn.pipeline import Pipeline
 
 from tollgate_core.contracts import DatasetContract
+from tollgate_trainer.explanation import EXPLANATION_METADATA_KEY, spec_json
 from tollgate_trainer.features import CATEGORY_INPUT, NUMERIC_INPUT, FeatureLayout, LabelEncoding
 from tollgate_trainer.pipeline import Float32Cast, NumericImputer, task_of
 
@@ -80,11 +81,14 @@ def export_onnx(
     contract: DatasetContract,
     labels: LabelEncoding | None = None,
     threshold: float | None = None,
+    explanation: dict[str, Any] | None = None,
 ) -> ExportedModel:
     """Convert ``pipeline`` (fitted by :func:`tollgate_trainer.pipeline.build_pipeline`) to ONNX.
 
     ``threshold`` (binary classifiers) makes the graph's ``label`` output the positive class where the
     positive-class probability reaches it, so every consumer of the artifact decides the same way.
+    ``explanation`` (:func:`tollgate_trainer.explanation.explanation_spec`) is stored in the metadata under
+    ``tollgate.explanation``: the training reference the scorer explains decisions against.
     """
     _register_converters()
     layout = FeatureLayout.from_contract(contract)
@@ -133,6 +137,10 @@ def export_onnx(
     entry = model.metadata_props.add()
     entry.key = SIGNATURE_METADATA_KEY
     entry.value = json.dumps(signature.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    if explanation is not None:
+        entry = model.metadata_props.add()
+        entry.key = EXPLANATION_METADATA_KEY
+        entry.value = spec_json(explanation)
     onnx.checker.check_model(model)
     return ExportedModel(onnx=model.SerializeToString(), signature=signature)
 

@@ -40,6 +40,7 @@ from tollgate_trainer.evaluate import (
     out_of_time_split,
     segment_keys,
 )
+from tollgate_trainer.explanation import explanation_spec
 from tollgate_trainer.export import ModelSignature, export_onnx
 from tollgate_trainer.features import (
     FeatureLayout,
@@ -244,7 +245,8 @@ def train_model(
                 )
 
         with timer("convert"):
-            exported = export_onnx(pipeline, contract, encoding, threshold)
+            explanation = explanation_spec(pipeline, layout, x_train, config.family)
+            exported = export_onnx(pipeline, contract, encoding, threshold, explanation)
             digest = sha256_digest(exported.onnx)
 
         with timer("parity"):
