@@ -191,6 +191,19 @@ TIER_RULES: dict[str, str] = {
 }
 
 
+class ExplanationPolicy(BaseModel):
+    """Per-decision explanations written with every inference-log event of the model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="Reason codes logged per decision: the largest contributions by magnitude.",
+    )
+
+
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -205,6 +218,11 @@ class ModelSpec(BaseModel):
         description="What a promotion to production needs: low = automatic canary (as the rollout says), "
         "medium = one approver, high = two distinct approvers who did not ask for the training run. "
         "medium and high need rollout mode approval.",
+    )
+    explanations: ExplanationPolicy | None = Field(
+        None,
+        description="Write the top reason codes (feature attributions) of every decision with its "
+        "inference-log event; absent: none are logged (a client may still ask for them with explain).",
     )
 
     @model_validator(mode="after")

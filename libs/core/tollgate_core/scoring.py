@@ -111,6 +111,32 @@ class InferenceOutputs(BaseModel):
     )
 
 
+class ReasonCode(BaseModel):
+    """One feature's contribution to a decision (its value is in the inference's inputs, PII protected)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature: str
+    contribution: float
+
+
+class InferenceExplanation(BaseModel):
+    """The top reason codes of one decision, as the model's catalog entry asks (``explanations.top_k``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["linear", "sampled_shapley"] = Field(
+        description="linear: exact coefficient x (x - training mean); sampled_shapley: Shapley values "
+        "against the training reference point, by permutation sampling."
+    )
+    output: Literal["log_odds", "margin", "probability", "prediction"] = Field(
+        description="What value and baseline are: the contributions sum to value - baseline."
+    )
+    baseline: float = Field(description="The output at the training reference.")
+    value: float = Field(description="The output for this instance.")
+    reasons: list[ReasonCode] = Field(description="The largest contributions by magnitude, largest first.")
+
+
 class InferenceLogPayload(BaseModel):
     """One inference: what went in (PII protected), what came out, which version and route, how long."""
 
@@ -129,6 +155,9 @@ class InferenceLogPayload(BaseModel):
     outputs: InferenceOutputs
     latency_ms: float = Field(ge=0, description="Scoring time of the request inside the scorer.")
     trace_id: str | None = Field(None, pattern=r"^[0-9a-f]{32}$", description="W3C trace id, when traced.")
+    explanation: InferenceExplanation | None = Field(
+        None, description="Reason codes, when the model's catalog entry asks for them (explanations)."
+    )
 
 
 class ScoringRequestEvent(Envelope[ScoringRequestPayload]):

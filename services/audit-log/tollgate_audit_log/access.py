@@ -18,7 +18,7 @@ A key with several roles may do what any of them may, and sees payloads if one o
 An operator runs the platform and needs to see what happened and whether the trail is intact, not what
 customers sent or got back. For every role without payload access (today: operator) every field that can
 carry a value is replaced, in every answer (lists, single rows, exports, lineage): inference ``inputs``,
-``outputs`` and ``entity_id``; the data record of rejected/validated events, their ``entity_id``, each
+``outputs``, ``entity_id`` and ``explanation`` (reason codes are derived from the inputs); the data record of rejected/validated events, their ``entity_id``, each
 violation's ``value`` and ``message`` and each quality flag's ``value`` and ``expected``; the row's
 ``entity_id`` column. What is kept is allowlisted (a new field is hidden until listed).
 """
@@ -129,7 +129,8 @@ def redact_item(item: dict[str, Any], who: Principal) -> dict[str, Any]:
     return out
 
 
-_LINEAGE_VALUES = ("inputs", "outputs", "entity_id")
+# The reason codes are derived from the inputs (a contribution's sign says which side of the mean a value is).
+_LINEAGE_VALUES = ("inputs", "outputs", "entity_id", "explanation")
 
 
 def redact_lineage(view: dict[str, Any], who: Principal) -> dict[str, Any]:

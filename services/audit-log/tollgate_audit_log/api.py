@@ -281,6 +281,11 @@ class InferenceOut(BaseModel):
         description="As logged (PII protected); removed for operators."
     )
     outputs: dict[str, Any] | str | None = Field(description="Removed for operators.")
+    explanation: dict[str, Any] | str | None = Field(
+        None,
+        description="The decision's reason codes when the scorer logged them (the model's catalog asks for "
+        "explanations); removed for operators.",
+    )
     latency_ms: float | None
     trace_id: str | None
     pii_protection: dict[str, str] | None = Field(description="Contract field to hash/mask/drop, as applied.")

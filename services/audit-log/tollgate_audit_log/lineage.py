@@ -151,6 +151,7 @@ def inference_view(item: Item, contracts: ContractRegistry | None) -> dict[str, 
         "inputs": p.get("inputs"),
         "outputs": p.get("outputs"),
         "latency_ms": p.get("latency_ms"),
+        "explanation": p.get("explanation"),
         "trace_id": item["trace_id"],
         # How personal data in the inputs was protected before it was logged (by the scorer, per contract).
         "pii_protection": {name: action.value for name, action in contract.pii_fields.items()}

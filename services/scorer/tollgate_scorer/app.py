@@ -66,6 +66,7 @@ class ScorerService:
             settings.session_config(),
             settings.pii_key.get_secret_value().encode(),
             warmup_rounds=settings.warmup_rounds,
+            explain_permutations=settings.explain_permutations,
         )
         self.inference_log: InferenceLog | None = None
         if settings.inference_log:

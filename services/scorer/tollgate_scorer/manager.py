@@ -19,6 +19,7 @@ from collections import defaultdict
 
 from tollgate_core.artifacts import ArtifactError, ArtifactStore
 from tollgate_core.contracts import ContractRegistry
+from tollgate_scorer.explain import DEFAULT_PERMUTATIONS
 from tollgate_scorer.follower import DesiredRoute, VersionRef
 from tollgate_scorer.model import ModelLoadError, ServingModel, SessionConfig, load_serving_model
 from tollgate_scorer.routing import ModelRoute, ModelTable
@@ -35,6 +36,7 @@ class ModelManager:
         config: SessionConfig,
         pii_key: bytes,
         warmup_rounds: int = 20,
+        explain_permutations: int = DEFAULT_PERMUTATIONS,
     ) -> None:
         self.table = table
         self._store = store
@@ -42,6 +44,7 @@ class ModelManager:
         self._config = config
         self._pii_key = pii_key
         self._warmup_rounds = warmup_rounds
+        self._explain_permutations = explain_permutations
         self._lock = asyncio.Lock()
         self.errors: dict[str, str] = {}
         self.loads: defaultdict[str, int] = defaultdict(int)
@@ -129,4 +132,5 @@ class ModelManager:
             config=self._config,
             pii_key=self._pii_key,
             warmup_rounds=self._warmup_rounds,
+            explain_permutations=self._explain_permutations,
         )

@@ -32,6 +32,7 @@ import onnxruntime as ort
 
 from tollgate_core.contracts import ContractRegistry, DatasetContract
 from tollgate_core.pii import PiiRedactor
+from tollgate_scorer.explain import DEFAULT_PERMUTATIONS, Explainer, build_explainer
 from tollgate_scorer.instances import Feeds, InstanceReader, example_instance
 from tollgate_scorer.signature import Signature, read_signature
 
@@ -164,6 +165,9 @@ class ServingModel:
     reader: InstanceReader
     redactor: PiiRedactor
     loaded_at: float = field(default_factory=time.time)
+    # Per-decision attributions (tollgate_scorer.explain); None with the reason when this version has none.
+    explainer: Explainer | None = None
+    explain_error: str | None = None
     # Derived from the signature in __post_init__.
     task: str = field(init=False)
     classes: tuple[bool | int | str, ...] = field(init=False)
@@ -209,8 +213,12 @@ def load_serving_model(
     config: SessionConfig,
     pii_key: bytes,
     warmup_rounds: int = 20,
+    explain_permutations: int = DEFAULT_PERMUTATIONS,
 ) -> ServingModel:
-    """Build, check and warm up a version from its (already digest-verified) ONNX bytes."""
+    """Build, check and warm up a version from its (already digest-verified) ONNX bytes.
+
+    Its explainer is built too; a version that cannot be explained is served all the same (the reason is
+    kept in ``explain_error`` and given to whoever asks for an explanation)."""
     try:
         session = ort.InferenceSession(data, config.options(), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types for unparsable graphs
@@ -231,6 +239,14 @@ def load_serving_model(
         reader = InstanceReader(contract, signature)
     except ValueError as exc:
         raise ModelLoadError(f"{name} {version}: {exc}") from exc
+    explainer: Explainer | None = None
+    explain_error: str | None = None
+    try:
+        explainer = build_explainer(
+            data, session, signature, config.options(), permutations=explain_permutations
+        )
+    except Exception as exc:  # explanations are optional: the version serves without them
+        explain_error = str(exc)
     model = ServingModel(
         name=name,
         version=version,
@@ -240,6 +256,8 @@ def load_serving_model(
         session=session,
         reader=reader,
         redactor=PiiRedactor(contract, pii_key),
+        explainer=explainer,
+        explain_error=explain_error,
     )
     warm_up(model, warmup_rounds)
     return model

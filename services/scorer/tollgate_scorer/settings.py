@@ -144,6 +144,14 @@ class ScorerSettings(ServiceSettings):
         20, description="Single-row runs of a freshly loaded version before it serves."
     )
     trace_sample_ratio: float = Field(0.01, description="Share of new traces recorded as spans (Kafka path).")
+    explain_permutations: int = Field(
+        32,
+        ge=2,
+        le=1024,
+        multiple_of=2,
+        description="Tree models: permutations (antithetic pairs) per sampled-Shapley explanation; each "
+        "row explained costs permutations x (features - 1) + 1 model rows, scored in one run.",
+    )
 
     def session_config(self) -> SessionConfig:
         return SessionConfig(

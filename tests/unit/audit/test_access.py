@@ -160,6 +160,38 @@ def test_operator_lineage_has_no_inputs_or_outputs() -> None:
     assert redact_lineage(view, who("auditor")) is view
 
 
+def test_lineage_shows_logged_reason_codes_to_compliance_and_hides_them_from_operators() -> None:
+    from datetime import UTC, datetime
+
+    from tollgate_audit_log.lineage import inference_view
+
+    explanation = {
+        "method": "linear",
+        "output": "log_odds",
+        "baseline": -3.1,
+        "value": -1.2,
+        "reasons": [{"feature": "balance", "contribution": 1.7}],
+    }
+    row = {
+        **item(
+            "inference",
+            {"model": "m", "version": "7", "inputs": {"balance": 1.0}, "explanation": explanation},
+        ),
+        "occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "model": "m",
+        "version": "7",
+        "trace_id": None,
+        "event_id": "x",
+        "row_hash": "00",
+    }
+    view = inference_view(row, None)
+    assert view["explanation"] == explanation
+    lineage = {"request_id": "r", "inferences": [view]}
+    assert redact_lineage(lineage, who("compliance-reader"))["inferences"][0]["explanation"] == explanation
+    assert redact_lineage(lineage, who("operator"))["inferences"][0]["explanation"] == REDACTED
+    assert redact_item(row, who("operator"))["event"]["payload"]["explanation"] == REDACTED
+
+
 def test_a_key_with_a_compliance_role_besides_operator_sees_payloads() -> None:
     original = item("inference", {"model": "m", "version": "1", "inputs": {"a": 1.0}, "outputs": {"s": 0.2}})
     assert redact_item(original, who("operator", "auditor")) is original

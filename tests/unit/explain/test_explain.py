@@ -301,3 +301,58 @@ def test_an_artifact_without_a_reference_cannot_be_explained() -> None:
 def test_the_scorer_module_does_not_import_scikit_learn() -> None:
     code = "import sys, tollgate_scorer.explain; sys.exit('sklearn' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_loaded_version_carries_its_explainer_or_the_reason_it_has_none() -> None:
+    from tollgate_core.contracts import ContractRegistry
+    from tollgate_scorer.model import SessionConfig, load_serving_model
+
+    f = fitted("classification", "random_forest")
+    contracts = ContractRegistry([CONTRACT])
+    load = {
+        "contracts": contracts,
+        "expected_contract": None,
+        "config": SessionConfig(),
+        "pii_key": b"k" * 32,
+    }
+    served = load_serving_model("m", "1", "d", f.onnx, warmup_rounds=1, explain_permutations=4, **load)  # type: ignore[arg-type]
+    assert isinstance(served.explainer, SampledShapleyExplainer) and served.explain_error is None
+    assert len(served.explainer.permutations) == 4
+    bare = export_onnx(f.pipeline, CONTRACT, f.encoding).onnx
+    plain = load_serving_model("m", "2", "d", bare, warmup_rounds=1, **load)  # type: ignore[arg-type]
+    assert plain.explainer is None
+    assert plain.explain_error is not None and "tollgate.explanation" in plain.explain_error
+    assert len(plain.run(f.layout.onnx_inputs(f.x_test)).labels) == len(f.x_test)  # it serves all the same
+
+
+def test_the_catalog_asks_for_reason_codes_and_the_log_event_carries_them_optionally() -> None:
+    import yaml
+
+    from tollgate_core.models import ModelSpec
+    from tollgate_core.paths import schemas_dir
+    from tollgate_core.scoring import InferenceLogPayload
+
+    document = yaml.safe_load((schemas_dir() / "models" / "credit-default-risk.yaml").read_text())
+    assert ModelSpec.model_validate(document).explanations is None
+    spec = ModelSpec.model_validate({**document, "explanations": {"top_k": 2}})
+    assert spec.explanations is not None and spec.explanations.top_k == 2
+    with pytest.raises(ValueError, match="top_k"):
+        ModelSpec.model_validate({**document, "explanations": {"top_k": 0}})
+    event = {
+        "request_id": "r",
+        "model": "m",
+        "version": "1",
+        "route": "champion",
+        "channel": "http",
+        "contract": "credit-default.v1",
+        "inputs": {},
+        "outputs": {"prediction": True},
+        "latency_ms": 1.0,
+    }
+    assert InferenceLogPayload.model_validate(event).explanation is None  # v1 events stay valid
+    reasons = {"method": "linear", "output": "log_odds", "baseline": -1.0, "value": 0.5}
+    explained = {
+        **event,
+        "explanation": {**reasons, "reasons": [{"feature": "balance", "contribution": 1.5}]},
+    }
+    assert InferenceLogPayload.model_validate(explained).explanation is not None
