@@ -5,8 +5,14 @@ used throughout, so a version swap in the middle of a request cannot mix version
 instance is validated before anything runs, so a request is answered completely or refused with every
 broken rule; a shadow run can never change or fail the answer.
 
-Each answered instance is one inference-log entry (a tuple appended to a queue); a shadow run adds one more
-per instance, with the same request id and route ``shadow``.
+Each answered instance is one inference-log entry (a :class:`~tollgate_scorer.inference_log.LogEntry`
+appended to a queue); a shadow run adds one more per instance, with the same request id and route
+``shadow``.
+
+The three entry points (:meth:`Scorer.score` for a request, :meth:`Scorer.score_each` for Kafka requests
+that fail alone, :meth:`Scorer.score_rows` for one-row requests scored together) share their steps: plan
+(which version answers which rows), run, shadow, and conclude (latency observed, inferences counted, log
+entries appended), which every answered request ends with.
 
 Single-row requests that arrive together (parsed in one event-loop turn, see ``tollgate_scorer.coalesce``)
 are scored together by :meth:`Scorer.score_rows`: one onnxruntime run per version for all of them, each
@@ -57,6 +63,16 @@ class Part:
     rows: list[int] | None  # None: all rows of the request, in order
     outputs: Predictions
     feeds: Feeds  # the input arrays, reused by a shadow version with the same input layout
+
+
+@dataclass(slots=True)
+class ShadowRun:
+    """What the shadow version answered for a request: ``outputs`` for the request's rows ``rows`` (None:
+    all of them, in order). A request the shadow version could not score has none."""
+
+    model: ServingModel
+    rows: list[int] | None
+    outputs: Predictions
 
 
 @dataclass(slots=True)
@@ -136,18 +152,10 @@ class Scorer:
         request_ids = self.new_request_id.many(len(instances))
         plan = self._plan(route, instances, request_ids, version, one_route)
         parts = self._run(name, channel, plan, instances)
-        shadow = route.shadow_model if version is None else None
-        shadow_outputs = self._shadow(shadow, instances, parts) if shadow is not None else None
-        latency_ms = (time.perf_counter() - start) * 1000.0
-        self.stats.observe(name, channel, latency_ms)
-        if shadow_outputs is None:
-            shadow = None
-        count = self._count(parts, channel, shadow, shadow_outputs)
-        if self.log is not None:
-            self._log(
-                parts, instances, request_ids, channel, latency_ms, traceparent, shadow, shadow_outputs, count
-            )
-        return Scored(request_ids, parts, latency_ms)
+        shadow = self._shadow(route.shadow_model, instances, parts) if version is None else None
+        return self._conclude(
+            name, channel, _since(start), parts, instances, request_ids, traceparent, shadow
+        )
 
     def score_each(
         self,
@@ -165,61 +173,29 @@ class Scorer:
         which consumers deduplicate, while another request that reuses a request id gets events of its own.
         Without seeds the request id alone is the seed.
         """
-        failures: dict[int, ScoringFailure] = {}
         try:
             route = self.route(name)
         except ScoringFailure as failure:
             return None, dict.fromkeys(range(len(instances)), failure)
         start = time.perf_counter()
         plan = self._plan(route, instances, request_ids, None, False)
-        kept = list(range(len(instances)))
-        while True:
-            try:
-                parts = self._run(name, channel, plan, instances)
-                break
-            except ScoringFailure as failure:
-                if failure.code != "invalid_instance":
-                    raise
-                bad = {v["instance"] for v in failure.violations}
-                for index in bad:
-                    mine = [v for v in failure.violations if v["instance"] == index]
-                    failures[index] = ScoringFailure(422, "invalid_instance", _summary(mine), mine)
-                kept = [i for i in kept if i not in bad]
-                if not kept:
-                    return None, failures
-                plan = [
-                    (m, r, [i for i in (rows if rows is not None else range(len(instances))) if i not in bad])
-                    for m, r, rows in plan
-                ]
-                plan = [(m, r, rows) for m, r, rows in plan if rows]
-        shadow = route.shadow_model
-        shadow_outputs: Predictions | tuple[list[int], Predictions] | None = None
-        if shadow is not None:
-            subset = [instances[i] for i in kept]
-            if len(kept) == len(instances):
-                shadow_outputs = self._shadow(shadow, instances, parts)
-            else:
-                outputs = self._shadow(shadow, subset, [])
-                shadow_outputs = (kept, outputs) if outputs is not None else None
-        latency_ms = (time.perf_counter() - start) * 1000.0
-        self.stats.observe(name, channel, latency_ms)
-        if shadow_outputs is None:
-            shadow = None
-        count = self._count(parts, channel, shadow, shadow_outputs)
-        if self.log is not None:
-            self._log(
-                parts,
-                instances,
-                request_ids,
-                channel,
-                latency_ms,
-                traceparents,
-                shadow,
-                shadow_outputs,
-                count,
-                id_seeds=id_seeds if id_seeds is not None else request_ids,
-            )
-        return Scored(list(request_ids), parts, latency_ms), failures
+        failures: dict[int, ScoringFailure] = {}
+        parts, kept = self._run_isolating(name, channel, plan, instances, failures)
+        if not parts:
+            return None, failures
+        shadow = self._shadow(route.shadow_model, instances, parts, kept)
+        scored = self._conclude(
+            name,
+            channel,
+            _since(start),
+            parts,
+            instances,
+            list(request_ids),
+            traceparents,
+            shadow,
+            id_seeds if id_seeds is not None else request_ids,
+        )
+        return scored, failures
 
     def score_rows(
         self, name: str, instances: Sequence[Any], traceparents: Sequence[bytes | None], channel: str
@@ -255,62 +231,153 @@ class Scorer:
                 except ScoringFailure as failure:
                     refused.append(failure)
             return refused
-        results: list[Scored | ScoringFailure | None] = [None] * n
-        some = route.production or route.staging
-        if some is None:
-            return [ScoringFailure(503, "no_version", f"no version of {route.name} is in production yet")] * n
         request_ids = self.new_request_id.many(n)
-        field_name = some.reader.entity_field
-        groups: dict[tuple[int, str], tuple[ServingModel, str, list[int]]] = {}
-        for index, instance in enumerate(instances):
-            picked = route.pick(_entity(instance, field_name) or request_ids[index])
-            if picked is None:
-                results[index] = ScoringFailure(
-                    503, "no_version", f"no version of {route.name} is in production yet"
-                )
-                continue
-            model, why = picked
-            group = groups.get((id(model), why))
-            if group is None:
-                groups[(id(model), why)] = (model, why, [index])
-            else:
-                group[2].append(index)
+        try:  # each row is a request of its own: routed by its own entity (or request) id
+            plan = self._plan(route, instances, request_ids, None, False)
+        except ScoringFailure as failure:  # no version serves: the same for every row
+            return [failure] * n
+        results: list[Scored | ScoringFailure | None] = [None] * n
         parts: list[Part | None] = [None] * n
-        for group_model, group_route, rows in groups.values():
-            self._run_rows(name, channel, group_model, group_route, rows, instances, parts, results)
-        shadow = route.shadow_model
+        for model, why, rows in plan:
+            group = list(range(n)) if rows is None else rows
+            self._run_rows(name, channel, model, why, group, instances, parts, results)
         answered = [i for i in range(n) if parts[i] is not None]
+        shadow = route.shadow_model
         shadows: list[Predictions | None] = (
             self._shadow_rows(shadow, [instances[i] for i in answered])
             if shadow is not None and answered
             else []
         )
-        latency_ms = (time.perf_counter() - start) * 1000.0
+        latency_ms = _since(start)
         for position, index in enumerate(answered):
             part = parts[index]
             assert part is not None
-            shadow_outputs = shadows[position] if shadows else None
-            row_shadow = shadow if shadow_outputs is not None else None
-            self.stats.observe(name, channel, latency_ms)
-            count = self._count([part], channel, row_shadow, shadow_outputs)
-            if self.log is not None:
-                self._log(
-                    [part],
-                    [instances[index]],
-                    [request_ids[index]],
-                    channel,
-                    latency_ms,
-                    traceparents[index],
-                    row_shadow,
-                    shadow_outputs,
-                    count,
-                )
-            results[index] = Scored([request_ids[index]], [part], latency_ms)
+            out = shadows[position] if shadows else None
+            results[index] = self._conclude(
+                name,
+                channel,
+                latency_ms,
+                [part],
+                [instances[index]],
+                [request_ids[index]],
+                traceparents[index],
+                ShadowRun(shadow, None, out) if shadow is not None and out is not None else None,
+            )
         done: list[Scored | ScoringFailure] = []
         for result in results:
             assert result is not None
             done.append(result)
         return done
+
+    # ---- the steps every entry point takes: plan, run, shadow, then conclude (count and log)
+
+    def _plan(
+        self,
+        route: ModelRoute,
+        instances: Sequence[Any],
+        request_ids: Sequence[str],
+        version: str | None,
+        one_route: bool,
+    ) -> list[tuple[ServingModel, str, list[int] | None]]:
+        """Which version answers which rows (None: all of them, in order)."""
+        if version is not None:
+            model = route.version(version)
+            if model is None:
+                served = ", ".join(m.version for m in route.models()) or "none"
+                raise ScoringFailure(
+                    404,
+                    "unknown_model",
+                    f"version {version!r} of {route.name} is not served (served: {served})",
+                )
+            return [(model, Route.DIRECT, None)]
+        some = route.production or route.staging
+        if some is None:
+            raise ScoringFailure(503, "no_version", f"no version of {route.name} is in production yet")
+        field_name = some.reader.entity_field
+        if len(instances) == 1 or one_route or not route.canary_buckets:
+            picked = route.pick(_entity(instances[0], field_name) or request_ids[0])
+            if picked is None:
+                raise ScoringFailure(503, "no_version", f"no version of {route.name} is in production yet")
+            return [(picked[0], picked[1], None)]
+        sides: dict[str, tuple[ServingModel, list[int]]] = {}
+        for index, instance in enumerate(instances):
+            picked = route.pick(_entity(instance, field_name) or request_ids[index])
+            assert picked is not None  # a live canary implies a staging version
+            model, why = picked
+            side = sides.get(why)
+            if side is None:
+                side = sides[why] = (model, [])
+            side[1].append(index)
+        if len(sides) == 1:
+            ((only, (model, _)),) = sides.items()
+            return [(model, only, None)]
+        return [(model, why, rows) for why, (model, rows) in sides.items()]
+
+    def _run(
+        self,
+        name: str,
+        channel: str,
+        plan: list[tuple[ServingModel, str, list[int] | None]],
+        instances: Sequence[Any],
+    ) -> list[Part]:
+        """Read every part's rows, then run them; any invalid row fails the whole request."""
+        ready: list[tuple[ServingModel, str, list[int] | None, Feeds]] = []
+        violations: list[Violation] = []
+        for model, why, rows in plan:
+            subset = instances if rows is None else [instances[i] for i in rows]
+            try:
+                ready.append((model, why, rows, model.reader.read(subset, rows)))
+            except InvalidInstances as invalid:
+                violations.extend(invalid.violations)
+        if violations:
+            self.stats.invalid[(name, channel)] += 1
+            violations.sort(key=lambda v: v["instance"])
+            raise ScoringFailure(422, "invalid_instance", _summary(violations), violations)
+        parts = []
+        for model, why, rows, feeds in ready:
+            try:
+                outputs = model.run(feeds)
+            except Exception as exc:  # onnxruntime's own error types; the request fails, the process lives
+                self.stats.failures[(name, "model_error")] += 1
+                log.exception("%s %s failed to run", model.name, model.version)
+                raise ScoringFailure(
+                    500, "model_error", f"{model.name} {model.version} failed: {exc}"
+                ) from exc
+            parts.append(Part(model, why, rows, outputs, feeds))
+        return parts
+
+    def _run_isolating(
+        self,
+        name: str,
+        channel: str,
+        plan: list[tuple[ServingModel, str, list[int] | None]],
+        instances: Sequence[Any],
+        failures: dict[int, ScoringFailure],
+    ) -> tuple[list[Part], list[int] | None]:
+        """:meth:`_run` for requests that stand alone: an invalid one gets its own failure in ``failures``
+        and the others run without it. Returns the parts (none when every row failed) and the rows they
+        answer (None: all)."""
+        kept = list(range(len(instances)))
+        while True:
+            try:
+                return self._run(name, channel, plan, instances), (
+                    None if len(kept) == len(instances) else kept
+                )
+            except ScoringFailure as failure:
+                if failure.code != "invalid_instance":
+                    raise
+                bad = {v["instance"] for v in failure.violations}
+                for index in bad:
+                    mine = [v for v in failure.violations if v["instance"] == index]
+                    failures[index] = ScoringFailure(422, "invalid_instance", _summary(mine), mine)
+                kept = [i for i in kept if i not in bad]
+                if not kept:
+                    return [], kept
+                plan = [
+                    (m, r, [i for i in (rows if rows is not None else range(len(instances))) if i not in bad])
+                    for m, r, rows in plan
+                ]
+                plan = [(m, r, rows) for m, r, rows in plan if rows]
 
     def _run_rows(
         self,
@@ -364,94 +431,21 @@ class Scorer:
         for index, out in zip(rows, outputs.split(), strict=True):
             parts[index] = Part(model, why, None, out, feeds)
 
-    def _shadow_rows(self, shadow: ServingModel, instances: list[Any]) -> list[Predictions | None]:
-        """Shadow outputs per row (None where the shadow version cannot score the row)."""
-        try:
-            return list(shadow.run(shadow.reader.read(instances)).split())
-        except Exception:  # scored one by one, each row's shadow fails (and is counted) as it would alone
-            return [self._shadow(shadow, [instance], []) for instance in instances]
-
-    # ---- steps
-
-    def _plan(
-        self,
-        route: ModelRoute,
-        instances: Sequence[Any],
-        request_ids: Sequence[str],
-        version: str | None,
-        one_route: bool,
-    ) -> list[tuple[ServingModel, str, list[int] | None]]:
-        if version is not None:
-            model = route.version(version)
-            if model is None:
-                served = ", ".join(m.version for m in route.models()) or "none"
-                raise ScoringFailure(
-                    404,
-                    "unknown_model",
-                    f"version {version!r} of {route.name} is not served (served: {served})",
-                )
-            return [(model, Route.DIRECT, None)]
-        some = route.production or route.staging
-        if some is None:
-            raise ScoringFailure(503, "no_version", f"no version of {route.name} is in production yet")
-        field_name = some.reader.entity_field
-        if len(instances) == 1 or one_route or not route.canary_buckets:
-            picked = route.pick(_entity(instances[0], field_name) or request_ids[0])
-            if picked is None:
-                raise ScoringFailure(503, "no_version", f"no version of {route.name} is in production yet")
-            return [(picked[0], picked[1], None)]
-        sides: dict[str, tuple[ServingModel, list[int]]] = {}
-        for index, instance in enumerate(instances):
-            picked = route.pick(_entity(instance, field_name) or request_ids[index])
-            assert picked is not None  # a live canary implies a staging version
-            model, why = picked
-            side = sides.get(why)
-            if side is None:
-                side = sides[why] = (model, [])
-            side[1].append(index)
-        if len(sides) == 1:
-            ((only, (model, _)),) = sides.items()
-            return [(model, only, None)]
-        return [(model, why, rows) for why, (model, rows) in sides.items()]
-
-    def _run(
-        self,
-        name: str,
-        channel: str,
-        plan: list[tuple[ServingModel, str, list[int] | None]],
-        instances: Sequence[Any],
-    ) -> list[Part]:
-        ready: list[tuple[ServingModel, str, list[int] | None, Feeds]] = []
-        violations: list[Violation] = []
-        for model, why, rows in plan:
-            subset = instances if rows is None else [instances[i] for i in rows]
-            try:
-                ready.append((model, why, rows, model.reader.read(subset, rows)))
-            except InvalidInstances as invalid:
-                violations.extend(invalid.violations)
-        if violations:
-            self.stats.invalid[(name, channel)] += 1
-            violations.sort(key=lambda v: v["instance"])
-            raise ScoringFailure(422, "invalid_instance", _summary(violations), violations)
-        parts = []
-        for model, why, rows, feeds in ready:
-            try:
-                outputs = model.run(feeds)
-            except Exception as exc:  # onnxruntime's own error types; the request fails, the process lives
-                self.stats.failures[(name, "model_error")] += 1
-                log.exception("%s %s failed to run", model.name, model.version)
-                raise ScoringFailure(
-                    500, "model_error", f"{model.name} {model.version} failed: {exc}"
-                ) from exc
-            parts.append(Part(model, why, rows, outputs, feeds))
-        return parts
-
     def _shadow(
-        self, shadow: ServingModel, instances: Sequence[Any], parts: list[Part]
-    ) -> Predictions | None:
-        """Shadow outputs for all instances, or None when the shadow version cannot score them."""
+        self,
+        shadow: ServingModel | None,
+        instances: Sequence[Any],
+        parts: list[Part],
+        rows: list[int] | None = None,
+    ) -> ShadowRun | None:
+        """The shadow version's outputs for the answered ``rows`` of a request (None: all), or None when
+        there is no shadow or it cannot score them."""
+        if shadow is None:
+            return None
         try:
-            if (
+            if rows is not None:
+                feeds = shadow.reader.read([instances[i] for i in rows])
+            elif (
                 len(parts) == 1
                 and parts[0].rows is None
                 and parts[0].model.reader.layout == shadow.reader.layout
@@ -459,19 +453,42 @@ class Scorer:
                 feeds = parts[0].feeds
             else:
                 feeds = shadow.reader.read(instances)
-            return shadow.run(feeds)
+            return ShadowRun(shadow, rows, shadow.run(feeds))
         except Exception as exc:  # a shadow must never affect the answer
             self.stats.shadow_failures[shadow.name] += 1
             log.warning("shadow %s %s could not score: %s", shadow.name, shadow.version, exc)
             return None
 
-    def _count(
+    def _shadow_rows(self, shadow: ServingModel, instances: list[Any]) -> list[Predictions | None]:
+        """Shadow outputs per row (None where the shadow version cannot score the row)."""
+        try:
+            return list(shadow.run(shadow.reader.read(instances)).split())
+        except Exception:  # scored one by one, each row's shadow fails (and is counted) as it would alone
+            alone = [self._shadow(shadow, [instance], []) for instance in instances]
+            return [run.outputs if run is not None else None for run in alone]
+
+    def _conclude(
         self,
-        parts: list[Part],
+        name: str,
         channel: str,
-        shadow: ServingModel | None,
-        shadow_outputs: Any,
-    ) -> int:
+        latency_ms: float,
+        parts: list[Part],
+        instances: Sequence[Any],
+        request_ids: list[str],
+        traceparent: bytes | Sequence[bytes | None] | None,
+        shadow: ShadowRun | None,
+        id_seeds: Sequence[str] | None = None,
+    ) -> Scored:
+        """What every answered request ends with: its latency observed, its inferences counted and logged."""
+        self.stats.observe(name, channel, latency_ms)
+        count = self._count(parts, channel, shadow)
+        if self.log is not None:
+            self._log(
+                parts, instances, request_ids, channel, latency_ms, traceparent, shadow, count, id_seeds
+            )
+        return Scored(request_ids, parts, latency_ms)
+
+    def _count(self, parts: list[Part], channel: str, shadow: ShadowRun | None) -> int:
         """Count the inferences of a scored request (whether or not they are logged); returns how many."""
         counts = self.stats.inferences
         total = 0
@@ -480,8 +497,8 @@ class Scorer:
             counts[(part.model.name, part.model.version, part.route, channel)] += n
             total += n
         if shadow is not None:
-            n = len(shadow_outputs[1] if type(shadow_outputs) is tuple else shadow_outputs)
-            counts[(shadow.name, shadow.version, Route.SHADOW, channel)] += n
+            n = len(shadow.outputs)
+            counts[(shadow.model.name, shadow.model.version, Route.SHADOW, channel)] += n
             total += n
         return total
 
@@ -493,14 +510,13 @@ class Scorer:
         channel: str,
         latency_ms: float,
         traceparent: bytes | Sequence[bytes | None] | None,
-        shadow: ServingModel | None,
-        shadow_outputs: Any,
+        shadow: ShadowRun | None,
         count: int,
-        id_seeds: Sequence[str] | None = None,
+        id_seeds: Sequence[str] | None,
     ) -> None:
-        """One log entry per inference (``count`` of them; ``shadow`` is None when it gave no outputs). A
-        one-row request appends its tuple now (the cheapest step on the hot path); any other request hands
-        the log a deferred item, and its entries are built by the sender, after the answer has gone."""
+        """One log entry per inference (``count`` of them). A one-row request appends its entry now (the
+        cheapest step on the hot path); any other request hands the log a deferred item, and its entries
+        are built by the sender, after the answer has gone."""
         assert self.log is not None
         now = time.time()
         if count == 1 and len(instances) == 1:
@@ -538,10 +554,14 @@ class Scorer:
                 latency_ms,
                 traceparent,
                 shadow,
-                shadow_outputs,
                 id_seeds,
             ),
         )
+
+
+def _since(start: float) -> float:
+    """Milliseconds since ``start`` (a ``time.perf_counter()`` reading)."""
+    return (time.perf_counter() - start) * 1000.0
 
 
 def _entry(
@@ -557,9 +577,9 @@ def _entry(
     traceparent: bytes | None,
     id_seed: str | None,
 ) -> LogEntry:
-    """One inference's log entry (the tuple :data:`~tollgate_scorer.inference_log.LogEntry` describes)."""
+    """The log entry of the inference at ``position`` of ``out``."""
     scores, probabilities = out.scores, out.probabilities
-    return (
+    return LogEntry(
         now,
         request_id,
         model,
@@ -583,8 +603,7 @@ def _log_entries(
     channel: str,
     latency_ms: float,
     traceparent: bytes | Sequence[bytes | None] | None,
-    shadow: ServingModel | None,
-    shadow_outputs: Any,
+    shadow: ShadowRun | None,
     id_seeds: Sequence[str] | None,
 ) -> list[LogEntry]:
     """The log entries of one request: each part's rows, then the shadow's (see :meth:`Scorer._log`)."""
@@ -596,8 +615,8 @@ def _log_entries(
     request_traceparent = cast("bytes | None", traceparent)
     rows_of = instances.rows() if isinstance(instances, ColumnBatch) else instances
 
-    def log_rows(model: ServingModel, why: str, rows: Sequence[int], out: Predictions) -> None:
-        for position, index in enumerate(rows):
+    def log_rows(model: ServingModel, why: str, rows: Sequence[int] | None, out: Predictions) -> None:
+        for position, index in enumerate(rows if rows is not None else range(len(instances))):
             tp = row_traceparents[index] if per_row_trace else request_traceparent
             append(
                 _entry(
@@ -616,18 +635,9 @@ def _log_entries(
             )
 
     for part in parts:
-        log_rows(
-            part.model,
-            part.route,
-            part.rows if part.rows is not None else range(len(instances)),
-            part.outputs,
-        )
+        log_rows(part.model, part.route, part.rows, part.outputs)
     if shadow is not None:
-        if isinstance(shadow_outputs, tuple):
-            rows, out = shadow_outputs
-        else:
-            rows, out = range(len(instances)), shadow_outputs
-        log_rows(shadow, Route.SHADOW, rows, out)
+        log_rows(shadow.model, Route.SHADOW, shadow.rows, shadow.outputs)
     return entries
 
 

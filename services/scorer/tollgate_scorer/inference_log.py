@@ -34,8 +34,9 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol, final
+from typing import TYPE_CHECKING, Any, Literal, Protocol, final
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -47,6 +48,9 @@ from tollgate_core.waiting import wait_event
 from tollgate_scorer.ids import random_uuids
 from tollgate_scorer.spool import Spool, SpoolRecord
 
+if TYPE_CHECKING:
+    from tollgate_scorer.model import ServingModel
+
 log = logging.getLogger(__name__)
 
 SpoolPolicy = Literal["refuse", "drop"]
@@ -54,10 +58,29 @@ SpoolPolicy = Literal["refuse", "drop"]
 ENCODE_SLICE = 32
 SLICED_UP_TO = 1000
 
-# One inference, as the request path records it (a plain tuple: building it costs next to nothing):
-# (unix time, request id, ServingModel, route, channel, instance dict, prediction, score,
-#  probabilities list or None, latency in ms, traceparent bytes or None, event id or None)
-LogEntry = tuple[Any, ...]
+
+@dataclass(slots=True)
+class LogEntry:
+    """One inference as the request path records it; the sender turns it into an ``inference.log`` event.
+
+    Slots, not frozen: one is built per inference on the request path, and a frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field) measured about 7x the cost of this one's on
+    Python 3.11 (12 fields, ``timeit`` on this project's shared 2-core machine: 12.0 against 1.6 us per
+    build; a plain tuple 0.7). Nothing changes an entry after it is built.
+    """
+
+    at: float  # unix time of the inference
+    request_id: str
+    model: ServingModel  # the version that answered (or shadowed)
+    route: str  # champion, canary, shadow or direct
+    channel: str  # http, oip or kafka
+    instance: Any  # the instance as the client sent it; the encoder redacts it
+    prediction: Any
+    score: float | None  # classifiers: the positive class's probability
+    probabilities: list[float] | None  # classifiers: one per class, in the model's class order
+    latency_ms: float
+    traceparent: bytes | None
+    event_id: str | None  # derived from the request (Kafka path), or None: the encoder draws a fresh one
 
 
 @final  # the queue tells its items apart with ``type(item) is Deferred``: no subclass may exist
@@ -180,20 +203,9 @@ class InferenceEventEncoder:
         constants: dict[tuple[Any, ...], tuple[Any, ...]] = {}
         last: tuple[Any, ...] | None = None
         last_ts, iso = None, b""
-        for (
-            ts,
-            request_id,
-            model,
-            route,
-            channel,
-            instance,
-            prediction,
-            score,
-            probs,
-            latency,
-            tp,
-            event_id,
-        ) in entries:
+        for entry in entries:
+            model, route, channel = entry.model, entry.route, entry.channel
+            ts, tp = entry.at, entry.traceparent
             if last is None or model is not last[0] or route != last[1] or channel != last[2]:
                 last = (model, route, channel)
                 fixed = constants.get(last)
@@ -202,8 +214,9 @@ class InferenceEventEncoder:
                 key, payload_head, entity_field, class_keys, redact = fixed
             if ts != last_ts:  # the entries of one request or one Kafka batch share their time
                 last_ts, iso = ts, self._iso(ts).encode()
-            inputs = redact(instance)
-            outputs: dict[str, Any] = {"prediction": prediction}
+            inputs = redact(entry.instance)
+            outputs: dict[str, Any] = {"prediction": entry.prediction}
+            score, probs = entry.score, entry.probabilities
             if score is not None:
                 outputs["score"] = score
             if probs is not None:
@@ -212,18 +225,18 @@ class InferenceEventEncoder:
                 outputs["threshold"] = model.threshold
             variable = dumps(
                 {
-                    "request_id": request_id,
+                    "request_id": entry.request_id,
                     # the entity field's value as logged (hashed, masked or dropped like in the inputs)
                     "entity_id": inputs.get(entity_field),
                     "inputs": inputs,
                     "outputs": outputs,
-                    "latency_ms": latency,
+                    "latency_ms": entry.latency_ms,
                     "trace_id": tp[3:35].decode() if tp is not None and len(tp) >= 35 else None,
                 }
             )
             event = (
                 head,
-                (event_id or next(fresh_ids)).encode(),
+                (entry.event_id or next(fresh_ids)).encode(),
                 occurred,
                 iso,
                 payload_head,
@@ -234,7 +247,7 @@ class InferenceEventEncoder:
         return out
 
     @staticmethod
-    def _fixed(model: Any, route: str, channel: str) -> tuple[Any, ...]:
+    def _fixed(model: ServingModel, route: str, channel: str) -> tuple[Any, ...]:
         """What is the same for every event of a (version, route, channel)."""
         payload_head = orjson.dumps(
             {

@@ -24,19 +24,19 @@ def entry(i: int, route: str = "champion", traceparent: bytes | None = None) -> 
         "income": None,
         "customer_email": f"c{i}@example.com",
     }
-    return (
-        time.time(),
-        f"req-{i}",
-        serving("1"),
-        route,
-        "http",
-        instance,
-        False,
-        0.25,
-        [0.75, 0.25],
-        0.4,
-        traceparent,
-        None,
+    return LogEntry(
+        at=time.time(),
+        request_id=f"req-{i}",
+        model=serving("1"),
+        route=route,
+        channel="http",
+        instance=instance,
+        prediction=False,
+        score=0.25,
+        probabilities=[0.75, 0.25],
+        latency_ms=0.4,
+        traceparent=traceparent,
+        event_id=None,
     )
 
 
