@@ -7,9 +7,11 @@ trail records it); anyone may ask for training on ``training.requests``.
 
 from __future__ import annotations
 
+import hashlib
 from enum import StrEnum
 from typing import Any, Literal
 
+import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from tollgate_core.events import Envelope
@@ -111,6 +113,70 @@ class Experiment(BaseModel):
     max_rows: int = Field(ge=0, description="Row budget of the trials.")
 
 
+class CalibrationBin(BaseModel):
+    """One bin of a reliability diagram: holdout rows whose score fell in ``[low, high)``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    low: float
+    high: float
+    count: int = Field(ge=0)
+    mean_score: float = Field(description="Mean predicted probability (positive or top class) in the bin.")
+    observed_rate: float = Field(description="Share of the bin's rows whose label was that class.")
+
+
+class EvaluationReport(BaseModel):
+    """The platform's own evaluation of a candidate on its out-of-time holdout from the training store.
+
+    Every candidate carries one, trained or submitted: the holdout is cut by the trainer (the same split as
+    its training runs) and never shown to whoever built the model. Its sha256 (:func:`evaluation_digest`)
+    is part of the gate report an approver approves.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    evaluated_by: Literal["platform"] = "platform"
+    holdout_rows: int = Field(ge=0)
+    holdout_fraction: float
+    ordered_by: str = Field(description="What ordered the split: the contract's event time, or arrival.")
+    data_hash: str = Field(description="sha256 of the labelled rows the split was cut from.")
+    metrics: dict[str, float] = Field(description="Holdout metrics.")
+    segment_metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    fairness_gap: dict[str, float] = Field(default_factory=dict)
+    calibration: list[CalibrationBin] = Field(
+        default_factory=list, description="Reliability bins of the holdout scores (classifiers)."
+    )
+    parity: Parity | None = Field(
+        None,
+        description="ONNX against its scikit-learn pipeline; None when no pipeline came with a submission.",
+    )
+    baselines: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+
+def evaluation_digest(report: EvaluationReport) -> str:
+    """sha256 of the report's canonical JSON (sorted keys): what approvers approve."""
+    canonical = orjson.dumps(report.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()
+
+
+class Submission(BaseModel):
+    """Who submitted a model built outside the platform, and what they declare about it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    submission_id: str
+    submitted_by: str = Field(description="The API key's principal.")
+    notes: str
+    code_reference: str | None = Field(None, description="Where the training code is (e.g. repo@commit).")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Declared training parameters.")
+    training_data: str | None = Field(None, description="The training data the submitter declares.")
+    family: str | None = Field(None, description="Declared model family, e.g. random_forest.")
+    onnx_digest: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the ONNX file as submitted.")
+    sklearn_digest: str | None = Field(
+        None, pattern=r"^[0-9a-f]{64}$", description="sha256 of the skops file, when one came."
+    )
+
+
 class CandidatePayload(BaseModel):
     """A trained model version offered for promotion (or, when parity failed, reported as not offered)."""
 
@@ -135,6 +201,14 @@ class CandidatePayload(BaseModel):
         default_factory=dict,
         description="Holdout metrics of simple models trained on the same rows (majority class or mean; "
         "linear), for the cost-of-sophistication gate.",
+    )
+    evaluation: EvaluationReport | None = Field(
+        None,
+        description="The platform's evaluation on its own holdout (metrics, fairness, calibration, "
+        "parity, baselines).",
+    )
+    submission: Submission | None = Field(
+        None, description="Set when the model was submitted by a data scientist instead of trained here."
     )
 
 
@@ -170,8 +244,8 @@ class ApprovalRecord(BaseModel):
     reason: str
     report_digest: str = Field(
         pattern=r"^[0-9a-f]{64}$",
-        description="sha256 of the gate report approved (the version's artifact digest, metrics and gate "
-        "results, canonical JSON): what the approver saw.",
+        description="sha256 of the gate report approved (the version's artifact digest, metrics, gate "
+        "results and the digest of its evaluation report, canonical JSON): what the approver saw.",
     )
 
 

@@ -49,6 +49,15 @@ class BodyLimits:
     """Largest request body; 413 above, answered before the body is read when its length is declared."""
     max_json_depth: int = 32
     """Deepest nesting of arrays and objects in a JSON body; 400 above."""
+    routes: tuple[tuple[str, int], ...] = ()
+    """Larger limits for named routes: (regular expression matched against the whole path, limit), e.g. a
+    model upload; the first match wins, every other path has ``max_body_bytes``."""
+
+    def limit_for(self, path: str) -> int:
+        for pattern, limit in self.routes:
+            if re.fullmatch(pattern, path):
+                return limit
+        return self.max_body_bytes
 
 
 def json_depth(body: bytes) -> int:
@@ -81,7 +90,7 @@ class RequestLimitMiddleware:
             where = "path" if "\x00" in scope["path"] else "query string"
             await _answer(send, 400, f"the {where} contains a NUL byte (%00), which no parameter accepts")
             return
-        limit = self.limits.max_body_bytes
+        limit = self.limits.limit_for(scope["path"])
         declared: int | None = None
         is_json = False
         for name, value in scope["headers"]:

@@ -126,3 +126,26 @@ async def test_a_nul_byte_in_path_or_query_is_a_400() -> None:
     assert query.status_code == 400 and "query string contains a NUL byte" in query.json()["detail"]
     assert path.status_code == 400 and "path contains a NUL byte" in path.json()["detail"]
     assert fine.status_code == 200
+
+
+async def test_a_route_may_have_a_larger_limit_than_the_service() -> None:
+    limits = BodyLimits(max_body_bytes=1000, routes=((r"/uploads/[^/]+", 5000),))
+    app = make_app(limits)
+
+    @app.post("/uploads/{name}")
+    async def upload(name: str, item: Item) -> dict[str, str]:
+        return {"name": name}
+
+    big = {"name": "a", "tags": "x" * 3000}
+    async with (
+        serving(app) as port,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http,
+    ):
+        on_route = await http.post("/uploads/m", json=big)
+        elsewhere = await http.post("/items", json=big)
+        beyond = await http.post("/uploads/m", json={"name": "a", "tags": "x" * 6000})
+        deeper = await http.post("/uploads/m/more", json=big)
+    assert on_route.status_code == 200 and on_route.json() == {"name": "m"}
+    assert elsewhere.status_code == 413 and beyond.status_code == 413
+    assert deeper.status_code == 413  # the pattern matches the whole path only
+    assert limits.limit_for("/uploads/m") == 5000 and limits.limit_for("/items") == 1000
