@@ -24,7 +24,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tollgate_core.apikeys import APPROVER, DATA_SCIENTIST, OPERATOR, Principal
 from tollgate_core.auth import READERS, require
-from tollgate_core.lifecycle import Artifact, Experiment, GateResult, Lineage, Parity, Stage, Transition
+from tollgate_core.lifecycle import (
+    Artifact,
+    EvaluationReport,
+    Experiment,
+    GateResult,
+    Lineage,
+    Parity,
+    Stage,
+    Submission,
+    Transition,
+    evaluation_digest,
+)
 from tollgate_core.limits import TEXT_PATTERN
 from tollgate_core.models import Gates, Rollout
 from tollgate_core.registrations import CONTRACT, registration_key
@@ -112,6 +123,15 @@ class VersionOut(VersionSummary):
     )
     baselines: dict[str, dict[str, float]] = Field(
         default_factory=dict, description="Holdout metrics of the simple baselines trained on the same rows."
+    )
+    evaluation: EvaluationReport | None = Field(
+        None,
+        description="The platform's evaluation on its own out-of-time holdout (metrics, per-segment fairness, "
+        "calibration, parity, baselines); its sha256 is evaluation_digest, part of the gate report.",
+    )
+    evaluation_digest: str | None = None
+    submission: Submission | None = Field(
+        None, description="Who submitted the model (built outside the platform), with what they declared."
     )
     candidate_event_id: uuid.UUID
     approval: Approval | None = Field(None, description="Who approved it into production, when and why.")
@@ -279,6 +299,9 @@ def _version_out(d: VersionDetail) -> VersionOut:
         timings_s=c.timings_s,
         experiment=c.experiment,
         baselines=c.baselines,
+        evaluation=c.evaluation,
+        evaluation_digest=evaluation_digest(c.evaluation) if c.evaluation is not None else None,
+        submission=c.submission,
         candidate_event_id=d.candidate_event_id,
         approval=approval,
         approvals=[ApprovalOut(**a.model_dump()) for a in d.approvals],

@@ -111,7 +111,8 @@ def _print_action(result: dict[str, Any]) -> None:
 
 models_app = typer.Typer(
     name="models",
-    help="List models (no command), or register catalog entries: tollgate models register FILE.",
+    help="List models (no command), register catalog entries (tollgate models register FILE) or submit a "
+    "model built outside the platform (tollgate models submit MODEL --onnx FILE).",
     invoke_without_command=True,
     add_completion=False,
 )
@@ -119,7 +120,7 @@ models_app = typer.Typer(
 
 @models_app.callback()
 def models(ctx: typer.Context, registry_url: RegistryUrl = DEFAULT_REGISTRY_URL) -> None:
-    """List models with their production and staging versions (or run a command: register)."""
+    """List models with their production and staging versions (or run a command: register, submit)."""
     if ctx.invoked_subcommand is None:
         list_models(registry_url)
 
@@ -135,6 +136,64 @@ def register_models(
     from pathlib import Path
 
     register_files([Path(f) for f in files], "/v1/models", registry_url, api_key or _credentials["api_key"])
+
+
+@models_app.command("submit")
+def submit_model(
+    model: Model,
+    onnx: Annotated[str, typer.Option("--onnx", help="The ONNX model file (what serves).")],
+    notes: Annotated[str, typer.Option("--notes", help="What the model is and how it was built.")],
+    sklearn: Annotated[
+        str | None,
+        typer.Option("--sklearn", help="Its scikit-learn pipeline as a skops file (never a pickle): parity."),
+    ] = None,
+    code_reference: Annotated[
+        str | None, typer.Option("--code", help="Where the training code is, e.g. git URL@commit.")
+    ] = None,
+    parameters: Annotated[
+        str | None, typer.Option("--parameters", help="Training parameters, a JSON object.")
+    ] = None,
+    training_data: Annotated[
+        str | None, typer.Option("--training-data", help="The training data you used (declared).")
+    ] = None,
+    family: Annotated[
+        str | None, typer.Option("--family", help="Model family, e.g. logistic_regression or random_forest.")
+    ] = None,
+    trainer_url: TrainerUrl = DEFAULT_TRAINER_URL,
+) -> None:
+    """Submit a model built outside the platform (role data-scientist). The trainer checks it against the
+    model's contract, evaluates it on the platform's own holdout and offers it to the registry, whose gates,
+    risk tier and rollout then decide (tollgate show MODEL VERSION)."""
+    from pathlib import Path
+
+    files: dict[str, Any] = {"onnx": (Path(onnx).name, Path(onnx).read_bytes(), "application/octet-stream")}
+    if sklearn is not None:
+        files["sklearn"] = (Path(sklearn).name, Path(sklearn).read_bytes(), "application/octet-stream")
+    fields = {
+        "notes": notes,
+        "code_reference": code_reference,
+        "parameters": parameters,
+        "training_data": training_data,
+        "family": family,
+    }
+    result = call(
+        "POST",
+        trainer_url,
+        f"/v1/models/{model}/submissions",
+        key=_credentials["api_key"],
+        timeout=600.0,  # the upload and the evaluation on the holdout
+        files=files,
+        data={k: v for k, v in fields.items() if v is not None},
+    )
+    table = cli_table(f"{model}: submission {result['submission_id']}", ("field", "value"))
+    for name in ("version", "status", "submitted_by", "artifact_digest", "evaluation_digest", "holdout_rows"):
+        table.add_row(name, str(result.get(name)))
+    for metric, value in sorted(result["metrics"].items()):
+        table.add_row(metric, _num(value))
+    parity = result.get("parity")
+    table.add_row("parity", "not checked (no --sklearn)" if parity is None else str(parity["passed"]))
+    console.print(table)
+    console.print(f"the registry gates it now: tollgate show {model} {result['version']}")
 
 
 def list_models(registry_url: str) -> None:

@@ -20,7 +20,8 @@ recorded. A refusal is :class:`TierForbidden` (HTTP 403), naming the rule.
 
 Every approval records who, when, why and :func:`gate_report_digest`: the sha256 of the gate report the
 approver was shown (artifact digest, holdout metrics, every gate's result), so what was approved can be
-checked against the version later.
+checked against the version later; for a version with an evaluation report, the report's own sha256 is
+part of it.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from collections.abc import Sequence
 
 import orjson
 
-from tollgate_core.lifecycle import ApprovalRecord, Stage
+from tollgate_core.lifecycle import ApprovalRecord, Stage, evaluation_digest
 from tollgate_core.models import TIER_RULES, ModelSpec
 from tollgate_registry.ports import VersionDetail
 
@@ -58,8 +59,11 @@ def approvals_required(spec: ModelSpec | None) -> int:
 
 
 def gate_report(detail: VersionDetail) -> dict[str, object]:
+    """What an approver approves. A version evaluated by the platform (every candidate since evaluation
+    reports exist) adds the sha256 of its evaluation report, so the approval covers the holdout metrics,
+    fairness, calibration and parity the platform measured; older versions keep their digest."""
     record = detail.record
-    return {
+    report: dict[str, object] = {
         "model": record.model,
         "version": record.version,
         "artifact_digest": record.artifact.digest,
@@ -67,6 +71,9 @@ def gate_report(detail: VersionDetail) -> dict[str, object]:
         "gates_passed": record.gates_passed,
         "gates": [g.model_dump(mode="json") for g in detail.gates],
     }
+    if detail.candidate.evaluation is not None:
+        report["evaluation_digest"] = evaluation_digest(detail.candidate.evaluation)
+    return report
 
 
 def gate_report_digest(detail: VersionDetail) -> str:

@@ -201,3 +201,53 @@ def test_a_tier_above_low_needs_the_approval_rollout() -> None:
     with pytest.raises(pydantic.ValidationError, match="risk_tier high needs rollout mode approval"):
         spec("x-model", risk_tier="high")
     assert spec("y-model").risk_tier == "low"
+
+
+def submitted(payload: CandidatePayload, by: str, *, with_pipeline: bool) -> CandidatePayload:
+    """``payload`` as a data scientist's submission, with the platform's evaluation report."""
+    from tollgate_core.lifecycle import EvaluationReport, Submission
+
+    evaluation = EvaluationReport(
+        holdout_rows=1000,
+        holdout_fraction=0.2,
+        ordered_by="arrival",
+        data_hash="d" * 64,
+        metrics=payload.metrics,
+        parity=payload.parity if with_pipeline else None,
+    )
+    submission = Submission(
+        submission_id="s-1",
+        submitted_by=by,
+        notes="built on my laptop",
+        onnx_digest="a" * 64,
+        sklearn_digest="b" * 64 if with_pipeline else None,
+    )
+    lineage = payload.lineage.model_copy(update={"requested_by": [by], "trigger": "submission"})
+    return payload.model_copy(update={"lineage": lineage, "evaluation": evaluation, "submission": submission})
+
+
+async def test_a_submitted_version_is_approved_by_its_evaluation_report_and_not_by_its_submitter() -> None:
+    from tollgate_core.lifecycle import evaluation_digest
+
+    client, core, _ = await world()
+    store = core.store
+    payload = submitted(candidate("3", model=HIGH, roc_auc=0.88, store=store), "dana", with_pipeline=False)
+    await core.on_candidate(candidate_event(payload))
+    async with client:
+        base = f"/v1/models/{HIGH}/versions/3"
+        shown = (await client.get(base, headers=header(KEYS["frank"]))).json()
+        assert shown["submission"]["submitted_by"] == "dana"
+        assert shown["evaluation_digest"] == evaluation_digest(payload.evaluation)  # type: ignore[arg-type]
+        parity = next(g for g in shown["gates"] if g["gate"] == "parity")
+        assert parity["passed"] and parity["detail"].startswith("not checked: no scikit-learn pipeline")
+
+        # What is approved covers the evaluation report: another report, another digest.
+        detail = await core.version(HIGH, "3")
+        from tollgate_registry.tiers import gate_report, gate_report_digest
+
+        assert gate_report(detail)["evaluation_digest"] == shown["evaluation_digest"]
+        assert gate_report_digest(detail) == shown["gate_report_digest"]
+
+        builder = await client.post(f"{base}/approve", json={"reason": "mine"}, headers=header(KEYS["dana"]))
+        assert builder.status_code == 403
+        assert builder.json()["detail"].startswith("risk tier rule approver-not-requester:")
