@@ -44,6 +44,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "GET /v1/runs": READ,
         "GET /v1/models": READ,
         "POST /v1/models/{model}/train": {"data-scientist"},
+        "POST /v1/models/{model}/submissions": {"data-scientist"},
     },
     "registry": {
         **OPS,

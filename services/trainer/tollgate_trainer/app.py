@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI, File, Form, HTTPException, UploadFile
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field
 
@@ -25,8 +25,13 @@ from tollgate_core.db import create_pool, ping
 from tollgate_core.events import dumps, utcnow
 from tollgate_core.http import create_http_app, error_response
 from tollgate_core.kafka import BatchSink, producer_config
-from tollgate_core.lifecycle import TrainingRequestEvent, TrainingRequestPayload
-from tollgate_core.limits import TEXT_PATTERN
+from tollgate_core.lifecycle import (
+    Submission,
+    TrainingRequestEvent,
+    TrainingRequestPayload,
+    evaluation_digest,
+)
+from tollgate_core.limits import TEXT_PATTERN, BodyLimits
 from tollgate_core.models import model_catalog
 from tollgate_core.registrations import (
     MODEL,
@@ -42,6 +47,7 @@ from tollgate_trainer.consumers import SERVICE, consumer_specs
 from tollgate_trainer.runner import Scheduler, TrainingRunner
 from tollgate_trainer.settings import TrainerSettings
 from tollgate_trainer.store import StoredRow, TrainerRepository
+from tollgate_trainer.submission import SubmissionRefused, submitted_onnx_digest
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -66,6 +72,9 @@ def _code_version() -> str:
 
 # Module level: FastAPI resolves the annotations of route functions from the module's globals.
 TrainingRequester = Annotated[Principal, Depends(require("ask for training", DATA_SCIENTIST))]
+Submitter = Annotated[Principal, Depends(require("submit a model", DATA_SCIENTIST))]
+SUBMISSION_ROUTE = r"/v1/models/[^/]+/submissions"
+FORM_FIELDS_BYTES = 1024 * 1024
 
 
 class TrainRequest(BaseModel):
@@ -100,6 +109,7 @@ class Trainer:
         self.keys: KeyVerifier | None = None
         self.repo: TrainerRepository | None = None
         self.scheduler: Scheduler | None = None
+        self.runner: TrainingRunner | None = None
         self.sink: BatchSink | None = None
         self.requests_sink: BatchSink | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -152,7 +162,7 @@ class Trainer:
         self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=4)
         self.keys = await key_verifier(self.pool)
         self.repo = TrainerRepository(self.pool)
-        runner = TrainingRunner(
+        runner = self.runner = TrainingRunner(
             self.repo,
             DirectoryArtifactStore(s.artifact_path()),
             self.contracts,
@@ -219,6 +229,12 @@ class Trainer:
     async def _db_ready(self) -> None:
         await ping(self.pool)
 
+    def body_limits(self) -> BodyLimits:
+        """The service's limits, and room for two model files on the submission route."""
+        limits = self.settings.body_limits()
+        upload = 2 * self.settings.submission_max_file_bytes + FORM_FIELDS_BYTES
+        return BodyLimits(limits.max_body_bytes, limits.max_json_depth, ((SUBMISSION_ROUTE, upload),))
+
     def http_app(self) -> FastAPI:
         app = create_http_app(
             title="tollgate trainer",
@@ -226,7 +242,7 @@ class Trainer:
             description="Continuous training to ONNX; operations API. Reading runs needs a read-only role; "
             "asking for training needs the data-scientist role.",
             registry=self.registry,
-            limits=self.settings.body_limits(),
+            limits=self.body_limits(),
             checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
             keys=self.keys,
         )
@@ -282,5 +298,99 @@ class Trainer:
             assert self.producer is not None
             await self.producer.send_and_wait(self.topics.training_requests, dumps(event), key=model.encode())
             return {"event_id": str(event.event_id), "status": "requested"}
+
+        file_limit = self.settings.submission_max_file_bytes
+
+        async def read_file(upload: UploadFile | None, what: str) -> bytes | None:
+            if upload is None:
+                return None
+            data = await upload.read(file_limit + 1)
+            if len(data) > file_limit:
+                raise HTTPException(413, f"the {what} file exceeds {file_limit} bytes")
+            return data
+
+        @app.post(
+            "/v1/models/{model}/submissions",
+            tags=["submissions"],
+            status_code=201,
+            summary="Submit a model built outside the platform (ONNX, optional skops pipeline); it is checked "
+            "against the model's contract, evaluated on the platform's holdout and offered to the registry",
+            responses={
+                404: error_response("Unknown model"),
+                409: error_response("The model's contract or training data is not there to evaluate it"),
+                413: error_response("A file over the limit"),
+                422: error_response("Not ONNX, not loadable, not matching the contract, or a refused skops"),
+            },
+        )
+        async def submit(
+            model: str,
+            who: Submitter,
+            onnx: Annotated[UploadFile, File(description="The ONNX model (what serves).")],
+            notes: Annotated[str, Form(min_length=1, max_length=4000, pattern=TEXT_PATTERN)],
+            sklearn: Annotated[
+                UploadFile | None,
+                File(description="Optional scikit-learn pipeline in the skops format (never a pickle)."),
+            ] = None,
+            code_reference: Annotated[str | None, Form(max_length=500, pattern=TEXT_PATTERN)] = None,
+            parameters: Annotated[
+                str | None, Form(max_length=65536, description="Declared training parameters (JSON object).")
+            ] = None,
+            training_data: Annotated[str | None, Form(max_length=2000, pattern=TEXT_PATTERN)] = None,
+            family: Annotated[str | None, Form(max_length=100, pattern=TEXT_PATTERN)] = None,
+        ) -> dict[str, Any]:
+            spec = self.specs.get(model)
+            if spec is None:
+                raise HTTPException(404, f"unknown model {model!r}; known: {', '.join(sorted(self.specs))}")
+            declared: dict[str, Any] = {}
+            if parameters:
+                try:
+                    declared = orjson.loads(parameters)
+                except orjson.JSONDecodeError as exc:
+                    raise HTTPException(422, f"parameters: not JSON: {exc}") from None
+                if not isinstance(declared, dict):
+                    raise HTTPException(422, "parameters: a JSON object is needed")
+                if "\x00" in parameters or "\\u0000" in parameters:  # PostgreSQL text cannot hold NUL
+                    raise HTTPException(422, "parameters: a NUL character is not accepted")
+            onnx_bytes = await read_file(onnx, "ONNX")
+            sklearn_bytes = await read_file(sklearn, "skops")
+            assert onnx_bytes is not None and self.runner is not None
+            submission = Submission(
+                submission_id=str(uuid.uuid4()),
+                submitted_by=who.name,
+                notes=notes,
+                code_reference=code_reference,
+                parameters=declared,
+                training_data=training_data,
+                family=family,
+                onnx_digest=submitted_onnx_digest(onnx_bytes),
+                sklearn_digest=submitted_onnx_digest(sklearn_bytes) if sklearn_bytes is not None else None,
+            )
+            try:
+                outcome = await self.runner.submit(spec, onnx_bytes, sklearn_bytes, submission)
+            except SubmissionRefused as exc:
+                log.info("%s: submission by %s refused: %s", model, who.name, exc)
+                raise HTTPException(exc.status, str(exc)) from None
+            assert outcome.candidate is not None
+            candidate = outcome.candidate.payload
+            self.runs.labels(model, f"submission_{outcome.status}").inc()
+            return {
+                "submission_id": submission.submission_id,
+                "model": model,
+                "version": candidate.version,
+                "run_id": outcome.run_id,
+                "status": outcome.status,
+                "submitted_by": who.name,
+                "artifact_digest": candidate.artifact.digest,
+                "onnx_digest": submission.onnx_digest,
+                "candidate_event_id": str(outcome.candidate.event_id),
+                "evaluation_digest": evaluation_digest(candidate.evaluation)
+                if candidate.evaluation
+                else None,
+                "holdout_rows": candidate.evaluation.holdout_rows if candidate.evaluation else None,
+                "metrics": candidate.metrics,
+                "parity": candidate.evaluation.parity.model_dump(mode="json")
+                if candidate.evaluation and candidate.evaluation.parity
+                else None,
+            }
 
         return app

@@ -151,6 +151,44 @@ def expected_calibration_error(truth: np.ndarray, score: np.ndarray, bins: int =
     return float(total / len(score))
 
 
+def calibration_bins(
+    truth: np.ndarray, score: np.ndarray, bins: int = CALIBRATION_BINS
+) -> list[dict[str, float]]:
+    """The reliability diagram behind :func:`expected_calibration_error`: per non-empty equal-width bin,
+    its bounds, row count, mean score and observed rate (``truth`` is 1 where the scored class is right)."""
+    out: list[dict[str, float]] = []
+    if len(score) == 0:
+        return out
+    which = np.minimum((np.asarray(score) * bins).astype(int), bins - 1)
+    for b in range(bins):
+        in_bin = which == b
+        if in_bin.any():
+            out.append(
+                {
+                    "low": b / bins,
+                    "high": (b + 1) / bins,
+                    "count": float(in_bin.sum()),
+                    "mean_score": float(np.asarray(score)[in_bin].mean()),
+                    "observed_rate": float(np.asarray(truth)[in_bin].mean()),
+                }
+            )
+    return out
+
+
+def holdout_calibration(
+    y: np.ndarray, proba: np.ndarray, positive_index: int | None
+) -> list[dict[str, float]]:
+    """Calibration of a classifier's holdout probabilities: of the positive class for a binary label, of the
+    top class otherwise (as :func:`classification_metrics`'s ``ece``)."""
+    if proba.ndim != 2 or proba.shape[0] == 0:
+        return []
+    if proba.shape[1] == 2:
+        pos = 1 if positive_index is None else positive_index
+        return calibration_bins((y == pos).astype(int), proba[:, pos])
+    top = proba.argmax(axis=1)
+    return calibration_bins((top == y).astype(int), proba.max(axis=1))
+
+
 def regression_metrics(y: np.ndarray, prediction: np.ndarray) -> dict[str, float]:
     out = {
         "rmse": float(root_mean_squared_error(y, prediction)),

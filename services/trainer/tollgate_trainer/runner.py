@@ -19,12 +19,15 @@ from tollgate_core.contracts import ContractRegistry, DatasetContract
 from tollgate_core.events import dumps, utcnow
 from tollgate_core.lifecycle import (
     Artifact,
+    CalibrationBin,
     CandidateEvent,
     CandidatePayload,
+    EvaluationReport,
     Experiment,
     Lineage,
     OffsetRange,
     Parity,
+    Submission,
     TrialRecord,
 )
 from tollgate_core.models import ModelSpec
@@ -32,6 +35,16 @@ from tollgate_core.topics import current_schema_id
 from tollgate_core.waiting import wait_event
 from tollgate_trainer.features import TrainingDataError
 from tollgate_trainer.store import LabelKey, TrainerRepository, TrainingData
+from tollgate_trainer.submission import (
+    SubmissionConfig,
+    SubmissionRefused,
+    contract_mismatches,
+    evaluate_submission,
+    load_pipeline,
+    prepare,
+    read_onnx,
+    servable_onnx,
+)
 from tollgate_trainer.train import TrainingConfig, TrainingResult, train_model
 
 log = logging.getLogger(__name__)
@@ -96,6 +109,47 @@ def experiment_of(result: TrainingResult) -> Experiment | None:
     )
 
 
+def parity_record(result: TrainingResult) -> Parity:
+    parity = result.parity
+    return Parity(
+        passed=parity.passed,
+        max_abs_diff=parity.max_abs_diff,
+        label_agreement=parity.label_agreement if parity.label_agreement is not None else 1.0,
+        rows_checked=parity.rows_checked,
+        tolerance=parity.tolerance,
+        required_label_agreement=parity.min_label_agreement,
+        reason=None
+        if parity.passed
+        else f"max |onnx - sklearn| {parity.max_abs_diff:.3g} or label agreement "
+        f"{parity.label_agreement} outside tolerance",
+    )
+
+
+def evaluation_report(result: TrainingResult, parity: Parity | None) -> EvaluationReport:
+    """The platform's evaluation of ``result`` on its out-of-time holdout, as the version stores it."""
+    return EvaluationReport(
+        holdout_rows=result.holdout_rows,
+        holdout_fraction=result.holdout_fraction,
+        ordered_by=result.split_ordered_by,
+        data_hash=result.data_hash,
+        metrics=result.metrics,
+        segment_metrics=result.segment_metrics,
+        fairness_gap=result.fairness_gap,
+        calibration=[
+            CalibrationBin(
+                low=b["low"],
+                high=b["high"],
+                count=int(b["count"]),
+                mean_score=b["mean_score"],
+                observed_rate=b["observed_rate"],
+            )
+            for b in result.calibration
+        ],
+        parity=parity,
+        baselines=result.baselines,
+    )
+
+
 def candidate_event(
     spec: ModelSpec,
     version: int,
@@ -107,9 +161,12 @@ def candidate_event(
     code_version: str,
     request_id: str | None,
     requested_by: list[str] | None = None,
+    submission: Submission | None = None,
+    parity_checked: bool = True,
 ) -> CandidateEvent:
+    """The candidate of a run; ``submission`` when the model was submitted (``parity_checked`` False when
+    no scikit-learn pipeline came with it, so no parity was measured)."""
     signature = result.signature
-    parity = result.parity
     lineage = Lineage(
         contract=result.contract,
         contract_digest=result.contract_digest,
@@ -117,7 +174,7 @@ def candidate_event(
         row_count=result.row_count,
         data_hash=result.data_hash,
         holdout={
-            "fraction": spec.training.holdout_fraction,
+            "fraction": result.holdout_fraction,
             "ordered_by": result.split_ordered_by,
             "train_rows": result.train_rows,
             "holdout_rows": result.holdout_rows,
@@ -131,6 +188,7 @@ def candidate_event(
         training_request_id=request_id,
         requested_by=requested_by or [],
     )
+    parity = parity_record(result)
     payload = CandidatePayload(
         model=spec.model,
         version=str(version),
@@ -144,25 +202,16 @@ def candidate_event(
             outputs=[o.model_dump() for o in signature.outputs],
         ),
         metrics=result.metrics,
-        parity=Parity(
-            passed=parity.passed,
-            max_abs_diff=parity.max_abs_diff,
-            label_agreement=parity.label_agreement if parity.label_agreement is not None else 1.0,
-            rows_checked=parity.rows_checked,
-            tolerance=parity.tolerance,
-            required_label_agreement=parity.min_label_agreement,
-            reason=None
-            if parity.passed
-            else f"max |onnx - sklearn| {parity.max_abs_diff:.3g} or label agreement "
-            f"{parity.label_agreement} outside tolerance",
-        ),
-        offered=parity.passed,
+        parity=parity,
+        offered=result.parity.passed,
         reference=result.reference,
         lineage=lineage,
         timings_s=result.timings,
         trained_at=utcnow(),
         experiment=experiment_of(result),
         baselines=result.baselines,
+        evaluation=evaluation_report(result, parity if parity_checked else None),
+        submission=submission,
     )
     return CandidateEvent(
         event_id=uuid.uuid4(),
@@ -250,6 +299,89 @@ class TrainingRunner:
             version,
             status,
             result.row_count,
+            {k: round(v, 4) for k, v in result.metrics.items()},
+        )
+        return RunOutcome(spec.model, status, version, str(run_id), result, event)
+
+    async def submit(
+        self,
+        spec: ModelSpec,
+        onnx_bytes: bytes,
+        sklearn_bytes: bytes | None,
+        submission: Submission,
+    ) -> RunOutcome:
+        """Take a model built outside the platform: check it against the contract, evaluate it on the
+        platform's holdout and offer it to the registry as a candidate (version numbers shared with training
+        runs). Raises :class:`SubmissionRefused` naming every problem; a refused submission stores nothing."""
+        contract = self.contracts.get(spec.contract)
+        if contract is None:
+            raise SubmissionRefused([f"dataset contract {spec.contract} is not known to the trainer"], 409)
+        model = await asyncio.to_thread(read_onnx, onnx_bytes)
+        pipeline = (
+            await asyncio.to_thread(load_pipeline, sklearn_bytes) if sklearn_bytes is not None else None
+        )
+        async with self._lock:
+            data = await self.repo.load_newest(spec.contract, spec.training.max_rows, label_key(contract))
+            try:
+                raw, encoding = prepare(contract, data.records)
+            except TrainingDataError as exc:
+                raise SubmissionRefused([str(exc)], 409) from None
+            problems = contract_mismatches(model, contract, encoding.classes if encoding else None)
+            if problems:
+                raise SubmissionRefused(problems)
+            servable, signature = servable_onnx(model, contract, encoding)
+            t = spec.training
+            config = SubmissionConfig(
+                holdout_fraction=t.holdout_fraction,
+                parity_tolerance=t.parity_tolerance,
+                min_label_agreement=t.parity_label_agreement,
+                family=submission.family,
+                parameters=submission.parameters,
+                seed=t.seed,
+            )
+            try:
+                result = await asyncio.to_thread(
+                    evaluate_submission, contract, raw, encoding, servable, signature, pipeline, config
+                )
+            except TrainingDataError as exc:
+                raise SubmissionRefused([str(exc)], 409) from None
+            last = await self.repo.last_run(spec.model)
+            # The run does not consume the new rows: the count trigger of training runs goes on as before.
+            run_id, version = await self.repo.start_run(
+                spec.model, "submission", int(last["last_seq"]) if last is not None else 0
+            )
+            self.store.put(result.onnx)
+            event = candidate_event(
+                spec,
+                version,
+                str(run_id),
+                result,
+                self.store,
+                data.offsets,
+                "submission",
+                submission.code_reference or "not declared",
+                None,
+                [submission.submitted_by],
+                submission=submission,
+                parity_checked=pipeline is not None,
+            )
+            status = "offered" if event.payload.offered else "not_offered"
+            await self.repo.finish_run(
+                run_id,
+                status=status,
+                row_count=result.row_count,
+                metrics=result.metrics,
+                lineage=event.payload.lineage.model_dump(mode="json"),
+                candidate=(self.candidates_topic, spec.model.encode(), dumps(event)),
+                candidate_event_id=str(event.event_id),
+            )
+        log.info(
+            "%s v%d: submission %s by %s %s (%s)",
+            spec.model,
+            version,
+            submission.submission_id,
+            submission.submitted_by,
+            status,
             {k: round(v, 4) for k, v in result.metrics.items()},
         )
         return RunOutcome(spec.model, status, version, str(run_id), result, event)

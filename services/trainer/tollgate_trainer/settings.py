@@ -19,3 +19,9 @@ class TrainerSettings(ServiceSettings):
     contracts_dir: str | None = Field(
         None, description="Dataset contracts folder (default schemas/datasets)."
     )
+    submission_max_file_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="Largest ONNX or skops file of a model submission (each); 413 above. The submission "
+        "route's body may hold both files plus 1 MiB of form fields.",
+    )

@@ -37,6 +37,7 @@ from tollgate_core.thresholds import ThresholdPolicy
 from tollgate_trainer.evaluate import (
     DEFAULT_HOLDOUT_FRACTION,
     evaluate,
+    holdout_calibration,
     out_of_time_split,
     segment_keys,
 )
@@ -142,6 +143,8 @@ class TrainingResult:
     threshold: ThresholdChoice | None = None
     selection: Selection | None = None
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    calibration: list[dict[str, float]] = field(default_factory=list)
+    holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION
 
 
 def train_model(
@@ -228,6 +231,7 @@ def train_model(
             if contract.segment is not None and contract.segment in raw.columns:
                 segments = segment_keys(raw[contract.segment].iloc[split.holdout])
             evaluation = evaluate(y_holdout, output, task, positive, segments, threshold)
+            calibration = holdout_calibration(y_holdout, output, positive) if task == "classification" else []
 
         baselines: dict[str, dict[str, float]] = {}
         if config.baselines:
@@ -297,6 +301,8 @@ def train_model(
         threshold=choice,
         selection=selection,
         baselines=baselines,
+        calibration=calibration,
+        holdout_fraction=config.holdout_fraction,
     )
 
 
