@@ -40,6 +40,7 @@ from tollgate_trainer.submission import (
     SubmissionRefused,
     contract_mismatches,
     evaluate_submission,
+    explanation_reference,
     load_pipeline,
     prepare,
     read_onnx,
@@ -329,8 +330,9 @@ class TrainingRunner:
             problems = contract_mismatches(model, contract, encoding.classes if encoding else None)
             if problems:
                 raise SubmissionRefused(problems)
-            servable, signature = servable_onnx(model, contract, encoding)
             t = spec.training
+            reference = explanation_reference(contract, raw, t.holdout_fraction)
+            servable, signature = servable_onnx(model, contract, encoding, reference)
             config = SubmissionConfig(
                 holdout_fraction=t.holdout_fraction,
                 parity_tolerance=t.parity_tolerance,

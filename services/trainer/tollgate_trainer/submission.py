@@ -18,7 +18,8 @@ serves (``tollgate_trainer.pipeline``, ``tollgate_scorer.signature``):
 Every mismatch is named in the refusal (input or output, what the contract needs, what the file has).
 
 **The serving signature** (``tollgate.signature`` metadata) is written by the platform from the contract and
-the training store's classes, replacing any the file carried; so the stored artifact's sha256 differs from the
+the training store's classes, and the explanation reference (``tollgate.explanation``: the training split's
+means and modes) with it, replacing any the file carried; so the stored artifact's sha256 differs from the
 submitted file's, which the submission records as ``onnx_digest``.
 
 **skops**: the file must be a skops archive (a zip), never a pickle; only the types a trainer pipeline is made
@@ -51,6 +52,7 @@ from tollgate_core.artifacts import sha256_digest
 from tollgate_core.contracts import DatasetContract
 from tollgate_core.models import ModelFamily
 from tollgate_trainer.evaluate import evaluate, holdout_calibration, out_of_time_split, segment_keys
+from tollgate_trainer.explanation import EXPLANATION_METADATA_KEY, explanation_spec, spec_json
 from tollgate_trainer.export import (
     SIGNATURE_METADATA_KEY,
     TARGET_OPSET,
@@ -225,12 +227,27 @@ def contract_mismatches(
     return problems
 
 
+def explanation_reference(
+    contract: DatasetContract, raw: pd.DataFrame, holdout_fraction: float
+) -> dict[str, Any]:
+    """The reference point the scorer explains a submitted model's decisions against (means and modes of
+    the training split, as for trained models; no linear description: the scorer uses sampled Shapley
+    values, which need nothing from the model)."""
+    split = out_of_time_split(raw, contract, holdout_fraction)
+    layout = FeatureLayout.from_contract(contract)
+    x_train = layout.model_frame(raw).iloc[split.train]
+    return explanation_spec(cast(Any, None), layout, x_train, "submitted")
+
+
 def servable_onnx(
-    model: onnx.ModelProto, contract: DatasetContract, encoding: LabelEncoding | None
+    model: onnx.ModelProto,
+    contract: DatasetContract,
+    encoding: LabelEncoding | None,
+    explanation: dict[str, Any] | None = None,
 ) -> tuple[bytes, ModelSignature]:
-    """The submitted model with the platform's serving signature in its metadata (any the file carried is
-    replaced), as the bytes the artifact store keeps; skl2onnx's regressor output ``variable`` is renamed
-    ``prediction`` as in the trainer's exports."""
+    """The submitted model with the platform's serving signature (and the explanation reference, when
+    given) in its metadata (any the file carried is replaced), as the bytes the artifact store keeps;
+    skl2onnx's regressor output ``variable`` is renamed ``prediction`` as in the trainer's exports."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     for output in model.graph.output:
         if output.name == "variable" and task_of(contract) == "regression":
@@ -256,12 +273,17 @@ def servable_onnx(
         decision_threshold=None,
         opset={entry.domain: entry.version for entry in model.opset_import} or dict(TARGET_OPSET),
     )
-    kept = [p for p in model.metadata_props if p.key != SIGNATURE_METADATA_KEY]
+    ours = {SIGNATURE_METADATA_KEY, EXPLANATION_METADATA_KEY}
+    kept = [p for p in model.metadata_props if p.key not in ours]
     del model.metadata_props[:]
     model.metadata_props.extend(kept)
     entry = model.metadata_props.add()
     entry.key = SIGNATURE_METADATA_KEY
     entry.value = json.dumps(signature.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    if explanation is not None:
+        entry = model.metadata_props.add()
+        entry.key = EXPLANATION_METADATA_KEY
+        entry.value = spec_json(explanation)
     return model.SerializeToString(), signature
 
 
@@ -479,6 +501,7 @@ __all__ = [
     "SubmissionRefused",
     "contract_mismatches",
     "evaluate_submission",
+    "explanation_reference",
     "load_pipeline",
     "prepare",
     "read_onnx",

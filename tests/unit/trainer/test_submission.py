@@ -19,6 +19,7 @@ from sklearn.preprocessing import FunctionTransformer
 from tests.submission_support import one_input_model, outside_model
 from tests.unit.trainer.cases import CREDIT, RISK, dataset
 from tollgate_core.lifecycle import evaluation_digest
+from tollgate_scorer.explain import build_explainer
 from tollgate_scorer.instances import InstanceReader
 from tollgate_scorer.signature import read_signature
 from tollgate_trainer.features import LabelEncoding
@@ -29,6 +30,7 @@ from tollgate_trainer.submission import (
     SubmissionRefused,
     contract_mismatches,
     evaluate_submission,
+    explanation_reference,
     load_pipeline,
     prepare,
     read_onnx,
@@ -170,7 +172,8 @@ def evaluated(with_pipeline: bool, flip: bool = False) -> Any:
     records = credit_records()
     onnx_bytes, skops_bytes, _ = outside_model(CREDIT, records, flip_labels=flip)
     raw, encoding = prepare(CREDIT, records)
-    servable, signature = servable_onnx(read_onnx(onnx_bytes), CREDIT, encoding)
+    reference = explanation_reference(CREDIT, raw, CONFIG.holdout_fraction)
+    servable, signature = servable_onnx(read_onnx(onnx_bytes), CREDIT, encoding, reference)
     pipeline = load_pipeline(skops_bytes) if with_pipeline else None
     return evaluate_submission(CREDIT, raw, encoding, servable, signature, pipeline, CONFIG), servable
 
@@ -191,6 +194,9 @@ def test_the_platform_evaluates_a_submission_on_its_own_holdout() -> None:
     signature = read_signature(session)
     assert signature.classes == [False, True] and signature.positive_index == 1
     InstanceReader(CREDIT, signature)
+    # ... and explains its decisions against the training split's reference point (sampled Shapley values).
+    explainer = build_explainer(servable, session, signature)
+    assert type(explainer).__name__ == "SampledShapleyExplainer"
 
 
 def test_without_a_pipeline_parity_is_not_checked() -> None:
