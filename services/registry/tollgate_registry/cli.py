@@ -247,6 +247,17 @@ def show_version(model: Model, version: Version, registry_url: RegistryUrl = DEF
         f"run {v['run_id']}, trained {_time(v['trained_at'])}, family {lineage['family']}, "
         f"{lineage['row_count']} rows, data {lineage['data_hash'][:16]}, code {lineage['code_version']}"
     )
+    if v.get("submission"):
+        s = v["submission"]
+        console.print(
+            f"submitted by [bold]{s['submitted_by']}[/] (file sha256:{s['onnx_digest']}"
+            f"{', with a skops pipeline' if s.get('sklearn_digest') else ''}): {s['notes']}"
+        )
+    if v.get("evaluation_digest"):
+        console.print(
+            f"evaluated by the platform on {v['evaluation']['holdout_rows']} holdout rows, report "
+            f"sha256:{v['evaluation_digest']}; approvals approve gate report sha256:{v['gate_report_digest']}"
+        )
     if v.get("approval"):
         a = v["approval"]
         console.print(f"approved by [bold]{a['by']}[/] at {_time(a['at'])}: {a['reason']}")
