@@ -21,12 +21,13 @@ endif
 export REPLICAS
 $(foreach v,$(filter REPLICAS_%,$(.VARIABLES)),$(eval export $(v)))
 
-.PHONY: help venv deps up down status infra-up infra-down topics test test-unit demo bench lint generate clean
+.PHONY: help venv deps up down status infra-up infra-down topics test test-unit test-scorer-alone demo bench lint generate clean
 
 help:
 	@echo "make demo       set up everything, start the local stack, run the closed-loop scenario"
 	@echo "make test       set up everything, start Kafka + PostgreSQL, run the whole test suite"
 	@echo "make test-unit  unit tests only (no infrastructure)"
+	@echo "make test-scorer-alone  the scorer's unit tests with only the scorer's package installed (no scikit-learn)"
 	@echo "make up | down | status   the local stack (Kafka, PostgreSQL, services) in the background;"
 	@echo "                 make up REPLICAS=3 (every service) REPLICAS_validator=2 (one service)"
 	@echo "make infra-up | infra-down  Kafka and PostgreSQL only"
@@ -66,10 +67,24 @@ down:
 status:
 	@$(STACK) status
 
-test: topics
+test: topics test-scorer-alone
 	$(PY) -m tollgate_core.schemagen check
 	$(PY) -m tollgate_core.compat
 	.venv/bin/pytest $(TEST_DIRS) $(PYTEST_ARGS)
+
+# The scorer serves ONNX only: its package must not need scikit-learn or the trainer, and neither may its unit
+# tests. They run here in an environment of their own holding tollgate-scorer, tollgate-core and the scorer's
+# `test` dependency group only (versions from uv.lock), after checking that scikit-learn cannot be imported.
+SCORER_VENV := .local/scorer-venv
+UV = $(shell command -v uv >/dev/null 2>&1 && echo uv || echo python3 -m uv)
+
+test-scorer-alone: venv
+	UV_PROJECT_ENVIRONMENT=$(SCORER_VENV) $(UV) sync --quiet --frozen --package tollgate-scorer --no-default-groups --group test </dev/null
+	@if $(SCORER_VENV)/bin/python -c 'import sklearn' 2>/dev/null; then \
+		echo "make: test-scorer-alone: scikit-learn is importable in $(SCORER_VENV): the scorer's package pulls it in"; exit 1; fi
+	@if $(SCORER_VENV)/bin/python -c 'import tollgate_trainer' 2>/dev/null; then \
+		echo "make: test-scorer-alone: the trainer is importable in $(SCORER_VENV)"; exit 1; fi
+	$(SCORER_VENV)/bin/python -m pytest tests/unit/scorer -q -p no:cacheprovider $(SCORER_PYTEST_ARGS)
 
 test-unit: venv
 	.venv/bin/pytest tests/unit $(PYTEST_ARGS)

@@ -1,12 +1,15 @@
 """Models and lifecycle events for the scorer's tests.
 
-Tests may use the training stack (the scorer package may not): models are fitted with the trainer's own
-pipeline and exporter on the ISLP ``Default`` data, so each comes with its fitted scikit-learn pipeline as
-the parity reference.
+The scorer's unit tests run without scikit-learn and without the trainer, as the scorer itself does (``make
+test-scorer-alone`` runs them in an environment with the scorer's package only). The models they serve are
+ONNX files under ``models/``, trained with the trainer's own pipeline and exporter on the ISLP ``Default``
+data by ``models/generate.py``, which also wrote what scikit-learn answers for them (the parity
+reference) and the arrays the trainer feeds them.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,10 +20,8 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pandas as pd
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
 from prometheus_client import CollectorRegistry
-from sklearn.pipeline import Pipeline
 
 from tollgate_core.apikeys import KeyVerifier, Principal, key_hash
 from tollgate_core.artifacts import ArtifactStore, sha256_digest
@@ -35,20 +36,18 @@ from tollgate_scorer.inference_log import InferenceEventEncoder, InferenceLog
 from tollgate_scorer.openapi import add_scoring_routes
 from tollgate_scorer.routing import ModelRoute, ModelTable
 from tollgate_scorer.spool import Spool, SpoolRecord
-from tollgate_trainer.export import export_onnx
-from tollgate_trainer.features import FeatureLayout, LabelEncoding, raw_frame
-from tollgate_trainer.pipeline import build_pipeline
 
 CONTRACT: DatasetContract = ContractRegistry.from_directory().latest("credit-default")
 MODEL = "credit-default-risk"
 PARITY_TOLERANCE = 1e-5  # the trainer's parity gate
-
-# version -> (rows used, inverse regularisation): different data and strength give visibly different outputs.
-_VERSIONS: dict[str, tuple[slice, float]] = {
-    "1": (slice(0, 5000), 1.0),
-    "2": (slice(5000, 10000), 0.001),
-    "3": (slice(0, 10000), 100.0),
-}
+MODELS = Path(__file__).resolve().parent / "models"
+# What models/generate.py writes (it reads these): the versions, the threshold of the thresholded export,
+# how many rows have a reference with float32 incomes and how many rows have the trainer's input arrays.
+VERSIONS = ("1", "2", "3")
+REFERENCED = ("1", "2")
+THRESHOLD = 0.04  # low enough that some ISLP rows decide positive by it and not by the most probable class
+FP32_ROWS = 100
+INPUT_ROWS = 50
 
 
 @dataclass(frozen=True)
@@ -56,29 +55,65 @@ class Trained:
     version: str
     onnx: bytes
     digest: str
-    pipeline: Pipeline
-    layout: FeatureLayout
 
     def reference(self, instances: list[dict[str, Any]]) -> np.ndarray:
-        """scikit-learn's probabilities for scoring instances (columns in class order False, True)."""
-        frame = pd.DataFrame(
-            {name: pd.Series([i.get(name) for i in instances], dtype=object) for name in self.layout.columns}
-        )
-        return np.asarray(self.pipeline.predict_proba(self.layout.model_frame(frame)))
+        """scikit-learn's probabilities for scoring instances (columns in class order False, True), as
+        models/generate.py recorded them: the instances are ISLP rows (found by their customer id), their
+        incomes as in the data or rounded to float32."""
+        if self.version not in REFERENCED:
+            raise LookupError(f"models/generate.py records no reference for version {self.version}")
+        exact, fp32 = _references(self.version)
+        out = np.empty((len(instances), 2))
+        for position, instance in enumerate(instances):
+            row = int(instance["customer_id"][1:]) - 1
+            original = _islp_rows()[row]
+            if any(instance.get(f) != original[f] for f in ("student", "balance")):
+                raise LookupError(f"no reference for {instance}: not ISLP row {row + 1}")
+            if instance.get("income") == original["income"]:
+                out[position] = exact[row]
+            elif (
+                fp32 is not None
+                and row < FP32_ROWS
+                and instance["income"] == float(np.float32(original["income"]))
+            ):
+                out[position] = fp32[row]
+            else:
+                raise LookupError(f"no reference for {instance}: its income is not ISLP row {row + 1}'s")
+        return out
+
+
+@cache
+def _references(version: str) -> tuple[np.ndarray, np.ndarray | None]:
+    fp32 = MODELS / f"reference-{version}-fp32.npy"
+    return np.load(MODELS / f"reference-{version}.npy"), np.load(fp32) if fp32.is_file() else None
 
 
 @cache
 def trained(version: str) -> Trained:
-    rows, strength = _VERSIONS[version]
-    raw = raw_frame(CONTRACT, load_islp_default()[rows])
-    encoding = LabelEncoding.fit(
-        CONTRACT.label, raw[CONTRACT.label.name].tolist(), CONTRACT.label.positive_class
-    )
-    layout = FeatureLayout.from_contract(CONTRACT)
-    pipeline = build_pipeline(CONTRACT, "logistic_regression", {"C": strength}, seed=0)
-    pipeline.fit(layout.model_frame(raw), encoding.encode(raw[CONTRACT.label.name].tolist()))
-    exported = export_onnx(pipeline, CONTRACT, encoding)
-    return Trained(version, exported.onnx, sha256_digest(exported.onnx), pipeline, layout)
+    """Version ``version`` of the model (see models/generate.py)."""
+    onnx = (MODELS / f"{MODEL}-{version}.onnx").read_bytes()
+    return Trained(version, onnx, sha256_digest(onnx))
+
+
+@cache
+def thresholded() -> bytes:
+    """Version 1's pipeline exported with the decision threshold ``THRESHOLD``."""
+    return (MODELS / f"{MODEL}-1-threshold.onnx").read_bytes()
+
+
+def trainer_inputs() -> dict[str, np.ndarray]:
+    """The arrays the trainer feeds its ONNX model for ``instances(INPUT_ROWS)``."""
+    stored = json.loads((MODELS / "trainer-inputs.json").read_text())
+    return {
+        name: np.array(
+            [
+                [np.nan if v is None and spec["dtype"] != "object" else v for v in row]
+                for row in spec["values"]
+            ],
+            dtype=spec["dtype"],
+        )
+        for name, spec in stored.items()
+    }
 
 
 @cache

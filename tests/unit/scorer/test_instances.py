@@ -7,10 +7,9 @@ import math
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from tests.unit.scorer.support import CONTRACT, instances, serving, trained
+from tests.unit.scorer.support import CONTRACT, INPUT_ROWS, instances, serving, trainer_inputs
 from tollgate_core.contracts import DatasetContract
 from tollgate_scorer.instances import ColumnBatch, InstanceReader, InvalidInstances, example_instance
 from tollgate_scorer.signature import Signature
@@ -29,11 +28,9 @@ def violations(items: list[Any]) -> list[tuple[int, str, str]]:
 
 
 def test_valid_instances_become_the_trainers_arrays() -> None:
-    batch = instances(50)
+    batch = instances(INPUT_ROWS)
     feeds = reader().read(batch)
-    layout = trained("1").layout
-    frame = pd.DataFrame({c: pd.Series([i.get(c) for i in batch], dtype=object) for c in layout.columns})
-    expected = layout.onnx_inputs(layout.model_frame(frame))
+    expected = trainer_inputs()  # the trainer's arrays for these rows, recorded by models/generate.py
     np.testing.assert_array_equal(feeds["numeric"], expected["numeric"])
     assert feeds["category"].tolist() == expected["category"].tolist()
     assert feeds["numeric"].dtype == np.float64 and feeds["category"].dtype == object

@@ -8,27 +8,19 @@ from pathlib import Path
 import httpx
 import orjson
 
-from tests.unit.scorer.support import CONTRACT, MODEL, PII_KEY, instances, make_app, trained
+from tests.unit.scorer.support import CONTRACT, MODEL, PII_KEY, THRESHOLD, instances, make_app, thresholded
 from tollgate_core.artifacts import sha256_digest
 from tollgate_core.contracts import ContractRegistry
 from tollgate_scorer.model import SessionConfig, load_serving_model
 from tollgate_scorer.routing import ModelRoute
-from tollgate_trainer.export import export_onnx
-from tollgate_trainer.features import LabelEncoding, raw_frame
 
 URL = f"/v1/models/{MODEL}/score"
-THRESHOLD = 0.04  # low enough that some ISLP rows decide positive by it and not by the most probable class
 
 
 def with_threshold(threshold: float) -> object:
-    base = trained("1")
-    from tollgate_core.datasets import load_islp_default
-
-    raw = raw_frame(CONTRACT, load_islp_default()[:50])
-    encoding = LabelEncoding.fit(
-        CONTRACT.label, raw[CONTRACT.label.name].tolist(), CONTRACT.label.positive_class
-    )
-    onnx = export_onnx(base.pipeline, CONTRACT, encoding, threshold=threshold).onnx
+    """Version 1's pipeline exported with a decision threshold (the fixture models/generate.py wrote)."""
+    assert threshold == THRESHOLD, "models/generate.py exports the threshold THRESHOLD"
+    onnx = thresholded()
     return load_serving_model(
         MODEL,
         "7",
