@@ -39,6 +39,7 @@ from tollgate_trainer.submission import (
     SubmissionConfig,
     SubmissionRefused,
     contract_mismatches,
+    decision_threshold,
     evaluate_submission,
     explanation_reference,
     load_pipeline,
@@ -332,7 +333,18 @@ class TrainingRunner:
                 raise SubmissionRefused(problems)
             t = spec.training
             reference = explanation_reference(contract, raw, t.holdout_fraction)
-            servable, signature = servable_onnx(model, contract, encoding, reference)
+            choice = await asyncio.to_thread(
+                decision_threshold,
+                contract,
+                raw,
+                encoding,
+                onnx_bytes,
+                t.decision_threshold,
+                t.holdout_fraction,
+            )
+            servable, signature = servable_onnx(
+                model, contract, encoding, reference, choice.threshold if choice is not None else None
+            )
             config = SubmissionConfig(
                 holdout_fraction=t.holdout_fraction,
                 parity_tolerance=t.parity_tolerance,
@@ -340,6 +352,7 @@ class TrainingRunner:
                 family=submission.family,
                 parameters=submission.parameters,
                 seed=t.seed,
+                threshold=choice,
             )
             try:
                 result = await asyncio.to_thread(

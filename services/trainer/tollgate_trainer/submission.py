@@ -51,6 +51,7 @@ from onnx import TensorProto
 from tollgate_core.artifacts import sha256_digest
 from tollgate_core.contracts import DatasetContract
 from tollgate_core.models import ModelFamily
+from tollgate_core.thresholds import ThresholdPolicy
 from tollgate_trainer.evaluate import evaluate, holdout_calibration, out_of_time_split, segment_keys
 from tollgate_trainer.explanation import EXPLANATION_METADATA_KEY, explanation_spec, spec_json
 from tollgate_trainer.export import (
@@ -58,6 +59,7 @@ from tollgate_trainer.export import (
     TARGET_OPSET,
     ModelSignature,
     TensorSpec,
+    _decide_by_threshold,
     onnx_session,
 )
 from tollgate_trainer.features import (
@@ -69,10 +71,11 @@ from tollgate_trainer.features import (
     TrainingDataError,
     raw_frame,
 )
-from tollgate_trainer.parity import ParityResult, check_parity
+from tollgate_trainer.parity import Decision, ParityResult, check_parity
 from tollgate_trainer.pipeline import MODEL_FAMILIES, task_of
 from tollgate_trainer.reference import build_reference_profile
 from tollgate_trainer.selection import baseline_metrics
+from tollgate_trainer.threshold import ThresholdChoice, ThresholdError, choose_threshold
 from tollgate_trainer.train import MIN_ROWS, TrainingResult, data_content_hash, library_versions
 
 MAX_FILE_BYTES = 64 * 1024 * 1024
@@ -227,6 +230,41 @@ def contract_mismatches(
     return problems
 
 
+def decision_threshold(
+    contract: DatasetContract,
+    raw: pd.DataFrame,
+    encoding: LabelEncoding | None,
+    onnx_bytes: bytes,
+    policy: ThresholdPolicy | None,
+    holdout_fraction: float,
+) -> ThresholdChoice | None:
+    """The catalog's decision threshold for a submitted binary classifier: fixed, or chosen by the rule on
+    the scores the submitted model gives the validation split (the newest ``holdout_fraction`` of the
+    training rows, as for a training run; the model cannot be refitted on the older rows, so this split may
+    be rows it was fitted on — the holdout stays untouched either way)."""
+    if policy is None:
+        return None
+    if encoding is None or len(encoding.classes) != 2 or encoding.positive_index is None:
+        raise SubmissionRefused(["the catalog's decision_threshold needs a binary classification label"], 409)
+    if policy.rule == "fixed":
+        return choose_threshold(policy, np.zeros(0), np.zeros(0))
+    split = out_of_time_split(raw, contract, holdout_fraction)
+    train = raw.iloc[split.train].reset_index(drop=True)
+    inner = out_of_time_split(train, contract, holdout_fraction)
+    layout = FeatureLayout.from_contract(contract)
+    rows = layout.model_frame(train).iloc[inner.holdout]
+    try:
+        (proba,) = onnx_session(onnx_bytes).run(["probabilities"], layout.onnx_inputs(rows))
+    except Exception as exc:  # onnxruntime's own errors
+        raise SubmissionRefused([f"the ONNX model fails on the contract's inputs: {exc}"]) from None
+    positive = encoding.positive_index
+    truth = (encoding.encode(train[contract.label.name].iloc[inner.holdout].tolist()) == positive).astype(int)
+    try:
+        return choose_threshold(policy, truth, np.asarray(proba, dtype=np.float64)[:, positive])
+    except ThresholdError as exc:
+        raise SubmissionRefused([f"decision threshold: {exc}"], 409) from None
+
+
 def explanation_reference(
     contract: DatasetContract, raw: pd.DataFrame, holdout_fraction: float
 ) -> dict[str, Any]:
@@ -244,6 +282,7 @@ def servable_onnx(
     contract: DatasetContract,
     encoding: LabelEncoding | None,
     explanation: dict[str, Any] | None = None,
+    threshold: float | None = None,
 ) -> tuple[bytes, ModelSignature]:
     """The submitted model with the platform's serving signature (and the explanation reference, when
     given) in its metadata (any the file carried is replaced), as the bytes the artifact store keeps;
@@ -254,6 +293,10 @@ def servable_onnx(
             output.name = "prediction"
             for node in model.graph.node:
                 node.output[:] = ["prediction" if o == "variable" else o for o in node.output]
+    if threshold is not None:  # the catalog's decision rule, built into the graph as for trained models
+        if encoding is None or encoding.positive_index is None or len(encoding.classes) != 2:
+            raise SubmissionRefused(["a decision threshold needs a binary classifier with a positive class"])
+        _decide_by_threshold(model.graph, encoding.positive_index, threshold)
     layout = FeatureLayout.from_contract(contract)
     columns = {NUMERIC_INPUT: list(layout.numeric), CATEGORY_INPUT: list(layout.category)}
     initializers = {i.name for i in model.graph.initializer}
@@ -270,7 +313,7 @@ def servable_onnx(
         outputs=[spec(v, []) for v in model.graph.output],
         classes=list(encoding.classes) if encoding is not None else None,
         positive_index=encoding.positive_index if encoding is not None else None,
-        decision_threshold=None,
+        decision_threshold=threshold,
         opset={entry.domain: entry.version for entry in model.opset_import} or dict(TARGET_OPSET),
     )
     ours = {SIGNATURE_METADATA_KEY, EXPLANATION_METADATA_KEY}
@@ -336,6 +379,7 @@ class SubmissionConfig:
     family: str | None = None
     parameters: dict[str, Any] | None = None
     seed: int = 0
+    threshold: ThresholdChoice | None = None
 
 
 def prepare(contract: DatasetContract, data: Records) -> tuple[pd.DataFrame, LabelEncoding | None]:
@@ -402,7 +446,8 @@ def evaluate_submission(
     segments = None
     if contract.segment is not None and contract.segment in raw.columns:
         segments = segment_keys(raw[contract.segment].iloc[split.holdout])
-    evaluation = evaluate(y_holdout, output, task, positive, segments, None)
+    threshold = config.threshold.threshold if config.threshold is not None else None
+    evaluation = evaluate(y_holdout, output, task, positive, segments, threshold)
     calibration = holdout_calibration(y_holdout, output, positive) if task == "classification" else []
 
     family = config.family if config.family in MODEL_FAMILIES else None
@@ -415,10 +460,13 @@ def evaluate_submission(
         y_holdout,
         encoding,
         config.seed,
-        None,
+        threshold,
     )
-    parity = _parity(pipeline, onnx_bytes, layout, x_holdout, task, y_train, config)
-    reference = build_reference_profile(contract, raw.iloc[split.train], scores, evaluation)
+    decision = Decision(threshold, positive) if threshold is not None and positive is not None else None
+    parity = _parity(pipeline, onnx_bytes, layout, x_holdout, task, y_train, config, decision)
+    reference = build_reference_profile(
+        contract, raw.iloc[split.train], scores, evaluation, decision_threshold=threshold
+    )
     return TrainingResult(
         contract=contract.schema_id,
         contract_digest=contract.digest,
@@ -444,6 +492,7 @@ def evaluate_submission(
         baselines=baselines,
         calibration=calibration,
         holdout_fraction=config.holdout_fraction,
+        threshold=config.threshold,
     )
 
 
@@ -455,6 +504,7 @@ def _parity(
     task: str,
     y_train: np.ndarray,
     config: SubmissionConfig,
+    decision: Decision | None,
 ) -> ParityResult:
     if pipeline is None:  # nothing to compare with: recorded as not checked (no rows)
         return ParityResult(
@@ -478,6 +528,7 @@ def _parity(
             min_label_agreement=config.min_label_agreement,
             label_scale=float(np.std(y_train)) if task == "regression" else 1.0,
             seed=config.seed,
+            decision=decision,
         )
     except SubmissionRefused:
         raise
@@ -500,6 +551,7 @@ __all__ = [
     "SubmissionConfig",
     "SubmissionRefused",
     "contract_mismatches",
+    "decision_threshold",
     "evaluate_submission",
     "explanation_reference",
     "load_pipeline",

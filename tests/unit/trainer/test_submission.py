@@ -220,3 +220,32 @@ def test_a_pipeline_that_disagrees_with_its_onnx_fails_parity() -> None:
         CREDIT, raw, encoding, servable, signature, load_pipeline(other_skops), CONFIG
     )
     assert not result.parity.passed and result.parity.max_abs_diff > 1e-5
+
+
+def test_the_catalogs_decision_threshold_is_built_into_a_submitted_classifier() -> None:
+    from tollgate_core.thresholds import ThresholdPolicy
+    from tollgate_trainer.submission import decision_threshold
+
+    records = credit_records()
+    onnx_bytes, skops_bytes, _ = outside_model(CREDIT, records)
+    raw, encoding = prepare(CREDIT, records)
+    for policy in (ThresholdPolicy(rule="fixed", value=0.05), ThresholdPolicy(rule="max_f1")):
+        choice = decision_threshold(CREDIT, raw, encoding, onnx_bytes, policy, CONFIG.holdout_fraction)
+        assert choice is not None and 0 < choice.threshold < 1
+        servable, signature = servable_onnx(read_onnx(onnx_bytes), CREDIT, encoding, None, choice.threshold)
+        assert signature.decision_threshold == choice.threshold
+        config = SubmissionConfig(0.2, 1e-5, 1.0, threshold=choice)
+        result = evaluate_submission(
+            CREDIT, raw, encoding, servable, signature, load_pipeline(skops_bytes), config
+        )
+        # The graph decides by the threshold, and parity compares labels decided the same way.
+        assert result.parity.passed and result.threshold == choice, result.parity
+        assert result.reference.decision_threshold == choice.threshold
+        session = ort.InferenceSession(servable, providers=["CPUExecutionProvider"])
+        feeds = {
+            "numeric": np.array([[r["balance"], r["income"]] for r in records[:400]], dtype=np.float64),
+            "category": np.array([[r["student"]] for r in records[:400]], dtype=object),
+        }
+        label, proba = session.run(["label", "probabilities"], feeds)
+        assert np.array_equal(label, (proba[:, 1] >= choice.threshold).astype(np.int64))
+    assert decision_threshold(CREDIT, raw, encoding, onnx_bytes, None, 0.2) is None
