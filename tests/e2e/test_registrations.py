@@ -75,7 +75,7 @@ def event(schema: str, record: dict[str, Any], at: datetime) -> dict[str, Any]:
 def cli(*args: str, key: str, registry: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TOLLGATE_API_KEY": key, "TOLLGATE_REGISTRY_URL": registry}
     return subprocess.run(
-        [sys.executable, "-m", "tollgate_registry.cli", *args],
+        [sys.executable, "-m", "tollgate_cli.main", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -31,7 +31,7 @@ async def cli(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "tollgate_audit_log.cli",
+        "tollgate_cli.audit",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

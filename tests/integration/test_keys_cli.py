@@ -12,8 +12,8 @@ import asyncpg
 from tollgate_core.apikeys import KeyVerifier, active_keys, generate_key, key_hash
 
 
-async def tollgate(*args: str, module: str = "tollgate_registry.cli") -> tuple[int, str, str]:
-    """``tollgate ARGS``; module="tollgate_core.keys_cli" runs ``tollgate keys`` as the chart's hook Job does."""
+async def tollgate(*args: str, module: str = "tollgate_cli.main") -> tuple[int, str, str]:
+    """``tollgate ARGS``; module="tollgate_cli.keys" runs ``tollgate keys`` as the chart's hook Job does."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -93,7 +93,7 @@ async def test_import_makes_a_key_from_a_file_the_active_key_of_a_name(
         who = verifier.verify(key)
         assert who is not None and who.name == name and who.roles == {"operator"}
 
-        # The chart's hook Job runs the same command as `python -m tollgate_core.keys_cli import ...`.
+        # The chart's hook Job runs the same command as `python -m tollgate_cli.keys import ...`.
         code, _, err = await tollgate(
             "import",
             name,
@@ -102,7 +102,7 @@ async def test_import_makes_a_key_from_a_file_the_active_key_of_a_name(
             str(path),
             "--dsn",
             database_url,
-            module="tollgate_core.keys_cli",
+            module="tollgate_cli.keys",
         )
         assert code == 0 and err.strip().endswith(": unchanged"), err
 

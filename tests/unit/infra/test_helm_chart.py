@@ -372,7 +372,7 @@ def test_prometheus_scrapes_every_service_with_the_operator_key_the_hook_job_imp
     assert [c["name"] for c in pod["initContainers"]] == ["migrate"], "the key's table comes first"
     (importer,) = pod["containers"]
     command = importer["command"]
-    assert command[:4] == ["python", "-m", "tollgate_core.keys_cli", "import"]
+    assert command[:4] == ["python", "-m", "tollgate_cli.keys", "import"]
     principal, role, flag, path = command[4:]
     assert principal == "prometheus" and role in METRICS_ROLES and flag == "--key-file"
     (volume,) = [v for v in pod["volumes"] if "secret" in v]

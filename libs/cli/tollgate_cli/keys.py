@@ -23,8 +23,8 @@ from typing import Annotated, TypeVar
 import asyncpg
 import typer
 
+from tollgate_cli.common import group
 from tollgate_core import apikeys
-from tollgate_core.cli import group
 from tollgate_core.settings import DEFAULT_DATABASE_URL
 
 T = TypeVar("T")

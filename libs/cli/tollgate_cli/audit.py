@@ -2,7 +2,7 @@
 database role. (API keys: ``tollgate keys``.)
 
 Mounted on the platform's ``tollgate`` command as ``app.add_typer(audit_app, name="audit")``; it also runs
-on its own as ``python -m tollgate_audit_log.cli``.
+on its own as ``python -m tollgate_cli.audit``.
 
 ``verify`` needs no running service: it reads the chains with a read-only snapshot and checks every row,
 link and checkpoint itself. It needs the checkpoint signer's public key pinned by the operator

@@ -11,8 +11,8 @@ import orjson
 import typer
 from rich.table import Table
 
-from tollgate_core.cli import call, console, group
-from tollgate_core.cli import table as cli_table
+from tollgate_cli.common import call, console, group
+from tollgate_cli.common import table as cli_table
 
 DEFAULT_AUDIT_URL = "http://127.0.0.1:8084"
 TIMEOUT_S = 60.0

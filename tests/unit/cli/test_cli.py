@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from tests.unit.registry.candidates import MODEL, candidate, candidate_event
 from tests.unit.registry.test_api import KEYS, build_app
-from tollgate_core import cli as core_cli
+from tollgate_cli import common
+from tollgate_cli import main as cli
 from tollgate_core.lifecycle import Experiment, TrialRecord
-from tollgate_registry import cli
 
 EXPERIMENT = Experiment(
     metric="roc_auc",
@@ -81,7 +81,7 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
         assert base_url == "http://registry.test:8082" and timeout > 0
         return real_client(base_url=base_url, headers=headers, transport=SyncASGITransport(app, loop))
 
-    monkeypatch.setattr(core_cli.httpx, "Client", client)
+    monkeypatch.setattr(common.httpx, "Client", client)
     monkeypatch.setenv("TOLLGATE_REGISTRY_URL", "http://registry.test:8082")
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setenv("TOLLGATE_API_KEY", KEYS["frank"])

@@ -1,11 +1,11 @@
-"""``tollgate``: the platform's command line. The registry's commands talk to its HTTP API
-(``TOLLGATE_REGISTRY_URL``, default http://127.0.0.1:8082) and print rich tables. Every call sends the API
+"""``tollgate``: the platform's command line. The model commands talk to the registry's HTTP API
+(``TOLLGATE_REGISTRY_URL``, default http://127.0.0.1:8082; ``runs``: the trainer's) and print tables that
+fold, never cut, on a narrow terminal. Every call sends the API
 key from ``--api-key`` (before the command: ``tollgate --api-key tgk_... promote ...``) or
 ``TOLLGATE_API_KEY``; the registry records its principal as the actor. ``tollgate keys`` manages the keys.
 
-Other parts of the platform add their commands to the same :data:`app`: a command group is a
-``typer.Typer()`` added with ``app.add_typer(group, name="audit")``; :mod:`tollgate_core.cli` holds what they
-share, so every command reports HTTP errors the same way (the server's message, exit status 1; exit status
+Each command group is a module of this package (``contracts``, ``keys``, ``audit``, ``dlq``) added to the same
+:data:`app` with ``app.add_typer(group, name=...)``; :mod:`tollgate_cli.common` holds what they share, so every command reports HTTP errors the same way (the server's message, exit status 1; exit status
 2 when the service cannot be reached).
 """
 
@@ -16,10 +16,12 @@ from typing import Annotated, Any
 
 import typer
 
-from tollgate_core.cli import call, console, fail, group
-from tollgate_core.cli import table as cli_table
-from tollgate_core.contracts_cli import ApiKey, contracts_app, register_files
-from tollgate_core.keys_cli import keys_app
+from tollgate_cli.audit import audit_app
+from tollgate_cli.common import call, console, fail, group
+from tollgate_cli.common import table as cli_table
+from tollgate_cli.contracts import ApiKey, contracts_app, register_files
+from tollgate_cli.dlq import dlq_app
+from tollgate_cli.keys import keys_app
 
 DEFAULT_REGISTRY_URL = "http://127.0.0.1:8082"
 DEFAULT_TRAINER_URL = "http://127.0.0.1:8086"
@@ -450,20 +452,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(keys_app, name="keys")
 app.add_typer(contracts_app, name="contracts")
 
-
-def _mount_optional_groups() -> None:
-    """Command groups of other services' packages, when those are installed alongside."""
-    try:
-        from tollgate_audit_log.cli import audit_app
-        from tollgate_audit_log.dlq_cli import dlq_app
-    except ImportError:
-        return
-    app.add_typer(audit_app, name="audit")
-    app.add_typer(dlq_app, name="dlq")
-
-
-_mount_optional_groups()
-
+app.add_typer(audit_app, name="audit")
+app.add_typer(dlq_app, name="dlq")
 
 if __name__ == "__main__":
     app()

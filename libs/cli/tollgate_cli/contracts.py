@@ -26,7 +26,7 @@ import yaml
 from pydantic import ValidationError
 from rich.console import Console
 
-from tollgate_core.cli import call, console, fail, group
+from tollgate_cli.common import call, console, fail, group
 from tollgate_core.contract_draft import (
     DEFAULT_MARGIN,
     DEFAULT_MAX_CATEGORIES,
