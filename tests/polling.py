@@ -4,29 +4,40 @@ it), and fail naming what was awaited and the last thing seen."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 
 async def eventually(
-    check: Callable[[], Awaitable[Any]],
+    check: Callable[[], Any],
     *,
     timeout: float = 60,
     interval: float = 0.3,
     what: str = "the condition",
+    seen: Callable[[], Any] | None = None,
 ) -> Any:
-    """Await ``check()`` every ``interval`` seconds until it returns something truthy, and return that;
-    AssertionError after ``timeout`` seconds."""
+    """Call ``check()`` (awaiting what it returns when that is awaitable) every ``interval`` seconds until it
+    gives something truthy, and return that;
+    AssertionError after ``timeout`` seconds, showing ``seen()`` (what the test observed so far; an
+    awaitable is awaited) or else the last result of ``check``."""
     deadline = time.monotonic() + timeout
     while True:
-        last = await check()
+        last = check()
+        if inspect.isawaitable(last):
+            last = await last
         if last:
             return last
         if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}: last {str(last)[:1500]}")
+            shown = last if seen is None else seen()
+            if inspect.isawaitable(shown):
+                shown = await shown
+            raise AssertionError(
+                f"timed out after {timeout:g} s waiting for {what}: last {str(shown)[:1500]}"
+            )
         await asyncio.sleep(interval)
 
 
@@ -50,9 +61,4 @@ async def get_until(
         seen[0] = response.json()
         return found(seen[0])
 
-    try:
-        return await eventually(check, timeout=timeout, interval=interval, what=path)
-    except AssertionError:
-        raise AssertionError(
-            f"{path}: not found within {timeout:g} s; last body: {str(seen[0])[:1500]}"
-        ) from None
+    return await eventually(check, timeout=timeout, interval=interval, what=path, seen=lambda: seen[0])

@@ -18,6 +18,8 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.polling import eventually
+
 FLAGS = (
     "--headless",
     "--no-sandbox",
@@ -96,12 +98,14 @@ class Browser:
         return result.get("result", {}).get("value")
 
     async def wait_for(self, expression: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not await self.evaluate(expression):
-            if time.monotonic() > deadline:
-                where = await self.evaluate("location.href")
-                raise AssertionError(f"timed out waiting for {expression} (at {where})")
-            await asyncio.sleep(0.1)
+        """Until ``expression`` is truthy in the page; on timeout the error names where the page is."""
+        await eventually(
+            lambda: self.evaluate(expression),
+            timeout=timeout,
+            interval=0.1,
+            what=expression,
+            seen=lambda: self.evaluate("location.href"),
+        )
 
     async def goto(self, url: str, path: str) -> None:
         """Open ``url`` and wait until the page at ``path`` (after redirects) has loaded."""
@@ -115,7 +119,8 @@ class Browser:
         found: list[dict[str, Any]] = (await self.send("Network.getCookies"))["cookies"]
         return found
 
-    async def screenshot(self, width: int, height: int) -> bytes:
+    async def screenshot(self, width: int, height: int, element_id: str | None = None) -> bytes:
+        """The viewport at ``width`` x ``height``, scrolled to the element ``element_id`` when given."""
         await self.send(
             "Emulation.setDeviceMetricsOverride",
             width=width,
@@ -123,6 +128,8 @@ class Browser:
             deviceScaleFactor=1,
             mobile=False,
         )
+        if element_id is not None:
+            await self.evaluate(f"document.getElementById({json.dumps(element_id)}).scrollIntoView(); true")
         shot = await self.send("Page.captureScreenshot", format="png")
         return base64.b64decode(shot["data"])
 

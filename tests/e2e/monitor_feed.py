@@ -9,12 +9,10 @@ from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
-import httpx
 import numpy as np
 import orjson
 
 from tests.kafka_helpers import produce
-from tests.polling import get_until
 from tests.unit.monitor.standin import CONTRACT_ID as CONTRACT
 from tests.unit.monitor.standin import contract, stand_in_scores
 from tollgate_core.datasets import generate_records
@@ -229,8 +227,3 @@ async def publish_versions(bootstrap: str, namespace: str, model: str) -> None:
     await produce(
         bootstrap, f"{namespace}.models.lifecycle.v1", [(model.encode(), dumps(promoted_event(model)))]
     )
-
-
-async def wait_for(client: httpx.AsyncClient, path: str, predicate: Any, timeout: float = 90) -> Any:
-    """GET ``path`` until ``predicate(json)`` holds; returns that JSON."""
-    return await get_until(client, path, lambda body: body if predicate(body) else None, timeout=timeout)

@@ -19,8 +19,9 @@ from aiokafka.errors import KafkaError
 
 from tests.auth_support import RoleKeys, header
 from tests.conftest import wait_http_ok
-from tests.e2e.monitor_feed import Stream, publish_versions, wait_for
+from tests.e2e.monitor_feed import Stream, publish_versions
 from tests.kafka_helpers import collect, produce
+from tests.polling import get_until
 from tollgate_core.alerts import AlertEvent
 from tollgate_core.kafka_auth import kafka_security
 from tollgate_core.lifecycle import TrainingRequestEvent
@@ -85,12 +86,17 @@ async def test_drift_alert_retraining_and_restart_without_double_counting(
         # Phase 1: windows 0-3; 0-2 are judged (3 stays open), then window 1's labels arrive in window 3.
         for window in range(4):
             await produce(bootstrap, log_topic, stream.log_events(window))
-        await wait_for(client, f"/v1/models/{stream.model}/drift", lambda b: len(b["windows"]) == 3)
+        await get_until(
+            client, f"/v1/models/{stream.model}/drift", lambda b: len(b["windows"]) == 3, timeout=90
+        )
         await produce(
             bootstrap, f"{namespace}.events.validated.v1", stream.label_events(1, arrive_in_window=3)
         )
-        await wait_for(
-            client, f"/v1/models/{stream.model}/performance", lambda b: b["labels"]["1"]["labeled"] == ROWS
+        await get_until(
+            client,
+            f"/v1/models/{stream.model}/performance",
+            lambda b: b["labels"]["1"]["labeled"] == ROWS,
+            timeout=90,
         )
 
     # SIGKILL, then make Kafka redeliver the whole partition: the checkpoint must make the replay a no-op.
@@ -104,8 +110,11 @@ async def test_drift_alert_retraining_and_restart_without_double_counting(
         for window in range(4, WINDOWS):
             await produce(bootstrap, log_topic, stream.log_events(window))
         await produce(bootstrap, log_topic, stream.log_events(WINDOWS, count=1))  # closes the last window
-        body = await wait_for(
-            client, f"/v1/models/{stream.model}/drift", lambda b: len(b["windows"]) == WINDOWS
+        body = await get_until(
+            client,
+            f"/v1/models/{stream.model}/drift",
+            lambda b: b if len(b["windows"]) == WINDOWS else None,
+            timeout=90,
         )
         windows = body["windows"]
         assert [w["rows"] for w in windows] == [ROWS] * WINDOWS, "a window was counted twice or partly"
@@ -173,10 +182,11 @@ async def test_a_window_closes_without_later_traffic_and_joins_labels_that_came_
     await wait_http_ok(f"{base}/readyz", proc=monitor)
     async with httpx.AsyncClient(base_url=base, timeout=10, headers=header(api_keys["viewer"])) as client:
         await produce(bootstrap, f"{namespace}.inference.log.v1", stream.log_events(0))
-        await wait_for(
+        await get_until(
             client,
             f"/v1/models/{stream.model}/performance",
             lambda b: b["labels"].get("1", {}).get("predictions") == ROWS,
+            timeout=90,
         )
         assert (await client.get(f"/v1/models/{stream.model}/drift")).json()["windows"] == []
         # No more inference traffic. The labels of window 0 arrive (inside window 0's span).
@@ -184,8 +194,11 @@ async def test_a_window_closes_without_later_traffic_and_joins_labels_that_came_
             bootstrap, f"{namespace}.events.validated.v1", stream.label_events(0, arrive_in_window=0)
         )
         # Window 0 is judged although nothing later arrived: within its end + lateness + idle + a check.
-        body = await wait_for(
-            client, f"/v1/models/{stream.model}/drift", lambda b: len(b["windows"]) == 1, timeout=idle + 60
+        body = await get_until(
+            client,
+            f"/v1/models/{stream.model}/drift",
+            lambda b: b if len(b["windows"]) == 1 else None,
+            timeout=idle + 60,
         )
         assert body["windows"][0]["rows"] == ROWS and body["windows"][0]["end"] == stream.window_end(0)
         perf = (await client.get(f"/v1/models/{stream.model}/performance")).json()

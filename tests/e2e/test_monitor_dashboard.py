@@ -20,14 +20,21 @@ import httpx
 from tests.auth_support import RoleKeys, header
 from tests.conftest import ROOT, wait_http_ok
 from tests.e2e.browser import Browser, chromium
-from tests.e2e.monitor_feed import Stream, contract, publish_versions, wait_for
+from tests.e2e.monitor_feed import Stream, contract, publish_versions
 from tests.e2e.png import read_png
 from tests.kafka_helpers import produce
+from tests.polling import get_until
 
 WINDOWS = 16
 ROWS = 300
 DRIFT_FROM = 8
 LABEL_DELAY = 8  # labels of window i arrive during window i + 8
+
+
+def section_of(html: str, model: str) -> str:
+    """The dashboard's section of ``model`` (sections are not nested)."""
+    start = html.index(f'<section class="model" id="model-{model}">')
+    return html[start : html.index("</section>", start)]
 
 
 async def test_dashboard_in_headless_chromium(
@@ -54,10 +61,11 @@ async def test_dashboard_in_headless_chromium(
     async with httpx.AsyncClient(base_url=base, timeout=10, headers=header(api_keys["viewer"])) as client:
         for window in range(LABEL_DELAY):
             await produce(bootstrap, log_topic, stream.log_events(window))
-        await wait_for(
+        await get_until(
             client,
             f"/v1/models/{stream.model}/performance",
             lambda b: b["labels"].get("1", {}).get("predictions") == LABEL_DELAY * ROWS,
+            timeout=90,
         )
         for window in range(LABEL_DELAY):
             await produce(
@@ -65,16 +73,24 @@ async def test_dashboard_in_headless_chromium(
                 f"{namespace}.events.validated.v1",
                 stream.label_events(window, arrive_in_window=window + LABEL_DELAY),
             )
-        await wait_for(
+        await get_until(
             client,
             f"/v1/models/{stream.model}/performance",
             lambda b: b["labels"]["1"]["labeled"] == LABEL_DELAY * ROWS,
+            timeout=90,
         )
         for window in range(LABEL_DELAY, WINDOWS):
             await produce(bootstrap, log_topic, stream.log_events(window))
         await produce(bootstrap, log_topic, stream.log_events(WINDOWS, count=1))
-        await wait_for(client, f"/v1/models/{stream.model}/drift", lambda b: len(b["windows"]) == WINDOWS)
-        await wait_for(client, "/v1/alerts?active=true", lambda b: any(a["kind"] == "data_drift" for a in b))
+        await get_until(
+            client, f"/v1/models/{stream.model}/drift", lambda b: len(b["windows"]) == WINDOWS, timeout=90
+        )
+        await get_until(
+            client,
+            "/v1/alerts?active=true",
+            lambda b: b if any(a["kind"] == "data_drift" and a["model"] == stream.model for a in b) else None,
+            timeout=90,
+        )
         page = await client.get("/dashboard")
         assert page.status_code == 200 and "<svg" in page.text
 
@@ -106,14 +122,16 @@ async def test_dashboard_in_headless_chromium(
 
         await browser.evaluate(fill.format(json.dumps(api_keys["viewer"])))
         await browser.wait_for("location.pathname === '/dashboard' && document.readyState === 'complete'")
-        dom = await browser.html()
+        # The monitor shows every model it knows (other tests' too, in the session's database): what is
+        # checked is this test's own model's section.
+        dom = section_of(await browser.html(), stream.model)
         assert await browser.evaluate("document.cookie") == ""  # HttpOnly: invisible to the page's scripts
         [session] = await browser.cookies()
         assert (
             session["name"] == "tollgate_session" and session["httpOnly"] and session["sameSite"] == "Strict"
         )
         assert api_keys["viewer"] not in session["value"]
-        shot = await browser.screenshot(1400, 1600)
+        shot = await browser.screenshot(1400, 1600, element_id=f"model-{stream.model}")
     finally:
         await browser.close()
 

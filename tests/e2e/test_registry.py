@@ -13,7 +13,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from aiokafka import AIOKafkaConsumer
 from tests.auth_support import ALL, RoleKeys, header
 from tests.conftest import wait_http_ok
 from tests.kafka_helpers import collect, produce
+from tests.polling import eventually
 from tests.unit.registry.candidates import MODEL, candidate, candidate_event, spec
 from tollgate_core.artifacts import DirectoryArtifactStore
 from tollgate_core.kafka_auth import kafka_security
@@ -80,12 +80,10 @@ class LifecycleFollower:
         return [(e.event_type, e.payload.to_stage.value) for e in self.of(model, version)]
 
     async def until(self, what: str, condition: Callable[[], bool], timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                seen = [(e.payload.model, e.payload.version, e.event_type) for _, e in self.events]
-                raise AssertionError(f"timed out waiting for {what}; lifecycle so far: {seen}")
-            await asyncio.sleep(0.05)
+        def lifecycle() -> list[tuple[str, str, str]]:
+            return [(e.payload.model, e.payload.version, e.event_type) for _, e in self.events]
+
+        await eventually(condition, timeout=timeout, interval=0.05, what=what, seen=lifecycle)
 
 
 def write_catalog(folder: Path) -> None:

@@ -34,7 +34,6 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,6 +53,7 @@ from tests.conftest import ServiceProcess, wait_http_ok
 from tests.db_support import fetch_rows
 from tests.e2e.monitor_feed import candidate_event, inference_event
 from tests.kafka_helpers import collect, good_record, produce, raw_event
+from tests.polling import eventually
 from tests.unit.monitor.standin import CONTRACT_ID as MONITORED_CONTRACT
 from tests.unit.monitor.standin import contract as monitored_contract
 from tests.unit.monitor.standin import stand_in_scores
@@ -183,14 +183,6 @@ def instance_of(client_id: str, service: str) -> int:
     return int(client_id.removeprefix(f"tollgate-{service}-").split("@", 1)[0])
 
 
-async def poll(what: str, check: Callable[[], Awaitable[Any]], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (found := await check()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
-        await asyncio.sleep(0.5)
-    return found
-
-
 def exactly_once(seen: Counter[str], expected: set[str]) -> tuple[int, int, int, int]:
     """(distinct ids seen, lost, duplicated, unexpected)."""
     return (
@@ -244,10 +236,11 @@ async def test_three_replicas_of_every_consumer_killed_and_every_owner_failed_ov
         await produce(bootstrap, candidates_topic, [(e.payload.model.encode(), dumps(e)) for e in events])
 
     await send_candidates("1")
-    await poll(
-        "the monitor stores the monitored versions",
+    await eventually(
         lambda: _count(own_database, "SELECT count(*) FROM monitor_versions WHERE version = '1'", MODELS),
-        WAIT_S,
+        timeout=WAIT_S,
+        interval=0.5,
+        what="the monitor stores the monitored versions",
     )
 
     ids = [str(uuid.uuid4()) for _ in range(EVENTS)]
@@ -439,10 +432,20 @@ async def kill_owner(
     if what.startswith("audit-"):
         stream = what.split("-")[1]
         group = replicas["audit-log"]
-        owner = await poll(f"an owner of the {stream} chain", lambda: chain_owner(group, stream), FAILOVER_S)
+        owner = await eventually(
+            lambda: chain_owner(group, stream),
+            timeout=FAILOVER_S,
+            interval=0.5,
+            what=f"an owner of the {stream} chain",
+        )
         owner.kill()
         t0 = time.monotonic()
-        heir = await poll(f"the {stream} chain fails over", lambda: chain_owner(group, stream), FAILOVER_S)
+        heir = await eventually(
+            lambda: chain_owner(group, stream),
+            timeout=FAILOVER_S,
+            interval=0.5,
+            what=f"the {stream} chain fails over",
+        )
         taken = time.monotonic() - t0
         assert heir is not owner
         owner.start()
@@ -453,10 +456,11 @@ async def kill_owner(
         "registry-writer": ("registry", f"{namespace}.registry", f"{namespace}.models.candidates.v1"),
         "monitor-window-owner": ("monitor", f"{namespace}.monitor.windows", f"{namespace}.inference.log.v1"),
     }[what]
-    holder = await poll(
-        f"an owner of {topic}[{partition}]",
+    holder = await eventually(
         lambda: partition_owner(bootstrap, group_id, topic, partition),
-        FAILOVER_S,
+        timeout=FAILOVER_S,
+        interval=0.5,
+        what=f"an owner of {topic}[{partition}]",
     )
     victim = replicas[service][instance_of(holder, service)]
     victim.kill()
@@ -481,7 +485,12 @@ async def kill_owner(
             sql = "SELECT 1 FROM registry_versions WHERE model = $1 AND version = 'probe'"
             return bool(await fetch_rows(dsn, sql, model))
 
-    await poll(f"{topic}[{partition}] processed while its owner {holder} is dead", done, WAIT_S)
+    await eventually(
+        done,
+        timeout=WAIT_S,
+        interval=0.5,
+        what=f"{topic}[{partition}] processed while its owner {holder} is dead",
+    )
     taken = time.monotonic() - t0
     victim.start()
     return (
