@@ -46,7 +46,7 @@ RUN groupadd --system --gid 10001 tollgate \
     && chown tollgate:tollgate /var/lib/tollgate/artifacts
 WORKDIR /app
 # The workspace packages are installed editable: the venv points at /app/libs and /app/services, and
-# tollgate_core finds schemas/ next to them.
+# tollgate_core's package data tollgate_core/schemas is a link to /app/schemas.
 COPY --from=build /app /app
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1

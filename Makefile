@@ -68,8 +68,8 @@ status:
 	@$(STACK) status
 
 test: topics test-scorer-alone
-	$(PY) -m tollgate_core.schemagen check
-	$(PY) -m tollgate_core.compat
+	$(PY) -m tollgate_tools.schemagen check
+	$(PY) -m tollgate_tools.history
 	.venv/bin/pytest $(TEST_DIRS) $(PYTEST_ARGS)
 
 # The scorer serves ONNX only: its package must not need scikit-learn or the trainer, and neither may its unit
@@ -94,7 +94,7 @@ test-unit: venv
 demo: export TOLLGATE_MONITOR_WINDOW_SECONDS ?= 10
 demo: export TOLLGATE_MONITOR_RETRAIN_COOLDOWN_SECONDS ?= 60
 demo: up
-	$(STACK) as operator $(PY) -m tollgate_core.demo
+	$(STACK) as operator $(PY) -m tollgate_demo
 
 bench: topics
 	@mkdir -p .local/bench
@@ -106,8 +106,8 @@ lint: venv
 	.venv/bin/mypy libs services
 
 generate: venv
-	$(PY) -m tollgate_core.schemagen write
-	$(PY) -m tollgate_core.helmgen write
+	$(PY) -m tollgate_tools.schemagen write
+	$(PY) -m tollgate_tools.helmgen write
 
 clean:
 	$(STACK) down

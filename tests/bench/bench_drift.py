@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tollgate_core.contracts import ContractRegistry, FieldType  # noqa: E402
-from tollgate_core.datasets import generate_records  # noqa: E402
 from tollgate_core.reference import ReferenceProfile  # noqa: E402
+from tollgate_demo.datasets import generate_records  # noqa: E402
 from tollgate_monitor.drift import Layout, feature_drift  # noqa: E402
 
 OUT = ROOT / ".local" / "bench" / "drift.json"

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tollgate_core.contracts import ContractRegistry, DatasetContract
-from tollgate_core.datasets import generate_records
+from tollgate_demo.datasets import generate_records
 from tollgate_trainer.export import TARGET_OPSET, onnx_session
 from tollgate_trainer.features import FeatureLayout, LabelEncoding, raw_frame
 from tollgate_trainer.pipeline import MODEL_FAMILIES, ModelFamily, build_pipeline

@@ -15,7 +15,6 @@ import orjson
 from tests.kafka_helpers import produce
 from tests.unit.monitor.standin import CONTRACT_ID as CONTRACT
 from tests.unit.monitor.standin import contract, stand_in_scores
-from tollgate_core.datasets import generate_records
 from tollgate_core.events import dumps
 from tollgate_core.lifecycle import (
     Artifact,
@@ -30,6 +29,7 @@ from tollgate_core.lifecycle import (
 )
 from tollgate_core.reference import ReferenceProfile
 from tollgate_core.scoring import InferenceLogEvent
+from tollgate_demo.datasets import generate_records
 
 WINDOW_S = 60
 

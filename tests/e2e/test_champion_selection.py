@@ -20,7 +20,7 @@ from tests.conftest import wait_http_ok
 from tests.e2e.test_trainer import validated
 from tests.kafka_helpers import produce
 from tests.polling import eventually, get_until
-from tollgate_core.datasets import load_islp_default
+from tollgate_demo.datasets import load_islp_default
 
 SELECTED = "selection-probe"
 SOPHISTICATED = "sophistication-probe"

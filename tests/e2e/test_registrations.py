@@ -35,9 +35,9 @@ from tests.auth_support import RoleKeys, header
 from tests.conftest import wait_http_ok
 from tests.kafka_helpers import collect, produce
 from tests.polling import eventually
-from tollgate_core.datasets import load_islp_default
 from tollgate_core.paths import schemas_dir
 from tollgate_core.topics import Topics
+from tollgate_demo.datasets import load_islp_default
 
 pytestmark = pytest.mark.timeout(900)
 SERVICES = ("ingest", "validator", "trainer", "registry", "scorer", "monitor", "audit-log")

@@ -58,12 +58,12 @@ from tests.unit.monitor.standin import CONTRACT_ID as MONITORED_CONTRACT
 from tests.unit.monitor.standin import contract as monitored_contract
 from tests.unit.monitor.standin import stand_in_scores
 from tollgate_core.acls import apply_acls
-from tollgate_core.datasets import generate_records
 from tollgate_core.events import dumps
 from tollgate_core.kafka import murmur2
 from tollgate_core.kafka_auth import kafka_security
 from tollgate_core.paths import schemas_dir
 from tollgate_core.topics import ensure_topics
+from tollgate_demo.datasets import generate_records
 
 EVENTS = int(os.environ.get("TOLLGATE_SCALE_EVENTS", "3000"))
 INFERENCES = max(EVENTS // 5, 60)

@@ -16,8 +16,8 @@ from tests.auth_support import RoleKeys, header, make_keys
 from tests.conftest import wait_http_ok
 from tests.kafka_helpers import collect, produce
 from tollgate_core.artifacts import DirectoryArtifactStore
-from tollgate_core.datasets import load_islp_default
 from tollgate_core.lifecycle import CandidateEvent
+from tollgate_demo.datasets import load_islp_default
 
 MODEL = "credit-default-risk"
 

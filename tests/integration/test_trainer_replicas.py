@@ -16,9 +16,9 @@ import asyncpg
 from tests.integration.test_trainer_lineage import rows
 from tollgate_core.artifacts import DirectoryArtifactStore
 from tollgate_core.contracts import ContractRegistry
-from tollgate_core.datasets import load_islp_default
 from tollgate_core.db import create_pool
 from tollgate_core.models import model_catalog
+from tollgate_demo.datasets import load_islp_default
 from tollgate_trainer.app import MIGRATIONS
 from tollgate_trainer.runner import Scheduler, TrainingRunner
 from tollgate_trainer.store import TrainerRepository

@@ -29,8 +29,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from tollgate_core.contracts import DatasetContract, load_contract
-from tollgate_core.datasets import generate_records
 from tollgate_core.paths import schemas_dir
+from tollgate_demo.datasets import generate_records
 from tollgate_trainer.evaluate import out_of_time_split
 from tollgate_trainer.export import ModelSignature, export_onnx
 from tollgate_trainer.features import FeatureLayout, LabelEncoding, raw_frame

@@ -103,7 +103,7 @@ def test_both_implementations_satisfy_the_port(tmp_path: Path) -> None:
 def test_core_data_modules_do_not_import_the_training_stack() -> None:
     """The scorer and registry use these modules and must install without scikit-learn or pandas."""
     code = (
-        "import sys, tollgate_core.artifacts, tollgate_core.datasets as d; d.load_islp_default();"
+        "import sys, tollgate_core.artifacts, tollgate_demo.datasets as d; d.load_islp_default();"
         "bad = [m for m in ('sklearn', 'pandas', 'onnx', 'skl2onnx', 'ISLP') if m in sys.modules];"
         "print(','.join(bad))"
     )

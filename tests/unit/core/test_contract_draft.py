@@ -14,7 +14,7 @@ from tollgate_cli.main import app
 from tollgate_core.contract_draft import DraftError, draft_contract, read_rows
 from tollgate_core.contract_rules import CompiledContract, read_text
 from tollgate_core.contracts import ContractRegistry, DatasetContract, load_contract
-from tollgate_core.datasets import generate_records, load_islp_default
+from tollgate_demo.datasets import generate_records, load_islp_default
 from tollgate_ingest.gateway import _csv_rows
 
 CONTRACTS = ContractRegistry.from_directory()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tollgate_core.contracts import ContractRegistry, DatasetContract, FieldSpec, FieldType
-from tollgate_core.datasets import (
+from tollgate_demo.datasets import (
     DatasetUnavailableError,
     generate_records,
     load_islp_default,

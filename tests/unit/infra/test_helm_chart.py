@@ -20,10 +20,11 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tollgate_core import helmgen, kafka_auth
+from tollgate_core import kafka_auth
 from tollgate_core.auth import METRICS_ROLES
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import SERVICES, catalog
+from tollgate_tools import helmgen
 
 ROOT = Path(__file__).resolve().parents[3]
 CHART = ROOT / "infra" / "helm" / "tollgate"

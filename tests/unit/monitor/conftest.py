@@ -12,8 +12,8 @@ import pytest
 from tests.unit.monitor import standin
 from tests.unit.monitor.standin import TRAINING_ROWS, TRAINING_SEED, stand_in_scores
 from tollgate_core.contracts import DatasetContract
-from tollgate_core.datasets import generate_records
 from tollgate_core.reference import ReferenceProfile
+from tollgate_demo.datasets import generate_records
 from tollgate_monitor.drift import Layout
 
 

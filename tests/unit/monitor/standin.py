@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from tollgate_core.contracts import ContractRegistry, DatasetContract
-from tollgate_core.datasets import generate_records
+from tollgate_demo.datasets import generate_records
 
 CONTRACT_ID = "synthetic-risk.v1"
 

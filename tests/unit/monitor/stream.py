@@ -9,7 +9,7 @@ import numpy as np
 
 from tests.unit.monitor.standin import stand_in_scores
 from tollgate_core.contracts import DatasetContract
-from tollgate_core.datasets import generate_records
+from tollgate_demo.datasets import generate_records
 from tollgate_monitor.alerts import Change, Hysteresis
 from tollgate_monitor.drift import Layout
 from tollgate_monitor.evaluate import Thresholds, WindowReport, judge, observe

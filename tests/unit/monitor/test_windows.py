@@ -12,7 +12,7 @@ import pytest
 
 from tests.unit.monitor.standin import stand_in_scores
 from tollgate_core.contracts import DatasetContract
-from tollgate_core.datasets import generate_records
+from tollgate_demo.datasets import generate_records
 from tollgate_monitor.drift import Layout
 from tollgate_monitor.processor import LogEntry, PartitionState, ingest, parse_entry
 from tollgate_monitor.windows import WindowBook, count_window, latency_counts, latency_quantile

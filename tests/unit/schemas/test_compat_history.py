@@ -1,4 +1,4 @@
-"""``python -m tollgate_core.compat``: published topic versions checked against git history."""
+"""``python -m tollgate_tools.history``: published topic versions checked against git history."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from tollgate_core import compat
-from tollgate_core.schemagen import render
+from tollgate_tools import history
+from tollgate_tools.schemagen import render
 
 TOPIC = "orders.placed"
 
@@ -113,7 +114,7 @@ def repo(tmp_path: Path) -> Repo:
 
 
 def failures(repo: Repo, against: str | None = None) -> list[str]:
-    return compat.check_repository(repo.schemas, against).failures
+    return history.check_repository(repo.schemas, against).failures
 
 
 def test_pairwise_compatible_history_can_still_break_transitively() -> None:
@@ -140,7 +141,7 @@ def test_transitive_check_compares_with_every_published_revision(repo: Repo) -> 
     )
     assert rev2 not in found[0]
 
-    report = compat.check_repository(repo.schemas)
+    report = history.check_repository(repo.schemas)
     assert "1 incompatibility" in report.summary
     assert "2 earlier schema(s) compared" in report.summary
 
@@ -150,13 +151,13 @@ def test_compatible_history_passes(repo: Repo, capsys: pytest.CaptureFixture[str
     repo.commit("rev1")
     repo.write(OrderWithChannel)
     repo.commit("rev2: optional channel")
-    assert compat.main(["--schemas-dir", str(repo.schemas)]) == 0
+    assert history.main(["--schemas-dir", str(repo.schemas)]) == 0
     out = capsys.readouterr().out
     assert "ok   orders.placed.v1 [BACKWARD_TRANSITIVE]: compatible with 2 distinct schema(s)" in out
     assert out.rstrip().endswith("0 incompatibilities")
 
     repo.write(OrderV2)  # removes a field of a closed model: old messages carrying it would be refused
-    assert compat.main(["--schemas-dir", str(repo.schemas)]) == 1
+    assert history.main(["--schemas-dir", str(repo.schemas)]) == 1
     out = capsys.readouterr().out
     assert "FAIL orders.placed.v1 [BACKWARD_TRANSITIVE] against" in out
     assert "$.note: property-removed (backward)" in out
@@ -224,8 +225,8 @@ def test_against_defaults_to_origin_main(repo: Repo) -> None:
     found = failures(repo)
     assert len(found) == 1
     assert "against origin/main: $.channel: type-narrowed" in found[0]
-    assert compat.check_repository(repo.schemas, "HEAD").failures == [], "the branch's own history is fine"
-    assert "history up to origin/main" in compat.check_repository(repo.schemas).summary
+    assert history.check_repository(repo.schemas, "HEAD").failures == [], "the branch's own history is fine"
+    assert "history up to origin/main" in history.check_repository(repo.schemas).summary
 
 
 def test_shallow_and_young_clones_say_so(
@@ -241,13 +242,13 @@ def test_shallow_and_young_clones_say_so(
         check=True,
         capture_output=True,
     )
-    assert compat.main(["--schemas-dir", str(clone / "schemas")]) == 0
+    assert history.main(["--schemas-dir", str(clone / "schemas")]) == 0
     out = capsys.readouterr().out
     assert "note: shallow clone: only the 1 commit(s) present" in out
 
     fresh = Repo(tmp_path / "fresh")
     fresh.write(OrderV1)
-    assert compat.main(["--schemas-dir", str(fresh.schemas)]) == 0
+    assert history.main(["--schemas-dir", str(fresh.schemas)]) == 0
     out = capsys.readouterr().out
     assert "note: no commits yet" in out
     assert "new  orders.placed.v1: no earlier published revision" in out
@@ -258,18 +259,18 @@ def test_errors_outside_git_or_with_an_unknown_revision(
 ) -> None:
     outside = tmp_path / "outside" / "schemas"
     (outside / "topics").mkdir(parents=True)
-    assert compat.main(["--schemas-dir", str(outside)]) == 2
+    assert history.main(["--schemas-dir", str(outside)]) == 2
     assert "not inside a git repository" in capsys.readouterr().err
 
     repo.write(OrderV1)
     repo.commit("rev1")
-    assert compat.main(["--schemas-dir", str(repo.schemas), "--against", "no-such-ref"]) == 2
+    assert history.main(["--schemas-dir", str(repo.schemas), "--against", "no-such-ref"]) == 2
     assert "no such revision" in capsys.readouterr().err
 
 
 def test_the_project_history_is_compatible() -> None:
     try:
-        report = compat.check_repository()
-    except compat.GitError as exc:
+        report = history.check_repository()
+    except history.GitError as exc:
         pytest.skip(f"not a git checkout: {exc}")
     assert report.failures == [], "\n".join(report.failures)

@@ -10,10 +10,10 @@ import jsonschema
 import pytest
 import yaml
 
-from tollgate_core import schemagen
 from tollgate_core.contracts import DatasetContract
 from tollgate_core.paths import schemas_dir
 from tollgate_core.topics import catalog
+from tollgate_tools import schemagen
 
 SCHEMAS = schemas_dir()
 
@@ -63,7 +63,7 @@ def test_every_published_json_version_has_a_model_and_a_committed_schema() -> No
         assert version.model is not None, f"{name} is published without a model"
         assert spec.model_class(version.version) is not None
         path = SCHEMAS / schemagen.topic_schema_path(spec.name, version.version)
-        assert path.is_file(), f"{name}: {path} is not committed (python -m tollgate_core.schemagen write)"
+        assert path.is_file(), f"{name}: {path} is not committed (python -m tollgate_tools.schemagen write)"
 
 
 def test_generated_files_match_the_committed_copies() -> None:

@@ -1,4 +1,4 @@
-"""``tollgate_core.schemagen``: generation, drift detection, example validation, AsyncAPI documents."""
+"""``tollgate_tools.schemagen``: generation, drift detection, example validation, AsyncAPI documents."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tollgate_core import schemagen
 from tollgate_core.paths import schemas_dir
+from tollgate_tools import schemagen
 
 RAW = "topics/events.raw/v1.schema.json"
 

@@ -26,9 +26,9 @@ from prometheus_client import CollectorRegistry
 from tollgate_core.apikeys import KeyVerifier, Principal, key_hash
 from tollgate_core.artifacts import ArtifactStore, sha256_digest
 from tollgate_core.contracts import ContractRegistry, DatasetContract
-from tollgate_core.datasets import load_islp_default
 from tollgate_core.http import create_http_app
 from tollgate_core.lifecycle import LifecycleEvent
+from tollgate_demo.datasets import load_islp_default
 from tollgate_scorer.auth import Authenticator
 from tollgate_scorer.core import Scorer, ScoringStats
 from tollgate_scorer.http import ScoringApp

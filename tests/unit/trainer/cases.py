@@ -6,7 +6,7 @@ from functools import cache
 from typing import Any
 
 from tollgate_core.contracts import ContractRegistry, DatasetContract
-from tollgate_core.datasets import generate_records, load_islp_default
+from tollgate_demo.datasets import generate_records, load_islp_default
 
 REGISTRY = ContractRegistry.from_directory()
 CREDIT = REGISTRY.latest("credit-default")

@@ -12,7 +12,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from tests.unit.trainer.cases import CREDIT, DELIVERY, RISK
-from tollgate_core.datasets import generate_records
+from tollgate_demo.datasets import generate_records
 from tollgate_trainer.export import SIGNATURE_METADATA_KEY, TARGET_OPSET, ModelSignature, export_onnx
 from tollgate_trainer.features import FeatureLayout, LabelEncoding, TrainingDataError, raw_frame
 from tollgate_trainer.pipeline import MODEL_FAMILIES, ModelFamily, build_pipeline

@@ -8,7 +8,7 @@ from sklearn.pipeline import Pipeline
 
 from tests.unit.trainer.cases import DELIVERY, RISK
 from tollgate_core.contracts import DatasetContract
-from tollgate_core.datasets import generate_records
+from tollgate_demo.datasets import generate_records
 from tollgate_trainer.export import export_onnx
 from tollgate_trainer.features import FeatureLayout, LabelEncoding, raw_frame
 from tollgate_trainer.parity import boundary_rows, check_parity

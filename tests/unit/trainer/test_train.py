@@ -16,8 +16,8 @@ from pydantic import ValidationError
 from sklearn.metrics import roc_auc_score
 
 from tests.unit.trainer.cases import CREDIT, DELIVERY, RISK, dataset
-from tollgate_core.datasets import generate_records
 from tollgate_core.reference import ReferenceProfile
+from tollgate_demo.datasets import generate_records
 from tollgate_trainer.export import ModelSignature
 from tollgate_trainer.features import TrainingDataError
 from tollgate_trainer.pipeline import MODEL_FAMILIES
@@ -108,7 +108,7 @@ def test_same_inputs_and_seed_give_identical_artifacts(family: str) -> None:
 
 
 _DIGEST_IN_A_FRESH_PROCESS = """
-from tollgate_core.datasets import generate_records
+from tollgate_demo.datasets import generate_records
 from tollgate_trainer.train import TrainingConfig, train_model
 from tests.unit.trainer.cases import RISK
 config = TrainingConfig(family="logistic_regression", threads=1, boundary_pairs=10)

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from tests.unit.scorer.support import CONTRACT, FP32_ROWS, INPUT_ROWS, MODEL, REFERENCED, THRESHOLD
-from tollgate_core.datasets import load_islp_default
+from tollgate_demo.datasets import load_islp_default
 from tollgate_trainer.export import export_onnx
 from tollgate_trainer.features import FeatureLayout, LabelEncoding, raw_frame
 from tollgate_trainer.pipeline import build_pipeline

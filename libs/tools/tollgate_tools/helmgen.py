@@ -1,5 +1,5 @@
 """The Helm chart's Kafka data, generated from the topic catalog: topics (partitions, configs) and each
-service's ACLs. ``python -m tollgate_core.helmgen write`` writes ``infra/helm/tollgate/files/kafka.yaml``,
+service's ACLs. ``python -m tollgate_tools.helmgen write`` writes ``infra/helm/tollgate/files/kafka.yaml``,
 ``check`` fails when the committed copy drifts from the catalog (a unit test runs it).
 
 The chart renders Strimzi ``KafkaTopic`` and ``KafkaUser`` resources from that file; names in it carry no
@@ -25,7 +25,7 @@ from tollgate_core.paths import repo_root
 from tollgate_core.topics import SERVICES, TopicSpec, catalog
 
 CHART_FILE = Path("infra") / "helm" / "tollgate" / "files" / "kafka.yaml"
-HEADER = "# Generated from schemas/topics by `python -m tollgate_core.helmgen write`; do not edit.\n"
+HEADER = "# Generated from schemas/topics by `python -m tollgate_tools.helmgen write`; do not edit.\n"
 
 Acl = dict[str, Any]
 
@@ -149,12 +149,12 @@ def main(argv: list[str] | None = None) -> int:
     if args == ["check"]:
         if not path.exists() or path.read_text(encoding="utf-8") != wanted:
             print(
-                f"helmgen: {CHART_FILE} differs from the topic catalog; run `python -m tollgate_core.helmgen write`"
+                f"helmgen: {CHART_FILE} differs from the topic catalog; run `python -m tollgate_tools.helmgen write`"
             )
             return 1
         print(f"helmgen: {CHART_FILE} matches the topic catalog")
         return 0
-    print("usage: python -m tollgate_core.helmgen write|check", file=sys.stderr)
+    print("usage: python -m tollgate_tools.helmgen write|check", file=sys.stderr)
     return 2
 
 

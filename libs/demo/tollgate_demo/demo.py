@@ -318,7 +318,7 @@ async def _live(state: State, console: Console) -> AsyncIterator[None]:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from tollgate_core.datasets import load_islp_default
+    from tollgate_demo.datasets import load_islp_default
 
     console = Console()
     ep = Endpoints()
@@ -449,14 +449,10 @@ def _summary(console: Console, state: State, ep: Endpoints, verify: httpx.Respon
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tollgate_core.demo")
+    parser = argparse.ArgumentParser(prog="python -m tollgate_demo")
     parser.add_argument("--initial-rows", type=int, default=4000)
     parser.add_argument("--shifted-rows", type=int, default=3000)
     parser.add_argument("--rate", type=float, default=150.0, help="scoring requests per second")
     parser.add_argument("--calm-seconds", type=float, default=40.0)
     parser.add_argument("--timeout", type=float, default=300.0)
     raise SystemExit(asyncio.run(run(parser.parse_args())))
-
-
-if __name__ == "__main__":
-    main()

@@ -2,8 +2,8 @@
 documents of the services. The pydantic models are the single source; the files under ``schemas/`` are their
 committed copies, so that reviewers see every contract change and CI can compare versions.
 
-``python -m tollgate_core.schemagen write`` (re)writes every generated file and removes stale ones;
-``python -m tollgate_core.schemagen check`` regenerates in memory and exits 1 when a committed file differs
+``python -m tollgate_tools.schemagen write`` (re)writes every generated file and removes stale ones;
+``python -m tollgate_tools.schemagen check`` regenerates in memory and exits 1 when a committed file differs
 (drift) or a topic example does not validate against its schema and model.
 
 What is generated:
@@ -42,7 +42,7 @@ from tollgate_core.topics import SERVICES, TopicSpec, TopicVersion, catalog
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 CONTRACT_SCHEMA_PATH = "datasets/contract.schema.json"
 ASYNCAPI_VERSION = "3.0.0"
-_RUN_WRITE = "(run: python -m tollgate_core.schemagen write)"
+_RUN_WRITE = "(run: python -m tollgate_tools.schemagen write)"
 MIN_EXAMPLES = 2  # per modelled topic version: at least one minimal and one with the optional fields
 
 # Topic schemas describe what producers write: ``model_dump(mode="json", by_alias=True)``. For the models of
@@ -325,7 +325,7 @@ def validate_example(schema: dict[str, Any], model: type[BaseModel], path: Path)
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tollgate_core.schemagen",
+        prog="python -m tollgate_tools.schemagen",
         description="Generate the JSON Schemas and AsyncAPI documents under schemas/ from the models.",
     )
     parser.add_argument(
