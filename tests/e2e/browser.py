@@ -119,8 +119,7 @@ class Browser:
         found: list[dict[str, Any]] = (await self.send("Network.getCookies"))["cookies"]
         return found
 
-    async def screenshot(self, width: int, height: int, element_id: str | None = None) -> bytes:
-        """The viewport at ``width`` x ``height``, scrolled to the element ``element_id`` when given."""
+    async def screenshot(self, width: int, height: int) -> bytes:
         await self.send(
             "Emulation.setDeviceMetricsOverride",
             width=width,
@@ -128,8 +127,6 @@ class Browser:
             deviceScaleFactor=1,
             mobile=False,
         )
-        if element_id is not None:
-            await self.evaluate(f"document.getElementById({json.dumps(element_id)}).scrollIntoView(); true")
         shot = await self.send("Page.captureScreenshot", format="png")
         return base64.b64decode(shot["data"])
 

@@ -131,7 +131,12 @@ async def test_dashboard_in_headless_chromium(
             session["name"] == "tollgate_session" and session["httpOnly"] and session["sameSite"] == "Strict"
         )
         assert api_keys["viewer"] not in session["value"]
-        shot = await browser.screenshot(1400, 1600, element_id=f"model-{stream.model}")
+        # The picture is of this model alone: other models' sections are taken out of the page first.
+        mine = json.dumps(f"model-{stream.model}")
+        await browser.evaluate(
+            f"document.querySelectorAll('section.model').forEach(s => {{ if (s.id !== {mine}) s.remove(); }}); true"
+        )
+        shot = await browser.screenshot(1400, 1600)
     finally:
         await browser.close()
 
