@@ -24,7 +24,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from tollgate_core.contracts import DatasetContract
-from tollgate_core.datasets import generate_records
+from tollgate_demo.datasets import generate_records
 from tollgate_scorer.explain import (
     EXPLANATION_METADATA_KEY,
     ExplanationUnavailable,
