@@ -34,8 +34,8 @@ from tests.kafka_helpers import collect, produce
 from tests.polling import eventually, get_until
 from tests.submission_support import one_input_model, outside_model
 from tollgate_core.contracts import ContractRegistry
-from tollgate_core.datasets import load_islp_default
 from tollgate_core.lifecycle import CandidateEvent
+from tollgate_demo.datasets import load_islp_default
 
 MODEL = "submission-probe"
 ROWS = 2500
