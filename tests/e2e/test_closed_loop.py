@@ -38,8 +38,8 @@ from tests.audit_support import ensure_writer_role
 from tests.auth_support import RoleKeys, header, make_keys
 from tests.conftest import service_dsn, wait_http_ok
 from tests.polling import eventually
-from tollgate_core.datasets import load_islp_default
 from tollgate_core.migrate import migrate_all
+from tollgate_demo.datasets import load_islp_default
 
 pytestmark = pytest.mark.timeout(1500)
 
