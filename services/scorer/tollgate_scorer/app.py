@@ -18,6 +18,7 @@ from tollgate_core.db import ping
 from tollgate_core.http import create_http_app
 from tollgate_core.kafka import TransactionalStage
 from tollgate_core.limits import BodyLimits
+from tollgate_core.models import model_catalog
 from tollgate_core.registrations import Applied, LiveCatalog, start_following
 from tollgate_core.runtime import CompactedFollower, build_stage
 from tollgate_core.telemetry import setup_tracing
@@ -55,7 +56,7 @@ class ScorerService:
         self.topics = Topics(settings.topic_namespace)
         self.contracts = ContractRegistry.from_directory(settings.contracts_dir)
         # The schemas/ seed, then every registration followed (tollgate_core.registrations).
-        self.live = LiveCatalog(self.contracts)
+        self.live = LiveCatalog(self.contracts, model_catalog(settings.models_path()))
         self.registrations: CompactedFollower | None = None
         self.table = ModelTable()
         self.stats = ScoringStats()
@@ -87,7 +88,8 @@ class ScorerService:
                 retry_s=settings.log_retry_s,
                 max_queue=settings.log_max_queue,
             )
-        self.scorer = Scorer(self.table, self.inference_log, self.stats)
+        # The catalog (seed, then registrations) says which models log reason codes with each inference.
+        self.scorer = Scorer(self.table, self.inference_log, self.stats, self.live.models)
         self.tracer = setup_tracing(
             SERVICE, sample_ratio=settings.trace_sample_ratio, console=settings.otel_console
         ).get_tracer("tollgate.scorer")

@@ -26,12 +26,14 @@ import bisect
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, cast
 
+from tollgate_core.models import ModelSpec
 from tollgate_core.scoring import Route
+from tollgate_scorer.explain import Explanation
 from tollgate_scorer.ids import RequestIds, derived_event_id
 from tollgate_scorer.inference_log import InferenceLog, LogEntry
 from tollgate_scorer.instances import ColumnBatch, Feeds, InvalidInstances, Violation
@@ -63,6 +65,11 @@ class Part:
     rows: list[int] | None  # None: all rows of the request, in order
     outputs: Predictions
     feeds: Feeds  # the input arrays, reused by a shadow version with the same input layout
+    # Explanations, when the request asked or the catalog logs reason codes: one per row of the part, or
+    # None with the reason in explain_error; ``reasons``: reason codes logged per inference (0: none).
+    explanations: list[Explanation] | None = None
+    explain_error: str | None = None
+    reasons: int = 0
 
 
 @dataclass(slots=True)
@@ -106,11 +113,19 @@ class ScoringStats:
 
 
 class Scorer:
-    def __init__(self, table: ModelTable, inference_log: InferenceLog | None, stats: ScoringStats) -> None:
+    def __init__(
+        self,
+        table: ModelTable,
+        inference_log: InferenceLog | None,
+        stats: ScoringStats,
+        catalog: Mapping[str, ModelSpec] | None = None,
+    ) -> None:
         self.table = table
         self.log = inference_log
         self.stats = stats
         self.new_request_id = RequestIds()
+        # The model catalog as the scorer follows it (updated in place): which models log reason codes.
+        self.catalog = catalog
 
     def route(self, name: str) -> ModelRoute:
         route = self.table.get(name)
@@ -138,11 +153,13 @@ class Scorer:
         traceparent: bytes | None = None,
         version: str | None = None,
         one_route: bool = False,
+        explain: bool = False,
     ) -> Scored:
         """Score a request's instances; raises :class:`ScoringFailure` (nothing is logged then).
 
         ``version`` pins an explicit version (route ``direct``, no shadow); ``one_route`` routes the whole
-        request by its first instance, for protocols that report one version per response.
+        request by its first instance, for protocols that report one version per response; ``explain``
+        explains every answered instance (each part's ``explanations``).
         """
         start = time.perf_counter()
         route = self.route(name)
@@ -152,6 +169,7 @@ class Scorer:
         request_ids = self.new_request_id.many(len(instances))
         plan = self._plan(route, instances, request_ids, version, one_route)
         parts = self._run(name, channel, plan, instances)
+        self._explain(name, parts, explain)
         shadow = self._shadow(route.shadow_model, instances, parts) if version is None else None
         return self._conclude(
             name, channel, _since(start), parts, instances, request_ids, traceparent, shadow
@@ -183,6 +201,7 @@ class Scorer:
         parts, kept = self._run_isolating(name, channel, plan, instances, failures)
         if not parts:
             return None, failures
+        self._explain(name, parts, False)
         shadow = self._shadow(route.shadow_model, instances, parts, kept)
         scored = self._conclude(
             name,
@@ -238,9 +257,10 @@ class Scorer:
             return [failure] * n
         results: list[Scored | ScoringFailure | None] = [None] * n
         parts: list[Part | None] = [None] * n
+        reasons = self._reasons(name)
         for model, why, rows in plan:
             group = list(range(n)) if rows is None else rows
-            self._run_rows(name, channel, model, why, group, instances, parts, results)
+            self._run_rows(name, channel, model, why, group, instances, parts, results, reasons)
         answered = [i for i in range(n) if parts[i] is not None]
         shadow = route.shadow_model
         shadows: list[Predictions | None] = (
@@ -389,9 +409,11 @@ class Scorer:
         instances: Sequence[Any],
         parts: list[Part | None],
         results: list[Scored | ScoringFailure | None],
+        reasons: int = 0,
     ) -> None:
         """Read and run the rows one version answers (see :meth:`score_rows`); each row gets a part of its
-        own in ``parts``, or its failure in ``results``."""
+        own in ``parts``, or its failure in ``results``. With ``reasons``, the rows are explained together
+        (one explainer run) and each part gets its own explanation."""
         reader = model.reader
         subset = [instances[i] for i in rows]
         try:
@@ -426,10 +448,29 @@ class Scorer:
                         500, "model_error", f"{model.name} {model.version} failed: {exc}"
                     )
                     continue
-                parts[index] = Part(model, why, None, out, row_feeds)
+                part = parts[index] = Part(model, why, None, out, row_feeds)
+                if reasons:
+                    part.reasons = reasons
+                    self._explain_part(name, part)
             return
-        for index, out in zip(rows, outputs.split(), strict=True):
-            parts[index] = Part(model, why, None, out, feeds)
+        if not reasons:
+            for index, out in zip(rows, outputs.split(), strict=True):
+                parts[index] = Part(model, why, None, out, feeds)
+            return
+        group = Part(model, why, None, outputs, feeds, reasons=reasons)
+        self._explain_part(name, group)
+        explained = group.explanations
+        for position, (index, out) in enumerate(zip(rows, outputs.split(), strict=True)):
+            parts[index] = Part(
+                model,
+                why,
+                None,
+                out,
+                feeds,
+                [explained[position]] if explained is not None else None,
+                group.explain_error,
+                reasons,
+            )
 
     def _shadow(
         self,
@@ -466,6 +507,36 @@ class Scorer:
         except Exception:  # scored one by one, each row's shadow fails (and is counted) as it would alone
             alone = [self._shadow(shadow, [instance], []) for instance in instances]
             return [run.outputs if run is not None else None for run in alone]
+
+    def _reasons(self, name: str) -> int:
+        """Reason codes the catalog asks to log per inference of model ``name`` (0: none)."""
+        catalog = self.catalog
+        spec = catalog.get(name) if catalog is not None else None
+        policy = spec.explanations if spec is not None else None
+        return policy.top_k if policy is not None else 0
+
+    def _explain(self, name: str, parts: list[Part], requested: bool) -> None:
+        """Explain the parts' rows when the request asks or the catalog logs reason codes for the model."""
+        reasons = self._reasons(name)
+        if not requested and not reasons:
+            return
+        for part in parts:
+            part.reasons = reasons
+            self._explain_part(name, part)
+
+    def _explain_part(self, name: str, part: Part) -> None:
+        """One explainer run for a part's rows; a failure leaves the answer as it is and says why."""
+        model = part.model
+        explainer = model.explainer
+        if explainer is None:
+            part.explain_error = model.explain_error
+            return
+        try:
+            part.explanations = explainer.explain(part.feeds)
+        except Exception as exc:  # onnxruntime's own error types: the score stands without its explanation
+            self.stats.failures[(name, "explain_error")] += 1
+            log.exception("%s %s failed to explain", model.name, model.version)
+            part.explain_error = f"{model.name} {model.version} failed to explain: {exc}"
 
     def _conclude(
         self,
@@ -539,6 +610,7 @@ class Scorer:
                     latency_ms,
                     tp,
                     id_seeds[0] if id_seeds is not None else None,
+                    _reason_codes(part, 0) if part.reasons else None,
                 )
             )
             return
@@ -576,6 +648,7 @@ def _entry(
     latency_ms: float,
     traceparent: bytes | None,
     id_seed: str | None,
+    explanation: dict[str, Any] | None = None,
 ) -> LogEntry:
     """The log entry of the inference at ``position`` of ``out``."""
     scores, probabilities = out.scores, out.probabilities
@@ -592,7 +665,16 @@ def _entry(
         latency_ms,
         traceparent,
         derived_event_id(request_id, route, id_seed) if id_seed is not None else None,
+        explanation,
     )
+
+
+def _reason_codes(part: Part, position: int) -> dict[str, Any] | None:
+    """The logged explanation of the part's row at ``position``: its top ``part.reasons`` reason codes."""
+    explanations = part.explanations
+    if explanations is None:
+        return None
+    return explanations[position].reason_codes(part.reasons)
 
 
 def _log_entries(
@@ -615,7 +697,14 @@ def _log_entries(
     request_traceparent = cast("bytes | None", traceparent)
     rows_of = instances.rows() if isinstance(instances, ColumnBatch) else instances
 
-    def log_rows(model: ServingModel, why: str, rows: Sequence[int] | None, out: Predictions) -> None:
+    def log_rows(
+        model: ServingModel,
+        why: str,
+        rows: Sequence[int] | None,
+        out: Predictions,
+        part: Part | None = None,
+    ) -> None:
+        explained = part is not None and part.reasons > 0 and part.explanations is not None
         for position, index in enumerate(rows if rows is not None else range(len(instances))):
             tp = row_traceparents[index] if per_row_trace else request_traceparent
             append(
@@ -631,11 +720,12 @@ def _log_entries(
                     latency_ms,
                     tp,
                     id_seeds[index] if id_seeds is not None else None,
+                    _reason_codes(part, position) if explained and part is not None else None,
                 )
             )
 
     for part in parts:
-        log_rows(part.model, part.route, part.rows, part.outputs)
+        log_rows(part.model, part.route, part.rows, part.outputs, part)
     if shadow is not None:
         log_rows(shadow.model, Route.SHADOW, shadow.rows, shadow.outputs)
     return entries

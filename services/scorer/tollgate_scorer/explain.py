@@ -93,6 +93,17 @@ class Explanation:
         order = sorted(range(len(self.attributions)), key=lambda i: -abs(self.attributions[i].contribution))
         return tuple(self.attributions[i] for i in order[:k])
 
+    def reason_codes(self, k: int) -> dict[str, Any]:
+        """What the inference log records (``InferenceExplanation``): the top ``k`` contributions, without
+        the values (the event's inputs hold them, PII protected)."""
+        return {
+            "method": self.method,
+            "output": self.output,
+            "baseline": self.baseline,
+            "value": self.value,
+            "reasons": [{"feature": a.feature, "contribution": a.contribution} for a in self.top(k)],
+        }
+
     def as_dict(self, top_k: int | None = None) -> dict[str, Any]:
         chosen = self.attributions if top_k is None else self.top(top_k)
         return {

@@ -236,10 +236,16 @@ class ScoringApp:
                 document = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
                 raise _Reject(400, "invalid_request", f"the body is not JSON: {exc}") from None
+            explain = False
+            if type(document) is dict and "explain" in document:
+                explain = document.pop("explain")
+                if type(explain) is not bool:
+                    raise _Reject(400, "invalid_request", '"explain" is true or false')
             instances, single = self._instances(document)
             coalescer = self.coalescer
             if (
                 coalescer is not None
+                and not explain
                 and len(instances) == 1
                 and (self.tracer is None or not is_sampled(request.traceparent))
                 and self.scorer.table.get(name) is not None  # an unknown model's 404 needs no batch
@@ -247,10 +253,10 @@ class ScoringApp:
                 pending = PendingScore(name, instances[0], single, request.traceparent)
                 coalescer.submit(name, pending)
                 return pending
-            scored = self._score(name, instances, Channel.HTTP, request)
+            scored = self._score(name, instances, Channel.HTTP, request, explain=explain)
         except ScoringFailure as failure:
             return _v1_failure(failure)
-        rows = result_rows(name, scored, instances)
+        rows = result_rows(name, scored, instances, explain=explain)
         return 200, orjson.dumps(rows[0] if single else {"model": name, "results": rows}), JSON_HEADERS
 
     def _score_pending(self, name: str, batch: list[PendingScore]) -> None:
@@ -289,18 +295,31 @@ class ScoringApp:
         *,
         version: str | None = None,
         one_route: bool = False,
+        explain: bool = False,
     ) -> Scored:
         """Score; a request whose caller's ``traceparent`` is sampled gets a span of its own (the inference
         log then points at it). Others pay nothing: their ``traceparent`` is logged as it came."""
         traceparent = request.traceparent
         if self.tracer is None or not is_sampled(traceparent):
             return self.scorer.score(
-                name, instances, channel, traceparent=traceparent, version=version, one_route=one_route
+                name,
+                instances,
+                channel,
+                traceparent=traceparent,
+                version=version,
+                one_route=one_route,
+                explain=explain,
             )
         attributes: dict[str, str | int] = {"tollgate.model": name, "tollgate.instances": len(instances)}
         with server_span(self.tracer, f"score {channel}", traceparent, attributes) as (_, child):
             return self.scorer.score(
-                name, instances, channel, traceparent=child, version=version, one_route=one_route
+                name,
+                instances,
+                channel,
+                traceparent=child,
+                version=version,
+                one_route=one_route,
+                explain=explain,
             )
 
     def _instances(self, document: Any) -> tuple[list[Any], bool]:
@@ -384,7 +403,10 @@ class ScoringApp:
                     "too_large",
                     f"{len(instances)} instances in one request; at most {self.max_instances}",
                 )
-            scored = self._score(name, instances, Channel.OIP, request, version=version, one_route=True)
+            explain = oip.explain_requested(document)
+            scored = self._score(
+                name, instances, Channel.OIP, request, version=version, one_route=True, explain=explain
+            )
             payload, json_length = oip.build_response(name, document, scored, binary_default=False)
         except ScoringFailure as failure:
             return _oip_failure(failure)
@@ -479,8 +501,11 @@ def _headers(failure: ScoringFailure) -> list[tuple[bytes, bytes]]:
     return [JSON_TYPE, *failure.headers] if isinstance(failure, _Reject) else JSON_HEADERS
 
 
-def result_rows(name: str, scored: Scored, instances: Sequence[Any]) -> list[dict[str, Any]]:
-    """One JSON-ready result per instance, in request order."""
+def result_rows(
+    name: str, scored: Scored, instances: Sequence[Any], *, explain: bool = False
+) -> list[dict[str, Any]]:
+    """One JSON-ready result per instance, in request order; with ``explain``, each has its
+    ``explanation`` (every feature's attribution) or the ``explanation_error`` saying why there is none."""
     request_ids = scored.request_ids
     rows: list[dict[str, Any]] = [None] * len(instances)  # type: ignore[list-item]
     for part in scored.parts:
@@ -506,6 +531,12 @@ def result_rows(name: str, scored: Scored, instances: Sequence[Any]) -> list[dic
             entity = instances[index].get(entity_field)
             if entity is not None:
                 row["entity_id"] = entity
+            if explain:
+                explanations = part.explanations
+                if explanations is not None:
+                    row["explanation"] = explanations[position].as_dict()
+                else:
+                    row["explanation_error"] = part.explain_error or model.explain_error
             rows[index] = row
     return rows
 

@@ -81,6 +81,8 @@ class LogEntry:
     latency_ms: float
     traceparent: bytes | None
     event_id: str | None  # derived from the request (Kafka path), or None: the encoder draws a fresh one
+    # The reason codes the catalog asks for (InferenceExplanation's shape), or None: none are logged.
+    explanation: dict[str, Any] | None = None
 
 
 @final  # the queue tells its items apart with ``type(item) is Deferred``: no subclass may exist
@@ -223,17 +225,18 @@ class InferenceEventEncoder:
                 outputs["probabilities"] = dict(zip(class_keys, probs, strict=True))
             if model.threshold is not None:
                 outputs["threshold"] = model.threshold
-            variable = dumps(
-                {
-                    "request_id": entry.request_id,
-                    # the entity field's value as logged (hashed, masked or dropped like in the inputs)
-                    "entity_id": inputs.get(entity_field),
-                    "inputs": inputs,
-                    "outputs": outputs,
-                    "latency_ms": entry.latency_ms,
-                    "trace_id": tp[3:35].decode() if tp is not None and len(tp) >= 35 else None,
-                }
-            )
+            fields = {
+                "request_id": entry.request_id,
+                # the entity field's value as logged (hashed, masked or dropped like in the inputs)
+                "entity_id": inputs.get(entity_field),
+                "inputs": inputs,
+                "outputs": outputs,
+                "latency_ms": entry.latency_ms,
+                "trace_id": tp[3:35].decode() if tp is not None and len(tp) >= 35 else None,
+            }
+            if entry.explanation is not None:
+                fields["explanation"] = entry.explanation
+            variable = dumps(fields)
             event = (
                 head,
                 (entry.event_id or next(fresh_ids)).encode(),

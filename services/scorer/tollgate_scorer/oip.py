@@ -16,7 +16,9 @@ scored rows become output tensors. What a model takes and gives is advertised by
 
 A request is routed as a whole (by its first instance's entity id), so ``model_version`` names the one
 version that answered; ``parameters`` carries the route and the per-instance request ids that the
-inference log records. Tensor data may come as JSON ``data`` (flat or nested, row-major) or as binary after
+inference log records. A request with ``parameters: {"explain": true}`` gets ``parameters.explanations``,
+one per instance (every feature's attribution, see :mod:`tollgate_scorer.explain`), or
+``parameters.explanation_error`` saying why the version has none. Tensor data may come as JSON ``data`` (flat or nested, row-major) or as binary after
 the JSON header (``Inference-Header-Content-Length``); outputs are binary when the request asks
 (``binary_data_output`` or an output's ``binary_data``), which is what ``tritonclient`` does by default.
 """
@@ -248,10 +250,16 @@ def build_response(
         else:
             spec["data"] = _json_values(datatype, data)
         outputs.append(spec)
+    answered: dict[str, Any] = {"route": part.route, "request_ids": scored.request_ids}
+    if explain_requested(document):
+        if part.explanations is not None:
+            answered["explanations"] = [e.as_dict() for e in part.explanations]
+        else:
+            answered["explanation_error"] = part.explain_error or model.explain_error
     response: dict[str, Any] = {
         "model_name": name,
         "model_version": model.version,
-        "parameters": {"route": part.route, "request_ids": scored.request_ids},
+        "parameters": answered,
         "outputs": outputs,
     }
     if "id" in document:
@@ -260,6 +268,17 @@ def build_response(
     if not blobs:
         return head, None
     return head + b"".join(blobs), len(head)
+
+
+def explain_requested(document: dict[str, Any]) -> bool:
+    """The request's ``parameters.explain`` (false when absent); anything but a boolean is refused."""
+    parameters = document.get("parameters")
+    if type(parameters) is not dict or "explain" not in parameters:
+        return False
+    explain = parameters["explain"]
+    if type(explain) is not bool:
+        raise OipError("parameters.explain is true or false")
+    return explain
 
 
 def _json_values(datatype: str, data: np.ndarray) -> list[Any]:

@@ -28,6 +28,31 @@ class ScoreRequest(BaseModel):
     instances: list[dict[str, Any]] | None = Field(
         None, description="A batch: each instance is one inference."
     )
+    explain: bool = Field(
+        False,
+        description="Return every instance's explanation: each feature's contribution to the decision "
+        "(exact for linear models, sampled Shapley values for tree ensembles).",
+    )
+
+
+class AttributionOut(BaseModel):
+    feature: str
+    value: float | str | None = Field(description="The instance's value (null: missing).")
+    contribution: float = Field(description="Its share of value - baseline.")
+
+
+class ExplanationOut(BaseModel):
+    method: Literal["linear", "sampled_shapley"] = Field(
+        description="linear: exact coefficient x (x - training mean) on the model's preprocessed input, "
+        "summed per feature; sampled_shapley: Shapley values against the training reference point, by "
+        "permutation sampling with a fixed budget and seed."
+    )
+    output: Literal["log_odds", "margin", "probability", "prediction"] = Field(
+        description="What value and baseline measure."
+    )
+    baseline: float = Field(description="The output at the training reference.")
+    value: float = Field(description="The output for this instance; contributions sum to value - baseline.")
+    attributions: list[AttributionOut] = Field(description="One per feature, in the model's input order.")
 
 
 class ScoreResult(BaseModel):
@@ -45,6 +70,10 @@ class ScoreResult(BaseModel):
         None,
         description="Binary classifiers: the positive-class probability from which the prediction is "
         "positive (the catalog's decision threshold, or 0.5), i.e. the threshold this decision used.",
+    )
+    explanation: ExplanationOut | None = Field(None, description="When the request asked (explain).")
+    explanation_error: str | None = Field(
+        None, description="When the request asked but this version cannot be explained: why."
     )
 
 
@@ -82,7 +111,9 @@ class RequestedOutput(BaseModel):
 class InferenceRequest(BaseModel):
     id: str | None = None
     parameters: dict[str, Any] | None = Field(
-        None, description="binary_data_output: true for binary outputs."
+        None,
+        description="binary_data_output: true for binary outputs; explain: true for each instance's "
+        "explanation (response parameters.explanations).",
     )
     inputs: list[InferTensor] = Field(description="One tensor per contract feature (see the model metadata).")
     outputs: list[RequestedOutput] | None = None
@@ -92,7 +123,10 @@ class InferenceResponse(BaseModel):
     model_name: str
     model_version: str
     id: str | None = None
-    parameters: dict[str, Any] = Field(description="route and request_ids (one per instance).")
+    parameters: dict[str, Any] = Field(
+        description="route and request_ids (one per instance); explanations (one per instance, shaped like "
+        "ExplanationOut) or explanation_error when the request asked for them."
+    )
     outputs: list[InferTensor]
 
 

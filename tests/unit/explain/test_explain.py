@@ -356,3 +356,86 @@ def test_the_catalog_asks_for_reason_codes_and_the_log_event_carries_them_option
         "explanation": {**reasons, "reasons": [{"feature": "balance", "contribution": 1.5}]},
     }
     assert InferenceLogPayload.model_validate(explained).explanation is not None
+
+
+class CapturedLog:
+    """The scorer's inference log, reduced to what it is handed (entries now, deferred ones built here)."""
+
+    accepting = True
+    refused = 0
+
+    def __init__(self) -> None:
+        self.entries: list[Any] = []
+
+    def append(self, entry: Any) -> None:
+        self.entries.append(entry)
+
+    def defer(self, count: int, build: Any) -> None:
+        built = build()
+        assert len(built) == count
+        self.entries.extend(built)
+
+
+def test_the_request_path_explains_on_request_and_logs_reason_codes_when_the_catalog_asks() -> None:
+    import orjson
+
+    from tollgate_core.contracts import ContractRegistry
+    from tollgate_core.models import ModelSpec
+    from tollgate_core.scoring import InferenceLogEvent
+    from tollgate_scorer.core import Scorer, ScoringStats
+    from tollgate_scorer.http import result_rows
+    from tollgate_scorer.inference_log import InferenceEventEncoder
+    from tollgate_scorer.model import SessionConfig, load_serving_model
+    from tollgate_scorer.routing import ModelRoute, ModelTable
+
+    contracts = ContractRegistry([CONTRACT])
+    table = ModelTable()
+    for name, family in (("lin", "logistic_regression"), ("forest", "random_forest")):
+        f = fitted("classification", family)
+        model = load_serving_model(
+            name,
+            "1",
+            "d",
+            f.onnx,
+            contracts=contracts,
+            expected_contract=None,
+            config=SessionConfig(),
+            pii_key=b"k" * 32,
+            warmup_rounds=1,
+            explain_permutations=8,
+        )
+        table.set(ModelRoute(name=name, production=model))
+    catalog = {
+        "lin": ModelSpec.model_validate(
+            {"model": "lin", "contract": CONTRACT.schema_id, "explanations": {"top_k": 2}}
+        )
+    }
+    captured = CapturedLog()
+    scorer = Scorer(table, captured, ScoringStats(), catalog)  # type: ignore[arg-type]
+    rows = [{k: v for k, v in r.items() if k != "bad"} for r in generate_records(CONTRACT, 4, seed=9)]
+
+    alone = scorer.score("lin", [rows[0]], "http")  # not asked: explained for the log only
+    (row,) = result_rows("lin", alone, [rows[0]])
+    assert "explanation" not in row
+    logged = captured.entries[-1].explanation
+    assert logged is not None and len(logged["reasons"]) == 2
+    assert logged == alone.parts[0].explanations[0].reason_codes(2)  # type: ignore[index]
+
+    asked = scorer.score("forest", rows, "http", explain=True)
+    answered = result_rows("forest", asked, rows, explain=True)
+    assert all(r["explanation"]["method"] == "sampled_shapley" for r in answered)
+    assert all(e.explanation is None for e in captured.entries[-4:])  # the forest's catalog asks nothing
+
+    together = scorer.score_rows("lin", rows[:3], [None] * 3, "http")  # coalesced single-row requests
+    assert all(not isinstance(r, Exception) for r in together)
+    assert captured.entries[-3].explanation == logged  # the same row explains the same together or alone
+    kafka, failures = scorer.score_each("lin", rows, ["a", "b", "c", "d"], [None] * 4, "kafka")
+    assert not failures and kafka is not None
+    assert all(e.explanation is not None for e in captured.entries[-4:])
+
+    encode = InferenceEventEncoder("inference.log.v1", "scorer-test")
+    for entry in captured.entries:
+        (_, value, _) = encode([entry])[0]
+        event = InferenceLogEvent.model_validate_json(value)
+        assert (event.payload.explanation is None) == (entry.explanation is None)
+        assert ("explanation" in orjson.loads(value)["payload"]) == (entry.explanation is not None)
