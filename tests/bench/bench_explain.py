@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1].parent
 sys.path.insert(0, str(ROOT))
 
 from tollgate_core.contracts import ContractRegistry, load_contract  # noqa: E402
-from tollgate_core.datasets import generate_records  # noqa: E402
 from tollgate_core.paths import schemas_dir  # noqa: E402
+from tollgate_demo.datasets import generate_records  # noqa: E402
 from tollgate_scorer.core import Scorer, ScoringStats  # noqa: E402
 from tollgate_scorer.model import ServingModel, SessionConfig, load_serving_model  # noqa: E402
 from tollgate_scorer.routing import ModelRoute, ModelTable  # noqa: E402

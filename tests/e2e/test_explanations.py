@@ -27,9 +27,9 @@ from tests.e2e.test_scorer import Launch, log_events
 from tests.kafka_helpers import collect, produce
 from tests.unit.scorer.support import CONTRACT, instances
 from tollgate_core.artifacts import DirectoryArtifactStore, sha256_digest
-from tollgate_core.datasets import load_islp_default
 from tollgate_core.lifecycle import LifecycleEvent
 from tollgate_core.paths import schemas_dir
+from tollgate_demo.datasets import load_islp_default
 from tollgate_trainer.explanation import explanation_spec
 from tollgate_trainer.export import export_onnx
 from tollgate_trainer.features import FeatureLayout, LabelEncoding, raw_frame
