@@ -3,7 +3,7 @@
 Usage::
 
     python tests/bench/bench_explain.py [--rounds 7] [--requests 300] [--permutations 32]
-        [--out .local/bench/explain.json]
+        [--ab-baseline-ref b3bd405 | --no-ab] [--out .local/bench/explain.json]
 
 No broker or database: the scorer's request path (:meth:`tollgate_scorer.core.Scorer.score`, the call every
 transport makes, inference log off) is timed in this process on one-row requests. Models: the trainer's
@@ -14,8 +14,12 @@ depth 8 (sampled Shapley values: ``permutations x 19 + 1`` coalition rows scored
 Each round times, per model, the same requests with ``explain`` off and on, the order alternating from round to
 round; reported per model: median microseconds per request of each, the cost of an explanation (on - off) and
 the ratio on/off, medians over rounds. Printed and written to ``.local/bench/explain.json``, never asserted.
-The requests/s of the scorer with explanations off against the tree before explanations is measured by
-``bench_scorer_ab.py --baseline-ref <rev>`` (the HTTP server under wrk).
+
+Then (unless ``--no-ab``; needs Kafka and PostgreSQL, which ``make bench`` starts) the scorer's requests/s
+with explanations off against the tree before explanations (``--ab-baseline-ref``, default ``b3bd405``, the
+main branch before them): ``bench_scorer_ab.py --baseline-ref b3bd405 --target 0.98`` (HTTP servers under
+wrk, alternating rounds, inference log on), its result in ``.local/bench/explain_ab.json``; its target
+``>= 0.98x`` is reported here as met or not.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -42,6 +47,9 @@ from tollgate_scorer.core import Scorer, ScoringStats  # noqa: E402
 from tollgate_scorer.model import ServingModel, SessionConfig, load_serving_model  # noqa: E402
 from tollgate_scorer.routing import ModelRoute, ModelTable  # noqa: E402
 from tollgate_trainer.train import TrainingConfig, train_model  # noqa: E402
+
+AB_BASELINE_REF = "b3bd405"  # main before explanations
+AB_TARGET = 0.98
 
 FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
     "logistic_regression": ("logistic_regression", {}),
@@ -84,6 +92,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--permutations", type=int, default=32)
     parser.add_argument("--out", type=Path, default=ROOT / ".local" / "bench" / "explain.json")
+    parser.add_argument("--ab-baseline-ref", default=AB_BASELINE_REF)
+    parser.add_argument("--ab-rounds", type=int, default=5)
+    parser.add_argument("--no-ab", action="store_true", help="skip the A/B run against the tree before")
     args = parser.parse_args()
 
     table = ModelTable()
@@ -150,10 +161,42 @@ def main() -> int:
             + (f" ({coalitions} rows per request)" if coalitions else "")
         )
     print(f"load average: {report['load']}")
+    report["headline"] = {
+        f"{key}.{name}": entry[name]
+        for key, entry in report["models"].items()
+        for name in ("off_us", "on_us", "cost_us_median_of_rounds")
+    }
+    if not args.no_ab:
+        report["ab"] = ab_run(args.ab_baseline_ref, args.ab_rounds, args.out.parent / "explain_ab.json")
+        if report["ab"] is not None:
+            report["targets"] = report["ab"].get("targets", [])
+            report["headline"].update(report["ab"].get("headline", {}))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"written {args.out}")
     return 0
+
+
+def ab_run(ref: str, rounds: int, out: Path) -> dict[str, Any] | None:
+    """The scorer's requests/s with explanations off against ``ref`` (bench_scorer_ab.py, same run)."""
+    command = [
+        sys.executable,
+        str(ROOT / "tests" / "bench" / "bench_scorer_ab.py"),
+        "--baseline-ref",
+        ref,
+        "--target",
+        str(AB_TARGET),
+        "--rounds",
+        str(rounds),
+        "--out",
+        str(out),
+    ]
+    print("\n" + " ".join(command), flush=True)
+    if subprocess.run(command, cwd=ROOT, check=False).returncode != 0:
+        print("the A/B run failed; see its output above")
+        return None
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
 
 
 if __name__ == "__main__":
