@@ -248,6 +248,7 @@ class ScorerService:
             authenticator=Authenticator(self.verifier) if self.verifier is not None else None,
             max_body_bytes=self.settings.max_body_bytes,
             max_instances=self.settings.max_instances,
+            explain_max_instances=self.settings.explain_max_instances,
             ready=self.not_ready,
             model_errors=self.manager.errors.get,
             server_version=_version(),

@@ -162,6 +162,7 @@ class ScoringApp:
         coalesce: bool = False,
         coalesce_wait_us: int = 0,
         coalesce_max_rows: int = 64,
+        explain_max_instances: int = 100,
     ) -> None:
         self.scorer = scorer
         self.tracer = tracer
@@ -169,6 +170,7 @@ class ScoringApp:
         self.authenticator = authenticator
         self.max_body_bytes = max_body_bytes
         self.max_instances = max_instances
+        self.explain_max_instances = explain_max_instances
         self._ready = ready
         self._model_errors = model_errors
         self.coalescer: Coalescer[PendingScore] | None = (
@@ -242,6 +244,8 @@ class ScoringApp:
                 if type(explain) is not bool:
                     raise _Reject(400, "invalid_request", '"explain" is true or false')
             instances, single = self._instances(document)
+            if explain:
+                self._check_explained(len(instances))
             coalescer = self.coalescer
             if (
                 coalescer is not None
@@ -320,6 +324,15 @@ class ScoringApp:
                 version=version,
                 one_route=one_route,
                 explain=explain,
+            )
+
+    def _check_explained(self, n: int) -> None:
+        """An explanation costs up to a few hundred model rows per instance: its own, smaller limit."""
+        if n > self.explain_max_instances:
+            raise _Reject(
+                413,
+                "too_large",
+                f"{n} instances to explain in one request; at most {self.explain_max_instances}",
             )
 
     def _instances(self, document: Any) -> tuple[list[Any], bool]:
@@ -404,6 +417,8 @@ class ScoringApp:
                     f"{len(instances)} instances in one request; at most {self.max_instances}",
                 )
             explain = oip.explain_requested(document)
+            if explain:
+                self._check_explained(len(instances))
             scored = self._score(
                 name, instances, Channel.OIP, request, version=version, one_route=True, explain=explain
             )

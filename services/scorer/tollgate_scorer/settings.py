@@ -152,6 +152,12 @@ class ScorerSettings(ServiceSettings):
         description="Tree models: permutations (antithetic pairs) per sampled-Shapley explanation; each "
         "row explained costs permutations x (features - 1) + 1 model rows, scored in one run.",
     )
+    explain_max_instances: int = Field(
+        100,
+        ge=1,
+        description="Most instances one request may ask to explain (explain: true); 413 above. Reason codes "
+        "the catalog asks for are computed for every request, whatever its size.",
+    )
 
     def session_config(self) -> SessionConfig:
         return SessionConfig(

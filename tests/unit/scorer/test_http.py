@@ -67,6 +67,7 @@ async def test_one_instance_and_a_batch(tmp_path: Path) -> None:
         (b'{"instances": []}', 400, "invalid_request"),
         (orjson.dumps({"instances": [{}] * 101}), 413, "too_large"),
         (b'{"instance": {"student": "No", "balance": -1}}', 422, "invalid_instance"),
+        (b'{"instance": {"student": "No", "balance": 1}, "explain": "yes"}', 400, "invalid_request"),
     ],
 )
 async def test_malformed_requests_get_precise_errors(
@@ -78,6 +79,31 @@ async def test_malformed_requests_get_precise_errors(
     assert response.status_code == status
     assert response.json()["error"]["code"] == code and response.json()["error"]["message"]
     assert log.logged == 0
+
+
+async def test_explanations_have_their_own_instance_limit_and_say_why_a_version_has_none(
+    tmp_path: Path,
+) -> None:
+    app, log = make_app(tmp_path)
+    app.explain_max_instances = 2
+    async with client(app) as http:
+        refused = await http.post(URL, json={"instances": instances(3), "explain": True})
+        answered = await http.post(URL, json={"instances": instances(2), "explain": True})
+        oip_refused = await http.post(
+            f"/v2/models/{MODEL}/infer",
+            json={
+                "parameters": {"explain": True},
+                "inputs": [{"name": "balance", "datatype": "FP64", "shape": [3], "data": [1.0, 2.0, 3.0]}],
+            },
+        )
+    assert refused.status_code == 413 and refused.json()["error"]["code"] == "too_large"
+    assert "3 instances to explain" in refused.json()["error"]["message"]
+    assert oip_refused.status_code == 413 and "3 instances to explain" in oip_refused.json()["error"]
+    # The test models were exported without the training reference: scored, with the reason instead.
+    results = answered.json()["results"]
+    assert answered.status_code == 200 and all("explanation" not in r for r in results)
+    assert all("tollgate.explanation" in r["explanation_error"] for r in results)
+    assert log.logged == 2
 
 
 async def test_contract_violations_are_listed(tmp_path: Path) -> None:
