@@ -550,45 +550,16 @@ class Scorer:
         shadow: ShadowRun | None,
         id_seeds: Sequence[str] | None = None,
     ) -> Scored:
-        """What every answered request ends with: its latency observed, its inferences counted and logged."""
+        """What every answered request ends with: its latency observed, its inferences counted, and one log
+        entry per inference. A one-row request appends its entry now (the cheapest step on the hot path);
+        any other request hands the log a deferred item, whose entries the sender builds after the answer
+        has gone."""
         self.stats.observe(name, channel, latency_ms)
         count = self._count(parts, channel, shadow)
-        if self.log is not None:
-            self._log(
-                parts, instances, request_ids, channel, latency_ms, traceparent, shadow, count, id_seeds
-            )
-        return Scored(request_ids, parts, latency_ms)
-
-    def _count(self, parts: list[Part], channel: str, shadow: ShadowRun | None) -> int:
-        """Count the inferences of a scored request (whether or not they are logged); returns how many."""
-        counts = self.stats.inferences
-        total = 0
-        for part in parts:
-            n = len(part.outputs)
-            counts[(part.model.name, part.model.version, part.route, channel)] += n
-            total += n
-        if shadow is not None:
-            n = len(shadow.outputs)
-            counts[(shadow.model.name, shadow.model.version, Route.SHADOW, channel)] += n
-            total += n
-        return total
-
-    def _log(
-        self,
-        parts: list[Part],
-        instances: Sequence[Any],
-        request_ids: Sequence[str],
-        channel: str,
-        latency_ms: float,
-        traceparent: bytes | Sequence[bytes | None] | None,
-        shadow: ShadowRun | None,
-        count: int,
-        id_seeds: Sequence[str] | None,
-    ) -> None:
-        """One log entry per inference (``count`` of them). A one-row request appends its entry now (the
-        cheapest step on the hot path); any other request hands the log a deferred item, and its entries
-        are built by the sender, after the answer has gone."""
-        assert self.log is not None
+        scored = Scored(request_ids, parts, latency_ms)
+        inference_log = self.log
+        if inference_log is None:
+            return scored
         now = time.time()
         if count == 1 and len(instances) == 1:
             (part,) = parts
@@ -597,7 +568,7 @@ class Scorer:
                 if traceparent is None or type(traceparent) is bytes
                 else cast("Sequence[bytes | None]", traceparent)[0]
             )
-            self.log.append(
+            inference_log.append(
                 _entry(
                     now,
                     request_ids[0],
@@ -613,22 +584,35 @@ class Scorer:
                     _reason_codes(part, 0) if part.reasons else None,
                 )
             )
-            return
-        self.log.defer(
-            count,
-            partial(
-                _log_entries,
-                now,
-                parts,
-                instances,
-                request_ids,
-                channel,
-                latency_ms,
-                traceparent,
-                shadow,
-                id_seeds,
-            ),
-        )
+        else:
+            inference_log.defer(
+                count,
+                partial(
+                    _log_entries,
+                    now,
+                    scored,
+                    instances,
+                    channel,
+                    traceparent,
+                    shadow,
+                    id_seeds,
+                ),
+            )
+        return scored
+
+    def _count(self, parts: list[Part], channel: str, shadow: ShadowRun | None) -> int:
+        """Count the inferences of a scored request (whether or not they are logged); returns how many."""
+        counts = self.stats.inferences
+        total = 0
+        for part in parts:
+            n = len(part.outputs)
+            counts[(part.model.name, part.model.version, part.route, channel)] += n
+            total += n
+        if shadow is not None:
+            n = len(shadow.outputs)
+            counts[(shadow.model.name, shadow.model.version, Route.SHADOW, channel)] += n
+            total += n
+        return total
 
 
 def _since(start: float) -> float:
@@ -679,16 +663,15 @@ def _reason_codes(part: Part, position: int) -> dict[str, Any] | None:
 
 def _log_entries(
     now: float,
-    parts: list[Part],
+    scored: Scored,
     instances: Sequence[Any],
-    request_ids: Sequence[str],
     channel: str,
-    latency_ms: float,
     traceparent: bytes | Sequence[bytes | None] | None,
     shadow: ShadowRun | None,
     id_seeds: Sequence[str] | None,
 ) -> list[LogEntry]:
-    """The log entries of one request: each part's rows, then the shadow's (see :meth:`Scorer._log`)."""
+    """The log entries of one request: each part's rows, then the shadow's (see :meth:`Scorer._conclude`)."""
+    request_ids, latency_ms = scored.request_ids, scored.latency_ms
     entries: list[LogEntry] = []
     append = entries.append
     per_row_trace = not (traceparent is None or isinstance(traceparent, bytes))
@@ -724,7 +707,7 @@ def _log_entries(
                 )
             )
 
-    for part in parts:
+    for part in scored.parts:
         log_rows(part.model, part.route, part.rows, part.outputs, part)
     if shadow is not None:
         log_rows(shadow.model, Route.SHADOW, shadow.rows, shadow.outputs)
