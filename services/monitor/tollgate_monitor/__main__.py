@@ -14,8 +14,7 @@ async def main() -> None:
     settings = MonitorSettings()
     settings.require_secrets()
     configure_logging(settings.log_level)
-    monitor = Monitor(settings)
-    await monitor.start()
+    monitor = await Monitor.create(settings)
     await run_service(
         create_app(monitor),
         host=settings.http_host,

@@ -18,6 +18,7 @@ from tollgate_core.sessions import KeySessions
 from tollgate_monitor.app import Monitor
 from tollgate_monitor.dashboard import ModelView, render_page
 from tollgate_monitor.login import login_router
+from tollgate_monitor.store import MonitorStore
 
 
 def shown_version(versions: list[dict[str, Any]]) -> str | None:
@@ -31,7 +32,6 @@ def shown_version(versions: list[dict[str, Any]]) -> str | None:
 
 async def model_view(monitor: Monitor, model: str, versions: list[dict[str, Any]]) -> ModelView:
     store = monitor.store
-    assert store is not None
     version = shown_version(versions)
     windows = await store.windows(model, version, monitor.settings.history_windows)
     return ModelView(
@@ -50,7 +50,7 @@ def create_app(monitor: Monitor) -> FastAPI:
         title="tollgate monitor",
         version="1.0.0",
         description="Drift, performance, staleness and latency of served models; alerts; dashboard.",
-        registry=monitor.registry,
+        registry=monitor.metrics_registry,
         checks={"kafka": monitor.kafka_ready, "postgres": monitor.db_ready},
         keys=monitor.keys,
         limits=monitor.settings.body_limits(),
@@ -66,9 +66,7 @@ def create_app(monitor: Monitor) -> FastAPI:
     reader = [Depends(require("read the monitor", READERS))]
     read_dashboard = require("read the monitor", READERS)
 
-    def store() -> Any:
-        if monitor.store is None:
-            raise HTTPException(503, "the monitor is starting")
+    def store() -> MonitorStore:
         return monitor.store
 
     async def known(model: str) -> list[dict[str, Any]]:

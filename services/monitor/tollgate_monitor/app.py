@@ -1,187 +1,145 @@
-"""Wires the monitor: inference-log windows and the label join on batch sinks, candidates and lifecycle
-subscribers, the staleness check, the outbox relay, and the dashboard with its JSON API. Nothing runs at
-import."""
+"""Wires the monitor: PostgreSQL store and outbox, the Kafka producer, the use cases of
+:mod:`tollgate_monitor.core` bound to their consumers (inference-log windows and the label join on batch
+sinks, candidates and lifecycle, registrations), and the loops (relay, staleness, idle windows). The HTTP
+dashboard and JSON API are in :mod:`tollgate_monitor.api`. Nothing runs at import; :meth:`Monitor.create`
+connects everything before the monitor exists, so none of its parts is ever missing."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import math
-import time
-from collections import defaultdict
-from datetime import UTC, datetime
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
+import asyncpg
 from aiokafka import AIOKafkaProducer
-from aiokafka.structs import ConsumerRecord
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry
 
-from tollgate_core.alerts import AlertEvent, AlertKind, AlertPayload, AlertState
 from tollgate_core.apikeys import KeyVerifier
 from tollgate_core.auth import key_verifier
-from tollgate_core.contracts import ContractRegistry, DatasetContract, FieldType
 from tollgate_core.db import create_pool, ping
-from tollgate_core.events import utcnow
-from tollgate_core.kafka import BatchSink, OutRecord, TransientError, dead_letter, producer_config
-from tollgate_core.lifecycle import CandidateEvent, LifecycleEvent
-from tollgate_core.pii import PiiRedactor
-from tollgate_core.reference import ReferenceProfile, label_key
-from tollgate_core.registrations import Applied, LiveCatalog, start_following
+from tollgate_core.kafka import BatchSink, OutRecord, producer_config
+from tollgate_core.registrations import LiveCatalog, start_following
 from tollgate_core.runtime import CompactedFollower, bind_all, build_sink, per_record
-from tollgate_core.topics import Topics, current_schema_id
-from tollgate_monitor.alerts import alert_id, event_id, severity, wants_retraining
 from tollgate_monitor.consumers import SERVICE, consumer_specs
-from tollgate_monitor.drift import Layout
-from tollgate_monitor.evaluate import Labeled, Thresholds, alert_event, judge, observe, training_request
-from tollgate_monitor.processor import LogEntry, PartitionState, ingest, parse_entry
+from tollgate_monitor.core import MonitorCore
 from tollgate_monitor.settings import MonitorSettings
-from tollgate_monitor.store import (
-    LabelRow,
-    MonitorStore,
-    PredictionRow,
-    Retrain,
-    StaleCheckpoint,
-    VersionInfo,
-)
-from tollgate_monitor.windows import Series
+from tollgate_monitor.store import MonitorStore
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-class ReferenceMissing(TransientError):
-    """Inference records of a version whose reference profile has not arrived yet: retry the batch."""
+class KafkaDeadLetters:
+    """:class:`tollgate_monitor.ports.DeadLetters` on the service's producer (each record acknowledged)."""
 
+    def __init__(self, producer: AIOKafkaProducer) -> None:
+        self.producer = producer
 
-def positive_key(contract: DatasetContract) -> str | None:
-    """The label value counted as the positive class of a binary classifier (None: not binary)."""
-    label = contract.label
-    if label.task != "classification":
-        return None
-    if label.positive_class is not None:
-        return label_key(label.positive_class)
-    if label.type is FieldType.BOOLEAN:
-        return "true"
-    if label.type is FieldType.CATEGORY and label.categories and len(label.categories) == 2:
-        return str(label.categories[1])
-    if label.type in (FieldType.INTEGER, FieldType.NUMBER):
-        return "1"
-    return None
-
-
-class MonitorMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.records = Counter(
-            "tollgate_monitor_records", "Inference records by outcome", ["outcome"], registry=registry
-        )
-        self.windows = Counter("tollgate_monitor_windows", "Windows judged", ["model"], registry=registry)
-        self.alerts = Counter(
-            "tollgate_monitor_alerts", "Alert events", ["model", "kind", "state"], registry=registry
-        )
-        self.labels = Counter("tollgate_monitor_labels", "Labels by outcome", ["outcome"], registry=registry)
-        self.retrains = Counter(
-            "tollgate_monitor_training_requests", "Training requests queued", ["model"], registry=registry
-        )
+    async def publish(self, records: Sequence[OutRecord]) -> None:
+        for out in records:
+            await self.producer.send_and_wait(out.topic, out.value, key=out.key, headers=out.headers)
 
 
 class Monitor:
-    """One monitor replica."""
+    """One monitor replica, connected: build it with :meth:`create`."""
 
-    def __init__(self, settings: MonitorSettings) -> None:
+    def __init__(
+        self,
+        *,
+        settings: MonitorSettings,
+        metrics_registry: CollectorRegistry,
+        pool: asyncpg.Pool,
+        store: MonitorStore,
+        keys: KeyVerifier,
+        producer: AIOKafkaProducer,
+        core: MonitorCore,
+        live: LiveCatalog,
+        registrations: CompactedFollower,
+        windows_sink: BatchSink,
+        sinks: Sequence[BatchSink],
+    ) -> None:
         self.settings = settings
-        self.topics = Topics(settings.topic_namespace)
-        self.thresholds = Thresholds.from_settings(settings)
-        self.contracts = ContractRegistry.from_directory(settings.contracts_dir)
-        self.redactors = {
-            c.schema_id: PiiRedactor(c, settings.pii_key.get_secret_value().encode()) for c in self.contracts
-        }
-        # The schemas/ seed, then every registration followed (tollgate_core.registrations).
-        self.live = LiveCatalog(self.contracts)
-        self.live.on_change(self._registered)
-        self.registrations: CompactedFollower | None = None
-        self.registry = CollectorRegistry()
-        self.metrics = MonitorMetrics(self.registry)
-        self.alert_schema = current_schema_id("monitor.alerts")
-        self.request_schema = current_schema_id("training.requests")
-        self.layouts: dict[Series, Layout] = {}
-        self.versions: dict[Series, VersionInfo] = {}
-        self.partitions: dict[tuple[str, int], PartitionState] = {}
-        # Per partition: one batch or wall-clock close at a time, and when its last batch was processed.
-        self._partition_locks: dict[tuple[str, int], asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._last_batch: dict[tuple[str, int], float] = {}
-        self._missing_since: dict[Series, float] = {}
-        self.pool: Any = None
-        self.keys: KeyVerifier | None = None
-        self.store: MonitorStore | None = None
-        self.producer: AIOKafkaProducer | None = None
-        self.windows_sink: BatchSink | None = None
-        self.labels_sink: BatchSink | None = None
-        self.candidates_sink: BatchSink | None = None
-        self.lifecycle_sink: BatchSink | None = None
+        self.metrics_registry = metrics_registry
+        self.pool = pool
+        self.store = store
+        self.keys = keys
+        self.producer = producer
+        self.core = core
+        self.live = live
+        self.registrations = registrations
+        self.windows_sink = windows_sink
+        self.sinks = list(sinks)
 
-    # --------------------------------------------------------------------------------------- lifecycle
-
-    async def start(self) -> None:
-        s = self.settings
-        self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=5)
-        self.store = MonitorStore(self.pool)
-        self.keys = await key_verifier(self.pool)
-        self.producer = AIOKafkaProducer(**producer_config(s.kafka_bootstrap, s.client_id(SERVICE)))
-        await self.producer.start()
-        specs = bind_all(
-            consumer_specs(s),
-            {
-                f"{SERVICE}-windows": self.on_inference,
-                f"{SERVICE}-labels": self.on_labels,
-                f"{SERVICE}-candidates": per_record(self.on_candidate),
-                f"{SERVICE}-lifecycle": per_record(self.on_lifecycle),
-                f"{SERVICE}-registrations": per_record(self.live.apply_record),
-            },
-        )
-        self.registrations = await start_following(
-            specs.pop(f"{SERVICE}-registrations"), self.live, s, registry=self.registry
-        )
-        specs[f"{SERVICE}-windows"] = specs[f"{SERVICE}-windows"].bind(
-            self.on_inference, max_records=s.max_batch_records
-        )
-        sinks = {name: build_sink(spec, s, registry=self.registry) for name, spec in specs.items()}
-        self.windows_sink = sinks[f"{SERVICE}-windows"]
-        self.labels_sink = sinks[f"{SERVICE}-labels"]
-        self.candidates_sink = sinks[f"{SERVICE}-candidates"]
-        self.lifecycle_sink = sinks[f"{SERVICE}-lifecycle"]
-        for sink in self._sinks():
-            await sink.start()
-
-    def _sinks(self) -> list[BatchSink]:
-        found = [self.candidates_sink, self.lifecycle_sink, self.windows_sink, self.labels_sink]
-        return [sink for sink in found if sink is not None]
-
-    def _registered(self, applied: Applied) -> None:
-        """A contract registered live: its personal-data rules and the layouts built from it are renewed."""
-        if applied.kind != "contract":
-            return
-        contract = self.contracts.get(applied.name)
-        if contract is not None:
-            key = self.settings.pii_key.get_secret_value().encode()
-            self.redactors[applied.name] = PiiRedactor(contract, key)
-        self.layouts.clear()
+    @classmethod
+    async def create(cls, settings: MonitorSettings) -> Monitor:
+        """Connect to PostgreSQL and Kafka, follow the registrations up to their end and start the
+        consumers; what started is stopped again if a later step fails."""
+        s = settings
+        metrics_registry = CollectorRegistry()
+        async with contextlib.AsyncExitStack() as undo:
+            pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=5)
+            undo.push_async_callback(pool.close)
+            store = MonitorStore(pool)
+            keys = await key_verifier(pool)
+            producer = AIOKafkaProducer(**producer_config(s.kafka_bootstrap, s.client_id(SERVICE)))
+            await producer.start()
+            undo.push_async_callback(producer.stop)
+            core = MonitorCore(s, store, KafkaDeadLetters(producer), metrics_registry)
+            # The schemas/ seed, then every registration followed (tollgate_core.registrations).
+            live = LiveCatalog(core.contracts)
+            live.on_change(core.contract_registered)
+            specs = bind_all(
+                consumer_specs(s),
+                {
+                    f"{SERVICE}-windows": core.on_inference,
+                    f"{SERVICE}-labels": core.on_labels,
+                    f"{SERVICE}-candidates": per_record(core.on_candidate),
+                    f"{SERVICE}-lifecycle": per_record(core.on_lifecycle),
+                    f"{SERVICE}-registrations": per_record(live.apply_record),
+                },
+            )
+            registrations = await start_following(
+                specs.pop(f"{SERVICE}-registrations"), live, s, registry=metrics_registry
+            )
+            undo.push_async_callback(registrations.stop)
+            specs[f"{SERVICE}-windows"] = specs[f"{SERVICE}-windows"].bind(
+                core.on_inference, max_records=s.max_batch_records
+            )
+            built = {name: build_sink(spec, s, registry=metrics_registry) for name, spec in specs.items()}
+            order = ("candidates", "lifecycle", "windows", "labels")
+            sinks = [built[f"{SERVICE}-{name}"] for name in order]
+            for sink in sinks:
+                await sink.start()
+                undo.push_async_callback(sink.stop)
+            monitor = cls(
+                settings=s,
+                metrics_registry=metrics_registry,
+                pool=pool,
+                store=store,
+                keys=keys,
+                producer=producer,
+                core=core,
+                live=live,
+                registrations=registrations,
+                windows_sink=built[f"{SERVICE}-windows"],
+                sinks=sinks,
+            )
+            undo.pop_all()
+        return monitor
 
     async def stop(self) -> None:
-        if self.registrations is not None:
-            await self.registrations.stop()
-        for sink in self._sinks():
+        await self.registrations.stop()
+        for sink in self.sinks:
             await sink.stop()
-        if self.producer is not None:
-            await self.producer.stop()
-        if self.pool is not None:
-            await self.pool.close()
+        await self.producer.stop()
+        await self.pool.close()
 
-    def loops(self) -> list[Any]:
-        assert len(self._sinks()) == 4 and self.registrations is not None, "start() first"
+    def loops(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         return [
-            *(sink.run for sink in self._sinks()),
+            *(sink.run for sink in self.sinks),
             self.registrations.run,
             self.relay,
             self.watch_staleness,
@@ -189,378 +147,31 @@ class Monitor:
         ]
 
     async def relay(self) -> None:
-        assert self.store is not None and self.producer is not None
         await self.store.outbox.relay(self.producer)
 
-    # ---------------------------------------------------------------------------------------- versions
-
-    async def on_candidate(self, body: bytes) -> None:
-        """Store each version's reference profile and holdout metrics (PostgreSQL, upsert by version)."""
-        event = CandidateEvent.model_validate_json(body)
-        assert self.store is not None
-        await self.store.upsert_candidate(event.payload)
-        self._forget((event.payload.model, event.payload.version))
-
-    async def on_lifecycle(self, body: bytes) -> None:
-        """Store each version's stage (production, staging, ...): alerts and retraining depend on it."""
-        event = LifecycleEvent.model_validate_json(body)
-        assert self.store is not None
-        await self.store.upsert_lifecycle(event.payload, event.occurred_at)
-        self.versions.pop((event.payload.model, event.payload.version), None)
-
-    def _forget(self, series: Series) -> None:
-        self.layouts.pop(series, None)
-        self.versions.pop(series, None)
-
-    async def layout_for(self, series: Series) -> Layout | None:
-        layout = self.layouts.get(series)
-        if layout is not None:
-            return layout
-        assert self.store is not None
-        info = await self.store.version(*series)
-        if info is None or info.reference is None:
-            return None
-        layout = self.layouts[series] = Layout.from_reference(ReferenceProfile.model_validate(info.reference))
-        self.versions[series] = info
-        self._missing_since.pop(series, None)
-        return layout
-
-    async def version_info(self, series: Series) -> VersionInfo | None:
-        info = self.versions.get(series)
-        if info is None:
-            assert self.store is not None
-            info = await self.store.version(*series)
-            if info is not None:
-                self.versions[series] = info
-        return info
-
-    # ------------------------------------------------------------------------------------ inference log
-
-    async def _state(self, topic: str, partition: int) -> PartitionState:
-        key = (topic, partition)
-        state = self.partitions.get(key)
-        if state is None:
-            assert self.store is not None
-            doc = await self.store.load_partition(topic, partition)
-            s = self.settings
-            if doc is None:
-                state = PartitionState(topic, partition, s.window_seconds, s.window_buckets)
-            else:
-                for item in doc.get("series", []):
-                    await self.layout_for((item["model"], item["version"]))
-                state = PartitionState.from_json(
-                    topic, partition, doc, self.layouts.get, s.window_seconds, s.window_buckets
-                )
-            self.partitions[key] = state
-        return state
-
-    async def on_inference(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
-        by_partition: dict[tuple[str, int], list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
-        for rec in records:
-            by_partition[(rec.topic, rec.partition)].append(rec)
-        for (topic, partition), recs in by_partition.items():
-            key = (topic, partition)
-            async with self._partition_locks[key]:
-                try:
-                    state = await self._state(topic, partition)
-                    await self._process(state, recs)
-                    self._last_batch[key] = time.monotonic()
-                except Exception:
-                    # The in-memory state may hold part of this batch: reload it from the checkpoint next time.
-                    self.partitions.pop(key, None)
-                    raise
-
-    async def _process(self, state: PartitionState, recs: list[ConsumerRecord[bytes, bytes]]) -> None:
-        assert self.store is not None and self.producer is not None
-        s = self.settings
-        expected = state.last_offset
-        entries: list[LogEntry] = []
-        dead: list[OutRecord] = []
-        for rec in recs:
-            if rec.offset <= expected:
-                self.metrics.records.labels("redelivered").inc()
-                continue
-            try:
-                entries.append(parse_entry(rec.offset, rec.value))
-            except Exception as exc:  # unreadable record: dead-lettered, never blocks the partition
-                dead.append(dead_letter(rec, self.topics.dlq(SERVICE), SERVICE, exc))
-        if recs[-1].offset <= expected:
-            return
-
-        unknown: set[Series] = set()
-        now = time.monotonic()
-        for series in {(e.model, e.version) for e in entries}:
-            if await self.layout_for(series) is None:
-                since = self._missing_since.setdefault(series, now)
-                if now - since < s.reference_wait_seconds:
-                    raise ReferenceMissing(f"no reference profile yet for {series[0]} v{series[1]}; retrying")
-                unknown.add(series)
-        for out in dead:
-            await self.producer.send_and_wait(out.topic, out.value, key=out.key, headers=out.headers)
-
-        result = ingest(state, entries, self.layouts.get, frozenset(unknown))
-        state.last_offset = max(state.last_offset, recs[-1].offset)
-        self.metrics.records.labels("counted").inc(result.accepted)
-        self.metrics.records.labels("late").inc(result.late)
-        self.metrics.records.labels("unreferenced").inc(
-            sum(1 for e in entries if (e.model, e.version) in unknown)
-        )
-        self.metrics.records.labels("dead_lettered").inc(len(dead))
-        predictions = [
-            PredictionRow(
-                e.request_id,
-                e.model,
-                e.version,
-                e.contract,
-                e.entity_id,
-                None if e.score != e.score else e.score,
-                e.predicted,
-                datetime.fromtimestamp(e.at, tz=UTC),
-            )
-            for e in entries
-            if (e.model, e.version) not in unknown and e.offset > expected
-        ]
-        await self._judge(state, expected, state.watermark, predictions)
-
     async def close_idle_windows(self) -> None:
-        """Close windows on the wall clock for partitions that went quiet (see :meth:`close_idle`)."""
-        s = self.settings
-        every = min(max(s.idle_close_seconds / 2, 0.5), 5.0)
+        """Close windows on the wall clock for partitions that went quiet (:meth:`MonitorCore.close_idle`)."""
+        every = min(max(self.settings.idle_close_seconds / 2, 0.5), 5.0)
         while True:
             await asyncio.sleep(every)
             try:
-                await self.close_idle()
+                await self.core.close_idle(self.windows_sink.assignment())
             except Exception:  # retried at the next check; the monitor keeps serving
                 log.exception("monitor: closing idle windows failed")
-
-    async def close_idle(self) -> int:
-        """Let event time pass with the wall clock in every partition this replica holds that received
-        nothing for ``idle_close_seconds``, and judge the windows that closes (with the labels that arrived
-        meanwhile): a window ends when its period has passed, traffic or not. Returns the windows judged.
-
-        The partition's event time advances by the wall-clock time since its last batch (from its newest
-        event time then), so a live stream's windows close at their end (plus lateness, the idle time and one
-        check interval) and a replay of old events that pauses is not cut short. A partition with a backlog
-        keeps receiving batches and is never idle, so none of its records turn late this way.
-        """
-        assert self.windows_sink is not None
-        s = self.settings
-        judged = 0
-        for tp in sorted(self.windows_sink.assignment(), key=lambda tp: (tp.topic, tp.partition)):
-            key = (tp.topic, tp.partition)
-            idle = time.monotonic() - self._last_batch.setdefault(key, time.monotonic())
-            if idle < s.idle_close_seconds:
-                continue
-            async with self._partition_locks[key]:
-                try:
-                    state = await self._state(tp.topic, tp.partition)
-                    if state.book.buckets and math.isfinite(state.watermark):
-                        passed = state.watermark + idle
-                        judged += await self._judge(state, state.last_offset, passed, [])
-                except StaleCheckpoint:  # another replica took the partition over: its state is newer
-                    self.partitions.pop(key, None)
-                except Exception:
-                    self.partitions.pop(key, None)
-                    raise
-        return judged
-
-    async def _judge(
-        self, state: PartitionState, expected: int, watermark: float, predictions: list[PredictionRow]
-    ) -> int:
-        """Judge the windows closed by ``watermark`` and checkpoint the partition with them (atomically).
-
-        A batch always checkpoints (its offsets moved); a wall-clock close (no predictions) only when a
-        window closed. Returns the windows judged.
-        """
-        assert self.store is not None
-        s = self.settings
-        reports: list[dict[str, Any]] = []
-        alerts: list[AlertEvent] = []
-        retrains: list[Retrain] = []
-        due = list(state.book.due(watermark, s.allowed_lateness_seconds))
-        if not due and expected == state.last_offset:
-            return 0  # a wall-clock check that closed nothing: the checkpoint stays as it is
-        stages = await self.store.stages() if due else {}
-        for window in due:
-            series = (window.model, window.version)
-            info = await self.version_info(series)
-            labeled = await self._labeled(window.model, window.version, window.start, window.end, info)
-            report = judge(self.layouts[series], window, self.thresholds, labeled)
-            stage = stages.get(series, "unknown")
-            for change in observe(report, state.series_states(series), self.thresholds):
-                event = alert_event(change, report, stage, SERVICE, self.alert_schema, utcnow())
-                alerts.append(event)
-                self.metrics.alerts.labels(window.model, change.kind.value, change.state.value).inc()
-                if wants_retraining(change.kind, change.state, stage) and info is not None and info.contract:
-                    retrains.append(
-                        Retrain(
-                            training_request(event, info.contract, self.request_schema, SERVICE, utcnow()),
-                            s.retrain_cooldown_seconds,
-                        )
-                    )
-            reports.append(report.to_json())
-            self.metrics.windows.labels(window.model).inc()
-
-        queued = await self.store.commit_batch(
-            topic=state.topic,
-            partition=state.partition,
-            expected_offset=expected,
-            state=state.to_json(),
-            predictions=predictions,
-            windows=reports,
-            alerts=alerts,
-            alerts_topic=self.topics.monitor_alerts,
-            retrains=retrains,
-            requests_topic=self.topics.training_requests,
-        )
-        for retrain in retrains[:queued]:
-            self.metrics.retrains.labels(retrain.event.payload.model).inc()
-        return len(due)
-
-    async def _labeled(
-        self, model: str, version: str, start: float, end: float, info: VersionInfo | None
-    ) -> Labeled | None:
-        """Predictions of the version whose labels arrived within the window (binary or regression)."""
-        if info is None or info.task is None:
-            return None
-        assert self.store is not None
-        scores, truth = await self.store.labeled(model, version, start, end)
-        threshold = (info.reference or {}).get("decision_threshold")
-        return Labeled(info.task, scores, truth, info.metrics, threshold)
-
-    # ------------------------------------------------------------------------------------------- labels
-
-    async def on_labels(
-        self, records: list[ConsumerRecord[bytes, bytes]]
-    ) -> list[tuple[ConsumerRecord[bytes, bytes], BaseException]]:
-        rows: list[LabelRow] = []
-        refused: list[tuple[ConsumerRecord[bytes, bytes], BaseException]] = []
-        for rec in records:
-            try:
-                doc = orjson.loads(rec.value or b"")
-                if not isinstance(doc, dict):
-                    raise TypeError(f"not a validated event: a JSON {type(doc).__name__}")
-                if not doc.get("labeled"):
-                    continue
-                contract = self.contracts.get(doc["schema"])
-                if contract is None:
-                    continue
-                payload = doc["payload"]
-                if not isinstance(payload, dict):
-                    raise TypeError(f"payload must be an object, got a JSON {type(payload).__name__}")
-                value = payload.get(contract.label.name)
-                if value is None:
-                    continue
-                rows.append(self._label_row(contract, doc, value))
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not a validated event
-                self.metrics.labels.labels("unreadable").inc()
-                refused.append((rec, exc))  # dead-lettered by the runtime before the offsets commit
-        assert self.store is not None
-        joined = await self.store.join_labels(rows)
-        self.metrics.labels.labels("received").inc(len(rows))
-        self.metrics.labels.labels("joined").inc(joined)
-        return refused
-
-    def _label_row(self, contract: DatasetContract, doc: dict[str, Any], value: Any) -> LabelRow:
-        label = label_key(value)
-        positive = positive_key(contract)
-        truth: float | None
-        if contract.label.task == "regression":
-            truth = float(value)
-        else:
-            truth = None if positive is None else float(label == positive)
-        entity = self.redactors[contract.schema_id].value(contract.entity_id.name, doc.get("entity_id"))
-        request_id = doc["payload"].get("request_id")
-        return LabelRow(
-            contract.schema_id,
-            None if entity is None else str(entity),
-            None if request_id is None else str(request_id),
-            label,
-            truth,
-            datetime.fromisoformat(doc["occurred_at"]),
-        )
-
-    # ---------------------------------------------------------------------------------------- staleness
 
     async def watch_staleness(self) -> None:
         while True:
             try:
-                await self.check_staleness()
-                assert self.store is not None
-                await self.store.expire_predictions(self.settings.label_join_ttl_seconds)
+                await self.core.housekeeping()
             except Exception:  # retried at the next poll; the monitor keeps serving
                 log.exception("monitor: staleness check failed")
             await asyncio.sleep(self.settings.staleness_poll_seconds)
 
-    async def check_staleness(self, now: datetime | None = None) -> list[AlertEvent]:
-        """Raise or clear the staleness alert of every production version (model age, time since a label)."""
-        assert self.store is not None
-        now = now or utcnow()
-        s = self.settings
-        changed = []
-        for row in await self.store.production_versions():
-            trained = row["trained_at"]
-            since = row["last_label"] or row["stage_changed_at"] or trained
-            age = (now - trained).total_seconds() if trained else 0.0
-            gap = (now - since).total_seconds() if since else 0.0
-            bad = age > s.max_model_age_seconds or gap > s.max_label_gap_seconds
-            state, current = await self.store.alert_state(
-                row["model"], row["version"], AlertKind.STALENESS.value
-            )
-            if bad == (state == AlertState.RAISED.value):
-                continue
-            new_state = AlertState.RAISED if bad else AlertState.CLEARED
-            aid = (
-                alert_id(row["model"], row["version"], AlertKind.STALENESS.value, now.timestamp())
-                if bad
-                else current
-            )
-            assert aid is not None
-            reasons = []
-            if age > s.max_model_age_seconds:
-                reasons.append(
-                    f"trained {age / 86400:.1f} days ago (limit {s.max_model_age_seconds / 86400:.1f})"
-                )
-            if gap > s.max_label_gap_seconds:
-                reasons.append(
-                    f"no label for {gap / 3600:.1f} h (limit {s.max_label_gap_seconds / 3600:.1f} h)"
-                )
-            summary = (
-                "stale: " + "; ".join(reasons) if bad else "fresh again: recent labels and a young model"
-            )
-            event = AlertEvent(
-                event_id=event_id(aid, new_state),
-                event_type=f"alert_{new_state.value}",
-                schema_=self.alert_schema,
-                occurred_at=now,
-                producer=SERVICE,
-                payload=AlertPayload(
-                    alert_id=aid,
-                    model=row["model"],
-                    version=row["version"],
-                    stage="production",
-                    kind=AlertKind.STALENESS,
-                    state=new_state,
-                    severity=severity(AlertKind.STALENESS, "production"),
-                    summary=summary,
-                    windows=1,
-                    window_start=since or now,
-                    window_end=now,
-                    metrics={"age_seconds": age, "seconds_since_label": gap},
-                ),
-            )
-            if await self.store.set_alert(event, self.topics.monitor_alerts, expected_state=state):
-                changed.append(event)
-                self.metrics.alerts.labels(row["model"], AlertKind.STALENESS.value, new_state.value).inc()
-        return changed
-
     # ---------------------------------------------------------------------------------------- readiness
 
     async def kafka_ready(self) -> None:
-        sinks = self._sinks()
-        if len(sinks) < 4 or not all(sink.healthy for sink in sinks):
+        if not all(sink.healthy for sink in self.sinks):
             raise RuntimeError("a consumer is not running")
-        assert self.producer is not None
         await self.producer.client.fetch_all_metadata()
 
     async def db_ready(self) -> None:

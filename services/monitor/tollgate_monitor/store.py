@@ -10,7 +10,6 @@ replays the batch, and the replay skips what the checkpoint already holds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,55 +20,17 @@ from asyncpg.pool import PoolConnectionProxy
 
 from tollgate_core.alerts import AlertEvent
 from tollgate_core.events import dumps
-from tollgate_core.lifecycle import CandidatePayload, LifecyclePayload, TrainingRequestEvent
+from tollgate_core.lifecycle import CandidatePayload, LifecyclePayload
 from tollgate_core.outbox import Outbox
+from tollgate_monitor.ports import (
+    LabelRow,
+    PredictionRow,
+    Retrain,
+    StaleCheckpoint,
+    VersionInfo,
+)
 
 OUTBOX_TABLE = "monitor_outbox"
-
-
-class StaleCheckpoint(RuntimeError):
-    """Another replica advanced this partition's checkpoint: the state held here is out of date."""
-
-
-@dataclass(frozen=True)
-class PredictionRow:
-    request_id: str
-    model: str
-    version: str
-    contract: str
-    entity_id: str | None
-    score: float | None
-    predicted: str | None
-    occurred_at: datetime
-
-
-@dataclass(frozen=True)
-class LabelRow:
-    contract: str
-    entity_id: str | None
-    request_id: str | None
-    label: str
-    truth: float | None
-    labeled_at: datetime
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    model: str
-    version: str
-    contract: str | None
-    task: str | None
-    reference: dict[str, Any] | None
-    metrics: dict[str, float]
-    stage: str
-
-
-@dataclass(frozen=True)
-class Retrain:
-    """A training request to publish unless the model asked for one within the cooldown."""
-
-    event: TrainingRequestEvent
-    cooldown_s: float
 
 
 def _json(value: Any) -> str:
@@ -77,6 +38,8 @@ def _json(value: Any) -> str:
 
 
 class MonitorStore:
+    """:class:`tollgate_monitor.ports.MonitorStorage` in PostgreSQL, plus the dashboard's reads and the outbox."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
         self.outbox = Outbox(pool, OUTBOX_TABLE)
@@ -144,15 +107,15 @@ class MonitorStore:
             )
         return [{**dict(r), "metrics": orjson.loads(r["metrics"]) if r["metrics"] else {}} for r in rows]
 
-    async def production_versions(self) -> list[asyncpg.Record]:
+    async def production_versions(self) -> list[dict[str, Any]]:
         async with self.pool.acquire() as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(
+            rows = await conn.fetch(
                 """SELECT v.model, v.version, v.trained_at, v.stage_changed_at,
                           (SELECT max(labeled_at) FROM monitor_predictions p
                            WHERE p.model = v.model AND p.version = v.version AND p.labeled_at IS NOT NULL) AS last_label
                    FROM monitor_versions v WHERE v.stage = 'production'"""
             )
-        return rows
+        return [dict(r) for r in rows]
 
     # ---------------------------------------------------------------------------------------- checkpoints
 
