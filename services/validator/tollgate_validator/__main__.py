@@ -13,9 +13,7 @@ async def main() -> None:
     settings = ValidatorSettings()
     settings.require_secrets()
     configure_logging(settings.log_level)
-    validator = Validator(settings)
-    await validator.start()
-    assert validator.stage is not None
+    validator = await Validator.create(settings)
     await run_service(
         validator.http_app(),
         host=settings.http_host,

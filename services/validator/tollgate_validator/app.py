@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
@@ -15,8 +18,7 @@ from tollgate_core.auth import READERS, key_verifier, require
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import create_pool, ping
 from tollgate_core.http import create_http_app
-from tollgate_core.kafka import BatchSink, TransactionalStage
-from tollgate_core.reference import ReferenceProfile
+from tollgate_core.kafka import TransactionalStage
 from tollgate_core.registrations import Applied, LiveCatalog, start_following
 from tollgate_core.runtime import CompactedFollower, bind_all, build_follower, build_stage, per_record
 from tollgate_core.telemetry import setup_tracing
@@ -24,114 +26,138 @@ from tollgate_core.topics import Topics
 from tollgate_validator.consumers import consumer_specs
 from tollgate_validator.settings import ValidatorSettings
 from tollgate_validator.stage import SERVICE, References, ValidatorMetrics, ValidatorStage
+from tollgate_validator.storage import (
+    PostgresReferenceStore,
+    ReferenceStore,
+    keep_candidate_reference,
+    load_references,
+)
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 class Validator:
-    def __init__(self, settings: ValidatorSettings) -> None:
+    """One validator process, connected: build it with :meth:`create`."""
+
+    def __init__(
+        self,
+        *,
+        settings: ValidatorSettings,
+        metrics_registry: CollectorRegistry,
+        pool: asyncpg.Pool,
+        keys: KeyVerifier,
+        contracts: ContractRegistry,
+        references: References,
+        reference_store: ReferenceStore,
+        stage: TransactionalStage,
+        references_sink: CompactedFollower,
+        registrations: CompactedFollower,
+    ) -> None:
         self.settings = settings
-        self.topics = Topics(settings.topic_namespace)
-        self.contracts = ContractRegistry.from_directory(settings.contracts_dir)
+        self.metrics_registry = metrics_registry
+        self.pool = pool
+        self.keys = keys
+        self.contracts = contracts
+        self.references = references
+        self.reference_store = reference_store
+        self.stage = stage
+        self.references_sink = references_sink
+        self.registrations = registrations
+
+    @classmethod
+    async def create(cls, settings: ValidatorSettings) -> Validator:
+        """Connect to PostgreSQL, put the kept references back in force, follow the registrations up to
+        their end and start the consumers; what started is stopped again if a later step fails."""
+        s = settings
+        topics = Topics(s.topic_namespace)
+        contracts = ContractRegistry.from_directory(s.contracts_dir)
         # The schemas/ seed, then every registration followed (tollgate_core.registrations).
-        self.live = LiveCatalog(self.contracts)
-        self.registrations: CompactedFollower | None = None
-        self.references = References(settings.iqr_factor)
-        self.registry = CollectorRegistry()
-        self.metrics = ValidatorMetrics(self.registry)
-        self.tracer = setup_tracing(
-            SERVICE, sample_ratio=settings.trace_sample_ratio, console=settings.otel_console
-        ).get_tracer("tollgate.validator")
-        self.pool: Any = None
-        self.keys: KeyVerifier | None = None
-        self.stage: TransactionalStage | None = None
-        self.references_sink: BatchSink | None = None
-
-    async def on_candidate_record(self, body: bytes) -> None:
-        """Keep the newest training reference per dataset contract for statistical expectations."""
-        await self.on_candidate(orjson.loads(body))
-
-    async def on_candidate(self, event: dict[str, Any]) -> None:
-        payload = event["payload"]
-        reference = ReferenceProfile.model_validate(payload["reference"])
-        self.references.set(reference.contract, reference)
-        async with self.pool.acquire() as conn:
-            await conn.execute(
-                """INSERT INTO validator_references (contract, model, version, reference, source_event)
-                   VALUES ($1, $2, $3, $4::jsonb, $5)
-                   ON CONFLICT (contract) DO UPDATE SET model = EXCLUDED.model, version = EXCLUDED.version,
-                       reference = EXCLUDED.reference, source_event = EXCLUDED.source_event, updated_at = now()""",
-                reference.contract,
-                str(payload["model"]),
-                str(payload["version"]),
-                reference.model_dump_json(),
-                event["event_id"],
+        live = LiveCatalog(contracts)
+        references = References(s.iqr_factor)
+        metrics_registry = CollectorRegistry()
+        metrics = ValidatorMetrics(metrics_registry)
+        tracer = setup_tracing(SERVICE, sample_ratio=s.trace_sample_ratio, console=s.otel_console).get_tracer(
+            "tollgate.validator"
+        )
+        async with contextlib.AsyncExitStack() as undo:
+            pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=4)
+            undo.push_async_callback(pool.close)
+            keys = await key_verifier(pool)
+            reference_store = PostgresReferenceStore(pool)
+            await load_references(references, reference_store)
+            handler = ValidatorStage(
+                contracts,
+                references,
+                validated_topic=topics.events_validated,
+                rejected_topic=topics.events_rejected,
+                dlq_topic=topics.dlq(SERVICE),
+                metrics=metrics,
+                tracer=tracer,
+                max_violations=s.max_violations,
             )
+            live.on_change(lambda applied: cls._recompile(handler, applied))
 
-    async def start(self) -> None:
-        s = self.settings
-        self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=4)
-        self.keys = await key_verifier(self.pool)
-        async with self.pool.acquire() as conn:
-            for row in await conn.fetch("SELECT contract, reference FROM validator_references"):
-                self.references.set(row["contract"], ReferenceProfile.model_validate_json(row["reference"]))
-        handler = ValidatorStage(
-            self.contracts,
-            self.references,
-            validated_topic=self.topics.events_validated,
-            rejected_topic=self.topics.events_rejected,
-            dlq_topic=self.topics.dlq(SERVICE),
-            metrics=self.metrics,
-            tracer=self.tracer,
-            max_violations=s.max_violations,
-        )
-        self.live.on_change(lambda applied: self._recompile(handler, applied))
-        specs = bind_all(
-            consumer_specs(s),
-            {
-                SERVICE: handler,
-                f"{SERVICE}-references": per_record(self.on_candidate_record),
-                f"{SERVICE}-registrations": per_record(self.live.apply_record),
-            },
-        )
-        # Judge the first event with every registered contract in force.
-        self.registrations = await start_following(
-            specs[f"{SERVICE}-registrations"], self.live, s, registry=self.registry
-        )
-        self.stage = build_stage(
-            specs[SERVICE].bind(handler, max_records=s.batch_max_records), s, registry=self.registry
-        )
-        self.references_sink = build_follower(specs[f"{SERVICE}-references"], s, registry=self.registry)
-        await self.stage.start()
-        await self.references_sink.start()
+            async def on_candidate_record(body: bytes) -> None:
+                """Keep the newest training reference per dataset contract for statistical expectations."""
+                await keep_candidate_reference(orjson.loads(body), references, reference_store)
+
+            specs = bind_all(
+                consumer_specs(s),
+                {
+                    SERVICE: handler,
+                    f"{SERVICE}-references": per_record(on_candidate_record),
+                    f"{SERVICE}-registrations": per_record(live.apply_record),
+                },
+            )
+            # Judge the first event with every registered contract in force.
+            registrations = await start_following(
+                specs[f"{SERVICE}-registrations"], live, s, registry=metrics_registry
+            )
+            undo.push_async_callback(registrations.stop)
+            stage = build_stage(
+                specs[SERVICE].bind(handler, max_records=s.batch_max_records), s, registry=metrics_registry
+            )
+            references_sink = build_follower(specs[f"{SERVICE}-references"], s, registry=metrics_registry)
+            await stage.start()
+            undo.push_async_callback(stage.stop)
+            await references_sink.start()
+            undo.push_async_callback(references_sink.stop)
+            validator = cls(
+                settings=s,
+                metrics_registry=metrics_registry,
+                pool=pool,
+                keys=keys,
+                contracts=contracts,
+                references=references,
+                reference_store=reference_store,
+                stage=stage,
+                references_sink=references_sink,
+                registrations=registrations,
+            )
+            undo.pop_all()
+        return validator
 
     @staticmethod
     def _recompile(handler: ValidatorStage, applied: Applied) -> None:
         if applied.kind == "contract":
             handler.recompile(applied.name)
 
-    def loops(self) -> list[Any]:
-        assert self.stage is not None and self.references_sink is not None
-        assert self.registrations is not None
+    def loops(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         return [self.stage.run, self.references_sink.run, self.registrations.run]
 
     async def stop(self) -> None:
-        if self.registrations is not None:
-            await self.registrations.stop()
-        if self.references_sink is not None:
-            await self.references_sink.stop()
-        if self.stage is not None:
-            await self.stage.stop()
-        if self.pool is not None:
-            await self.pool.close()
+        await self.registrations.stop()
+        await self.references_sink.stop()
+        await self.stage.stop()
+        await self.pool.close()
 
     async def _kafka_ready(self) -> None:
-        if self.stage is None or not self.stage.healthy:
+        if not self.stage.healthy:
             raise RuntimeError("stream stage not running")
-        if self.references_sink is None or not self.references_sink.healthy:
+        if not self.references_sink.healthy:
             raise RuntimeError("reference consumer not running")
-        if self.registrations is None or not self.registrations.healthy:
+        if not self.registrations.healthy:
             raise RuntimeError("registrations follower not running")
 
     async def _db_ready(self) -> None:
@@ -142,7 +168,7 @@ class Validator:
             title="tollgate validator",
             version="1.0.0",
             description="Enforces dataset contracts on ingested events; operations endpoints only.",
-            registry=self.registry,
+            registry=self.metrics_registry,
             limits=self.settings.body_limits(),
             checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
             keys=self.keys,
