@@ -13,9 +13,7 @@ async def main() -> None:
     settings = TrainerSettings()
     settings.require_secrets()
     configure_logging(settings.log_level)
-    trainer = Trainer(settings)
-    await trainer.start()
-    assert trainer.sink is not None and trainer.scheduler is not None
+    trainer = await Trainer.create(settings)
     await run_service(
         trainer.http_app(),
         host=settings.http_host,

@@ -3,13 +3,16 @@ scheduler, the artifact store and the candidate outbox; HTTP for operations. Not
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import subprocess
 import uuid
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
@@ -88,38 +91,111 @@ class TrainRequest(BaseModel):
 
 
 class Trainer:
-    def __init__(self, settings: TrainerSettings) -> None:
+    """One trainer process, connected: build it with :meth:`create`."""
+
+    def __init__(
+        self,
+        *,
+        settings: TrainerSettings,
+        metrics_registry: CollectorRegistry,
+        pool: asyncpg.Pool,
+        keys: KeyVerifier,
+        repo: TrainerRepository,
+        producer: AIOKafkaProducer,
+        contracts: ContractRegistry,
+        live: LiveCatalog,
+        runner: TrainingRunner,
+        scheduler: Scheduler,
+    ) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_namespace)
-        self.contracts = ContractRegistry.from_directory(settings.contracts_dir)
-        # The schemas/ seed, then every registration followed (tollgate_core.registrations); the runner and
-        # the scheduler hold these very objects, so a registration is in force for the next run.
-        self.live = LiveCatalog(self.contracts, model_catalog(settings.models_path()))
-        self.live.on_change(self._registered)
-        self.specs = self.live.models
-        self.registrations: CompactedFollower | None = None
-        self.registry = CollectorRegistry()
+        self.metrics_registry = metrics_registry
+        self.pool = pool
+        self.keys = keys
+        self.repo = repo
+        self.producer = producer
+        self.contracts = contracts
+        # The runner and the scheduler hold these very objects, so a registration is in force for the next run.
+        self.live = live
+        self.specs = live.models
+        self.runner = runner
+        self.scheduler = scheduler
         self.rows = Counter(
-            "tollgate_trainer_rows", "Labeled rows stored", ["contract"], registry=self.registry
+            "tollgate_trainer_rows", "Labeled rows stored", ["contract"], registry=metrics_registry
         )
         self.runs = Counter(
-            "tollgate_trainer_runs", "Training runs by outcome", ["model", "status"], registry=self.registry
+            "tollgate_trainer_runs",
+            "Training runs by outcome",
+            ["model", "status"],
+            registry=metrics_registry,
         )
-        self.pool: Any = None
-        self.keys: KeyVerifier | None = None
-        self.repo: TrainerRepository | None = None
-        self.scheduler: Scheduler | None = None
-        self.runner: TrainingRunner | None = None
-        self.sink: BatchSink | None = None
-        self.requests_sink: BatchSink | None = None
-        self.producer: AIOKafkaProducer | None = None
         self.known_contracts = {s.contract for s in self.specs.values()}
+        live.on_change(self._registered)
+
+    @classmethod
+    async def create(cls, settings: TrainerSettings) -> TrainerService:
+        """Connect to PostgreSQL and Kafka, follow the registrations up to their end (models registered
+        live are known before the first row or request is read) and start the consumers; what started is
+        stopped again if a later step fails."""
+        s = settings
+        contracts = ContractRegistry.from_directory(s.contracts_dir)
+        # The schemas/ seed, then every registration followed (tollgate_core.registrations).
+        live = LiveCatalog(contracts, model_catalog(s.models_path()))
+        metrics_registry = CollectorRegistry()
+        async with contextlib.AsyncExitStack() as undo:
+            pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=4)
+            undo.push_async_callback(pool.close)
+            keys = await key_verifier(pool)
+            repo = TrainerRepository(pool)
+            runner = TrainingRunner(
+                repo,
+                DirectoryArtifactStore(s.artifact_path()),
+                contracts,
+                Topics(s.topic_namespace).models_candidates,
+                s.code_version or _code_version(),
+            )
+            scheduler = Scheduler(repo, runner, live.models, poll_s=s.poll_seconds)
+            producer = AIOKafkaProducer(**producer_config(s.kafka_bootstrap, s.client_id(SERVICE)))
+            await producer.start()
+            undo.push_async_callback(producer.stop)
+            trainer = cls(
+                settings=s,
+                metrics_registry=metrics_registry,
+                pool=pool,
+                keys=keys,
+                repo=repo,
+                producer=producer,
+                contracts=contracts,
+                live=live,
+                runner=runner,
+                scheduler=scheduler,
+            )
+            specs = bind_all(
+                consumer_specs(s),
+                {
+                    f"{SERVICE}-store": trainer.store_rows,
+                    f"{SERVICE}-requests": per_record(trainer.on_request),
+                    f"{SERVICE}-registrations": per_record(live.apply_record),
+                },
+            )
+            registrations = await start_following(
+                specs[f"{SERVICE}-registrations"], live, s, registry=metrics_registry
+            )
+            undo.push_async_callback(registrations.stop)
+            sink = build_sink(specs[f"{SERVICE}-store"], s, registry=metrics_registry)
+            requests_sink = build_sink(specs[f"{SERVICE}-requests"], s, registry=metrics_registry)
+            await sink.start()
+            undo.push_async_callback(sink.stop)
+            await requests_sink.start()
+            undo.push_async_callback(requests_sink.stop)
+            service = TrainerService(trainer, registrations, sink, requests_sink)
+            undo.pop_all()
+        return service
 
     def _registered(self, applied: Applied) -> None:
         if applied.kind == "model":
             self.known_contracts = {s.contract for s in self.specs.values()}
-            if self.scheduler is not None:
-                self.scheduler.poke()
+            self.scheduler.poke()
 
     async def store_rows(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
         rows = []
@@ -140,91 +216,23 @@ class Trainer:
                     orjson.dumps(doc["payload"]),
                 )
             )
-        assert self.repo is not None
         added = await self.repo.add_rows(rows)
         for contract in {r.contract for r in rows}:
             self.rows.labels(contract).inc(sum(1 for r in rows if r.contract == contract))
-        if added and self.scheduler is not None:
+        if added:
             self.scheduler.poke()
 
     async def on_request(self, body: bytes) -> None:
         event = TrainingRequestEvent.model_validate_json(body)
         if event.payload.model not in self.specs:
             raise ValueError(f"training request for unknown model {event.payload.model!r}")
-        assert self.repo is not None and self.scheduler is not None
         await self.repo.add_request(
             str(event.event_id), event.payload.model, event.payload.reason, event.payload.requested_by
         )
         self.scheduler.poke()
 
-    async def start(self) -> None:
-        s = self.settings
-        self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=4)
-        self.keys = await key_verifier(self.pool)
-        self.repo = TrainerRepository(self.pool)
-        runner = self.runner = TrainingRunner(
-            self.repo,
-            DirectoryArtifactStore(s.artifact_path()),
-            self.contracts,
-            self.topics.models_candidates,
-            s.code_version or _code_version(),
-        )
-        self.scheduler = Scheduler(self.repo, runner, self.specs, poll_s=s.poll_seconds)
-        self.producer = AIOKafkaProducer(**producer_config(s.kafka_bootstrap, s.client_id(SERVICE)))
-        await self.producer.start()
-        specs = bind_all(
-            consumer_specs(s),
-            {
-                f"{SERVICE}-store": self.store_rows,
-                f"{SERVICE}-requests": per_record(self.on_request),
-                f"{SERVICE}-registrations": per_record(self.live.apply_record),
-            },
-        )
-        # Models registered live are known before the first row or request is read.
-        self.registrations = await start_following(
-            specs[f"{SERVICE}-registrations"], self.live, s, registry=self.registry
-        )
-        self.sink = build_sink(specs[f"{SERVICE}-store"], s, registry=self.registry)
-        self.requests_sink = build_sink(specs[f"{SERVICE}-requests"], s, registry=self.registry)
-        await self.sink.start()
-        await self.requests_sink.start()
-
-    def loops(self) -> list[Any]:
-        assert self.sink is not None and self.requests_sink is not None and self.scheduler is not None
-        assert self.registrations is not None
-        return [
-            self.sink.run,
-            self.requests_sink.run,
-            self.registrations.run,
-            self.scheduler.loop,
-            self.relay,
-        ]
-
-    async def stop(self) -> None:
-        if self.registrations is not None:
-            await self.registrations.stop()
-        if self.requests_sink is not None:
-            await self.requests_sink.stop()
-        if self.sink is not None:
-            await self.sink.stop()
-        if self.producer is not None:
-            await self.producer.stop()
-        if self.pool is not None:
-            await self.pool.close()
-
     async def relay(self) -> None:
-        assert self.repo is not None and self.producer is not None
         await self.repo.outbox.relay(self.producer)
-
-    async def _kafka_ready(self) -> None:
-        if self.sink is None or not self.sink.healthy:
-            raise RuntimeError("training-store consumer not running")
-        if self.requests_sink is None or not self.requests_sink.healthy:
-            raise RuntimeError("training-request consumer not running")
-        if self.registrations is None or not self.registrations.healthy:
-            raise RuntimeError("registrations follower not running")
-        assert self.producer is not None
-        await self.producer.client.fetch_all_metadata()
 
     async def _db_ready(self) -> None:
         await ping(self.pool)
@@ -235,22 +243,21 @@ class Trainer:
         upload = 2 * self.settings.submission_max_file_bytes + FORM_FIELDS_BYTES
         return BodyLimits(limits.max_body_bytes, limits.max_json_depth, ((SUBMISSION_ROUTE, upload),))
 
-    def http_app(self) -> FastAPI:
+    def http_app(self, kafka_ready: Callable[[], Awaitable[None]]) -> FastAPI:
         app = create_http_app(
             title="tollgate trainer",
             version="1.0.0",
             description="Continuous training to ONNX; operations API. Reading runs needs a read-only role; "
             "asking for training needs the data-scientist role.",
-            registry=self.registry,
+            registry=self.metrics_registry,
             limits=self.body_limits(),
-            checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
+            checks={"kafka": kafka_ready, "postgres": self._db_ready},
             keys=self.keys,
         )
         reader = Depends(require("read training runs", READERS))
 
         @app.get("/v1/runs", tags=["training"], summary="Recent training runs", dependencies=[reader])
         async def runs(model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-            assert self.repo is not None
             return await self.repo.runs(model, min(max(limit, 1), 500))
 
         @app.get(
@@ -295,7 +302,6 @@ class Trainer:
                     model=model, contract=spec.contract, reason=body.reason, requested_by=who.name
                 ),
             )
-            assert self.producer is not None
             await self.producer.send_and_wait(self.topics.training_requests, dumps(event), key=model.encode())
             return {"event_id": str(event.event_id), "status": "requested"}
 
@@ -353,7 +359,7 @@ class Trainer:
                     raise HTTPException(422, "parameters: a NUL character is not accepted")
             onnx_bytes = await read_file(onnx, "ONNX")
             sklearn_bytes = await read_file(sklearn, "skops")
-            assert onnx_bytes is not None and self.runner is not None
+            assert onnx_bytes is not None
             submission = Submission(
                 submission_id=str(uuid.uuid4()),
                 submitted_by=who.name,
@@ -394,3 +400,47 @@ class Trainer:
             }
 
         return app
+
+
+class TrainerService:
+    """The trainer with its consumers running: what ``__main__`` serves and stops."""
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        registrations: CompactedFollower,
+        sink: BatchSink,
+        requests_sink: BatchSink,
+    ) -> None:
+        self.trainer = trainer
+        self.registrations = registrations
+        self.sink = sink
+        self.requests_sink = requests_sink
+
+    def http_app(self) -> FastAPI:
+        return self.trainer.http_app(self._kafka_ready)
+
+    def loops(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        return [
+            self.sink.run,
+            self.requests_sink.run,
+            self.registrations.run,
+            self.trainer.scheduler.loop,
+            self.trainer.relay,
+        ]
+
+    async def stop(self) -> None:
+        await self.registrations.stop()
+        await self.requests_sink.stop()
+        await self.sink.stop()
+        await self.trainer.producer.stop()
+        await self.trainer.pool.close()
+
+    async def _kafka_ready(self) -> None:
+        if not self.sink.healthy:
+            raise RuntimeError("training-store consumer not running")
+        if not self.requests_sink.healthy:
+            raise RuntimeError("training-request consumer not running")
+        if not self.registrations.healthy:
+            raise RuntimeError("registrations follower not running")
+        await self.trainer.producer.client.fetch_all_metadata()
