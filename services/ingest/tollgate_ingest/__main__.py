@@ -13,8 +13,7 @@ async def main() -> None:
     settings = IngestSettings()
     settings.require_secrets()
     configure_logging(settings.log_level)
-    ingest = Ingest(settings)
-    await ingest.start()
+    ingest = await Ingest.create(settings)
     await run_service(
         ingest.http_app(),
         host=settings.http_host,

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 from fastapi import Depends, FastAPI
+from opentelemetry.trace import Tracer
 from prometheus_client import CollectorRegistry
 
 from tollgate_core.apikeys import PRODUCER, KeyVerifier
@@ -38,67 +41,106 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 class Ingest:
     """One ingest process: the stage consuming ``events.raw`` and the HTTP gateway writing to it."""
 
-    def __init__(self, settings: IngestSettings) -> None:
+    def __init__(
+        self,
+        *,
+        settings: IngestSettings,
+        metrics_registry: CollectorRegistry,
+        metrics: IngestMetrics,
+        tracer: Tracer,
+        contracts: ContractRegistry,
+        normaliser: Normaliser,
+        pool: asyncpg.Pool,
+        keys: KeyVerifier,
+        producer: AIOKafkaProducer,
+        registrations: CompactedFollower,
+        stage: TransactionalStage,
+    ) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_namespace)
-        self.contracts = ContractRegistry.from_directory(settings.contracts_dir)
-        self.normaliser = Normaliser(self.contracts)
+        self.metrics_registry = metrics_registry
+        self.metrics = metrics
+        self.tracer = tracer
+        self.contracts = contracts
+        self.normaliser = normaliser
+        self.pool = pool
+        self.keys = keys
+        self.producer = producer
+        self.registrations = registrations
+        self.stage = stage
+
+    @classmethod
+    async def create(cls, settings: IngestSettings) -> Ingest:
+        """Connect to PostgreSQL and Kafka, follow the registrations up to their end and start the stage;
+        what started is stopped again if a later step fails."""
+        s = settings
+        contracts = ContractRegistry.from_directory(s.contracts_dir)
+        normaliser = Normaliser(contracts)
         # The schemas/ seed, then every registration followed (tollgate_core.registrations).
-        self.live = LiveCatalog(self.contracts)
-        self.live.on_change(lambda applied: self.normaliser.refresh())
-        self.registrations: CompactedFollower | None = None
-        self.registry = CollectorRegistry()
-        self.metrics = IngestMetrics(self.registry)
-        self.tracer = setup_tracing(
-            SERVICE, sample_ratio=settings.trace_sample_ratio, console=settings.otel_console
-        ).get_tracer("tollgate.ingest")
-        self.pool: Any = None
-        self.keys: KeyVerifier | None = None
-        self.stage: TransactionalStage | None = None
-        self.producer: AIOKafkaProducer | None = None
+        live = LiveCatalog(contracts)
+        live.on_change(lambda applied: normaliser.refresh())
+        metrics_registry = CollectorRegistry()
+        metrics = IngestMetrics(metrics_registry)
+        tracer = setup_tracing(SERVICE, sample_ratio=s.trace_sample_ratio, console=s.otel_console).get_tracer(
+            "tollgate.ingest"
+        )
+        topics = Topics(s.topic_namespace)
+        async with contextlib.AsyncExitStack() as undo:
+            pool = await create_pool(s.database_url, SERVICE, MIGRATIONS)
+            undo.push_async_callback(pool.close)
+            keys = await key_verifier(pool)
+            producer = AIOKafkaProducer(
+                **producer_config(s.kafka_bootstrap, s.client_id(SERVICE) + "-gateway")
+            )
+            await producer.start()
+            undo.push_async_callback(producer.stop)
+            registrations = await start_following(
+                consumers.registrations(s), live, s, registry=metrics_registry
+            )
+            undo.push_async_callback(registrations.stop)
+            handler = IngestStage(
+                normaliser,
+                PostgresClaimStore(pool),
+                output_topic=topics.events_ingested,
+                dlq_topic=topics.dlq(SERVICE),
+                metrics=metrics,
+                tracer=tracer,
+            )
+            stage = build_stage(
+                consumers.stage(s).bind(handler, max_records=s.batch_max_records),
+                s,
+                registry=metrics_registry,
+            )
+            await stage.start()
+            undo.push_async_callback(stage.stop)
+            ingest = cls(
+                settings=s,
+                metrics_registry=metrics_registry,
+                metrics=metrics,
+                tracer=tracer,
+                contracts=contracts,
+                normaliser=normaliser,
+                pool=pool,
+                keys=keys,
+                producer=producer,
+                registrations=registrations,
+                stage=stage,
+            )
+            undo.pop_all()
+        return ingest
 
-    async def start(self) -> None:
-        s = self.settings
-        self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS)
-        self.keys = await key_verifier(self.pool)
-        self.producer = AIOKafkaProducer(
-            **producer_config(s.kafka_bootstrap, s.client_id(SERVICE) + "-gateway")
-        )
-        await self.producer.start()
-        self.registrations = await start_following(
-            consumers.registrations(s), self.live, s, registry=self.registry
-        )
-        handler = IngestStage(
-            self.normaliser,
-            PostgresClaimStore(self.pool),
-            output_topic=self.topics.events_ingested,
-            dlq_topic=self.topics.dlq(SERVICE),
-            metrics=self.metrics,
-            tracer=self.tracer,
-        )
-        self.stage = build_stage(
-            consumers.stage(s).bind(handler, max_records=s.batch_max_records), s, registry=self.registry
-        )
-        await self.stage.start()
-
-    def loops(self) -> list[Any]:
-        assert self.stage is not None and self.registrations is not None
+    def loops(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         return [self.stage.run, self.registrations.run, self.prune_claims]
 
     async def stop(self) -> None:
-        if self.stage is not None:
-            await self.stage.stop()
-        if self.registrations is not None:
-            await self.registrations.stop()
-        if self.producer is not None:
-            await self.producer.stop()
-        if self.pool is not None:
-            await self.pool.close()
+        await self.stage.stop()
+        await self.registrations.stop()
+        await self.producer.stop()
+        await self.pool.close()
 
     async def publish_raw(
         self, events: Sequence[tuple[bytes | None, bytes]], headers: list[tuple[str, bytes]]
     ) -> None:
-        assert self.producer is not None
         futures = [
             await self.producer.send(self.topics.events_raw, value, key=key, headers=headers)
             for key, value in events
@@ -113,11 +155,10 @@ class Ingest:
             log.info("pruned %d expired event-id claims", removed)
 
     async def _kafka_ready(self) -> None:
-        assert self.producer is not None
         await self.producer.client.fetch_all_metadata()
-        if self.stage is None or not self.stage.healthy:
+        if not self.stage.healthy:
             raise RuntimeError("stream stage not running")
-        if self.registrations is None or not self.registrations.healthy:
+        if not self.registrations.healthy:
             raise RuntimeError("registrations follower not running")
 
     async def _db_ready(self) -> None:
@@ -128,7 +169,7 @@ class Ingest:
             title="tollgate ingest",
             version="1.0.0",
             description="HTTP gateway for producers that do not speak Kafka; writes to events.raw.",
-            registry=self.registry,
+            registry=self.metrics_registry,
             checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
             keys=self.keys,
             # Files come here: the gateway's own limit is the body limit.
