@@ -13,8 +13,7 @@ async def main() -> None:
     settings = RegistrySettings()
     settings.require_secrets()
     configure_logging(settings.log_level)
-    registry = Registry(settings)
-    await registry.start()
+    registry = await Registry.create(settings)
     await run_service(
         registry.http_app(),
         host=settings.http_host,

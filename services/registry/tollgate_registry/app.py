@@ -4,10 +4,13 @@ candidate subscriber, the outbox relay, the canary loop and the HTTP API. Nothin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry, Counter
@@ -57,80 +60,121 @@ class RegistryMetrics:
 
 
 class Registry:
-    """One registry process."""
+    """One registry process, connected: build it with :meth:`create`."""
 
-    def __init__(self, settings: RegistrySettings) -> None:
+    def __init__(
+        self,
+        *,
+        settings: RegistrySettings,
+        metrics_registry: CollectorRegistry,
+        metrics: RegistryMetrics,
+        pool: asyncpg.Pool,
+        outbox: Outbox,
+        keys: KeyVerifier,
+        producer: AIOKafkaProducer,
+        core: ModelRegistry,
+        registrar: Registrar,
+        registrations: CompactedFollower,
+        candidates_sink: BatchSink,
+    ) -> None:
         self.settings = settings
-        self.topics = Topics(settings.topic_namespace)
-        # The schemas/ seed, then every registration followed (tollgate_core.registrations).
-        self.live = LiveCatalog(ContractRegistry.from_directory(), model_catalog(settings.models_path()))
-        self.catalog = self.live.models
-        self.store = DirectoryArtifactStore(settings.artifact_path())
-        self.registry = CollectorRegistry()
-        self.metrics = RegistryMetrics(self.registry)
-        self.pool: Any = None
-        self.outbox: Outbox | None = None
-        self.producer: AIOKafkaProducer | None = None
-        self.core: ModelRegistry | None = None
-        self.keys: KeyVerifier | None = None
-        self.candidates_sink: BatchSink | None = None
-        self.registrations: CompactedFollower | None = None
-        self.registrar: Registrar | None = None
+        self.metrics_registry = metrics_registry
+        self.metrics = metrics
+        self.pool = pool
+        self.outbox = outbox
+        self.keys = keys
+        self.producer = producer
+        self.core = core
+        self.registrar = registrar
+        self.registrations = registrations
+        self.candidates_sink = candidates_sink
         self._stopping = asyncio.Event()
 
-    async def start(self) -> None:
-        s = self.settings
-        self.pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=s.db_pool_size)
-        self.outbox = Outbox(self.pool, OUTBOX_TABLE)
-        self.keys = await key_verifier(self.pool)
-        self.core = ModelRegistry(
-            PostgresRepository(self.pool, self.outbox, self.topics.models_lifecycle),
-            self.catalog,
-            self.store,
-            lifecycle_schema=lifecycle_schema_id(),
-            on_change=self._count,
-        )
-        self.producer = AIOKafkaProducer(
-            **producer_config(s.kafka_bootstrap, s.client_id(SERVICE) + "-outbox")
-        )
-        await self.producer.start()
-        self.registrar = Registrar(
-            self.pool,
-            self.outbox,
-            self.topics.registrations,
-            current_schema_id("registrations"),
-            self.live,
-        )
-        specs = bind_all(
-            consumer_specs(s),
-            {
-                f"{SERVICE}-candidates": per_record(self.on_candidate),
-                f"{SERVICE}-registrations": per_record(self.live.apply_record),
-            },
-        )
-        self.registrations = build_follower(specs[f"{SERVICE}-registrations"], s, registry=self.registry)
-        await self.registrations.start()
-        await self.registrations.catch_up()  # gate with the registered catalog from the first candidate on
-        self.candidates_sink = build_sink(specs[f"{SERVICE}-candidates"], s, registry=self.registry)
-        await self.candidates_sink.start()
-        log.info("registry: %d model(s) in the catalog, artifacts in %s", len(self.catalog), self.store.root)
+    @classmethod
+    async def create(cls, settings: RegistrySettings) -> Registry:
+        """Connect to PostgreSQL and Kafka, follow the registrations up to their end (candidates are gated
+        with the registered catalog from the first one on) and start the candidate consumer; what started
+        is stopped again if a later step fails."""
+        s = settings
+        topics = Topics(s.topic_namespace)
+        # The schemas/ seed, then every registration followed (tollgate_core.registrations).
+        live = LiveCatalog(ContractRegistry.from_directory(), model_catalog(s.models_path()))
+        artifacts = DirectoryArtifactStore(s.artifact_path())
+        metrics_registry = CollectorRegistry()
+        metrics = RegistryMetrics(metrics_registry)
+
+        def count(model: str, change: Change) -> None:
+            metrics.transitions.labels(model, change.transition.value).inc()
+
+        async with contextlib.AsyncExitStack() as undo:
+            pool = await create_pool(s.database_url, SERVICE, MIGRATIONS, max_size=s.db_pool_size)
+            undo.push_async_callback(pool.close)
+            outbox = Outbox(pool, OUTBOX_TABLE)
+            keys = await key_verifier(pool)
+            core = ModelRegistry(
+                PostgresRepository(pool, outbox, topics.models_lifecycle),
+                live.models,
+                artifacts,
+                lifecycle_schema=lifecycle_schema_id(),
+                on_change=count,
+            )
+            producer = AIOKafkaProducer(
+                **producer_config(s.kafka_bootstrap, s.client_id(SERVICE) + "-outbox")
+            )
+            await producer.start()
+            undo.push_async_callback(producer.stop)
+            registrar = Registrar(
+                pool, outbox, topics.registrations, current_schema_id("registrations"), live
+            )
+
+            async def on_candidate(body: bytes) -> None:
+                """Verify the artifact, evaluate the gates, store the version and its transitions; idempotent
+                by event_id, committed only after the version and its lifecycle events are stored."""
+                event = CandidateEvent.model_validate_json(body)
+                outcome = await core.on_candidate(event)
+                metrics.candidates.labels(outcome.value).inc()
+
+            specs = bind_all(
+                consumer_specs(s),
+                {
+                    f"{SERVICE}-candidates": per_record(on_candidate),
+                    f"{SERVICE}-registrations": per_record(live.apply_record),
+                },
+            )
+            registrations = build_follower(specs[f"{SERVICE}-registrations"], s, registry=metrics_registry)
+            await registrations.start()
+            undo.push_async_callback(registrations.stop)
+            await registrations.catch_up()  # gate with the registered catalog from the first candidate on
+            candidates_sink = build_sink(specs[f"{SERVICE}-candidates"], s, registry=metrics_registry)
+            await candidates_sink.start()
+            undo.push_async_callback(candidates_sink.stop)
+            log.info(
+                "registry: %d model(s) in the catalog, artifacts in %s", len(live.models), artifacts.root
+            )
+            registry = cls(
+                settings=s,
+                metrics_registry=metrics_registry,
+                metrics=metrics,
+                pool=pool,
+                outbox=outbox,
+                keys=keys,
+                producer=producer,
+                core=core,
+                registrar=registrar,
+                registrations=registrations,
+                candidates_sink=candidates_sink,
+            )
+            undo.pop_all()
+        return registry
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self.candidates_sink is not None:
-            await self.candidates_sink.stop()
-        if self.registrations is not None:
-            await self.registrations.stop()
-        if self.producer is not None:
-            await self.producer.stop()
-        if self.pool is not None:
-            await self.pool.close()
+        await self.candidates_sink.stop()
+        await self.registrations.stop()
+        await self.producer.stop()
+        await self.pool.close()
 
-    def _count(self, model: str, change: Change) -> None:
-        self.metrics.transitions.labels(model, change.transition.value).inc()
-
-    def loops(self) -> list[Any]:
-        assert self.candidates_sink is not None and self.registrations is not None
+    def loops(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         return [
             self.candidates_sink.run,
             self.registrations.run,
@@ -138,21 +182,11 @@ class Registry:
             self.end_canary_periods,
         ]
 
-    async def on_candidate(self, body: bytes) -> None:
-        """Verify the artifact, evaluate the gates, store the version and its transitions; idempotent by
-        event_id, committed only after the version and its lifecycle events are stored."""
-        assert self.core is not None, "start() first"
-        event = CandidateEvent.model_validate_json(body)
-        outcome = await self.core.on_candidate(event)
-        self.metrics.candidates.labels(outcome.value).inc()
-
     async def relay_lifecycle_events(self) -> None:
-        assert self.outbox is not None and self.producer is not None
         await self.outbox.relay(self.producer, poll_s=self.settings.outbox_poll_seconds)
 
     async def end_canary_periods(self) -> None:
         """Promote staging versions whose canary period ended; errors are logged and retried next tick."""
-        assert self.core is not None
         while not self._stopping.is_set():
             try:
                 await self.core.promote_due_canaries()
@@ -163,24 +197,22 @@ class Registry:
             await wait_event(self._stopping, self.settings.canary_poll_seconds)
 
     async def _kafka_ready(self) -> None:
-        assert self.producer is not None
         await self.producer.client.fetch_all_metadata()
-        if self.candidates_sink is None or not self.candidates_sink.healthy:
+        if not self.candidates_sink.healthy:
             raise RuntimeError("candidate consumer not running")
-        if self.registrations is None or not self.registrations.healthy:
+        if not self.registrations.healthy:
             raise RuntimeError("registrations follower not running")
 
     async def _db_ready(self) -> None:
         await ping(self.pool)
 
     def http_app(self) -> FastAPI:
-        assert self.core is not None, "start() first"
         app = create_http_app(
             title="tollgate registry",
             version="1.0.0",
             description="Model versions, promotion gates, approvals and rollbacks; every change is published "
             "on models.lifecycle.",
-            registry=self.registry,
+            registry=self.metrics_registry,
             limits=self.settings.body_limits(),
             checks={"kafka": self._kafka_ready, "postgres": self._db_ready},
             keys=self.keys,
