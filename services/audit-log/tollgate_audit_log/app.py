@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 import tollgate_core.apikeys as apikeys
-from tollgate_audit_log import roles
+from tollgate_audit_log import SERVICE, roles
 from tollgate_audit_log.api import build_router
 from tollgate_audit_log.chain import register_key
 from tollgate_audit_log.consumers import contracts_follower
@@ -24,7 +24,7 @@ from tollgate_audit_log.dlq_api import DlqMetrics, build_dlq_router
 from tollgate_audit_log.publish import PublishedHead, Publisher, WitnessDir
 from tollgate_audit_log.settings import AuditLogSettings
 from tollgate_audit_log.signing import Signer, key_id, load_or_create_private_key, load_public_key
-from tollgate_audit_log.sink import SERVICE, Metrics, StreamWorker
+from tollgate_audit_log.sink import Metrics, StreamWorker
 from tollgate_audit_log.streams import EntryBuilder, stream_specs
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import create_pool, migrate, ping

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from faststream.kafka import KafkaBroker
 
-from tollgate_audit_log.consumers import SERVICE, consumer_specs
+from tollgate_audit_log import SERVICE
+from tollgate_audit_log.consumers import consumer_specs
 from tollgate_audit_log.settings import AuditLogSettings
 from tollgate_core.bus import create_broker
 from tollgate_core.runtime import declare

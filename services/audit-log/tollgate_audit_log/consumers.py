@@ -4,6 +4,7 @@ lock) and the AsyncAPI document (``make generate``) declares them from these spe
 
 from __future__ import annotations
 
+from tollgate_audit_log import SERVICE
 from tollgate_audit_log.chain import ChainDamaged, ChainMoved, LockLost
 from tollgate_audit_log.settings import AuditLogSettings
 from tollgate_audit_log.streams import StreamSpec, stream_specs
@@ -12,8 +13,6 @@ from tollgate_core.registrations import follower_spec
 from tollgate_core.runtime import ConsumerSpec
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
-
-SERVICE = "audit-log"
 
 
 def _transient_for_the_trail(exc: BaseException) -> bool:

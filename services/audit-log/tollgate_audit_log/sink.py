@@ -29,6 +29,7 @@ from aiokafka.structs import ConsumerRecord
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from tollgate_audit_log import SERVICE
 from tollgate_audit_log.batch import record_batch
 from tollgate_audit_log.chain import (
     ChainDamaged,
@@ -64,7 +65,6 @@ from tollgate_core.runtime import build_sink
 from tollgate_core.telemetry import header_value, record_consumed_span
 
 log = logging.getLogger(__name__)
-SERVICE = "audit-log"
 
 Connect = Callable[[], Awaitable[asyncpg.Connection]]
 

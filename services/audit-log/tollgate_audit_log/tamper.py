@@ -19,11 +19,11 @@ from typing import Any
 
 import asyncpg
 
+from tollgate_audit_log import SERVICE
 from tollgate_audit_log.canonical import Entry, canonical_json
 from tollgate_audit_log.chain import ChainTampered
 from tollgate_core.alerts import AlertEvent, AlertKind, AlertPayload, AlertState
 
-SERVICE = "audit-log"
 DAMAGE_EVENT = "audit.chain_tampered"
 ACK_EVENT = "audit.damage_acknowledged"
 INTERNAL_TOPIC = "audit-log"  # the source named by rows the audit-log writes about its own chains

@@ -27,12 +27,12 @@ from tollgate_core.registrations import LiveCatalog, start_following
 from tollgate_core.runtime import CompactedFollower, build_stage
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
-from tollgate_ingest import consumers
+from tollgate_ingest import SERVICE, consumers
 from tollgate_ingest.claims import PostgresClaimStore
 from tollgate_ingest.core import Normaliser
 from tollgate_ingest.gateway import gateway_router
 from tollgate_ingest.settings import IngestSettings
-from tollgate_ingest.stage import SERVICE, IngestMetrics, IngestStage
+from tollgate_ingest.stage import IngestMetrics, IngestStage
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"

@@ -9,8 +9,8 @@ from tollgate_core.bus import create_broker
 from tollgate_core.runtime import declare
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
+from tollgate_ingest import SERVICE
 from tollgate_ingest.consumers import consumer_specs
-from tollgate_ingest.stage import SERVICE
 
 
 def build_broker(settings: ServiceSettings) -> KafkaBroker:

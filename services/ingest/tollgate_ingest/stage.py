@@ -12,10 +12,9 @@ from prometheus_client import CollectorRegistry, Counter
 from tollgate_core.events import now_iso
 from tollgate_core.kafka import OutRecord, dead_letter
 from tollgate_core.telemetry import TRACEPARENT, forward_traceparent
+from tollgate_ingest import SERVICE
 from tollgate_ingest.claims import Claim, ClaimStore
 from tollgate_ingest.core import Ingested, Malformed, Normaliser
-
-SERVICE = "ingest"
 
 
 class IngestMetrics:

@@ -23,7 +23,8 @@ from tollgate_core.db import create_pool, ping
 from tollgate_core.kafka import BatchSink, OutRecord, producer_config
 from tollgate_core.registrations import LiveCatalog, start_following
 from tollgate_core.runtime import CompactedFollower, bind_all, build_sink, per_record
-from tollgate_monitor.consumers import SERVICE, consumer_specs
+from tollgate_monitor import SERVICE
+from tollgate_monitor.consumers import consumer_specs
 from tollgate_monitor.core import MonitorCore
 from tollgate_monitor.settings import MonitorSettings
 from tollgate_monitor.store import MonitorStore

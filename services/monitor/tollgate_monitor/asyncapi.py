@@ -11,7 +11,8 @@ from tollgate_core.lifecycle import TrainingRequestEvent
 from tollgate_core.runtime import declare
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
-from tollgate_monitor.consumers import SERVICE, consumer_specs
+from tollgate_monitor import SERVICE
+from tollgate_monitor.consumers import consumer_specs
 
 
 def build_broker(settings: ServiceSettings) -> KafkaBroker:

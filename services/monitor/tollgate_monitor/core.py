@@ -26,8 +26,8 @@ from tollgate_core.pii import PiiRedactor
 from tollgate_core.reference import ReferenceProfile, label_key
 from tollgate_core.registrations import Applied
 from tollgate_core.topics import Topics, current_schema_id
+from tollgate_monitor import SERVICE
 from tollgate_monitor.alerts import alert_id, event_id, severity, wants_retraining
-from tollgate_monitor.consumers import SERVICE
 from tollgate_monitor.drift import Layout
 from tollgate_monitor.evaluate import Labeled, Thresholds, alert_event, judge, observe, training_request
 from tollgate_monitor.ports import (

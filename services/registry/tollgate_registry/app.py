@@ -29,8 +29,9 @@ from tollgate_core.registrations import LiveCatalog
 from tollgate_core.runtime import CompactedFollower, bind_all, build_follower, build_sink, per_record
 from tollgate_core.topics import Topics, current_schema_id
 from tollgate_core.waiting import wait_event
+from tollgate_registry import SERVICE
 from tollgate_registry.api import install
-from tollgate_registry.consumers import SERVICE, consumer_specs
+from tollgate_registry.consumers import consumer_specs
 from tollgate_registry.core import ModelRegistry
 from tollgate_registry.postgres import OUTBOX_TABLE, PostgresRepository
 from tollgate_registry.registrar import Registrar

@@ -10,7 +10,8 @@ from tollgate_core.bus import create_broker
 from tollgate_core.runtime import declare
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
-from tollgate_registry.consumers import SERVICE, consumer_specs
+from tollgate_registry import SERVICE
+from tollgate_registry.consumers import consumer_specs
 
 
 def build_broker(settings: ServiceSettings) -> KafkaBroker:

@@ -46,7 +46,8 @@ from tollgate_core.registrations import (
 )
 from tollgate_core.runtime import CompactedFollower, bind_all, build_sink, per_record
 from tollgate_core.topics import Topics, current_schema_id
-from tollgate_trainer.consumers import SERVICE, consumer_specs
+from tollgate_trainer import SERVICE
+from tollgate_trainer.consumers import consumer_specs
 from tollgate_trainer.runner import Scheduler, TrainingRunner
 from tollgate_trainer.settings import TrainerSettings
 from tollgate_trainer.store import StoredRow, TrainerRepository

@@ -10,7 +10,8 @@ from tollgate_core.lifecycle import CandidateEvent, TrainingRequestEvent
 from tollgate_core.runtime import declare
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
-from tollgate_trainer.consumers import SERVICE, consumer_specs
+from tollgate_trainer import SERVICE
+from tollgate_trainer.consumers import consumer_specs
 
 
 def build_broker(settings: ServiceSettings) -> KafkaBroker:

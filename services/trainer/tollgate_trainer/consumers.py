@@ -7,8 +7,7 @@ from tollgate_core.registrations import follower_spec
 from tollgate_core.runtime import ConsumerSpec
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
-
-SERVICE = "trainer"
+from tollgate_trainer import SERVICE
 
 
 def store(settings: ServiceSettings) -> ConsumerSpec:

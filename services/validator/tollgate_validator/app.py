@@ -23,9 +23,10 @@ from tollgate_core.registrations import Applied, LiveCatalog, start_following
 from tollgate_core.runtime import CompactedFollower, bind_all, build_follower, build_stage, per_record
 from tollgate_core.telemetry import setup_tracing
 from tollgate_core.topics import Topics
+from tollgate_validator import SERVICE
 from tollgate_validator.consumers import consumer_specs
 from tollgate_validator.settings import ValidatorSettings
-from tollgate_validator.stage import SERVICE, References, ValidatorMetrics, ValidatorStage
+from tollgate_validator.stage import References, ValidatorMetrics, ValidatorStage
 from tollgate_validator.storage import (
     PostgresReferenceStore,
     ReferenceStore,

@@ -8,8 +8,8 @@ from faststream.kafka import KafkaBroker
 from tollgate_core.bus import create_broker
 from tollgate_core.runtime import declare
 from tollgate_core.settings import ServiceSettings
+from tollgate_validator import SERVICE
 from tollgate_validator.consumers import consumer_specs
-from tollgate_validator.stage import SERVICE
 
 
 def build_broker(settings: ServiceSettings) -> KafkaBroker:

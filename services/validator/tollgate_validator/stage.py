@@ -17,9 +17,9 @@ from tollgate_core.events import now_iso
 from tollgate_core.kafka import OutRecord, dead_letter
 from tollgate_core.reference import ReferenceProfile
 from tollgate_core.telemetry import TRACEPARENT, forward_traceparent
+from tollgate_validator import SERVICE
 from tollgate_validator.rules import Expectations
 
-SERVICE = "validator"
 # A rejection record lists at most this many violations (and counts the rest), so one event with thousands
 # of unknown fields still yields a record its topic accepts.
 MAX_VIOLATIONS = 100
