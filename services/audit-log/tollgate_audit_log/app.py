@@ -73,8 +73,8 @@ class AuditLog:
     def __init__(self, settings: AuditLogSettings) -> None:
         self.settings = settings
         self.topics = Topics(settings.topic_namespace)
-        self.registry = CollectorRegistry()
-        self.metrics = Metrics(self.registry)
+        self.metrics_registry = CollectorRegistry()
+        self.metrics = Metrics(self.metrics_registry)
         self.contracts: ContractRegistry | None = None
         self.contracts_follower: CompactedFollower | None = None
         self.pool: Any = None
@@ -93,7 +93,7 @@ class AuditLog:
             settings.kafka_bootstrap, settings.topic_namespace, settings.client_id(SERVICE) + "-dlq"
         )
         self.dlq_metrics = DlqMetrics(self.dlq)
-        self.registry.register(self.dlq_metrics)
+        self.metrics_registry.register(self.dlq_metrics)
         # The audit-log only continues traces sampled upstream (ratio 0 for traces of its own).
         self.tracer = setup_tracing(SERVICE, sample_ratio=0.0, console=settings.otel_console).get_tracer(
             "tollgate.audit_log"
@@ -159,7 +159,7 @@ class AuditLog:
         live = LiveCatalog(self.contracts)
         live.on_change(self._contract_registered)
         self.contracts_follower = await start_following(
-            contracts_follower(s), live, s, registry=self.registry
+            contracts_follower(s), live, s, registry=self.metrics_registry
         )
         self.publisher = Publisher(
             self.witness,
@@ -253,7 +253,7 @@ class AuditLog:
             version="1.0.0",
             description="Append-only, hash-chained audit trail of the platform's events with signed Merkle "
             "checkpoints: compliance queries, lineage of an inference, export, verification.",
-            registry=self.registry,
+            registry=self.metrics_registry,
             limits=self.settings.body_limits(),
             checks={
                 "postgres": self._db_ready,
