@@ -132,7 +132,9 @@ async def test_a_submitted_model_is_validated_gated_canaried_promoted_and_served
             data={"notes": "one tensor of raw numbers"},
         )
         assert mismatched.status_code == 422, mismatched.text
-        detail = mismatched.json()["detail"]
+        problems = mismatched.json()["detail"]  # FastAPI's validation shape: one entry per problem
+        assert {tuple(p["loc"]) for p in problems} == {("body", "onnx")} and len(problems) == 3, problems
+        detail = "\n".join(p["msg"] for p in problems)
         assert "input 'numeric': missing; contract credit-default.v1 needs tensor(double) [N, 2]" in detail
         assert "input 'category': missing" in detail and "input 'input': not an input" in detail
         # Only a data scientist may submit.

@@ -308,6 +308,11 @@ class Trainer:
 
         file_limit = self.settings.submission_max_file_bytes
 
+        def unprocessable(field: str, problems: list[str]) -> HTTPException:
+            return HTTPException(
+                422, [{"loc": ["body", field], "msg": p, "type": "value_error"} for p in problems]
+            )
+
         async def read_file(upload: UploadFile | None, what: str) -> bytes | None:
             if upload is None:
                 return None
@@ -326,7 +331,8 @@ class Trainer:
                 404: error_response("Unknown model"),
                 409: error_response("The model's contract or training data is not there to evaluate it"),
                 413: error_response("A file over the limit"),
-                422: error_response("Not ONNX, not loadable, not matching the contract, or a refused skops"),
+                # 422 keeps FastAPI's validation shape (declared for every route): one entry per problem,
+                # its loc the form field (onnx, sklearn, parameters) — e.g. each mismatched input or output.
             },
         )
         async def submit(
@@ -353,11 +359,11 @@ class Trainer:
                 try:
                     declared = orjson.loads(parameters)
                 except orjson.JSONDecodeError as exc:
-                    raise HTTPException(422, f"parameters: not JSON: {exc}") from None
+                    raise unprocessable("parameters", [f"not JSON: {exc}"]) from None
                 if not isinstance(declared, dict):
-                    raise HTTPException(422, "parameters: a JSON object is needed")
+                    raise unprocessable("parameters", ["a JSON object is needed"])
                 if "\x00" in parameters or "\\u0000" in parameters:  # PostgreSQL text cannot hold NUL
-                    raise HTTPException(422, "parameters: a NUL character is not accepted")
+                    raise unprocessable("parameters", ["a NUL character is not accepted"])
             onnx_bytes = await read_file(onnx, "ONNX")
             sklearn_bytes = await read_file(sklearn, "skops")
             assert onnx_bytes is not None
@@ -376,6 +382,8 @@ class Trainer:
                 outcome = await self.runner.submit(spec, onnx_bytes, sklearn_bytes, submission)
             except SubmissionRefused as exc:
                 log.info("%s: submission by %s refused: %s", model, who.name, exc)
+                if exc.status == 422:
+                    raise unprocessable(exc.field, exc.problems) from None
                 raise HTTPException(exc.status, str(exc)) from None
             assert outcome.candidate is not None
             candidate = outcome.candidate.payload

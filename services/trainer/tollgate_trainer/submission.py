@@ -98,12 +98,13 @@ _FLOATS = ("tensor(float)", "tensor(double)")
 
 class SubmissionRefused(ValueError):
     """A submission the platform does not take; ``problems`` names each reason, ``status`` is the HTTP
-    status to answer (422 by default; 413 for a file over the limit)."""
+    status to answer (422 by default; 413 for a file over the limit), ``field`` the form field at fault."""
 
-    def __init__(self, problems: Sequence[str], status: int = 422) -> None:
+    def __init__(self, problems: Sequence[str], status: int = 422, field: str = "onnx") -> None:
         super().__init__("; ".join(problems))
         self.problems = list(problems)
         self.status = status
+        self.field = field
 
 
 # ------------------------------------------------------------------------------------------- ONNX checks
@@ -339,30 +340,37 @@ def load_pipeline(data: bytes, limit: int = MAX_FILE_BYTES) -> Any:
     import skops.io  # imported on use: the trainer's start does not pay for it
 
     if len(data) > limit:
-        raise SubmissionRefused([f"the skops file has {len(data)} bytes; at most {limit} are accepted"], 413)
+        raise SubmissionRefused(
+            [f"the skops file has {len(data)} bytes; at most {limit} are accepted"], 413, "sklearn"
+        )
     if data[:1] == _PICKLE_PROTOCOL:
         raise SubmissionRefused(
-            ["the scikit-learn file is a pickle, which the platform never loads: save it with skops.io.dump"]
+            ["the scikit-learn file is a pickle, which the platform never loads: save it with skops.io.dump"],
+            field="sklearn",
         )
     if not zipfile.is_zipfile(io.BytesIO(data)):
         raise SubmissionRefused(
-            ["the scikit-learn file is not a skops file (a zip archive with schema.json)"]
+            ["the scikit-learn file is not a skops file (a zip archive with schema.json)"],
+            field="sklearn",
         )
     try:
         untrusted = skops.io.get_untrusted_types(data=data)
     except Exception as exc:
-        raise SubmissionRefused([f"the skops file cannot be read: {exc}"]) from None
+        raise SubmissionRefused([f"the skops file cannot be read: {exc}"], field="sklearn") from None
     refused = sorted(set(untrusted) - TRUSTED_TYPES)
     if refused:
         raise SubmissionRefused(
-            [f"the skops file holds types the platform does not trust: {', '.join(refused)}"]
+            [f"the skops file holds types the platform does not trust: {', '.join(refused)}"],
+            field="sklearn",
         )
     try:
         pipeline = skops.io.loads(data, trusted=list(untrusted))
     except Exception as exc:
-        raise SubmissionRefused([f"the skops file cannot be loaded: {exc}"]) from None
+        raise SubmissionRefused([f"the skops file cannot be loaded: {exc}"], field="sklearn") from None
     if not callable(getattr(pipeline, "predict", None)):
-        raise SubmissionRefused([f"the skops file holds a {type(pipeline).__name__}, not a fitted model"])
+        raise SubmissionRefused(
+            [f"the skops file holds a {type(pipeline).__name__}, not a fitted model"], field="sklearn"
+        )
     return pipeline
 
 
@@ -537,7 +545,8 @@ def _parity(
             [
                 f"the scikit-learn pipeline cannot score the contract's model frame ({', '.join(layout.columns)}): "
                 f"{type(exc).__name__}: {exc}"
-            ]
+            ],
+            field="sklearn",
         ) from None
 
 

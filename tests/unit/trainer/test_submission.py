@@ -146,6 +146,7 @@ def test_a_pickle_is_refused_without_being_loaded() -> None:
     with pytest.raises(SubmissionRefused) as refused:
         load_pipeline(pickle.dumps(pipeline))
     assert "pickle, which the platform never loads" in str(refused.value)
+    assert refused.value.field == "sklearn" and refused.value.status == 422
 
 
 def test_a_zip_that_is_not_skops_is_refused() -> None:
