@@ -38,6 +38,7 @@ from tests.audit_support import ensure_writer_role
 from tests.auth_support import RoleKeys, header, make_keys
 from tests.conftest import service_dsn, wait_http_ok
 from tests.polling import eventually
+from tollgate_core.lifecycle import EvaluationReport, evaluation_digest
 from tollgate_core.migrate import migrate_all
 from tollgate_demo.datasets import load_islp_default
 
@@ -373,10 +374,17 @@ async def test_drift_alert_retrains_selects_gates_canaries_promotes_and_the_line
         assert trained["training_request"]["requested_by"] == "monitor"
         assert trained["training_request"]["alert_id"] == request["alert_id"]
         assert request["alert_id"] in {a["alert_id"] for a in chain["active_alerts"]}
-        # The experiment and its trials: on the candidate row the lineage names (stream and seq).
+        # The experiment and its trials, the baselines and the platform's evaluation (with the digest
+        # approvers approved), from the candidate row the lineage names (stream and seq).
         assert trained["audit"]["stream"] == "candidates"
         assert trained["audit"]["seq"] == candidate_item["seq"]
         assert payload(candidate_item)["experiment"]["trials"] == trials
+        assert trained["experiment"]["trials"] == trials
+        assert trained["baselines"] == payload(candidate_item)["baselines"]
+        assert trained["evaluation"]["digest"] == evaluation_digest(
+            EvaluationReport.model_validate(payload(candidate_item)["evaluation"])
+        )
+        assert trained["evaluation"]["holdout_rows"] > 0
 
     for proc in procs.values():  # nothing restarted
         assert proc.proc is not None and proc.proc.poll() is None

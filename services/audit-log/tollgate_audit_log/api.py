@@ -250,6 +250,21 @@ class TrainingRunOut(BaseModel):
     code_version: str | None
     libraries: dict[str, str] | None
     trigger: str | None
+    experiment: dict[str, Any] | None = Field(
+        None,
+        description="The champion selection that chose the version: every trial, the winner, the budget.",
+    )
+    baselines: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="Holdout metrics of the simple models trained on the same rows."
+    )
+    evaluation: dict[str, Any] | None = Field(
+        None,
+        description="The platform's evaluation on its own holdout, with its digest (what approvals approve; "
+        "null when the stored report no longer reads as one).",
+    )
+    submission: dict[str, Any] | None = Field(
+        None, description="Who submitted the model when it was built outside the platform."
+    )
     training_request: dict[str, Any] | None = Field(description="The request that started the run, if any.")
     audit: AuditRef
 

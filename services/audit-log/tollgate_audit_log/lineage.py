@@ -3,7 +3,8 @@
 Starting from the inference log row(s) of a request id (the answer and, when one ran, the shadow), for each
 model version that answered: its lifecycle up to the moment of the inference (gates it passed, who approved
 it and why, its stage then), the candidate event that offered it (training run, metrics, parity, the exact
-training-data offsets), the training request that started the run if any, and the alerts that were active
+training-data offsets, the experiment and its trials, the baselines, the platform's evaluation report with the
+digest approvers approved, and who submitted it when it was built outside the platform), the training request that started the run if any, and the alerts that were active
 for the model at that moment. Each part names its audit row (stream, seq, row hash) so it can be proven.
 
 :func:`assemble` is pure (it gets the rows); :func:`lineage` fetches them.
@@ -15,8 +16,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from tollgate_audit_log.queries import Conn, find
 from tollgate_core.contracts import ContractRegistry
+from tollgate_core.lifecycle import EvaluationReport, evaluation_digest
 
 Item = dict[str, Any]
 
@@ -74,6 +78,18 @@ def transitions_view(lifecycle: Sequence[Item], at: datetime) -> dict[str, Any]:
     }
 
 
+def evaluation_view(report: Any) -> dict[str, Any] | None:
+    """The candidate's evaluation report with its digest (what an approval approves); a report that no
+    longer reads as one keeps ``digest: None`` so it is shown, never trusted."""
+    if not isinstance(report, dict):
+        return None
+    try:
+        digest: str | None = evaluation_digest(EvaluationReport.model_validate(report))
+    except ValidationError:
+        digest = None
+    return {**report, "digest": digest}
+
+
 def training_view(candidate: Item | None, request: Item | None) -> dict[str, Any] | None:
     if candidate is None:
         return None
@@ -102,6 +118,10 @@ def training_view(candidate: Item | None, request: Item | None) -> dict[str, Any
         "code_version": lineage.get("code_version"),
         "libraries": lineage.get("libraries"),
         "trigger": lineage.get("trigger"),
+        "experiment": p.get("experiment"),
+        "baselines": p.get("baselines") or {},
+        "evaluation": evaluation_view(p.get("evaluation")),
+        "submission": p.get("submission"),
         "training_request": None
         if request is None
         else {**_payload(request), "requested_at": request["occurred_at"], "audit": _ref(request)},
