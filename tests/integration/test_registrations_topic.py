@@ -123,27 +123,26 @@ async def test_the_monitor_applies_a_live_revisions_personal_data_rules(
     assert breaking_changes(first, second) == []  # a revision the registry accepts under the same version
     await produce(bootstrap, topic, [registration(first, 1)])
 
-    monitor = Monitor(
+    # Reads the registrations topic up to its end before it is built.
+    monitor = await Monitor.create(
         MonitorSettings(kafka_bootstrap=bootstrap, topic_namespace=namespace, database_url=database_url)
     )
-    await monitor.start()  # reads the registrations topic up to its end before it starts
-    assert monitor.registrations is not None
     following = asyncio.create_task(monitor.registrations.run())
     try:
         record = {"customer_id": "c-1", "customer_email": "a@example.org", "phone": "+44 20 7946 0000"}
-        before = monitor.redactors[first.schema_id].redact(record)
+        before = monitor.core.redactors[first.schema_id].redact(record)
         assert before["phone"] == record["phone"]  # the first revision does not know the field
         assert before["customer_email"] != record["customer_email"]
 
         await produce(bootstrap, topic, [registration(second, 2)])
 
         async def phone_hashed() -> bool:
-            redacted = monitor.redactors[first.schema_id].redact(record)
+            redacted = monitor.core.redactors[first.schema_id].redact(record)
             return redacted["phone"] not in (None, record["phone"])
 
         await eventually(phone_hashed, timeout=30, what="the monitor to apply the revision's rules")
-        assert monitor.contracts.get(first.schema_id) == second
-        assert "phone" in monitor.redactors[first.schema_id].actions
+        assert monitor.core.contracts.get(first.schema_id) == second
+        assert "phone" in monitor.core.redactors[first.schema_id].actions
     finally:
         following.cancel()
         with contextlib.suppress(asyncio.CancelledError):
