@@ -5,7 +5,8 @@ training reference), served by a real scorer process: a logistic regression whos
 reason codes (``explanations: {top_k: 2}``) and a random forest whose entry does not. Asked with
 ``explain: true`` (JSON) or ``parameters.explain`` (OIP), both return every feature's attribution; the
 inference-log events of the first carry its top two reason codes whether or not the client asked, those
-of the second carry none.
+of the second carry none. Over Kafka, a ``scoring.requests`` event with ``explain: true`` gets the same
+explanation in its ``scoring.results`` event.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.unit.scorer.support import CONTRACT, instances
 from tollgate_core.artifacts import DirectoryArtifactStore, sha256_digest
 from tollgate_core.lifecycle import LifecycleEvent
 from tollgate_core.paths import schemas_dir
+from tollgate_core.scoring import ScoringResultEvent
 from tollgate_demo.datasets import load_islp_default
 from tollgate_trainer.explanation import explanation_spec
 from tollgate_trainer.export import export_onnx
@@ -221,3 +223,50 @@ async def test_explanations_on_request_and_reason_codes_in_the_inference_log(
     raw = await collect(bootstrap, f"{namespace}.inference.log.v1", expect=expected, settle=0)
     forest_raw = [orjson.loads(r.value) for r in raw if orjson.loads(r.value)["payload"]["model"] == FOREST]
     assert forest_raw and all("explanation" not in e["payload"] for e in forest_raw)
+
+    # Kafka: a request with explain gets the explanation the HTTP API answers, one without gets none.
+    def request(model: str, row: dict[str, Any], explain: bool) -> tuple[bytes, bytes]:
+        return row["customer_id"].encode(), orjson.dumps(
+            {
+                "event_id": str(uuid.uuid4()),
+                "event_type": "scoring_request",
+                "schema": "scoring.requests.v1",
+                "occurred_at": datetime.now(UTC).isoformat(),
+                "producer": "test",
+                "payload": {"model": model, "instance": row} | ({"explain": True} if explain else {}),
+            }
+        )
+
+    await produce(
+        bootstrap,
+        f"{namespace}.scoring.requests.v1",
+        [request(LINEAR, rows[0], True), request(FOREST, rows[1], True), request(LINEAR, rows[2], False)],
+    )
+    answers = {
+        (r.model, r.entity_id): r
+        for r in (
+            ScoringResultEvent.model_validate_json(record.value).payload
+            for record in await collect(bootstrap, f"{namespace}.scoring.results.v1", expect=3)
+        )
+    }
+    linear_kafka = answers[(LINEAR, rows[0]["customer_id"])]
+    assert linear_kafka.status == "ok" and linear_kafka.explanation is not None
+    assert linear_kafka.score is not None
+    check_sums(linear_kafka.explanation.model_dump(mode="json"), 1e-9)
+    assert math.isclose(
+        linear_kafka.explanation.value,
+        math.log(linear_kafka.score / (1 - linear_kafka.score)),
+        abs_tol=1e-6,
+    )
+    np.testing.assert_allclose(  # the same row over HTTP: the same attributions
+        [a.contribution for a in linear_kafka.explanation.attributions],
+        [a["contribution"] for a in one["explanation"]["attributions"]],
+        atol=1e-9,
+    )
+    forest_kafka = answers[(FOREST, rows[1]["customer_id"])]
+    assert forest_kafka.explanation is not None and forest_kafka.score is not None
+    assert forest_kafka.explanation.method == "sampled_shapley"
+    check_sums(forest_kafka.explanation.model_dump(mode="json"), 1e-9)
+    assert math.isclose(forest_kafka.explanation.value, forest_kafka.score, abs_tol=1e-6)
+    unexplained = answers[(LINEAR, rows[2]["customer_id"])]
+    assert unexplained.status == "ok" and unexplained.explanation is None

@@ -69,6 +69,41 @@ class ScoringRequestPayload(BaseModel):
         description="Feature name to value, as the model's dataset contract types them; may also carry the "
         "contract's entity id (for sticky canary routing) and attributes (logged, PII protected)."
     )
+    explain: bool = Field(
+        False,
+        description="Return the decision's explanation in the result (every feature's attribution, as the "
+        "HTTP API's explain: true answers it).",
+    )
+
+
+class FeatureAttribution(BaseModel):
+    """One feature's share of a decision: its value in the request and its contribution to the output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature: str
+    value: float | str | None = Field(
+        description="The instance's value as the model read it (null: missing)."
+    )
+    contribution: float = Field(description="Its share of value - baseline.")
+
+
+class DecisionExplanation(BaseModel):
+    """Every feature's attribution of one decision (the HTTP API's ``explanation``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["linear", "sampled_shapley"] = Field(
+        description="linear: exact coefficient x (x - training mean) on the model's preprocessed input, "
+        "summed per feature; sampled_shapley: Shapley values against the training reference point, by "
+        "permutation sampling with a fixed budget and seed."
+    )
+    output: Literal["log_odds", "margin", "probability", "prediction"] = Field(
+        description="What value and baseline measure."
+    )
+    baseline: float = Field(description="The output at the training reference.")
+    value: float = Field(description="The output for this instance; contributions sum to value - baseline.")
+    attributions: list[FeatureAttribution] = Field(description="One per feature, in the model's input order.")
 
 
 class ScoringResultPayload(BaseModel):
@@ -97,6 +132,12 @@ class ScoringResultPayload(BaseModel):
         None,
         description="Binary classifiers: the positive-class probability from which the prediction is "
         "positive (the version's decision threshold, or 0.5).",
+    )
+    explanation: DecisionExplanation | None = Field(
+        None, description="When the request asked (explain) and the version can be explained."
+    )
+    explanation_error: str | None = Field(
+        None, description="When the request asked but this version cannot be explained: why."
     )
 
 

@@ -146,6 +146,7 @@ class ScorerService:
                 producer=f"{SERVICE}-{s.instance_id}",
                 tracer=self.tracer,
                 recent_request_ids=s.request_id_reuse_window,
+                explain_max_instances=s.explain_max_instances,
             )
             self.handler = handler
             self.stage = build_stage(

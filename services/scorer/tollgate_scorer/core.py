@@ -183,8 +183,11 @@ class Scorer:
         traceparents: Sequence[bytes | None],
         channel: str,
         id_seeds: Sequence[str] | None = None,
+        *,
+        explain: bool = False,
     ) -> tuple[Scored | None, dict[int, ScoringFailure]]:
-        """Score requests that stand alone (Kafka): an invalid one fails by itself, not the batch.
+        """Score requests that stand alone (Kafka): an invalid one fails by itself, not the batch;
+        ``explain`` explains every answered request (each part's ``explanations``).
 
         Log events get event ids derived from the request id, the route and ``id_seeds`` (one per request:
         where its message sits in Kafka), so scoring a redelivered request again produces the same events,
@@ -201,7 +204,7 @@ class Scorer:
         parts, kept = self._run_isolating(name, channel, plan, instances, failures)
         if not parts:
             return None, failures
-        self._explain(name, parts, False)
+        self._explain(name, parts, explain)
         shadow = self._shadow(route.shadow_model, instances, parts, kept)
         scored = self._conclude(
             name,

@@ -155,7 +155,8 @@ class ScorerSettings(ServiceSettings):
     explain_max_instances: int = Field(
         100,
         ge=1,
-        description="Most instances one request may ask to explain (explain: true); 413 above. Reason codes "
+        description="Most instances one request may ask to explain (explain: true); 413 above. Kafka "
+        "requests asking to explain are explained in runs of at most this many rows. Reason codes "
         "the catalog asks for are computed for every request, whatever its size.",
     )
 

@@ -12,6 +12,13 @@ and the batch is scored again, its log events repeat with the same ids, and the 
 consumers keep one of each; a different request that reuses a request id is another message, so its
 inferences get ids of their own (the reuse is counted, ``reused_request_ids``), never dropped as duplicates.
 
+A request with ``explain: true`` gets its decision's explanation in the result (``explanation``, the shape
+of the HTTP API's ``explain: true`` answer), or ``explanation_error`` saying why this version has none.
+Explained requests are scored apart from the others of their model (only they pay for the explainer) and
+at most ``explain_max_instances`` (``TOLLGATE_SCORER_EXPLAIN_MAX_INSTANCES``, the HTTP API's per-request
+cap) rows go into one explainer run; a Kafka request is one instance, so it is always under that cap.
+An ``explain`` that is not a boolean gets an error result (``invalid_request``).
+
 While the inference log refuses new events (spool full, policy ``refuse``) the handler raises, so the stage
 backs off and retries the batch from its committed offsets: Kafka requests wait instead of being scored
 without a log.
@@ -39,6 +46,7 @@ SERVICE = "scorer"
 RECENT_REQUEST_IDS = (
     100_000  # default of the request-id reuse window (ScorerSettings.request_id_reuse_window)
 )
+EXPLAIN_MAX_INSTANCES = 100  # default rows per explainer run (ScorerSettings.explain_max_instances)
 _log = logging.getLogger(__name__)
 _NO_HEADERS: list[tuple[str, bytes]] = []  # shared by results without a trace: read, never modified
 
@@ -59,8 +67,12 @@ class ScoringStage:
         producer: str,
         tracer: trace.Tracer | None = None,
         recent_request_ids: int = RECENT_REQUEST_IDS,
+        explain_max_instances: int = EXPLAIN_MAX_INSTANCES,
     ) -> None:
+        if explain_max_instances < 1:
+            raise ValueError("explain_max_instances is at least 1")
         self._scorer = scorer
+        self._explain_max = explain_max_instances
         self._window = recent_request_ids
         self._results = results_topic
         self._dlq = dlq_topic
@@ -87,10 +99,12 @@ class ScoringStage:
         # a fresh id is enough; log events (outside the transaction) get ids derived from the request.
         result_ids = iter(random_uuids(len(records)))
         outputs: list[OutRecord | None] = [None] * len(records)
-        groups: defaultdict[str, list[tuple[int, str, dict[str, Any], bytes | None]]] = defaultdict(list)
+        groups: defaultdict[tuple[str, bool], list[tuple[int, str, dict[str, Any], bytes | None]]] = (
+            defaultdict(list)
+        )
         for position, record in enumerate(records):
             try:
-                request_id, model, instance = self._parse(record.value)
+                request_id, model, instance, explain = self._parse(record.value)
             except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
                 outputs[position] = dead_letter(record, self._dlq, SERVICE, f"not a scoring request: {exc}")
                 self.dead_lettered += 1
@@ -98,40 +112,65 @@ class ScoringStage:
             traceparent = forward_traceparent(
                 self._tracer, "score request", record.headers, {"tollgate.model": model}
             )
-            groups[model].append((position, request_id, instance, traceparent))
-        for model, items in groups.items():
-            instances = [item[2] for item in items]
-            request_ids = [item[1] for item in items]
-            traceparents = [item[3] for item in items]
-            seeds = [_position(records[item[0]]) for item in items]
-            self._note_reuse(request_ids, seeds)
-            try:
-                scored, failures = self._scorer.score_each(
-                    model, instances, request_ids, traceparents, Channel.KAFKA, seeds
-                )
-            except ScoringFailure as failure:
-                scored, failures = None, dict.fromkeys(range(len(items)), failure)
-            if scored is not None:
-                for part in scored.parts:
-                    self._answers(part, model, items, records, outputs, now, result_ids)
-            for index, failed in failures.items():
-                violations = [
-                    {k: v for k, v in violation.items() if k != "instance"} for violation in failed.violations
-                ]
-                error: dict[str, Any] = {"code": failed.code, "message": failed.message}
-                if violations:
-                    error["violations"] = violations
-                payload = {
-                    "request_id": request_ids[index],
-                    "model": model,
-                    "status": "error",
-                    "error": error,
+            if type(explain) is not bool:
+                error = {
+                    "code": "invalid_request",
+                    "message": f'"explain" is true or false, not {explain!r:.40}',
                 }
-                position = items[index][0]
-                outputs[position] = self._result(
-                    records[position], payload, now, traceparents[index], next(result_ids)
+                payload = {"request_id": request_id, "model": model, "status": "error", "error": error}
+                outputs[position] = self._result(record, payload, now, traceparent, next(result_ids))
+                continue
+            groups[(model, explain)].append((position, request_id, instance, traceparent))
+        for (model, explain), group in groups.items():
+            step = self._explain_max if explain else len(group)
+            for start in range(0, len(group), step):
+                self._score_group(
+                    model, explain, group[start : start + step], records, outputs, now, result_ids
                 )
         return [o for o in outputs if o is not None]
+
+    def _score_group(
+        self,
+        model: str,
+        explain: bool,
+        items: list[tuple[int, str, dict[str, Any], bytes | None]],
+        records: list[ConsumerRecord[bytes, bytes]],
+        outputs: list[OutRecord | None],
+        now: str,
+        result_ids: Iterator[str],
+    ) -> None:
+        """Score the requests of one model that ask for an explanation (or all do not), in one call."""
+        instances = [item[2] for item in items]
+        request_ids = [item[1] for item in items]
+        traceparents = [item[3] for item in items]
+        seeds = [_position(records[item[0]]) for item in items]
+        self._note_reuse(request_ids, seeds)
+        try:
+            scored, failures = self._scorer.score_each(
+                model, instances, request_ids, traceparents, Channel.KAFKA, seeds, explain=explain
+            )
+        except ScoringFailure as failure:
+            scored, failures = None, dict.fromkeys(range(len(items)), failure)
+        if scored is not None:
+            for part in scored.parts:
+                self._answers(part, model, items, records, outputs, now, result_ids, explain=explain)
+        for index, failed in failures.items():
+            violations = [
+                {k: v for k, v in violation.items() if k != "instance"} for violation in failed.violations
+            ]
+            error: dict[str, Any] = {"code": failed.code, "message": failed.message}
+            if violations:
+                error["violations"] = violations
+            payload = {
+                "request_id": request_ids[index],
+                "model": model,
+                "status": "error",
+                "error": error,
+            }
+            position = items[index][0]
+            outputs[position] = self._result(
+                records[position], payload, now, traceparents[index], next(result_ids)
+            )
 
     def _answers(
         self,
@@ -142,8 +181,11 @@ class ScoringStage:
         outputs: list[OutRecord | None],
         now: str,
         result_ids: Iterator[str],
+        *,
+        explain: bool = False,
     ) -> None:
-        """One result record per answered request of a part (one version); the hot loop of the Kafka path."""
+        """One result record per answered request of a part (one version); the hot loop of the Kafka path.
+        With ``explain``, each carries its ``explanation``, or the ``explanation_error`` saying why not."""
         served, out = part.model, part.outputs
         version, route, class_keys, entity_field = (
             served.version,
@@ -152,6 +194,8 @@ class ScoringStage:
             served.reader.entity_field,
         )
         predictions, scores, probabilities = out.predictions, out.scores, out.probabilities
+        explanations = part.explanations
+        unexplained = part.explain_error or served.explain_error or "this version cannot be explained"
         # Everything but the per-row fields is serialised once per part and spliced around them.
         dumps, join, topic = orjson.dumps, b"".join, self._results
         head = b'{"event_id":"'
@@ -180,6 +224,11 @@ class ScoringStage:
             entity = instance.get(entity_field)
             if type(entity) is str:
                 payload["entity_id"] = entity
+            if explain:
+                if explanations is not None:
+                    payload["explanation"] = explanations[i].as_dict()
+                else:
+                    payload["explanation_error"] = unexplained
             value = join((head, next(result_ids).encode(), middle, dumps(payload)[1:], b"}"))
             headers = [(TRACEPARENT, traceparent)] if traceparent else _NO_HEADERS
             outputs[position] = OutRecord(topic, value, records[position].key, headers)
@@ -197,7 +246,8 @@ class ScoringStage:
             if len(recent) > self._window:
                 recent.popitem(last=False)
 
-    def _parse(self, value: bytes | None) -> tuple[str, str, dict[str, Any]]:
+    def _parse(self, value: bytes | None) -> tuple[str, str, dict[str, Any], Any]:
+        """The request id, model, instance and ``explain`` (false when absent; checked by the caller)."""
         document = orjson.loads(value or b"")
         if type(document) is not dict:
             raise TypeError("the message is not a JSON object")
@@ -208,7 +258,7 @@ class ScoringStage:
         model, instance = payload["model"], payload["instance"]
         if type(request_id) is not str or type(model) is not str or type(instance) is not dict:
             raise TypeError("event_id and payload.model are strings and payload.instance is an object")
-        return request_id, model, instance
+        return request_id, model, instance, payload.get("explain", False)
 
     def _result(
         self,

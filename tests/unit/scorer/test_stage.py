@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from aiokafka.structs import ConsumerRecord
@@ -13,6 +15,7 @@ from aiokafka.structs import ConsumerRecord
 from tests.unit.scorer.support import MODEL, FakeSink, instances, serving
 from tollgate_core.scoring import ScoringResultEvent
 from tollgate_scorer.core import Scorer, ScoringStats
+from tollgate_scorer.explain import Attribution, Explanation
 from tollgate_scorer.inference_log import InferenceEventEncoder, InferenceLog
 from tollgate_scorer.routing import ModelRoute, ModelTable
 from tollgate_scorer.spool import Spool
@@ -21,7 +24,10 @@ from tollgate_scorer.stage import LogBackpressure, ScoringStage
 TRACEPARENT = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 
 
-def request(instance: Any, model: str = MODEL, event_id: str | None = None) -> bytes:
+def request(instance: Any, model: str = MODEL, event_id: str | None = None, explain: Any = None) -> bytes:
+    payload: dict[str, Any] = {"model": model, "instance": instance}
+    if explain is not None:
+        payload["explain"] = explain
     return orjson.dumps(
         {
             "event_id": event_id or str(uuid.uuid4()),
@@ -29,7 +35,7 @@ def request(instance: Any, model: str = MODEL, event_id: str | None = None) -> b
             "schema": "scoring.requests.v1",
             "occurred_at": "2026-01-01T00:00:00Z",
             "producer": "client",
-            "payload": {"model": model, "instance": instance},
+            "payload": payload,
         }
     )
 
@@ -50,9 +56,15 @@ def record(value: bytes, offset: int, key: bytes | None = b"C1") -> ConsumerReco
     )
 
 
-def make(tmp_path: Path, window: int = 100_000) -> tuple[ScoringStage, InferenceLog, FakeSink]:
+def make(
+    tmp_path: Path,
+    window: int = 100_000,
+    *,
+    champion: Any = None,
+    explain_max_instances: int = 100,
+) -> tuple[ScoringStage, InferenceLog, FakeSink]:
     table = ModelTable()
-    table.set(ModelRoute(MODEL, serving("1"), serving("2"), shadow=True))
+    table.set(ModelRoute(MODEL, champion or serving("1"), serving("2"), shadow=True))
     sink = FakeSink()
     log = InferenceLog(
         sink=sink,
@@ -68,6 +80,7 @@ def make(tmp_path: Path, window: int = 100_000) -> tuple[ScoringStage, Inference
         result_schema="scoring.results.v1",
         producer="scorer-0",
         recent_request_ids=window,
+        explain_max_instances=explain_max_instances,
     )
     return stage, log, sink
 
@@ -167,3 +180,66 @@ async def test_a_full_log_pauses_the_stage(tmp_path: Path) -> None:
     log._held.append((b"k", b"v", None))
     with pytest.raises(LogBackpressure):
         await stage([record(request(instances(1)[0]), 0)])
+
+
+class CountingExplainer:
+    """An explainer that records how many rows each run explains; each row's attributions are its balance
+    and a constant, so the answer can be checked against the request."""
+
+    method = "linear"
+
+    def __init__(self) -> None:
+        self.runs: list[int] = []
+
+    def explain(self, feeds: dict[str, np.ndarray]) -> list[Explanation]:
+        rows = len(next(iter(feeds.values())))
+        self.runs.append(rows)
+        return [
+            Explanation(
+                "linear",
+                "log_odds",
+                -1.0,
+                -1.0 + float(i) + 0.5,
+                (Attribution("balance", float(i), float(i)), Attribution("student", "No", 0.5)),
+            )
+            for i in range(rows)
+        ]
+
+
+async def test_requests_asking_to_explain_get_their_attributions_in_runs_of_at_most_the_cap(
+    tmp_path: Path,
+) -> None:
+    explainer = CountingExplainer()
+    champion = dataclasses.replace(serving("1"), explainer=explainer, explain_error=None)
+    stage, _, _ = make(tmp_path, champion=champion, explain_max_instances=2)
+    batch = instances(6)
+    records = [record(request(batch[i], explain=True), i) for i in range(5)]
+    records.append(record(request(batch[5]), 5))
+    records.append(record(request(batch[0], explain="yes"), 6))
+    outputs = await stage(records)
+    results = [ScoringResultEvent.model_validate_json(o.value).payload for o in outputs]
+    assert explainer.runs == [2, 2, 1]  # five explained requests, at most two rows per explainer run
+    for result in results[:5]:
+        assert result.status == "ok" and result.explanation is not None
+        explanation = result.explanation
+        assert explanation.method == "linear" and [a.feature for a in explanation.attributions] == [
+            "balance",
+            "student",
+        ]
+        total = sum(a.contribution for a in explanation.attributions)
+        assert total == pytest.approx(explanation.value - explanation.baseline)
+    assert results[5].status == "ok" and results[5].explanation is None
+    assert results[5].explanation_error is None
+    assert "explanation" not in orjson.loads(outputs[5].value)["payload"]
+    refused = results[6]
+    assert refused.status == "error" and refused.error is not None
+    assert refused.error.code == "invalid_request" and '"explain" is true or false' in refused.error.message
+
+
+async def test_a_version_without_an_explainer_answers_with_the_reason(tmp_path: Path) -> None:
+    """The test models were exported without the training reference: scored, with the reason instead."""
+    stage, _, _ = make(tmp_path)
+    (output,) = await stage([record(request(instances(1)[0], explain=True), 0)])
+    result = ScoringResultEvent.model_validate_json(output.value).payload
+    assert result.status == "ok" and result.prediction is not None and result.explanation is None
+    assert result.explanation_error is not None and "tollgate.explanation" in result.explanation_error

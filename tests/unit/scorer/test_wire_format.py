@@ -36,6 +36,8 @@ from tests.unit.scorer.support import CONTRACT, PII_KEY
 from tollgate_core.pii import PiiRedactor
 from tollgate_core.scoring import (
     Channel,
+    DecisionExplanation,
+    FeatureAttribution,
     InferenceLogEvent,
     InferenceLogPayload,
     InferenceOutputs,
@@ -44,10 +46,11 @@ from tollgate_core.scoring import (
     ScoringResultPayload,
 )
 from tollgate_scorer.core import Part, Scored
+from tollgate_scorer.explain import Attribution, Explanation
 from tollgate_scorer.http import result_rows
 from tollgate_scorer.inference_log import InferenceEventEncoder, LogEntry
 from tollgate_scorer.model import Predictions, class_key
-from tollgate_scorer.openapi import BatchScoreResponse, ScoreResult
+from tollgate_scorer.openapi import AttributionOut, BatchScoreResponse, ExplanationOut, ScoreResult
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ENTITY = CONTRACT.entity_id.name
@@ -73,6 +76,7 @@ class WireModel:
     threshold: float | None
     reader: _Reader
     redactor: PiiRedactor
+    explain_error: str | None = None
 
 
 # ---- generators
@@ -143,6 +147,25 @@ def instance(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         out["customer_email"] = draw(st.one_of(st.none(), texts.map(lambda t: f"{t}@example.com")))
     return out
+
+
+@st.composite
+def explanations(draw: st.DrawFn, rows: int) -> list[Explanation]:
+    """One explanation per row, as an explainer makes them (values: numbers, categories or missing)."""
+    numbers = st.floats(-1e6, 1e6, allow_nan=False)
+    features = draw(st.lists(names, min_size=1, max_size=4, unique=True))
+    return [
+        Explanation(
+            draw(st.sampled_from(["linear", "sampled_shapley"])),
+            draw(st.sampled_from(["log_odds", "margin", "probability", "prediction"])),
+            draw(numbers),
+            draw(numbers),
+            tuple(
+                Attribution(f, draw(st.one_of(st.none(), numbers, texts)), draw(numbers)) for f in features
+            ),
+        )
+        for _ in range(rows)
+    ]
 
 
 traceparents = st.one_of(
@@ -331,15 +354,14 @@ def test_kafka_results_are_what_the_event_model_serialises(
     now = datetime.fromtimestamp(data.draw(instants), UTC).isoformat()
     result_ids = [str(uuid.uuid4()) for _ in range(rows)]
     written: list[Any] = [None] * rows
-    stage._answers(
-        Part(model, route, None, out, {}),  # type: ignore[arg-type]
-        model.name,
-        items,
-        records,
-        written,
-        now,
-        iter(result_ids),
-    )
+    # asked to explain: each row's explanation, or the version's reason for having none
+    explain = data.draw(st.booleans())
+    explained = data.draw(st.one_of(st.none(), explanations(rows))) if explain else None
+    part = Part(model, route, None, out, {})  # type: ignore[arg-type]
+    part.explanations = explained
+    if explain and explained is None:
+        part.explain_error = data.draw(names)
+    stage._answers(part, model.name, items, records, written, now, iter(result_ids), explain=explain)
     for i, record in enumerate(written):
         assert record.key == b"k"
         assert record.headers == ([("traceparent", items[i][3])] if items[i][3] else [])
@@ -359,7 +381,32 @@ def test_kafka_results_are_what_the_event_model_serialises(
                 route=Route(route),
                 entity_id=entity,
                 **row_values(model, out, i),
+                explanation=expected_explanation(explained[i]) if explained is not None else None,
+                explanation_error=part.explain_error,
             ),
         ).model_dump(mode="json", by_alias=True)
         assert same_instant(document.pop("occurred_at"), expected.pop("occurred_at"))
         assert document == expected
+
+
+def expected_explanation(e: Explanation) -> DecisionExplanation:
+    return DecisionExplanation(
+        method=e.method,
+        output=e.output,
+        baseline=e.baseline,
+        value=e.value,
+        attributions=[
+            FeatureAttribution(feature=a.feature, value=a.value, contribution=a.contribution)
+            for a in e.attributions
+        ],
+    )
+
+
+def test_kafka_and_http_explanations_have_one_shape() -> None:
+    """``scoring.results`` carries the explanation the HTTP API answers with ``explain: true``."""
+    for kafka, http in ((DecisionExplanation, ExplanationOut), (FeatureAttribution, AttributionOut)):
+        kafka_fields, http_fields = kafka.model_fields, http.model_fields
+        assert list(kafka_fields) == list(http_fields)
+        for name, declared in kafka_fields.items():
+            if name != "attributions":
+                assert declared.annotation == http_fields[name].annotation, name
