@@ -11,13 +11,18 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from tests.conftest import ADMIN_DSN, superuser_connect
 from tests.conftest import fresh_database as conftest_fresh_database
+from tollgate_audit_log.app import AuditStorage, create_app
 from tollgate_audit_log.canonical import Entry, canonical_json
 from tollgate_audit_log.chain import ChainWriter
+from tollgate_audit_log.dlq_api import DlqMetrics
 from tollgate_audit_log.roles import setup_sql
 from tollgate_audit_log.settings import DEVELOPMENT_WRITER_PASSWORD, WRITER_ROLE
+from tollgate_core.dlq import DeadLetterQueues
 
 
 @contextlib.asynccontextmanager
@@ -44,6 +49,20 @@ async def ensure_writer_role() -> str | None:
     finally:
         await conn.close()
     return None
+
+
+def storage_app(storage: AuditStorage) -> FastAPI:
+    """The audit-log's HTTP API over its storage alone: no stream written by this process, no Kafka."""
+    s = storage.settings
+    dlq = DeadLetterQueues(s.kafka_bootstrap, s.topic_namespace)
+    return create_app(
+        storage,
+        workers={},
+        metrics_registry=CollectorRegistry(),
+        dlq=dlq,
+        dlq_metrics=DlqMetrics(dlq),
+        checks=storage.readiness_checks(),
+    )
 
 
 def envelope(

@@ -17,8 +17,8 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.audit_support import MODEL, ensure_writer_role, fill, fresh_database, lineage_scenario
-from tollgate_audit_log.app import AuditLog
+from tests.audit_support import MODEL, ensure_writer_role, fill, fresh_database, lineage_scenario, storage_app
+from tollgate_audit_log.app import AuditStorage
 from tollgate_audit_log.chain import ChainWriter
 from tollgate_audit_log.merkle import verify_inclusion
 from tollgate_audit_log.settings import AuditLogSettings
@@ -42,8 +42,7 @@ async def audit(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     await ensure_writer_role()
     key_file = Path(tmp_path_factory.mktemp("audit-key")) / "ed25519.pem"
     settings = AuditLogSettings(database_url=database_url, signing_key_path=str(key_file))
-    service = AuditLog(settings)
-    await service.start_storage()
+    service = await AuditStorage.open(settings)
     assert key_file.exists() and key_file.with_suffix(".pub").exists()
     assert service.signer is not None
     specs = {s.topic: s for s in STREAMS}
@@ -53,7 +52,7 @@ async def audit(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         for offset, (topic, doc) in enumerate(lineage_scenario(T0, REQUEST)):
             spec = specs[topic]
             if spec.name not in writers:
-                writers[spec.name] = ChainWriter(await service._connect(), spec.name)
+                writers[spec.name] = ChainWriter(await service.connect(), spec.name)
                 await writers[spec.name].acquire()
             builder = EntryBuilder(spec, service.contracts, settings.pii_key.get_secret_value().encode())
             entry = builder.build(orjson.dumps(doc), f"tollgate.{topic}.v1", 0, offset)
@@ -78,10 +77,12 @@ async def audit(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
     assert await apikeys.revoke_key(owner, revoked_name)
     await owner.close()
     await service.keys.refresh()
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=service.http_app()), base_url="http://audit")
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=storage_app(service)), base_url="http://audit"
+    )
     yield {"client": client, "keys": keys, "revoked": revoked, "ids": ids, "service": service}
     await client.aclose()
-    await service.stop()
+    await service.close()
 
 
 def headers(audit: dict[str, Any], role: str) -> dict[str, str]:

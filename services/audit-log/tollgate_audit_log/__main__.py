@@ -13,8 +13,7 @@ async def main() -> None:
     settings = AuditLogSettings()
     settings.require_secrets()
     configure_logging(settings.log_level)
-    service = AuditLog(settings)
-    await service.start()
+    service = await AuditLog.create(settings)
     await run_service(
         service.http_app(),
         host=settings.http_host,

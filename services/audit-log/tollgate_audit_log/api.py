@@ -11,7 +11,7 @@ import csv
 import dataclasses
 import io
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 
@@ -41,8 +41,7 @@ class AuditBackend(Protocol):
 
     pool: asyncpg.Pool
     keys: KeyVerifier
-    contracts: ContractRegistry | None
-    workers: dict[str, StreamWorker]
+    contracts: ContractRegistry
     page_max: int
     verify_lock: asyncio.Lock
 
@@ -442,6 +441,10 @@ def build_router() -> APIRouter:
     def backend(request: Request) -> AuditBackend:
         return request.app.state.audit  # type: ignore[no-any-return]
 
+    def workers(request: Request) -> Mapping[str, StreamWorker]:
+        """The streams this replica writes."""
+        return request.app.state.workers  # type: ignore[no-any-return]
+
     @router.get("/events", response_model=EventPage, summary="Query the audit trail (keyset pagination)")
     async def list_events(
         request: Request,
@@ -530,7 +533,7 @@ def build_router() -> APIRouter:
         b = backend(request)
         out = []
         async with b.pool.acquire() as conn:
-            for name, worker in b.workers.items():
+            for name, worker in workers(request).items():
                 head = await conn.fetchval("SELECT max(seq) FROM audit_events WHERE stream = $1", name)
                 sealed = await conn.fetchval(
                     "SELECT max(last_seq) FROM audit_checkpoints WHERE stream = $1", name
@@ -594,7 +597,7 @@ def build_router() -> APIRouter:
             acks = await tamper.acknowledge(conn, stream, who.name, body.reason)
         if not acks:
             raise HTTPException(404, f"stream {stream} has no unacknowledged damage")
-        worker = b.workers.get(stream)
+        worker = workers(request).get(stream)
         if worker is not None and worker.writer is not None:
             await worker.checkpoint()  # records the acknowledgement in the stream, then signs again
         return [AcknowledgementOut(**dataclasses.asdict(a)) for a in acks]
@@ -650,7 +653,7 @@ def build_router() -> APIRouter:
     ) -> list[CheckpointOut]:
         b = backend(request)
         ids = []
-        for worker in b.workers.values():
+        for worker in workers(request).values():
             ids += [cp.id for cp in await worker.checkpoint()]
         if not ids:
             return []

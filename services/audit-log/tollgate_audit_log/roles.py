@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 import asyncpg
 
 from tollgate_core import db_roles
+from tollgate_core.db import Conn
 
 AUDIT_TABLES = db_roles.AUDIT_TABLES
 TRIGGERS = {
@@ -104,7 +105,7 @@ class AppendOnlyStatus:
         return f"broken: {self.detail}"
 
 
-async def append_only_status(conn: asyncpg.Connection, writer_role: str) -> AppendOnlyStatus:
+async def append_only_status(conn: Conn, writer_role: str) -> AppendOnlyStatus:
     user = await conn.fetchval("SELECT current_user")
     rows = await conn.fetch(
         """SELECT c.relname AS table, t.tgname AS trigger, t.tgenabled::text AS enabled

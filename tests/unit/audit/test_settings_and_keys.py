@@ -138,12 +138,15 @@ def test_parallel_ranges_never_split_a_checkpoint() -> None:
 
 
 def test_service_trusts_its_key_and_rotated_ones_never_the_databases(tmp_path: Path) -> None:
-    from tollgate_audit_log.app import AuditLog
+    from tollgate_audit_log.app import trusted_keys
 
     old = load_or_create_private_key(tmp_path / "old.pem", create=True)
-    service = AuditLog(AuditLogSettings(trusted_public_keys=[str(tmp_path / "old.pub")]))
-    service.signer = Signer(load_or_create_private_key(tmp_path / "new.pem", create=True))
-    assert set(service.trusted_keys()) == {key_id(old.public_key()), service.signer.key_id}
+    settings = AuditLogSettings(trusted_public_keys=[str(tmp_path / "old.pub")])
+    signer = Signer(load_or_create_private_key(tmp_path / "new.pem", create=True))
+    assert set(trusted_keys(settings.trusted_public_keys, signer)) == {
+        key_id(old.public_key()),
+        signer.key_id,
+    }
 
 
 def test_a_key_another_process_is_creating_is_read_not_overwritten(tmp_path: Path) -> None:
