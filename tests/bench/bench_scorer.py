@@ -71,6 +71,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -132,6 +133,7 @@ TARGETS = {
     "logging_on_vs_off": 0.9,
     "batch_vs_inprocess": 0.9,  # in-process per-row time over tollgate's batch per-row time
     "kafka_events_per_s": 50_000.0,
+    "kafka_vs_raw": 0.8,  # the Kafka path over a raw consume → produce loop (tests/bench/scorer/raw_loop.py)
 }
 LABELS = {
     "bare": "bare Starlette+ORT (limit)",
@@ -452,51 +454,124 @@ def check_answers(
     return agreement
 
 
+RAW_LOOPS = {"raw": "raw aiokafka loop", "raw_eos": "raw aiokafka loop, transactional"}
+
+
+def result_template(model: BenchModel) -> bytes:
+    """One ok result event as the scorer writes it for ``model``: what the raw loops write per request."""
+    from tollgate_core.scoring import ScoringResultEvent
+
+    event = {
+        "event_id": str(uuid.uuid4()),
+        "event_type": "scoring_result",
+        "schema": "scoring.results.v1",
+        "occurred_at": "2026-01-01T00:00:00.000000Z",
+        "producer": "scorer",
+        "payload": {
+            "request_id": str(uuid.uuid4()),
+            "model": model.name,
+            "status": "ok",
+            "version": "1",
+            "route": "champion",
+            "entity_id": "C-000001",
+            "prediction": 0,
+            "score": 0.123456789,
+            "threshold": 0.5,
+        },
+    }
+    ScoringResultEvent.model_validate(event)
+    return orjson.dumps(event)
+
+
+async def _kafka_round(
+    key: str,
+    m: BenchModel,
+    cpus: str | None,
+    events: int,
+    rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """One contender on a fresh namespace holding ``events`` pre-loaded requests: its results/s."""
+    namespace = await tollgate.prepare_namespace(BOOTSTRAP)
+    try:
+        await tollgate.preload_requests(BOOTSTRAP, namespace, m.name, rows, events)
+        if key == "tollgate":
+            await promote({m.key: m}, namespace)
+            contender = await start_tollgate(
+                f"tollgate_kafka_{m.key}", {m.key: m}, cpus, namespace, logging_on=True
+            )
+            server = contender.server
+        else:
+            template = WORK / f"result_{m.key}.json"
+            template.write_bytes(result_template(m))
+            argv = [sys.executable, str(ROOT / "tests" / "bench" / "scorer" / "raw_loop.py")]
+            argv += ["--bootstrap", BOOTSTRAP, "--namespace", namespace, "--result", str(template)]
+            if key == "raw_eos":
+                argv.append("--transactional")
+            server = Server(f"{key}_{m.key}", argv, log=WORK / "logs" / f"{key}_{m.key}.log", cpus=cpus)
+        try:
+            return await tollgate.count_results(
+                BOOTSTRAP, namespace, events, timeout=max(120.0, events / 1000)
+            )
+        finally:
+            server.stop()
+    finally:
+        await tollgate.delete_namespace(BOOTSTRAP, namespace)
+
+
+def _paired(runs: list[dict[str, Any]], limits: list[dict[str, Any]]) -> list[float]:
+    """Round by round: the contender's results/s over the limit's."""
+    return [
+        t["events_per_s"] / r["events_per_s"]
+        for t, r in zip(runs, limits, strict=True)
+        if t["events_per_s"] and r["events_per_s"]
+    ]
+
+
 async def kafka_path(
     models: dict[str, BenchModel], cpus: str | None, events: int, rows: list[dict[str, Any]], rounds: int
 ) -> dict[str, Any]:
-    """Per model and round: a fresh namespace, ``events`` pre-loaded requests, a fresh scorer, its rate."""
+    """Per model and round: the scorer's Kafka path and its limit, raw aiokafka consume → produce loops
+    (``tests/bench/scorer/raw_loop.py``: at least once, and transactional), each on a fresh namespace with
+    ``events`` pre-loaded requests, pinned to the same CPUs; the order alternates between rounds."""
     reason = tollgate.kafka_path_missing()
     if reason:
         return {"skipped": reason}
     out: dict[str, Any] = {}
     for m in models.values():
-        runs = []
+        runs: dict[str, list[dict[str, Any]]] = {"tollgate": [], **{k: [] for k in RAW_LOOPS}}
         for rnd in range(1, rounds + 1):
-            namespace = await tollgate.prepare_namespace(BOOTSTRAP)
-            try:
-                await promote({m.key: m}, namespace)
-                await tollgate.preload_requests(BOOTSTRAP, namespace, m.name, rows, events)
-                contender = await start_tollgate(
-                    f"tollgate_kafka_{m.key}", {m.key: m}, cpus, namespace, logging_on=True
-                )
-                try:
-                    result = await tollgate.count_results(
-                        BOOTSTRAP, namespace, events, timeout=max(120.0, events / 1000)
+            order = list(runs) if rnd % 2 else list(reversed(runs))
+            for key in order:
+                result = await _kafka_round(key, m, cpus, events, rows)
+                runs[key].append(result)
+                rate = result["events_per_s"]
+                label = "Kafka path" if key == "tollgate" else RAW_LOOPS[key]
+                print(
+                    f"  round {rnd} {m.key} {label}: "
+                    + (
+                        f"{rate:,.0f} results/s ({result['writes']} transactions)"
+                        if rate
+                        else f"not measured ({result['results']:,} of {events:,} results in "
+                        f"{result['writes']} write(s); needs at least 2)"
                     )
-                finally:
-                    contender.server.stop()
-            finally:
-                await tollgate.delete_namespace(BOOTSTRAP, namespace)
-            runs.append(result)
-            rate = result["events_per_s"]
-            print(
-                f"  round {rnd} {m.key} Kafka path: "
-                + (
-                    f"{rate:,.0f} results/s ({result['writes']} transactions)"
-                    if rate
-                    else f"not measured ({result['results']:,} of {events:,} results in "
-                    f"{result['writes']} transaction(s); needs at least 2)"
+                    + (
+                        f", {result['results'] - result['ok']:,} error results"
+                        if result["ok"] < result["results"]
+                        else ""
+                    ),
+                    flush=True,
                 )
-                + (
-                    f", {result['results'] - result['ok']:,} error results"
-                    if result["ok"] < result["results"]
-                    else ""
-                ),
-                flush=True,
-            )
-        rates = [r["events_per_s"] for r in runs if r["events_per_s"]]
-        out[m.key] = {"events_per_s": median(rates), "runs": runs}
+
+        rates = {k: median([r["events_per_s"] for r in v if r["events_per_s"]]) for k, v in runs.items()}
+        out[m.key] = {
+            "events_per_s": rates["tollgate"],
+            "raw_events_per_s": rates["raw"],
+            "raw_eos_events_per_s": rates["raw_eos"],
+            "vs_raw": median(_paired(runs["tollgate"], runs["raw"])),
+            "vs_raw_eos": median(_paired(runs["tollgate"], runs["raw_eos"])),
+            "runs": runs["tollgate"],
+            "raw_runs": {k: runs[k] for k in RAW_LOOPS},
+        }
     return out
 
 
@@ -533,6 +608,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--client-cpus", default="0" if default_pin else None, help="taskset list for wrk")
     parser.add_argument("--no-pin", action="store_true", help="run servers and wrk unpinned")
     parser.add_argument("--out", default=str(ROOT / ".local" / "bench" / "scorer.json"))
+    parser.add_argument(
+        "--kafka-only",
+        action="store_true",
+        help="measure only the Kafka path and its raw loops (printed; nothing written to --out)",
+    )
     args = parser.parse_args()
     args.load_at_start = os.getloadavg()
     if args.no_pin:
@@ -597,6 +677,11 @@ async def main() -> int:
         "Content-Type": "application/octet-stream",
         "Inference-Header-Content-Length": str(oip_header_length),
     }
+
+    if args.kafka_only:
+        kafka = await kafka_path(models, args.server_cpus, args.kafka_events, batch_rows, args.repeat)
+        print(json.dumps({k: {f: v for f, v in r.items() if "runs" not in f} for k, r in kafka.items()}))
+        return 0
 
     contenders: list[Contender] = []
     namespace: str | None = None
@@ -888,6 +973,7 @@ def summarise(
         batch_ratio = ratio(inproc_med.get("run"), batch.get("tollgate"))
         oip_ratio = ratio(inproc_med.get("run"), batch.get(OIP_BINARY))
         kafka_rate = kafka.get(mk, {}).get("events_per_s") if isinstance(kafka.get(mk), dict) else None
+        kafka_vs_raw = kafka.get(mk, {}).get("vs_raw") if isinstance(kafka.get(mk), dict) else None
         tg = medians.get("tollgate", {})
         checks = [
             ("tollgate requests/s, logging on", ">=", TARGETS["rps_logging_on"], tg.get("rps")),
@@ -909,6 +995,7 @@ def summarise(
                 oip_ratio,
             ),
             ("Kafka path events/s per process", ">=", TARGETS["kafka_events_per_s"], kafka_rate),
+            ("Kafka path / raw aiokafka loop results/s", ">=", TARGETS["kafka_vs_raw"], kafka_vs_raw),
         ]
         for name, op, target, measured in checks:
             met = None if measured is None else (measured >= target if op == ">=" else measured <= target)
@@ -1071,7 +1158,9 @@ def print_report(summary: dict[str, Any]) -> None:
         print(
             "  Kafka path: "
             + (
-                f"{kafka['events_per_s']:,.0f} results/s"
+                f"{kafka['events_per_s']:,.0f} results/s; raw loop {fmt(kafka.get('raw_events_per_s'))}, "
+                f"transactional {fmt(kafka.get('raw_eos_events_per_s'))}; per-round median ratio "
+                f"{fmt(kafka.get('vs_raw'), '.3f')} (vs transactional {fmt(kafka.get('vs_raw_eos'), '.3f')})"
                 if kafka.get("events_per_s") is not None
                 else f"not measured ({kafka.get('skipped', 'n/a')})"
             )

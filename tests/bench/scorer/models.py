@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,13 @@ import pandas as pd
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer
+from threadpoolctl import threadpool_limits
 
 from tollgate_core.contracts import DatasetContract, load_contract
 from tollgate_core.paths import schemas_dir
 from tollgate_demo.datasets import generate_records
 from tollgate_trainer.evaluate import out_of_time_split
+from tollgate_trainer.explanation import explanation_spec
 from tollgate_trainer.export import ModelSignature, export_onnx
 from tollgate_trainer.features import FeatureLayout, LabelEncoding, raw_frame
 from tollgate_trainer.pipeline import Float32Cast, NumericImputer, build_pipeline
@@ -78,8 +81,9 @@ def training_records(spec: DatasetContract, n: int = TRAINING_ROWS) -> list[dict
 
 def fit_pipeline(
     spec: DatasetContract, records: list[dict[str, Any]], config: TrainingConfig
-) -> tuple[Pipeline, LabelEncoding]:
-    """The pipeline ``train_model`` fits for these arguments (its "prepare" and "fit" phases)."""
+) -> tuple[Pipeline, LabelEncoding, pd.DataFrame]:
+    """The pipeline ``train_model`` fits for these arguments (its "prepare" and "fit" phases), with its
+    training rows (what the explanation reference in the artifact's metadata is computed from)."""
     layout = FeatureLayout.from_contract(spec)
     raw = raw_frame(spec, records)
     raw = raw[raw[spec.label.name].notna().to_numpy()].reset_index(drop=True)
@@ -91,8 +95,10 @@ def fit_pipeline(
     if config.family == "random_forest" and config.threads is not None:
         overrides.setdefault("n_jobs", config.threads)
     pipeline = build_pipeline(spec, config.family, overrides, config.seed)
-    pipeline.fit(features.iloc[split.train], y[split.train])
-    return pipeline, encoding
+    # Under train_model's thread limit: BLAS threads change a linear model's last bits.
+    with threadpool_limits(limits=config.threads) if config.threads is not None else nullcontext():
+        pipeline.fit(features.iloc[split.train], y[split.train])
+    return pipeline, encoding, features.iloc[split.train]
 
 
 def plain_pipeline(pipeline: Pipeline, check_frame: pd.DataFrame) -> Pipeline:
@@ -141,8 +147,12 @@ def build_models(keys: list[str], out_dir: Path, threads: int = 2) -> dict[str, 
         result = train_model(spec, records, config)
         if not result.parity.passed:
             raise RuntimeError(f"{key}: the trainer's parity check failed: {result.parity.reason}")
-        pipeline, encoding = fit_pipeline(spec, records, config)
-        exported = export_onnx(pipeline, spec, encoding)
+        pipeline, encoding, x_train = fit_pipeline(spec, records, config)
+        # The artifact carries the decision threshold (in its graph) and the explanation reference (in its
+        # metadata) that train_model wrote: the same here, so that the bytes can be compared.
+        threshold = result.threshold.threshold if result.threshold is not None else None
+        explanation = explanation_spec(pipeline, layout, x_train, family)
+        exported = export_onnx(pipeline, spec, encoding, threshold, explanation)
         if exported.onnx != result.onnx:
             raise RuntimeError(f"{key}: the refitted pipeline does not export to train_model's artifact")
         name = f"risk-{key}"
