@@ -9,9 +9,9 @@ from faststream.kafka import KafkaBroker
 from tollgate_core.bus import create_broker
 from tollgate_core.runtime import declare
 from tollgate_core.topics import Topics
+from tollgate_scorer import SERVICE
 from tollgate_scorer.consumers import consumer_specs
 from tollgate_scorer.settings import ScorerSettings
-from tollgate_scorer.stage import SERVICE
 
 
 def build_broker(settings: ScorerSettings) -> KafkaBroker:

@@ -14,7 +14,7 @@ from tollgate_core.registrations import follower_spec
 from tollgate_core.runtime import ConsumerSpec
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
-from tollgate_scorer.stage import SERVICE
+from tollgate_scorer import SERVICE
 
 
 def stage(settings: ServiceSettings) -> ConsumerSpec:

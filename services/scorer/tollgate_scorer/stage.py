@@ -39,10 +39,10 @@ from tollgate_core.events import now_iso
 from tollgate_core.kafka import OutRecord, dead_letter
 from tollgate_core.scoring import Channel
 from tollgate_core.telemetry import TRACEPARENT, forward_traceparent
+from tollgate_scorer import SERVICE
 from tollgate_scorer.core import Part, Scorer, ScoringFailure
 from tollgate_scorer.ids import random_uuids
 
-SERVICE = "scorer"
 RECENT_REQUEST_IDS = (
     100_000  # default of the request-id reuse window (ScorerSettings.request_id_reuse_window)
 )
