@@ -11,7 +11,7 @@ What is generated:
 * ``schemas/topics/<topic>/v<N>.schema.json`` for every catalog topic version that names a ``model``;
 * ``schemas/datasets/contract.schema.json`` from :class:`tollgate_core.contracts.DatasetContract`;
 * ``schemas/asyncapi/<service>.json`` for every service whose package has a module
-  ``tollgate_<service>.asyncapi`` with ``build_broker() -> faststream.kafka.KafkaBroker`` or
+  ``tollgate_<service>.topology`` with ``build_broker() -> faststream.kafka.KafkaBroker`` or
   ``build_broker(settings)`` (a declared broker, never started); services without it are skipped.
 """
 
@@ -116,19 +116,19 @@ def contract_schema() -> dict[str, Any]:
     }
 
 
-def asyncapi_module(service: str) -> ModuleType | None:
-    """The service's ``tollgate_<service>.asyncapi`` module, or None when the service has none (or is not
-    installed in this environment)."""
+def topology_module(service: str) -> ModuleType | None:
+    """The service's ``tollgate_<service>.topology`` module (the broker and topics it uses), or None when the
+    service has none (or is not installed in this environment)."""
     package = f"tollgate_{service.replace('-', '_')}"
     if importlib.util.find_spec(package) is None:
         return None
-    if importlib.util.find_spec(f"{package}.asyncapi") is None:
+    if importlib.util.find_spec(f"{package}.topology") is None:
         return None
-    return importlib.import_module(f"{package}.asyncapi")
+    return importlib.import_module(f"{package}.topology")
 
 
 def declared_broker(module: ModuleType) -> Any:
-    """The broker a service's ``asyncapi`` module declares (never started).
+    """The broker a service's ``topology`` module declares (never started).
 
     ``build_broker()`` is called as is; ``build_broker(settings)`` gets the defaults of the settings class its
     parameter names, without reading the environment, so that the document is the same on every machine.
@@ -171,7 +171,7 @@ def _documented_kafka_security() -> Iterator[None]:
 
 
 def asyncapi_document(service: str, module: ModuleType) -> dict[str, Any]:
-    """AsyncAPI 3 document of a service, from the broker its ``asyncapi`` module declares."""
+    """AsyncAPI 3 document of a service, from the broker its ``topology`` module declares."""
     from faststream.specification import AsyncAPI
 
     try:
@@ -214,7 +214,7 @@ def generate(root: Path | None = None, services: Sequence[str] = SERVICES) -> Ge
             examples[path] = (model, topic_examples_dir(spec.name, version.version))
     files[CONTRACT_SCHEMA_PATH] = render(contract_schema())
     for service in services:
-        module = asyncapi_module(service)
+        module = topology_module(service)
         if module is not None:
             files[f"asyncapi/{service}.json"] = render(asyncapi_document(service, module))
     return Generated(files=files, examples=examples)

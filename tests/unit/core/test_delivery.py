@@ -18,7 +18,7 @@ def _service_brokers() -> list[tuple[str, object]]:
     for service in SERVICES:
         package = f"tollgate_{service.replace('-', '_')}"
         try:
-            module = importlib.import_module(f"{package}.asyncapi")
+            module = importlib.import_module(f"{package}.topology")
         except ModuleNotFoundError:
             continue
         found.append((service, module.build_broker(ServiceSettings())))

@@ -2,7 +2,7 @@
 
 Every service declares each of its Kafka consumers as a spec in its ``consumers`` module (what the running
 service starts, and what its AsyncAPI document declares), and each produced topic as a publisher in its
-``asyncapi`` module. The catalog (``schemas/topics/*.yaml``, the source of the broker's ACLs) must name
+``topology`` module. The catalog (``schemas/topics/*.yaml``, the source of the broker's ACLs) must name
 exactly those services; names that are not services (operators, clients, external producers) are free.
 The AsyncAPI document's subscribers must be exactly the specs, channel for channel.
 """
@@ -23,7 +23,7 @@ def _declared() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     consumed: dict[str, set[str]] = defaultdict(set)
     produced: dict[str, set[str]] = defaultdict(set)
     for service in SERVICES:
-        module = importlib.import_module(f"tollgate_{service.replace('-', '_')}.asyncapi")
+        module = importlib.import_module(f"tollgate_{service.replace('-', '_')}.topology")
         settings = ServiceSettings()
         if service == "audit-log":  # every stream it can record, the opt-in events.validated too
             from tollgate_audit_log.settings import AuditLogSettings
@@ -92,7 +92,7 @@ def _order(channel: tuple[str, str | None, str]) -> tuple[str, str, str]:
 def test_the_asyncapi_subscribers_are_the_consumer_specs(service: str) -> None:
     """What the document declares is what runs: one subscriber per spec topic, with its group and title."""
     settings = _settings(service)
-    module = importlib.import_module(f"tollgate_{service.replace('-', '_')}.asyncapi")
+    module = importlib.import_module(f"tollgate_{service.replace('-', '_')}.topology")
     broker = module.build_broker(settings)
     # A topic may be read both by a group and by a follower without one (None): sort None first.
     declared = sorted(

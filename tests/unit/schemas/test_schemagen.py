@@ -29,12 +29,12 @@ def tree(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def service_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A service package ``tollgate_<name>`` with an ``asyncapi`` module, importable for one test."""
+    """A service package ``tollgate_<name>`` with a ``topology`` module, importable for one test."""
     service = f"probe-{uuid.uuid4().hex[:8]}"
     package = tmp_path / "packages" / f"tollgate_{service.replace('-', '_')}"
     package.mkdir(parents=True)
     (package / "__init__.py").write_text("")
-    (package / "asyncapi.py").write_text(
+    (package / "topology.py").write_text(
         textwrap.dedent(
             '''
             """A probe service: reads raw events, writes ingested ones."""
@@ -186,7 +186,7 @@ def test_committed_asyncapi_documents_belong_to_services() -> None:
 
     for path in sorted((schemas_dir() / "asyncapi").glob("*.json")):
         assert path.stem in SERVICES
-        assert schemagen.asyncapi_module(path.stem) is not None
+        assert schemagen.topology_module(path.stem) is not None
 
 
 def test_command_line(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
