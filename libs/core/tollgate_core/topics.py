@@ -194,6 +194,10 @@ class Topics:
         return self.name("models.lifecycle")
 
     @property
+    def models_submissions(self) -> str:
+        return self.name("models.submissions")
+
+    @property
     def monitor_alerts(self) -> str:
         return self.name("monitor.alerts")
 

@@ -71,9 +71,10 @@ _INFERENCE_KEYS = frozenset(
 _VIOLATION_KEYS = frozenset({"field", "rule"})
 _FLAG_KEYS = frozenset({"field", "check"})
 _ITEM_VALUE_COLUMNS = ("entity_id",)  # index columns that are values of a record
-# Streams whose payload holds no customer data: decisions about models, alerts over aggregates, requests.
+# Streams whose payload holds no customer data: decisions about models, alerts over aggregates, requests,
+# submission attempts (principal, reasons, file digests).
 _DECISION_STREAMS = frozenset(
-    {"lifecycle", "candidates", "requests", "alerts", "operations", "registrations"}
+    {"lifecycle", "candidates", "submissions", "requests", "alerts", "operations", "registrations"}
 )
 
 

@@ -118,6 +118,13 @@ STREAMS: tuple[StreamSpec, ...] = (
         description="Trained versions with metrics, parity result and lineage (exact training-data offsets).",
     ),
     StreamSpec(
+        "submissions",
+        "models.submissions",
+        model_version_index,
+        description="Every attempt to submit a model built outside the platform: the principal and roles, "
+        "refused with every reason or accepted with its version, the files' digests and sizes.",
+    ),
+    StreamSpec(
         "requests",
         "training.requests",
         training_request_index,

@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
-from fastapi import Depends, FastAPI, File, Form, HTTPException, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field
 
@@ -45,8 +45,10 @@ from tollgate_core.registrations import (
     start_following,
 )
 from tollgate_core.runtime import CompactedFollower, bind_all, build_sink, per_record
+from tollgate_core.submissions import SubmissionAttemptEvent
 from tollgate_core.topics import Topics, current_schema_id
 from tollgate_trainer import SERVICE
+from tollgate_trainer.attempts import FILES_STATE, SubmissionAttempts, submitted_file
 from tollgate_trainer.consumers import consumer_specs
 from tollgate_trainer.runner import Scheduler, TrainingRunner
 from tollgate_trainer.settings import TrainerSettings
@@ -235,6 +237,12 @@ class Trainer:
     async def relay(self) -> None:
         await self.repo.outbox.relay(self.producer)
 
+    async def record_attempt(self, event: SubmissionAttemptEvent) -> None:
+        """A submission attempt into the outbox (``models.submissions``), committed before the answer."""
+        await self.repo.add_to_outbox(
+            self.topics.models_submissions, event.payload.model.encode(), dumps(event)
+        )
+
     async def _db_ready(self) -> None:
         await ping(self.pool)
 
@@ -254,6 +262,14 @@ class Trainer:
             limits=self.body_limits(),
             checks={"kafka": kafka_ready, "postgres": self._db_ready},
             keys=self.keys,
+        )
+        # Outside the request limits: it records the limits' refusals too (tollgate_trainer.attempts).
+        app.add_middleware(
+            SubmissionAttempts,
+            route=SUBMISSION_ROUTE,
+            keys=self.keys,
+            record=self.record_attempt,
+            producer="trainer-api",
         )
         reader = Depends(require("read training runs", READERS))
 
@@ -313,11 +329,21 @@ class Trainer:
                 422, [{"loc": ["body", field], "msg": p, "type": "value_error"} for p in problems]
             )
 
-        async def read_file(upload: UploadFile | None, what: str) -> bytes | None:
+        async def read_file(
+            request: Request, upload: UploadFile | None, field: str, what: str
+        ) -> bytes | None:
+            """The file's bytes; its digest and size are kept for the record of the attempt."""
             if upload is None:
                 return None
             data = await upload.read(file_limit + 1)
-            if len(data) > file_limit:
+            whole = len(data) <= file_limit
+            digest = submitted_onnx_digest(data) if whole else ""
+            files = getattr(request.state, FILES_STATE, None)
+            if files is None:
+                files = []
+                setattr(request.state, FILES_STATE, files)
+            files.append(submitted_file(field, data, whole=whole, sha256=digest))
+            if not whole:
                 raise HTTPException(413, f"the {what} file exceeds {file_limit} bytes")
             return data
 
@@ -331,11 +357,13 @@ class Trainer:
                 404: error_response("Unknown model"),
                 409: error_response("The model's contract or training data is not there to evaluate it"),
                 413: error_response("A file over the limit"),
+                503: error_response("A refused attempt that could not be recorded in the audit trail"),
                 # 422 keeps FastAPI's validation shape (declared for every route): one entry per problem,
                 # its loc the form field (onnx, sklearn, parameters) — e.g. each mismatched input or output.
             },
         )
         async def submit(
+            request: Request,
             model: str,
             who: Submitter,
             onnx: Annotated[UploadFile, File(description="The ONNX model (what serves).")],
@@ -351,6 +379,10 @@ class Trainer:
             training_data: Annotated[str | None, Form(max_length=2000, pattern=TEXT_PATTERN)] = None,
             family: Annotated[str | None, Form(max_length=100, pattern=TEXT_PATTERN)] = None,
         ) -> dict[str, Any]:
+            # Read (and digested for the record of the attempt) first, whatever is refused next.
+            onnx_bytes = await read_file(request, onnx, "onnx", "ONNX")
+            sklearn_bytes = await read_file(request, sklearn, "sklearn", "skops")
+            assert onnx_bytes is not None
             spec = self.specs.get(model)
             if spec is None:
                 raise HTTPException(404, f"unknown model {model!r}; known: {', '.join(sorted(self.specs))}")
@@ -364,9 +396,6 @@ class Trainer:
                     raise unprocessable("parameters", ["a JSON object is needed"])
                 if "\x00" in parameters or "\\u0000" in parameters:  # PostgreSQL text cannot hold NUL
                     raise unprocessable("parameters", ["a NUL character is not accepted"])
-            onnx_bytes = await read_file(onnx, "ONNX")
-            sklearn_bytes = await read_file(sklearn, "skops")
-            assert onnx_bytes is not None
             submission = Submission(
                 submission_id=str(uuid.uuid4()),
                 submitted_by=who.name,

@@ -278,6 +278,12 @@ class TrainerRepository:
                 await self.outbox.add(conn, topic, value, key=key)
         self.outbox.notify()
 
+    async def add_to_outbox(self, topic: str, key: bytes, value: bytes) -> None:
+        """One event into the outbox, committed when this returns (the relay publishes it)."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self.outbox.add(conn, topic, value, key=key)
+        self.outbox.notify()
+
     async def runs(self, model: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(

@@ -9,6 +9,7 @@ from tollgate_core.bus import create_broker
 from tollgate_core.lifecycle import CandidateEvent, TrainingRequestEvent
 from tollgate_core.runtime import declare
 from tollgate_core.settings import ServiceSettings
+from tollgate_core.submissions import SubmissionAttemptEvent
 from tollgate_core.topics import Topics
 from tollgate_trainer import SERVICE
 from tollgate_trainer.consumers import consumer_specs
@@ -28,6 +29,13 @@ def build_broker(settings: ServiceSettings) -> KafkaBroker:
         topics.training_requests,
         schema=TrainingRequestEvent,
         description="Training requests posted to the trainer's HTTP API by operators.",
+    )
+    broker.publisher(
+        topics.models_submissions,
+        schema=SubmissionAttemptEvent,
+        description="Every attempt to submit a model (POST /v1/models/{model}/submissions), refused with "
+        "its reasons or accepted with its version, naming the principal; through the outbox, before the "
+        "answer.",
     )
     broker.publisher(
         topics.dlq(SERVICE),

@@ -46,6 +46,7 @@ def test_streams_cover_the_audited_topics_and_validated_is_opt_in() -> None:
     assert [s.topic for s in stream_specs(audit_validated=False)] == [
         "models.lifecycle",
         "models.candidates",
+        "models.submissions",
         "training.requests",
         "inference.log",
         "monitor.alerts",
