@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 # One image for every tollgate service; the container's command picks the service, e.g.
 #   docker run tollgate:dev python -m tollgate_ingest
-# (docker-compose.yml sets one command per service). Build: docker build -t tollgate:dev .
+# (docker-compose.yml sets one command per service). Every workspace package is installed, so the image also
+# has the `tollgate` command line (compose's one-shot topics job runs `tollgate admin topics apply`).
+# Build: docker build -t tollgate:dev .
 
 ARG PYTHON_IMAGE=python:3.11-slim
 

@@ -6,6 +6,7 @@ SHELL := bash
 .DELETE_ON_ERROR:
 
 PY := .venv/bin/python
+TOLLGATE := .venv/bin/tollgate
 STACK := bash infra/stack.sh
 SYNC_STAMP := .venv/.synced
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
@@ -68,8 +69,8 @@ status:
 	@$(STACK) status
 
 test: topics test-scorer-alone
-	$(PY) -m tollgate_tools.schemagen check
-	$(PY) -m tollgate_tools.history
+	$(TOLLGATE) dev check
+	$(TOLLGATE) dev history
 	.venv/bin/pytest $(TEST_DIRS) $(PYTEST_ARGS)
 
 # The scorer serves ONNX only: its package must not need scikit-learn or the trainer, and neither may its unit
@@ -94,7 +95,7 @@ test-unit: venv
 demo: export TOLLGATE_MONITOR_WINDOW_SECONDS ?= 10
 demo: export TOLLGATE_MONITOR_RETRAIN_COOLDOWN_SECONDS ?= 60
 demo: up
-	$(STACK) as operator $(PY) -m tollgate_demo
+	$(STACK) as operator $(TOLLGATE) demo
 
 bench: topics
 	@mkdir -p .local/bench
@@ -106,7 +107,7 @@ lint: venv
 	.venv/bin/mypy libs services
 
 generate: venv
-	$(PY) -m tollgate_tools.schemagen write
+	$(TOLLGATE) dev generate
 	$(PY) -m tollgate_tools.helmgen write
 
 clean:

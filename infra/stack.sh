@@ -36,6 +36,7 @@ LOGS=$STATE/logs
 RUN=$STATE/run
 CACHE=$ROOT/infra/.cache
 PY=$ROOT/.venv/bin/python
+TOLLGATE=$ROOT/.venv/bin/tollgate  # the platform's command line (libs/cli)
 UV_VERSION=0.13.8
 
 KAFKA_PORT=${STACK_KAFKA_PORT:-9092}
@@ -881,14 +882,14 @@ cmd_topics() {
     say "topics: libs/core/tollgate_core/topics.py does not exist yet, skipped"
     return 0
   fi
-  [ -x "$PY" ] || die "no .venv: run 'make venv' first"
+  [ -x "$TOLLGATE" ] || die "no .venv: run 'make venv' first"
   (
     cd "$ROOT"
     kafka_credentials admin
     TOLLGATE_KAFKA_BOOTSTRAP=$(kafka_bootstrap)
     export TOLLGATE_KAFKA_BOOTSTRAP
-    "$PY" -m tollgate_core.topics apply </dev/null
-    "$PY" -m tollgate_core.acls apply </dev/null
+    "$TOLLGATE" admin topics apply </dev/null
+    "$TOLLGATE" admin acls apply </dev/null
   )
 }
 

@@ -139,7 +139,7 @@ async def test_unauthenticated_and_wrong_password_clients_are_refused(bootstrap:
 async def test_a_client_properties_file_reads_the_topics_as_the_operator(
     bootstrap: str, namespace: str, tmp_path: Path
 ) -> None:
-    """What infra/stack.sh writes to .local/kafka/client.properties, read by tollgate_core.consume (the
+    """What infra/stack.sh writes to .local/kafka/client.properties, read by tollgate consume (the
     stand-in for kcat -F, whose Debian build cannot authenticate with SCRAM against this broker)."""
     topics = Topics(namespace)
     await write(bootstrap, "registry", topics.models_lifecycle)

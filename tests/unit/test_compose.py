@@ -43,7 +43,8 @@ STACK_FILE = ROOT / "infra" / "stack.sh"
 SERVICES_FILE = ROOT / "infra" / "services.env"
 MAKEFILE = ROOT / "Makefile"
 KAFKA_POM = ROOT / "infra" / "kafka" / "pom.xml"
-TOPICS_MODULE = ROOT / "libs" / "core" / "tollgate_core" / "topics.py"
+TOPICS_COMMAND = ROOT / "libs" / "cli" / "tollgate_cli" / "admin.py"  # tollgate admin topics|acls apply
+KAFKA_AUTH = ROOT / "libs" / "core" / "tollgate_core" / "kafka_auth.py"
 KAFKA_TEMPLATE = ROOT / "infra" / "kafka" / "server.properties.template"
 KAFKA_START = ROOT / "infra" / "kafka" / "compose-start.sh"
 PG_ROLES = ROOT / "infra" / "postgres" / "roles.sql"
@@ -639,16 +640,16 @@ def test_topics_service_creates_the_catalog_and_its_acls() -> None:
     assert spec.get("command") == [
         "sh",
         "-c",
-        "python -m tollgate_core.topics apply && python -m tollgate_core.acls apply",
+        "tollgate admin topics apply && tollgate admin acls apply",
     ]
     assert spec.get("restart") == "no", "topics is one-shot: it must not be restarted after it exits"
     assert spec.get("depends_on", {}).get("kafka", {}).get("condition") == "service_healthy"
     env = environment("topics")
     assert env.get("TOLLGATE_KAFKA_BOOTSTRAP") == internal_bootstrap()
     assert env.get("TOLLGATE_KAFKA_USERNAME") == "admin", "topics and ACLs are the super user's"
-    source = TOPICS_MODULE.read_text() + (TOPICS_MODULE.parent / "kafka_auth.py").read_text()
+    source = TOPICS_COMMAND.read_text() + KAFKA_AUTH.read_text()
     unread = [name for name in env if name not in source and f'"{name}"' not in source]
-    assert not unread, f"topics: {unread} are not read by tollgate_core.topics or kafka_auth"
+    assert not unread, f"topics: {unread} are not read by tollgate admin or kafka_auth"
 
 
 # ---------------------------------------------------------------------------------------------------- image

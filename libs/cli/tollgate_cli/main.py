@@ -4,7 +4,9 @@ fold, never cut, on a narrow terminal. Every call sends the API
 key from ``--api-key`` (before the command: ``tollgate --api-key tgk_... promote ...``) or
 ``TOLLGATE_API_KEY``; the registry records its principal as the actor. ``tollgate keys`` manages the keys.
 
-Each command group is a module of this package (``contracts``, ``keys``, ``audit``, ``dlq``) added to the same
+Each command group is a module of this package (``contracts``, ``keys``, ``audit``, ``dlq``; ``admin`` for the
+broker's topics and ACLs and ``consume``; ``dev`` for the generated schemas and their history; ``run`` for
+``scorer tune`` and ``demo``, which import the package they run only when they run) added to the same
 :data:`app` with ``app.add_typer(group, name=...)``; :mod:`tollgate_cli.common` holds what they share, so every command reports HTTP errors the same way (the server's message, exit status 1; exit status
 2 when the service cannot be reached).
 """
@@ -16,12 +18,15 @@ from typing import Annotated, Any
 
 import typer
 
+from tollgate_cli.admin import admin_app, consume
 from tollgate_cli.audit import audit_app
 from tollgate_cli.common import call, console, fail, group
 from tollgate_cli.common import table as cli_table
 from tollgate_cli.contracts import ApiKey, contracts_app, register_files
+from tollgate_cli.dev import dev_app
 from tollgate_cli.dlq import dlq_app
 from tollgate_cli.keys import keys_app
+from tollgate_cli.run import demo, scorer_app
 
 DEFAULT_REGISTRY_URL = "http://127.0.0.1:8082"
 DEFAULT_TRAINER_URL = "http://127.0.0.1:8086"
@@ -454,6 +459,11 @@ app.add_typer(contracts_app, name="contracts")
 
 app.add_typer(audit_app, name="audit")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(admin_app, name="admin")
+app.command("consume")(consume)
+app.add_typer(scorer_app, name="scorer")
+app.add_typer(dev_app, name="dev")
+app.command("demo")(demo)
 
 if __name__ == "__main__":
     app()

@@ -15,9 +15,7 @@ classes.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, TypeAlias
@@ -331,28 +329,3 @@ async def apply_acls(bootstrap: str, namespace: str = "tollgate") -> int:
     acls = catalog_acls(namespace)
     await create_acls(bootstrap, acls)
     return len(acls)
-
-
-def main() -> None:
-    from tollgate_core.settings import DEFAULT_KAFKA_BOOTSTRAP
-
-    parser = argparse.ArgumentParser(prog="python -m tollgate_core.acls")
-    sub = parser.add_subparsers(dest="command", required=True)
-    apply = sub.add_parser("apply", help="create the ACLs the topic catalog implies (as the super user)")
-    apply.add_argument(
-        "--bootstrap", default=os.environ.get("TOLLGATE_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
-    )
-    show = sub.add_parser("list", help="print the ACLs the topic catalog implies")
-    for p in (apply, show):
-        p.add_argument("--namespace", default=os.environ.get("TOLLGATE_TOPIC_NAMESPACE", "tollgate"))
-    args = parser.parse_args()
-    if args.command == "apply":
-        count = asyncio.run(apply_acls(args.bootstrap, args.namespace))
-        print(f"acls: {count} bindings applied for namespace {args.namespace}")
-    else:
-        for acl in catalog_acls(args.namespace):
-            print(acl)
-
-
-if __name__ == "__main__":
-    main()

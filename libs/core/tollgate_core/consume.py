@@ -1,7 +1,7 @@
 """Read the platform's topics with a Kafka client properties file, like ``kcat -F FILE``:
 
-    python -m tollgate_core.consume -F .local/kafka/client.properties -L
-    python -m tollgate_core.consume -F .local/kafka/client.properties tollgate.models.lifecycle.v1
+    tollgate consume -F .local/kafka/client.properties -L
+    tollgate consume -F .local/kafka/client.properties tollgate.models.lifecycle.v1
 
 The file uses librdkafka/Java property names (``bootstrap.servers``, ``security.protocol``, ``sasl.mechanism``,
 ``sasl.username``, ``sasl.password``); the local stack writes one for the operator principal. Messages are
@@ -11,8 +11,6 @@ No group is joined and nothing is committed.
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,27 +82,3 @@ async def consume(args: dict[str, Any], topics: list[str], follow: bool, out: An
                 return printed
     finally:
         await consumer.stop()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tollgate_core.consume", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("-F", dest="properties", required=True, type=Path, help="client properties file")
-    parser.add_argument("-L", dest="list", action="store_true", help="list the topics this principal sees")
-    parser.add_argument("-f", dest="follow", action="store_true", help="keep reading after the end")
-    parser.add_argument("topics", nargs="*")
-    ns = parser.parse_args(argv)
-    args = client_args(read_properties(ns.properties))
-    if ns.list:
-        for topic in asyncio.run(list_topics(args)):
-            print(topic)
-        return 0
-    if not ns.topics:
-        parser.error("name at least one topic (or -L)")
-    asyncio.run(consume(args, ns.topics, ns.follow))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,16 +1,13 @@
 """The topic catalog: ``schemas/topics/<name>.yaml`` files say, per topic, its owner, producers, consumers,
 partitions, configs, versions and compatibility mode. Services take topic names from here, never from literals.
 
-``python -m tollgate_core.topics apply`` creates every topic version (and the DLQ topics) on the broker with
+``tollgate admin topics apply`` creates every topic version (and the DLQ topics) on the broker with
 the declared partitions and configs; topics are never auto-created.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import importlib
-import os
 from collections.abc import Iterable
 from enum import StrEnum
 from functools import cache
@@ -250,27 +247,3 @@ async def ensure_topics(
         return [t.name for t in wanted]
     finally:
         await admin.close()
-
-
-def main() -> None:
-    from tollgate_core.settings import DEFAULT_KAFKA_BOOTSTRAP
-
-    parser = argparse.ArgumentParser(prog="python -m tollgate_core.topics")
-    sub = parser.add_subparsers(dest="command", required=True)
-    apply = sub.add_parser("apply", help="create missing topics with the catalog's partitions and configs")
-    apply.add_argument(
-        "--bootstrap", default=os.environ.get("TOLLGATE_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
-    )
-    apply.add_argument("--namespace", default=os.environ.get("TOLLGATE_TOPIC_NAMESPACE", "tollgate"))
-    sub.add_parser("list", help="print the catalog")
-    args = parser.parse_args()
-    if args.command == "apply":
-        created = asyncio.run(ensure_topics(args.bootstrap, args.namespace))
-        print(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))
-    else:
-        for full, spec in Topics().all_names():
-            print(f"{full:45} partitions={spec.partitions:<3} owner={spec.owner}")
-
-
-if __name__ == "__main__":
-    main()

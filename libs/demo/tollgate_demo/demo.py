@@ -19,7 +19,6 @@ timeline. The services themselves run as separate processes (``make up``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -48,6 +47,17 @@ from tollgate_core.topics import Topics
 
 MODEL = "credit-default-risk"
 SCHEMA = "credit-default.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """How the scenario runs (``tollgate demo --help``)."""
+
+    initial_rows: int = 4000  # records replayed before scoring starts
+    shifted_rows: int = 3000  # records of the shifted population
+    rate: float = 150.0  # scoring requests per second
+    calm_seconds: float = 40.0  # scoring before the shift
+    timeout: float = 300.0  # longest wait for each step
 
 
 @dataclass
@@ -317,7 +327,7 @@ async def _live(state: State, console: Console) -> AsyncIterator[None]:
             live.update(_render(state))
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: DemoOptions) -> int:
     from tollgate_demo.datasets import load_islp_default
 
     console = Console()
@@ -446,13 +456,3 @@ def _summary(console: Console, state: State, ep: Endpoints, verify: httpx.Respon
     console.print(
         f"[bold]The stack keeps running[/] ({datetime.now(UTC):%H:%M:%S} UTC): `make down` stops it."
     )
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m tollgate_demo")
-    parser.add_argument("--initial-rows", type=int, default=4000)
-    parser.add_argument("--shifted-rows", type=int, default=3000)
-    parser.add_argument("--rate", type=float, default=150.0, help="scoring requests per second")
-    parser.add_argument("--calm-seconds", type=float, default=40.0)
-    parser.add_argument("--timeout", type=float, default=300.0)
-    raise SystemExit(asyncio.run(run(parser.parse_args())))

@@ -3,17 +3,15 @@ tree is checked against every earlier published revision of its schema (the ``_T
 with the subset checker :func:`tollgate_core.compat.check`, and no published version may be removed,
 unpublished or lose its schema file.
 
-``python -m tollgate_tools.history [--against REV]`` (``make test`` runs it).
+``tollgate dev history [--against REV]`` (``make test`` runs it).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import subprocess
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -341,41 +339,3 @@ def _check_schemas(
 def _blob_id(data: bytes) -> str:
     """Git's blob id of some content, to skip revisions identical to the working tree."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tollgate_tools.history",
-        description="Fail when a published topic version's schema breaks its declared compatibility mode.",
-    )
-    parser.add_argument(
-        "--against",
-        metavar="REV",
-        default=None,
-        help="also compare with this revision (default: origin/main when it exists, else HEAD)",
-    )
-    parser.add_argument(
-        "--schemas-dir", type=Path, default=None, help="the schemas/ folder (default: the project's)"
-    )
-    parser.add_argument(
-        "-q", "--quiet", action="store_true", help="print only notes, failures and the summary"
-    )
-    args = parser.parse_args(argv)
-    try:
-        report = check_repository(args.schemas_dir, args.against)
-    except GitError as exc:
-        print(f"compat: {exc}", file=sys.stderr)
-        return 2
-    for note in report.notes:
-        print(f"note: {note}")
-    if not args.quiet:
-        for line in report.results:
-            print(line)
-    for failure in report.failures:
-        print(f"FAIL {failure}")
-    print(report.summary)
-    return 0 if report.ok else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

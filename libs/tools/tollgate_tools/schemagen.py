@@ -2,8 +2,8 @@
 documents of the services. The pydantic models are the single source; the files under ``schemas/`` are their
 committed copies, so that reviewers see every contract change and CI can compare versions.
 
-``python -m tollgate_tools.schemagen write`` (re)writes every generated file and removes stale ones;
-``python -m tollgate_tools.schemagen check`` regenerates in memory and exits 1 when a committed file differs
+``tollgate dev generate`` (re)writes every generated file and removes stale ones;
+``tollgate dev check`` regenerates in memory and exits 1 when a committed file differs
 (drift) or a topic example does not validate against its schema and model.
 
 What is generated:
@@ -17,7 +17,6 @@ What is generated:
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import importlib.metadata
@@ -25,7 +24,6 @@ import importlib.util
 import inspect
 import json
 import os
-import sys
 import typing
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -42,7 +40,7 @@ from tollgate_core.topics import SERVICES, TopicSpec, TopicVersion, catalog
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 CONTRACT_SCHEMA_PATH = "datasets/contract.schema.json"
 ASYNCAPI_VERSION = "3.0.0"
-_RUN_WRITE = "(run: python -m tollgate_tools.schemagen write)"
+_RUN_WRITE = "(run: tollgate dev generate)"
 MIN_EXAMPLES = 2  # per modelled topic version: at least one minimal and one with the optional fields
 
 # Topic schemas describe what producers write: ``model_dump(mode="json", by_alias=True)``. For the models of
@@ -321,39 +319,3 @@ def validate_example(schema: dict[str, Any], model: type[BaseModel], path: Path)
             f"model: {'.'.join(str(p) for p in err['loc']) or '$'}: {err['msg']}" for err in exc.errors()
         )
     return errors
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m tollgate_tools.schemagen",
-        description="Generate the JSON Schemas and AsyncAPI documents under schemas/ from the models.",
-    )
-    parser.add_argument(
-        "command",
-        choices=("write", "check"),
-        help="write: (re)write the generated files; check: exit 1 on drift or invalid examples",
-    )
-    parser.add_argument(
-        "--schemas-dir", type=Path, default=None, help="the schemas/ folder (default: the project's)"
-    )
-    args = parser.parse_args(argv)
-    root: Path = args.schemas_dir or schemas_dir()
-    if args.command == "write":
-        changed = write(root)
-        for line in changed:
-            print(line)
-        print(f"schemagen: {len(changed)} file(s) changed")
-        return 0
-    report = check(root)
-    for problem in report.problems:
-        print(problem)
-    counts = f"{report.files} generated files and {report.examples} examples"
-    if report.problems:
-        print(f"schemagen: {len(report.problems)} problem(s) in {counts}")
-        return 1
-    print(f"schemagen: {counts} checked, no drift, all valid")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

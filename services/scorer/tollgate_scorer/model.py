@@ -4,7 +4,7 @@ A :class:`ServingModel` is immutable and built completely (loaded, checked, warm
 route to it; swapping versions replaces references to these objects, never their insides, so a request
 that picked a model finishes on it.
 
-Session options, measured with ``python -m tollgate_scorer.tune`` (onnxruntime 1.31.1; credit-default
+Session options, measured with ``tollgate scorer tune`` (onnxruntime 1.31.1; credit-default
 logistic regression, synthetic-risk logistic regression and a 100-tree random forest; one row and 1,000 rows
 per call; rounds interleaved, best round kept) on this project's 2-core machines, which are shared, so only
 differences that repeated across runs count:

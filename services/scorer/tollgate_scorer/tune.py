@@ -1,4 +1,4 @@
-"""``python -m tollgate_scorer.tune MODEL.onnx [...]``: measure onnxruntime session options for artifacts.
+"""``tollgate scorer tune MODEL.onnx [...]``: measure onnxruntime session options for artifacts.
 
 For each artifact: one session per combination of intra-op threads (1 / the default pool), graph
 optimisation (disable / basic / all) and CPU memory arena (on / off), fed contract-made rows through the
@@ -9,9 +9,9 @@ machine hits every option alike; the best round is printed. This is how the defa
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import onnxruntime as ort
@@ -22,16 +22,10 @@ from tollgate_scorer.model import GraphOptimization, SessionConfig
 from tollgate_scorer.signature import read_signature
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m tollgate_scorer.tune", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("models", nargs="+", type=Path, help="ONNX artifacts made by the trainer")
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--contracts-dir", default=None)
-    args = parser.parse_args()
-    contracts = ContractRegistry.from_directory(args.contracts_dir)
-    for path in args.models:
+def tune(models: Sequence[Path], rounds: int = 15, contracts_dir: str | None = None) -> None:
+    """Measure every session option for each artifact of ``models`` and print the best of ``rounds``."""
+    contracts = ContractRegistry.from_directory(contracts_dir)
+    for path in models:
         data = path.read_bytes()
         signature = read_signature(ort.InferenceSession(data, providers=["CPUExecutionProvider"]))
         contract = contracts.get(signature.contract)
@@ -53,7 +47,7 @@ def main() -> None:
             for _ in range(200):
                 session.run(outputs, one)
             sessions[(threads, level, arena)] = (session, [], [])
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for session, single, batch in sessions.values():
                 start = time.perf_counter()
                 for _ in range(300):
@@ -63,14 +57,10 @@ def main() -> None:
                 for _ in range(5):
                     session.run(outputs, many)
                 batch.append((time.perf_counter() - start) / 5 * 1e6)
-        print(f"{path.name} ({signature.contract}, best of {args.rounds} rounds)")
+        print(f"{path.name} ({signature.contract}, best of {rounds} rounds)")
         for (threads, level, arena), (_, single, batch) in sessions.items():
             pool = "1 thread" if threads == 1 else "default pool"
             print(
                 f"  {pool:12} {level:8} arena={'on ' if arena else 'off'}  "
                 f"1 row {min(single):7.1f} us   1,000 rows {min(batch):8.1f} us"
             )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,4 +1,4 @@
-"""``python -m tollgate_tools.history``: published topic versions checked against git history."""
+"""``tollgate dev history`` (:mod:`tollgate_tools.history`): published topic versions checked against git history."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from tests.cli_support import exit_status
+from tollgate_cli.dev import dev_app
 from tollgate_core import compat
 from tollgate_tools import history
 from tollgate_tools.schemagen import render
@@ -151,13 +153,13 @@ def test_compatible_history_passes(repo: Repo, capsys: pytest.CaptureFixture[str
     repo.commit("rev1")
     repo.write(OrderWithChannel)
     repo.commit("rev2: optional channel")
-    assert history.main(["--schemas-dir", str(repo.schemas)]) == 0
+    assert exit_status(dev_app, "history", "--schemas-dir", str(repo.schemas)) == 0
     out = capsys.readouterr().out
     assert "ok   orders.placed.v1 [BACKWARD_TRANSITIVE]: compatible with 2 distinct schema(s)" in out
     assert out.rstrip().endswith("0 incompatibilities")
 
     repo.write(OrderV2)  # removes a field of a closed model: old messages carrying it would be refused
-    assert history.main(["--schemas-dir", str(repo.schemas)]) == 1
+    assert exit_status(dev_app, "history", "--schemas-dir", str(repo.schemas)) == 1
     out = capsys.readouterr().out
     assert "FAIL orders.placed.v1 [BACKWARD_TRANSITIVE] against" in out
     assert "$.note: property-removed (backward)" in out
@@ -242,13 +244,13 @@ def test_shallow_and_young_clones_say_so(
         check=True,
         capture_output=True,
     )
-    assert history.main(["--schemas-dir", str(clone / "schemas")]) == 0
+    assert exit_status(dev_app, "history", "--schemas-dir", str(clone / "schemas")) == 0
     out = capsys.readouterr().out
     assert "note: shallow clone: only the 1 commit(s) present" in out
 
     fresh = Repo(tmp_path / "fresh")
     fresh.write(OrderV1)
-    assert history.main(["--schemas-dir", str(fresh.schemas)]) == 0
+    assert exit_status(dev_app, "history", "--schemas-dir", str(fresh.schemas)) == 0
     out = capsys.readouterr().out
     assert "note: no commits yet" in out
     assert "new  orders.placed.v1: no earlier published revision" in out
@@ -259,12 +261,14 @@ def test_errors_outside_git_or_with_an_unknown_revision(
 ) -> None:
     outside = tmp_path / "outside" / "schemas"
     (outside / "topics").mkdir(parents=True)
-    assert history.main(["--schemas-dir", str(outside)]) == 2
+    assert exit_status(dev_app, "history", "--schemas-dir", str(outside)) == 2
     assert "not inside a git repository" in capsys.readouterr().err
 
     repo.write(OrderV1)
     repo.commit("rev1")
-    assert history.main(["--schemas-dir", str(repo.schemas), "--against", "no-such-ref"]) == 2
+    assert (
+        exit_status(dev_app, "history", "--schemas-dir", str(repo.schemas), "--against", "no-such-ref") == 2
+    )
     assert "no such revision" in capsys.readouterr().err
 
 

@@ -63,7 +63,7 @@ def test_every_published_json_version_has_a_model_and_a_committed_schema() -> No
         assert version.model is not None, f"{name} is published without a model"
         assert spec.model_class(version.version) is not None
         path = SCHEMAS / schemagen.topic_schema_path(spec.name, version.version)
-        assert path.is_file(), f"{name}: {path} is not committed (python -m tollgate_tools.schemagen write)"
+        assert path.is_file(), f"{name}: {path} is not committed (tollgate dev generate)"
 
 
 def test_generated_files_match_the_committed_copies() -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_support import exit_status
+from tollgate_cli.dev import dev_app
 from tollgate_core.paths import schemas_dir
 from tollgate_tools import schemagen
 
@@ -191,12 +193,12 @@ def test_committed_asyncapi_documents_belong_to_services() -> None:
 
 def test_command_line(tree: Path, capsys: pytest.CaptureFixture[str]) -> None:
     shutil.copytree(schemas_dir() / "asyncapi", tree / "asyncapi", dirs_exist_ok=True)
-    assert schemagen.main(["check", "--schemas-dir", str(tree)]) == 0
+    assert exit_status(dev_app, "check", "--schemas-dir", str(tree)) == 0
     assert "no drift, all valid" in capsys.readouterr().out
     (tree / RAW).write_text("{}\n")
-    assert schemagen.main(["check", "--schemas-dir", str(tree)]) == 1
+    assert exit_status(dev_app, "check", "--schemas-dir", str(tree)) == 1
     out = capsys.readouterr().out
     assert "events.raw/v1.schema.json: differs" in out and "1 problem(s)" in out
-    assert schemagen.main(["write", "--schemas-dir", str(tree)]) == 0
+    assert exit_status(dev_app, "generate", "--schemas-dir", str(tree)) == 0
     assert "1 file(s) changed" in capsys.readouterr().out
-    assert schemagen.main(["check", "--schemas-dir", str(tree)]) == 0
+    assert exit_status(dev_app, "check", "--schemas-dir", str(tree)) == 0

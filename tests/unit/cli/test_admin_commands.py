@@ -1,0 +1,49 @@
+"""``tollgate admin`` and ``tollgate consume`` without a broker: what the catalog implies, printed whole, and
+the errors of a call that names nothing to read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tollgate_cli import main as cli
+from tollgate_core.acls import catalog_acls
+from tollgate_core.topics import Topics
+
+
+def test_acls_list_prints_one_binding_a_line_for_the_namespace() -> None:
+    result = CliRunner().invoke(cli.app, ["admin", "acls", "list", "--namespace", "t1"])
+    assert result.exit_code == 0
+    assert result.output.splitlines() == [str(acl) for acl in catalog_acls("t1")]
+
+
+def test_topics_list_folds_instead_of_cutting_on_a_narrow_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "30")
+    result = CliRunner().invoke(cli.app, ["admin", "topics", "list"])
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    # Every cell is whole: a column's fragments, read top to bottom, hold each full value in catalog order.
+    columns: dict[int, str] = {}
+    for line in result.output.splitlines():
+        if "│" in line:
+            for i, fragment in enumerate(line.split("│")[1:-1]):
+                columns[i] = columns.get(i, "") + fragment.strip()
+    names = [full for full, _ in Topics().all_names()]
+    assert columns[0] == "".join(names)
+    assert columns[2] == "".join(spec.owner for _, spec in Topics().all_names())
+
+
+def test_consume_without_a_topic_exits_2(tmp_path: Path) -> None:
+    props = tmp_path / "client.properties"
+    props.write_text("bootstrap.servers=127.0.0.1:9\n")
+    result = CliRunner().invoke(cli.app, ["consume", "-F", str(props)])
+    assert result.exit_code == 2 and "name at least one topic (or -L)" in result.output
+
+
+def test_consume_refuses_a_properties_file_without_bootstrap(tmp_path: Path) -> None:
+    props = tmp_path / "client.properties"
+    props.write_text("security.protocol=PLAINTEXT\n")
+    result = CliRunner().invoke(cli.app, ["consume", "-F", str(props), "-L"])
+    assert result.exit_code != 0 and "bootstrap.servers" in str(result.exception or result.output)
