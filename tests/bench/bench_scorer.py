@@ -133,7 +133,9 @@ TARGETS = {
     "logging_on_vs_off": 0.9,
     "batch_vs_inprocess": 0.9,  # in-process per-row time over tollgate's batch per-row time
     "kafka_events_per_s": 50_000.0,
-    "kafka_vs_raw": 0.8,  # the Kafka path over a raw consume → produce loop (tests/bench/scorer/raw_loop.py)
+    "kafka_vs_raw": 0.8,
+    # a batch's per-row time over its floor: the same body answered without scoring plus in-process ORT
+    "batch_vs_floor": 1.25,  # the Kafka path over a raw consume → produce loop (tests/bench/scorer/raw_loop.py)
 }
 LABELS = {
     "bare": "bare Starlette+ORT (limit)",
@@ -395,6 +397,14 @@ def ratio(a: float | None, b: float | None) -> float | None:
 def best_possible(inprocess: float | None, unscored: float | None) -> float | None:
     """In-process time over the least a server needs: the request answered without scoring, then the run."""
     return inprocess / (unscored + inprocess) if inprocess is not None and unscored is not None else None
+
+
+def over_floor(
+    batch: dict[str, float | None], run_us: float | None, key: str, transport: str
+) -> float | None:
+    """A batch's per-row time over its floor: the same body answered without scoring, plus in-process ORT."""
+    floor = batch.get(transport)
+    return ratio(batch.get(key), floor + run_us if floor is not None and run_us is not None else None)
 
 
 def fmt(value: float | None, spec: str = ",.0f", suffix: str = "") -> str:
@@ -972,6 +982,8 @@ def summarise(
         )
         batch_ratio = ratio(inproc_med.get("run"), batch.get("tollgate"))
         oip_ratio = ratio(inproc_med.get("run"), batch.get(OIP_BINARY))
+        json_floor_ratio = over_floor(batch, inproc_med.get("run"), "tollgate", TRANSPORT_JSON)
+        oip_floor_ratio = over_floor(batch, inproc_med.get("run"), OIP_BINARY, TRANSPORT_OIP)
         kafka_rate = kafka.get(mk, {}).get("events_per_s") if isinstance(kafka.get(mk), dict) else None
         kafka_vs_raw = kafka.get(mk, {}).get("vs_raw") if isinstance(kafka.get(mk), dict) else None
         tg = medians.get("tollgate", {})
@@ -993,6 +1005,18 @@ def summarise(
                 ">=",
                 TARGETS["batch_vs_inprocess"],
                 oip_ratio,
+            ),
+            (
+                f"{BATCH_ROWS}-row JSON batch / floor (not scored + in-process ORT)",
+                "<=",
+                TARGETS["batch_vs_floor"],
+                json_floor_ratio,
+            ),
+            (
+                f"{BATCH_ROWS}-row OIP binary batch / floor (not scored + in-process ORT)",
+                "<=",
+                TARGETS["batch_vs_floor"],
+                oip_floor_ratio,
             ),
             ("Kafka path events/s per process", ">=", TARGETS["kafka_events_per_s"], kafka_rate),
             ("Kafka path / raw aiokafka loop results/s", ">=", TARGETS["kafka_vs_raw"], kafka_vs_raw),
