@@ -119,7 +119,7 @@ def export_onnx(
     if threshold is not None:
         if labels is None or len(labels.classes) != 2 or labels.positive_index is None:
             raise ValueError("a decision threshold needs a binary classifier with a positive class")
-        _decide_by_threshold(model.graph, labels.positive_index, threshold)
+        decide_by_threshold(model.graph, labels.positive_index, threshold)
     _sort_opset_imports(model)
 
     columns = {NUMERIC_INPUT: list(layout.numeric), CATEGORY_INPUT: list(layout.category)}
@@ -134,13 +134,7 @@ def export_onnx(
         decision_threshold=threshold,
         opset=dict(TARGET_OPSET),
     )
-    entry = model.metadata_props.add()
-    entry.key = SIGNATURE_METADATA_KEY
-    entry.value = json.dumps(signature.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    if explanation is not None:
-        entry = model.metadata_props.add()
-        entry.key = EXPLANATION_METADATA_KEY
-        entry.value = spec_json(explanation)
+    write_metadata(model, signature, explanation)
     onnx.checker.check_model(model)
     return ExportedModel(onnx=model.SerializeToString(), signature=signature)
 
@@ -153,6 +147,24 @@ def onnx_session(onnx_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
 
 
+def write_metadata(
+    model: onnx.ModelProto, signature: ModelSignature, explanation: dict[str, Any] | None = None
+) -> None:
+    """Put the platform's metadata in ``model``: the serving signature (with the decision threshold) and,
+    when given, the explanation reference; any earlier entries of these keys are replaced, others kept."""
+    ours = {SIGNATURE_METADATA_KEY, EXPLANATION_METADATA_KEY}
+    kept = [p for p in model.metadata_props if p.key not in ours]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    entry = model.metadata_props.add()
+    entry.key = SIGNATURE_METADATA_KEY
+    entry.value = json.dumps(signature.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    if explanation is not None:
+        entry = model.metadata_props.add()
+        entry.key = EXPLANATION_METADATA_KEY
+        entry.value = spec_json(explanation)
+
+
 def _tensor_spec(value: onnx.ValueInfoProto, columns: list[str]) -> TensorSpec:
     tensor = value.type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
@@ -160,7 +172,7 @@ def _tensor_spec(value: onnx.ValueInfoProto, columns: list[str]) -> TensorSpec:
     return TensorSpec(name=value.name, dtype=dtype, shape=dims, columns=columns)
 
 
-def _decide_by_threshold(graph: onnx.GraphProto, positive: int, threshold: float) -> None:
+def decide_by_threshold(graph: onnx.GraphProto, positive: int, threshold: float) -> None:
     """Replace the classifier's argmax label by ``probabilities[:, positive] >= threshold``.
 
     The classifier node's own label output is renamed and left unused; Gather, GreaterOrEqual and Where

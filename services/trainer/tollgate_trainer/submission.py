@@ -37,7 +37,6 @@ pipeline and the ONNX model. The submitter never sees the holdout rows; only the
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,14 +52,14 @@ from tollgate_core.contracts import DatasetContract
 from tollgate_core.models import ModelFamily
 from tollgate_core.thresholds import ThresholdPolicy
 from tollgate_trainer.evaluate import evaluate, holdout_calibration, out_of_time_split, segment_keys
-from tollgate_trainer.explanation import EXPLANATION_METADATA_KEY, explanation_spec, spec_json
+from tollgate_trainer.explanation import explanation_spec
 from tollgate_trainer.export import (
-    SIGNATURE_METADATA_KEY,
     TARGET_OPSET,
     ModelSignature,
     TensorSpec,
-    _decide_by_threshold,
+    decide_by_threshold,
     onnx_session,
+    write_metadata,
 )
 from tollgate_trainer.features import (
     CATEGORY_INPUT,
@@ -297,7 +296,7 @@ def servable_onnx(
     if threshold is not None:  # the catalog's decision rule, built into the graph as for trained models
         if encoding is None or encoding.positive_index is None or len(encoding.classes) != 2:
             raise SubmissionRefused(["a decision threshold needs a binary classifier with a positive class"])
-        _decide_by_threshold(model.graph, encoding.positive_index, threshold)
+        decide_by_threshold(model.graph, encoding.positive_index, threshold)
     layout = FeatureLayout.from_contract(contract)
     columns = {NUMERIC_INPUT: list(layout.numeric), CATEGORY_INPUT: list(layout.category)}
     initializers = {i.name for i in model.graph.initializer}
@@ -317,17 +316,7 @@ def servable_onnx(
         decision_threshold=threshold,
         opset={entry.domain: entry.version for entry in model.opset_import} or dict(TARGET_OPSET),
     )
-    ours = {SIGNATURE_METADATA_KEY, EXPLANATION_METADATA_KEY}
-    kept = [p for p in model.metadata_props if p.key not in ours]
-    del model.metadata_props[:]
-    model.metadata_props.extend(kept)
-    entry = model.metadata_props.add()
-    entry.key = SIGNATURE_METADATA_KEY
-    entry.value = json.dumps(signature.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    if explanation is not None:
-        entry = model.metadata_props.add()
-        entry.key = EXPLANATION_METADATA_KEY
-        entry.value = spec_json(explanation)
+    write_metadata(model, signature, explanation)
     return model.SerializeToString(), signature
 
 
