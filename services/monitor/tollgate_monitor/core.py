@@ -31,6 +31,7 @@ from tollgate_monitor.alerts import alert_id, event_id, severity, wants_retraini
 from tollgate_monitor.drift import Layout
 from tollgate_monitor.evaluate import Labeled, Thresholds, alert_event, judge, observe, training_request
 from tollgate_monitor.ports import (
+    BatchWrite,
     DeadLetters,
     LabelRow,
     MonitorStorage,
@@ -311,16 +312,18 @@ class MonitorCore:
             self.metrics.windows.labels(window.model).inc()
 
         queued = await self.store.commit_batch(
-            topic=state.topic,
-            partition=state.partition,
-            expected_offset=expected,
-            state=state.to_json(),
-            predictions=predictions,
-            windows=reports,
-            alerts=alerts,
-            alerts_topic=self.topics.monitor_alerts,
-            retrains=retrains,
-            requests_topic=self.topics.training_requests,
+            BatchWrite(
+                topic=state.topic,
+                partition=state.partition,
+                expected_offset=expected,
+                state=state.to_json(),
+                predictions=predictions,
+                windows=reports,
+                alerts=alerts,
+                alerts_topic=self.topics.monitor_alerts,
+                retrains=retrains,
+                requests_topic=self.topics.training_requests,
+            )
         )
         for retrain in retrains[:queued]:
             self.metrics.retrains.labels(retrain.event.payload.model).inc()

@@ -18,7 +18,7 @@ from tollgate_core.alerts import AlertEvent
 from tollgate_core.events import utcnow
 from tollgate_core.kafka import OutRecord
 from tollgate_core.lifecycle import CandidatePayload, LifecyclePayload, TrainingRequestEvent
-from tollgate_monitor.ports import LabelRow, PredictionRow, Retrain, StaleCheckpoint, VersionInfo
+from tollgate_monitor.ports import BatchWrite, LabelRow, PredictionRow, StaleCheckpoint, VersionInfo
 
 
 @dataclass
@@ -114,38 +114,31 @@ class InMemoryMonitorStore:
         found = self.partitions.get((topic, partition))
         return None if found is None else copy.deepcopy(found[1])
 
-    async def commit_batch(
-        self,
-        *,
-        topic: str,
-        partition: int,
-        expected_offset: int,
-        state: dict[str, Any],
-        predictions: Sequence[PredictionRow],
-        windows: Sequence[dict[str, Any]],
-        alerts: Sequence[AlertEvent],
-        alerts_topic: str,
-        retrains: Sequence[Retrain],
-        requests_topic: str,
-    ) -> int:
-        key = (topic, partition)
+    async def commit_batch(self, batch: BatchWrite) -> int:
+        key = (batch.topic, batch.partition)
         stored = self.partitions.get(key)
-        if (stored is not None) if expected_offset < 0 else (stored is None or stored[0] != expected_offset):
-            raise StaleCheckpoint(f"{topic}[{partition}] checkpoint moved past offset {expected_offset}")
-        self.partitions[key] = (int(state["last_offset"]), copy.deepcopy(state))
-        for p in predictions:
+        if (
+            (stored is not None)
+            if batch.expected_offset < 0
+            else (stored is None or stored[0] != batch.expected_offset)
+        ):
+            raise StaleCheckpoint(
+                f"{batch.topic}[{batch.partition}] checkpoint moved past offset {batch.expected_offset}"
+            )
+        self.partitions[key] = (int(batch.state["last_offset"]), copy.deepcopy(batch.state))
+        for p in batch.predictions:
             self.predictions.setdefault((p.request_id, p.model, p.version), StoredPrediction(p))
-        for w in windows:
+        for w in batch.windows:
             self.windows[(w["model"], w["version"], w["end"])] = copy.deepcopy(w)
-        for alert in alerts:
-            self._record_alert(alert, alerts_topic)
+        for alert in batch.alerts:
+            self._record_alert(alert, batch.alerts_topic)
         queued = 0
-        for retrain in retrains:
+        for retrain in batch.retrains:
             model, now = retrain.event.payload.model, utcnow()
             last = self.last_retrain.get(model)
             if last is None or last <= now - timedelta(seconds=retrain.cooldown_s):
                 self.last_retrain[model] = now
-                self.published.append((requests_topic, retrain.event))
+                self.published.append((batch.requests_topic, retrain.event))
                 queued += 1
         return queued
 

@@ -62,6 +62,22 @@ class Retrain:
     cooldown_s: float
 
 
+@dataclass(frozen=True, slots=True)
+class BatchWrite:
+    """Everything one partition's batch changes, written at once by :meth:`MonitorStorage.commit_batch`."""
+
+    topic: str
+    partition: int
+    expected_offset: int  # the checkpoint's offset the batch started from (negative: no checkpoint yet)
+    state: dict[str, Any]  # the partition's state after the batch (its new checkpoint)
+    predictions: Sequence[PredictionRow]
+    windows: Sequence[dict[str, Any]]  # reports of the windows the batch closed
+    alerts: Sequence[AlertEvent]
+    alerts_topic: str
+    retrains: Sequence[Retrain]  # training requests, published unless debounced
+    requests_topic: str
+
+
 class MonitorStorage(Protocol):
     """The monitor's state. Everything one batch changes is written by :meth:`commit_batch` at once."""
 
@@ -83,21 +99,8 @@ class MonitorStorage(Protocol):
     async def load_partition(self, topic: str, partition: int) -> dict[str, Any] | None:
         """A partition's checkpointed state, None before its first batch."""
 
-    async def commit_batch(
-        self,
-        *,
-        topic: str,
-        partition: int,
-        expected_offset: int,
-        state: dict[str, Any],
-        predictions: Sequence[PredictionRow],
-        windows: Sequence[dict[str, Any]],
-        alerts: Sequence[AlertEvent],
-        alerts_topic: str,
-        retrains: Sequence[Retrain],
-        requests_topic: str,
-    ) -> int:
-        """Write one partition's batch atomically (checkpoint compare-and-set on ``expected_offset``,
+    async def commit_batch(self, batch: BatchWrite) -> int:
+        """Write one partition's batch atomically (checkpoint compare-and-set on ``batch.expected_offset``,
         predictions, window reports, alerts and debounced training requests to publish); returns the
         training requests queued. Raises :class:`StaleCheckpoint` when the checkpoint moved."""
 

@@ -23,8 +23,8 @@ from tollgate_core.events import dumps
 from tollgate_core.lifecycle import CandidatePayload, LifecyclePayload
 from tollgate_core.outbox import Outbox
 from tollgate_monitor.ports import (
+    BatchWrite,
     LabelRow,
-    PredictionRow,
     Retrain,
     StaleCheckpoint,
     VersionInfo,
@@ -126,65 +126,54 @@ class MonitorStore:
             )
         return None if raw is None else dict(orjson.loads(raw))
 
-    async def commit_batch(
-        self,
-        *,
-        topic: str,
-        partition: int,
-        expected_offset: int,
-        state: dict[str, Any],
-        predictions: Sequence[PredictionRow],
-        windows: Sequence[dict[str, Any]],
-        alerts: Sequence[AlertEvent],
-        alerts_topic: str,
-        retrains: Sequence[Retrain],
-        requests_topic: str,
-    ) -> int:
+    async def commit_batch(self, batch: BatchWrite) -> int:
         """Write one partition's batch atomically; returns the training requests queued (after debounce).
 
-        Raises :class:`StaleCheckpoint` when the stored checkpoint is not the one this state started from.
+        Raises :class:`StaleCheckpoint` when the stored checkpoint is not the one ``batch.state`` started from.
         """
         queued = 0
         async with self.pool.acquire() as conn, conn.transaction():
-            new_offset = int(state["last_offset"])
-            if expected_offset < 0:
+            new_offset = int(batch.state["last_offset"])
+            if batch.expected_offset < 0:
                 status = await conn.execute(
                     """INSERT INTO monitor_partitions (topic, partition, last_offset, state)
                        VALUES ($1, $2, $3, $4::jsonb) ON CONFLICT DO NOTHING""",
-                    topic,
-                    partition,
+                    batch.topic,
+                    batch.partition,
                     new_offset,
-                    _json(state),
+                    _json(batch.state),
                 )
             else:
                 status = await conn.execute(
                     """UPDATE monitor_partitions SET last_offset = $3, state = $4::jsonb, updated_at = now()
                        WHERE topic = $1 AND partition = $2 AND last_offset = $5""",
-                    topic,
-                    partition,
+                    batch.topic,
+                    batch.partition,
                     new_offset,
-                    _json(state),
-                    expected_offset,
+                    _json(batch.state),
+                    batch.expected_offset,
                 )
             if not status.endswith(" 1"):
-                raise StaleCheckpoint(f"{topic}[{partition}] checkpoint moved past offset {expected_offset}")
-            if predictions:
+                raise StaleCheckpoint(
+                    f"{batch.topic}[{batch.partition}] checkpoint moved past offset {batch.expected_offset}"
+                )
+            if batch.predictions:
                 await conn.execute(
                     """INSERT INTO monitor_predictions
                            (request_id, model, version, contract, entity_id, score, predicted, occurred_at)
                        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                                             $6::float8[], $7::text[], $8::timestamptz[])
                        ON CONFLICT DO NOTHING""",
-                    [p.request_id for p in predictions],
-                    [p.model for p in predictions],
-                    [p.version for p in predictions],
-                    [p.contract for p in predictions],
-                    [p.entity_id for p in predictions],
-                    [p.score for p in predictions],
-                    [p.predicted for p in predictions],
-                    [p.occurred_at for p in predictions],
+                    [p.request_id for p in batch.predictions],
+                    [p.model for p in batch.predictions],
+                    [p.version for p in batch.predictions],
+                    [p.contract for p in batch.predictions],
+                    [p.entity_id for p in batch.predictions],
+                    [p.score for p in batch.predictions],
+                    [p.predicted for p in batch.predictions],
+                    [p.occurred_at for p in batch.predictions],
                 )
-            for w in windows:
+            for w in batch.windows:
                 await conn.execute(
                     """INSERT INTO monitor_windows (model, version, window_start, window_end, rows, report)
                        VALUES ($1, $2, to_timestamp($3), to_timestamp($4), $5, $6::jsonb)
@@ -197,15 +186,18 @@ class MonitorStore:
                     w["rows"],
                     _json(w),
                 )
-            for alert in alerts:
-                await self._record_alert(conn, alert, alerts_topic)
-            for retrain in retrains:
+            for alert in batch.alerts:
+                await self._record_alert(conn, alert, batch.alerts_topic)
+            for retrain in batch.retrains:
                 if await self._debounced(conn, retrain):
                     await self.outbox.add(
-                        conn, requests_topic, dumps(retrain.event), key=retrain.event.payload.model.encode()
+                        conn,
+                        batch.requests_topic,
+                        dumps(retrain.event),
+                        key=retrain.event.payload.model.encode(),
                     )
                     queued += 1
-        if alerts or queued:
+        if batch.alerts or queued:
             self.outbox.notify()
         return queued
 
