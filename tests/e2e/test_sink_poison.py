@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from tests.auth_support import make_keys
 from tests.conftest import wait_http_ok
 from tests.e2e.test_trainer import validated, write_catalog
 from tests.kafka_helpers import collect, good_record, produce
+from tests.polling import eventually
 
 POISON = [
     b"{not json",  # malformed JSON
@@ -32,16 +32,14 @@ def _metric(text: str, name: str, labels: str) -> float:
 
 
 async def _poll_metric(url: str, key: str, name: str, labels: str, want: float, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(headers={"x-api-key": key}) as client:
-        while True:
+
+        async def reached() -> float | None:
             value = _metric((await client.get(url)).text, name, labels)
-            if value >= want:
-                assert value == want, f"{name}{{{labels}}} = {value}, expected {want}"
-                return
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{name}{{{labels}}} = {value}, expected {want}")
-            await asyncio.sleep(0.3)
+            return value if value >= want else None
+
+        value = await eventually(reached, timeout=timeout, what=f"{name}{{{labels}}} = {want}")
+    assert value == want, f"{name}{{{labels}}} = {value}, expected {want}"
 
 
 async def test_training_store_and_label_join_dead_letter_poison_and_go_on(

@@ -4,9 +4,7 @@ them to an OTLP/HTTP receiver running in the test."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +15,7 @@ from tests.auth_support import RoleKeys, header
 from tests.conftest import ServiceProcess, wait_http_ok
 from tests.e2e.test_scorer import SCORE, announce, start_scorer
 from tests.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.polling import eventually
 from tests.unit.scorer.support import instances, lifecycle_event
 
 Launch = Callable[..., ServiceProcess]
@@ -30,15 +29,18 @@ def otel_env(receiver: OtlpReceiver) -> dict[str, str]:
 async def spans_of(
     receiver: OtlpReceiver, trace_id: str, want: Callable[[list[ReceivedSpan]], bool]
 ) -> list[ReceivedSpan]:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
+    def wanted() -> list[ReceivedSpan] | None:
         spans = receiver.of_trace(trace_id)
-        if want(spans):
-            return spans
-        await asyncio.sleep(0.25)
-    raise AssertionError(
-        f"spans of trace {trace_id}: {receiver.of_trace(trace_id)}; errors {receiver.errors}"
+        return spans if want(spans) else None
+
+    found: list[ReceivedSpan] = await eventually(
+        wanted,
+        timeout=90,
+        interval=0.25,
+        what=f"the spans of trace {trace_id}",
+        seen=lambda: f"{receiver.of_trace(trace_id)}; errors {receiver.errors}",
     )
+    return found
 
 
 async def test_one_trace_from_gateway_and_scorer_to_audit_rows(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from typing import Any
 
@@ -13,6 +12,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.integration.test_kafka import _topic
 from tests.kafka_helpers import produce
+from tests.polling import eventually
 from tollgate_core.kafka import BatchSink
 
 
@@ -46,17 +46,19 @@ async def test_lag_is_highwater_minus_position_while_a_batch_is_held(bootstrap: 
     await sink.start()
     running = asyncio.create_task(sink.run())
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not handled:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: handled, timeout=60, interval=0.05, what="the first batch handed over")
         # The first 10 records are being handled: the other 90 are the lag.
         assert handled == [10]
         assert lag(registry, "lag-test", topic) == 90
         release.set()
-        while time.monotonic() < deadline and sum(handled) < 100:
-            await asyncio.sleep(0.05)
-        while time.monotonic() < deadline and lag(registry, "lag-test", topic) != 0:
-            await asyncio.sleep(0.1)
+        await eventually(lambda: sum(handled) >= 100, timeout=60, interval=0.05, what="100 records handled")
+        await eventually(
+            lambda: lag(registry, "lag-test", topic) == 0,
+            timeout=60,
+            interval=0.1,
+            what="no lag",
+            seen=lambda: lag(registry, "lag-test", topic),
+        )
         assert sum(handled) == 100 and lag(registry, "lag-test", topic) == 0
     finally:
         release.set()
