@@ -20,6 +20,8 @@ from tollgate_core.lifecycle import (
     Artifact,
     CandidateEvent,
     CandidatePayload,
+    EvaluationReport,
+    FeatureImportance,
     LifecycleEvent,
     LifecyclePayload,
     Lineage,
@@ -40,15 +42,29 @@ def reference_and_metrics() -> tuple[ReferenceProfile, dict[str, float]]:
     scorer the inference log is written with."""
     from tollgate_monitor.performance import classification_metrics
     from tollgate_trainer.reference import summarize_numeric
-    from tollgate_trainer.train import TrainingConfig, train_model
 
-    records = generate_records(contract(), 3000, seed=11)
-    result = train_model(contract(), records, TrainingConfig(family="logistic_regression", threads=1))
+    result = _trained()
     holdout = generate_records(contract(), 3000, seed=12)
     scores = stand_in_scores(holdout)
     truth = np.array([1.0 if r["high_risk"] else 0.0 for r in holdout])
     metrics = {k: v for k, v in classification_metrics(scores, truth).items() if k in ("roc_auc", "accuracy")}
     return result.reference.model_copy(update={"prediction": summarize_numeric(scores)}), metrics
+
+
+@cache
+def _trained() -> Any:
+    """The model the reference and the feature importance come from (a TrainingResult)."""
+    from tollgate_trainer.train import TrainingConfig, train_model
+
+    records = generate_records(contract(), 3000, seed=11)
+    return train_model(contract(), records, TrainingConfig(family="logistic_regression", threads=1))
+
+
+def trained_importance() -> FeatureImportance:
+    """The global feature importance the trainer measured for the model the reference comes from."""
+    importance = _trained().feature_importance
+    assert isinstance(importance, FeatureImportance)
+    return importance
 
 
 def _artifact() -> Artifact:
@@ -90,6 +106,14 @@ def candidate_event(model: str, version: str = "1") -> CandidateEvent:
             trigger="count",
         ),
         trained_at=now,
+        evaluation=EvaluationReport(
+            holdout_rows=600,
+            holdout_fraction=0.2,
+            ordered_by="arrival",
+            data_hash="0" * 64,
+            metrics=metrics,
+            feature_importance=trained_importance(),
+        ),
     )
     return CandidateEvent(
         event_id=uuid.uuid4(),

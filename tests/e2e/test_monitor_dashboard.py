@@ -12,6 +12,7 @@ the test skips, unless ``CI=true``, where it fails.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,11 @@ import httpx
 from tests.auth_support import RoleKeys, header
 from tests.conftest import ROOT, wait_http_ok
 from tests.e2e.browser import Browser, chromium
-from tests.e2e.monitor_feed import Stream, contract, publish_versions
+from tests.e2e.monitor_feed import Stream, contract, publish_versions, trained_importance
 from tests.e2e.png import read_png
 from tests.kafka_helpers import produce
 from tests.polling import get_until
+from tollgate_monitor.dashboard import IMPORTANCE_FEATURES
 
 WINDOWS = 16
 ROWS = 300
@@ -144,6 +146,13 @@ async def test_dashboard_in_headless_chromium(
         assert feature in dom, feature
     assert "data drift on" in dom and "raised" in dom and "production" in dom
     assert "Score distribution" in dom and "Performance" in dom
+    # The production version's global feature importance, from its candidate event: a bar per feature,
+    # most important first, as the trainer ranked them.
+    assert "Feature importance <span>v1 production" in dom
+    ranked = [f.feature for f in trained_importance().features]
+    drawn = dom[dom.index("Feature importance <span>v1 production") :]
+    bars = re.findall(r'class="bar-importance"><title>([^:<]+):', drawn)
+    assert bars == ranked[: len(bars)] and len(bars) == min(len(ranked), IMPORTANCE_FEATURES)
 
     image = read_png(shot)
     assert (image.width, image.height) == (1400, 1600)

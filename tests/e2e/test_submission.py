@@ -13,7 +13,9 @@ with skl2onnx the way the trainer exports (``tests/submission_support.py``), wit
 4. another good model (no pipeline: parity not checked) enters as a canary and is promoted when the canary
    period ends; the scorer then answers with it.
 
-The candidates on ``models.candidates`` (the audit-log's ``candidates`` stream) name the submitter.
+The candidates on ``models.candidates`` (the audit-log's ``candidates`` stream) name the submitter, and the
+registry's version of a submitted model carries the global feature importance the platform measured on
+its holdout.
 """
 
 from __future__ import annotations
@@ -185,6 +187,14 @@ async def test_a_submitted_model_is_validated_gated_canaried_promoted_and_served
         assert evaluation["parity"]["passed"] and evaluation["parity"]["rows_checked"] >= ROWS // 5
         assert set(evaluation["segment_metrics"]) == {"No", "Yes"} and evaluation["calibration"]
         assert len(first["evaluation_digest"]) == 64
+        # The platform measured the submitted model's global feature importance on its holdout, per
+        # contract feature (student is one feature, whatever its encoding in the graph): balance first.
+        importance = evaluation["feature_importance"]
+        assert importance["method"] == "permutation" and importance["metric"] == "log_loss"
+        assert importance["rows"] == ROWS // 5 and importance["repeats"] >= 1
+        ranked = [f["feature"] for f in importance["features"]]
+        assert sorted(ranked) == ["balance", "income", "student"] and ranked[0] == "balance"
+        assert importance["features"][0]["importance"] > 10 * abs(importance["features"][-1]["importance"])
         gates = {g["gate"]: g for g in first["gates"]}
         assert gates["parity"]["passed"] and gates["cost of sophistication:majority"]["passed"]
 

@@ -30,6 +30,7 @@ from tollgate_cli.run import demo, scorer_app
 
 DEFAULT_REGISTRY_URL = "http://127.0.0.1:8082"
 DEFAULT_TRAINER_URL = "http://127.0.0.1:8086"
+TOP_FEATURES = 5  # tollgate compare: features ranked per version
 
 app = group("tollgate", "tollgate: models, versions, promotions, approvals and rollbacks.")
 
@@ -284,6 +285,9 @@ def show_version(model: Model, version: Version, registry_url: RegistryUrl = DEF
     for name, value in sorted(v["metrics"].items()):
         metrics.add_row(name, _num(value))
     console.print(metrics)
+    importance = (v.get("evaluation") or {}).get("feature_importance")
+    if importance:
+        _print_importance(importance)
     if v.get("baselines"):
         names = sorted(v["baselines"])
         baselines = cli_table("baselines (holdout)", ("metric", *names), names)
@@ -303,6 +307,26 @@ def show_version(model: Model, version: Version, registry_url: RegistryUrl = DEF
             t["reason"],
         )
     console.print(history)
+
+
+def _print_importance(importance: dict[str, Any]) -> None:
+    """The version's global feature importance, most important first (a folding table: any width)."""
+    ranked = cli_table(
+        "feature importance", ("rank", "feature", "importance", "spread"), ("rank", "importance", "spread")
+    )
+    for rank, f in enumerate(importance["features"], 1):
+        ranked.add_row(str(rank), f["feature"], _num(f["importance"]), _num(f["spread"]))
+    console.print(ranked)
+    console.print(
+        f"importance: increase of {importance['metric']} (from {_num(importance['baseline'])}) when the "
+        f"feature is shuffled, permutation on {importance['rows']} holdout rows; spread: its standard "
+        f"deviation over {importance['repeats']} repeats"
+    )
+
+
+def _top_features(v: dict[str, Any], k: int) -> list[str]:
+    importance = (v.get("evaluation") or {}).get("feature_importance")
+    return [f["feature"] for f in importance["features"][:k]] if importance else []
 
 
 def _print_experiment(experiment: dict[str, Any]) -> None:
@@ -354,6 +378,15 @@ def compare(
     for d in c["differences"]:
         differences.add_row(d["field"], str(d["a"]), str(d["b"]))
     console.print(differences if c["differences"] else "same data, parameters, code and libraries")
+    tops = [
+        _top_features(request("GET", registry_url, f"/v1/models/{model}/versions/{v}"), TOP_FEATURES)
+        for v in (a, b)
+    ]
+    if any(tops):
+        features = cli_table("top features (global importance on each holdout)", ("rank", a, b), ("rank",))
+        for rank in range(max(len(t) for t in tops)):
+            features.add_row(str(rank + 1), *(t[rank] if rank < len(t) else "" for t in tops))
+        console.print(features)
 
 
 @app.command("runs")

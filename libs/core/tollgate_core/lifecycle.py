@@ -125,6 +125,42 @@ class CalibrationBin(BaseModel):
     observed_rate: float = Field(description="Share of the bin's rows whose label was that class.")
 
 
+class FeatureImportanceEntry(BaseModel):
+    """One contract feature's global importance (every one-hot column of a category counted together)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature: str = Field(description="The contract feature.")
+    importance: float = Field(
+        description="Mean increase of the loss when the feature's values are shuffled among the rows "
+        "(0: the model does not use it; negative: noise)."
+    )
+    spread: float = Field(ge=0, description="Standard deviation of that increase over the repeats.")
+
+
+class FeatureImportance(BaseModel):
+    """Global feature importance of a version, measured by the platform on its holdout, model-agnostic.
+
+    Permutation importance on the ONNX model with onnxruntime (so a submitted model is measured like a
+    trained one): each contract feature's column of the holdout rows is shuffled ``repeats`` times with a
+    fixed seed, and the increase of the loss (``metric``) over ``baseline`` is the feature's importance.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["permutation"] = "permutation"
+    metric: Literal["log_loss", "rmse"] = Field(
+        description="The loss measured: log loss (classifiers) or RMSE (regressors)."
+    )
+    baseline: float = Field(description="The loss on the rows as they are.")
+    rows: int = Field(ge=0, description="Holdout rows measured (a seeded sample when the holdout is larger).")
+    repeats: int = Field(ge=1, description="Shuffles per feature.")
+    seed: int
+    features: list[FeatureImportanceEntry] = Field(
+        description="Every contract feature, most important first."
+    )
+
+
 class EvaluationReport(BaseModel):
     """The platform's own evaluation of a candidate on its out-of-time holdout from the training store.
 
@@ -151,11 +187,26 @@ class EvaluationReport(BaseModel):
         description="ONNX against its scikit-learn pipeline; None when no pipeline came with a submission.",
     )
     baselines: dict[str, dict[str, float]] = Field(default_factory=dict)
+    feature_importance: FeatureImportance | None = Field(
+        None,
+        description="Global feature importance on the holdout (permutation, on the ONNX model); absent from "
+        "reports made before it was measured.",
+    )
+
+
+# Fields added to the report after reports were stored and approved: absent from the canonical form when
+# unset, so that a report stored before them keeps the digest its approvals name.
+_LATER_FIELDS = ("feature_importance",)
 
 
 def evaluation_digest(report: EvaluationReport) -> str:
-    """sha256 of the report's canonical JSON (sorted keys): what approvers approve."""
-    canonical = orjson.dumps(report.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+    """sha256 of the report's canonical JSON (sorted keys; a later optional field only when it is set):
+    what approvers approve."""
+    document = report.model_dump(mode="json")
+    for name in _LATER_FIELDS:
+        if document.get(name) is None:
+            document.pop(name, None)
+    canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()
 
 

@@ -3,7 +3,9 @@
 Per model: the versions in service, headline tiles, a heatmap of drift per feature over windows (colour is
 the effect size relative to its threshold, so every feature reads on the same scale), the PSI of the most
 drifted features over time, the live score histogram against the training reference, performance and
-latency against their limits, and the alert history.
+latency against their limits, the global feature importance of each version in service (from its
+evaluation report on models.candidates: permutation importance on the holdout, with its spread), and the
+alert history.
 """
 
 from __future__ import annotations
@@ -324,6 +326,7 @@ h3 span { color:var(--muted); font-weight:400; }
 svg.chart text.axis { font-size:11px; fill:#64748b; } svg.chart text.value { fill:#0f172a; font-weight:600; }
 svg.chart .grid { stroke:#eef2f7; } svg.chart .limit { stroke:#dc2626; stroke-dasharray:5 4; stroke-width:1.5; }
 svg.chart .limit-label { fill:#dc2626; } svg.chart .reference { stroke:#059669; stroke-dasharray:2 3; stroke-width:1.5; }
+svg.chart .bar-importance { fill:#6366f1; } svg.chart .whisker { stroke:#0f172a; stroke-width:1.2; }
 svg.chart .bar-live { fill:#93c5fd; } svg.chart .bar-ref { fill:none; stroke:#0f172a; stroke-width:1.4; }
 .legend { display:flex; gap:14px; flex-wrap:wrap; font-size:12px; color:var(--muted); margin-top:2px; }
 .legend .key { display:inline-flex; align-items:center; gap:5px; }
@@ -408,6 +411,63 @@ def _versions(view: ModelView) -> str:
             f'<span class="chip outline">{len(others)} other version{"s" if len(others) != 1 else ""}</span>'
         )
     return "".join(chips) or '<span class="chip outline">no version in service</span>'
+
+
+IMPORTANCE_FEATURES = 10  # bars per version: the most important features
+
+
+def importance_svg(
+    importance: dict[str, Any] | None, top: int = IMPORTANCE_FEATURES, width: int = 420
+) -> str:
+    """Horizontal bars of a version's global feature importance (mean loss increase when the feature is
+    shuffled), most important first, with a whisker of +/- its spread over the repeats."""
+    if not importance or not importance.get("features"):
+        return '<p class="empty">Not measured for this version.</p>'
+    features = importance["features"][:top]
+    row, top_pad, left, right = 20, 8, 120, 56
+    height = top_pad * 2 + row * len(features)
+    high = max(max(f["importance"] + f["spread"] for f in features), 1e-12)
+    pw = width - left - right
+    parts = [f'<svg class="chart importance" viewBox="0 0 {width} {height}" width="100%" role="img">']
+    for i, f in enumerate(features):
+        y = top_pad + i * row
+        value = max(f["importance"], 0.0)
+        w = pw * value / high
+        lo = left + pw * max(f["importance"] - f["spread"], 0.0) / high
+        hi = left + pw * (f["importance"] + f["spread"]) / high
+        name = esc(f["feature"])
+        label = name if len(f["feature"]) <= 18 else esc(f["feature"][:17]) + "…"
+        parts.append(
+            f'<text x="{left - 6}" y="{y + row * 0.65:.1f}" text-anchor="end" class="axis">{label}</text>'
+            f'<rect x="{left}" y="{y + 3:.1f}" width="{w:.1f}" height="{row - 6}" rx="2" class="bar-importance">'
+            f"<title>{name}: {f['importance']:.4g} ± {f['spread']:.2g}</title></rect>"
+            f'<line x1="{lo:.1f}" x2="{hi:.1f}" y1="{y + row / 2:.1f}" y2="{y + row / 2:.1f}" class="whisker"/>'
+            f'<text x="{left + w + 4:.1f}" y="{y + row * 0.65:.1f}" class="axis">{f["importance"]:.3g}</text>'
+        )
+    parts.append("</svg>")
+    more = len(importance["features"]) - len(features)
+    note = f" · {more} more feature{'s' if more != 1 else ''}" if more > 0 else ""
+    return "".join(parts) + (
+        f'<div class="legend"><span class="key">increase of {esc(importance["metric"])} when shuffled '
+        f"(baseline {importance['baseline']:.3g}; {importance['rows']} holdout rows &times; {importance['repeats']} "
+        f"repeats){note}</span></div>"
+    )
+
+
+def _importance(view: ModelView) -> str:
+    """Global feature importance of the versions in service (production first), side by side."""
+    serving = sorted(
+        (v for v in view.versions if v["stage"] in ("production", "staging")),
+        key=lambda v: v["stage"] != "production",
+    )
+    if not serving:
+        return ""
+    cells = "".join(
+        f"<div><h3>Feature importance <span>v{esc(v['version'])} {esc(v['stage'])} · permutation on the "
+        f"holdout</span></h3>{importance_svg(v.get('importance'))}</div>"
+        for v in serving
+    )
+    return f'<div class="grid2">{cells}</div>'
 
 
 def _alerts_table(alerts: Sequence[dict[str, Any]]) -> str:
@@ -518,6 +578,7 @@ def model_section(view: ModelView, top_features: int = 4, match: str = "") -> st
     <div><h3>Jensen-Shannon of the most drifted categories</h3>{line_chart_svg(times, js_series, limit=threshold_js, limit_label=f"threshold {threshold_js}", floor=0.0, width=640) if js_series else '<p class="empty">No category among the most drifted features.</p>'}</div>
     <div><h3>p99 latency <span>ms</span></h3>{line_chart_svg(times, [("p99", latency)], limit=slo, limit_label=f"SLO {slo:.0f} ms" if slo else "", floor=0.0, digits=0, width=640)}</div>
   </div>
+  {_importance(view)}
   <h3>Alerts</h3>
   {_alerts_table(view.alerts)}
 </section>"""

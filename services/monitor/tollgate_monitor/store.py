@@ -47,13 +47,15 @@ class MonitorStore:
     # ------------------------------------------------------------------------------------------ versions
 
     async def upsert_candidate(self, p: CandidatePayload) -> None:
+        importance = p.evaluation.feature_importance if p.evaluation is not None else None
         async with self.pool.acquire() as conn:
             await conn.execute(
-                """INSERT INTO monitor_versions (model, version, contract, task, reference, metrics, trained_at)
-                   VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7)
+                """INSERT INTO monitor_versions (model, version, contract, task, reference, metrics, trained_at,
+                                                importance)
+                   VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8::jsonb)
                    ON CONFLICT (model, version) DO UPDATE SET contract = EXCLUDED.contract, task = EXCLUDED.task,
                        reference = EXCLUDED.reference, metrics = EXCLUDED.metrics, trained_at = EXCLUDED.trained_at,
-                       updated_at = now()""",
+                       importance = EXCLUDED.importance, updated_at = now()""",
                 p.model,
                 p.version,
                 p.reference.contract,
@@ -61,6 +63,7 @@ class MonitorStore:
                 p.reference.model_dump_json(),
                 _json(p.metrics),
                 p.trained_at,
+                importance.model_dump_json() if importance is not None else None,
             )
 
     async def upsert_lifecycle(self, p: LifecyclePayload, at: datetime) -> None:
@@ -100,12 +103,19 @@ class MonitorStore:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 """SELECT model, version, contract, task, metrics, trained_at, stage, stage_changed_at, canary_weight,
-                          reference IS NOT NULL AS has_reference
+                          reference IS NOT NULL AS has_reference, importance
                    FROM monitor_versions WHERE $1::text IS NULL OR model = $1
                    ORDER BY model, length(version), version""",
                 model,
             )
-        return [{**dict(r), "metrics": orjson.loads(r["metrics"]) if r["metrics"] else {}} for r in rows]
+        return [
+            {
+                **dict(r),
+                "metrics": orjson.loads(r["metrics"]) if r["metrics"] else {},
+                "importance": orjson.loads(r["importance"]) if r["importance"] else None,
+            }
+            for r in rows
+        ]
 
     async def production_versions(self) -> list[dict[str, Any]]:
         async with self.pool.acquire() as conn:

@@ -50,6 +50,7 @@ from tollgate_core.topics import Topics, current_schema_id
 from tollgate_trainer import SERVICE
 from tollgate_trainer.attempts import FILES_STATE, SubmissionAttempts, submitted_file
 from tollgate_trainer.consumers import consumer_specs
+from tollgate_trainer.importance import ImportanceSettings
 from tollgate_trainer.runner import Scheduler, TrainingRunner
 from tollgate_trainer.settings import TrainerSettings
 from tollgate_trainer.store import StoredRow, TrainerRepository
@@ -156,6 +157,7 @@ class Trainer:
                 contracts,
                 Topics(s.topic_namespace).models_candidates,
                 s.code_version or _code_version(),
+                ImportanceSettings(s.importance_rows, s.importance_repeats),
             )
             scheduler = Scheduler(repo, runner, live.models, poll_s=s.poll_seconds)
             producer = AIOKafkaProducer(**producer_config(s.kafka_bootstrap, s.client_id(SERVICE)))

@@ -34,6 +34,7 @@ from tollgate_core.models import ModelSpec
 from tollgate_core.topics import current_schema_id
 from tollgate_core.waiting import wait_event
 from tollgate_trainer.features import TrainingDataError
+from tollgate_trainer.importance import DEFAULT_SETTINGS, ImportanceSettings
 from tollgate_trainer.store import LabelKey, TrainerRepository, TrainingData
 from tollgate_trainer.submission import (
     SubmissionConfig,
@@ -68,7 +69,7 @@ def label_key(contract: DatasetContract) -> LabelKey:
     return LabelKey(contract.entity_id.name, contract.event_time)
 
 
-def training_config(spec: ModelSpec) -> TrainingConfig:
+def training_config(spec: ModelSpec, importance: ImportanceSettings = DEFAULT_SETTINGS) -> TrainingConfig:
     t = spec.training
     return TrainingConfig(
         family=t.family,
@@ -81,6 +82,8 @@ def training_config(spec: ModelSpec) -> TrainingConfig:
         selection=t.selection,
         baselines=spec.gates.cost_of_sophistication is not None,
         threads=1,
+        importance_rows=importance.rows,
+        importance_repeats=importance.repeats,
     )
 
 
@@ -149,6 +152,7 @@ def evaluation_report(result: TrainingResult, parity: Parity | None) -> Evaluati
         ],
         parity=parity,
         baselines=result.baselines,
+        feature_importance=result.feature_importance,
     )
 
 
@@ -233,8 +237,10 @@ class TrainingRunner:
         contracts: ContractRegistry,
         candidates_topic: str,
         code_version: str,
+        importance: ImportanceSettings = DEFAULT_SETTINGS,
     ) -> None:
         self.repo = repo
+        self.importance = importance  # rows and repeats; the seed is each catalog entry's
         self.store = store
         self.contracts = contracts
         self.candidates_topic = candidates_topic
@@ -263,7 +269,9 @@ class TrainingRunner:
         request_ids: list[str],
     ) -> RunOutcome:
         try:
-            result = await asyncio.to_thread(train_model, contract, data.records, training_config(spec))
+            result = await asyncio.to_thread(
+                train_model, contract, data.records, training_config(spec, self.importance)
+            )
         except (TrainingDataError, ValueError) as exc:
             await self.repo.finish_run(
                 run_id, status="failed", row_count=len(data.records), error=str(exc), request_ids=request_ids
@@ -353,6 +361,7 @@ class TrainingRunner:
                 parameters=submission.parameters,
                 seed=t.seed,
                 threshold=choice,
+                importance=ImportanceSettings(self.importance.rows, self.importance.repeats, t.seed),
             )
             try:
                 result = await asyncio.to_thread(
@@ -407,7 +416,7 @@ class TrainingRunner:
         if contract is None:
             raise LookupError(f"unknown contract {lineage.contract}")
         data = await self.repo.load_lineage(lineage.contract, lineage.offsets, label_key(contract))
-        config = training_config(spec).model_copy(
+        config = training_config(spec, self.importance).model_copy(
             update={
                 "family": lineage.family,
                 "hyperparameters": lineage.hyperparameters,

@@ -19,6 +19,18 @@ class TrainerSettings(ServiceSettings):
     contracts_dir: str | None = Field(
         None, description="Dataset contracts folder (default schemas/datasets)."
     )
+    importance_rows: int = Field(
+        2000,
+        ge=2,
+        description="Global feature importance of every candidate (permutation on its ONNX model): most "
+        "holdout rows measured (a seeded sample of a larger holdout).",
+    )
+    importance_repeats: int = Field(
+        5,
+        ge=1,
+        description="Global feature importance: shuffles per feature; the cost is 1 + features x repeats "
+        "model runs of at most importance_rows rows.",
+    )
     submission_max_file_bytes: int = Field(
         64 * 1024 * 1024,
         ge=1,

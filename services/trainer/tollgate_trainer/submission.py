@@ -70,6 +70,7 @@ from tollgate_trainer.features import (
     TrainingDataError,
     raw_frame,
 )
+from tollgate_trainer.importance import DEFAULT_SETTINGS, ImportanceSettings, permutation_importance
 from tollgate_trainer.parity import Decision, ParityResult, check_parity
 from tollgate_trainer.pipeline import MODEL_FAMILIES, task_of
 from tollgate_trainer.reference import build_reference_profile
@@ -377,6 +378,7 @@ class SubmissionConfig:
     parameters: dict[str, Any] | None = None
     seed: int = 0
     threshold: ThresholdChoice | None = None
+    importance: ImportanceSettings = DEFAULT_SETTINGS
 
 
 def prepare(contract: DatasetContract, data: Records) -> tuple[pd.DataFrame, LabelEncoding | None]:
@@ -464,6 +466,7 @@ def evaluate_submission(
     reference = build_reference_profile(
         contract, raw.iloc[split.train], scores, evaluation, decision_threshold=threshold
     )
+    importance = permutation_importance(onnx_bytes, layout, x_holdout, y_holdout, task, config.importance)
     return TrainingResult(
         contract=contract.schema_id,
         contract_digest=contract.digest,
@@ -490,6 +493,7 @@ def evaluate_submission(
         calibration=calibration,
         holdout_fraction=config.holdout_fraction,
         threshold=config.threshold,
+        feature_importance=importance,
     )
 
 

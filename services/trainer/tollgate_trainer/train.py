@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from tollgate_core.artifacts import sha256_digest
 from tollgate_core.contracts import DatasetContract, FieldType
+from tollgate_core.lifecycle import FeatureImportance
 from tollgate_core.models import ModelFamily, SelectionPolicy
 from tollgate_core.reference import ReferenceProfile
 from tollgate_core.thresholds import ThresholdPolicy
@@ -52,6 +53,12 @@ from tollgate_trainer.features import (
     is_missing,
     numeric_values,
     raw_frame,
+)
+from tollgate_trainer.importance import (
+    DEFAULT_REPEATS,
+    DEFAULT_ROWS,
+    ImportanceSettings,
+    permutation_importance,
 )
 from tollgate_trainer.parity import (
     DEFAULT_BOUNDARY_PAIRS,
@@ -102,6 +109,12 @@ class TrainingConfig(BaseModel):
         False,
         description="Also measure the simple baselines on the holdout (the cost-of-sophistication gate).",
     )
+    importance_rows: int = Field(
+        DEFAULT_ROWS, ge=2, description="Global feature importance: most holdout rows measured."
+    )
+    importance_repeats: int = Field(
+        DEFAULT_REPEATS, ge=1, description="Global feature importance: shuffles per feature."
+    )
     threads: int | None = Field(
         None,
         ge=1,
@@ -145,6 +158,7 @@ class TrainingResult:
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     calibration: list[dict[str, float]] = field(default_factory=list)
     holdout_fraction: float = DEFAULT_HOLDOUT_FRACTION
+    feature_importance: FeatureImportance | None = None
 
 
 def train_model(
@@ -269,6 +283,16 @@ def train_model(
                 decision=_decision(choice, encoding),
             )
 
+    with timer("importance"):
+        importance = permutation_importance(
+            exported.onnx,
+            layout,
+            x_holdout,
+            y_holdout,
+            task,
+            ImportanceSettings(config.importance_rows, config.importance_repeats, config.seed),
+        )
+
     with timer("reference"):
         reference = build_reference_profile(
             contract, raw.iloc[split.train], scores, evaluation, decision_threshold=threshold
@@ -303,6 +327,7 @@ def train_model(
         baselines=baselines,
         calibration=calibration,
         holdout_fraction=config.holdout_fraction,
+        feature_importance=importance,
     )
 
 

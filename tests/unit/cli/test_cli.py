@@ -15,7 +15,13 @@ from tests.unit.registry.candidates import MODEL, candidate, candidate_event
 from tests.unit.registry.test_api import KEYS, build_app
 from tollgate_cli import common
 from tollgate_cli import main as cli
-from tollgate_core.lifecycle import Experiment, TrialRecord
+from tollgate_core.lifecycle import (
+    EvaluationReport,
+    Experiment,
+    FeatureImportance,
+    FeatureImportanceEntry,
+    TrialRecord,
+)
 
 EXPERIMENT = Experiment(
     metric="roc_auc",
@@ -40,6 +46,31 @@ EXPERIMENT = Experiment(
     budget_seconds=60,
     max_rows=50_000,
 )
+
+
+def evaluation(*ranked: tuple[str, float]) -> EvaluationReport:
+    """A report with a global feature importance ranking ``ranked`` (feature, importance)."""
+    return EvaluationReport(
+        holdout_rows=200,
+        holdout_fraction=0.2,
+        ordered_by="arrival",
+        data_hash="d" * 64,
+        metrics={"roc_auc": 0.71},
+        feature_importance=FeatureImportance(
+            metric="log_loss",
+            baseline=0.31,
+            rows=200,
+            repeats=5,
+            seed=0,
+            features=[
+                FeatureImportanceEntry(feature=name, importance=value, spread=value / 10)
+                for name, value in ranked
+            ],
+        ),
+    )
+
+
+FEATURES_4 = (("balance", 0.412), ("income_of_the_household_in_dollars", 0.0312), ("student", 0.0007))
 
 
 class SyncASGITransport(httpx.BaseTransport):
@@ -71,7 +102,11 @@ def runner(monkeypatch: pytest.MonkeyPatch) -> Iterator[CliRunner]:
         await core.on_candidate(candidate_event(candidate("2", roc_auc=0.87, store=store)))
         await core.on_candidate(candidate_event(candidate("3", roc_auc=0.70, store=store)))
         selected = candidate("4", roc_auc=0.71, store=store).model_copy(
-            update={"experiment": EXPERIMENT, "baselines": {"majority": {"roc_auc": 0.5}}}
+            update={
+                "experiment": EXPERIMENT,
+                "baselines": {"majority": {"roc_auc": 0.5}},
+                "evaluation": evaluation(*FEATURES_4),
+            }
         )
         await core.on_candidate(candidate_event(selected))
 
@@ -135,7 +170,9 @@ def test_unreachable_registry_exits_2(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 2 and "cannot reach http://127.0.0.1:9" in result.output
 
 
-@pytest.mark.parametrize("command", [["models"], ["versions", MODEL], ["show", MODEL, "3"]])
+@pytest.mark.parametrize(
+    "command", [["models"], ["versions", MODEL], ["show", MODEL, "3"], ["show", MODEL, "4"]]
+)
 def test_narrow_terminals_fold_values_instead_of_cutting_them(
     runner: CliRunner, monkeypatch: pytest.MonkeyPatch, command: list[str]
 ) -> None:
@@ -151,6 +188,8 @@ def test_narrow_terminals_fold_values_instead_of_cutting_them(
                 columns[i] = columns.get(i, "") + fragment.strip()
     if command == ["models"]:
         assert MODEL in columns[0]
+    if command == ["show", MODEL, "4"]:
+        assert any("income_of_the_household_in_dollars" in c for c in columns.values())
 
 
 def test_show_lists_the_trials_and_baselines_and_compare_puts_two_versions_side_by_side(
@@ -161,10 +200,27 @@ def test_show_lists_the_trials_and_baselines_and_compare_puts_two_versions_side_
     assert "champion selection by roc_auc" in shown.output and "2 chosen" in shown.output
     assert "1 trial(s) left out by the time budget" in shown.output
     assert "baselines (holdout)" in shown.output and "majority" in shown.output
+    assert "feature importance" in shown.output
+    assert "importance: increase of log_loss (from 0.3100) when the feature is shuffled" in shown.output
+    ranked = [line.split("│")[1:4] for line in shown.output.splitlines() if line.count("│") == 5]
+    ranks = [[cell.strip() for cell in row] for row in ranked if row[1].strip() in dict(FEATURES_4)]
+    assert ranks == [
+        ["1", "balance", "0.4120"],
+        ["2", FEATURES_4[1][0], "0.0312"],
+        ["3", "student", "0.0007"],
+    ]
+    unmeasured = runner.invoke(cli.app, ["show", MODEL, "3"])
+    assert "feature importance" not in unmeasured.output  # a version stored before it was measured
+    both = runner.invoke(cli.app, ["compare", MODEL, "3", "4"])
+    assert both.exit_code == 0, both.output
+    assert "top features (global importance on each holdout)" in both.output
+    top = next(line for line in both.output.splitlines() if "balance" in line)
+    assert [cell.strip() for cell in top.split("│")[1:4]] == ["1", "", "balance"]
     compared = runner.invoke(cli.app, ["compare", MODEL, "1", "2"])
     assert compared.exit_code == 0, compared.output
     assert "1 vs 2" in compared.output and "roc_auc" in compared.output
     row = next(line for line in compared.output.splitlines() if "roc_auc" in line)
     assert "0.8600" in row and "0.8700" in row and "0.0100" in row and row.rstrip(" │").endswith("b")
+    assert "top features" not in compared.output  # neither version has a measured importance
     missing = runner.invoke(cli.app, ["compare", MODEL, "1", "9"])
     assert missing.exit_code == 1 and "404 Not Found" in missing.output

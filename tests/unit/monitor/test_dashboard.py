@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from typing import Any
 
 from tests.unit.monitor.stream import run_windows
 from tollgate_core.contracts import DatasetContract
 from tollgate_core.reference import ReferenceProfile
 from tollgate_monitor.dashboard import (
     HEATMAP_ROWS,
+    IMPORTANCE_FEATURES,
     ModelView,
     heat_colour,
     heatmap,
+    importance_svg,
+    model_section,
     ranked_features,
     render_page,
 )
@@ -109,3 +114,52 @@ def test_the_page_filters_features_and_escapes_the_filter(
     page = render_page([view], datetime(2026, 1, 1, tzinfo=UTC), feature_filter=name)
     heat = page.split('aria-label="drift per feature over windows">', 1)[1].split("</svg>", 1)[0]
     assert name in heat and all(other not in heat for other in contract.feature_names if name not in other)
+
+
+def _importance(*ranked: tuple[str, float]) -> dict[str, Any]:
+    return {
+        "method": "permutation",
+        "metric": "log_loss",
+        "baseline": 0.3,
+        "rows": 400,
+        "repeats": 5,
+        "seed": 0,
+        "features": [{"feature": f, "importance": v, "spread": abs(v) / 10} for f, v in ranked],
+    }
+
+
+def test_each_version_in_service_has_its_feature_importance_bars() -> None:
+    many = [(f"feature_{i:02d}", 1.0 / (i + 1)) for i in range(IMPORTANCE_FEATURES + 3)]
+    view = ModelView(
+        model="risk",
+        versions=[
+            {"version": "1", "stage": "archived", "importance": _importance(("old", 1.0))},
+            {"version": "3", "stage": "staging", "canary_weight": 0.2, "importance": None},
+            {
+                "version": "2",
+                "stage": "production",
+                "importance": _importance(*many, ("<b>noise</b>", -0.01)),
+            },
+        ],
+        windows=[],
+        shown_version="2",
+        alerts=[],
+        active=[],
+    )
+    section = model_section(view)
+    production = section.index("Feature importance <span>v2 production")
+    staging = section.index("Feature importance <span>v3 staging")
+    assert production < staging and "v1 archived" not in section and ">old<" not in section
+    bars = re.findall(r'class="bar-importance"><title>([^:<]+):', section)
+    assert bars == [f for f, _ in many[:IMPORTANCE_FEATURES]]  # the most important first, the rest counted
+    assert "4 more features" in section and "&lt;b&gt;noise" not in section and "<b>noise" not in section
+    assert "Not measured for this version." in section[staging:]
+    assert "increase of log_loss when shuffled (baseline 0.3; 400 holdout rows &times; 5 repeats" in section
+    assert "<script" not in section
+
+
+def test_a_negative_importance_draws_no_bar_and_names_are_escaped() -> None:
+    svg = importance_svg(_importance(("<x>", 0.2), ("noise", -0.05)))
+    assert "&lt;x&gt;" in svg and "<x>" not in svg
+    widths = [float(w) for w in re.findall(r'<rect x="\d+" y="[0-9.]+" width="([0-9.]+)"', svg)]
+    assert widths[0] > 0 and widths[1] == 0
