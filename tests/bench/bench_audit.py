@@ -532,6 +532,9 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / ".local" / "bench" / "audit.json")
     args = parser.parse_args()
+    for name in ("repeat", "executemany_repeat", "verify_repeat"):
+        if getattr(args, name) < 1:  # every figure below is a median of at least one run
+            parser.error(f"--{name.replace('_', '-')} is at least 1")
     result = asyncio.run(run(args))
     print()
     print(
