@@ -417,14 +417,14 @@ IMPORTANCE_FEATURES = 10  # bars per version: the most important features
 
 
 def importance_svg(
-    importance: dict[str, Any] | None, top: int = IMPORTANCE_FEATURES, width: int = 420
+    importance: dict[str, Any] | None, top: int = IMPORTANCE_FEATURES, width: int = 640
 ) -> str:
     """Horizontal bars of a version's global feature importance (mean loss increase when the feature is
     shuffled), most important first, with a whisker of +/- its spread over the repeats."""
     if not importance or not importance.get("features"):
         return '<p class="empty">Not measured for this version.</p>'
     features = importance["features"][:top]
-    row, top_pad, left, right = 20, 8, 120, 56
+    row, top_pad, left, right = 18, 6, 150, 64
     height = top_pad * 2 + row * len(features)
     high = max(max(f["importance"] + f["spread"] for f in features), 1e-12)
     pw = width - left - right
@@ -436,13 +436,14 @@ def importance_svg(
         lo = left + pw * max(f["importance"] - f["spread"], 0.0) / high
         hi = left + pw * (f["importance"] + f["spread"]) / high
         name = esc(f["feature"])
-        label = name if len(f["feature"]) <= 18 else esc(f["feature"][:17]) + "…"
+        label = name if len(f["feature"]) <= 22 else esc(f["feature"][:21]) + "…"
         parts.append(
             f'<text x="{left - 6}" y="{y + row * 0.65:.1f}" text-anchor="end" class="axis">{label}</text>'
             f'<rect x="{left}" y="{y + 3:.1f}" width="{w:.1f}" height="{row - 6}" rx="2" class="bar-importance">'
             f"<title>{name}: {f['importance']:.4g} ± {f['spread']:.2g}</title></rect>"
             f'<line x1="{lo:.1f}" x2="{hi:.1f}" y1="{y + row / 2:.1f}" y2="{y + row / 2:.1f}" class="whisker"/>'
-            f'<text x="{left + w + 4:.1f}" y="{y + row * 0.65:.1f}" class="axis">{f["importance"]:.3g}</text>'
+            f'<text x="{max(left + w, hi) + 5:.1f}" y="{y + row * 0.65:.1f}" class="axis">'
+            f"{f['importance']:.3g}</text>"
         )
     parts.append("</svg>")
     more = len(importance["features"]) - len(features)
