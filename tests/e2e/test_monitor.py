@@ -8,9 +8,7 @@ exactly once, the data-drift alert raised on the third drifted window, and one d
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
 from typing import Any
 
 import httpx
@@ -21,7 +19,7 @@ from tests.auth_support import RoleKeys, header
 from tests.conftest import wait_http_ok
 from tests.e2e.monitor_feed import Stream, publish_versions
 from tests.kafka_helpers import collect, produce
-from tests.polling import get_until
+from tests.polling import eventually, get_until
 from tollgate_core.alerts import AlertEvent
 from tollgate_core.kafka_auth import kafka_security
 from tollgate_core.lifecycle import TrainingRequestEvent
@@ -58,15 +56,23 @@ async def reset_group(bootstrap: str, group: str, topic: str, timeout: float = 6
         finally:
             await producer.stop()
         consumer.assign(parts)
-        deadline = time.monotonic() + timeout
-        while True:
+        refused: list[KafkaError] = []
+
+        async def committed() -> bool:
             try:
                 await consumer.commit({tp: 0 for tp in parts})
-                return
-            except KafkaError:
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(1.0)
+            except KafkaError as exc:
+                refused[:] = [exc]
+                return False
+            return True
+
+        await eventually(
+            committed,
+            timeout=timeout,
+            interval=1.0,
+            what=f"offset 0 committed for {group}",
+            seen=lambda: refused,
+        )
     finally:
         await consumer.stop()
         logging.getLogger("aiokafka").setLevel(logging.WARNING)

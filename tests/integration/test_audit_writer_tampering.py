@@ -5,8 +5,6 @@ row is never signed, and signing resumes only after an auditor's acknowledgement
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prometheus_client import CollectorRegistry
 
 from tests.audit_support import ensure_writer_role, envelope, fill, fresh_database, inference_entry
+from tests.polling import eventually
 from tollgate_audit_log import tamper
 from tollgate_audit_log.app import prepare_database
 from tollgate_audit_log.canonical import COPY_COLUMNS, chain_records
@@ -166,15 +165,19 @@ async def first_message(bootstrap: str, topic: str, timeout: float = 30) -> dict
     )
     await consumer.start()
     try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        async def first() -> dict[str, Any] | None:
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for record in records:
                     assert record.value is not None
                     return dict(orjson.loads(record.value))
-            await asyncio.sleep(0)
-        raise AssertionError(f"no message on {topic} within {timeout} s")
+            return None
+
+        found: dict[str, Any] = await eventually(
+            first, timeout=timeout, interval=0, what=f"a message on {topic}"
+        )
+        return found
     finally:
         await consumer.stop()
 
