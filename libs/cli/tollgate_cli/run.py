@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from tollgate_cli.common import group
+from tollgate_cli.common import console, fail, group, table
 
 scorer_app = group("scorer", "The scorer's tools: onnxruntime session options measured for artifacts.")
 
@@ -24,10 +24,29 @@ def tune(
         str | None, typer.Option("--contracts-dir", help="Dataset contracts (default: the project's).")
     ] = None,
 ) -> None:
-    """Measure onnxruntime session options (threads, graph optimisation, memory arena) for artifacts."""
-    from tollgate_scorer.tune import tune as measure
+    """Measure onnxruntime session options (threads, graph optimisation, memory arena) for artifacts: one
+    row and 1,000 rows per call, rounds interleaved so that drift on a shared machine hits every option
+    alike; the best round of each is printed."""
+    from tollgate_core.contracts import ContractRegistry
+    from tollgate_scorer.tune import measure
 
-    measure(models, rounds, contracts_dir)
+    contracts = ContractRegistry.from_directory(contracts_dir)
+    for path in models:
+        try:
+            contract, timings = measure(path, contracts, rounds)
+        except LookupError as exc:
+            fail(str(exc.args[0]))
+        columns = ("threads", "graph optimisation", "memory arena", "1 row, us", "1,000 rows, us")
+        out = table(f"{path.name} ({contract}, best of {rounds} rounds)", columns, right=columns[3:])
+        for t in timings:
+            out.add_row(
+                "1" if t.threads == 1 else "default pool",
+                t.level,
+                "on" if t.arena else "off",
+                f"{t.one_row_us:.1f}",
+                f"{t.thousand_rows_us:.1f}",
+            )
+        console.print(out)
 
 
 def demo(

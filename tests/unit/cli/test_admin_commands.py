@@ -3,6 +3,7 @@ the errors of a call that names nothing to read."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,36 @@ def test_consume_refuses_a_properties_file_without_bootstrap(tmp_path: Path) -> 
     props.write_text("security.protocol=PLAINTEXT\n")
     result = CliRunner().invoke(cli.app, ["consume", "-F", str(props), "-L"])
     assert result.exit_code != 0 and "bootstrap.servers" in str(result.exception or result.output)
+
+
+MODELS = Path(__file__).parents[1] / "scorer" / "models"
+
+
+def test_scorer_tune_prints_every_session_option_folded_to_the_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "60")
+    artifact = MODELS / "credit-default-risk-1.onnx"
+    result = CliRunner().invoke(cli.app, ["scorer", "tune", "--rounds", "1", str(artifact)])
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    assert "credit-default-risk-1.onnx (credit-default.v1," in result.output
+    rows = [
+        line
+        for line in result.output.splitlines()
+        if line.startswith("│") and ("on" in line or "off" in line)
+    ]
+    # 2 thread settings x 3 graph optimisation levels x arena on/off, each with both timings.
+    assert len(rows) == 12
+    assert all(len(re.findall(r"\d+\.\d", row)) == 2 for row in rows)
+
+
+def test_scorer_tune_names_a_contract_it_does_not_know(tmp_path: Path) -> None:
+    (tmp_path / "contracts").mkdir()
+    artifact = MODELS / "credit-default-risk-1.onnx"
+    result = CliRunner().invoke(
+        cli.app,
+        ["scorer", "tune", "--rounds", "1", "--contracts-dir", str(tmp_path / "contracts"), str(artifact)],
+    )
+    assert result.exit_code == 1
+    assert "contract credit-default.v1 not found" in " ".join(result.output.split())
