@@ -53,11 +53,14 @@ def permutation_importance(
     y_holdout: np.ndarray,
     task: str,
     settings: ImportanceSettings = DEFAULT_SETTINGS,
-) -> FeatureImportance:
+) -> FeatureImportance | None:
     """Each contract feature's permutation importance for the ONNX model on the holdout (model frame
-    ``x_holdout`` and its encoded labels ``y_holdout``: class indices, or values)."""
+    ``x_holdout`` and its encoded labels ``y_holdout``: class indices, or values); None for a holdout of
+    fewer than two rows, where shuffling measures nothing."""
     rng = np.random.default_rng(settings.seed)
     n = len(x_holdout)
+    if n < 2:
+        return None
     if n > settings.rows:
         keep = np.sort(rng.choice(n, size=settings.rows, replace=False))
         x_holdout, y_holdout = x_holdout.iloc[keep], y_holdout[keep]

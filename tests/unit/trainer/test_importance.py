@@ -107,6 +107,15 @@ def test_the_same_seed_gives_the_same_importances_and_another_seed_other_shuffle
     assert measure(0, rows_measured=100) == bounded
 
 
+def test_a_holdout_of_one_row_is_not_measured() -> None:
+    result = trained("classification")
+    c = contract("classification")
+    raw = raw_frame(c, records("classification", n=1))
+    layout = FeatureLayout.from_contract(c)
+    y = np.asarray([1 if raw["bad"].iloc[0] else 0])
+    assert permutation_importance(result.onnx, layout, layout.model_frame(raw), y, "classification") is None
+
+
 def test_the_settings_refuse_what_measures_nothing() -> None:
     with pytest.raises(ValueError, match="at least 2 rows and 1 repeat"):
         ImportanceSettings(rows=1)
