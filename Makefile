@@ -108,7 +108,7 @@ lint: venv
 
 generate: venv
 	$(TOLLGATE) dev generate
-	$(PY) -m tollgate_tools.helmgen write
+	$(TOLLGATE) dev helm write
 
 clean:
 	$(STACK) down

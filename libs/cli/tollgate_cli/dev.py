@@ -1,6 +1,6 @@
-"""``tollgate dev``: the generated files under ``schemas/`` (:mod:`tollgate_tools.schemagen`) and the topic
-catalog's compatibility policy over git history (:mod:`tollgate_tools.history`); ``make generate`` and
-``make test`` run them."""
+"""``tollgate dev``: the generated files under ``schemas/`` (:mod:`tollgate_tools.schemagen`), the Helm chart's
+Kafka data (:mod:`tollgate_tools.helmgen`) and the topic catalog's compatibility policy over git history
+(:mod:`tollgate_tools.history`); ``make generate`` and ``make test`` run them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,12 @@ import typer
 
 from tollgate_cli.common import group
 
-dev_app = group("dev", "Generated schemas and the topic catalog's compatibility over git history.")
+dev_app = group(
+    "dev",
+    "Generated schemas, the Helm chart's Kafka data and the topic catalog's compatibility over git history.",
+)
+helm_app = group("helm", "The Helm chart's Kafka data (topics and ACLs), generated from the topic catalog.")
+dev_app.add_typer(helm_app, name="helm")
 
 SchemasDir = Annotated[
     Path | None, typer.Option("--schemas-dir", help="The schemas/ folder (default: the project's).")
@@ -78,3 +83,25 @@ def history(
     typer.echo(report.summary)
     if not report.ok:
         raise typer.Exit(1)
+
+
+@helm_app.command("write")
+def helm_write() -> None:
+    """Write infra/helm/tollgate/files/kafka.yaml (the chart's topics and ACLs) from the topic catalog."""
+    from tollgate_tools import helmgen
+
+    helmgen.write()
+    typer.echo(f"helmgen: wrote {helmgen.CHART_FILE}")
+
+
+@helm_app.command("check")
+def helm_check() -> None:
+    """Exit 1 when the committed chart data differs from the topic catalog."""
+    from tollgate_tools import helmgen
+
+    if helmgen.drifted():
+        typer.echo(
+            f"helmgen: {helmgen.CHART_FILE} differs from the topic catalog; run `tollgate dev helm write`"
+        )
+        raise typer.Exit(1)
+    typer.echo(f"helmgen: {helmgen.CHART_FILE} matches the topic catalog")

@@ -1,5 +1,5 @@
 """The Helm chart's Kafka data, generated from the topic catalog: topics (partitions, configs) and each
-service's ACLs. ``python -m tollgate_tools.helmgen write`` writes ``infra/helm/tollgate/files/kafka.yaml``,
+service's ACLs. ``tollgate dev helm write`` writes ``infra/helm/tollgate/files/kafka.yaml``,
 ``check`` fails when the committed copy drifts from the catalog (a unit test runs it).
 
 The chart renders Strimzi ``KafkaTopic`` and ``KafkaUser`` resources from that file; names in it carry no
@@ -14,7 +14,6 @@ describe) every live version of each topic it consumes; read with consumer group
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from tollgate_core.paths import repo_root
 from tollgate_core.topics import SERVICES, TopicSpec, catalog
 
 CHART_FILE = Path("infra") / "helm" / "tollgate" / "files" / "kafka.yaml"
-HEADER = "# Generated from schemas/topics by `python -m tollgate_tools.helmgen write`; do not edit.\n"
+HEADER = "# Generated from schemas/topics by `tollgate dev helm write`; do not edit.\n"
 
 Acl = dict[str, Any]
 
@@ -137,26 +136,19 @@ def render() -> str:
     return HEADER + yaml.safe_dump(chart_data(), sort_keys=True, width=120)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    path = repo_root() / CHART_FILE
-    wanted = render()
-    if args == ["write"]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(wanted, encoding="utf-8")
-        print(f"helmgen: wrote {CHART_FILE}")
-        return 0
-    if args == ["check"]:
-        if not path.exists() or path.read_text(encoding="utf-8") != wanted:
-            print(
-                f"helmgen: {CHART_FILE} differs from the topic catalog; run `python -m tollgate_tools.helmgen write`"
-            )
-            return 1
-        print(f"helmgen: {CHART_FILE} matches the topic catalog")
-        return 0
-    print("usage: python -m tollgate_tools.helmgen write|check", file=sys.stderr)
-    return 2
+def chart_file() -> Path:
+    """Where the chart's Kafka data is committed."""
+    return repo_root() / CHART_FILE
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def write() -> None:
+    """Write the chart's Kafka data from the catalog."""
+    path = chart_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(), encoding="utf-8")
+
+
+def drifted() -> bool:
+    """Whether the committed chart data differs from what the catalog gives (or is missing)."""
+    path = chart_file()
+    return not path.exists() or path.read_text(encoding="utf-8") != render()

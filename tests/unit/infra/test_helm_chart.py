@@ -20,6 +20,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from tests.cli_support import exit_status
+from tollgate_cli.dev import dev_app
 from tollgate_core import kafka_auth
 from tollgate_core.auth import METRICS_ROLES
 from tollgate_core.settings import ServiceSettings
@@ -126,7 +128,7 @@ def crd_schemas() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
 
 
 def test_the_committed_kafka_data_is_generated_from_the_catalog() -> None:
-    assert helmgen.main(["check"]) == 0
+    assert exit_status(dev_app, "helm", "check") == 0
 
 
 @pytest.mark.parametrize("values", list(VALUES))
@@ -490,3 +492,14 @@ def test_each_service_connects_as_its_own_database_role_and_only_the_job_as_the_
                 assert role[attribute] is False, (role["name"], attribute)
     else:
         assert not clusters
+
+
+def test_helm_check_fails_on_drift_until_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(helmgen, "chart_file", lambda: tmp_path / "files" / "kafka.yaml")
+    assert exit_status(dev_app, "helm", "check") == 1
+    assert "differs from the topic catalog; run `tollgate dev helm write`" in capsys.readouterr().out
+    assert exit_status(dev_app, "helm", "write") == 0
+    assert (tmp_path / "files" / "kafka.yaml").read_text() == helmgen.render()
+    assert exit_status(dev_app, "helm", "check") == 0
