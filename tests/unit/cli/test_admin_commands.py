@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.cli_support import folded_columns
 from tollgate_cli import main as cli
 from tollgate_core.acls import catalog_acls
 from tollgate_core.topics import Topics
@@ -26,11 +27,7 @@ def test_topics_list_folds_instead_of_cutting_on_a_narrow_terminal(monkeypatch: 
     assert result.exit_code == 0, result.output
     assert "…" not in result.output
     # Every cell is whole: a column's fragments, read top to bottom, hold each full value in catalog order.
-    columns: dict[int, str] = {}
-    for line in result.output.splitlines():
-        if "│" in line:
-            for i, fragment in enumerate(line.split("│")[1:-1]):
-                columns[i] = columns.get(i, "") + fragment.strip()
+    columns = folded_columns(result.output)
     names = [full for full, _ in Topics().all_names()]
     assert columns[0] == "".join(names)
     assert columns[2] == "".join(spec.owner for _, spec in Topics().all_names())

@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from typer.testing import CliRunner
 
+from tests.cli_support import folded_columns
 from tests.unit.registry.candidates import MODEL, candidate, candidate_event
 from tests.unit.registry.test_api import KEYS, build_app
 from tollgate_cli import common
@@ -181,11 +182,7 @@ def test_narrow_terminals_fold_values_instead_of_cutting_them(
     assert result.exit_code == 0, result.output
     assert "…" not in result.output
     # Every cell is whole: a column's fragments, read top to bottom, hold each full value.
-    columns: dict[int, str] = {}
-    for line in result.output.splitlines():
-        if "│" in line:
-            for i, fragment in enumerate(line.split("│")[1:-1]):
-                columns[i] = columns.get(i, "") + fragment.strip()
+    columns = folded_columns(result.output)
     if command == ["models"]:
         assert MODEL in columns[0]
     if command == ["show", MODEL, "4"]:
