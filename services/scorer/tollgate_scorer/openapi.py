@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
-from tollgate_core.scoring import FieldError, Prediction, Route
+from tollgate_core.scoring import DecisionExplanation, FieldError, Prediction, Route
 
 REF = "#/components/schemas/{model}"
 
@@ -35,26 +35,6 @@ class ScoreRequest(BaseModel):
     )
 
 
-class AttributionOut(BaseModel):
-    feature: str
-    value: float | str | None = Field(description="The instance's value (null: missing).")
-    contribution: float = Field(description="Its share of value - baseline.")
-
-
-class ExplanationOut(BaseModel):
-    method: Literal["linear", "sampled_shapley"] = Field(
-        description="linear: exact coefficient x (x - training mean) on the model's preprocessed input, "
-        "summed per feature; sampled_shapley: Shapley values against the training reference point, by "
-        "permutation sampling with a fixed budget and seed."
-    )
-    output: Literal["log_odds", "margin", "probability", "prediction"] = Field(
-        description="What value and baseline measure."
-    )
-    baseline: float = Field(description="The output at the training reference.")
-    value: float = Field(description="The output for this instance; contributions sum to value - baseline.")
-    attributions: list[AttributionOut] = Field(description="One per feature, in the model's input order.")
-
-
 class ScoreResult(BaseModel):
     request_id: str = Field(description="Identifies this inference in the inference log.")
     model: str
@@ -71,7 +51,7 @@ class ScoreResult(BaseModel):
         description="Binary classifiers: the positive-class probability from which the prediction is "
         "positive (the catalog's decision threshold, or 0.5), i.e. the threshold this decision used.",
     )
-    explanation: ExplanationOut | None = Field(None, description="When the request asked (explain).")
+    explanation: DecisionExplanation | None = Field(None, description="When the request asked (explain).")
     explanation_error: str | None = Field(
         None, description="When the request asked but this version cannot be explained: why."
     )
@@ -125,7 +105,7 @@ class InferenceResponse(BaseModel):
     id: str | None = None
     parameters: dict[str, Any] = Field(
         description="route and request_ids (one per instance); explanations (one per instance, shaped like "
-        "ExplanationOut) or explanation_error when the request asked for them."
+        "DecisionExplanation) or explanation_error when the request asked for them."
     )
     outputs: list[InferTensor]
 
