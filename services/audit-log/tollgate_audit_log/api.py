@@ -28,6 +28,7 @@ from tollgate_audit_log.lineage import lineage as build_lineage
 from tollgate_audit_log.publish import PublishedHead
 from tollgate_audit_log.receipts import audit_path, receipts_for
 from tollgate_audit_log.sink import StreamWorker
+from tollgate_audit_log.streams import stream_specs
 from tollgate_audit_log.verify import verify_database
 from tollgate_core import auth
 from tollgate_core.apikeys import KeyVerifier, Principal
@@ -65,7 +66,9 @@ class AuditItem(BaseModel):
     """One row of the audit trail."""
 
     stream: str = Field(
-        description="Chain the row belongs to (lifecycle, candidates, requests, inference, alerts, rejected)."
+        description="Chain the row belongs to: "
+        + ", ".join(spec.name for spec in stream_specs(audit_validated=True))
+        + " (validated only when recorded)."
     )
     seq: int = Field(description="Position in its chain, from 1, without gaps.")
     event_id: str
