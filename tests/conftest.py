@@ -4,13 +4,11 @@ each other's data."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +19,7 @@ import asyncpg
 import pytest
 
 from tests.auth_support import RoleKeys, make_keys
+from tests.polling import eventually
 from tollgate_core import db_roles, kafka_auth
 from tollgate_core.acls import apply_acls
 from tollgate_core.migrate import migrate_all
@@ -229,18 +228,23 @@ class ServiceProcess:
 async def wait_http_ok(url: str, timeout: float = 60, proc: ServiceProcess | None = None) -> None:
     import httpx
 
-    deadline = time.monotonic() + timeout
     async with httpx.AsyncClient() as client:
-        while time.monotonic() < deadline:
+
+        async def ready() -> bool:
             if proc is not None and proc.proc is not None and proc.proc.poll() is not None:
                 raise AssertionError(f"{proc.module} exited early:\n{proc.log()}")
             try:
-                if (await client.get(url, timeout=2)).status_code == 200:
-                    return
+                return (await client.get(url, timeout=2)).status_code == 200
             except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"{url} not ready after {timeout}s" + (f":\n{proc.log()}" if proc else ""))
+                return False
+
+        await eventually(
+            ready,
+            timeout=timeout,
+            interval=0.2,
+            what=f"{url} ready",
+            seen=(lambda: f"not ready:\n{proc.log()}") if proc is not None else None,
+        )
 
 
 _MIGRATED: set[str] = set()

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from aiokafka.structs import ConsumerRecord
 
+from tests.polling import eventually
 from tollgate_core.kafka import BatchSink, OutRecord, RetryPolicy, TransactionalStage, TransientError
 from tollgate_core.runtime import CompactedFollower
 
@@ -28,14 +28,6 @@ class Harness(Protocol):
     async def read(self, topic: str, expect: int) -> list[Record]: ...
 
     def factories(self) -> dict[str, Any]: ...
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.05)
 
 
 async def _topics(h: Harness, out_max_bytes: int | None = None) -> tuple[str, str, str]:
@@ -235,7 +227,7 @@ async def sink_isolates_poison_and_refused_records_before_committing(h: Harness)
 
     async def body() -> None:
         await h.produce(src, values)
-        await _until(lambda: sink.stats.consumed >= 9)
+        await eventually(lambda: sink.stats.consumed >= 9, interval=0.05, what="9 records consumed")
         dead = await h.read(dlq, 2)
         assert stored == {v for v in values if v not in (b"poison", b"refuse")}
         assert sorted(r.value for r in dead) == [b"poison", b"refuse"]
@@ -261,7 +253,7 @@ async def sink_retries_transient_errors(h: Harness) -> None:
 
     async def body() -> None:
         await h.produce(src, _inputs(4, {}))
-        await _until(lambda: len(stored) >= 4)
+        await eventually(lambda: len(stored) >= 4, interval=0.05, what="4 records stored")
         assert sorted(stored) == sorted(_inputs(4, {}))
         assert sink.stats.aborted >= 2 and sink.stats.dead_lettered == 0
 
@@ -290,7 +282,7 @@ async def follower_reads_from_the_beginning_catches_up_then_follows(h: Harness) 
         task = asyncio.create_task(follower.run())
         after = [b"later-1", b"later-2"]
         await h.produce(src, after)
-        await _until(lambda: len(applied) >= 8)
+        await eventually(lambda: len(applied) >= 8, interval=0.05, what="8 records applied")
         assert applied == before + after and caught_up_at == [6]  # caught up once
         # Another replica (no group, nothing committed) reads the whole topic too.
         again: list[bytes] = []
@@ -322,11 +314,11 @@ async def follower_dead_letters_poison_and_goes_on(h: Harness) -> None:
     follower = _follower(h, src, dlq, handler)
 
     async def body() -> None:
-        await _until(lambda: follower.caught_up)
+        await eventually(lambda: follower.caught_up, interval=0.05, what="the follower caught up")
         assert applied == [v for v in values if v != b"poison"]  # in order, each once
         _check_dead(await h.read(dlq, 2), src, [b"poison", b"poison"], b"ValueError")
         await h.produce(src, [b"next"])
-        await _until(lambda: b"next" in applied)
+        await eventually(lambda: b"next" in applied, interval=0.05, what="the next record applied")
         assert follower.stats.dead_lettered == 2 and follower.healthy
 
     await _running(follower, body)
@@ -348,7 +340,7 @@ async def follower_retries_transient_errors_and_never_dead_letters_them(h: Harne
     follower = _follower(h, src, dlq, handler, retry=FAST_RETRY)
 
     async def body() -> None:
-        await _until(lambda: follower.caught_up)
+        await eventually(lambda: follower.caught_up, interval=0.05, what="the follower caught up")
         assert applied == values  # sought back to the first record not applied: nothing skipped or doubled
         assert follower.stats.aborted >= 2 and follower.stats.dead_lettered == 0
 

@@ -10,7 +10,6 @@ import itertools
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -63,22 +62,33 @@ class Browser:
             stderr=asyncio.subprocess.DEVNULL,
         )
         port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + timeout
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if proc.returncode is not None or time.monotonic() > deadline:
+
+        def devtools_port() -> str:
+            if proc.returncode is not None:
+                raise AssertionError(f"chromium exited ({proc.returncode}) before opening its DevTools port")
+            return port_file.read_text().strip() if port_file.exists() else ""
+
+        try:
+            port = int(
+                (
+                    await eventually(
+                        devtools_port, timeout=timeout, interval=0.1, what="chromium's DevTools port"
+                    )
+                ).split()[0]
+            )
+            async with httpx.AsyncClient(timeout=10) as client:
+
+                async def page_targets() -> list[dict[str, Any]]:
+                    targets = (await client.get(f"http://127.0.0.1:{port}/json/list")).json()
+                    return [t for t in targets if t.get("type") == "page"]
+
+                pages = await eventually(
+                    page_targets, timeout=timeout, interval=0.1, what="a page opened by chromium"
+                )
+        except BaseException:
+            if proc.returncode is None:
                 proc.kill()
-                raise AssertionError("chromium did not open its DevTools port")
-            await asyncio.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        async with httpx.AsyncClient(timeout=10) as client:
-            while True:
-                targets = (await client.get(f"http://127.0.0.1:{port}/json/list")).json()
-                pages = [t for t in targets if t.get("type") == "page"]
-                if pages:
-                    break
-                if time.monotonic() > deadline:
-                    raise AssertionError("chromium opened no page")
-                await asyncio.sleep(0.1)
+            raise
         ws = await connect(pages[0]["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024)
         return cls(proc, ws)
 

@@ -23,7 +23,7 @@ makes the stage raise in place of its handler.
 from __future__ import annotations
 
 import asyncio
-import time
+import functools
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -42,6 +42,7 @@ from tests.conftest import ServiceProcess, wait_http_ok
 from tests.db_support import fetch_rows
 from tests.e2e.monitor_feed import Stream, candidate_event
 from tests.kafka_helpers import collect, good_record, produce, raw_event
+from tests.polling import eventually
 from tollgate_core.events import dumps
 from tollgate_core.kafka import FAULT_HEADER, FAULT_INJECTION_ENV
 from tollgate_core.kafka_auth import kafka_security
@@ -163,10 +164,12 @@ async def publish_monitored_version(ctx: Ctx) -> None:
     model = ctx.seen["model"] = f"risk-{ctx.namespace}"
     event = candidate_event(model, "1")
     await produce(ctx.bootstrap, ctx.topic("models.candidates"), [(model.encode(), dumps(event))])
-    deadline = time.monotonic() + 120
-    while not await fetch_rows(ctx.dsn, "SELECT 1 FROM monitor_versions WHERE model = $1", model):
-        assert time.monotonic() < deadline, "the monitor never stored the version"
-        await asyncio.sleep(0.5)
+    await eventually(
+        lambda: fetch_rows(ctx.dsn, "SELECT 1 FROM monitor_versions WHERE model = $1", model),
+        timeout=120,
+        interval=0.5,
+        what="the monitor storing the version",
+    )
 
 
 async def committed_to_end(bootstrap: str, group: str, topic: str) -> bool:
@@ -464,24 +467,33 @@ async def test_poison_lands_in_each_consumers_dlq_and_the_next_record_goes_on(
             if p.error_type is not None:
                 assert headers["tollgate-dlq-error-type"] == p.error_type, (p.what, headers)
 
-    deadline = time.monotonic() + 180
-    while not await case.processed(ctx, ids):
-        assert time.monotonic() < deadline, f"{case.name}: the normal records were not all processed"
-        await asyncio.sleep(1)
+    await eventually(
+        lambda: case.processed(ctx, ids),
+        timeout=180,
+        interval=1,
+        what=f"{case.name}: every normal record processed",
+    )
     if case.topic == "inference.log":
         want = sorted(ctx.seen["requests"])
-        while not await _ids_in(ctx, "SELECT request_id FROM monitor_predictions", want):
-            assert time.monotonic() < deadline, "the monitor did not count the normal inference records"
-            await asyncio.sleep(1)
+        await eventually(
+            lambda: _ids_in(ctx, "SELECT request_id FROM monitor_predictions", want),
+            timeout=180,
+            interval=1,
+            what="the monitor counting the normal inference records",
+        )
     if case.topic == "models.candidates":
         versions = [str(i + 1) for i in range(len(poison))]
         model = f"risk-{namespace}"
-        while not await _ids_in(
-            ctx, "SELECT version FROM monitor_versions WHERE model = $1", versions, model
-        ):
-            assert time.monotonic() < deadline, "the monitor did not store the normal candidates"
-            await asyncio.sleep(1)
+        await eventually(
+            lambda: _ids_in(ctx, "SELECT version FROM monitor_versions WHERE model = $1", versions, model),
+            timeout=180,
+            interval=1,
+            what="the monitor storing the normal candidates",
+        )
     for group in case.groups:
-        while not await committed_to_end(bootstrap, f"{namespace}.{group}", topic):
-            assert time.monotonic() < deadline, f"{group} did not commit past the last record"
-            await asyncio.sleep(1)
+        await eventually(
+            functools.partial(committed_to_end, bootstrap, f"{namespace}.{group}", topic),
+            timeout=180,
+            interval=1,
+            what=f"{group} committing past the last record",
+        )

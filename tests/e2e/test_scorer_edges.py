@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from pathlib import Path
 
 import orjson
 
 from tests.e2e.test_scorer import Launch, announce, start_scorer
+from tests.polling import eventually
 from tests.unit.scorer.support import MODEL, instances, lifecycle_event
 from tests.unit.scorer.test_server import read_all_or_reset, read_response
 
@@ -127,10 +127,18 @@ async def test_header_caps_deadlines_and_connection_limit_on_the_real_scorer(
     writer.close()
     for _, w in established:
         w.close()
-    deadline = time.monotonic() + 10
-    rss_after = rss(pid)
-    while rss_after - rss_before > RSS_BOUND_BYTES and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)  # freed memory returned to the system a moment later is within bound
-        rss_after = rss(pid)
+
+    def within_bound() -> int | None:
+        after = rss(pid)
+        return after if after - rss_before <= RSS_BOUND_BYTES else None
+
+    # Freed memory returned to the system a moment later is within bound.
+    rss_after = await eventually(
+        within_bound,
+        timeout=10,
+        interval=0.2,
+        what="the scorer's RSS back within bound",
+        seen=lambda: f"before {rss_before}, now {rss(pid)}",
+    )
     print(f"scorer RSS before {rss_before / 2**20:.1f} MiB, after {rss_after / 2**20:.1f} MiB")
     assert rss_after - rss_before <= RSS_BOUND_BYTES, (rss_before, rss_after)
