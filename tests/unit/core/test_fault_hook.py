@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from tests.fake_kafka import FakeBroker
-from tests.runtime_cases import FAST_RETRY, Record, _running, _until
+from tests.polling import eventually
+from tests.runtime_cases import FAST_RETRY, Record, _running
 from tollgate_core.kafka import (
     FAULT_HEADER,
     FAULT_INJECTION_ENV,
@@ -71,8 +72,18 @@ async def test_a_stage_dead_letters_the_marked_records_only_when_the_hook_is_on(
 
     async def body() -> None:
         marked = 2 if enabled else 0
-        await _until(lambda: len(broker.records("out")) == 6 - marked, timeout=10)
-        await _until(lambda: len(broker.records("dlq")) == marked, timeout=10)
+        await eventually(
+            lambda: len(broker.records("out")) == 6 - marked,
+            timeout=10,
+            interval=0.05,
+            what="the unmarked records out",
+        )
+        await eventually(
+            lambda: len(broker.records("dlq")) == marked,
+            timeout=10,
+            interval=0.05,
+            what="the marked records dead-lettered",
+        )
         dead = broker.records("dlq")
         assert sorted(r.value for r in dead) == ([b"rec-1", b"rec-4"] if enabled else [])
         assert all(dict(r.headers)["tollgate-dlq-error-type"] == b"InjectedFault" for r in dead)
@@ -105,8 +116,15 @@ async def test_a_sink_dead_letters_the_marked_records(monkeypatch: pytest.Monkey
     )
 
     async def body() -> None:
-        await _until(lambda: len(broker.records("dlq")) == 2, timeout=10)
-        await _until(lambda: {b"rec-0", b"rec-2", b"rec-3", b"rec-5"} <= set(stored), timeout=10)
+        await eventually(
+            lambda: len(broker.records("dlq")) == 2, timeout=10, interval=0.05, what="2 records dead-lettered"
+        )
+        await eventually(
+            lambda: {b"rec-0", b"rec-2", b"rec-3", b"rec-5"} <= set(stored),
+            timeout=10,
+            interval=0.05,
+            what="the unmarked records stored",
+        )
         assert not {b"rec-1", b"rec-4"} & set(stored)
 
     await _running(sink, body)
