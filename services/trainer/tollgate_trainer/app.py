@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, Field
 
 from tollgate_core.apikeys import DATA_SCIENTIST, KeyVerifier, Principal
-from tollgate_core.artifacts import DirectoryArtifactStore
+from tollgate_core.artifacts import DirectoryArtifactStore, sha256_digest
 from tollgate_core.auth import READERS, key_verifier, require
 from tollgate_core.contracts import ContractRegistry
 from tollgate_core.db import create_pool, ping
@@ -54,7 +54,7 @@ from tollgate_trainer.importance import ImportanceSettings
 from tollgate_trainer.runner import Scheduler, TrainingRunner
 from tollgate_trainer.settings import TrainerSettings
 from tollgate_trainer.store import StoredRow, TrainerRepository
-from tollgate_trainer.submission import SubmissionRefused, submitted_onnx_digest
+from tollgate_trainer.submission import SubmissionRefused
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -331,15 +331,12 @@ class Trainer:
                 422, [{"loc": ["body", field], "msg": p, "type": "value_error"} for p in problems]
             )
 
-        async def read_file(
-            request: Request, upload: UploadFile | None, field: str, what: str
-        ) -> bytes | None:
-            """The file's bytes; its digest and size are kept for the record of the attempt."""
-            if upload is None:
-                return None
+        async def read_file(request: Request, upload: UploadFile, field: str, what: str) -> tuple[bytes, str]:
+            """The file's bytes and sha256, hashed once: kept for the record of the attempt and for the
+            submission."""
             data = await upload.read(file_limit + 1)
             whole = len(data) <= file_limit
-            digest = submitted_onnx_digest(data) if whole else ""
+            digest = sha256_digest(data) if whole else ""
             files = getattr(request.state, FILES_STATE, None)
             if files is None:
                 files = []
@@ -347,7 +344,7 @@ class Trainer:
             files.append(submitted_file(field, data, whole=whole, sha256=digest))
             if not whole:
                 raise HTTPException(413, f"the {what} file exceeds {file_limit} bytes")
-            return data
+            return data, digest
 
         @app.post(
             "/v1/models/{model}/submissions",
@@ -382,9 +379,10 @@ class Trainer:
             family: Annotated[str | None, Form(max_length=100, pattern=TEXT_PATTERN)] = None,
         ) -> dict[str, Any]:
             # Read (and digested for the record of the attempt) first, whatever is refused next.
-            onnx_bytes = await read_file(request, onnx, "onnx", "ONNX")
-            sklearn_bytes = await read_file(request, sklearn, "sklearn", "skops")
-            assert onnx_bytes is not None
+            onnx_bytes, onnx_digest = await read_file(request, onnx, "onnx", "ONNX")
+            sklearn_bytes, sklearn_digest = (
+                await read_file(request, sklearn, "sklearn", "skops") if sklearn is not None else (None, None)
+            )
             spec = self.specs.get(model)
             if spec is None:
                 raise HTTPException(404, f"unknown model {model!r}; known: {', '.join(sorted(self.specs))}")
@@ -406,8 +404,8 @@ class Trainer:
                 parameters=declared,
                 training_data=training_data,
                 family=family,
-                onnx_digest=submitted_onnx_digest(onnx_bytes),
-                sklearn_digest=submitted_onnx_digest(sklearn_bytes) if sklearn_bytes is not None else None,
+                onnx_digest=onnx_digest,
+                sklearn_digest=sklearn_digest,
             )
             try:
                 outcome = await self.runner.submit(spec, onnx_bytes, sklearn_bytes, submission)

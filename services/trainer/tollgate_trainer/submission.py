@@ -543,10 +543,6 @@ def _parity(
         ) from None
 
 
-def submitted_onnx_digest(data: bytes) -> str:
-    return sha256_digest(data)
-
-
 __all__ = [
     "MAX_FILE_BYTES",
     "TRUSTED_TYPES",
@@ -560,5 +556,4 @@ __all__ = [
     "prepare",
     "read_onnx",
     "servable_onnx",
-    "submitted_onnx_digest",
 ]
