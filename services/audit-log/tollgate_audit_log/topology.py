@@ -8,17 +8,14 @@ from faststream.kafka import KafkaBroker
 from tollgate_audit_log import SERVICE
 from tollgate_audit_log.consumers import consumer_specs
 from tollgate_audit_log.settings import AuditLogSettings
-from tollgate_core.bus import create_broker
-from tollgate_core.runtime import declare
+from tollgate_core.bus import declared_broker
 from tollgate_core.topics import Topics
 
 
 def build_broker(settings: AuditLogSettings) -> KafkaBroker:
     """The declared broker (never started); any ServiceSettings will do, the audit-log's add the opt-in stream."""
     topics = Topics(settings.topic_namespace)
-    broker = create_broker(settings, SERVICE)
-    for spec in consumer_specs(settings):
-        declare(broker, spec)
+    broker = declared_broker(settings, SERVICE, consumer_specs(settings))
     broker.publisher(
         topics.name("operations"),
         description="Operators' actions through this service's API (DLQ redrives: who, why, which "

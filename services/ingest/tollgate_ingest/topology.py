@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from faststream.kafka import KafkaBroker
 
-from tollgate_core.bus import create_broker
-from tollgate_core.runtime import declare
+from tollgate_core.bus import declared_broker
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
 from tollgate_ingest import SERVICE
@@ -14,9 +13,7 @@ from tollgate_ingest.consumers import consumer_specs
 
 
 def build_broker(settings: ServiceSettings) -> KafkaBroker:
-    broker = create_broker(settings, SERVICE)
-    for spec in consumer_specs(settings):
-        declare(broker, spec)
+    broker = declared_broker(settings, SERVICE, consumer_specs(settings))
     broker.publisher(
         Topics(settings.topic_namespace).events_raw,
         description="HTTP gateway: events posted to /v1/events, acknowledged by all replicas.",

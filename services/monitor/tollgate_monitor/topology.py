@@ -6,9 +6,8 @@ from __future__ import annotations
 from faststream.kafka import KafkaBroker
 
 from tollgate_core.alerts import AlertEvent
-from tollgate_core.bus import create_broker
+from tollgate_core.bus import declared_broker
 from tollgate_core.lifecycle import TrainingRequestEvent
-from tollgate_core.runtime import declare
 from tollgate_core.settings import ServiceSettings
 from tollgate_core.topics import Topics
 from tollgate_monitor import SERVICE
@@ -17,9 +16,7 @@ from tollgate_monitor.consumers import consumer_specs
 
 def build_broker(settings: ServiceSettings) -> KafkaBroker:
     topics = Topics(settings.topic_namespace)
-    broker = create_broker(settings, SERVICE)
-    for spec in consumer_specs(settings):
-        declare(broker, spec)
+    broker = declared_broker(settings, SERVICE, consumer_specs(settings))
     broker.publisher(
         topics.monitor_alerts,
         schema=AlertEvent,

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from faststream.kafka import KafkaBroker
 
-from tollgate_core.bus import create_broker
-from tollgate_core.runtime import declare
+from tollgate_core.bus import declared_broker
 from tollgate_core.topics import Topics
 from tollgate_scorer import SERVICE
 from tollgate_scorer.consumers import consumer_specs
@@ -16,9 +15,7 @@ from tollgate_scorer.settings import ScorerSettings
 
 def build_broker(settings: ScorerSettings) -> KafkaBroker:
     topics = Topics(settings.topic_namespace)
-    broker = create_broker(settings, SERVICE)
-    for spec in consumer_specs(settings):
-        declare(broker, spec)
+    broker = declared_broker(settings, SERVICE, consumer_specs(settings))
     broker.publisher(
         topics.inference_log,
         description="One event per inference (HTTP, OIP or Kafka; champion, canary or shadow), PII protected; "
