@@ -7,8 +7,8 @@ fewer records would pass for a faster transport.
 
 from __future__ import annotations
 
+import asyncio
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -34,13 +34,15 @@ async def test_the_logging_loop_writes_a_result_and_a_log_record_per_request(
     argv = [sys.executable, str(ROOT / "tests" / "bench" / "scorer" / "raw_loop.py")]
     argv += ["--bootstrap", bootstrap, "--namespace", namespace, "--result", str(result)]
     argv += ["--transactional", "--log", str(log), "--log-key", "risk-lr"]
-    loop = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    loop = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
     try:
         results = await collect(bootstrap, topics.scoring_results, expect=REQUESTS, timeout=120)
         logged = await collect(bootstrap, topics.inference_log, expect=REQUESTS, timeout=60)
     finally:
         loop.send_signal(signal.SIGTERM)
-        output, _ = loop.communicate(timeout=30)
+        output, _ = await asyncio.wait_for(loop.communicate(), 30)
     assert loop.returncode == 0, output.decode(errors="replace")
     assert len(results) == REQUESTS
     assert sorted(r.key for r in results if r.key is not None) == sorted(
