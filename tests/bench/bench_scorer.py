@@ -44,7 +44,8 @@ Also reported, back to back for ``--batch-duration`` seconds with wrk: per-row t
 requests, with any refusals (a scorer whose inference log cannot keep up answers 503 under its ``refuse``
 policy) listed, never counted as answers. The reference: onnxruntime in this process on the same rows,
 pinned to the server CPU: one ``run`` on the prepared arrays (the target's reference); also reported,
-arrays built from the records plus the run, and 1,000 one-row runs.
+arrays built from the records plus the run, and 1,000 one-row runs; and the contract check a validating
+server cannot skip (the scorer's reader on the same rows, JSON and OIP binary), the batch floor's own limit.
 
 Kafka path (after the HTTP servers are stopped): per round, N scoring requests are pre-loaded into a fresh
 namespace's ``scoring.requests.v1`` before a fresh scorer (logging on) starts; its rate is read from the
