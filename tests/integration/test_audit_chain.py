@@ -181,3 +181,63 @@ async def test_writer_names_its_unsealed_rows_removed(conns: list[asyncpg.Connec
     with pytest.raises(ChainTampered) as raised:
         await writer.append([inference_entry(99)])
     assert raised.value.kind == "rows_removed" and "rows 15..20" in raised.value.detail
+
+
+@pytest.mark.parametrize("mode", ["copy", "executemany"])
+async def test_tree_heads_from_the_leaf_hashes_kept_in_memory_are_the_tables(
+    conns: list[asyncpg.Connection], dsn: str, mode: str
+) -> None:
+    """The writer keeps the leaf hash of every row it writes for the next checkpoint (hashed while the
+    rows stream to PostgreSQL); after a takeover it hashes the unsealed rows it read back instead. Either
+    way, every signed tree head (range root, tree root, consistency proof) is the one computed from the
+    rows in the table: checkpoints over part of the unsealed rows, after a takeover with an unsealed tail,
+    and a tail half read back and half written."""
+    from tollgate_audit_log.merkle import merkle_root
+
+    stream = f"leaves-{mode}"
+    ids = iter(range(10_000))
+    first = ChainWriter(conns[0], stream, insert_mode=mode)  # type: ignore[arg-type]
+    await first.acquire()
+    await first.register_key(SIGNER)
+    for size in (7, 13, 1, 30):
+        await first.append([inference_entry(next(ids)) for _ in range(size)])
+    assert len(first.unsealed_tree) == len(first.unsealed) == 51
+    await first.checkpoint(SIGNER, max_rows=20)  # part of the unsealed rows
+    await first.checkpoint(SIGNER, max_rows=25)
+    await first.append([inference_entry(next(ids)) for _ in range(9)])
+    await first.conn.close()  # lock released with 15 rows unsealed
+
+    taker = await asyncpg.connect(dsn)
+    try:
+        second = ChainWriter(taker, stream, insert_mode=mode)  # type: ignore[arg-type]
+        await second.acquire()
+        assert (
+            len(second.unsealed) == 15 and len(second.unsealed_tree) == 0
+        )  # read back: hashed at checkpoint
+        await second.append([inference_entry(next(ids)) for _ in range(11)])
+        await second.checkpoint(SIGNER, max_rows=10)
+        await second.append([inference_entry(next(ids)) for _ in range(4)])
+        await second.checkpoint(SIGNER, max_rows=100)
+        await second.append([inference_entry(next(ids)) for _ in range(6)])
+        assert len(second.unsealed_tree) == len(second.unsealed) == 6  # kept again once all were sealed
+        await second.checkpoint(SIGNER, max_rows=100)
+        rows = [
+            bytes(r["row_hash"])
+            for r in await taker.fetch(
+                "SELECT row_hash FROM audit_events WHERE stream = $1 ORDER BY seq", stream
+            )
+        ]
+        heads = await taker.fetch(
+            "SELECT first_seq, last_seq, merkle_root, tree_root FROM audit_checkpoints WHERE stream = $1 "
+            "ORDER BY last_seq",
+            stream,
+        )
+        assert [(h["first_seq"], h["last_seq"]) for h in heads] == [
+            (1, 20), (21, 45), (46, 55), (56, 75), (76, 81),
+        ]  # fmt: skip
+        for h in heads:
+            assert bytes(h["merkle_root"]) == merkle_root(rows[h["first_seq"] - 1 : h["last_seq"]])
+            assert bytes(h["tree_root"]) == merkle_root(rows[: h["last_seq"]])
+        assert await verified(taker, stream) == 81  # consistency proofs and signatures too
+    finally:
+        await taker.close()

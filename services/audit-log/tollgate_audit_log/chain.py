@@ -33,6 +33,7 @@ from tollgate_audit_log.canonical import COPY_COLUMNS, Entry, Head, Record, gene
 from tollgate_audit_log.merkle import (
     BLOCK_HEIGHT,
     Frontier,
+    RangeLevels,
     frontier_consistency_proof_of_leaves,
     leaf_hashes,
 )
@@ -41,7 +42,7 @@ from tollgate_audit_log.signing import Signer, Statement, public_bytes
 log = logging.getLogger(__name__)
 
 InsertMode = Literal["copy", "executemany"]
-YIELD_EVERY = 200  # rows hashed between two chances for other tasks to run
+YIELD_EVERY = 200  # rows hashed between two chances for other tasks to run (and to hash their tree levels)
 FILTER_BATCHES_AFTER_DUPLICATE = 20  # batches that look up known ids first after a redelivery was seen
 _INSERT = (
     f"INSERT INTO audit_events ({', '.join(COPY_COLUMNS)}) "
@@ -49,22 +50,39 @@ _INSERT = (
 )
 
 
-async def _yielding(rows: Iterator[Record], into: list[bytes]) -> AsyncIterator[Record]:
-    """The rows, keeping each one's row hash (the writer signs from what it wrote), and letting the event
-    loop run other tasks every ``YIELD_EVERY`` rows (hashing a batch takes tens of milliseconds)."""
+async def _yielding(
+    rows: Iterator[Record], into: list[bytes], tree: RangeLevels | None
+) -> AsyncIterator[Record]:
+    """The rows, keeping each one's row hash (the writer signs from what it wrote) and, in ``tree``, their
+    Merkle leaf hashes and the lower tree levels over them (hashed every ``YIELD_EVERY`` rows, a list
+    comprehension a level, while PostgreSQL inserts the rows already sent, rather than at the checkpoint,
+    while it waits), and letting the event loop run other tasks every ``YIELD_EVERY`` rows (hashing a batch
+    takes tens of milliseconds)."""
     keep = into.append
+    done = len(into)
     for i, row in enumerate(rows, 1):
         keep(row[17])
         yield row
         if i % YIELD_EVERY == 0:
+            if tree is not None:
+                tree.extend(leaf_hashes(into[done:]))
+                done = len(into)
             await asyncio.sleep(0)
+    if tree is not None:
+        tree.extend(leaf_hashes(into[done:]))
 
 
-def _collecting(rows: Iterator[Record], into: list[bytes]) -> Iterator[Record]:
-    """The rows, keeping each one's row hash (for ``executemany``, which takes a plain iterator)."""
-    for row in rows:
+def _collecting(rows: Iterator[Record], into: list[bytes], tree: RangeLevels | None) -> Iterator[Record]:
+    """:func:`_yielding` for ``executemany``, which takes a plain iterator."""
+    done = len(into)
+    for i, row in enumerate(rows, 1):
         into.append(row[17])
         yield row
+        if tree is not None and i % YIELD_EVERY == 0:
+            tree.extend(leaf_hashes(into[done:]))
+            done = len(into)
+    if tree is not None:
+        tree.extend(leaf_hashes(into[done:]))
 
 
 class LockLost(RuntimeError):
@@ -157,6 +175,10 @@ class ChainWriter:
         self.frontier = Frontier()
         self.last_statement: Statement | None = None
         self.unsealed: list[bytes] = []
+        # The Merkle leaf hash of each row of ``unsealed`` (RFC 6962 ``leaf_hash``) and the next checkpoint's
+        # range tree up to its block roots, when the writer hashed them as it wrote the rows; empty when the
+        # rows were read back from the table (then the checkpoint hashes them itself).
+        self.unsealed_tree = RangeLevels(BLOCK_HEIGHT)
         self._filter_batches = 0
         self._mutex = asyncio.Lock()  # appends and checkpoints share the connection
         self.mutex = self._mutex  # for callers with other statements to run on the writer's connection
@@ -221,7 +243,7 @@ class ChainWriter:
             prev = bytes(r["row_hash"])
             hashes.append(prev)
             expected += 1
-        self.unsealed = hashes
+        self.unsealed, self.unsealed_tree = hashes, RangeLevels(BLOCK_HEIGHT)
         self.head_seq, self.head_hash = expected - 1, prev
         self._check_journal()
 
@@ -347,9 +369,15 @@ class ChainWriter:
                         return 0
             await self._check_head()
             written: list[bytes] = []
-            seq, prev = await self._insert(entries, datetime.now(UTC), written)
-            if self.journal is not None:  # before the commit: a committed head is always in the journal
-                self.journal.intend(self.stream, seq, prev)
+            tree = self.unsealed_tree if len(self.unsealed_tree) == len(self.unsealed) else None
+            try:
+                seq, prev = await self._insert(entries, datetime.now(UTC), written, tree)
+                if self.journal is not None:  # before the commit: a committed head is always in the journal
+                    self.journal.intend(self.stream, seq, prev)
+            except BaseException:
+                if tree is not None:  # the rows are not committed: neither are their leaves
+                    tree.truncate(len(self.unsealed))
+                raise
         self.head_seq, self.head_hash = seq, prev
         self.unsealed.extend(written)
         return len(entries)
@@ -379,7 +407,7 @@ class ChainWriter:
             self.stream,
             self.sealed_seq,
         )
-        self.unsealed = [bytes(r["row_hash"]) for r in rows]
+        self.unsealed, self.unsealed_tree = [bytes(r["row_hash"]) for r in rows], RangeLevels(BLOCK_HEIGHT)
         self.head_seq, self.head_hash = await self._stored_head()
         if self.head_seq < self.sealed_seq:  # signed rows removed: nothing later can extend the signed tree
             self.unsealed = []
@@ -388,7 +416,7 @@ class ChainWriter:
             self.journal.intend(self.stream, self.head_seq, self.head_hash)
 
     async def _insert(
-        self, entries: list[Entry], recorded_at: datetime, written: list[bytes]
+        self, entries: list[Entry], recorded_at: datetime, written: list[bytes], tree: RangeLevels | None
     ) -> tuple[int, bytes]:
         """Hash and insert the rows in one statement that streams them: the rows are hashed as the
         statement takes them, and sent every few hundred kilobytes, so PostgreSQL inserts the first rows
@@ -398,10 +426,10 @@ class ChainWriter:
         rows = iter_chain(self.stream, entries, head, recorded_at)
         if self.insert_mode == "copy":
             await self.conn.copy_records_to_table(
-                "audit_events", records=_yielding(rows, written), columns=COPY_COLUMNS
+                "audit_events", records=_yielding(rows, written, tree), columns=COPY_COLUMNS
             )
         else:  # asyncpg encodes and sends the arguments as it takes them from the iterator, too
-            await self.conn.executemany(_INSERT, _collecting(rows, written))
+            await self.conn.executemany(_INSERT, _collecting(rows, written, tree))
         if head.seq != self.head_seq + len(entries):  # every row taken, so head is the last one
             raise RuntimeError(f"stream {self.stream}: the insert did not take every row")
         return head.seq, head.hash
@@ -459,10 +487,17 @@ class ChainWriter:
                         f"the row at seq {end} is not the one the writer wrote",
                     )
             old = self.frontier
-            leaves = leaf_hashes(rows)  # once, for the range's root, the tree and the consistency proof
-            proof = frontier_consistency_proof_of_leaves(old, leaves) if old.size else []
+            # once, for the range's root, the tree and the consistency proof: as the rows were written (with
+            # the range tree's lower levels), or (rows read back from the table after a takeover) here
+            known = self.unsealed_tree
+            if len(known) == len(self.unsealed):
+                leaves, levels_known = known.leaves[:n], known.levels
+            else:
+                leaves, levels_known = leaf_hashes(rows), []
             tree = old.copy()
-            range_root, blocks = tree.extend_with_range(leaves, BLOCK_HEIGHT)
+            range_root, levels = tree.extend_with_levels(leaves, BLOCK_HEIGHT, levels_known)
+            blocks = levels[min(BLOCK_HEIGHT, len(levels) - 1)]
+            proof = frontier_consistency_proof_of_leaves(old, leaves, levels) if old.size else []
             statement = Statement(
                 stream=self.stream,
                 first_seq=first,
@@ -497,6 +532,8 @@ class ChainWriter:
             )
             self.sealed_seq, self.frontier, self.last_statement = end, tree, statement
             del self.unsealed[:n]
+            if len(known) == len(self.unsealed) + n:
+                known.drop(n)
             return Checkpoint(int(checkpoint_id), statement, signature, tuple(proof))
 
 

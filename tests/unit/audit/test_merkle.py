@@ -110,6 +110,89 @@ def test_consistency_proofs_between_every_pair_of_sizes() -> None:
                 assert not verify_consistency(m, n, old_root, merkle_root(changed), proof)
 
 
+@pytest.mark.parametrize("block_height", [0, 3, 6])
+def test_consistency_proof_from_the_checkpoint_levels_is_the_proof_from_the_leaves(block_height: int) -> None:
+    """The writer builds a checkpoint's consistency proof from the range tree's levels it has just hashed
+    (extend_with_levels); the proof is the one hashed from the new leaves alone, for old sizes aligned or
+    not and ranges of any length (a carried-up last node of a level is never taken as a whole subtree)."""
+    from tollgate_audit_log.merkle import (
+        Frontier,
+        consistency_proof,
+        frontier_consistency_proof_of_leaves,
+        leaf_hashes,
+        verify_consistency,
+    )
+
+    rows = [hashlib.sha256(str(i).encode()).digest() for i in range(1200)]
+    leaves = leaf_hashes(rows)
+    for m in [1, 2, 3, 5, 16, 17, 48, 64, 100, 255, 256, 300, 512, 640]:
+        old = Frontier()
+        old.extend(rows[:m])
+        for length in [1, 2, 3, 7, 16, 63, 64, 65, 100, 129, 300, 511, 512, 560]:
+            new_leaves = leaves[m : m + length]
+            tree = old.copy()
+            root, levels = tree.extend_with_levels(new_leaves, block_height)
+            assert levels[0] == new_leaves and root == merkle_root(rows[m : m + length])
+            proof = frontier_consistency_proof_of_leaves(old, new_leaves, levels)
+            assert proof == frontier_consistency_proof_of_leaves(old, new_leaves), (m, length)
+            assert proof == consistency_proof(m, m + length, lambda lo, hi: merkle_root(rows[lo:hi]))
+            assert verify_consistency(m, m + length, old.root(), tree.root(), proof), (m, length)
+
+
+def test_range_levels_kept_as_leaves_arrive_give_the_same_tree_head() -> None:
+    """RangeLevels hashes a range's lower levels leaf by leaf (as the writer streams rows); given to
+    extend_with_levels as known levels, over all or part of its leaves, after truncating uncommitted leaves
+    and after dropping sealed ones (aligned on a block or not), the range root, block roots, levels, tree
+    and consistency proof are the ones hashed from the leaves alone."""
+    from tollgate_audit_log.merkle import (
+        BLOCK_HEIGHT,
+        Frontier,
+        RangeLevels,
+        frontier_consistency_proof_of_leaves,
+        leaf_hashes,
+        root_of_leaf_hashes,
+    )
+
+    leaves = leaf_hashes([hashlib.sha256(str(i).encode()).digest() for i in range(1500)])
+
+    def same(start: int, known: RangeLevels, n: int) -> None:
+        old = Frontier()
+        old.extend_leaf_hashes([bytes(32)] * start)
+        part = known.leaves[:n]
+        a, b = old.copy(), old.copy()
+        with_known = a.extend_with_levels(part, BLOCK_HEIGHT, known.levels)
+        alone = b.extend_with_levels(part, BLOCK_HEIGHT)
+        assert with_known == alone and (a.size, a.nodes) == (b.size, b.nodes), (start, n)
+        assert frontier_consistency_proof_of_leaves(
+            old, part, with_known[1]
+        ) == frontier_consistency_proof_of_leaves(old, part), (start, n)
+
+    for start in [0, 1, 64, 100, 128, 640]:
+        for total in [1, 2, 63, 64, 65, 127, 128, 129, 300, 1000]:
+            known = RangeLevels(BLOCK_HEIGHT, leaves[:total])
+            for n in {1, 2, 3, 63, 64, 65, total // 2, total}:
+                if n <= total:
+                    same(start, known, n)
+    grown = RangeLevels(BLOCK_HEIGHT, leaves[:300])
+    grown.truncate(200)  # a batch rolled back
+    assert grown.levels == RangeLevels(BLOCK_HEIGHT, leaves[:200]).levels
+    for sealed in (128, 37):  # a checkpoint sealed the first rows: aligned on a block, or not
+        rest = RangeLevels(BLOCK_HEIGHT, leaves[:400])
+        rest.drop(sealed)
+        assert rest.levels == RangeLevels(BLOCK_HEIGHT, leaves[sealed:400]).levels
+        for first in range(400, 450, 7):  # leaves arriving a few at a time
+            rest.extend(leaves[first : min(first + 7, 450)])
+        assert rest.levels == RangeLevels(BLOCK_HEIGHT, leaves[sealed:450]).levels
+        same(100, rest, len(rest))
+    one_by_one = RangeLevels(BLOCK_HEIGHT)
+    for leaf in leaves[:300]:
+        one_by_one.extend([leaf])
+    assert one_by_one.levels == RangeLevels(BLOCK_HEIGHT, leaves[:300]).levels
+    assert one_by_one.levels[BLOCK_HEIGHT] == [
+        root_of_leaf_hashes(leaves[i : i + 64]) for i in range(0, 256, 64)
+    ]
+
+
 def test_frontier_extended_in_blocks_equals_leaf_by_leaf() -> None:
     """extend/extend_leaf_hashes append aligned perfect subtrees at once: the same nodes as one leaf at a
     time, from any starting size and for any block length."""
