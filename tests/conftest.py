@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 
 from tests.auth_support import RoleKeys, make_keys
+from tests.db_support import drop_database
 from tests.polling import eventually
 from tollgate_core import db_roles, kafka_auth
 from tollgate_core.acls import apply_acls
@@ -123,33 +124,7 @@ async def fresh_database(prefix: str) -> AsyncIterator[str]:
     try:
         yield _dsn_with_database(ADMIN_DSN, name)
     finally:
-        await _drop_database(name)
-
-
-async def superuser_connect(database: str = "postgres") -> asyncpg.Connection:
-    """The local stack's superuser over its unix socket (trust for local connections, see infra/stack.sh)."""
-    state = Path(os.environ.get("STACK_STATE_DIR", ROOT / ".local"))
-    port = urlsplit(ADMIN_DSN).port or 5432
-    return await asyncpg.connect(
-        host=str(state / "run" / "pg"), port=port, user="postgres", database=database
-    )
-
-
-async def _drop_database(name: str) -> None:
-    """Drop as the owner; sessions a test opened as the superuser can only be ended by the superuser."""
-    conn = await asyncpg.connect(ADMIN_DSN)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        return
-    except asyncpg.InsufficientPrivilegeError:
-        pass
-    finally:
-        await conn.close()
-    conn = await superuser_connect()
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+        await drop_database(name)
 
 
 @pytest.fixture(scope="session")

@@ -60,6 +60,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from tests.db_support import drop_database  # noqa: E402
 from tollgate_audit_log.app import prepare_database  # noqa: E402
 from tollgate_audit_log.batch import record_batch  # noqa: E402
 from tollgate_audit_log.canonical import COPY_COLUMNS, Entry, chain_records  # noqa: E402
@@ -234,15 +235,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for (stale,) in await admin.fetch(
         "SELECT datname FROM pg_database WHERE datname LIKE $1", DB_PREFIX + "%"
     ):
-        await admin.execute(f'DROP DATABASE IF EXISTS "{stale}" WITH (FORCE)')  # left by an interrupted run
+        await drop_database(stale)  # left by an interrupted run
     await admin.execute(f'CREATE DATABASE "{name}"')
     dsn = ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}"
     try:
         await prepare_database(AuditLogSettings(database_url=dsn))
         return await measure(dsn, args)
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+        await drop_database(name)
 
 
 async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
