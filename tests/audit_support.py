@@ -14,9 +14,8 @@ import asyncpg
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import ADMIN_DSN
 from tests.conftest import fresh_database as conftest_fresh_database
-from tests.db_support import superuser_connect
+from tests.db_support import ADMIN_DSN, superuser_connect
 from tollgate_audit_log.app import AuditStorage, create_app
 from tollgate_audit_log.canonical import Entry, canonical_json
 from tollgate_audit_log.chain import ChainWriter

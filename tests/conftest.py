@@ -19,12 +19,12 @@ import asyncpg
 import pytest
 
 from tests.auth_support import RoleKeys, make_keys
-from tests.db_support import drop_database
+from tests.db_support import ADMIN_DSN, STATE_DIR, drop_database
 from tests.polling import eventually
 from tollgate_core import db_roles, kafka_auth
 from tollgate_core.acls import apply_acls
 from tollgate_core.migrate import migrate_all
-from tollgate_core.settings import DEFAULT_DATABASE_URL, DEFAULT_KAFKA_BOOTSTRAP
+from tollgate_core.settings import DEFAULT_KAFKA_BOOTSTRAP
 from tollgate_core.topics import ensure_topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 # (tests of that refusal set TOLLGATE_ENV themselves).
 os.environ.setdefault("TOLLGATE_ENV", "test")
 BOOTSTRAP = os.environ.get("TOLLGATE_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP)
-ADMIN_DSN = os.environ.get("TOLLGATE_DATABASE_URL", DEFAULT_DATABASE_URL)
-STATE_DIR = Path(os.environ.get("STACK_STATE_DIR", ROOT / ".local"))
 SECRETS_FILE = STATE_DIR / "secrets.env"
 
 

@@ -14,6 +14,9 @@ from tollgate_core.settings import DEFAULT_DATABASE_URL
 
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_DSN = os.environ.get("TOLLGATE_DATABASE_URL", DEFAULT_DATABASE_URL)
+STATE_DIR = Path(
+    os.environ.get("STACK_STATE_DIR", ROOT / ".local")
+)  # the local stack's state (infra/stack.sh)
 
 
 async def fetch_rows(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -30,10 +33,9 @@ async def fetch_rows(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
 
 async def superuser_connect(database: str = "postgres") -> asyncpg.Connection:
     """The local stack's superuser over its unix socket (trust for local connections, see infra/stack.sh)."""
-    state = Path(os.environ.get("STACK_STATE_DIR", ROOT / ".local"))
     port = urlsplit(ADMIN_DSN).port or 5432
     return await asyncpg.connect(
-        host=str(state / "run" / "pg"), port=port, user="postgres", database=database
+        host=str(STATE_DIR / "run" / "pg"), port=port, user="postgres", database=database
     )
 
 

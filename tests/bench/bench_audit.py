@@ -60,7 +60,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.db_support import drop_database  # noqa: E402
+from tests.db_support import ADMIN_DSN, drop_database  # noqa: E402
 from tollgate_audit_log.app import prepare_database  # noqa: E402
 from tollgate_audit_log.batch import record_batch  # noqa: E402
 from tollgate_audit_log.canonical import COPY_COLUMNS, Entry, chain_records  # noqa: E402
@@ -70,9 +70,7 @@ from tollgate_audit_log.settings import AuditLogSettings  # noqa: E402
 from tollgate_audit_log.signing import Signer  # noqa: E402
 from tollgate_audit_log.streams import STREAMS, EntryBuilder  # noqa: E402
 from tollgate_audit_log.verify import SCAN_SETTINGS, VERIFY_SQL, verify_database  # noqa: E402
-from tollgate_core.settings import DEFAULT_DATABASE_URL  # noqa: E402
 
-ADMIN_DSN = os.environ.get("TOLLGATE_DATABASE_URL", DEFAULT_DATABASE_URL)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DB_PREFIX = "tollgate_bench_audit_"
 INFERENCE = next(s for s in STREAMS if s.name == "inference")
