@@ -50,30 +50,11 @@ _INSERT = (
 )
 
 
-async def _yielding(
-    rows: Iterator[Record], into: list[bytes], tree: RangeLevels | None
-) -> AsyncIterator[Record]:
-    """The rows, keeping each one's row hash (the writer signs from what it wrote) and, in ``tree``, their
-    Merkle leaf hashes and the lower tree levels over them (hashed every ``YIELD_EVERY`` rows, a list
-    comprehension a level, while PostgreSQL inserts the rows already sent, rather than at the checkpoint,
-    while it waits), and letting the event loop run other tasks every ``YIELD_EVERY`` rows (hashing a batch
-    takes tens of milliseconds)."""
-    keep = into.append
-    done = len(into)
-    for i, row in enumerate(rows, 1):
-        keep(row[17])
-        yield row
-        if i % YIELD_EVERY == 0:
-            if tree is not None:
-                tree.extend(leaf_hashes(into[done:]))
-                done = len(into)
-            await asyncio.sleep(0)
-    if tree is not None:
-        tree.extend(leaf_hashes(into[done:]))
-
-
 def _collecting(rows: Iterator[Record], into: list[bytes], tree: RangeLevels | None) -> Iterator[Record]:
-    """:func:`_yielding` for ``executemany``, which takes a plain iterator."""
+    """The rows, keeping each one's row hash (the writer signs from what it wrote) and, in ``tree``, their
+    Merkle leaf hashes and the lower tree levels over them, hashed every ``YIELD_EVERY`` rows (a list
+    comprehension a level) while PostgreSQL inserts the rows already sent, rather than at the checkpoint,
+    while it waits. ``executemany`` takes it as it is; COPY through :func:`_yielding`."""
     done = len(into)
     for i, row in enumerate(rows, 1):
         into.append(row[17])
@@ -83,6 +64,17 @@ def _collecting(rows: Iterator[Record], into: list[bytes], tree: RangeLevels | N
             done = len(into)
     if tree is not None:
         tree.extend(leaf_hashes(into[done:]))
+
+
+async def _yielding(
+    rows: Iterator[Record], into: list[bytes], tree: RangeLevels | None
+) -> AsyncIterator[Record]:
+    """:func:`_collecting`, letting the event loop run other tasks every ``YIELD_EVERY`` rows (hashing a
+    batch takes tens of milliseconds)."""
+    for i, row in enumerate(_collecting(rows, into, tree), 1):
+        yield row
+        if i % YIELD_EVERY == 0:
+            await asyncio.sleep(0)
 
 
 class LockLost(RuntimeError):
