@@ -26,16 +26,15 @@ import pandas as pd
 from tollgate_core.lifecycle import FeatureImportance, FeatureImportanceEntry
 from tollgate_trainer.export import onnx_session
 from tollgate_trainer.features import CATEGORY_INPUT, NUMERIC_INPUT, FeatureLayout
+from tollgate_trainer.settings import IMPORTANCE_REPEATS, IMPORTANCE_ROWS
 
-DEFAULT_ROWS = 2000
-DEFAULT_REPEATS = 5
 PROBABILITY_FLOOR = 1e-15  # log loss of a probability of 0: clipped, as scikit-learn does
 
 
 @dataclass(frozen=True, slots=True)
 class ImportanceSettings:
-    rows: int = DEFAULT_ROWS
-    repeats: int = DEFAULT_REPEATS
+    rows: int = IMPORTANCE_ROWS
+    repeats: int = IMPORTANCE_REPEATS
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -88,13 +87,15 @@ def permutation_importance(
         name: (CATEGORY_INPUT, j) for j, name in enumerate(layout.category)
     }
     entries = []
+    # The holdout repeated once per repeat, tiled once; each feature's column is shuffled in it, then put back.
+    shuffled = {name: np.tile(array, (repeats, 1)) for name, array in feeds.items()}
     for feature in layout.columns:
         block, column = where[feature]
-        shuffled = {name: np.tile(array, (repeats, 1)) for name, array in feeds.items()}
         original = feeds[block][:, column]
         for r in range(repeats):
             shuffled[block][r * n : (r + 1) * n, column] = original[rng.permutation(n)]
         (out,) = session.run([output], shuffled)
+        shuffled[block][:, column] = np.tile(original, repeats)
         increase = loss(out, tiled_y) - baseline
         entries.append(
             FeatureImportanceEntry(

@@ -7,6 +7,10 @@ from pydantic_settings import SettingsConfigDict
 
 from tollgate_core.settings import ServiceSettings
 
+# Global feature importance of every candidate (tollgate_trainer.importance): its default bounds.
+IMPORTANCE_ROWS = 2000
+IMPORTANCE_REPEATS = 5
+
 
 class TrainerSettings(ServiceSettings):
     """Settings of the trainer (environment prefix ``TOLLGATE_TRAINER_``)."""
@@ -20,13 +24,13 @@ class TrainerSettings(ServiceSettings):
         None, description="Dataset contracts folder (default schemas/datasets)."
     )
     importance_rows: int = Field(
-        2000,
+        IMPORTANCE_ROWS,
         ge=2,
         description="Global feature importance of every candidate (permutation on its ONNX model): most "
         "holdout rows measured (a seeded sample of a larger holdout).",
     )
     importance_repeats: int = Field(
-        5,
+        IMPORTANCE_REPEATS,
         ge=1,
         description="Global feature importance: shuffles per feature; the cost is 1 + features x repeats "
         "model runs of at most importance_rows rows.",

@@ -54,12 +54,7 @@ from tollgate_trainer.features import (
     numeric_values,
     raw_frame,
 )
-from tollgate_trainer.importance import (
-    DEFAULT_REPEATS,
-    DEFAULT_ROWS,
-    ImportanceSettings,
-    permutation_importance,
-)
+from tollgate_trainer.importance import ImportanceSettings, permutation_importance
 from tollgate_trainer.parity import (
     DEFAULT_BOUNDARY_PAIRS,
     DEFAULT_MIN_LABEL_AGREEMENT,
@@ -71,6 +66,7 @@ from tollgate_trainer.parity import (
 from tollgate_trainer.pipeline import build_pipeline, hyperparameters_for, task_of
 from tollgate_trainer.reference import build_reference_profile
 from tollgate_trainer.selection import Selection, baseline_metrics, select_configuration
+from tollgate_trainer.settings import IMPORTANCE_REPEATS, IMPORTANCE_ROWS
 from tollgate_trainer.threshold import ThresholdChoice, ThresholdError, choose_threshold
 
 # Distributions whose versions change what a run produces; recorded with every model.
@@ -110,10 +106,10 @@ class TrainingConfig(BaseModel):
         description="Also measure the simple baselines on the holdout (the cost-of-sophistication gate).",
     )
     importance_rows: int = Field(
-        DEFAULT_ROWS, ge=2, description="Global feature importance: most holdout rows measured."
+        IMPORTANCE_ROWS, ge=2, description="Global feature importance: most holdout rows measured."
     )
     importance_repeats: int = Field(
-        DEFAULT_REPEATS, ge=1, description="Global feature importance: shuffles per feature."
+        IMPORTANCE_REPEATS, ge=1, description="Global feature importance: shuffles per feature."
     )
     threads: int | None = Field(
         None,
