@@ -285,7 +285,7 @@ def show_version(model: Model, version: Version, registry_url: RegistryUrl = DEF
     for name, value in sorted(v["metrics"].items()):
         metrics.add_row(name, _num(value))
     console.print(metrics)
-    importance = (v.get("evaluation") or {}).get("feature_importance")
+    importance = _importance_of(v)
     if importance:
         _print_importance(importance)
     if v.get("baselines"):
@@ -324,8 +324,14 @@ def _print_importance(importance: dict[str, Any]) -> None:
     )
 
 
+def _importance_of(v: dict[str, Any]) -> dict[str, Any] | None:
+    """A version's global feature importance from its evaluation report (None when not measured)."""
+    importance: dict[str, Any] | None = (v.get("evaluation") or {}).get("feature_importance")
+    return importance
+
+
 def _top_features(v: dict[str, Any], k: int) -> list[str]:
-    importance = (v.get("evaluation") or {}).get("feature_importance")
+    importance = _importance_of(v)
     return [f["feature"] for f in importance["features"][:k]] if importance else []
 
 
