@@ -28,14 +28,16 @@ RUN pip install --no-cache-dir --root-user-action=ignore "uv==${UV_VERSION}"
 WORKDIR /app
 COPY pyproject.toml uv.lock ./
 COPY --from=manifests /src/ ./
-# Third-party dependencies first (cached layer), then the workspace packages themselves.
+# Third-party dependencies first (cached layer), then the workspace packages themselves. The audit verifier's
+# compiled hot loop (libs/audit-native, Rust) is left out of the image: verification there runs its Python
+# loop (same verdicts, about 1.4 times slower); `tollgate audit verify` from a checkout builds it.
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --all-packages --no-dev --no-install-workspace
 COPY libs libs
 COPY services services
 COPY schemas schemas
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --all-packages --no-dev \
+    uv sync --frozen --all-packages --no-dev --no-install-package tollgate-audit-native \
     && python -m compileall -q libs services
 
 # ---- runtime: the environment and sources only, run as an unprivileged user.

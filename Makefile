@@ -10,6 +10,7 @@ TOLLGATE := .venv/bin/tollgate
 STACK := bash infra/stack.sh
 SYNC_STAMP := .venv/.synced
 PYPROJECTS := pyproject.toml $(wildcard libs/*/pyproject.toml services/*/pyproject.toml)
+NATIVE_SOURCES := $(wildcard libs/*/Cargo.toml libs/*/Cargo.lock libs/*/src/*.rs)
 TEST_DIRS := tests/unit tests/integration tests/e2e
 PYTEST_ARGS ?=
 
@@ -38,10 +39,10 @@ help:
 	@echo "make deps       Python env + system packages + Kafka jars"
 	@echo "make clean      stop everything and delete .local/ state"
 
-# The Python environment, re-synced only when uv.lock or a pyproject.toml changed.
+# The Python environment, re-synced only when uv.lock, a pyproject.toml or the Rust sources changed.
 venv: $(SYNC_STAMP)
 
-$(SYNC_STAMP): uv.lock $(PYPROJECTS)
+$(SYNC_STAMP): uv.lock $(PYPROJECTS) $(NATIVE_SOURCES)
 	$(STACK) venv
 	@touch $@
 

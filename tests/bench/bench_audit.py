@@ -27,6 +27,8 @@ with ``--workers`` (median of ``--verify-repeat`` runs; target <= 5 s with 2). E
 of the verifier's processes and of the PostgreSQL backends serving them. Beside each run, the floor: the same
 rows and columns read with binary ``COPY`` over as many connections (one snapshot) and hashed with SHA-256 as
 the bytes arrive, with no row decoded and no check; reported as verify/floor ratios of wall and CPU time.
+Then the peer of the compiled hot loop (libs/audit-native): the same verification with ``--workers`` and the
+Python loop alone (``TOLLGATE_AUDIT_VERIFY_COMPILED=0``), reported as its time over the compiled loop's.
 
 Receipts: ``--proofs`` receipts (``GET /v1/audit/proof``'s work) for rows spread over that trail: p50/p95
 time and median size; each is checked offline.
@@ -61,6 +63,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.db_support import ADMIN_DSN, drop_database  # noqa: E402
+from tollgate_audit_log import verify as verify_module  # noqa: E402
 from tollgate_audit_log.app import prepare_database  # noqa: E402
 from tollgate_audit_log.batch import record_batch  # noqa: E402
 from tollgate_audit_log.canonical import COPY_COLUMNS, Entry, chain_records  # noqa: E402
@@ -69,7 +72,12 @@ from tollgate_audit_log.receipts import receipts_for, verify_receipt  # noqa: E4
 from tollgate_audit_log.settings import AuditLogSettings  # noqa: E402
 from tollgate_audit_log.signing import Signer  # noqa: E402
 from tollgate_audit_log.streams import STREAMS, EntryBuilder  # noqa: E402
-from tollgate_audit_log.verify import SCAN_SETTINGS, VERIFY_SQL, verify_database  # noqa: E402
+from tollgate_audit_log.verify import (  # noqa: E402
+    COMPILED_LOOP_ENV,
+    SCAN_SETTINGS,
+    VERIFY_SQL,
+    verify_database,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 DB_PREFIX = "tollgate_bench_audit_"
@@ -369,9 +377,13 @@ async def measure_verify(dsn: str, builder: EntryBuilder, args: argparse.Namespa
         trusted = {signer.key_id: signer.public_key}
         timings: dict[str, Any] = {}
         backend = await conn.fetchval("SELECT pg_backend_pid()")
-        for workers in sorted({1, args.workers}):
+        # The compiled hot loop with 1 and N processes, then N processes with the Python loop alone (the
+        # reference; the peer of the compiled loop, in the same run).
+        plans = [(w, "") for w in sorted({1, args.workers})] + [(args.workers, "_python_loop")]
+        for workers, variant in plans:
             runs, client_cpu, server_cpu = [], [], []
             floor_runs, floor_cpu = [], []
+            python_loop(variant == "_python_loop")
             for _ in range(args.verify_repeat):
                 floor_wall, floor_cpu_s = await copy_floor(dsn, stream, args.verify_rows, workers)
                 floor_runs.append(floor_wall)
@@ -392,14 +404,22 @@ async def measure_verify(dsn: str, builder: EntryBuilder, args: argparse.Namespa
                 assert report.ok and report.rows == args.verify_rows, report.summary()
                 print(
                     f"verified {report.rows:,} rows ({report.streams[0].checkpoints_verified} tree heads) with "
-                    f"{workers} process(es) in {runs[-1]:.2f} s (CPU: verifier processes {client_cpu[-1]:.2f} s, "
-                    f"their PostgreSQL backends {server_cpu[-1]:.2f} s)"
+                    f"{workers} process(es){' and the Python loop alone' if variant else ''} in {runs[-1]:.2f} s "
+                    f"(CPU: verifier processes {client_cpu[-1]:.2f} s, their PostgreSQL backends {server_cpu[-1]:.2f} s)"
                 )
+            python_loop(False)
             seconds = statistics.median(runs)
             # On a loaded machine the wall time says how much CPU the others left; the CPU seconds say what
             # verification itself costs (the verifier's processes, workers included, and the PostgreSQL
             # backends serving them: the calling process's connection, and the workers' connections, counted
             # once they ended; other backends that end meanwhile, such as autovacuum's, count too).
+            if variant:
+                timings[f"verify_seconds_{workers}_workers{variant}"] = round(seconds, 2)
+                timings[f"verify_cpu_seconds_{workers}_workers{variant}"] = round(
+                    statistics.median(client_cpu), 2
+                )
+                timings[f"verify_runs_{workers}_workers{variant}"] = [round(r, 2) for r in runs]
+                continue
             timings[f"verify_cpu_seconds_{workers}_workers"] = round(statistics.median(client_cpu), 2)
             timings[f"verify_backend_cpu_seconds_{workers}_workers"] = round(statistics.median(server_cpu), 2)
             timings[f"verify_seconds_{workers}_workers"] = round(seconds, 2)
@@ -415,6 +435,10 @@ async def measure_verify(dsn: str, builder: EntryBuilder, args: argparse.Namespa
                 / statistics.median(floor_cpu),
                 2,
             )
+        n = args.workers
+        timings[f"python_loop_vs_compiled_{n}_workers"] = round(
+            timings[f"verify_seconds_{n}_workers_python_loop"] / timings[f"verify_seconds_{n}_workers"], 2
+        )
         if args.workers > 1:
             timings["verify_speedup_workers"] = round(
                 timings["verify_seconds_1_workers"] / timings[f"verify_seconds_{args.workers}_workers"], 2
@@ -423,6 +447,16 @@ async def measure_verify(dsn: str, builder: EntryBuilder, args: argparse.Namespa
         return {"verify_rows": args.verify_rows, **timings}
     finally:
         await conn.close()
+
+
+def python_loop(on: bool) -> None:
+    """Verification with the Python loop of ChainChecker alone (on) or with the compiled hot loop: in this
+    process, and in the worker processes started from here on (they inherit the environment)."""
+    if on:
+        os.environ[COMPILED_LOOP_ENV] = "0"
+    else:
+        os.environ.pop(COMPILED_LOOP_ENV, None)
+    verify_module.accept_rows = verify_module._compiled_loop()
 
 
 async def copy_floor(dsn: str, stream: str, rows: int, connections: int) -> tuple[float, float]:
@@ -582,7 +616,7 @@ def main() -> None:
         f" COPY {result['copy_vs_row_by_row_ratio']}x)"
     )
     for key, value in result.items():
-        if key.startswith("verify_seconds"):
+        if key.startswith("verify_seconds") and key.endswith("_workers"):
             n = key.rsplit("_", 2)[1]
             print(
                 f"verify {result['verify_rows']:,} rows: {value} s ({n} process(es), CPU "
@@ -592,6 +626,13 @@ def main() -> None:
                 f"verify/floor {result[f'verify_vs_floor_{n}_workers']}x wall, "
                 f"{result[f'verify_vs_floor_cpu_{n}_workers']}x CPU"
             )
+    if not args.sink_only:
+        n = args.workers
+        print(
+            f"verify with the Python loop alone: {result[f'verify_seconds_{n}_workers_python_loop']} s ({n} "
+            f"process(es), CPU {result[f'verify_cpu_seconds_{n}_workers_python_loop']} s): "
+            f"{result[f'python_loop_vs_compiled_{n}_workers']}x the compiled loop's time"
+        )
     for target in result["targets"]:
         print(f"target {target['name']}: {'met' if target['met'] else 'NOT met'} ({target['value']})")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,6 @@
 """Hash chain and verifier, in memory: the same rows the writer would COPY, read back as the verifier
-selects them, tampered with in every way the verifier must name."""
+selects them, tampered with in every way the verifier must name. Every test runs twice: with the compiled
+hot loop (tollgate_audit_native) accepting rows, and with the Python loop alone."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.audit_support import inference_entry
+from tollgate_audit_log import verify
 from tollgate_audit_log.canonical import (
     Head,
     chain_records,
@@ -24,20 +26,28 @@ from tollgate_audit_log.signing import Signer, Statement
 from tollgate_audit_log.verify import ChainChecker, CheckpointRecord
 
 STREAM = "inference"
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def hot_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "compiled":
+        assert verify.accept_rows is not None, "tollgate_audit_native is not built"
+    else:
+        monkeypatch.setattr(verify, "accept_rows", None)
+    return str(request.param)
+
+
 RECORDED = datetime(2026, 2, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def as_selected(record: tuple[Any, ...]) -> tuple[Any, ...]:
-    """A COPY record as VERIFY_SQL returns it (timestamps as microseconds, the envelope as its UTF-8
-    bytes, no stream column)."""
+    """A COPY record as VERIFY_SQL returns it (timestamps as microseconds, no stream column)."""
     # COPY_COLUMNS order: stream, seq .. event_type, occurred_at, recorded_at, request_id .. row_hash
     return (
         *record[1:7],
         micros(record[7]),
         micros(record[8]),
-        *record[9:14],
-        record[14].encode(),
-        *record[15:],
+        *record[9:],
     )
 
 
@@ -97,7 +107,7 @@ def signer() -> Signer:
 def test_chain_links_every_row_and_matches_the_documented_hash(rows: list[tuple[Any, ...]]) -> None:
     prev = genesis_hash(STREAM)
     for r in rows:
-        assert content_hash(STREAM, *r[:13], r[13].decode()) == r[14]
+        assert content_hash(STREAM, *r[:13], r[13]) == r[14]
         assert r[15] == prev and link(prev, r[14]) == r[16]
         prev = r[16]
     assert [r[0] for r in rows] == list(range(1, 501))
@@ -141,7 +151,7 @@ def test_timestamps_are_exact_microseconds() -> None:
 
 TAMPER = {
     "envelope byte": (
-        lambda r: replace(r, 13, r[13].replace(b'"route":"champion"', b'"route":"champioN"')),
+        lambda r: replace(r, 13, r[13].replace('"route":"champion"', '"route":"champioN"')),
         "content_changed",
     ),
     "index column": (lambda r: replace(r, 10, "another-model"), "content_changed"),
@@ -185,8 +195,8 @@ def test_rehashed_chain_is_caught_by_the_checkpoint_root(rows: list[tuple[Any, .
     bad = list(rows[:350])
     prev = bad[-1][16]
     for r in rows[350:]:  # change seq 351 and recompute every hash after it: a consistent chain again
-        envelope = r[13].replace(b"champion", b"shadow") if r[0] == 351 else r[13]
-        content = content_hash(STREAM, *r[:13], envelope.decode())
+        envelope = r[13].replace("champion", "shadow") if r[0] == 351 else r[13]
+        content = content_hash(STREAM, *r[:13], envelope)
         row = link(prev, content)
         bad.append((*r[:13], envelope, content, prev, row))
         prev = row

@@ -1,0 +1,156 @@
+"""The verifier's compiled hot loop (tollgate_audit_native.accept_rows) against the Python reference:
+it writes every header byte for byte as orjson does (the hashes the writer computed), accepts exactly the
+rows that hold, and stops, leaving the row to the Python loop, at everything else."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from tollgate_audit_native import accept_rows
+
+from tests.audit_support import inference_entry
+from tollgate_audit_log.canonical import HASH_FORMAT, Entry, chain_records, genesis_hash, micros
+from tollgate_audit_log.merkle import leaf_hash
+from tollgate_audit_log.verify import ChainChecker
+
+STREAM = "inference"
+RECORDED = datetime(2026, 2, 1, 12, 0, 0, 123456, tzinfo=UTC)
+PREFIX = orjson.dumps((HASH_FORMAT, STREAM))[:-1] + b","
+END = 2**63 - 1
+
+# Text that orjson escapes (every control character, quote, backslash) or writes as it is (DEL, non-ASCII,
+# U+2028, astral code points), and values at the edges of what a column holds.
+TEXTS = [
+    "".join(map(chr, range(0x80))),
+    '"quoted" \\ back\\slash \\u0041',
+    "é ü ß — \u2028 \u2029 \U0001f600 \x7f",
+    "",
+    "x" * 10_000,
+    "\n\r\t\b\f\x00\x1f",
+]
+
+
+def selected(record: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A COPY record as VERIFY_SQL returns it (timestamps as microseconds, no stream column)."""
+    return (*record[1:7], micros(record[7]), micros(record[8]), *record[9:])
+
+
+def chain(entries: list[Entry]) -> list[tuple[Any, ...]]:
+    records, _, _ = chain_records(STREAM, entries, 0, genesis_hash(STREAM), RECORDED)
+    return [selected(r) for r in records]
+
+
+def tricky_entries() -> list[Entry]:
+    out = []
+    for i, text in enumerate(TEXTS):
+        base = inference_entry(i)
+        out.append(
+            dataclasses.replace(
+                base,
+                topic=text or "t",
+                event_type=text,
+                request_id=text,
+                entity_id=None if i % 2 else text,
+                model=text[::-1],
+                version=None,
+                trace_id=text[:7],
+                envelope=orjson.dumps({"payload": text, "i": i}).decode(),
+            )
+        )
+    far = inference_entry(len(out), at=datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC))
+    out.append(dataclasses.replace(far, partition=2**31 - 1, offset=2**63 - 1))
+    out.append(dataclasses.replace(inference_entry(len(out)), partition=-(2**31), offset=-(2**63)))
+    return out
+
+
+def test_every_header_is_written_as_orjson_writes_it() -> None:
+    rows = chain(tricky_entries())
+    accepted, prev, leaves = accept_rows(PREFIX, rows, 1, genesis_hash(STREAM), END)
+    assert accepted == len(rows)
+    assert prev == rows[-1][16]
+    assert leaves == [leaf_hash(r[16]) for r in rows]
+
+
+def test_the_envelope_may_come_as_bytes_or_text() -> None:
+    rows = chain([inference_entry(i) for i in range(20)])
+    as_bytes = [(*r[:13], r[13].encode(), *r[14:]) for r in rows]
+    assert accept_rows(PREFIX, as_bytes, 1, genesis_hash(STREAM), END) == accept_rows(
+        PREFIX, rows, 1, genesis_hash(STREAM), END
+    )
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[tuple[Any, ...]]:
+    return chain([inference_entry(i) for i in range(50)])
+
+
+def replace(row: tuple[Any, ...], index: int, value: Any) -> tuple[Any, ...]:
+    return (*row[:index], value, *row[index + 1 :])
+
+
+STOPS = {
+    "envelope byte": lambda r: replace(r, 13, r[13].replace("champion", "champioN")),
+    "index column": lambda r: replace(r, 10, "another-model"),
+    "null for a value": lambda r: replace(r, 8, None),
+    "timestamp": lambda r: replace(r, 6, r[6] + 1),
+    "content hash": lambda r: replace(r, 14, bytes(32)),
+    "prev hash": lambda r: replace(r, 15, bytes(32)),
+    "row hash": lambda r: replace(r, 16, bytes(32)),
+    "short hash": lambda r: replace(r, 16, r[16][:31]),
+    "hash as text": lambda r: replace(r, 16, r[16].hex()),
+    "seq moved": lambda r: replace(r, 0, r[0] + 1),
+    "a bool for an int": lambda r: replace(r, 3, True),
+    "a float for an int": lambda r: replace(r, 4, float(r[4])),
+    "an int past 64 bits": lambda r: replace(r, 4, 2**64),
+    "bytes for text": lambda r: replace(r, 2, r[2].encode()),
+    "a lone surrogate": lambda r: replace(r, 9, "\ud800"),
+    "a column missing": lambda r: r[:16],
+    "a column too many": lambda r: (*r, b""),
+    "not a row": lambda r: 17,
+}
+
+
+@pytest.mark.parametrize("tamper", STOPS.values(), ids=STOPS.keys())
+def test_it_stops_at_the_first_row_that_does_not_hold(rows: list[tuple[Any, ...]], tamper: Any) -> None:
+    bad = list(rows)
+    bad[30] = tamper(bad[30])
+    accepted, prev, leaves = accept_rows(PREFIX, bad, 1, genesis_hash(STREAM), END)
+    assert (accepted, prev, len(leaves)) == (30, rows[29][16], 30)
+
+
+def test_it_stops_at_the_limit_and_starts_mid_chain(rows: list[tuple[Any, ...]]) -> None:
+    assert accept_rows(PREFIX, rows, 1, genesis_hash(STREAM), 11)[0] == 10
+    accepted, prev, _ = accept_rows(PREFIX, rows[20:], 21, rows[19][16], END)
+    assert (accepted, prev) == (30, rows[-1][16])
+    assert accept_rows(PREFIX, rows[20:], 21, rows[18][16], END)[0] == 0  # links elsewhere
+    assert accept_rows(PREFIX, [], 1, genesis_hash(STREAM), END) == (0, genesis_hash(STREAM), [])
+
+
+def test_a_bad_starting_hash_is_an_error(rows: list[tuple[Any, ...]]) -> None:
+    with pytest.raises(ValueError, match="32-byte"):
+        accept_rows(PREFIX, rows, 1, b"short", END)
+
+
+def test_a_row_it_leaves_is_checked_by_the_python_loop() -> None:
+    """orjson writes integers up to 2**64 - 1; the compiled loop stops at one past 2**63 - 1 and the
+    Python loop accepts that row: the verdict is the reference's."""
+    entries = [inference_entry(i) for i in range(10)]
+    entries[4] = dataclasses.replace(entries[4], offset=2**63)
+    rows = chain(entries)
+    assert accept_rows(PREFIX, rows, 1, genesis_hash(STREAM), END)[0] == 4
+    checker = ChainChecker(STREAM)
+    assert checker.feed(rows)
+    checker.finish()
+    assert checker.problem is None and checker.rows == 10
+
+
+def test_the_compiled_loop_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tollgate_audit_log import verify
+
+    assert verify._compiled_loop() is accept_rows
+    monkeypatch.setenv(verify.COMPILED_LOOP_ENV, "0")
+    assert verify._compiled_loop() is None
