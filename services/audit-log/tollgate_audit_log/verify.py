@@ -300,7 +300,9 @@ class ChainChecker:
             self._leaves.extend(leaves[max(st.first_seq - first, 0) : st.last_seq + 1 - first])
             if st.last_seq >= end:
                 break
-            if not self._close_checkpoint(pending.pop(0), bytes(rows[st.last_seq - first][16])):
+            head = bytes(rows[st.last_seq - first][16])
+            if not self._close_checkpoint(pending.pop(0), head):
+                self.expected, self.prev = st.last_seq + 1, head  # where the Python loop stops too
                 return False
         return True
 

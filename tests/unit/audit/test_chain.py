@@ -204,6 +204,7 @@ def test_rehashed_chain_is_caught_by_the_checkpoint_root(rows: list[tuple[Any, .
     assert checker.problem is not None
     assert (checker.problem.seq, checker.problem.kind) == (201, "checkpoint_mismatch")
     assert checker.checkpoints_verified == 1
+    assert checker.rows == 400  # read up to the end of the checkpoint that failed, then stopped
 
 
 def test_bad_or_missing_checkpoints_are_named(rows: list[tuple[Any, ...]], signer: Signer) -> None:

@@ -10,12 +10,23 @@ from typing import Any
 
 import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tollgate_audit_native import accept_rows
 
 from tests.audit_support import inference_entry
-from tollgate_audit_log.canonical import HASH_FORMAT, Entry, chain_records, genesis_hash, micros
-from tollgate_audit_log.merkle import leaf_hash
-from tollgate_audit_log.verify import ChainChecker
+from tollgate_audit_log import verify
+from tollgate_audit_log.canonical import (
+    HASH_FORMAT,
+    Entry,
+    chain_records,
+    content_hash,
+    genesis_hash,
+    link,
+    micros,
+)
+from tollgate_audit_log.merkle import leaf_hash, merkle_root
+from tollgate_audit_log.signing import Signer, Statement
+from tollgate_audit_log.verify import ChainChecker, CheckpointRecord
 
 STREAM = "inference"
 RECORDED = datetime(2026, 2, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -149,8 +160,69 @@ def test_a_row_it_leaves_is_checked_by_the_python_loop() -> None:
 
 
 def test_the_compiled_loop_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tollgate_audit_log import verify
-
     assert verify._compiled_loop() is accept_rows
     monkeypatch.setenv(verify.COMPILED_LOOP_ENV, "0")
     assert verify._compiled_loop() is None
+
+
+def _outcome(rows: list[tuple[Any, ...]], cps: list[Any], signer: Any, chunk: int) -> tuple[Any, ...]:
+    checker = ChainChecker(STREAM, cps, {signer.key_id: signer.public_key})
+    for i in range(0, len(rows), chunk):
+        if not checker.feed(rows[i : i + chunk]):
+            break
+    checker.finish()
+    return checker.problem, checker.rows, checker.checkpoints_verified, checker.prev, checker.done
+
+
+def _rehashed(rows: list[tuple[Any, ...]], at: int) -> list[tuple[Any, ...]]:
+    out, prev = list(rows[: at - 1]), rows[at - 2][16]
+    for r in rows[at - 1 :]:
+        envelope = r[13].replace("champion", "shadow") if r[0] == at else r[13]
+        content = content_hash(STREAM, *r[:13], envelope)
+        out.append((*r[:13], envelope, content, prev, link(prev, content)))
+        prev = out[-1][16]
+    return out
+
+
+CHANGES = {
+    "intact": lambda rows: rows,
+    "row changed": lambda rows: [*rows[:70], replace(rows[70], 10, "m"), *rows[71:]],
+    "row deleted": lambda rows: rows[:33] + rows[34:],
+    "rows swapped": lambda rows: [
+        *rows[:40],
+        replace(rows[45], 0, 41),
+        *rows[41:45],
+        replace(rows[40], 0, 46),
+        *rows[46:],
+    ],
+    "tail truncated": lambda rows: rows[:-7],
+    "re-hashed after signing": lambda rows: _rehashed(rows, 83),
+    "row hash rewritten": lambda rows: [*rows[:99], replace(rows[99], 16, bytes(32)), *rows[100:]],
+}
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64, 500])
+@pytest.mark.parametrize("change", CHANGES.values(), ids=CHANGES.keys())
+def test_the_verdict_is_the_same_with_or_without_the_compiled_loop(
+    change: Any, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = chain([inference_entry(i) for i in range(150)])
+    signer = Signer(Ed25519PrivateKey.generate())
+    cps = []
+    for first in range(0, 150, 25):
+        part = rows[first : first + 25]
+        st = Statement(
+            STREAM,
+            part[0][0],
+            part[-1][0],
+            merkle_root([r[16] for r in part]),
+            part[-1][16],
+            RECORDED,
+            signer.key_id,
+        )
+        cps.append(CheckpointRecord(len(cps) + 1, st, signer.sign(st)))
+    changed = change(rows)
+    compiled = _outcome(changed, cps, signer, chunk)
+    monkeypatch.setattr(verify, "accept_rows", None)
+    reference = _outcome(changed, cps, signer, chunk)
+    assert compiled == reference
