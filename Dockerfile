@@ -30,7 +30,7 @@ COPY pyproject.toml uv.lock ./
 COPY --from=manifests /src/ ./
 # Third-party dependencies first (cached layer), then the workspace packages themselves. The audit verifier's
 # compiled hot loop (libs/audit-native, Rust) is left out of the image: verification there runs its Python
-# loop (same verdicts, about 1.4 times slower); `tollgate audit verify` from a checkout builds it.
+# loop (same verdicts, about 1.7 times slower); `tollgate audit verify` from a checkout builds it.
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --all-packages --no-dev --no-install-workspace
 COPY libs libs
