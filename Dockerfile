@@ -28,9 +28,9 @@ RUN pip install --no-cache-dir --root-user-action=ignore "uv==${UV_VERSION}"
 WORKDIR /app
 COPY pyproject.toml uv.lock ./
 COPY --from=manifests /src/ ./
-# Third-party dependencies first (cached layer), then the workspace packages themselves. The audit verifier's
-# compiled hot loop (libs/audit-native, Rust) is left out of the image: verification there runs its Python
-# loop (same verdicts, about 1.7 times slower); `tollgate audit verify` from a checkout builds it.
+# Third-party dependencies first (cached layer), then the workspace packages themselves. The audit trail's
+# compiled hot loops (libs/audit-native, Rust) are left out of the image: its writer and verifier run their
+# Python loops there (same rows and verdicts; verification about 1.7 times slower); a checkout builds them.
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --all-packages --no-dev --no-install-workspace
 COPY libs libs

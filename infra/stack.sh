@@ -413,15 +413,15 @@ cmd_venv() {
     python3 -m pip install "${pip_args[@]}" "uv==$UV_VERSION" </dev/null || die "could not install uv==$UV_VERSION with pip"
     uv=(python3 -m uv)
   fi
-  # The audit verifier's compiled hot loop (libs/audit-native, Rust) is built by uv sync with rustup's cargo
-  # (its bin folder may be missing from a non-login PATH) and cc. Without them it is left out, and
-  # verification runs its Python loop: the same verdicts, about 1.7 times slower.
+  # The audit trail's compiled hot loops (libs/audit-native, Rust) are built by uv sync with rustup's cargo
+  # (its bin folder may be missing from a non-login PATH) and cc. Without them they are left out, and the
+  # audit-log runs its Python loops: the same rows and verdicts (verification about 1.7 times slower).
   if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
     export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
   fi
   local skip=()
   if ! command -v cargo >/dev/null 2>&1 || ! command -v cc >/dev/null 2>&1; then
-    say "no cargo or cc (install Rust with rustup): tollgate-audit-native is not built; audit verification runs its Python loop"
+    say "no cargo or cc (install Rust with rustup): tollgate-audit-native is not built; the audit-log runs its Python loops"
     skip=(--no-install-package tollgate-audit-native)
   fi
   cd "$ROOT"

@@ -1,7 +1,7 @@
 """Benchmark: the audit sink against its limit (a raw COPY of pre-hashed rows), verification of 10^6 rows,
 and per-decision receipts on a 10^6-row trail.
 
-Sink: the real ``ChainWriter.append`` (hash chain computed in Python, one transaction per batch of
+Sink: the real ``ChainWriter.append`` (hash chain computed by the compiled loop, one transaction per batch of
 ``--batch`` rows) plus a signed, chained tree head every 10,000 rows (the service's default), in a fresh
 database with the service's schema and indexes, against its peers, alternated so none profits from a warmer
 cache (nor from a smaller table); medians of ``--repeat`` runs:
@@ -9,13 +9,15 @@ cache (nor from a smaller table); medians of ``--repeat`` runs:
 * ``copy``        — the sink as the service runs it (binary COPY, head check, checkpoints);
 * ``raw_copy``    — the limit: the same rows hashed beforehand (untimed), COPY'd into the same table with
   the same indexes, one transaction per batch, no head check, no checkpoint; target sink >= 0.8x of it;
+* ``copy_python_loop`` — the sink with the rows placed and hashed by the Python loop alone (the compiled
+  loop's peer: libs/audit-native);
 * ``executemany`` — asyncpg's ``executemany`` of one ``INSERT`` (already pipelined: no round trip per row);
 * ``row_by_row``  — one awaited ``INSERT`` per row, what a naive sink does (smaller sample, for context).
 
 Every run appends the next ``--rows`` messages of one inference log to the chain ``--stream`` (default
 ``inference``, the stream these messages belong to, so the same partial indexes apply as in the service):
 each message has a new event id and request id and a later ``occurred_at``, as a live log has; all runs
-build their rows the same way and hash them the same way in Python.
+build their rows the same way and hash them the same way.
 
 Also measured: turning consumed message bytes into entries (parse, canonical JSON, index columns), the
 other half of the sink's work.
@@ -28,7 +30,7 @@ of the verifier's processes and of the PostgreSQL backends serving them. Beside 
 rows and columns read with binary ``COPY`` over as many connections (one snapshot) and hashed with SHA-256 as
 the bytes arrive, with no row decoded and no check; reported as verify/floor ratios of wall and CPU time.
 Then the peer of the compiled hot loop (libs/audit-native): the same verification with ``--workers`` and the
-Python loop alone (``TOLLGATE_AUDIT_VERIFY_COMPILED=0``), reported as its time over the compiled loop's.
+Python loop alone (``TOLLGATE_AUDIT_LOG_COMPILED=0``), reported as its time over the compiled loop's.
 
 Receipts: ``--proofs`` receipts (``GET /v1/audit/proof``'s work) for rows spread over that trail: p50/p95
 time and median size; each is checked offline.
@@ -63,17 +65,18 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.db_support import ADMIN_DSN, drop_database  # noqa: E402
+from tollgate_audit_log import canonical  # noqa: E402
 from tollgate_audit_log import verify as verify_module  # noqa: E402
 from tollgate_audit_log.app import prepare_database  # noqa: E402
 from tollgate_audit_log.batch import record_batch  # noqa: E402
 from tollgate_audit_log.canonical import COPY_COLUMNS, Entry, chain_records  # noqa: E402
 from tollgate_audit_log.chain import ChainWriter  # noqa: E402
+from tollgate_audit_log.compiled import COMPILED_ENV  # noqa: E402
 from tollgate_audit_log.receipts import receipts_for, verify_receipt  # noqa: E402
 from tollgate_audit_log.settings import AuditLogSettings  # noqa: E402
 from tollgate_audit_log.signing import Signer  # noqa: E402
 from tollgate_audit_log.streams import STREAMS, EntryBuilder  # noqa: E402
 from tollgate_audit_log.verify import (  # noqa: E402
-    COMPILED_LOOP_ENV,
     SCAN_SETTINGS,
     VERIFY_SQL,
     verify_database,
@@ -264,12 +267,14 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     print(f"entries from message bytes: {build_rate:,.0f}/s")
 
     conn = await asyncpg.connect(dsn)
-    rates: dict[str, list[float]] = {"copy": [], "raw_copy": [], "executemany": []}
+    rates: dict[str, list[float]] = {"copy": [], "raw_copy": [], "copy_python_loop": [], "executemany": []}
     checkpoints: list[float] = []  # seconds of each CHECKPOINT_ROWS-row checkpoint in the sink's copy runs
     try:
         for rep in range(args.repeat):
             order = (
-                ("copy", "raw_copy", "executemany") if rep % 2 == 0 else ("raw_copy", "copy", "executemany")
+                ("copy", "raw_copy", "copy_python_loop", "executemany")
+                if rep % 2 == 0
+                else ("raw_copy", "copy_python_loop", "copy", "executemany")
             )
             for mode in order:
                 if mode == "executemany" and rep >= args.executemany_repeat:
@@ -279,6 +284,14 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
                     rows = entries(builder, taken.start, len(taken))
                 if mode == "raw_copy":
                     rate = await raw_copy_rate(conn, args.stream, rows, args.batch)
+                elif (
+                    mode == "copy_python_loop"
+                ):  # the sink with the Python loop alone: the compiled one's peer
+                    canonical.chain_rows = None
+                    try:
+                        rate = await sink_rate(conn, args.stream, "copy", rows, args.batch)
+                    finally:
+                        canonical.chain_rows = canonical._compiled_chain_rows()
                 else:
                     rate = await sink_rate(
                         conn, args.stream, mode, rows, args.batch, checkpoints if mode == "copy" else None
@@ -311,6 +324,8 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
         "sink_bytes_to_rows_per_second": round(end_to_end),
         "raw_copy_rows_per_second": round(raw_rate),
         "sink_vs_raw_copy_ratio": round(copy_rate / raw_rate, 3),
+        "sink_python_loop_rows_per_second": round(statistics.median(rates["copy_python_loop"])),
+        "sink_compiled_vs_python_loop": round(copy_rate / statistics.median(rates["copy_python_loop"]), 3),
         "checkpoint_rows": CHECKPOINT_ROWS,
         "sink_checkpoint_ms_median": round(statistics.median(checkpoints) * 1000, 2) if checkpoints else None,
         "copy_vs_executemany_ratio": round(copy_rate / many_rate, 2),
@@ -453,9 +468,9 @@ def python_loop(on: bool) -> None:
     """Verification with the Python loop of ChainChecker alone (on) or with the compiled hot loop: in this
     process, and in the worker processes started from here on (they inherit the environment)."""
     if on:
-        os.environ[COMPILED_LOOP_ENV] = "0"
+        os.environ[COMPILED_ENV] = "0"
     else:
-        os.environ.pop(COMPILED_LOOP_ENV, None)
+        os.environ.pop(COMPILED_ENV, None)
     verify_module.accept_rows = verify_module._compiled_loop()
 
 
@@ -610,6 +625,10 @@ def main() -> None:
         print(
             f"receipts: p50 {result['proof_p50_ms']} ms, median size {result['proof_size_median_bytes']:,} bytes"
         )
+    print(
+        f"the sink with the Python loop alone {result['sink_python_loop_rows_per_second']:,} rows/s: the compiled "
+        f"loop's sink {result['sink_compiled_vs_python_loop']}x that (medians)"
+    )
     print(
         f"audit sink   COPY {result['copy_rows_per_second']:>9,} rows/s   executemany {result['executemany_rows_per_second']:>9,} rows/s"
         f"   ratio {result['copy_vs_executemany_ratio']}x   (row by row {result['row_by_row_rows_per_second']:,} rows/s,"

@@ -1,16 +1,25 @@
-//! The hot loop of the audit trail's verifier, compiled: for each row as `VERIFY_SQL` selects it, the
-//! canonical header (`orjson.dumps` of the content fields, byte for byte), the content hash, the link to
-//! the previous row, the row hash and the row's Merkle leaf hash (RFC 6962: `sha256(0x00 || row_hash)`).
+//! The hot loops of the audit trail, compiled: the canonical header of a row (`orjson.dumps` of its
+//! content fields, byte for byte), its content hash, row hash and Merkle leaf hash (RFC 6962:
+//! `sha256(0x00 || row_hash)`).
 //!
-//! It only ever accepts rows: it stops at the first row that is not exactly as expected (any check
-//! failing, a value of a type it does not encode, a seq at or past the limit) and says how many rows it
-//! accepted. `tollgate_audit_log.verify.ChainChecker` checks the rest with its Python loop, the
-//! reference, which names the problem: this code decides nothing the Python code does not decide too.
+//! * `accept_rows`, the verifier's: it only ever accepts rows. It stops at the first row that is not
+//!   exactly as expected (any check failing, a value of a type it does not encode, a seq at or past the
+//!   limit) and says how many rows it accepted; `tollgate_audit_log.verify.ChainChecker` checks the rest
+//!   with its Python loop, the reference, which names the problem.
+//! * `chain_rows`, the writer's: it places entries after a head as `canonical.iter_chain` does and stops
+//!   at the first entry holding a value it does not encode exactly as the Python code would (a type
+//!   other than str, int and None, a timestamp not in UTC); `iter_chain` places that one itself.
+//!
+//! Neither decides anything the Python code does not decide too: the tests compare them with it.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyInt, PyList, PyString};
+use pyo3::intern;
+use pyo3::types::{
+    timezone_utc, PyBytes, PyDateAccess, PyDateTime, PyInt, PyList, PyString, PyTimeAccess, PyTuple,
+    PyTzInfoAccess,
+};
 use sha2::{Digest, Sha256};
 
 /// Columns of a row (`VERIFY_SQL`): seq .. trace_id (13, hashed in the header), the envelope, the
@@ -175,8 +184,165 @@ fn accept_rows<'py>(
     Ok((accepted, PyBytes::new(py, &prev), PyList::new(py, leaves)?))
 }
 
+/// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (H. Hinnant's days_from_civil).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Microseconds since the epoch of a `datetime` in UTC (`canonical.micros`); None for anything else.
+fn utc_micros(value: &Bound<'_, PyAny>) -> Option<i64> {
+    let moment = value.downcast_exact::<PyDateTime>().ok()?;
+    let tz = moment.get_tzinfo()?;
+    if !tz.is(&timezone_utc(value.py())) {
+        return None;
+    }
+    let days = days_from_civil(
+        i64::from(moment.get_year()),
+        i64::from(moment.get_month()),
+        i64::from(moment.get_day()),
+    );
+    let seconds = days * 86_400
+        + i64::from(moment.get_hour()) * 3_600
+        + i64::from(moment.get_minute()) * 60
+        + i64::from(moment.get_second());
+    Some(seconds * 1_000_000 + i64::from(moment.get_microsecond()))
+}
+
+/// One entry placed at `seq` after `prev`: its row (`COPY_COLUMNS` order) and row hash.
+#[allow(clippy::too_many_arguments)]
+fn place<'py>(
+    py: Python<'py>,
+    entry: &Bound<'py, PyAny>,
+    stream: &Bound<'py, PyString>,
+    prefix: &[u8],
+    seq: i64,
+    prev: &[u8; 32],
+    recorded_at: &Bound<'py, PyAny>,
+    recorded_us: i64,
+    header: &mut Vec<u8>,
+    digits: &mut itoa::Buffer,
+) -> Option<(Bound<'py, PyTuple>, [u8; 32])> {
+    let get = |name: &Bound<'py, PyString>| entry.getattr(name).ok();
+    let event_id = get(intern!(py, "event_id"))?;
+    let topic = get(intern!(py, "topic"))?;
+    let partition = get(intern!(py, "partition"))?;
+    let offset = get(intern!(py, "offset"))?;
+    let event_type = get(intern!(py, "event_type"))?;
+    let occurred_at = get(intern!(py, "occurred_at"))?;
+    let request_id = get(intern!(py, "request_id"))?;
+    let entity_id = get(intern!(py, "entity_id"))?;
+    let model = get(intern!(py, "model"))?;
+    let version = get(intern!(py, "version"))?;
+    let trace_id = get(intern!(py, "trace_id"))?;
+    let envelope = get(intern!(py, "envelope"))?;
+    let text = envelope.downcast_exact::<PyString>().ok()?.to_str().ok()?;
+    let occurred_us = utc_micros(&occurred_at)?;
+
+    header.clear();
+    header.extend_from_slice(prefix);
+    header.extend_from_slice(digits.format(seq).as_bytes());
+    for value in [&event_id, &topic, &partition, &offset, &event_type] {
+        header.push(b',');
+        json_value(header, value, digits)?;
+    }
+    for micros in [occurred_us, recorded_us] {
+        header.push(b',');
+        header.extend_from_slice(digits.format(micros).as_bytes());
+    }
+    for value in [&request_id, &entity_id, &model, &version, &trace_id] {
+        header.push(b',');
+        json_value(header, value, digits)?;
+    }
+    header.extend_from_slice(b"]\n");
+    let mut content = Sha256::new();
+    content.update(&header[..]);
+    content.update(text.as_bytes());
+    let content: [u8; 32] = content.finalize().into();
+    let mut link = Sha256::new();
+    link.update(prev);
+    link.update(content);
+    let row_hash: [u8; 32] = link.finalize().into();
+    let row = PyTuple::new(
+        py,
+        [
+            stream.clone().into_any(),
+            seq.into_pyobject(py).ok()?.into_any(),
+            event_id,
+            topic,
+            partition,
+            offset,
+            event_type,
+            occurred_at,
+            recorded_at.clone(),
+            request_id,
+            entity_id,
+            model,
+            version,
+            trace_id,
+            envelope,
+            PyBytes::new(py, &content).into_any(),
+            PyBytes::new(py, prev).into_any(),
+            PyBytes::new(py, &row_hash).into_any(),
+        ],
+    )
+    .ok()?;
+    Some((row, row_hash))
+}
+
+/// Place `entries` (`canonical.Entry`) after the head `(seq, prev)` as `canonical.iter_chain` does:
+/// consecutive seqs, each row linked to the last, recorded at `recorded_at` (`recorded_us` microseconds
+/// since the epoch). `prefix` is `orjson.dumps((HASH_FORMAT, stream))` without its closing bracket, and a
+/// comma. Stops before the first entry it does not encode exactly as the Python code would.
+///
+/// Returns the rows placed (`COPY_COLUMNS` order), their Merkle leaf hashes and the last row's hash
+/// (`prev` when none).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn chain_rows<'py>(
+    py: Python<'py>,
+    stream: &Bound<'py, PyString>,
+    prefix: &[u8],
+    entries: &Bound<'py, PyList>,
+    seq: i64,
+    prev: &[u8],
+    recorded_at: &Bound<'py, PyAny>,
+    recorded_us: i64,
+) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyBytes>)> {
+    let mut prev: [u8; 32] = prev
+        .try_into()
+        .map_err(|_| PyValueError::new_err("prev must be a 32-byte hash"))?;
+    let mut header = Vec::with_capacity(512);
+    let mut digits = itoa::Buffer::new();
+    let mut rows: Vec<Bound<'py, PyTuple>> = Vec::with_capacity(entries.len());
+    let mut leaves: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(entries.len());
+    let mut seq = seq;
+    for entry in entries.iter() {
+        seq += 1;
+        let placed = place(
+            py, &entry, stream, prefix, seq, &prev, recorded_at, recorded_us, &mut header, &mut digits,
+        );
+        let Some((row, row_hash)) = placed else {
+            break;
+        };
+        let mut leaf = Sha256::new();
+        leaf.update([0u8]);
+        leaf.update(row_hash);
+        let leaf: [u8; 32] = leaf.finalize().into();
+        rows.push(row);
+        leaves.push(PyBytes::new(py, &leaf));
+        prev = row_hash;
+    }
+    Ok((PyList::new(py, rows)?, PyList::new(py, leaves)?, PyBytes::new(py, &prev)))
+}
+
 #[pymodule]
 fn tollgate_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(accept_rows, module)?)?;
+    module.add_function(wrap_pyfunction!(chain_rows, module)?)?;
     Ok(())
 }

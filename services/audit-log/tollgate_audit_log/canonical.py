@@ -19,12 +19,15 @@ unnoticed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
+
+from tollgate_audit_log import compiled
+from tollgate_audit_log.merkle import leaf_hash
 
 HASH_FORMAT = "tollgate-audit/1"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -117,19 +120,57 @@ class Head:
     hash: bytes
 
 
-def iter_chain(stream: str, entries: list[Entry], head: Head, recorded_at: datetime) -> Iterator[Record]:
+# Entries the compiled loop places at a time: their rows go to the COPY as they are yielded.
+CHAIN_SLICE = 200
+ChainRows = Callable[
+    [str, bytes, list[Entry], int, bytes, datetime, int], tuple[list[Record], list[bytes], bytes]
+]
+
+
+def _compiled_chain_rows() -> ChainRows | None:
+    """The compiled loop (:mod:`tollgate_audit_log.compiled`); None: the Python loop places every entry."""
+    native = compiled.load()
+    return cast(ChainRows, native.chain_rows) if native is not None else None
+
+
+chain_rows: ChainRows | None = _compiled_chain_rows()  # None: the Python loop alone (the tests run both)
+
+
+def iter_chain(
+    stream: str,
+    entries: list[Entry],
+    head: Head,
+    recorded_at: datetime,
+    leaves: list[bytes] | None = None,
+) -> Iterator[Record]:
     """Place entries after ``head`` lazily: consecutive seqs, each row linked to the last.
 
-    Yields the rows (:data:`COPY_COLUMNS` order) one by one, so a ``COPY`` can send and PostgreSQL insert
-    the first rows while the next ones are hashed; ``head`` becomes the new head once every row has been
-    taken. The hot loop of the sink: kept flat.
+    Yields the rows (:data:`COPY_COLUMNS` order) as they are placed, so a ``COPY`` can send and PostgreSQL
+    insert the first rows while the next ones are hashed; ``head`` becomes the new head once every row has
+    been taken. ``leaves``, when given, receives each row's Merkle leaf hash (by the time the row is
+    yielded). The compiled loop (:data:`chain_rows`) places :data:`CHAIN_SLICE` entries at a time; an
+    entry it does not take is placed by the Python loop here, the reference. Kept flat: the sink's hot loop.
     """
     recorded_us = micros(recorded_at)
     prev = head.hash
     seq = head.seq
     sha = hashlib.sha256
     dumps = orjson.dumps
-    for e in entries:
+    place = chain_rows
+    prefix = dumps((HASH_FORMAT, stream))[:-1] + b","
+    i, n = 0, len(entries)
+    while i < n:
+        if place is not None:
+            part = entries[i : i + CHAIN_SLICE]
+            rows, hashed, prev = place(stream, prefix, part, seq, prev, recorded_at, recorded_us)
+            seq += len(rows)
+            i += len(rows)
+            if leaves is not None:
+                leaves.extend(hashed)
+            yield from rows
+            if len(rows) == len(part):
+                continue
+        e = entries[i]
         seq += 1
         content = sha(b"%b\n%b" % (dumps((
             HASH_FORMAT, stream, seq, e.event_id, e.topic, e.partition, e.offset, e.event_type,
@@ -137,11 +178,14 @@ def iter_chain(stream: str, entries: list[Entry], head: Head, recorded_at: datet
             e.trace_id,
         )), e.envelope.encode())).digest()  # fmt: skip
         row = sha(prev + content).digest()
+        if leaves is not None:
+            leaves.append(leaf_hash(row))
         yield (
             stream, seq, e.event_id, e.topic, e.partition, e.offset, e.event_type, e.occurred_at, recorded_at,
             e.request_id, e.entity_id, e.model, e.version, e.trace_id, e.envelope, content, prev, row,
         )  # fmt: skip
         prev = row
+        i += 1
     head.seq, head.hash = seq, prev
 
 

@@ -50,28 +50,31 @@ _INSERT = (
 )
 
 
-def _collecting(rows: Iterator[Record], into: list[bytes], tree: RangeLevels | None) -> Iterator[Record]:
+def _collecting(
+    rows: Iterator[Record], into: list[bytes], tree: RangeLevels | None, leaves: list[bytes]
+) -> Iterator[Record]:
     """The rows, keeping each one's row hash (the writer signs from what it wrote) and, in ``tree``, their
-    Merkle leaf hashes and the lower tree levels over them, hashed every ``YIELD_EVERY`` rows (a list
-    comprehension a level) while PostgreSQL inserts the rows already sent, rather than at the checkpoint,
-    while it waits. ``executemany`` takes it as it is; COPY through :func:`_yielding`."""
-    done = len(into)
+    Merkle leaf hashes (``leaves``: filled by :func:`iter_chain` as it yields the rows) and the lower tree
+    levels over them, hashed every ``YIELD_EVERY`` rows (a list comprehension a level) while PostgreSQL
+    inserts the rows already sent, rather than at the checkpoint, while it waits. ``executemany`` takes it
+    as it is; COPY through :func:`_yielding`."""
+    base = done = len(into)
     for i, row in enumerate(rows, 1):
         into.append(row[17])
         yield row
         if tree is not None and i % YIELD_EVERY == 0:
-            tree.extend(leaf_hashes(into[done:]))
+            tree.extend(leaves[done - base : len(into) - base])
             done = len(into)
     if tree is not None:
-        tree.extend(leaf_hashes(into[done:]))
+        tree.extend(leaves[done - base : len(into) - base])
 
 
 async def _yielding(
-    rows: Iterator[Record], into: list[bytes], tree: RangeLevels | None
+    rows: Iterator[Record], into: list[bytes], tree: RangeLevels | None, leaves: list[bytes]
 ) -> AsyncIterator[Record]:
     """:func:`_collecting`, letting the event loop run other tasks every ``YIELD_EVERY`` rows (hashing a
     batch takes tens of milliseconds)."""
-    for i, row in enumerate(_collecting(rows, into, tree), 1):
+    for i, row in enumerate(_collecting(rows, into, tree, leaves), 1):
         yield row
         if i % YIELD_EVERY == 0:
             await asyncio.sleep(0)
@@ -415,13 +418,14 @@ class ChainWriter:
         (two processes, two cores) while Python hashes the next ones. One statement per batch: a ``COPY``
         has a fixed cost on the server (its insert buffers) that smaller statements would pay again."""
         head = Head(self.head_seq, self.head_hash)
-        rows = iter_chain(self.stream, entries, head, recorded_at)
+        leaves: list[bytes] = []
+        rows = iter_chain(self.stream, entries, head, recorded_at, leaves)
         if self.insert_mode == "copy":
             await self.conn.copy_records_to_table(
-                "audit_events", records=_yielding(rows, written, tree), columns=COPY_COLUMNS
+                "audit_events", records=_yielding(rows, written, tree, leaves), columns=COPY_COLUMNS
             )
         else:  # asyncpg encodes and sends the arguments as it takes them from the iterator, too
-            await self.conn.executemany(_INSERT, _collecting(rows, written, tree))
+            await self.conn.executemany(_INSERT, _collecting(rows, written, tree, leaves))
         if head.seq != self.head_seq + len(entries):  # every row taken, so head is the last one
             raise RuntimeError(f"stream {self.stream}: the insert did not take every row")
         return head.seq, head.hash

@@ -30,12 +30,13 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import asyncpg
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from tollgate_audit_log import compiled
 from tollgate_audit_log.canonical import HASH_FORMAT, genesis_hash
 from tollgate_audit_log.chain import statement_of
 from tollgate_audit_log.merkle import (
@@ -66,22 +67,14 @@ SELECT seq, event_id::text, topic, kafka_partition, kafka_offset, event_type, oc
        request_id, entity_id, model, version, trace_id, envelope, content_hash, prev_hash, row_hash
 FROM audit_events WHERE stream = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq
 """
-COMPILED_LOOP_ENV = "TOLLGATE_AUDIT_VERIFY_COMPILED"
 AcceptRows = Callable[[bytes, list[Any], int, bytes, int], tuple[int, bytes, list[bytes]]]
 
 
 def _compiled_loop() -> AcceptRows | None:
-    """The compiled hot loop (libs/audit-native), when built: it accepts the rows that hold. Without it
-    (a machine with no Rust toolchain, the container image), or with ``COMPILED_LOOP_ENV=0`` (a verifier
-    that must rely on the Python code alone; worker processes inherit it), the Python loop of ChainChecker,
-    the reference, checks every row."""
-    if os.environ.get(COMPILED_LOOP_ENV, "1") == "0":
-        return None
-    try:
-        from tollgate_audit_native import accept_rows as compiled
-    except ImportError:
-        return None
-    return compiled
+    """The compiled hot loop (:mod:`tollgate_audit_log.compiled`): it accepts the rows that hold. None:
+    the Python loop of ChainChecker, the reference, checks every row."""
+    native = compiled.load()
+    return cast(AcceptRows, native.accept_rows) if native is not None else None
 
 
 accept_rows: AcceptRows | None = _compiled_loop()  # None: the Python loop alone (the tests run both)

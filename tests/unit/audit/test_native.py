@@ -1,20 +1,21 @@
-"""The verifier's compiled hot loop (tollgate_audit_native.accept_rows) against the Python reference:
-it writes every header byte for byte as orjson does (the hashes the writer computed), accepts exactly the
-rows that hold, and stops, leaving the row to the Python loop, at everything else."""
+"""The compiled hot loops (tollgate_audit_native) against the Python reference. The verifier's
+(accept_rows) writes every header byte for byte as orjson does (the hashes the writer computed), accepts
+exactly the rows that hold, and stops, leaving the row to the Python loop, at everything else. The writer's
+(chain_rows) places entries exactly as the Python loop does, and leaves it every entry it does not encode."""
 
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tollgate_audit_native import accept_rows
+from tollgate_audit_native import accept_rows, chain_rows
 
 from tests.audit_support import inference_entry
-from tollgate_audit_log import verify
+from tollgate_audit_log import canonical, verify
 from tollgate_audit_log.canonical import (
     HASH_FORMAT,
     Entry,
@@ -24,6 +25,7 @@ from tollgate_audit_log.canonical import (
     link,
     micros,
 )
+from tollgate_audit_log.compiled import COMPILED_ENV
 from tollgate_audit_log.merkle import leaf_hash, merkle_root
 from tollgate_audit_log.signing import Signer, Statement
 from tollgate_audit_log.verify import ChainChecker, CheckpointRecord
@@ -159,10 +161,12 @@ def test_a_row_it_leaves_is_checked_by_the_python_loop() -> None:
     assert checker.problem is None and checker.rows == 10
 
 
-def test_the_compiled_loop_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_compiled_loops_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert verify._compiled_loop() is accept_rows
-    monkeypatch.setenv(verify.COMPILED_LOOP_ENV, "0")
+    assert canonical._compiled_chain_rows() is chain_rows
+    monkeypatch.setenv(COMPILED_ENV, "0")
     assert verify._compiled_loop() is None
+    assert canonical._compiled_chain_rows() is None
 
 
 def _outcome(rows: list[tuple[Any, ...]], cps: list[Any], signer: Any, chunk: int) -> tuple[Any, ...]:
@@ -226,3 +230,56 @@ def test_the_verdict_is_the_same_with_or_without_the_compiled_loop(
     monkeypatch.setattr(verify, "accept_rows", None)
     reference = _outcome(changed, cps, signer, chunk)
     assert compiled == reference
+
+
+def _placed(entries: list[Entry], compiled_loop: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, ...]:
+    monkeypatch.setattr(canonical, "chain_rows", chain_rows if compiled_loop else None)
+    head = canonical.Head(5, bytes(range(32)))
+    leaves: list[bytes] = []
+    rows = list(canonical.iter_chain(STREAM, entries, head, RECORDED, leaves))
+    return rows, leaves, head.seq, head.hash
+
+
+def writer_entries() -> list[Entry]:
+    out = [*tricky_entries(), *(inference_entry(i) for i in range(450))]
+    moments = [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2024, 2, 29, 12, 0, 0, 1, tzinfo=UTC),
+        datetime(2100, 3, 1, tzinfo=UTC),
+        datetime(1600, 2, 29, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(2026, 6, 1, 2, 0, tzinfo=timezone(timedelta(hours=2))),  # not UTC: the Python loop's
+    ]
+    for k, moment in enumerate(moments):
+        out[20 + 37 * k] = dataclasses.replace(out[20 + 37 * k], occurred_at=moment)
+    out[300] = dataclasses.replace(out[300], partition=True)  # a bool: orjson writes true
+    out[301] = dataclasses.replace(out[301], offset=2**63)  # past 64 signed bits: orjson writes it
+    return out
+
+
+def test_the_writer_places_entries_as_the_python_loop_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = writer_entries()
+    compiled_rows = _placed(entries, True, monkeypatch)
+    reference = _placed(entries, False, monkeypatch)
+    assert compiled_rows == reference
+    rows, leaves, seq, _ = reference
+    assert seq == 5 + len(entries) and leaves == [leaf_hash(r[17]) for r in rows]
+
+
+def test_the_writer_leaves_an_entry_it_does_not_encode_to_the_python_loop() -> None:
+    entries = [inference_entry(i) for i in range(10)]
+    entries[3] = dataclasses.replace(entries[3], model=1.5)
+    placed, leaves, prev = chain_rows(
+        STREAM, PREFIX, entries, 0, genesis_hash(STREAM), RECORDED, micros(RECORDED)
+    )
+    assert (len(placed), len(leaves), prev) == (3, 3, placed[-1][17])
+    with pytest.raises(ValueError, match="32-byte"):
+        chain_rows(STREAM, PREFIX, entries, 0, b"", RECORDED, 0)
+
+
+def test_a_naive_timestamp_fails_as_in_the_python_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = [dataclasses.replace(inference_entry(0), occurred_at=datetime(2026, 1, 1))]
+    for compiled_loop in (True, False):
+        with pytest.raises(TypeError):
+            _placed(entries, compiled_loop, monkeypatch)

@@ -1,0 +1,25 @@
+"""The audit trail's compiled hot loops (``libs/audit-native``, Rust): the verifier's ``accept_rows`` and
+the writer's ``chain_rows``. Each does only what the Python code beside it does, for the rows it takes,
+and leaves every other row to that code (the reference; the tests compare the two).
+
+Not built on a machine without a Rust toolchain, nor in the container image: the Python code then does
+all the work. ``TOLLGATE_AUDIT_LOG_COMPILED=0`` turns them off (a verifier that must rely on the Python code
+alone; worker processes inherit it)."""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+COMPILED_ENV = "TOLLGATE_AUDIT_LOG_COMPILED"
+
+
+def load() -> ModuleType | None:
+    """``tollgate_audit_native`` when it is built and not turned off, else None."""
+    if os.environ.get(COMPILED_ENV, "1") == "0":
+        return None
+    try:
+        import tollgate_audit_native
+    except ImportError:
+        return None
+    return tollgate_audit_native
