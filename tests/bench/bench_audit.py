@@ -10,7 +10,7 @@ cache (nor from a smaller table); medians of ``--repeat`` runs:
 * ``raw_copy``    — the limit: the same rows hashed beforehand (untimed), COPY'd into the same table with
   the same indexes, one transaction per batch, no head check, no checkpoint; target sink >= 0.8x of it;
 * ``copy_python_loop`` — the sink with the rows placed and hashed by the Python loop alone (the compiled
-  loop's peer: libs/audit-native);
+  loop's peer: libs/audit-native); both report the sink process's CPU time a row as well;
 * ``executemany`` — asyncpg's ``executemany`` of one ``INSERT`` (already pipelined: no round trip per row);
 * ``row_by_row``  — one awaited ``INSERT`` per row, what a naive sink does (smaller sample, for context).
 
@@ -149,15 +149,17 @@ async def sink_rate(
     rows: list[Entry],
     batch: int,
     checkpoints: list[float] | None = None,
+    cpu: list[float] | None = None,
 ) -> float:
     """The sink as the service runs it: hash chain in Python, one transaction per batch, and a signed,
     chained tree head (frontier, consistency proof, signature, checkpoint row) every CHECKPOINT_ROWS rows.
     The seconds each of those checkpoints took (between two appends, while PostgreSQL has nothing to
-    insert) go to ``checkpoints``."""
+    insert) go to ``checkpoints``; this process's CPU microseconds a row (hashing and encoding the rows) to
+    ``cpu``."""
     writer = ChainWriter(conn, stream, insert_mode=mode)  # type: ignore[arg-type]
     await writer.acquire()  # continues the stream's chain from its head (and its tree from the last head)
     await writer.register_key(SIGNER)
-    started = time.perf_counter()
+    started, used = time.perf_counter(), time.process_time()
     for first in range(0, len(rows), batch):
         await writer.append(rows[first : first + batch])
         if writer.head_seq - writer.sealed_seq >= CHECKPOINT_ROWS:
@@ -166,6 +168,8 @@ async def sink_rate(
             if checkpoints is not None:
                 checkpoints.append(time.perf_counter() - sealing)
     await writer.checkpoint(SIGNER, max_rows=100_000)  # the tail, as the timer would seal it
+    if cpu is not None:
+        cpu.append((time.process_time() - used) / len(rows) * 1e6)
     return len(rows) / (time.perf_counter() - started)
 
 
@@ -269,6 +273,7 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     rates: dict[str, list[float]] = {"copy": [], "raw_copy": [], "copy_python_loop": [], "executemany": []}
     checkpoints: list[float] = []  # seconds of each CHECKPOINT_ROWS-row checkpoint in the sink's copy runs
+    cpu: dict[str, list[float]] = {"copy": [], "copy_python_loop": []}  # the sink process's us a row
     try:
         for rep in range(args.repeat):
             order = (
@@ -289,12 +294,20 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
                 ):  # the sink with the Python loop alone: the compiled one's peer
                     canonical.chain_rows = None
                     try:
-                        rate = await sink_rate(conn, args.stream, "copy", rows, args.batch)
+                        rate = await sink_rate(
+                            conn, args.stream, "copy", rows, args.batch, cpu=cpu["copy_python_loop"]
+                        )
                     finally:
                         canonical.chain_rows = canonical._compiled_chain_rows()
                 else:
                     rate = await sink_rate(
-                        conn, args.stream, mode, rows, args.batch, checkpoints if mode == "copy" else None
+                        conn,
+                        args.stream,
+                        mode,
+                        rows,
+                        args.batch,
+                        checkpoints if mode == "copy" else None,
+                        cpu["copy"] if mode == "copy" else None,
                     )
                 rows = None
                 rates[mode].append(rate)
@@ -326,6 +339,8 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
         "sink_vs_raw_copy_ratio": round(copy_rate / raw_rate, 3),
         "sink_python_loop_rows_per_second": round(statistics.median(rates["copy_python_loop"])),
         "sink_compiled_vs_python_loop": round(copy_rate / statistics.median(rates["copy_python_loop"]), 3),
+        "sink_cpu_us_per_row": round(statistics.median(cpu["copy"]), 2),
+        "sink_python_loop_cpu_us_per_row": round(statistics.median(cpu["copy_python_loop"]), 2),
         "checkpoint_rows": CHECKPOINT_ROWS,
         "sink_checkpoint_ms_median": round(statistics.median(checkpoints) * 1000, 2) if checkpoints else None,
         "copy_vs_executemany_ratio": round(copy_rate / many_rate, 2),
@@ -627,7 +642,8 @@ def main() -> None:
         )
     print(
         f"the sink with the Python loop alone {result['sink_python_loop_rows_per_second']:,} rows/s: the compiled "
-        f"loop's sink {result['sink_compiled_vs_python_loop']}x that (medians)"
+        f"loop's sink {result['sink_compiled_vs_python_loop']}x that (medians); the sink process's CPU a row "
+        f"{result['sink_cpu_us_per_row']} us against {result['sink_python_loop_cpu_us_per_row']} us"
     )
     print(
         f"audit sink   COPY {result['copy_rows_per_second']:>9,} rows/s   executemany {result['executemany_rows_per_second']:>9,} rows/s"
