@@ -25,3 +25,23 @@ def chain_rows(
     does, recorded at ``recorded_at`` (``recorded_us`` microseconds since the epoch); stops before the
     first entry it does not encode exactly as the Python code would. Returns the rows (COPY_COLUMNS order),
     their Merkle leaf hashes and the last row's hash (``prev`` when none)."""
+
+class CopyRows:
+    """The verifier's loop over a binary ``COPY (VERIFY_SQL) TO STDOUT`` stream, fed as it arrives: the
+    same checks as :func:`accept_rows` (the caller checks the columns' types first); it accepts rows until
+    the first one it does not accept and ignores the rest."""
+
+    def __init__(self, prefix: bytes, expected: int, prev: bytes, limit: int) -> None: ...
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """The next bytes of the stream: accept the rows they complete."""
+    def take(self) -> tuple[int, list[bytes], list[bytes]]:
+        """The rows accepted since the last call: the first one's seq, their leaf hashes and row hashes."""
+    def stop(self) -> None:
+        """Accept nothing more."""
+    @property
+    def expected(self) -> int: ...
+    @property
+    def prev(self) -> bytes: ...
+    @property
+    def complete(self) -> bool:
+        """Whether the stream ended with every row accepted."""

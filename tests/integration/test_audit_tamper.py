@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from tests.audit_support import ensure_writer_role, fill, fresh_database
+from tollgate_audit_log import verify
 from tollgate_audit_log.app import prepare_database
 from tollgate_audit_log.canonical import content_hash, link
 from tollgate_audit_log.merkle import Frontier, merkle_root
@@ -28,6 +29,17 @@ COLUMNS = (
     "stream, seq, event_id, topic, kafka_partition, kafka_offset, event_type, occurred_at, recorded_at, "
     "request_id, entity_id, model, version, trace_id, envelope, content_hash, prev_hash, row_hash"
 )
+
+
+@pytest.fixture(autouse=True, params=["copy", "cursor"])
+def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: rows read by the compiled COPY loop (and by the cursor from the first row it does
+    not accept), and by the cursor alone."""
+    if request.param == "copy":
+        assert verify.copy_rows is not None, "tollgate_audit_native is not built"
+    else:
+        monkeypatch.setattr(verify, "copy_rows", None)
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +178,29 @@ async def test_flipped_byte_is_named(
     assert report.rows == 123_456  # every row before it verified
 
 
+COLUMN_TYPES = {
+    # values kept (every int fits): read by the cursor as the new type says, the same JSON, no problem
+    "bigint partition": ("ALTER TABLE audit_events ALTER COLUMN kafka_partition TYPE bigint", None, None),
+    # what queries show changes (an int becomes a float): the first row is named
+    "float offset": (
+        "ALTER TABLE audit_events ALTER COLUMN kafka_offset TYPE double precision",
+        1,
+        "content_changed",
+    ),
+}
+
+
+@pytest.mark.parametrize(("sql", "seq", "kind"), COLUMN_TYPES.values(), ids=COLUMN_TYPES.keys())
+async def test_a_column_of_another_type_is_read_as_that_type(
+    owner: asyncpg.Connection, trail: dict[str, Any], sql: str, seq: int | None, kind: str | None
+) -> None:
+    """The compiled COPY loop decodes VERIFY_SQL's types only: with a column altered, the cursor and the
+    Python loop read the rows as they are now, as a query shows them."""
+    report = await tampered(owner, trail["trusted"], ("DROP VIEW audit_trail",), (sql,))
+    assert (report.first_bad_seq, report.problem) == (seq, kind), report
+    assert report.rows == (ROWS if seq is None else seq - 1)
+
+
 async def test_deleted_row_is_named(owner: asyncpg.Connection, trail: dict[str, Any]) -> None:
     report = await tampered(
         owner, trail["trusted"], ("DELETE FROM audit_events WHERE stream = $1 AND seq = $2", STREAM, 77_777)
@@ -295,7 +330,9 @@ async def verify_with(conn: asyncpg.Connection, trusted: dict[str, Ed25519Public
         return await verify_stream(conn, STREAM, trusted)
 
 
-async def test_parallel_verification_names_the_same_first_bad_seq(trail: dict[str, Any]) -> None:
+async def test_parallel_verification_names_the_same_first_bad_seq(
+    trail: dict[str, Any], read_path: str
+) -> None:
     """Several processes, each over a range of seqs aligned to checkpoints, in one exported snapshot."""
     owner = trail["owner"]
     conn = await asyncpg.connect(owner)
@@ -310,15 +347,15 @@ async def test_parallel_verification_names_the_same_first_bad_seq(trail: dict[st
             "tail": ("DELETE FROM audit_events WHERE stream = $1 AND seq > 2998", 2999, "truncated"),
         }
         for name, (sql, _, _) in cases.items():
-            writer = await fill(conn, f"parallel-{name}", 3000)
+            writer = await fill(conn, f"parallel-{name}-{read_path}", 3000)
             await writer.register_key(trail["signer"])
             while await writer.checkpoint(trail["signer"], max_rows=1000) is not None:
                 pass
             async with conn.transaction():  # the attacker's change, committed this time
                 await conn.execute("ALTER TABLE audit_events DISABLE TRIGGER USER")
-                await conn.execute(sql, f"parallel-{name}")
+                await conn.execute(sql, f"parallel-{name}-{read_path}")
                 await conn.execute("ALTER TABLE audit_events ENABLE TRIGGER USER")
-        streams = [STREAM, *(f"parallel-{name}" for name in cases)]
+        streams = [STREAM, *(f"parallel-{name}-{read_path}" for name in cases)]
         parallel = await verify_database(
             conn, streams=streams, trusted=trail["trusted"], workers=2, dsn=owner, min_rows_per_worker=1000
         )
@@ -332,7 +369,7 @@ async def test_parallel_verification_names_the_same_first_bad_seq(trail: dict[st
             (report.first_bad_seq, report.problem) == (seq, kind) == (alone.first_bad_seq, alone.problem)
         ), name
         assert report.rows == seq - 1
-    assert parallel.first_bad is not None and parallel.first_bad.stream == "parallel-flip"
+    assert parallel.first_bad is not None and parallel.first_bad.stream == f"parallel-flip-{read_path}"
 
 
 # ---------------------------------------------------------------------------------------------- published heads
@@ -525,13 +562,13 @@ async def rehash_from(
 
 
 async def test_a_rewrite_inside_a_checkpoint_that_straddles_a_parallel_cut_is_caught(
-    trail: dict[str, Any],
+    trail: dict[str, Any], read_path: str
 ) -> None:
     """Checkpoints 1..1000 and 1001..3000 with two processes: the cut must not fall inside the second one
     (it used to, and that checkpoint was then checked by neither process). A row rewritten and the chain
     re-hashed inside it is caught by its signed roots, in parallel as in one process."""
     conn = await asyncpg.connect(trail["owner"])
-    stream = "parallel-straddle"
+    stream = f"parallel-straddle-{read_path}"
     try:
         writer = await fill(conn, stream, 3000)
         assert await writer.checkpoint(trail["signer"], max_rows=1000) is not None

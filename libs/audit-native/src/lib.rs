@@ -12,6 +12,7 @@
 //!
 //! Neither decides anything the Python code does not decide too: the tests compare them with it.
 
+use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
 use pyo3::prelude::*;
@@ -184,6 +185,275 @@ fn accept_rows<'py>(
     Ok((accepted, PyBytes::new(py, &prev), PyList::new(py, leaves)?))
 }
 
+/// 2000-01-01 (PostgreSQL's epoch) in microseconds since 1970-01-01.
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+/// The signature that starts a binary COPY stream.
+const COPY_SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+/// The verifier's loop over a binary `COPY (VERIFY_SQL) TO STDOUT` stream, fed as it arrives: the same
+/// checks as `accept_rows` on the same columns (the caller checks that they have `VERIFY_SQL`'s types
+/// first), without a Python object per value. It accepts rows until the first one it does not accept
+/// and ignores the rest of the stream; the caller reads from that row on with the cursor and the Python
+/// loop, which names the problem.
+#[pyclass(module = "tollgate_audit_native")]
+struct CopyRows {
+    prefix: Vec<u8>,
+    expected: i64,
+    prev: [u8; 32],
+    limit: i64,
+    pending: Vec<u8>,
+    started: bool,
+    stopped: bool,
+    ended: bool,
+    first: i64,
+    leaves: Vec<[u8; 32]>,
+    heads: Vec<[u8; 32]>,
+    header: Vec<u8>,
+    digits: itoa::Buffer,
+}
+
+/// A cursor over one COPY tuple's bytes.
+struct Fields<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let out = self.data.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(out)
+    }
+    /// The next field: Some(None) for NULL; None when the bytes end first.
+    fn field(&mut self) -> Option<Option<&'a [u8]>> {
+        let len = i32::from_be_bytes(self.take(4)?.try_into().ok()?);
+        if len < 0 {
+            return if len == -1 { Some(None) } else { None };
+        }
+        self.take(len as usize).map(Some)
+    }
+}
+
+enum Parsed {
+    /// A whole tuple of this many bytes was checked: accepted (its row hash) or not.
+    Row(usize, Option<[u8; 32]>),
+    /// The end of the stream (the trailer), after this many bytes.
+    End(usize),
+    /// Not all of the tuple has arrived.
+    Partial,
+}
+
+impl CopyRows {
+    /// A text field as orjson writes the str it decodes to; NULL as null. None: not UTF-8.
+    fn text(&mut self, value: Option<&[u8]>) -> Option<()> {
+        match value {
+            None => self.header.extend_from_slice(b"null"),
+            Some(bytes) => json_string(&mut self.header, std::str::from_utf8(bytes).ok()?.as_bytes()),
+        }
+        Some(())
+    }
+
+    fn int(&mut self, value: Option<&[u8]>, width: usize, offset: i64) -> Option<()> {
+        match value {
+            None => self.header.extend_from_slice(b"null"),
+            Some(bytes) if bytes.len() == width => {
+                let n = if width == 4 {
+                    i64::from(i32::from_be_bytes(bytes.try_into().ok()?))
+                } else {
+                    i64::from_be_bytes(bytes.try_into().ok()?)
+                };
+                let n = n.checked_add(offset)?;
+                self.header.extend_from_slice(self.digits.format(n).as_bytes());
+            }
+            Some(_) => return None,
+        }
+        Some(())
+    }
+
+    /// One tuple at the start of `data`: its length and, when every check holds, its row hash.
+    fn parse(&mut self, data: &[u8]) -> Parsed {
+        let mut f = Fields { data, at: 0 };
+        let Some(count) = f.take(2) else { return Parsed::Partial };
+        let count = i16::from_be_bytes([count[0], count[1]]);
+        if count == -1 {
+            return Parsed::End(2);
+        }
+        let mut values: [Option<&[u8]>; 17] = [None; 17];
+        for index in 0..usize::try_from(count).unwrap_or(0) {
+            let Some(value) = f.field() else { return Parsed::Partial };
+            if index < 17 {
+                values[index] = value;
+            }
+        }
+        let size = f.at;
+        if count != 17 {
+            return Parsed::Row(size, None);
+        }
+        Parsed::Row(size, self.check(&values))
+    }
+
+    fn check(&mut self, v: &[Option<&[u8]>; 17]) -> Option<[u8; 32]> {
+        let seq = i64::from_be_bytes(v[0]?.try_into().ok()?);
+        if seq != self.expected || seq >= self.limit {
+            return None;
+        }
+        self.header.clear();
+        self.header.extend_from_slice(&self.prefix);
+        self.header.extend_from_slice(self.digits.format(seq).as_bytes());
+        // event_id::text, topic, kafka_partition, kafka_offset, event_type, occurred_at, recorded_at,
+        // request_id, entity_id, model, version, trace_id (timestamps: int64 microseconds since 2000)
+        self.header.push(b',');
+        self.text(v[1])?;
+        self.header.push(b',');
+        self.text(v[2])?;
+        self.header.push(b',');
+        self.int(v[3], 4, 0)?;
+        self.header.push(b',');
+        self.int(v[4], 8, 0)?;
+        self.header.push(b',');
+        self.text(v[5])?;
+        for index in [6, 7] {
+            self.header.push(b',');
+            self.int(v[index], 8, PG_EPOCH_US)?;
+        }
+        for index in 8..13 {
+            self.header.push(b',');
+            self.text(v[index])?;
+        }
+        self.header.extend_from_slice(b"]\n");
+        let envelope = std::str::from_utf8(v[13]?).ok()?;
+        let mut content = Sha256::new();
+        content.update(&self.header[..]);
+        content.update(envelope.as_bytes());
+        let content: [u8; 32] = content.finalize().into();
+        let stored: [u8; 32] = v[14]?.try_into().ok()?;
+        let prev_hash: [u8; 32] = v[15]?.try_into().ok()?;
+        let row_hash: [u8; 32] = v[16]?.try_into().ok()?;
+        if stored != content || prev_hash != self.prev {
+            return None;
+        }
+        let mut link = Sha256::new();
+        link.update(self.prev);
+        link.update(content);
+        let computed: [u8; 32] = link.finalize().into();
+        (computed == row_hash).then_some(computed)
+    }
+}
+
+#[pymethods]
+impl CopyRows {
+    /// Accept rows from seq `expected` on, linking to `prev`, below `limit`; `prefix` as for `accept_rows`.
+    #[new]
+    fn new(prefix: &[u8], expected: i64, prev: &[u8], limit: i64) -> PyResult<Self> {
+        let prev: [u8; 32] = prev
+            .try_into()
+            .map_err(|_| PyValueError::new_err("prev must be a 32-byte hash"))?;
+        Ok(Self {
+            prefix: prefix.to_vec(),
+            expected,
+            prev,
+            limit,
+            pending: Vec::new(),
+            started: false,
+            stopped: false,
+            ended: false,
+            first: expected,
+            leaves: Vec::new(),
+            heads: Vec::new(),
+            header: Vec::with_capacity(512),
+            digits: itoa::Buffer::new(),
+        })
+    }
+
+    /// The next bytes of the stream: accept the rows they complete.
+    fn feed(&mut self, py: Python<'_>, data: PyBuffer<u8>) -> PyResult<()> {
+        if self.stopped || self.ended {
+            return Ok(());
+        }
+        let mut buffer = std::mem::take(&mut self.pending);
+        let start = buffer.len();
+        buffer.resize(start + data.item_count(), 0);
+        data.copy_to_slice(py, &mut buffer[start..])?;
+        let mut at = 0;
+        if !self.started {
+            // signature, flags (int32), header extension length (int32) and the extension
+            if buffer.len() < COPY_SIGNATURE.len() + 8 {
+                self.pending = buffer;
+                return Ok(());
+            }
+            if &buffer[..COPY_SIGNATURE.len()] != COPY_SIGNATURE {
+                return Err(PyValueError::new_err("not a binary COPY stream"));
+            }
+            let ext_at = COPY_SIGNATURE.len() + 4;
+            let ext = u32::from_be_bytes(buffer[ext_at..ext_at + 4].try_into().unwrap()) as usize;
+            if buffer.len() < ext_at + 4 + ext {
+                self.pending = buffer;
+                return Ok(());
+            }
+            at = ext_at + 4 + ext;
+            self.started = true;
+        }
+        while !self.stopped && !self.ended {
+            match self.parse(&buffer[at..]) {
+                Parsed::Partial => break,
+                Parsed::End(size) => {
+                    at += size;
+                    self.ended = true;
+                }
+                Parsed::Row(size, Some(row_hash)) => {
+                    at += size;
+                    let mut leaf = Sha256::new();
+                    leaf.update([0u8]);
+                    leaf.update(row_hash);
+                    self.leaves.push(leaf.finalize().into());
+                    self.heads.push(row_hash);
+                    self.prev = row_hash;
+                    self.expected += 1;
+                }
+                Parsed::Row(_, None) => self.stopped = true,
+            }
+        }
+        if !self.stopped && !self.ended {
+            buffer.drain(..at);
+            self.pending = buffer;
+        }
+        Ok(())
+    }
+
+    /// The rows accepted since the last call: the seq of the first, their Merkle leaf hashes and their
+    /// row hashes.
+    fn take<'py>(&mut self, py: Python<'py>) -> PyResult<(i64, Bound<'py, PyList>, Bound<'py, PyList>)> {
+        let first = self.first;
+        self.first = self.expected;
+        let leaves = PyList::new(py, self.leaves.drain(..).map(|h| PyBytes::new(py, &h)))?;
+        let heads = PyList::new(py, self.heads.drain(..).map(|h| PyBytes::new(py, &h)))?;
+        Ok((first, leaves, heads))
+    }
+
+    /// Accept nothing more (the caller found a problem in what was accepted).
+    fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    /// The next seq expected (the first not accepted).
+    #[getter]
+    fn expected(&self) -> i64 {
+        self.expected
+    }
+
+    /// The last accepted row's hash (the starting one when none).
+    #[getter]
+    fn prev<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.prev)
+    }
+
+    /// Whether the stream ended (its trailer read) with every row accepted.
+    #[getter]
+    fn complete(&self) -> bool {
+        self.ended && !self.stopped
+    }
+}
+
 /// Days from 1970-01-01 to a date of the proleptic Gregorian calendar (H. Hinnant's days_from_civil).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -344,5 +614,6 @@ fn chain_rows<'py>(
 fn tollgate_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(accept_rows, module)?)?;
     module.add_function(wrap_pyfunction!(chain_rows, module)?)?;
+    module.add_class::<CopyRows>()?;
     Ok(())
 }

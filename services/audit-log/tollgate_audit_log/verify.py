@@ -47,7 +47,9 @@ from tollgate_audit_log.merkle import (
 )
 from tollgate_audit_log.queries import Conn
 
-if TYPE_CHECKING:  # only a type here: the spawned verification processes need not import Kafka's client
+if TYPE_CHECKING:  # only types here: the spawned verification processes need not import Kafka's client
+    from tollgate_audit_native import CopyRows
+
     from tollgate_audit_log.publish import PublishedHead
 from tollgate_audit_log.signing import (
     TRUSTED_KEYS_ENV,
@@ -77,7 +79,16 @@ def _compiled_loop() -> AcceptRows | None:
     return cast(AcceptRows, native.accept_rows) if native is not None else None
 
 
-accept_rows: AcceptRows | None = _compiled_loop()  # None: the Python loop alone (the tests run both)
+def _compiled_copy_loop() -> type[CopyRows] | None:
+    """The compiled loop over a binary COPY stream (:class:`tollgate_audit_native.CopyRows`); None: rows
+    are read with a cursor."""
+    native = compiled.load()
+    return cast("type[CopyRows]", native.CopyRows) if native is not None else None
+
+
+# None: the Python loop alone (the tests run both)
+accept_rows: AcceptRows | None = _compiled_loop()
+copy_rows: type[CopyRows] | None = _compiled_copy_loop()
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 (PostgreSQL's epoch) in Unix microseconds
 # A range is read in seq order along the primary key. Left to itself the planner may pick, for a narrower
 # select list or another range, a (parallel) sequential scan of the whole table and a sort: a cursor's
@@ -270,21 +281,20 @@ class ChainChecker:
         if accept_rows is not None:
             rows = rows if isinstance(rows, list) else list(rows)
             limit = self.problem.seq if self.problem is not None else END_OF_CHAIN
-            accepted, prev, leaves = accept_rows(self._prefix, rows, self.expected, self.prev, limit)
+            accepted, _, leaves = accept_rows(self._prefix, rows, self.expected, self.prev, limit)
             if accepted:
-                first = self.expected
-                self.expected, self.prev = first + accepted, prev
-                if not self._collect(first, leaves, rows):
-                    self.done = True
+                if not self.accept(self.expected, leaves, lambda k: bytes(rows[k][16])):
                     return False
                 if accepted == len(rows):
                     return True
                 rows = rows[accepted:]
         return self._feed_reference(rows)
 
-    def _collect(self, first: int, leaves: list[bytes], rows: Sequence[Any]) -> bool:
-        """Take the leaf hashes of accepted rows ``first..`` into the pending checkpoints, closing each one
-        whose last row is among them."""
+    def accept(self, first: int, leaves: list[bytes], row_hash: Callable[[int], bytes]) -> bool:
+        """Rows ``first..`` accepted by a compiled loop (every check held): their Merkle leaf hashes, and
+        ``row_hash(k)`` the row hash of the k-th. Takes them into the pending checkpoints, closing each one
+        whose last row is among them; False (and done) when a checkpoint's roots do not match."""
+        self.expected, self.prev = first + len(leaves), row_hash(len(leaves) - 1)
         pending, end = self._pending, first + len(leaves)
         while pending:
             st = pending[0].statement
@@ -293,9 +303,10 @@ class ChainChecker:
             self._leaves.extend(leaves[max(st.first_seq - first, 0) : st.last_seq + 1 - first])
             if st.last_seq >= end:
                 break
-            head = bytes(rows[st.last_seq - first][16])
+            head = row_hash(st.last_seq - first)
             if not self._close_checkpoint(pending.pop(0), head):
                 self.expected, self.prev = st.last_seq + 1, head  # where the Python loop stops too
+                self.done = True
                 return False
         return True
 
@@ -537,33 +548,71 @@ async def _check_rows(
     offload: bool = False,
     progress: Callable[[str, int], None] | None = None,
 ) -> bytes | None:
-    """Feed the checker seqs ``checker.first_seq..last`` (to the end when None) through a server-side
-    cursor; returns the failing row's prev_hash (to locate a misplaced row), if any.
+    """Feed the checker seqs ``checker.first_seq..last`` (to the end when None); returns the failing row's
+    prev_hash (to locate a misplaced row), if any.
 
-    The next chunk is asked for before the current one is hashed, so PostgreSQL reads and sends it
-    (another core) while this process hashes."""
+    With the compiled loop, the rows stream out as a binary COPY checked as it arrives (:class:`CopyRows`,
+    no Python object per value); from the first row it does not accept, a server-side cursor reads them
+    for the Python loop, which names the problem. The cursor's next chunk is asked for before the current
+    one is hashed, so PostgreSQL reads and sends it (another core) while this process hashes."""
     failing: bytes | None = None
     await conn.execute(SCAN_SETTINGS)  # until the end of the caller's transaction
-    async with _exact_timestamps(conn):
-        cursor = await conn.cursor(
-            VERIFY_SQL, checker.stream, checker.first_seq, END_OF_CHAIN if last is None else last
-        )
-        pending = asyncio.ensure_future(cursor.fetch(fetch_size))
-        try:
-            while chunk := await pending:
-                pending = asyncio.ensure_future(cursor.fetch(fetch_size))
-                await asyncio.sleep(0)  # let the request go out before hashing
-                ok = await asyncio.to_thread(checker.feed, chunk) if offload else checker.feed(chunk)
-                if not ok:
-                    row = next((r for r in chunk if r[0] == checker.expected), None)
-                    failing = bytes(row[15]) if row is not None else None
-                    break
-                if progress is not None:
-                    progress(checker.stream, checker.rows)
-        finally:
-            await pending  # the connection serves one request at a time: never leave one in flight
+    end = END_OF_CHAIN if last is None else last
+    if copy_rows is not None and not offload and await _copy_rows(conn, checker, end, progress):
+        checker.finish(last)
+        return None
+    if not checker.done:
+        async with _exact_timestamps(conn):
+            cursor = await conn.cursor(VERIFY_SQL, checker.stream, checker.expected, end)
+            pending = asyncio.ensure_future(cursor.fetch(fetch_size))
+            try:
+                while chunk := await pending:
+                    pending = asyncio.ensure_future(cursor.fetch(fetch_size))
+                    await asyncio.sleep(0)  # let the request go out before hashing
+                    ok = await asyncio.to_thread(checker.feed, chunk) if offload else checker.feed(chunk)
+                    if not ok:
+                        row = next((r for r in chunk if r[0] == checker.expected), None)
+                        failing = bytes(row[15]) if row is not None else None
+                        break
+                    if progress is not None:
+                        progress(checker.stream, checker.rows)
+            finally:
+                await pending  # the connection serves one request at a time: never leave one in flight
     checker.finish(last)
     return failing
+
+
+# VERIFY_SQL's column types, as the compiled COPY loop decodes them (their binary forms): with any other
+# type (a column altered), the cursor and the Python loop read the rows as the types say.
+_VERIFY_TYPES = ("int8", "text", "text", "int4", "int8", "text", "timestamptz", "timestamptz", *["text"] * 6,
+                 "bytea", "bytea", "bytea")  # fmt: skip
+
+
+async def _copy_rows(
+    conn: Conn, checker: ChainChecker, end: int, progress: Callable[[str, int], None] | None
+) -> bool:
+    """Check seqs ``checker.expected..end`` from a binary COPY with the compiled loop; True when every row
+    was accepted (the checker is then up to date to ``end`` or the end of the chain), False when the rest
+    is the cursor's (the first row not accepted onwards), or the checker is done."""
+    statement = await conn.prepare(VERIFY_SQL)
+    types = tuple(a.type.name if a.type.schema == "pg_catalog" else "" for a in statement.get_attributes())
+    if types != _VERIFY_TYPES or copy_rows is None:
+        return False
+    limit = checker.problem.seq if checker.problem is not None else END_OF_CHAIN
+    rows = copy_rows(checker._prefix, checker.expected, checker.prev, limit)
+
+    async def check(data: bytes) -> None:
+        rows.feed(data)
+        first, leaves, heads = rows.take()
+        if leaves and not checker.accept(first, leaves, heads.__getitem__):
+            rows.stop()
+        elif leaves and progress is not None:
+            progress(checker.stream, checker.rows)
+
+    await conn.copy_from_query(
+        VERIFY_SQL, checker.stream, checker.expected, end, output=check, format="binary"
+    )
+    return rows.complete and not checker.done
 
 
 async def _report(

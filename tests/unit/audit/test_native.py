@@ -6,13 +6,14 @@ exactly the rows that hold, and stops, leaving the row to the Python loop, at ev
 from __future__ import annotations
 
 import dataclasses
+import struct
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tollgate_audit_native import accept_rows, chain_rows
+from tollgate_audit_native import CopyRows, accept_rows, chain_rows
 
 from tests.audit_support import inference_entry
 from tollgate_audit_log import canonical, verify
@@ -163,9 +164,11 @@ def test_a_row_it_leaves_is_checked_by_the_python_loop() -> None:
 
 def test_the_compiled_loops_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     assert verify._compiled_loop() is accept_rows
+    assert verify._compiled_copy_loop() is CopyRows
     assert canonical._compiled_chain_rows() is chain_rows
     monkeypatch.setenv(COMPILED_ENV, "0")
     assert verify._compiled_loop() is None
+    assert verify._compiled_copy_loop() is None
     assert canonical._compiled_chain_rows() is None
 
 
@@ -283,3 +286,72 @@ def test_a_naive_timestamp_fails_as_in_the_python_loop(monkeypatch: pytest.Monke
     for compiled_loop in (True, False):
         with pytest.raises(TypeError):
             _placed(entries, compiled_loop, monkeypatch)
+
+
+PG_EPOCH_US = 946_684_800_000_000
+
+
+def copy_stream(rows: list[tuple[Any, ...]]) -> bytes:
+    """Rows as ``COPY (VERIFY_SQL) TO STDOUT (FORMAT binary)`` sends them (the columns' binary forms)."""
+    out = [b"PGCOPY\n\xff\r\n\x00", struct.pack(">ii", 0, 0)]
+    widths = {0: ">q", 3: ">i", 4: ">q", 6: ">q", 7: ">q"}
+    for row in rows:
+        out.append(struct.pack(">h", len(row)))
+        for index, value in enumerate(row):
+            if value is None:
+                out.append(struct.pack(">i", -1))
+                continue
+            if index in widths:
+                data = struct.pack(widths[index], value - (PG_EPOCH_US if index in (6, 7) else 0))
+            else:
+                data = value.encode() if isinstance(value, str) else value
+            out.append(struct.pack(">i", len(data)) + data)
+    out.append(struct.pack(">h", -1))
+    return b"".join(out)
+
+
+def copy_check(stream: bytes, chunk: int, expected: int = 1, prev: bytes | None = None) -> Any:
+    rows = CopyRows(PREFIX, expected, prev or genesis_hash(STREAM), END)
+    first, leaves, heads = None, [], []
+    for i in range(0, len(stream), chunk):
+        rows.feed(bytearray(stream[i : i + chunk]))  # asyncpg hands over bytearrays
+        start, more_leaves, more_heads = rows.take()
+        first = start if first is None else first
+        leaves += more_leaves
+        heads += more_heads
+    return rows, first, leaves, heads
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096, 1 << 30])
+def test_the_copy_loop_accepts_what_accept_rows_accepts(chunk: int) -> None:
+    rows = chain(tricky_entries() + [inference_entry(i) for i in range(40)])
+    checked, first, leaves, heads = copy_check(copy_stream(rows), chunk)
+    assert checked.complete and checked.expected == len(rows) + 1 and checked.prev == rows[-1][16]
+    assert first == 1 and heads == [r[16] for r in rows]
+    assert leaves == accept_rows(PREFIX, rows, 1, genesis_hash(STREAM), END)[2]
+
+
+# Changes a COPY of these columns cannot carry: values of other types have no binary form in them (a
+# column of another type is read by the cursor), and bytes for text are the same bytes.
+NOT_IN_COPY = ("a float for an int", "an int past 64 bits", "a lone surrogate", "not a row", "bytes for text")
+COPY_STOPS = {name: tamper for name, tamper in STOPS.items() if name not in NOT_IN_COPY}
+
+
+@pytest.mark.parametrize("tamper", COPY_STOPS.values(), ids=COPY_STOPS.keys())
+def test_the_copy_loop_stops_where_accept_rows_stops(rows: list[tuple[Any, ...]], tamper: Any) -> None:
+    bad = list(rows)
+    bad[30] = tamper(bad[30])
+    checked, _, leaves, _ = copy_check(copy_stream(bad), 4096)
+    assert (checked.complete, checked.expected, checked.prev, len(leaves)) == (False, 31, rows[29][16], 30)
+
+
+def test_the_copy_loop_starts_mid_chain_and_ignores_what_follows_a_stop(rows: list[tuple[Any, ...]]) -> None:
+    checked, first, leaves, _ = copy_check(copy_stream(rows[20:]), 100, 21, rows[19][16])
+    assert (checked.complete, first, len(leaves)) == (True, 21, 30)
+    checked = CopyRows(PREFIX, 1, genesis_hash(STREAM), END)
+    checked.feed(copy_stream(rows)[:5000])
+    checked.stop()
+    checked.feed(copy_stream(rows)[5000:])
+    assert not checked.complete
+    with pytest.raises(ValueError, match="binary COPY"):
+        CopyRows(PREFIX, 1, genesis_hash(STREAM), END).feed(b"COPY\n" * 10)
