@@ -29,8 +29,9 @@ with ``--workers`` (median of ``--verify-repeat`` runs; target <= 5 s with 2). E
 of the verifier's processes and of the PostgreSQL backends serving them. Beside each run, the floor: the same
 rows and columns read with binary ``COPY`` over as many connections (one snapshot) and hashed with SHA-256 as
 the bytes arrive, with no row decoded and no check; reported as verify/floor ratios of wall and CPU time.
-Then the peer of the compiled hot loop (libs/audit-native): the same verification with ``--workers`` and the
-Python loop alone (``TOLLGATE_AUDIT_LOG_COMPILED=0``), reported as its time over the compiled loop's.
+Then the peer of the compiled loops (libs/audit-native: a binary COPY checked as it arrives): the same
+verification with ``--workers``, a cursor and the Python loop alone (``TOLLGATE_AUDIT_LOG_COMPILED=0``),
+reported as its time over the compiled loops'.
 
 Receipts: ``--proofs`` receipts (``GET /v1/audit/proof``'s work) for rows spread over that trail: p50/p95
 time and median size; each is checked offline.
@@ -487,6 +488,7 @@ def python_loop(on: bool) -> None:
     else:
         os.environ.pop(COMPILED_ENV, None)
     verify_module.accept_rows = verify_module._compiled_loop()
+    verify_module.copy_rows = verify_module._compiled_copy_loop()
 
 
 async def copy_floor(dsn: str, stream: str, rows: int, connections: int) -> tuple[float, float]:
