@@ -45,3 +45,7 @@ class CopyRows:
     @property
     def complete(self) -> bool:
         """Whether the stream ended with every row accepted."""
+
+def parent_level(nodes: list[bytes]) -> list[bytes]:
+    """One level up a Merkle tree: each pair hashed as ``sha256(0x01 || left || right)``, an odd last node
+    carried up unchanged."""

@@ -610,10 +610,32 @@ fn chain_rows<'py>(
     Ok((PyList::new(py, rows)?, PyList::new(py, leaves)?, PyBytes::new(py, &prev)))
 }
 
+/// One level up a Merkle tree (RFC 6962): each pair of nodes hashed as `sha256(0x01 || left || right)`, an
+/// odd last node carried up unchanged (`merkle._parent_level`).
+#[pyfunction]
+fn parent_level<'py>(py: Python<'py>, nodes: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+    let mut up: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(nodes.len() / 2 + 1);
+    let mut pairs = nodes.iter();
+    while let Some(left) = pairs.next() {
+        let Some(right) = pairs.next() else {
+            up.push(left.downcast_into::<PyBytes>()?);
+            break;
+        };
+        let mut node = Sha256::new();
+        node.update([1u8]);
+        node.update(left.downcast::<PyBytes>()?.as_bytes());
+        node.update(right.downcast::<PyBytes>()?.as_bytes());
+        let node: [u8; 32] = node.finalize().into();
+        up.push(PyBytes::new(py, &node));
+    }
+    PyList::new(py, up)
+}
+
 #[pymodule]
 fn tollgate_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(accept_rows, module)?)?;
     module.add_function(wrap_pyfunction!(chain_rows, module)?)?;
     module.add_class::<CopyRows>()?;
+    module.add_function(wrap_pyfunction!(parent_level, module)?)?;
     Ok(())
 }

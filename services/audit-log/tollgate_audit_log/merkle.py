@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
+from typing import cast
+
+from tollgate_audit_log import compiled
 
 _LEAF = b"\x00"
 _NODE = b"\x01"
@@ -293,9 +296,9 @@ class RangeLevels:
         return len(self.levels[0])
 
     def extend(self, leaves: Sequence[bytes]) -> None:
-        """Append leaves and hash the nodes they complete, a level at a time (a list comprehension per
+        """Append leaves and hash the nodes they complete, a level at a time (one :func:`_parent_level` per
         level: for a few hundred leaves at a time, about half the time of one call per leaf)."""
-        levels, sha = self.levels, hashlib.sha256
+        levels = self.levels
         below = levels[0]
         below.extend(leaves)
         size = len(below)
@@ -304,9 +307,7 @@ class RangeLevels:
             have, whole = len(level), size >> h
             if whole == have:
                 break
-            level.extend(
-                [sha(_NODE + below[i] + below[i + 1]).digest() for i in range(2 * have, 2 * whole, 2)]
-            )
+            level.extend(_parent_level(below[2 * have : 2 * whole]))
             below = level
 
     def truncate(self, size: int) -> None:
@@ -437,8 +438,19 @@ def leaf_hashes(row_hashes: Sequence[bytes]) -> list[bytes]:
     return [sha(_LEAF + x).digest() for x in row_hashes]
 
 
+def _compiled_parent_level() -> Callable[[list[bytes]], list[bytes]] | None:
+    """The compiled :func:`_parent_level` (:mod:`tollgate_audit_log.compiled`); None: the Python one."""
+    native = compiled.load()
+    return cast(Callable[[list[bytes]], list[bytes]], native.parent_level) if native is not None else None
+
+
+parent_level = _compiled_parent_level()  # None: the Python loop alone (the tests run both)
+
+
 def _parent_level(nodes: Sequence[bytes]) -> list[bytes]:
     """One level up: each pair hashed, an odd last node carried up unchanged (see :func:`merkle_root`)."""
+    if parent_level is not None:
+        return parent_level(nodes if isinstance(nodes, list) else list(nodes))
     sha = hashlib.sha256
     up = [sha(_NODE + nodes[i] + nodes[i + 1]).digest() for i in range(0, len(nodes) - 1, 2)]
     if len(nodes) % 2:

@@ -6,6 +6,7 @@ exactly the rows that hold, and stops, leaving the row to the Python loop, at ev
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import struct
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -13,10 +14,10 @@ from typing import Any
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tollgate_audit_native import CopyRows, accept_rows, chain_rows
+from tollgate_audit_native import CopyRows, accept_rows, chain_rows, parent_level
 
 from tests.audit_support import inference_entry
-from tollgate_audit_log import canonical, verify
+from tollgate_audit_log import canonical, merkle, verify
 from tollgate_audit_log.canonical import (
     HASH_FORMAT,
     Entry,
@@ -166,10 +167,12 @@ def test_the_compiled_loops_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -
     assert verify._compiled_loop() is accept_rows
     assert verify._compiled_copy_loop() is CopyRows
     assert canonical._compiled_chain_rows() is chain_rows
+    assert merkle._compiled_parent_level() is parent_level
     monkeypatch.setenv(COMPILED_ENV, "0")
     assert verify._compiled_loop() is None
     assert verify._compiled_copy_loop() is None
     assert canonical._compiled_chain_rows() is None
+    assert merkle._compiled_parent_level() is None
 
 
 def _outcome(rows: list[tuple[Any, ...]], cps: list[Any], signer: Any, chunk: int) -> tuple[Any, ...]:
@@ -355,3 +358,15 @@ def test_the_copy_loop_starts_mid_chain_and_ignores_what_follows_a_stop(rows: li
     assert not checked.complete
     with pytest.raises(ValueError, match="binary COPY"):
         CopyRows(PREFIX, 1, genesis_hash(STREAM), END).feed(b"COPY\n" * 10)
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 64, 65, 1001])
+def test_a_tree_level_is_hashed_as_the_python_loop_hashes_it(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nodes = [hashlib.sha256(b"%d" % i).digest() for i in range(size)]
+    compiled_level = parent_level(nodes)
+    monkeypatch.setattr(merkle, "parent_level", None)
+    assert compiled_level == merkle._parent_level(nodes)
+    with pytest.raises(TypeError):
+        parent_level(["text", "nodes"])
