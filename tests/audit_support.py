@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import asyncpg
@@ -236,3 +237,13 @@ def lineage_scenario(
     rejected["payload"]["customer_email"] = "jane@example.com"
     out.append(("events.rejected", rejected))
     return out
+
+
+def compiled_or_python(request: Any, monkeypatch: Any, module: ModuleType, attribute: str) -> str:
+    """The body of a parametrized fixture (params ``["compiled", "python"]``) that runs a test with the
+    compiled loop ``module.attribute`` (it must be built) or with None there: the Python loop alone."""
+    if request.param == "compiled":
+        assert getattr(module, attribute) is not None, "tollgate_audit_native is not built"
+    else:
+        monkeypatch.setattr(module, attribute, None)
+    return str(request.param)

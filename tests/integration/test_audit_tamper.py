@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from tests.audit_support import ensure_writer_role, fill, fresh_database
+from tests.audit_support import compiled_or_python, ensure_writer_role, fill, fresh_database
 from tollgate_audit_log import verify
 from tollgate_audit_log.app import prepare_database
 from tollgate_audit_log.canonical import content_hash, link
@@ -31,15 +31,11 @@ COLUMNS = (
 )
 
 
-@pytest.fixture(autouse=True, params=["copy", "cursor"])
+@pytest.fixture(autouse=True, params=["compiled", "python"])
 def read_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test twice: rows read by the compiled COPY loop (and by the cursor from the first row it does
-    not accept), and by the cursor alone."""
-    if request.param == "copy":
-        assert verify.copy_rows is not None, "tollgate_audit_native is not built"
-    else:
-        monkeypatch.setattr(verify, "copy_rows", None)
-    return str(request.param)
+    not accept), and by the cursor alone ("python")."""
+    return compiled_or_python(request, monkeypatch, verify, "copy_rows")
 
 
 @pytest.fixture(scope="module")

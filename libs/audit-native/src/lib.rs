@@ -87,6 +87,11 @@ fn item<'py>(py: Python<'py>, row: &Bound<'py, PyAny>, index: isize) -> Option<B
     Some(unsafe { Bound::from_owned_ptr(py, ptr) })
 }
 
+/// The hash a loop starts from (the row before its first).
+fn starting_hash(prev: &[u8]) -> PyResult<[u8; 32]> {
+    prev.try_into().map_err(|_| PyValueError::new_err("prev must be a 32-byte hash"))
+}
+
 fn hash32<'a>(value: &'a Bound<'_, PyAny>) -> Option<&'a [u8]> {
     let bytes = value.downcast_exact::<PyBytes>().ok()?.as_bytes();
     (bytes.len() == 32).then_some(bytes)
@@ -159,9 +164,7 @@ fn accept_rows<'py>(
     prev: &[u8],
     limit: i64,
 ) -> PyResult<(usize, Bound<'py, PyBytes>, Bound<'py, PyList>)> {
-    let mut prev: [u8; 32] = prev
-        .try_into()
-        .map_err(|_| PyValueError::new_err("prev must be a 32-byte hash"))?;
+    let mut prev = starting_hash(prev)?;
     let mut header = Vec::with_capacity(512);
     let mut digits = itoa::Buffer::new();
     let mut leaves: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(rows.len());
@@ -345,9 +348,7 @@ impl CopyRows {
     /// Accept rows from seq `expected` on, linking to `prev`, below `limit`; `prefix` as for `accept_rows`.
     #[new]
     fn new(prefix: &[u8], expected: i64, prev: &[u8], limit: i64) -> PyResult<Self> {
-        let prev: [u8; 32] = prev
-            .try_into()
-            .map_err(|_| PyValueError::new_err("prev must be a 32-byte hash"))?;
+        let prev = starting_hash(prev)?;
         Ok(Self {
             prefix: prefix.to_vec(),
             expected,
@@ -583,9 +584,7 @@ fn chain_rows<'py>(
     recorded_at: &Bound<'py, PyAny>,
     recorded_us: i64,
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyBytes>)> {
-    let mut prev: [u8; 32] = prev
-        .try_into()
-        .map_err(|_| PyValueError::new_err("prev must be a 32-byte hash"))?;
+    let mut prev = starting_hash(prev)?;
     let mut header = Vec::with_capacity(512);
     let mut digits = itoa::Buffer::new();
     let mut rows: Vec<Bound<'py, PyTuple>> = Vec::with_capacity(entries.len());

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.audit_support import inference_entry
+from tests.audit_support import compiled_or_python, inference_entry
 from tollgate_audit_log import verify
 from tollgate_audit_log.canonical import (
     Head,
@@ -30,11 +30,7 @@ STREAM = "inference"
 
 @pytest.fixture(autouse=True, params=["compiled", "python"])
 def hot_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "compiled":
-        assert verify.accept_rows is not None, "tollgate_audit_native is not built"
-    else:
-        monkeypatch.setattr(verify, "accept_rows", None)
-    return str(request.param)
+    return compiled_or_python(request, monkeypatch, verify, "accept_rows")
 
 
 RECORDED = datetime(2026, 2, 1, 12, 0, 0, 123456, tzinfo=UTC)

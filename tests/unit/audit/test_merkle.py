@@ -6,6 +6,7 @@ import hashlib
 
 import pytest
 
+from tests.audit_support import compiled_or_python
 from tollgate_audit_log import merkle
 from tollgate_audit_log.merkle import EMPTY_ROOT, inclusion_proof, leaf_hash, merkle_root, verify_inclusion
 
@@ -13,11 +14,7 @@ from tollgate_audit_log.merkle import EMPTY_ROOT, inclusion_proof, leaf_hash, me
 @pytest.fixture(autouse=True, params=["compiled", "python"])
 def tree_levels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test twice: levels hashed by the compiled parent_level and by the Python loop."""
-    if request.param == "compiled":
-        assert merkle.parent_level is not None, "tollgate_audit_native is not built"
-    else:
-        monkeypatch.setattr(merkle, "parent_level", None)
-    return str(request.param)
+    return compiled_or_python(request, monkeypatch, merkle, "parent_level")
 
 
 def rfc6962(leaves: list[bytes]) -> bytes:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from tollgate_audit_native import CopyRows, accept_rows, chain_rows, parent_level
 
 from tests.audit_support import inference_entry
+from tests.unit.audit.test_chain import checkpoints
 from tollgate_audit_log import canonical, merkle, verify
 from tollgate_audit_log.canonical import (
     HASH_FORMAT,
@@ -28,9 +29,9 @@ from tollgate_audit_log.canonical import (
     micros,
 )
 from tollgate_audit_log.compiled import COMPILED_ENV
-from tollgate_audit_log.merkle import leaf_hash, merkle_root
-from tollgate_audit_log.signing import Signer, Statement
-from tollgate_audit_log.verify import ChainChecker, CheckpointRecord
+from tollgate_audit_log.merkle import leaf_hash
+from tollgate_audit_log.signing import Signer
+from tollgate_audit_log.verify import ChainChecker
 
 STREAM = "inference"
 RECORDED = datetime(2026, 2, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -218,19 +219,7 @@ def test_the_verdict_is_the_same_with_or_without_the_compiled_loop(
 ) -> None:
     rows = chain([inference_entry(i) for i in range(150)])
     signer = Signer(Ed25519PrivateKey.generate())
-    cps = []
-    for first in range(0, 150, 25):
-        part = rows[first : first + 25]
-        st = Statement(
-            STREAM,
-            part[0][0],
-            part[-1][0],
-            merkle_root([r[16] for r in part]),
-            part[-1][16],
-            RECORDED,
-            signer.key_id,
-        )
-        cps.append(CheckpointRecord(len(cps) + 1, st, signer.sign(st)))
+    cps = checkpoints(rows, 25, signer)
     changed = change(rows)
     compiled = _outcome(changed, cps, signer, chunk)
     monkeypatch.setattr(verify, "accept_rows", None)
