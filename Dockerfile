@@ -30,7 +30,7 @@ COPY pyproject.toml uv.lock ./
 COPY --from=manifests /src/ ./
 # Third-party dependencies first (cached layer), then the workspace packages themselves. The audit trail's
 # compiled hot loops (libs/audit-native, Rust) are left out of the image: its writer and verifier run their
-# Python loops there (same rows and verdicts; verification about 1.7 times slower); a checkout builds them.
+# Python loops there (same rows and verdicts; verification about twice as slow); a checkout builds them.
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --all-packages --no-dev --no-install-workspace
 COPY libs libs

@@ -415,7 +415,7 @@ cmd_venv() {
   fi
   # The audit trail's compiled hot loops (libs/audit-native, Rust) are built by uv sync with rustup's cargo
   # (its bin folder may be missing from a non-login PATH) and cc. Without them they are left out, and the
-  # audit-log runs its Python loops: the same rows and verdicts (verification about 1.7 times slower).
+  # audit-log runs its Python loops: the same rows and verdicts (verification about twice as slow).
   if ! command -v cargo >/dev/null 2>&1 && [ -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
     export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
   fi
