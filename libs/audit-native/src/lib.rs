@@ -87,6 +87,20 @@ fn item<'py>(py: Python<'py>, row: &Bound<'py, PyAny>, index: isize) -> Option<B
     Some(unsafe { Bound::from_owned_ptr(py, ptr) })
 }
 
+/// `sha256(a || b)`: the content hash (header, envelope), the row hash (prev_hash, content hash) and a
+/// Merkle leaf (0x00, row hash) are all this.
+fn sha256_of(a: &[u8], b: &[u8]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    hash.update(a);
+    hash.update(b);
+    hash.finalize().into()
+}
+
+/// A row's Merkle leaf hash (RFC 6962).
+fn leaf_hash(row_hash: &[u8; 32]) -> [u8; 32] {
+    sha256_of(&[0u8], row_hash)
+}
+
 /// The hash a loop starts from (the row before its first).
 fn starting_hash(prev: &[u8]) -> PyResult<[u8; 32]> {
     prev.try_into().map_err(|_| PyValueError::new_err("prev must be a 32-byte hash"))
@@ -129,22 +143,16 @@ fn check_row(
     }
     header.extend_from_slice(b"]\n");
     let envelope = item(py, row, 13)?;
-    let mut content = Sha256::new();
-    content.update(&header[..]);
-    if let Ok(bytes) = envelope.downcast_exact::<PyBytes>() {
-        content.update(bytes.as_bytes());
-    } else {
-        content.update(envelope.downcast_exact::<PyString>().ok()?.to_str().ok()?.as_bytes());
-    }
-    let content: [u8; 32] = content.finalize().into();
+    let envelope = match envelope.downcast_exact::<PyBytes>() {
+        Ok(bytes) => bytes.as_bytes(),
+        Err(_) => envelope.downcast_exact::<PyString>().ok()?.to_str().ok()?.as_bytes(),
+    };
+    let content = sha256_of(header, envelope);
     let (stored, prev_hash, row_hash) = (item(py, row, 14)?, item(py, row, 15)?, item(py, row, 16)?);
     if hash32(&stored)? != content || hash32(&prev_hash)? != prev {
         return None;
     }
-    let mut link = Sha256::new();
-    link.update(prev);
-    link.update(content);
-    let computed: [u8; 32] = link.finalize().into();
+    let computed = sha256_of(prev, &content);
     (hash32(&row_hash)? == computed).then_some(computed)
 }
 
@@ -176,11 +184,7 @@ fn accept_rows<'py>(
         let Some(row_hash) = check_row(py, &row, prefix, seq, &prev, &mut header, &mut digits) else {
             break;
         };
-        let mut leaf = Sha256::new();
-        leaf.update([0u8]);
-        leaf.update(row_hash);
-        let leaf: [u8; 32] = leaf.finalize().into();
-        leaves.push(PyBytes::new(py, &leaf));
+        leaves.push(PyBytes::new(py, &leaf_hash(&row_hash)));
         prev = row_hash;
         seq += 1;
     }
@@ -325,20 +329,14 @@ impl CopyRows {
         }
         self.header.extend_from_slice(b"]\n");
         let envelope = std::str::from_utf8(v[13]?).ok()?;
-        let mut content = Sha256::new();
-        content.update(&self.header[..]);
-        content.update(envelope.as_bytes());
-        let content: [u8; 32] = content.finalize().into();
+        let content = sha256_of(&self.header, envelope.as_bytes());
         let stored: [u8; 32] = v[14]?.try_into().ok()?;
         let prev_hash: [u8; 32] = v[15]?.try_into().ok()?;
         let row_hash: [u8; 32] = v[16]?.try_into().ok()?;
         if stored != content || prev_hash != self.prev {
             return None;
         }
-        let mut link = Sha256::new();
-        link.update(self.prev);
-        link.update(content);
-        let computed: [u8; 32] = link.finalize().into();
+        let computed = sha256_of(&self.prev, &content);
         (computed == row_hash).then_some(computed)
     }
 }
@@ -403,10 +401,7 @@ impl CopyRows {
                 }
                 Parsed::Row(size, Some(row_hash)) => {
                     at += size;
-                    let mut leaf = Sha256::new();
-                    leaf.update([0u8]);
-                    leaf.update(row_hash);
-                    self.leaves.push(leaf.finalize().into());
+                    self.leaves.push(leaf_hash(&row_hash));
                     self.heads.push(row_hash);
                     self.prev = row_hash;
                     self.expected += 1;
@@ -530,14 +525,8 @@ fn place<'py>(
         json_value(header, value, digits)?;
     }
     header.extend_from_slice(b"]\n");
-    let mut content = Sha256::new();
-    content.update(&header[..]);
-    content.update(text.as_bytes());
-    let content: [u8; 32] = content.finalize().into();
-    let mut link = Sha256::new();
-    link.update(prev);
-    link.update(content);
-    let row_hash: [u8; 32] = link.finalize().into();
+    let content = sha256_of(header, text.as_bytes());
+    let row_hash = sha256_of(prev, &content);
     let row = PyTuple::new(
         py,
         [
@@ -598,12 +587,8 @@ fn chain_rows<'py>(
         let Some((row, row_hash)) = placed else {
             break;
         };
-        let mut leaf = Sha256::new();
-        leaf.update([0u8]);
-        leaf.update(row_hash);
-        let leaf: [u8; 32] = leaf.finalize().into();
         rows.push(row);
-        leaves.push(PyBytes::new(py, &leaf));
+        leaves.push(PyBytes::new(py, &leaf_hash(&row_hash)));
         prev = row_hash;
     }
     Ok((PyList::new(py, rows)?, PyList::new(py, leaves)?, PyBytes::new(py, &prev)))
