@@ -66,7 +66,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.db_support import ADMIN_DSN, drop_database  # noqa: E402
-from tollgate_audit_log import canonical  # noqa: E402
+from tollgate_audit_log import canonical, compiled  # noqa: E402
 from tollgate_audit_log import verify as verify_module  # noqa: E402
 from tollgate_audit_log.app import prepare_database  # noqa: E402
 from tollgate_audit_log.batch import record_batch  # noqa: E402
@@ -299,7 +299,7 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
                             conn, args.stream, "copy", rows, args.batch, cpu=cpu["copy_python_loop"]
                         )
                     finally:
-                        canonical.chain_rows = canonical._compiled_chain_rows()
+                        canonical.chain_rows = compiled.function("chain_rows")
                 else:
                     rate = await sink_rate(
                         conn,
@@ -487,8 +487,8 @@ def python_loop(on: bool) -> None:
         os.environ[COMPILED_ENV] = "0"
     else:
         os.environ.pop(COMPILED_ENV, None)
-    verify_module.accept_rows = verify_module._compiled_loop()
-    verify_module.copy_rows = verify_module._compiled_copy_loop()
+    verify_module.accept_rows = compiled.function("accept_rows")
+    verify_module.copy_rows = compiled.function("CopyRows")
 
 
 async def copy_floor(dsn: str, stream: str, rows: int, connections: int) -> tuple[float, float]:

@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import orjson
 
@@ -127,13 +127,15 @@ ChainRows = Callable[
 ]
 
 
-def _compiled_chain_rows() -> ChainRows | None:
-    """The compiled loop (:mod:`tollgate_audit_log.compiled`); None: the Python loop places every entry."""
-    native = compiled.load()
-    return cast(ChainRows, native.chain_rows) if native is not None else None
+# The compiled loop (:mod:`tollgate_audit_log.compiled`); None: the Python loop places every entry (the
+# tests run both).
+chain_rows: ChainRows | None = compiled.function("chain_rows")
 
 
-chain_rows: ChainRows | None = _compiled_chain_rows()  # None: the Python loop alone (the tests run both)
+def header_prefix(stream: str) -> bytes:
+    """The start of every header of ``stream`` (``HASH_FORMAT``, the stream and a comma), which the
+    compiled loops continue with the row's other fields."""
+    return orjson.dumps((HASH_FORMAT, stream))[:-1] + b","
 
 
 def iter_chain(
@@ -157,7 +159,7 @@ def iter_chain(
     sha = hashlib.sha256
     dumps = orjson.dumps
     place = chain_rows
-    prefix = dumps((HASH_FORMAT, stream))[:-1] + b","
+    prefix = header_prefix(stream)
     i, n = 0, len(entries)
     while i < n:
         if place is not None:

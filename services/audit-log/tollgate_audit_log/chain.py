@@ -58,15 +58,15 @@ def _collecting(
     levels over them, hashed every ``YIELD_EVERY`` rows (a list comprehension a level) while PostgreSQL
     inserts the rows already sent, rather than at the checkpoint, while it waits. ``executemany`` takes it
     as it is; COPY through :func:`_yielding`."""
-    base = done = len(into)
+    taken = i = 0  # leaves[:taken] are in the tree; i rows yielded
     for i, row in enumerate(rows, 1):
         into.append(row[17])
         yield row
         if tree is not None and i % YIELD_EVERY == 0:
-            tree.extend(leaves[done - base : len(into) - base])
-            done = len(into)
+            tree.extend(leaves[taken:i])
+            taken = i
     if tree is not None:
-        tree.extend(leaves[done - base : len(into) - base])
+        tree.extend(leaves[taken:i])
 
 
 async def _yielding(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import cast
 
 from tollgate_audit_log import compiled
 
@@ -438,13 +437,8 @@ def leaf_hashes(row_hashes: Sequence[bytes]) -> list[bytes]:
     return [sha(_LEAF + x).digest() for x in row_hashes]
 
 
-def _compiled_parent_level() -> Callable[[list[bytes]], list[bytes]] | None:
-    """The compiled :func:`_parent_level` (:mod:`tollgate_audit_log.compiled`); None: the Python one."""
-    native = compiled.load()
-    return cast(Callable[[list[bytes]], list[bytes]], native.parent_level) if native is not None else None
-
-
-parent_level = _compiled_parent_level()  # None: the Python loop alone (the tests run both)
+# The compiled _parent_level (:mod:`tollgate_audit_log.compiled`); None: the Python one (the tests run both).
+parent_level: Callable[[list[bytes]], list[bytes]] | None = compiled.function("parent_level")
 
 
 def _parent_level(nodes: Sequence[bytes]) -> list[bytes]:

@@ -30,14 +30,14 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from tollgate_audit_log import compiled
-from tollgate_audit_log.canonical import HASH_FORMAT, genesis_hash
+from tollgate_audit_log.canonical import HASH_FORMAT, genesis_hash, header_prefix
 from tollgate_audit_log.chain import statement_of
 from tollgate_audit_log.merkle import (
     EMPTY_ROOT,
@@ -72,23 +72,11 @@ FROM audit_events WHERE stream = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq
 AcceptRows = Callable[[bytes, list[Any], int, bytes, int], tuple[int, bytes, list[bytes]]]
 
 
-def _compiled_loop() -> AcceptRows | None:
-    """The compiled hot loop (:mod:`tollgate_audit_log.compiled`): it accepts the rows that hold. None:
-    the Python loop of ChainChecker, the reference, checks every row."""
-    native = compiled.load()
-    return cast(AcceptRows, native.accept_rows) if native is not None else None
-
-
-def _compiled_copy_loop() -> type[CopyRows] | None:
-    """The compiled loop over a binary COPY stream (:class:`tollgate_audit_native.CopyRows`); None: rows
-    are read with a cursor."""
-    native = compiled.load()
-    return cast("type[CopyRows]", native.CopyRows) if native is not None else None
-
-
-# None: the Python loop alone (the tests run both)
-accept_rows: AcceptRows | None = _compiled_loop()
-copy_rows: type[CopyRows] | None = _compiled_copy_loop()
+# The compiled loops (:mod:`tollgate_audit_log.compiled`): they accept the rows that hold. None: rows are
+# read with a cursor, and the Python loop of ChainChecker, the reference, checks every row (the tests run
+# both).
+accept_rows: AcceptRows | None = compiled.function("accept_rows")
+copy_rows: type[CopyRows] | None = compiled.function("CopyRows")
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 (PostgreSQL's epoch) in Unix microseconds
 # A range is read in seq order along the primary key. Left to itself the planner may pick, for a narrower
 # select list or another range, a (parallel) sequential scan of the whole table and a sort: a cursor's
@@ -183,7 +171,7 @@ class ChainChecker:
         self.checkpoints_verified = 0
         self._pending = list(self.checkpoints)
         self._leaves: list[bytes] = []  # leaf hashes of the rows of the first pending checkpoint so far
-        self._prefix = orjson.dumps((HASH_FORMAT, stream))[:-1] + b","  # the header's start, for accept_rows
+        self._prefix = header_prefix(stream)  # for the compiled loops
         self._trusted = trusted or {}
         self._frontier = frontier if frontier is not None else Frontier()
         if check_statements:
@@ -558,7 +546,7 @@ async def _check_rows(
     failing: bytes | None = None
     await conn.execute(SCAN_SETTINGS)  # until the end of the caller's transaction
     end = END_OF_CHAIN if last is None else last
-    if copy_rows is not None and not offload and await _copy_rows(conn, checker, end, progress):
+    if copy_rows is not None and not offload and await _copy_rows(conn, copy_rows, checker, end, progress):
         checker.finish(last)
         return None
     if not checker.done:
@@ -589,17 +577,21 @@ _VERIFY_TYPES = ("int8", "text", "text", "int4", "int8", "text", "timestamptz", 
 
 
 async def _copy_rows(
-    conn: Conn, checker: ChainChecker, end: int, progress: Callable[[str, int], None] | None
+    conn: Conn,
+    loop: type[CopyRows],
+    checker: ChainChecker,
+    end: int,
+    progress: Callable[[str, int], None] | None,
 ) -> bool:
     """Check seqs ``checker.expected..end`` from a binary COPY with the compiled loop; True when every row
     was accepted (the checker is then up to date to ``end`` or the end of the chain), False when the rest
     is the cursor's (the first row not accepted onwards), or the checker is done."""
     statement = await conn.prepare(VERIFY_SQL)
     types = tuple(a.type.name if a.type.schema == "pg_catalog" else "" for a in statement.get_attributes())
-    if types != _VERIFY_TYPES or copy_rows is None:
+    if types != _VERIFY_TYPES:
         return False
     limit = checker.problem.seq if checker.problem is not None else END_OF_CHAIN
-    rows = copy_rows(checker._prefix, checker.expected, checker.prev, limit)
+    rows = loop(checker._prefix, checker.expected, checker.prev, limit)
 
     async def check(data: bytes) -> None:
         rows.feed(data)

@@ -18,13 +18,13 @@ from tollgate_audit_native import CopyRows, accept_rows, chain_rows, parent_leve
 
 from tests.audit_support import inference_entry
 from tests.unit.audit.test_chain import checkpoints
-from tollgate_audit_log import canonical, merkle, verify
+from tollgate_audit_log import canonical, compiled, merkle, verify
 from tollgate_audit_log.canonical import (
-    HASH_FORMAT,
     Entry,
     chain_records,
     content_hash,
     genesis_hash,
+    header_prefix,
     link,
     micros,
 )
@@ -35,7 +35,7 @@ from tollgate_audit_log.verify import ChainChecker
 
 STREAM = "inference"
 RECORDED = datetime(2026, 2, 1, 12, 0, 0, 123456, tzinfo=UTC)
-PREFIX = orjson.dumps((HASH_FORMAT, STREAM))[:-1] + b","
+PREFIX = header_prefix(STREAM)
 END = 2**63 - 1
 
 # Text that orjson escapes (every control character, quote, backslash) or writes as it is (DEL, non-ASCII,
@@ -165,15 +165,20 @@ def test_a_row_it_leaves_is_checked_by_the_python_loop() -> None:
 
 
 def test_the_compiled_loops_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert verify._compiled_loop() is accept_rows
-    assert verify._compiled_copy_loop() is CopyRows
-    assert canonical._compiled_chain_rows() is chain_rows
-    assert merkle._compiled_parent_level() is parent_level
+    names = {
+        "accept_rows": accept_rows,
+        "CopyRows": CopyRows,
+        "chain_rows": chain_rows,
+        "parent_level": parent_level,
+    }
+    assert (verify.accept_rows, verify.copy_rows, canonical.chain_rows, merkle.parent_level) == tuple(
+        names.values()
+    )
+    for name, loop in names.items():
+        assert compiled.function(name) is loop
     monkeypatch.setenv(COMPILED_ENV, "0")
-    assert verify._compiled_loop() is None
-    assert verify._compiled_copy_loop() is None
-    assert canonical._compiled_chain_rows() is None
-    assert merkle._compiled_parent_level() is None
+    for name in names:
+        assert compiled.function(name) is None
 
 
 def _outcome(rows: list[tuple[Any, ...]], cps: list[Any], signer: Any, chunk: int) -> tuple[Any, ...]:
