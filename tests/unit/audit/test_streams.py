@@ -203,6 +203,13 @@ def test_validated_events_carry_their_entity_id() -> None:
             ),
             "UTC offset",
         ),
+        *(
+            (
+                orjson.dumps({"event_id": str(uuid.uuid4()), "event_type": "x", "occurred_at": moment}),
+                "out of range",
+            )
+            for moment in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00")
+        ),
         (
             orjson.dumps(
                 {
