@@ -185,7 +185,10 @@ def parse_occurred_at(value: Any) -> datetime:
         raise PoisonMessage(f"occurred_at {value[:64]!r} is not an ISO 8601 time") from exc
     if moment.tzinfo is None:
         raise PoisonMessage("occurred_at has no UTC offset")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise PoisonMessage(f"occurred_at {value[:64]!r} is out of range in UTC (years 1 to 9999)") from None
 
 
 UNKNOWN_CONTRACT = "(withheld: contract not known to the audit-log when recorded)"
