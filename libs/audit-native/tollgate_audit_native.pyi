@@ -1,6 +1,5 @@
 """The audit trail's compiled hot loops (src/lib.rs)."""
 
-from datetime import datetime
 from typing import Any
 
 def accept_rows(
@@ -12,19 +11,19 @@ def accept_rows(
     hash is ``sha256(prev_hash || content_hash)``. Returns the number accepted, the last accepted row's hash
     (``prev`` when none) and their Merkle leaf hashes."""
 
-def chain_rows(
+def chain_copy(
     stream: str,
     prefix: bytes,
     entries: list[Any],
     seq: int,
     prev: bytes,
-    recorded_at: datetime,
     recorded_us: int,
-) -> tuple[list[tuple[Any, ...]], list[bytes], bytes]:
+) -> tuple[bytes, list[bytes], list[bytes], bytes]:
     """Place ``entries`` (``canonical.Entry``) after the head ``(seq, prev)`` as ``canonical.iter_chain``
-    does, recorded at ``recorded_at`` (``recorded_us`` microseconds since the epoch); stops before the
-    first entry it does not encode exactly as the Python code would. Returns the rows (COPY_COLUMNS order),
-    their Merkle leaf hashes and the last row's hash (``prev`` when none)."""
+    does, recorded at ``recorded_us`` microseconds since the epoch, and write them as the tuples of a
+    binary ``COPY audit_events (COPY_COLUMNS)`` (``canonical.copy_tuple``); stops before the first entry
+    it does not encode exactly as the Python code would. Returns the tuples, the rows' hashes, their
+    Merkle leaf hashes and the last row's hash (``prev`` when none)."""
 
 class CopyRows:
     """The verifier's loop over a binary ``COPY (VERIFY_SQL) TO STDOUT`` stream, fed as it arrives: the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 import asyncpg
@@ -12,8 +13,10 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from tests.audit_support import fresh_database, inference_entry
+from tests.audit_support import compiled_or_python, fresh_database, inference_entry
+from tollgate_audit_log import canonical
 from tollgate_audit_log.app import prepare_database
+from tollgate_audit_log.canonical import COPY_COLUMNS
 from tollgate_audit_log.chain import ChainMoved, ChainTampered, ChainWriter, LockLost
 from tollgate_audit_log.settings import AuditLogSettings
 from tollgate_audit_log.signing import Signer
@@ -124,14 +127,59 @@ async def test_writer_signs_what_it_wrote_not_what_the_table_says(conns: list[as
     assert raised.value.kind == "head_rewritten" and raised.value.found[0] == 20
 
 
-async def test_rows_postgres_refuses_are_isolated(conns: list[asyncpg.Connection]) -> None:
-    writer = ChainWriter(conns[0], "isolating")
+@pytest.fixture(params=["compiled", "python"])
+def loops(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The writer's COPY tuples written by the compiled loop, or by the Python loop alone."""
+    return compiled_or_python(request, monkeypatch, canonical, "chain_copy")
+
+
+async def test_rows_postgres_refuses_are_isolated(conns: list[asyncpg.Connection], loops: str) -> None:
+    writer = ChainWriter(conns[0], f"isolating-{loops}")
     await writer.acquire()
     bad = dataclasses.replace(inference_entry(1), entity_id="nul\x00byte")
     inserted, refused = await writer.append_isolating([inference_entry(0), bad, inference_entry(2)])
     assert inserted == 2 and [entry.event_id for entry, _ in refused] == [bad.event_id]
     assert isinstance(refused[0][1], asyncpg.DataError)
-    assert await verified(conns[1], "isolating") == 2
+    assert await verified(conns[1], f"isolating-{loops}") == 2
+
+
+STORED = ", ".join(COPY_COLUMNS[2:8] + COPY_COLUMNS[9:15])
+
+
+async def test_the_rows_stored_hold_the_entries_values(conns: list[asyncpg.Connection], loops: str) -> None:
+    """Every column as PostgreSQL stored it, whichever loop wrote the COPY: text at its edges, NULLs,
+    32/64-bit edges, timestamps far from now and not in UTC; the chain verifies."""
+    stream = f"stored-{loops}"
+    entries = [inference_entry(i) for i in range(600)]
+    odd = ['"quoted" \\ back\\slash', "é ü ß — \u2028 \U0001f600 \x7f", "", "x" * 10_000, "\n\r\t\x1f"]
+    for i, text in enumerate(odd):
+        entries[10 + i] = dataclasses.replace(
+            entries[10 + i], topic=text or "t", event_type=text, request_id=text, entity_id=None, model=text
+        )
+    entries[20] = dataclasses.replace(entries[20], partition=2**31 - 1, offset=2**63 - 1)
+    entries[21] = dataclasses.replace(entries[21], partition=-(2**31), offset=-(2**63))
+    for i, moment in enumerate([
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
+        datetime(2026, 6, 1, 2, 0, tzinfo=timezone(timedelta(hours=2))),  # not UTC: the Python loop's
+    ]):  # fmt: skip
+        entries[30 + i] = dataclasses.replace(entries[30 + i], occurred_at=moment)
+    writer = ChainWriter(conns[0], stream)
+    await writer.acquire()
+    assert await writer.append(entries[:250]) == 250
+    assert await writer.append(entries[250:]) == 350
+    stored = await conns[1].fetch(
+        f"SELECT seq, {STORED} FROM audit_events WHERE stream = $1 ORDER BY seq", stream
+    )
+    assert [r["seq"] for r in stored] == list(range(1, 601))
+    expected = [
+        (e.event_id, e.topic, e.partition, e.offset, e.event_type, e.occurred_at, e.request_id, e.entity_id,
+         e.model, e.version, e.trace_id, e.envelope)
+        for e in entries
+    ]  # fmt: skip
+    assert [(str(r[1]), *r[2:]) for r in stored] == expected
+    assert await verified(conns[1], stream) == 600
 
 
 async def test_a_consumed_batch_is_recorded_in_parts_with_its_poison_set_aside(

@@ -6,20 +6,21 @@
 //!   exactly as expected (any check failing, a value of a type it does not encode, a seq at or past the
 //!   limit) and says how many rows it accepted; `tollgate_audit_log.verify.ChainChecker` checks the rest
 //!   with its Python loop, the reference, which names the problem.
-//! * `chain_rows`, the writer's: it places entries after a head as `canonical.iter_chain` does and stops
-//!   at the first entry holding a value it does not encode exactly as the Python code would (a type
-//!   other than str, int and None, a timestamp not in UTC); `iter_chain` places that one itself.
+//! * `chain_copy`, the writer's: it places entries after a head as `canonical.iter_chain` does and
+//!   writes them as the tuples of a binary COPY (`canonical.copy_tuple`); it stops at the first entry
+//!   holding a value it does not encode exactly as the Python code would (a type other than str, int and
+//!   None, a timestamp not in UTC, an event id not in canonical UUID text, a partition past 32 bits);
+//!   `canonical.iter_copy` places and encodes that one itself.
 //!
 //! Neither decides anything the Python code does not decide too: the tests compare them with it.
 
 use pyo3::buffer::PyBuffer;
 use pyo3::exceptions::PyValueError;
 use pyo3::ffi;
-use pyo3::prelude::*;
 use pyo3::intern;
+use pyo3::prelude::*;
 use pyo3::types::{
-    timezone_utc, PyBytes, PyDateAccess, PyDateTime, PyInt, PyList, PyString, PyTimeAccess, PyTuple,
-    PyTzInfoAccess,
+    timezone_utc, PyBytes, PyDateAccess, PyDateTime, PyInt, PyList, PyString, PyTimeAccess, PyTzInfoAccess,
 };
 use sha2::{Digest, Sha256};
 
@@ -103,7 +104,8 @@ fn leaf_hash(row_hash: &[u8; 32]) -> [u8; 32] {
 
 /// The hash a loop starts from (the row before its first).
 fn starting_hash(prev: &[u8]) -> PyResult<[u8; 32]> {
-    prev.try_into().map_err(|_| PyValueError::new_err("prev must be a 32-byte hash"))
+    prev.try_into()
+        .map_err(|_| PyValueError::new_err("prev must be a 32-byte hash"))
 }
 
 fn hash32<'a>(value: &'a Bound<'_, PyAny>) -> Option<&'a [u8]> {
@@ -145,7 +147,12 @@ fn check_row(
     let envelope = item(py, row, 13)?;
     let envelope = match envelope.downcast_exact::<PyBytes>() {
         Ok(bytes) => bytes.as_bytes(),
-        Err(_) => envelope.downcast_exact::<PyString>().ok()?.to_str().ok()?.as_bytes(),
+        Err(_) => envelope
+            .downcast_exact::<PyString>()
+            .ok()?
+            .to_str()
+            .ok()?
+            .as_bytes(),
     };
     let content = sha256_of(header, envelope);
     let (stored, prev_hash, row_hash) = (item(py, row, 14)?, item(py, row, 15)?, item(py, row, 16)?);
@@ -280,14 +287,18 @@ impl CopyRows {
     /// One tuple at the start of `data`: its length and, when every check holds, its row hash.
     fn parse(&mut self, data: &[u8]) -> Parsed {
         let mut f = Fields { data, at: 0 };
-        let Some(count) = f.take(2) else { return Parsed::Partial };
+        let Some(count) = f.take(2) else {
+            return Parsed::Partial;
+        };
         let count = i16::from_be_bytes([count[0], count[1]]);
         if count == -1 {
             return Parsed::End(2);
         }
         let mut values: [Option<&[u8]>; 17] = [None; 17];
         for index in 0..usize::try_from(count).unwrap_or(0) {
-            let Some(value) = f.field() else { return Parsed::Partial };
+            let Some(value) = f.field() else {
+                return Parsed::Partial;
+            };
             if index < 17 {
                 values[index] = value;
             }
@@ -479,119 +490,244 @@ fn utc_micros(value: &Bound<'_, PyAny>) -> Option<i64> {
     Some(seconds * 1_000_000 + i64::from(moment.get_microsecond()))
 }
 
-/// One entry placed at `seq` after `prev`: its row (`COPY_COLUMNS` order) and row hash.
-#[allow(clippy::too_many_arguments)]
-fn place<'py>(
-    py: Python<'py>,
-    entry: &Bound<'py, PyAny>,
-    stream: &Bound<'py, PyString>,
-    prefix: &[u8],
-    seq: i64,
-    prev: &[u8; 32],
-    recorded_at: &Bound<'py, PyAny>,
-    recorded_us: i64,
-    header: &mut Vec<u8>,
-    digits: &mut itoa::Buffer,
-) -> Option<(Bound<'py, PyTuple>, [u8; 32])> {
-    let get = |name: &Bound<'py, PyString>| entry.getattr(name).ok();
-    let event_id = get(intern!(py, "event_id"))?;
-    let topic = get(intern!(py, "topic"))?;
-    let partition = get(intern!(py, "partition"))?;
-    let offset = get(intern!(py, "offset"))?;
-    let event_type = get(intern!(py, "event_type"))?;
-    let occurred_at = get(intern!(py, "occurred_at"))?;
-    let request_id = get(intern!(py, "request_id"))?;
-    let entity_id = get(intern!(py, "entity_id"))?;
-    let model = get(intern!(py, "model"))?;
-    let version = get(intern!(py, "version"))?;
-    let trace_id = get(intern!(py, "trace_id"))?;
-    let envelope = get(intern!(py, "envelope"))?;
-    let text = envelope.downcast_exact::<PyString>().ok()?.to_str().ok()?;
-    let occurred_us = utc_micros(&occurred_at)?;
-
-    header.clear();
-    header.extend_from_slice(prefix);
-    header.extend_from_slice(digits.format(seq).as_bytes());
-    for value in [&event_id, &topic, &partition, &offset, &event_type] {
-        header.push(b',');
-        json_value(header, value, digits)?;
-    }
-    for micros in [occurred_us, recorded_us] {
-        header.push(b',');
-        header.extend_from_slice(digits.format(micros).as_bytes());
-    }
-    for value in [&request_id, &entity_id, &model, &version, &trace_id] {
-        header.push(b',');
-        json_value(header, value, digits)?;
-    }
-    header.extend_from_slice(b"]\n");
-    let content = sha256_of(header, text.as_bytes());
-    let row_hash = sha256_of(prev, &content);
-    let row = PyTuple::new(
-        py,
-        [
-            stream.clone().into_any(),
-            seq.into_pyobject(py).ok()?.into_any(),
-            event_id,
-            topic,
-            partition,
-            offset,
-            event_type,
-            occurred_at,
-            recorded_at.clone(),
-            request_id,
-            entity_id,
-            model,
-            version,
-            trace_id,
-            envelope,
-            PyBytes::new(py, &content).into_any(),
-            PyBytes::new(py, prev).into_any(),
-            PyBytes::new(py, &row_hash).into_any(),
-        ],
-    )
-    .ok()?;
-    Some((row, row_hash))
+/// An entry's fields (`canonical.Entry`), read once.
+struct EntryFields<'py> {
+    event_id: Bound<'py, PyAny>,
+    topic: Bound<'py, PyAny>,
+    partition: Bound<'py, PyAny>,
+    offset: Bound<'py, PyAny>,
+    event_type: Bound<'py, PyAny>,
+    occurred_us: i64,
+    /// request_id, entity_id, model, version, trace_id.
+    ids: [Bound<'py, PyAny>; 5],
+    envelope: Bound<'py, PyAny>,
 }
 
-/// Place `entries` (`canonical.Entry`) after the head `(seq, prev)` as `canonical.iter_chain` does:
-/// consecutive seqs, each row linked to the last, recorded at `recorded_at` (`recorded_us` microseconds
-/// since the epoch). `prefix` is `orjson.dumps((HASH_FORMAT, stream))` without its closing bracket, and a
-/// comma. Stops before the first entry it does not encode exactly as the Python code would.
+impl<'py> EntryFields<'py> {
+    /// The entry's fields; None when one is missing, the envelope is not an exact str or the timestamp is
+    /// not a `datetime` in UTC.
+    fn read(py: Python<'py>, entry: &Bound<'py, PyAny>) -> Option<Self> {
+        let get = |name: &Bound<'py, PyString>| entry.getattr(name).ok();
+        let occurred_at = get(intern!(py, "occurred_at"))?;
+        let envelope = get(intern!(py, "envelope"))?;
+        envelope.downcast_exact::<PyString>().ok()?;
+        Some(EntryFields {
+            event_id: get(intern!(py, "event_id"))?,
+            topic: get(intern!(py, "topic"))?,
+            partition: get(intern!(py, "partition"))?,
+            offset: get(intern!(py, "offset"))?,
+            event_type: get(intern!(py, "event_type"))?,
+            occurred_us: utc_micros(&occurred_at)?,
+            ids: [
+                get(intern!(py, "request_id"))?,
+                get(intern!(py, "entity_id"))?,
+                get(intern!(py, "model"))?,
+                get(intern!(py, "version"))?,
+                get(intern!(py, "trace_id"))?,
+            ],
+            envelope,
+        })
+    }
+
+    fn envelope(&self) -> Option<&str> {
+        self.envelope.downcast_exact::<PyString>().ok()?.to_str().ok()
+    }
+
+    /// The row's content hash and row hash when placed at `seq` after `prev` (`canonical.content_hash`).
+    fn hashes(
+        &self,
+        prefix: &[u8],
+        seq: i64,
+        prev: &[u8; 32],
+        recorded_us: i64,
+        header: &mut Vec<u8>,
+        digits: &mut itoa::Buffer,
+    ) -> Option<([u8; 32], [u8; 32])> {
+        header.clear();
+        header.extend_from_slice(prefix);
+        header.extend_from_slice(digits.format(seq).as_bytes());
+        for value in [
+            &self.event_id,
+            &self.topic,
+            &self.partition,
+            &self.offset,
+            &self.event_type,
+        ] {
+            header.push(b',');
+            json_value(header, value, digits)?;
+        }
+        for micros in [self.occurred_us, recorded_us] {
+            header.push(b',');
+            header.extend_from_slice(digits.format(micros).as_bytes());
+        }
+        for value in &self.ids {
+            header.push(b',');
+            json_value(header, value, digits)?;
+        }
+        header.extend_from_slice(b"]\n");
+        let content = sha256_of(header, self.envelope()?.as_bytes());
+        let row_hash = sha256_of(prev, &content);
+        Some((content, row_hash))
+    }
+}
+
+/// The 16 bytes of a UUID in its canonical text (lowercase, hyphenated: what `uuid.UUID` prints and
+/// PostgreSQL stores); None for any other spelling (the Python loop takes it).
+fn canonical_uuid(text: &[u8]) -> Option<[u8; 16]> {
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    if text.len() != 36 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    let mut digits = text
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !matches!(i, 8 | 13 | 18 | 23));
+    if [8, 13, 18, 23].iter().any(|&i| text[i] != b'-') {
+        return None;
+    }
+    for byte in out.iter_mut() {
+        let high = nibble(*digits.next()?.1)?;
+        let low = nibble(*digits.next()?.1)?;
+        *byte = high << 4 | low;
+    }
+    Some(out)
+}
+
+/// One field of a binary COPY tuple: its length, then its bytes.
+fn copy_field(out: &mut Vec<u8>, value: &[u8]) -> Option<()> {
+    out.extend_from_slice(&i32::try_from(value.len()).ok()?.to_be_bytes());
+    out.extend_from_slice(value);
+    Some(())
+}
+
+/// A `text` field: an exact str (NOT NULL columns), or also None (nullable ones).
+fn copy_text(out: &mut Vec<u8>, value: &Bound<'_, PyAny>, nullable: bool) -> Option<()> {
+    if nullable && value.is_none() {
+        out.extend_from_slice(&(-1i32).to_be_bytes());
+        return Some(());
+    }
+    copy_field(
+        out,
+        value.downcast_exact::<PyString>().ok()?.to_str().ok()?.as_bytes(),
+    )
+}
+
+/// A `timestamptz` field: microseconds since PostgreSQL's epoch.
+fn copy_timestamp(out: &mut Vec<u8>, micros: i64) {
+    out.extend_from_slice(&8i32.to_be_bytes());
+    out.extend_from_slice(&(micros - PG_EPOCH_US).to_be_bytes());
+}
+
+/// One placed row as a binary COPY tuple of `COPY_COLUMNS` (the types of `audit_events`' columns:
+/// text, bigint, uuid, text, integer, bigint, text, timestamptz, timestamptz, five nullable texts, text
+/// and three bytea); None, with `out` as it was, for a value it does not encode as asyncpg would.
+#[allow(clippy::too_many_arguments)]
+fn copy_tuple(
+    out: &mut Vec<u8>,
+    stream: &[u8],
+    seq: i64,
+    f: &EntryFields<'_>,
+    recorded_us: i64,
+    content: &[u8; 32],
+    prev: &[u8; 32],
+    row_hash: &[u8; 32],
+) -> Option<()> {
+    let start = out.len();
+    let written = (|| {
+        let event_id = f.event_id.downcast_exact::<PyString>().ok()?.to_str().ok()?;
+        let event_id = canonical_uuid(event_id.as_bytes())?;
+        let partition: i32 = f.partition.downcast_exact::<PyInt>().ok()?.extract().ok()?;
+        let offset: i64 = f.offset.downcast_exact::<PyInt>().ok()?.extract().ok()?;
+        out.extend_from_slice(&18i16.to_be_bytes());
+        copy_field(out, stream)?;
+        copy_field(out, &seq.to_be_bytes())?;
+        copy_field(out, &event_id)?;
+        copy_text(out, &f.topic, false)?;
+        copy_field(out, &partition.to_be_bytes())?;
+        copy_field(out, &offset.to_be_bytes())?;
+        copy_text(out, &f.event_type, false)?;
+        copy_timestamp(out, f.occurred_us);
+        copy_timestamp(out, recorded_us);
+        for value in &f.ids {
+            copy_text(out, value, true)?;
+        }
+        copy_field(out, f.envelope()?.as_bytes())?;
+        for hash in [content, prev, row_hash] {
+            copy_field(out, hash)?;
+        }
+        Some(())
+    })();
+    if written.is_none() {
+        out.truncate(start);
+    }
+    written
+}
+
+/// What `chain_copy` returns.
+type Tuples<'py> = (
+    Bound<'py, PyBytes>,
+    Bound<'py, PyList>,
+    Bound<'py, PyList>,
+    Bound<'py, PyBytes>,
+);
+
+/// Place `entries` (`canonical.Entry`) after the head `(seq, prev)` as `canonical.iter_chain` does
+/// (consecutive seqs, each row linked to the last, recorded at `recorded_us` microseconds since the
+/// epoch) and write them as the tuples of a binary `COPY audit_events (COPY_COLUMNS) FROM STDIN`
+/// (`canonical.copy_tuple`): no Python object a value, and nothing left for asyncpg to encode. `prefix`
+/// is `orjson.dumps((HASH_FORMAT, stream))` without its closing bracket, and a comma. Stops before the
+/// first entry it does not encode exactly as the Python code would.
 ///
-/// Returns the rows placed (`COPY_COLUMNS` order), their Merkle leaf hashes and the last row's hash
-/// (`prev` when none).
+/// Returns the tuples (without the stream's signature and trailer), the rows' hashes, their Merkle leaf
+/// hashes and the last row's hash (`prev` when none).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-fn chain_rows<'py>(
+fn chain_copy<'py>(
     py: Python<'py>,
     stream: &Bound<'py, PyString>,
     prefix: &[u8],
     entries: &Bound<'py, PyList>,
     seq: i64,
     prev: &[u8],
-    recorded_at: &Bound<'py, PyAny>,
     recorded_us: i64,
-) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyBytes>)> {
+) -> PyResult<Tuples<'py>> {
     let mut prev = starting_hash(prev)?;
+    let name = stream.to_str()?.as_bytes();
     let mut header = Vec::with_capacity(512);
     let mut digits = itoa::Buffer::new();
-    let mut rows: Vec<Bound<'py, PyTuple>> = Vec::with_capacity(entries.len());
+    let mut out: Vec<u8> = Vec::with_capacity(entries.len() * 1024);
+    let mut hashes: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(entries.len());
     let mut leaves: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(entries.len());
     let mut seq = seq;
     for entry in entries.iter() {
         seq += 1;
-        let placed = place(
-            py, &entry, stream, prefix, seq, &prev, recorded_at, recorded_us, &mut header, &mut digits,
-        );
-        let Some((row, row_hash)) = placed else {
+        let Some(f) = EntryFields::read(py, &entry) else {
             break;
         };
-        rows.push(row);
+        let Some((content, row_hash)) = f.hashes(prefix, seq, &prev, recorded_us, &mut header, &mut digits)
+        else {
+            break;
+        };
+        if copy_tuple(&mut out, name, seq, &f, recorded_us, &content, &prev, &row_hash).is_none() {
+            break;
+        }
+        hashes.push(PyBytes::new(py, &row_hash));
         leaves.push(PyBytes::new(py, &leaf_hash(&row_hash)));
         prev = row_hash;
     }
-    Ok((PyList::new(py, rows)?, PyList::new(py, leaves)?, PyBytes::new(py, &prev)))
+    Ok((
+        PyBytes::new(py, &out),
+        PyList::new(py, hashes)?,
+        PyList::new(py, leaves)?,
+        PyBytes::new(py, &prev),
+    ))
 }
 
 /// One level up a Merkle tree (RFC 6962): each pair of nodes hashed as `sha256(0x01 || left || right)`, an
@@ -618,7 +754,7 @@ fn parent_level<'py>(py: Python<'py>, nodes: &Bound<'py, PyList>) -> PyResult<Bo
 #[pymodule]
 fn tollgate_audit_native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(accept_rows, module)?)?;
-    module.add_function(wrap_pyfunction!(chain_rows, module)?)?;
+    module.add_function(wrap_pyfunction!(chain_copy, module)?)?;
     module.add_class::<CopyRows>()?;
     module.add_function(wrap_pyfunction!(parent_level, module)?)?;
     Ok(())

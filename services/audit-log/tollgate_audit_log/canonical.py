@@ -19,6 +19,9 @@ unnoticed.
 from __future__ import annotations
 
 import hashlib
+import re
+import struct
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -30,6 +33,8 @@ from tollgate_audit_log import compiled
 from tollgate_audit_log.merkle import leaf_hash
 
 HASH_FORMAT = "tollgate-audit/1"
+# An event id as the trail hashes it: a UUID's canonical text (what PostgreSQL prints for a uuid).
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICRO = timedelta(microseconds=1)
 
@@ -120,16 +125,16 @@ class Head:
     hash: bytes
 
 
-# Entries the compiled loop places at a time: their rows go to the COPY as they are yielded.
+# Entries a chunk of the writer's COPY holds (:func:`iter_copy`): sent as soon as they are hashed.
 CHAIN_SLICE = 200
-ChainRows = Callable[
-    [str, bytes, list[Entry], int, bytes, datetime, int], tuple[list[Record], list[bytes], bytes]
+ChainCopy = Callable[
+    [str, bytes, list[Entry], int, bytes, int], tuple[bytes, list[bytes], list[bytes], bytes]
 ]
 
 
-# The compiled loop (:mod:`tollgate_audit_log.compiled`); None: the Python loop places every entry (the
-# tests run both).
-chain_rows: ChainRows | None = compiled.function("chain_rows")
+# The writer's compiled loop (:mod:`tollgate_audit_log.compiled`): it places and encodes the rows of
+# :func:`iter_copy`; None: the Python loop does (the tests run both).
+chain_copy: ChainCopy | None = compiled.function("chain_copy")
 
 
 def header_prefix(stream: str) -> bytes:
@@ -150,29 +155,14 @@ def iter_chain(
     Yields the rows (:data:`COPY_COLUMNS` order) as they are placed, so a ``COPY`` can send and PostgreSQL
     insert the first rows while the next ones are hashed; ``head`` becomes the new head once every row has
     been taken. ``leaves``, when given, receives each row's Merkle leaf hash (by the time the row is
-    yielded). The compiled loop (:data:`chain_rows`) places :data:`CHAIN_SLICE` entries at a time; an
-    entry it does not take is placed by the Python loop here, the reference. Kept flat: the sink's hot loop.
+    yielded). The reference of the compiled loop (:data:`chain_copy`). Kept flat: a hot loop.
     """
     recorded_us = micros(recorded_at)
     prev = head.hash
     seq = head.seq
     sha = hashlib.sha256
     dumps = orjson.dumps
-    place = chain_rows
-    prefix = header_prefix(stream)
-    i, n = 0, len(entries)
-    while i < n:
-        if place is not None:
-            part = entries[i : i + CHAIN_SLICE]
-            rows, hashed, prev = place(stream, prefix, part, seq, prev, recorded_at, recorded_us)
-            seq += len(rows)
-            i += len(rows)
-            if leaves is not None:
-                leaves.extend(hashed)
-            yield from rows
-            if len(rows) == len(part):
-                continue
-        e = entries[i]
+    for e in entries:
         seq += 1
         content = sha(b"%b\n%b" % (dumps((
             HASH_FORMAT, stream, seq, e.event_id, e.topic, e.partition, e.offset, e.event_type,
@@ -187,7 +177,6 @@ def iter_chain(
             e.request_id, e.entity_id, e.model, e.version, e.trace_id, e.envelope, content, prev, row,
         )  # fmt: skip
         prev = row
-        i += 1
     head.seq, head.hash = seq, prev
 
 
@@ -198,3 +187,98 @@ def chain_records(
     head = Head(head_seq, head_hash)
     records = list(iter_chain(stream, entries, head, recorded_at))
     return records, head.seq, head.hash
+
+
+# A binary COPY stream (PostgreSQL's COPY docs, "Binary Format"): a signature, flags and an empty header
+# extension; one tuple a row; a field count of -1 after the last.
+COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+COPY_TRAILER = struct.pack("!h", -1)
+_PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+_NULL = struct.pack("!i", -1)
+_HASH = struct.pack("!i", 32)
+_TUPLE = struct.Struct("!hi").pack  # the field count, the stream's length
+_INT8 = struct.Struct("!iq").pack  # a bigint or timestamptz field: 8, the value
+_INT4 = struct.Struct("!ii").pack
+_SIZE = struct.Struct("!i").pack
+_UUID = _SIZE(16)
+
+
+def _uuid_bytes(text: str) -> bytes:
+    if CANONICAL_UUID.match(text):
+        return bytes.fromhex(text.replace("-", ""))
+    return uuid.UUID(text).bytes
+
+
+def copy_tuple(row: Record) -> bytes:
+    """A placed row (:data:`COPY_COLUMNS` order) as one tuple of a binary ``COPY audit_events`` of those
+    columns: what :data:`chain_copy` writes for the rows it places, written here for the rows the Python
+    loop places. Every value as the column stores it: timestamps as their microseconds since 2000-01-01,
+    even at the edges of ``datetime`` (where asyncpg's codec writes PostgreSQL's infinities instead)."""
+    name, event_type, topic, envelope = row[0].encode(), row[6].encode(), row[3].encode(), row[14].encode()
+    parts = [
+        _TUPLE(len(COPY_COLUMNS), len(name)),
+        name,
+        _INT8(8, row[1]),
+        _UUID,
+        _uuid_bytes(row[2]),
+        _SIZE(len(topic)),
+        topic,
+        _INT4(4, row[4]),
+        _INT8(8, row[5]),
+        _SIZE(len(event_type)),
+        event_type,
+        _INT8(8, (row[7] - _PG_EPOCH) // _MICRO),
+        _INT8(8, (row[8] - _PG_EPOCH) // _MICRO),
+    ]
+    for value in row[9:14]:
+        if value is None:
+            parts.append(_NULL)
+        else:
+            text = value.encode()
+            parts += (_SIZE(len(text)), text)
+    parts += (_SIZE(len(envelope)), envelope, _HASH, row[15], _HASH, row[16], _HASH, row[17])
+    return b"".join(parts)
+
+
+def iter_copy(
+    stream: str,
+    entries: list[Entry],
+    head: Head,
+    recorded_at: datetime,
+    hashes: list[bytes],
+    leaves: list[bytes],
+) -> Iterator[bytes]:
+    """:func:`iter_chain` as the chunks of a binary ``COPY audit_events (COPY_COLUMNS) FROM STDIN``, a
+    :data:`CHAIN_SLICE` of rows a chunk. The compiled loop (:data:`chain_copy`) places and encodes the
+    entries with no Python object a value; the entries it leaves (and all of them without it) are placed by
+    :func:`iter_chain` and encoded by :func:`copy_tuple`. ``hashes`` and ``leaves`` receive each row's hash
+    and Merkle leaf hash by the time its chunk is yielded; ``head`` becomes the new head once every chunk
+    has been taken."""
+    recorded_us = micros(recorded_at)
+    prefix = header_prefix(stream)
+    place = chain_copy
+    seq, prev = head.seq, head.hash
+    yield COPY_SIGNATURE
+    i, n = 0, len(entries)
+    while i < n:
+        take = CHAIN_SLICE
+        if place is not None:
+            part = entries[i : i + CHAIN_SLICE]
+            data, placed, hashed, prev = place(stream, prefix, part, seq, prev, recorded_us)
+            seq += len(placed)
+            i += len(placed)
+            hashes += placed
+            leaves += hashed
+            if data:
+                yield data
+            if len(placed) == len(part):
+                continue
+            take = 1  # the entry it left
+        rest = Head(seq, prev)
+        rows = list(iter_chain(stream, entries[i : i + take], rest, recorded_at, leaves))
+        seq, prev = rest.seq, rest.hash
+        i += len(rows)
+        hashes += (row[17] for row in rows)
+        yield b"".join(map(copy_tuple, rows))
+    yield COPY_TRAILER
+    head.seq, head.hash = seq, prev

@@ -29,7 +29,16 @@ from typing import Any, Literal, Protocol
 
 import asyncpg
 
-from tollgate_audit_log.canonical import COPY_COLUMNS, Entry, Head, Record, genesis_hash, iter_chain, link
+from tollgate_audit_log.canonical import (
+    COPY_COLUMNS,
+    Entry,
+    Head,
+    Record,
+    genesis_hash,
+    iter_chain,
+    iter_copy,
+    link,
+)
 from tollgate_audit_log.merkle import (
     BLOCK_HEIGHT,
     Frontier,
@@ -41,6 +50,8 @@ from tollgate_audit_log.signing import Signer, Statement, public_bytes
 
 log = logging.getLogger(__name__)
 
+# "copy": the service's (binary COPY tuples, :func:`iter_copy`); "executemany": asyncpg's pipelined
+# INSERTs, kept for comparison (its codec writes the edges of ``datetime`` as PostgreSQL's infinities).
 InsertMode = Literal["copy", "executemany"]
 YIELD_EVERY = 200  # rows hashed between two chances for other tasks to run (and to hash their tree levels)
 FILTER_BATCHES_AFTER_DUPLICATE = 20  # batches that look up known ids first after a redelivery was seen
@@ -56,8 +67,8 @@ def _collecting(
     """The rows, keeping each one's row hash (the writer signs from what it wrote) and, in ``tree``, their
     Merkle leaf hashes (``leaves``: filled by :func:`iter_chain` as it yields the rows) and the lower tree
     levels over them, hashed every ``YIELD_EVERY`` rows (a list comprehension a level) while PostgreSQL
-    inserts the rows already sent, rather than at the checkpoint, while it waits. ``executemany`` takes it
-    as it is; COPY through :func:`_yielding`."""
+    inserts the rows already sent, rather than at the checkpoint, while it waits. For ``executemany``, the
+    insert mode kept for comparison (the COPY sends binary tuples: :func:`_sending`)."""
     taken = i = 0  # leaves[:taken] are in the tree; i rows yielded
     for i, row in enumerate(rows, 1):
         into.append(row[17])
@@ -69,15 +80,19 @@ def _collecting(
         tree.extend(leaves[taken:i])
 
 
-async def _yielding(
-    rows: Iterator[Record], into: list[bytes], tree: RangeLevels | None, leaves: list[bytes]
-) -> AsyncIterator[Record]:
-    """:func:`_collecting`, letting the event loop run other tasks every ``YIELD_EVERY`` rows (hashing a
-    batch takes tens of milliseconds)."""
-    for i, row in enumerate(_collecting(rows, into, tree, leaves), 1):
-        yield row
-        if i % YIELD_EVERY == 0:
-            await asyncio.sleep(0)
+async def _sending(
+    chunks: Iterator[bytes], tree: RangeLevels | None, leaves: list[bytes]
+) -> AsyncIterator[bytes]:
+    """The chunks of a binary COPY (:func:`iter_copy`); once a chunk is sent, its rows' leaves go
+    to ``tree`` (the lower tree levels are hashed while PostgreSQL inserts the rows) and the event loop
+    runs other tasks."""
+    taken = 0
+    for chunk in chunks:
+        yield chunk
+        if tree is not None:
+            tree.extend(leaves[taken:])
+            taken = len(leaves)
+        await asyncio.sleep(0)
 
 
 class LockLost(RuntimeError):
@@ -414,17 +429,20 @@ class ChainWriter:
         self, entries: list[Entry], recorded_at: datetime, written: list[bytes], tree: RangeLevels | None
     ) -> tuple[int, bytes]:
         """Hash and insert the rows in one statement that streams them: the rows are hashed as the
-        statement takes them, and sent every few hundred kilobytes, so PostgreSQL inserts the first rows
-        (two processes, two cores) while Python hashes the next ones. One statement per batch: a ``COPY``
-        has a fixed cost on the server (its insert buffers) that smaller statements would pay again."""
+        statement takes them, and sent a slice at a time, so PostgreSQL inserts the first rows (two
+        processes, two cores) while the next ones are hashed. One statement per batch: a ``COPY`` has a
+        fixed cost on the server (its insert buffers) that smaller statements would pay again. With the
+        compiled loop, the rows are written as binary COPY tuples as they are hashed (asyncpg has nothing
+        left to encode); without it, asyncpg encodes the Python loop's rows."""
         head = Head(self.head_seq, self.head_hash)
         leaves: list[bytes] = []
-        rows = iter_chain(self.stream, entries, head, recorded_at, leaves)
         if self.insert_mode == "copy":
-            await self.conn.copy_records_to_table(
-                "audit_events", records=_yielding(rows, written, tree, leaves), columns=COPY_COLUMNS
+            chunks = iter_copy(self.stream, entries, head, recorded_at, written, leaves)
+            await self.conn.copy_to_table(
+                "audit_events", source=_sending(chunks, tree, leaves), columns=COPY_COLUMNS, format="binary"
             )
         else:  # asyncpg encodes and sends the arguments as it takes them from the iterator, too
+            rows = iter_chain(self.stream, entries, head, recorded_at, leaves)
             await self.conn.executemany(_INSERT, _collecting(rows, written, tree, leaves))
         if head.seq != self.head_seq + len(entries):  # every row taken, so head is the last one
             raise RuntimeError(f"stream {self.stream}: the insert did not take every row")

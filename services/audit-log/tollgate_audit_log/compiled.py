@@ -1,6 +1,7 @@
 """The audit trail's compiled hot loops (``libs/audit-native``, Rust): the verifier's ``CopyRows`` and
-``accept_rows``, the writer's ``chain_rows`` and the Merkle tree's ``parent_level``. Each does only what the Python code beside it does, for the rows it takes,
-and leaves every other row to that code (the reference; the tests compare the two).
+``accept_rows``, the writer's ``chain_copy`` and the Merkle tree's ``parent_level``. Each does only what the
+Python code beside it does, for the rows it takes, and leaves every other row to that code (the reference;
+the tests compare the two).
 
 Not built on a machine without a Rust toolchain, nor in the container image: the Python code then does
 all the work. ``TOLLGATE_AUDIT_LOG_COMPILED=0`` turns them off (a verifier that must rely on the Python code

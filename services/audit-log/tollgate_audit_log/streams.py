@@ -14,7 +14,6 @@ trainer's store keep the records. Switch it on with ``TOLLGATE_AUDIT_LOG_AUDIT_V
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from tollgate_audit_log.canonical import Entry, canonical_json
+from tollgate_audit_log.canonical import CANONICAL_UUID, Entry, canonical_json
 from tollgate_core.contracts import ContractRegistry, DatasetContract
 from tollgate_core.pii import PiiRedactor
 from tollgate_core.telemetry import TRACEPARENT, header_value, trace_id_of
@@ -32,9 +31,6 @@ Index = tuple[
     str | None, str | None, str | None, str | None, str | None
 ]  # request, entity, model, version, trace
 Extractor = Callable[[dict[str, Any]], Index]
-
-
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
 class PoisonMessage(ValueError):
@@ -244,7 +240,7 @@ class EntryBuilder:
         if not isinstance(doc, dict):
             raise PoisonMessage("not a JSON object")
         event_id = doc.get("event_id")
-        if not (isinstance(event_id, str) and _CANONICAL_UUID.match(event_id)):
+        if not (isinstance(event_id, str) and CANONICAL_UUID.match(event_id)):
             try:
                 event_id = str(uuid.UUID(str(event_id)))
             except ValueError:

@@ -1,7 +1,8 @@
 """The compiled hot loops (tollgate_audit_native) against the Python reference. The verifier's
 (accept_rows) writes every header byte for byte as orjson does (the hashes the writer computed), accepts
 exactly the rows that hold, and stops, leaving the row to the Python loop, at everything else. The writer's
-(chain_rows) places entries exactly as the Python loop does, and leaves it every entry it does not encode."""
+(chain_copy) places entries exactly as the Python loop does and writes them as the binary COPY tuples the
+Python code writes for them (canonical.copy_tuple), and leaves it every entry it does not encode."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from typing import Any
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from tollgate_audit_native import CopyRows, accept_rows, chain_rows, parent_level
+from tollgate_audit_native import CopyRows, accept_rows, chain_copy, parent_level
 
 from tests.audit_support import inference_entry
 from tests.unit.audit.test_chain import checkpoints
 from tollgate_audit_log import canonical, compiled, merkle, verify
 from tollgate_audit_log.canonical import (
+    COPY_COLUMNS,
     Entry,
     chain_records,
     content_hash,
@@ -168,12 +170,15 @@ def test_the_compiled_loops_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -
     names = {
         "accept_rows": accept_rows,
         "CopyRows": CopyRows,
-        "chain_rows": chain_rows,
+        "chain_copy": chain_copy,
         "parent_level": parent_level,
     }
-    assert (verify.accept_rows, verify.copy_rows, canonical.chain_rows, merkle.parent_level) == tuple(
-        names.values()
-    )
+    assert (
+        verify.accept_rows,
+        verify.copy_rows,
+        canonical.chain_copy,
+        merkle.parent_level,
+    ) == tuple(names.values())
     for name, loop in names.items():
         assert compiled.function(name) is loop
     monkeypatch.setenv(COMPILED_ENV, "0")
@@ -232,8 +237,8 @@ def test_the_verdict_is_the_same_with_or_without_the_compiled_loop(
     assert compiled == reference
 
 
-def _placed(entries: list[Entry], compiled_loop: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, ...]:
-    monkeypatch.setattr(canonical, "chain_rows", chain_rows if compiled_loop else None)
+def _placed(entries: list[Entry]) -> tuple[Any, ...]:
+    """The Python loop's rows, leaves and head (the reference)."""
     head = canonical.Head(5, bytes(range(32)))
     leaves: list[bytes] = []
     rows = list(canonical.iter_chain(STREAM, entries, head, RECORDED, leaves))
@@ -241,6 +246,8 @@ def _placed(entries: list[Entry], compiled_loop: bool, monkeypatch: pytest.Monke
 
 
 def writer_entries() -> list[Entry]:
+    """Entries at the edges of what the header and a COPY hold, and some the compiled loop leaves to the
+    Python code: a bool partition, a time not in UTC, an event id in capitals."""
     out = [*tricky_entries(), *(inference_entry(i) for i in range(450))]
     moments = [
         datetime(1, 1, 1, tzinfo=UTC),
@@ -254,35 +261,97 @@ def writer_entries() -> list[Entry]:
     for k, moment in enumerate(moments):
         out[20 + 37 * k] = dataclasses.replace(out[20 + 37 * k], occurred_at=moment)
     out[300] = dataclasses.replace(out[300], partition=True)  # a bool: orjson writes true
-    out[301] = dataclasses.replace(out[301], offset=2**63)  # past 64 signed bits: orjson writes it
+    out[77] = dataclasses.replace(out[77], event_id=out[77].event_id.upper())
     return out
 
 
-def test_the_writer_places_entries_as_the_python_loop_does(monkeypatch: pytest.MonkeyPatch) -> None:
+def _copied(entries: list[Entry], on: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, ...]:
+    """What the writer's binary COPY sends with the compiled loop (``on``) or the Python loop alone, the
+    row and leaf hashes and the head."""
+    monkeypatch.setattr(canonical, "chain_copy", chain_copy if on else None)
+    head = canonical.Head(5, bytes(range(32)))
+    hashes: list[bytes] = []
+    leaves: list[bytes] = []
+    data = b"".join(canonical.iter_copy(STREAM, entries, head, RECORDED, hashes, leaves))
+    return data, hashes, leaves, head.seq, head.hash
+
+
+def test_the_writer_writes_copy_tuples_as_the_reference_encodes_the_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     entries = writer_entries()
-    compiled_rows = _placed(entries, True, monkeypatch)
-    reference = _placed(entries, False, monkeypatch)
-    assert compiled_rows == reference
-    rows, leaves, seq, _ = reference
+    rows, leaves, seq, prev = _placed(entries)
+    data = canonical.COPY_SIGNATURE + b"".join(map(canonical.copy_tuple, rows)) + canonical.COPY_TRAILER
+    reference = data, [r[17] for r in rows], leaves, seq, prev
+    assert _copied(entries, True, monkeypatch) == reference
+    assert _copied(entries, False, monkeypatch) == reference
     assert seq == 5 + len(entries) and leaves == [leaf_hash(r[17]) for r in rows]
-
-
-def test_the_writer_leaves_an_entry_it_does_not_encode_to_the_python_loop() -> None:
-    entries = [inference_entry(i) for i in range(10)]
-    entries[3] = dataclasses.replace(entries[3], model=1.5)
-    placed, leaves, prev = chain_rows(
-        STREAM, PREFIX, entries, 0, genesis_hash(STREAM), RECORDED, micros(RECORDED)
-    )
-    assert (len(placed), len(leaves), prev) == (3, 3, placed[-1][17])
-    with pytest.raises(ValueError, match="32-byte"):
-        chain_rows(STREAM, PREFIX, entries, 0, b"", RECORDED, 0)
 
 
 def test_a_naive_timestamp_fails_as_in_the_python_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     entries = [dataclasses.replace(inference_entry(0), occurred_at=datetime(2026, 1, 1))]
-    for compiled_loop in (True, False):
+    with pytest.raises(TypeError):
+        _placed(entries)
+    for on in (True, False):
         with pytest.raises(TypeError):
-            _placed(entries, compiled_loop, monkeypatch)
+            _copied(entries, on, monkeypatch)
+
+
+def test_a_copy_tuple_holds_each_column_in_its_binary_form() -> None:
+    """canonical.copy_tuple, field by field: what asyncpg's codecs write for these column types."""
+    entry = dataclasses.replace(inference_entry(3), entity_id=None, version="é")
+    (row,), _, _ = chain_records(STREAM, [entry], 0, genesis_hash(STREAM), RECORDED)
+    data = canonical.copy_tuple(row)
+    (count,) = struct.unpack_from("!h", data)
+    fields, at = [], 2
+    for _ in range(count):
+        (size,) = struct.unpack_from("!i", data, at)
+        at += 4
+        fields.append(None if size < 0 else data[at : at + size])
+        at += max(size, 0)
+    assert at == len(data) and count == len(COPY_COLUMNS)
+    by_name = dict(zip(COPY_COLUMNS, fields, strict=True))
+    assert by_name["stream"] == b"inference" and by_name["seq"] == struct.pack("!q", 1)
+    assert by_name["event_id"] == bytes.fromhex(entry.event_id.replace("-", ""))
+    assert by_name["kafka_partition"] == struct.pack("!i", entry.partition)
+    assert by_name["kafka_offset"] == struct.pack("!q", entry.offset)
+    assert by_name["occurred_at"] == struct.pack("!q", micros(entry.occurred_at) - PG_EPOCH_US)
+    assert by_name["recorded_at"] == struct.pack("!q", micros(RECORDED) - PG_EPOCH_US)
+    assert by_name["entity_id"] is None and by_name["version"] == "é".encode()
+    assert by_name["envelope"] == entry.envelope.encode()
+    assert (by_name["content_hash"], by_name["prev_hash"], by_name["row_hash"]) == row[15:18]
+
+
+UNTAKEN = {
+    "event id in capitals": lambda e: dataclasses.replace(e, event_id=e.event_id.upper()),
+    "event id without hyphens": lambda e: dataclasses.replace(e, event_id=e.event_id.replace("-", "")),
+    "event id not a UUID": lambda e: dataclasses.replace(e, event_id="g" * 8 + e.event_id[8:]),
+    "partition past 32 bits": lambda e: dataclasses.replace(e, partition=2**31),
+    "partition a bool": lambda e: dataclasses.replace(e, partition=True),
+    "offset past 64 bits": lambda e: dataclasses.replace(e, offset=2**63),  # orjson writes it
+    "topic None": lambda e: dataclasses.replace(e, topic=None),
+    "event type None": lambda e: dataclasses.replace(e, event_type=None),
+    "model a float": lambda e: dataclasses.replace(e, model=1.5),
+    "time not in UTC": lambda e: dataclasses.replace(
+        e, occurred_at=e.occurred_at.astimezone(timezone(timedelta(hours=-5)))
+    ),
+    "envelope bytes": lambda e: dataclasses.replace(e, envelope=e.envelope.encode()),
+    "lone surrogate": lambda e: dataclasses.replace(e, request_id="\ud800"),
+}
+
+
+@pytest.mark.parametrize("change", UNTAKEN.values(), ids=UNTAKEN.keys())
+def test_the_writer_loop_stops_before_an_entry_it_does_not_encode(change: Any) -> None:
+    entries = [inference_entry(i) for i in range(5)]
+    entries[2] = change(entries[2])
+    data, hashes, leaves, prev = chain_copy(
+        STREAM, PREFIX, entries, 0, genesis_hash(STREAM), micros(RECORDED)
+    )
+    rows, _, _ = chain_records(STREAM, entries[:2], 0, genesis_hash(STREAM), RECORDED)
+    assert data == b"".join(map(canonical.copy_tuple, rows))
+    assert (hashes, leaves, prev) == ([r[17] for r in rows], [leaf_hash(r[17]) for r in rows], rows[-1][17])
+    with pytest.raises(ValueError, match="32-byte"):
+        chain_copy(STREAM, PREFIX, entries, 0, b"", 0)
 
 
 PG_EPOCH_US = 946_684_800_000_000
