@@ -431,9 +431,9 @@ class ChainWriter:
         """Hash and insert the rows in one statement that streams them: the rows are hashed as the
         statement takes them, and sent a slice at a time, so PostgreSQL inserts the first rows (two
         processes, two cores) while the next ones are hashed. One statement per batch: a ``COPY`` has a
-        fixed cost on the server (its insert buffers) that smaller statements would pay again. With the
-        compiled loop, the rows are written as binary COPY tuples as they are hashed (asyncpg has nothing
-        left to encode); without it, asyncpg encodes the Python loop's rows."""
+        fixed cost on the server (its insert buffers) that smaller statements would pay again. The rows
+        are written as binary COPY tuples as they are hashed (:func:`iter_copy`): asyncpg has nothing left
+        to encode."""
         head = Head(self.head_seq, self.head_hash)
         leaves: list[bytes] = []
         if self.insert_mode == "copy":
