@@ -18,11 +18,13 @@ def chain_copy(
     seq: int,
     prev: bytes,
     recorded_us: int,
+    max_bytes: int,
 ) -> tuple[bytes, list[bytes], list[bytes], bytes]:
     """Place ``entries`` (``canonical.Entry``) after the head ``(seq, prev)`` as ``canonical.iter_chain``
     does, recorded at ``recorded_us`` microseconds since the epoch, and write them as the tuples of a
     binary ``COPY audit_events (COPY_COLUMNS)`` (``canonical.copy_tuple``); stops before the first entry
-    it does not encode exactly as the Python code would. Returns the tuples, the rows' hashes, their
+    it does not encode exactly as the Python code would, and after the entry that brings the tuples to
+    ``max_bytes`` or more. Returns the tuples, the rows' hashes, their
     Merkle leaf hashes and the last row's hash (``prev`` when none)."""
 
 class CopyRows:

@@ -683,7 +683,8 @@ type Tuples<'py> = (
 /// epoch) and write them as the tuples of a binary `COPY audit_events (COPY_COLUMNS) FROM STDIN`
 /// (`canonical.copy_tuple`): no Python object a value, and nothing left for asyncpg to encode. `prefix`
 /// is `orjson.dumps((HASH_FORMAT, stream))` without its closing bracket, and a comma. Stops before the
-/// first entry it does not encode exactly as the Python code would.
+/// first entry it does not encode exactly as the Python code would, and after the entry that brings the
+/// tuples to `max_bytes` or more (a chunk's size is bounded by that and one entry).
 ///
 /// Returns the tuples (without the stream's signature and trailer), the rows' hashes, their Merkle leaf
 /// hashes and the last row's hash (`prev` when none).
@@ -697,12 +698,13 @@ fn chain_copy<'py>(
     seq: i64,
     prev: &[u8],
     recorded_us: i64,
+    max_bytes: usize,
 ) -> PyResult<Tuples<'py>> {
     let mut prev = starting_hash(prev)?;
     let name = stream.to_str()?.as_bytes();
     let mut header = Vec::with_capacity(512);
     let mut digits = itoa::Buffer::new();
-    let mut out: Vec<u8> = Vec::with_capacity(entries.len() * 1024);
+    let mut out: Vec<u8> = Vec::with_capacity(max_bytes.min(entries.len() * 1024));
     let mut hashes: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(entries.len());
     let mut leaves: Vec<Bound<'py, PyBytes>> = Vec::with_capacity(entries.len());
     let mut seq = seq;
@@ -721,6 +723,9 @@ fn chain_copy<'py>(
         hashes.push(PyBytes::new(py, &row_hash));
         leaves.push(PyBytes::new(py, &leaf_hash(&row_hash)));
         prev = row_hash;
+        if out.len() >= max_bytes {
+            break;
+        }
     }
     Ok((
         PyBytes::new(py, &out),

@@ -125,10 +125,12 @@ class Head:
     hash: bytes
 
 
-# Entries a chunk of the writer's COPY holds (:func:`iter_copy`): sent as soon as they are hashed.
+# Entries a chunk of the writer's COPY holds at most (:func:`iter_copy`): sent as soon as they are hashed;
+# and the bytes after which a chunk takes no more rows (so a chunk is at most that plus one row).
 CHAIN_SLICE = 200
+CHUNK_BYTES = 1 << 20
 ChainCopy = Callable[
-    [str, bytes, list[Entry], int, bytes, int], tuple[bytes, list[bytes], list[bytes], bytes]
+    [str, bytes, list[Entry], int, bytes, int, int], tuple[bytes, list[bytes], list[bytes], bytes]
 ]
 
 
@@ -248,8 +250,9 @@ def iter_copy(
     hashes: list[bytes],
     leaves: list[bytes],
 ) -> Iterator[bytes]:
-    """:func:`iter_chain` as the chunks of a binary ``COPY audit_events (COPY_COLUMNS) FROM STDIN``, a
-    :data:`CHAIN_SLICE` of rows a chunk. The compiled loop (:data:`chain_copy`) places and encodes the
+    """:func:`iter_chain` as the chunks of a binary ``COPY audit_events (COPY_COLUMNS) FROM STDIN``: at
+    most :data:`CHAIN_SLICE` rows a chunk, and no more rows once a chunk holds :data:`CHUNK_BYTES` (a
+    chunk is at most that plus one row). The compiled loop (:data:`chain_copy`) places and encodes the
     entries with no Python object a value; the entries it leaves (and all of them without it) are placed by
     :func:`iter_chain` and encoded by :func:`copy_tuple`. ``hashes`` and ``leaves`` receive each row's hash
     and Merkle leaf hash by the time its chunk is yielded; ``head`` becomes the new head once every chunk
@@ -264,21 +267,25 @@ def iter_copy(
         take = CHAIN_SLICE
         if place is not None:
             part = entries[i : i + CHAIN_SLICE]
-            data, placed, hashed, prev = place(stream, prefix, part, seq, prev, recorded_us)
+            data, placed, hashed, prev = place(stream, prefix, part, seq, prev, recorded_us, CHUNK_BYTES)
             seq += len(placed)
             i += len(placed)
             hashes += placed
             leaves += hashed
             if data:
                 yield data
-            if len(placed) == len(part):
+            if len(placed) == len(part) or len(data) >= CHUNK_BYTES:
                 continue
             take = 1  # the entry it left
-        rest = Head(seq, prev)
-        rows = list(iter_chain(stream, entries[i : i + take], rest, recorded_at, leaves))
-        seq, prev = rest.seq, rest.hash
-        i += len(rows)
-        hashes += (row[17] for row in rows)
-        yield b"".join(map(copy_tuple, rows))
+        tuples: list[bytes] = []
+        size = 0
+        for row in iter_chain(stream, entries[i : i + take], Head(seq, prev), recorded_at, leaves):
+            tuples.append(copy_tuple(row))
+            hashes.append(row[17])
+            seq, prev, size = row[1], row[17], size + len(tuples[-1])
+            i += 1
+            if size >= CHUNK_BYTES:
+                break
+        yield b"".join(tuples)
     yield COPY_TRAILER
     head.seq, head.hash = seq, prev

@@ -345,13 +345,43 @@ def test_the_writer_loop_stops_before_an_entry_it_does_not_encode(change: Any) -
     entries = [inference_entry(i) for i in range(5)]
     entries[2] = change(entries[2])
     data, hashes, leaves, prev = chain_copy(
-        STREAM, PREFIX, entries, 0, genesis_hash(STREAM), micros(RECORDED)
+        STREAM, PREFIX, entries, 0, genesis_hash(STREAM), micros(RECORDED), 1 << 20
     )
     rows, _, _ = chain_records(STREAM, entries[:2], 0, genesis_hash(STREAM), RECORDED)
     assert data == b"".join(map(canonical.copy_tuple, rows))
     assert (hashes, leaves, prev) == ([r[17] for r in rows], [leaf_hash(r[17]) for r in rows], rows[-1][17])
     with pytest.raises(ValueError, match="32-byte"):
-        chain_copy(STREAM, PREFIX, entries, 0, b"", 0)
+        chain_copy(STREAM, PREFIX, entries, 0, b"", 0, 1 << 20)
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["compiled", "python"])
+def test_a_chunk_of_the_copy_takes_no_more_rows_once_it_holds_chunk_bytes(
+    on: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large envelopes: each chunk stops at the row that brings it to CHUNK_BYTES (at most that plus one
+    row); the stream is still the reference's, byte for byte."""
+    big = "y" * 300_000
+    entries = [
+        dataclasses.replace(inference_entry(i), envelope=f'{{"i":{i},"pad":"{big}"}}') for i in range(11)
+    ]
+    entries[5] = dataclasses.replace(entries[5], event_id=entries[5].event_id.upper())  # the Python loop's
+    entries += [inference_entry(i) for i in range(11, 450)]
+    monkeypatch.setattr(canonical, "chain_copy", chain_copy if on else None)
+    hashes: list[bytes] = []
+    leaves: list[bytes] = []
+    chunks = list(
+        canonical.iter_copy(
+            STREAM, entries, canonical.Head(0, genesis_hash(STREAM)), RECORDED, hashes, leaves
+        )
+    )
+    rows, _, _ = chain_records(STREAM, entries, 0, genesis_hash(STREAM), RECORDED)
+    tuples = [canonical.copy_tuple(r) for r in rows]
+    assert b"".join(chunks) == canonical.COPY_SIGNATURE + b"".join(tuples) + canonical.COPY_TRAILER
+    assert hashes == [r[17] for r in rows] and len(leaves) == len(rows)
+    largest = max(map(len, tuples))
+    body = chunks[1:-1]
+    assert all(len(chunk) < canonical.CHUNK_BYTES + largest for chunk in body)
+    assert len(body) >= 5  # four chunks for the large envelopes at the least, then the rest
 
 
 PG_EPOCH_US = 946_684_800_000_000
