@@ -500,7 +500,7 @@ struct EntryFields<'py> {
     occurred_us: i64,
     /// request_id, entity_id, model, version, trace_id.
     ids: [Bound<'py, PyAny>; 5],
-    envelope: Bound<'py, PyAny>,
+    envelope: Bound<'py, PyString>,
 }
 
 impl<'py> EntryFields<'py> {
@@ -509,8 +509,9 @@ impl<'py> EntryFields<'py> {
     fn read(py: Python<'py>, entry: &Bound<'py, PyAny>) -> Option<Self> {
         let get = |name: &Bound<'py, PyString>| entry.getattr(name).ok();
         let occurred_at = get(intern!(py, "occurred_at"))?;
-        let envelope = get(intern!(py, "envelope"))?;
-        envelope.downcast_exact::<PyString>().ok()?;
+        let envelope = get(intern!(py, "envelope"))?
+            .downcast_into_exact::<PyString>()
+            .ok()?;
         Some(EntryFields {
             event_id: get(intern!(py, "event_id"))?,
             topic: get(intern!(py, "topic"))?,
@@ -530,7 +531,7 @@ impl<'py> EntryFields<'py> {
     }
 
     fn envelope(&self) -> Option<&str> {
-        self.envelope.downcast_exact::<PyString>().ok()?.to_str().ok()
+        self.envelope.to_str().ok()
     }
 
     /// The row's content hash and row hash when placed at `seq` after `prev` (`canonical.content_hash`).
