@@ -345,13 +345,13 @@ def test_the_writer_loop_stops_before_an_entry_it_does_not_encode(change: Any) -
     entries = [inference_entry(i) for i in range(5)]
     entries[2] = change(entries[2])
     data, hashes, leaves, prev = chain_copy(
-        STREAM, PREFIX, entries, 0, genesis_hash(STREAM), micros(RECORDED), 1 << 20
+        STREAM, PREFIX, entries, 0, genesis_hash(STREAM), micros(RECORDED), canonical.CHUNK_BYTES
     )
     rows, _, _ = chain_records(STREAM, entries[:2], 0, genesis_hash(STREAM), RECORDED)
     assert data == b"".join(map(canonical.copy_tuple, rows))
     assert (hashes, leaves, prev) == ([r[17] for r in rows], [leaf_hash(r[17]) for r in rows], rows[-1][17])
     with pytest.raises(ValueError, match="32-byte"):
-        chain_copy(STREAM, PREFIX, entries, 0, b"", 0, 1 << 20)
+        chain_copy(STREAM, PREFIX, entries, 0, b"", 0, canonical.CHUNK_BYTES)
 
 
 @pytest.mark.parametrize("on", [True, False], ids=["compiled", "python"])
