@@ -72,11 +72,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.db_support import ADMIN_DSN, drop_database  # noqa: E402
-from tollgate_audit_log import canonical, compiled  # noqa: E402
+from tollgate_audit_log import canonical, compiled, merkle  # noqa: E402
 from tollgate_audit_log import verify as verify_module  # noqa: E402
 from tollgate_audit_log.app import prepare_database  # noqa: E402
 from tollgate_audit_log.batch import record_batch  # noqa: E402
-from tollgate_audit_log.canonical import COPY_COLUMNS, Entry, chain_records  # noqa: E402
+from tollgate_audit_log.canonical import COPY_COLUMNS, Entry, Head, chain_records  # noqa: E402
 from tollgate_audit_log.chain import ChainWriter  # noqa: E402
 from tollgate_audit_log.compiled import COMPILED_ENV  # noqa: E402
 from tollgate_audit_log.receipts import receipts_for, verify_receipt  # noqa: E402
@@ -149,19 +149,33 @@ VERIFY_IDS = 10**9  # the verify trail's messages are numbered from here (reques
 CHECKPOINT_ROWS = 10_000  # the service's default: a signed tree head every 10,000 rows (or 5 s)
 
 
-# The sink's runs (the compiled loop on, or the Python loop alone), then the limits it is compared to.
-SINK_LOOPS = {"copy": True, "copy_python_loop": False}
+# The sink's runs (True: with the Python loop alone), then the limits it is compared to.
+SINK_RUNS = {"copy": False, "copy_python_loop": True}
 SINK_MODES = ("copy", "raw_copy", "raw_copy_bytes", "copy_python_loop")
+# Every compiled loop the audit-log looks up (tollgate_audit_log.compiled), by module attribute.
+LOOPS = ((verify_module, "accept_rows", "accept_rows"), (verify_module, "copy_rows", "CopyRows"),
+         (canonical, "chain_copy", "chain_copy"), (merkle, "parent_level", "parent_level"))  # fmt: skip
+
+
+def python_loop(on: bool) -> None:
+    """The Python loops alone (on) or the compiled ones: in this process, and in the verification worker
+    processes started from here on (they inherit the environment)."""
+    if on:
+        os.environ[COMPILED_ENV] = "0"
+    else:
+        os.environ.pop(COMPILED_ENV, None)
+    for module, attribute, name in LOOPS:
+        setattr(module, attribute, compiled.function(name))
 
 
 @contextlib.contextmanager
-def sink_loops(on: bool) -> Iterator[None]:
-    """The writer with its compiled loop (``chain_copy``) or the Python loop alone."""
-    canonical.chain_copy = compiled.function("chain_copy") if on else None
+def python_loops(on: bool) -> Iterator[None]:
+    """:func:`python_loop` for the time of a block, then the compiled loops again."""
+    python_loop(on)
     try:
         yield
     finally:
-        canonical.chain_copy = compiled.function("chain_copy")
+        python_loop(False)
 
 
 def paired(a: list[float], b: list[float]) -> float:
@@ -206,37 +220,35 @@ async def raw_copy_rate(
 ) -> float:
     """The limit: the same rows, hashed beforehand (not timed), COPY'd into the same table with the same
     indexes, one transaction per batch, no head check and no checkpoint. ``encoded``: the rows are binary
-    COPY tuples already (not timed either), sent a slice at a time as the sink sends them."""
-    head = ChainWriter(conn, stream)
-    await head.acquire()
-    seq, prev = head.head_seq, head.head_hash
-    batches = []
+    COPY tuples already (written by the sink's own loop, not timed either), sent a chunk at a time as the
+    sink sends them."""
+    writer = ChainWriter(conn, stream)
+    await writer.acquire()
+    seq, prev = writer.head_seq, writer.head_hash
+    batches: list[list[Any]] = []  # records, or the chunks of a binary COPY as the sink writes them
     for first in range(0, len(rows), batch):
-        records, seq, prev = chain_records(stream, rows[first : first + batch], seq, prev, datetime.now(UTC))
-        batches.append(records)
-    chunks = [
-        [canonical.COPY_SIGNATURE]
-        + [
-            b"".join(map(canonical.copy_tuple, records[i : i + canonical.CHAIN_SLICE]))
-            for i in range(0, len(records), canonical.CHAIN_SLICE)
-        ]
-        + [canonical.COPY_TRAILER]
-        for records in (batches if encoded else [])
-    ]
+        part, now = rows[first : first + batch], datetime.now(UTC)
+        if encoded:
+            head = Head(seq, prev)
+            batches.append(list(canonical.iter_copy(stream, part, head, now, [], [])))
+            seq, prev = head.seq, head.hash
+        else:
+            records, seq, prev = chain_records(stream, part, seq, prev, now)
+            batches.append(records)
 
-    async def sent(parts: list[bytes]) -> AsyncIterator[bytes]:
-        for part in parts:
-            yield part
+    async def sent(chunks: list[bytes]) -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
 
     started = time.perf_counter()
-    for i, records in enumerate(batches):
+    for prepared in batches:
         async with conn.transaction():
             if encoded:
                 await conn.copy_to_table(
-                    "audit_events", source=sent(chunks[i]), columns=COPY_COLUMNS, format="binary"
+                    "audit_events", source=sent(prepared), columns=COPY_COLUMNS, format="binary"
                 )
             else:
-                await conn.copy_records_to_table("audit_events", records=records, columns=COPY_COLUMNS)
+                await conn.copy_records_to_table("audit_events", records=prepared, columns=COPY_COLUMNS)
     rate = len(rows) / (time.perf_counter() - started)
     sealer = ChainWriter(conn, stream)  # seal them (untimed), so the next sink run starts with no backlog
     await sealer.acquire()
@@ -278,9 +290,9 @@ async def row_by_row_rate(conn: asyncpg.Connection, stream: str, rows: list[Entr
     from tollgate_audit_log.canonical import COPY_COLUMNS, chain_records
 
     sql = f"INSERT INTO audit_events ({', '.join(COPY_COLUMNS)}) VALUES ({', '.join(f'${i + 1}' for i in range(len(COPY_COLUMNS)))})"
-    head = ChainWriter(conn, stream)
-    await head.acquire()
-    seq, prev = head.head_seq, head.head_hash
+    writer = ChainWriter(conn, stream)
+    await writer.acquire()
+    seq, prev = writer.head_seq, writer.head_hash
     started = time.perf_counter()
     for first in range(0, len(rows), batch):
         async with conn.transaction():
@@ -323,7 +335,7 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
     conn = await asyncpg.connect(dsn)
     rates: dict[str, list[float]] = {mode: [] for mode in (*SINK_MODES, "executemany")}
     checkpoints: list[float] = []  # seconds of each CHECKPOINT_ROWS-row checkpoint in the sink's copy runs
-    cpu: dict[str, list[float]] = {mode: [] for mode in SINK_LOOPS}  # the sink process's us a row
+    cpu: dict[str, list[float]] = {mode: [] for mode in SINK_RUNS}  # the sink process's us a row
     try:
         for rep in range(args.repeat):
             turn = rep % len(SINK_MODES)  # each round starts with another mode: none always runs first
@@ -337,8 +349,8 @@ async def measure(dsn: str, args: argparse.Namespace) -> dict[str, Any]:
                     rate = await raw_copy_rate(
                         conn, args.stream, rows, args.batch, encoded=mode == "raw_copy_bytes"
                     )
-                elif mode in SINK_LOOPS:
-                    with sink_loops(SINK_LOOPS[mode]):
+                elif mode in SINK_RUNS:
+                    with python_loops(SINK_RUNS[mode]):
                         rate = await sink_rate(
                             conn,
                             args.stream,
@@ -535,17 +547,6 @@ async def measure_verify(dsn: str, builder: EntryBuilder, args: argparse.Namespa
         return {"verify_rows": args.verify_rows, **timings}
     finally:
         await conn.close()
-
-
-def python_loop(on: bool) -> None:
-    """Verification with the Python loop of ChainChecker alone (on) or with the compiled hot loop: in this
-    process, and in the worker processes started from here on (they inherit the environment)."""
-    if on:
-        os.environ[COMPILED_ENV] = "0"
-    else:
-        os.environ.pop(COMPILED_ENV, None)
-    verify_module.accept_rows = compiled.function("accept_rows")
-    verify_module.copy_rows = compiled.function("CopyRows")
 
 
 async def copy_floor(dsn: str, stream: str, rows: int, connections: int) -> tuple[float, float]:
